@@ -1,0 +1,2 @@
+//! The `compromis` command.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Printers and plots: tables, JSON/CSV output, SVG charts, the reproduction report.

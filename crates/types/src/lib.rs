@@ -1,0 +1,17 @@
+//! Shared vocabulary of Compromis.
+//!
+//! Every other crate speaks in these types:
+//! - address newtypes for the three address spaces of a virtual machine ([`Gva`] guest-virtual,
+//!   [`Gpa`] guest-physical, [`Hpa`] host-physical); mixing them does not compile;
+//! - [`PageSize`] (4 KiB, 2 MiB, 1 GiB) and [`ByteSize`] (parsed from `4GiB`, `512M`, `4096`...);
+//! - [`Cycles`];
+//! - the access stream record [`Op`] that workloads and trace readers produce and the simulator
+//!   consumes.
+
+mod addr;
+mod op;
+mod size;
+
+pub use addr::{Address, Gpa, Gva, Hpa};
+pub use op::{AccessKind, Op, Pid};
+pub use size::{ByteSize, Cycles, PageSize, SizeError};
