@@ -1,2 +1,57 @@
-//! The `compromis` command.
-fn main() {}
+//! The `compromis` command: parses arguments, calls the libraries, prints.
+//!
+//! Every subcommand lives in its own module with an `Args` struct (clap derive) and a `run`
+//! function. Errors are printed with their causes (`{:#}`) and exit with status 2.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod config;
+mod hv;
+mod place;
+mod record;
+mod sim;
+mod tracecmd;
+
+/// Compromis: memory virtualization with one host-physical segment per VM (VEE 2021).
+#[derive(Parser, Debug)]
+#[command(name = "compromis", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Simulate address translation of a workload or trace under several schemes.
+    Sim(sim::SimArgs),
+    /// Run a program under valgrind lackey and simulate its memory accesses as they arrive.
+    Record(record::RecordArgs),
+    /// Inspect or convert memory traces.
+    Trace(tracecmd::TraceArgs),
+    /// Print or check the machine-model configuration file.
+    Config(config::ConfigArgs),
+    /// Run a hypervisor memory-manager scenario and print the host memory map.
+    Hv(hv::HvArgs),
+    /// Replay a VM trace on a cluster under placement policies.
+    Place(place::PlaceArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Sim(a) => sim::run(a),
+        Command::Record(a) => record::run(a),
+        Command::Trace(a) => tracecmd::run(a),
+        Command::Config(a) => config::run(a),
+        Command::Hv(a) => hv::run(a),
+        Command::Place(a) => place::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
