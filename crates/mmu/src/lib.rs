@@ -1,1 +1,23 @@
-//! Timing side of translation: TLBs, page-walk caches, nested TLB, data caches, the translation schemes (native, EPT, shadow, Compromis...), statistics and the simulation engine.
+//! Timing side of address translation in a virtual machine.
+//!
+//! `compromis-vmem` says what maps to what; this crate says what it costs to find out:
+//! - [`setassoc`]: the set-associative LRU array behind every TLB and cache;
+//! - [`tlb`]: L1 data/instruction TLBs, the second-level TLB, page-walk caches;
+//! - [`schemes`]: one file per translation scheme (native, EPT, shadow paging, Compromis), each a
+//!   [`scheme::Walker`] wrapped by [`scheme::Mmu`] into a [`scheme::Scheme`];
+//! - [`stats`]: per-scheme counters (subtractable for warm-up);
+//! - [`config`]: the machine model (sizes; TOML);
+//! - [`engine`]: the simulation loop (one stream, all schemes, in parallel).
+
+pub mod config;
+pub mod engine;
+pub mod scheme;
+pub mod schemes;
+pub mod setassoc;
+pub mod stats;
+pub mod tlb;
+
+pub use config::{ConfigError, Geometry, MachineConfig};
+pub use engine::{SchemeResult, SchemeRun, SimConfig, SimError, simulate};
+pub use scheme::{Scheme, SchemeKind};
+pub use stats::{ExitCause, Stats};

@@ -1,1 +1,21 @@
-//! Functional memory model of a VM: radix page tables, the guest OS (processes, demand paging, frame allocation) and the hypervisor's gPA->hPA backing (EPT table, Compromis segments).
+//! Functional memory model of a virtual machine: *what maps to what*, with no caches and no
+//! timing (those live in `compromis-mmu`).
+//!
+//! - [`radix`]: x86-64 radix page tables (4 or 5 levels) whose table pages have physical
+//!   addresses, so a walk reports the address of every entry it reads;
+//! - [`layout`]: the guest-physical layout (RAM below the MMIO hole, the hole, RAM above 4 GiB);
+//! - [`frames`] and [`guest`]: the guest OS (processes, demand paging, THP, unmap, CR3 switches);
+//! - [`backing`]: the hypervisor's gPA -> hPA mapping, as an EPT and as Compromis segment
+//!   registers.
+
+pub mod backing;
+pub mod frames;
+pub mod guest;
+pub mod layout;
+pub mod radix;
+
+pub use backing::{Backing, BackingError, HV_PRIVATE_BASE, HvFrames, Run, Segment};
+pub use frames::FramePolicy;
+pub use guest::{Fault, GuestConfig, GuestCounters, GuestError, GuestOs, Unmapped};
+pub use layout::{GpaRange, GuestLayout, MMIO_HOLE_END, MMIO_HOLE_START};
+pub use radix::{Leaf, RadixTable, WalkPath, Writes};

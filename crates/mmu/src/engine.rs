@@ -1,0 +1,251 @@
+//! The simulation engine: one access stream, every scheme.
+//!
+//! The stream is read in chunks; each chunk is run through every scheme in parallel (rayon). Each
+//! scheme owns a replica of the guest OS (page tables change as the guest runs, and every replica
+//! makes the same deterministic choices) and shares the immutable hypervisor backing, so every
+//! scheme sees the same guest and host mappings. Memory use is bounded by the chunk size and the
+//! simulated machine's state, not by the stream length.
+
+use crate::config::{ConfigError, MachineConfig};
+use crate::scheme::{Ctx, Scheme, SchemeKind};
+use crate::stats::Stats;
+use compromis_types::{AccessKind, Address, Gva, Hpa, Op};
+use compromis_vmem::{Backing, GuestConfig, GuestCounters, GuestError, GuestOs, Unmapped};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Ops per chunk handed to the schemes at once.
+pub const CHUNK: usize = 1 << 16;
+
+/// Simulation errors.
+#[derive(Debug, Error)]
+pub enum SimError {
+    /// The guest OS could not do what the stream asked.
+    #[error("guest: {0}")]
+    Guest(#[from] GuestError),
+    /// The op source failed (a trace reader's error, with its file and line).
+    #[error(transparent)]
+    Source(Box<dyn std::error::Error + Send + Sync>),
+    /// The machine configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Verification found a scheme disagreeing with the reference translation.
+    #[error("{scheme}: access #{index} at {gva} translated to {got:?}, reference says {want:?}")]
+    Mismatch {
+        /// The scheme.
+        scheme: &'static str,
+        /// Index of the access in the stream.
+        index: u64,
+        /// The address.
+        gva: Gva,
+        /// What the scheme answered.
+        got: Option<Hpa>,
+        /// The reference composition.
+        want: Option<Hpa>,
+    },
+    /// No scheme to simulate.
+    #[error("no scheme selected")]
+    NoScheme,
+}
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The machine model.
+    pub machine: MachineConfig,
+    /// The guest OS.
+    pub guest: GuestConfig,
+    /// Schemes to run, in output order.
+    pub schemes: Vec<SchemeKind>,
+    /// Accesses excluded from the measured statistics.
+    pub warmup: u64,
+    /// Check every translation against the reference composition (slower; for tests).
+    pub verify: bool,
+}
+
+/// The outcome for one scheme.
+#[derive(Clone, Debug, Serialize)]
+pub struct SchemeResult {
+    /// The scheme.
+    pub scheme: SchemeKind,
+    /// Counters of the warm-up phase.
+    pub warmup: Stats,
+    /// Counters of the measured phase.
+    pub measured: Stats,
+    /// Guest OS counters at the end (whole run).
+    pub guest: GuestCounters,
+}
+
+/// One scheme running over the stream.
+pub struct SchemeRun {
+    kind: SchemeKind,
+    scheme: Box<dyn Scheme>,
+    guest: GuestOs,
+    backing: Arc<Backing>,
+    unmapped: Vec<Unmapped>,
+    accesses: u64,
+    warmup: u64,
+    warm: Option<Stats>,
+    verify: bool,
+}
+
+impl SchemeRun {
+    /// A run of `kind` over a fresh guest.
+    pub fn new(kind: SchemeKind, cfg: &SimConfig, backing: &Arc<Backing>) -> Result<SchemeRun, SimError> {
+        let guest = GuestOs::new(cfg.guest.clone(), backing.layout().clone())?;
+        Ok(SchemeRun {
+            kind,
+            scheme: kind.build(&cfg.machine, backing),
+            guest,
+            backing: Arc::clone(backing),
+            unmapped: Vec::new(),
+            accesses: 0,
+            warmup: cfg.warmup,
+            warm: (cfg.warmup == 0).then(Stats::default),
+            verify: cfg.verify,
+        })
+    }
+
+    /// The reference translation of `gva` in the running process: guest table, then the
+    /// hypervisor's mapping (native: the guest-physical address itself).
+    pub fn reference(&self, gva: Gva) -> Option<Hpa> {
+        let gpa = self.guest.translate(gva)?;
+        match self.kind {
+            SchemeKind::Native => Some(Hpa(gpa.raw())),
+            _ => self.backing.translate(gpa),
+        }
+    }
+
+    /// The guest OS of this run.
+    pub fn guest(&self) -> &GuestOs {
+        &self.guest
+    }
+
+    /// The scheme.
+    pub fn scheme(&self) -> &dyn Scheme {
+        self.scheme.as_ref()
+    }
+
+    /// Runs one op; for an access, returns its translation.
+    #[inline]
+    pub fn step(&mut self, op: &Op) -> Result<Option<Hpa>, SimError> {
+        match *op {
+            Op::Access { gva, kind, instrs } => {
+                if self.accesses == self.warmup && self.warm.is_none() {
+                    self.warm = Some(self.scheme.stats().clone());
+                }
+                self.accesses += 1;
+                let s = self.scheme.stats_mut();
+                s.accesses += 1;
+                s.instructions += u64::from(instrs);
+                match kind {
+                    AccessKind::Load => s.loads += 1,
+                    AccessKind::Store => s.stores += 1,
+                    AccessKind::Fetch => s.fetches += 1,
+                }
+                let ctx = Ctx { guest: &self.guest, backing: &self.backing };
+                let hpa = match self.scheme.translate(ctx, gva, kind) {
+                    Some(h) => h,
+                    None => {
+                        let fault = self.guest.fault(gva)?;
+                        let ctx = Ctx { guest: &self.guest, backing: &self.backing };
+                        self.scheme.on_fault(ctx, &fault);
+                        self.scheme.translate(ctx, gva, kind).ok_or(GuestError::Config(format!(
+                            "{}: no translation for {gva} right after its page fault",
+                            self.kind
+                        )))?
+                    }
+                };
+                if self.verify {
+                    let want = self.reference(gva);
+                    let probe = self.scheme.probe(Ctx { guest: &self.guest, backing: &self.backing }, gva);
+                    if want != Some(hpa) || probe != want {
+                        return Err(SimError::Mismatch {
+                            scheme: self.kind.name(),
+                            index: self.accesses - 1,
+                            gva,
+                            got: if want != Some(hpa) { Some(hpa) } else { probe },
+                            want,
+                        });
+                    }
+                }
+                Ok(Some(hpa))
+            }
+            Op::Map { start, len } => {
+                self.guest.map(start, len)?;
+                Ok(None)
+            }
+            Op::Unmap { start, len } => {
+                self.unmapped.clear();
+                let writes = self.guest.unmap(start, len, &mut self.unmapped)?;
+                let ctx = Ctx { guest: &self.guest, backing: &self.backing };
+                self.scheme.on_unmap(ctx, &self.unmapped, writes);
+                Ok(None)
+            }
+            Op::Switch { pid } => {
+                if pid != self.guest.current_pid() {
+                    self.guest.switch(pid)?;
+                    let ctx = Ctx { guest: &self.guest, backing: &self.backing };
+                    self.scheme.on_switch(ctx);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs a chunk of ops.
+    pub fn run(&mut self, ops: &[Op]) -> Result<(), SimError> {
+        for op in ops {
+            self.step(op)?;
+        }
+        Ok(())
+    }
+
+    /// The final result.
+    pub fn finish(self) -> SchemeResult {
+        let total = self.scheme.stats().clone();
+        let warm = self.warm.unwrap_or_else(|| total.clone());
+        SchemeResult { scheme: self.kind, measured: total.since(&warm), warmup: warm, guest: self.guest.counters() }
+    }
+}
+
+/// Runs `source` through every scheme of `cfg` on a VM backed by `backing`. `progress` is
+/// called with the number of ops done after each chunk.
+pub fn simulate<I, E>(
+    cfg: &SimConfig,
+    backing: &Arc<Backing>,
+    source: I,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<SchemeResult>, SimError>
+where
+    I: IntoIterator<Item = Result<Op, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    cfg.machine.validate()?;
+    if cfg.schemes.is_empty() {
+        return Err(SimError::NoScheme);
+    }
+    let mut runs = cfg
+        .schemes
+        .iter()
+        .map(|&k| SchemeRun::new(k, cfg, backing))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut source = source.into_iter();
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut done = 0u64;
+    loop {
+        chunk.clear();
+        for item in source.by_ref().take(CHUNK) {
+            chunk.push(item.map_err(|e| SimError::Source(Box::new(e)))?);
+        }
+        if chunk.is_empty() {
+            break;
+        }
+        runs.par_iter_mut().try_for_each(|r| r.run(&chunk))?;
+        done += chunk.len() as u64;
+        progress(done);
+    }
+    Ok(runs.into_iter().map(SchemeRun::finish).collect())
+}

@@ -1,0 +1,204 @@
+//! The translation-scheme interface and the driver every scheme shares.
+//!
+//! A scheme is a [`Walker`]: what happens on a second-level TLB miss (which tables are read, how
+//! each guest-physical address is turned into a host-physical one) and how the scheme reacts to
+//! guest events (faults, unmaps, CR3 loads). [`Mmu`] wraps a walker with the TLBs and statistics
+//! common to all schemes and implements [`Scheme`]. Adding a scheme is adding a file with a
+//! `Walker` and a line in [`SchemeKind`].
+
+use crate::config::MachineConfig;
+use crate::stats::Stats;
+use crate::tlb::Tlbs;
+use compromis_types::{AccessKind, Address, Gva, Hpa, PageSize};
+use compromis_vmem::{Backing, Fault, GuestOs, Unmapped, Writes};
+use std::sync::Arc;
+
+/// Linux flushes the whole TLB rather than page by page above this many pages
+/// (`tlb_single_page_flush_ceiling`, mm/tlb.c).
+pub const FLUSH_CEILING: usize = 33;
+
+/// Everything a walker may read: the guest's tables and the hypervisor's backing.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    /// The guest OS (the running process's page table).
+    pub guest: &'a GuestOs,
+    /// The hypervisor's gPA -> hPA backing.
+    pub backing: &'a Backing,
+}
+
+/// The result of a walk: the final page and its size as the TLB will hold it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkResult {
+    /// Host-physical base of the page.
+    pub frame: Hpa,
+    /// Size of the TLB entry (for virtualized schemes, the smaller of the guest and host pages).
+    pub size: PageSize,
+}
+
+/// What a scheme does on a TLB miss and on guest events.
+pub trait Walker: Send {
+    /// Walks for `gva`. `None` when the guest has no mapping (the guest then takes a page fault
+    /// and the access is retried); such a failed walk is not counted.
+    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, stats: &mut Stats) -> Option<WalkResult>;
+    /// The translation this scheme's structures give, without side effects or statistics.
+    fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa>;
+    /// The guest handled a page fault (installed a leaf).
+    fn on_fault(&mut self, _ctx: Ctx<'_>, _fault: &Fault, _stats: &mut Stats) {}
+    /// The guest unmapped pages (`writes` entries written); `flushed` when it reloaded CR3
+    /// instead of issuing one INVLPG per page.
+    fn on_unmap(&mut self, _ctx: Ctx<'_>, _pages: &[Unmapped], _writes: Writes, _flushed: bool, _stats: &mut Stats) {}
+    /// The guest loaded CR3 (context switch, or a full TLB flush).
+    fn on_cr3_load(&mut self, _ctx: Ctx<'_>, _stats: &mut Stats) {}
+    /// Flush of the walker's own caches (untagged context switch).
+    fn flush(&mut self) {}
+}
+
+/// A translation scheme: timed translation, side-effect-free probe, invalidation, statistics.
+pub trait Scheme: Send {
+    /// The scheme's name.
+    fn name(&self) -> &'static str;
+    /// Translates an access of the running process; `None` if the guest must fault first.
+    fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa>;
+    /// The translation, without changing any state.
+    fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa>;
+    /// A guest page fault was handled.
+    fn on_fault(&mut self, ctx: Ctx<'_>, fault: &Fault);
+    /// Pages were unmapped by the running process.
+    fn on_unmap(&mut self, ctx: Ctx<'_>, pages: &[Unmapped], writes: Writes);
+    /// The guest switched to another process.
+    fn on_switch(&mut self, ctx: Ctx<'_>);
+    /// Counters so far.
+    fn stats(&self) -> &Stats;
+    /// Counters so far, mutable (for instruction counts kept by the engine).
+    fn stats_mut(&mut self) -> &mut Stats;
+}
+
+/// A walker with TLBs and statistics.
+pub struct Mmu<W: Walker> {
+    name: &'static str,
+    tlbs: Tlbs,
+    walker: W,
+    stats: Stats,
+}
+
+impl<W: Walker> Mmu<W> {
+    /// Wraps `walker`.
+    pub fn new(name: &'static str, cfg: &MachineConfig, walker: W) -> Mmu<W> {
+        Mmu { name, tlbs: Tlbs::new(cfg), walker, stats: Stats::default() }
+    }
+}
+
+impl<W: Walker> Scheme for Mmu<W> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    #[inline]
+    fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
+        let asid = ctx.guest.current_pid();
+        if let Some(hit) = self.tlbs.lookup(gva.raw(), asid, kind, &mut self.stats) {
+            return Some(Hpa(hit.frame + gva.page_offset(hit.size)));
+        }
+        let r = self.walker.walk(ctx, gva, asid, &mut self.stats)?;
+        self.tlbs.fill(gva.raw(), asid, kind, r.frame.raw(), r.size);
+        Some(Hpa(r.frame.raw() + gva.page_offset(r.size)))
+    }
+
+    fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
+        self.walker.probe(ctx, gva)
+    }
+
+    fn on_fault(&mut self, ctx: Ctx<'_>, fault: &Fault) {
+        self.stats.page_faults += 1;
+        self.walker.on_fault(ctx, fault, &mut self.stats);
+    }
+
+    fn on_unmap(&mut self, ctx: Ctx<'_>, pages: &[Unmapped], writes: Writes) {
+        let asid = ctx.guest.current_pid();
+        let flushed = pages.len() > FLUSH_CEILING;
+        if flushed {
+            self.tlbs.flush();
+            self.walker.flush();
+            self.stats.tlb_flushes += 1;
+        } else {
+            for p in pages {
+                self.tlbs.invalidate_page(p.page.raw(), asid);
+            }
+        }
+        self.walker.on_unmap(ctx, pages, writes, flushed, &mut self.stats);
+    }
+
+    fn on_switch(&mut self, ctx: Ctx<'_>) {
+        self.stats.context_switches += 1;
+        if !self.tlbs.tagged {
+            self.tlbs.flush();
+            self.walker.flush();
+            self.stats.tlb_flushes += 1;
+        }
+        self.walker.on_cr3_load(ctx, &mut self.stats);
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn stats_mut(&mut self) -> &mut Stats {
+        &mut self.stats
+    }
+}
+
+/// The schemes this crate knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemeKind {
+    /// No virtualization: the guest table walked directly (the baseline).
+    Native,
+    /// Hardware nested paging (Intel EPT / AMD NPT).
+    Ept,
+    /// Shadow paging.
+    Shadow,
+    /// Compromis: guest paging, hypervisor segment.
+    Compromis,
+}
+
+impl SchemeKind {
+    /// Every scheme, in display order.
+    pub const ALL: [SchemeKind; 4] = [SchemeKind::Native, SchemeKind::Ept, SchemeKind::Shadow, SchemeKind::Compromis];
+
+    /// The scheme's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchemeKind::Native => "native",
+            SchemeKind::Ept => "ept",
+            SchemeKind::Shadow => "shadow",
+            SchemeKind::Compromis => "compromis",
+        }
+    }
+
+    /// Builds the scheme for a VM.
+    pub fn build(self, cfg: &MachineConfig, backing: &Arc<Backing>) -> Box<dyn Scheme> {
+        use crate::schemes::*;
+        match self {
+            SchemeKind::Native => Box::new(Mmu::new(self.name(), cfg, native::Native::new(cfg))),
+            SchemeKind::Ept => Box::new(Mmu::new(self.name(), cfg, ept::Ept::new(cfg))),
+            SchemeKind::Shadow => Box::new(Mmu::new(self.name(), cfg, shadow::Shadow::new(cfg, backing))),
+            SchemeKind::Compromis => Box::new(Mmu::new(self.name(), cfg, compromis::Compromis::new(cfg))),
+        }
+    }
+}
+
+impl std::fmt::Display for SchemeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SchemeKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        SchemeKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
+            let valid: Vec<&str> = SchemeKind::ALL.iter().map(|k| k.name()).collect();
+            format!("unknown scheme '{s}': valid values are {}", valid.join(", "))
+        })
+    }
+}

@@ -1,0 +1,52 @@
+//! Compromis (Teabe et al., VEE 2021, "(No)Compromis: Paging Virtualization Is Not a Fatality"):
+//! the guest keeps ordinary paging; the hypervisor gives the VM contiguous host memory described by
+//! segment registers (BASE, LIMIT, OFFSET per register set). A TLB miss walks the guest table
+//! only, and every gPA it meets (gCR3, each guest entry's table page, the data page) is translated
+//! by one compare and one add, with no memory reference: `n` references per walk.
+//!
+//! A gPA outside every register set (RAM the hypervisor could not give as a segment, see
+//! `compromis-hostmem`) takes the fallback path: an EPT walk through the nested TLB, counted in
+//! `fallback_translations`. No VM exit on guest page-table writes or CR3 loads.
+
+use super::{HostXlat, NestedWalker, guest_probe, guest_pwc, guest_walk};
+use crate::config::MachineConfig;
+use crate::scheme::{Ctx, WalkResult, Walker};
+use crate::stats::Stats;
+use crate::tlb::WalkCaches;
+use compromis_types::{Gva, Hpa, PageSize};
+
+/// Compromis walker.
+pub struct Compromis {
+    pwc: WalkCaches,
+    fallback: NestedWalker,
+}
+
+impl Compromis {
+    /// From a configuration.
+    pub fn new(cfg: &MachineConfig) -> Compromis {
+        Compromis { pwc: guest_pwc(cfg), fallback: NestedWalker::new(cfg) }
+    }
+}
+
+impl Walker for Compromis {
+    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, stats: &mut Stats) -> Option<WalkResult> {
+        let fallback = &mut self.fallback;
+        guest_walk(&mut self.pwc, ctx, gva, asid, stats, |g, s| match ctx.backing.segment(g) {
+            Some(hpa) => {
+                s.segment_translations += 1;
+                // A segment is contiguous: it never splinters the guest's pages.
+                HostXlat { hpa, refs: 0, size: PageSize::Size1G }
+            }
+            None => {
+                s.fallback_translations += 1;
+                fallback.translate(ctx.backing, g, s)
+            }
+        })
+    }
+    fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
+        guest_probe(ctx, gva, |g| ctx.backing.segment(g).or_else(|| ctx.backing.translate(g)))
+    }
+    fn flush(&mut self) {
+        self.pwc.flush();
+    }
+}

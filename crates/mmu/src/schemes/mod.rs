@@ -1,0 +1,127 @@
+//! The translation schemes, one file each, and the two walks they share: the guest-dimension walk
+//! (every gPA it meets handed to a scheme-specific translator) and the host (EPT) walk with its
+//! nested TLB and host page-walk caches.
+
+pub mod compromis;
+pub mod ept;
+pub mod native;
+pub mod shadow;
+
+use crate::config::MachineConfig;
+use crate::scheme::{Ctx, WalkResult};
+use crate::setassoc::SetAssoc;
+use crate::stats::Stats;
+use crate::tlb::WalkCaches;
+use compromis_types::{Address, Gpa, Gva, Hpa, PageSize};
+use compromis_vmem::Backing;
+
+/// A gPA translated for a walk: the hPA, the host references it cost, and the largest page over
+/// which the host mapping is contiguous (limits the TLB entry size).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HostXlat {
+    pub hpa: Hpa,
+    pub refs: u64,
+    pub size: PageSize,
+}
+
+/// Walks the running process's guest table for `gva`, skipping levels on page-walk-cache hits,
+/// and translates every gPA met (the table pages read, then the data page) with `xlat`.
+///
+/// Reference count with every cache disabled: `n` guest entries, each preceded by the
+/// translation of its table page's gPA (gCR3 for the root), then the data gPA: with `m` host
+/// references per translation, `n(m + 1) + m = (n + 1)(m + 1) - 1`.
+#[inline]
+pub(crate) fn guest_walk(
+    pwc: &mut WalkCaches,
+    ctx: Ctx<'_>,
+    gva: Gva,
+    asid: u16,
+    stats: &mut Stats,
+    mut xlat: impl FnMut(Gpa, &mut Stats) -> HostXlat,
+) -> Option<WalkResult> {
+    let table = ctx.guest.table();
+    let path = table.walk(gva.raw());
+    let leaf = path.leaf?;
+    let skipped = pwc.skip(gva.raw(), asid, table.levels(), leaf.level);
+    if skipped > 0 {
+        stats.pwc_hits += 1;
+    }
+    let mut host_refs = 0;
+    for i in skipped..path.len {
+        // A cached upper entry holds the host address of the next table: no translation for it.
+        if i > skipped || skipped == 0 {
+            let table_page = Gpa(path.entry_addrs[usize::from(i)]).align_down(PageSize::Size4K);
+            host_refs += xlat(table_page, stats).refs;
+        }
+    }
+    let guest_refs = u64::from(path.len - skipped);
+    let data = xlat(Gpa(leaf.translate(gva.raw())), stats);
+    host_refs += data.refs;
+    stats.record_walk(guest_refs, host_refs);
+    let guest_size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
+    let size = guest_size.min(data.size);
+    Some(WalkResult { frame: Hpa(data.hpa.raw() - gva.page_offset(size)), size })
+}
+
+/// Side-effect-free version of [`guest_walk`] for `probe`.
+pub(crate) fn guest_probe(ctx: Ctx<'_>, gva: Gva, xlat: impl Fn(Gpa) -> Option<Hpa>) -> Option<Hpa> {
+    xlat(ctx.guest.translate(gva)?)
+}
+
+/// The host (EPT) walker: nested TLB, host page-walk caches, EPT walk.
+#[derive(Clone, Debug)]
+pub(crate) struct NestedWalker {
+    ntlb: SetAssoc,
+    host_pwc: WalkCaches,
+}
+
+#[inline]
+fn ntlb_key(gpa: Gpa, size: PageSize) -> u64 {
+    gpa.page_number(size) | (u64::from(size.leaf_level()) << 45)
+}
+
+impl NestedWalker {
+    pub fn new(cfg: &MachineConfig) -> NestedWalker {
+        let w = &cfg.walk_caches;
+        let b = |g: crate::config::Geometry| g.build("").unwrap_or_else(|_| SetAssoc::disabled());
+        NestedWalker {
+            ntlb: b(w.nested_tlb),
+            host_pwc: WalkCaches::new(&b(w.host_pml4), &b(w.host_pdpt), &b(w.host_pd)),
+        }
+    }
+
+    /// Translates `gpa` through the nested TLB or an EPT walk.
+    #[inline]
+    pub fn translate(&mut self, backing: &Backing, gpa: Gpa, stats: &mut Stats) -> HostXlat {
+        if !self.ntlb.is_disabled() {
+            for size in PageSize::ALL {
+                if let Some(base) = self.ntlb.lookup(ntlb_key(gpa, size)) {
+                    stats.ntlb_hits += 1;
+                    return HostXlat { hpa: Hpa(base + gpa.page_offset(size)), refs: 0, size };
+                }
+            }
+            stats.ntlb_misses += 1;
+        }
+        let ept = backing.ept();
+        let path = ept.walk(gpa.raw());
+        let Some(leaf) = path.leaf else {
+            // Not RAM: the guest's own tables and data are always RAM, so this is a bug upstream;
+            // answer with an identity mapping and no reference rather than aborting the run.
+            return HostXlat { hpa: Hpa(gpa.raw()), refs: 0, size: PageSize::Size4K };
+        };
+        let skipped = self.host_pwc.skip(gpa.raw(), 0, ept.levels(), leaf.level);
+        if skipped > 0 {
+            stats.host_pwc_hits += 1;
+        }
+        let size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
+        self.ntlb.insert(ntlb_key(gpa, size), leaf.target);
+        HostXlat { hpa: Hpa(leaf.translate(gpa.raw())), refs: u64::from(path.len - skipped), size }
+    }
+}
+
+/// The guest-dimension page-walk caches from a configuration.
+pub(crate) fn guest_pwc(cfg: &MachineConfig) -> WalkCaches {
+    let w = &cfg.walk_caches;
+    let b = |g: crate::config::Geometry| g.build("").unwrap_or_else(|_| SetAssoc::disabled());
+    WalkCaches::new(&b(w.pml4), &b(w.pdpt), &b(w.pd))
+}

@@ -1,0 +1,312 @@
+//! A set-associative, true-LRU lookup structure: the building block of every TLB, page-walk cache,
+//! nested TLB and data cache in the simulator.
+//!
+//! Keys are `u64` tags (already including any page-number / ASID packing the caller wants); the set
+//! index is `key % sets`. Each entry carries a `u64` value. A structure with 0 entries is disabled:
+//! every lookup misses and inserts are dropped. The hot path (`lookup`, `insert`) does not allocate.
+
+use thiserror::Error;
+
+/// Why a geometry is impossible.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum GeometryError {
+    /// `ways` is zero while `entries` is not.
+    #[error("{name}: ways must be at least 1 (got 0)")]
+    ZeroWays {
+        /// The structure's name.
+        name: String,
+    },
+    /// `entries` is not a multiple of `ways`.
+    #[error("{name}: {entries} entries is not a multiple of {ways} ways")]
+    NotMultiple {
+        /// The structure's name.
+        name: String,
+        /// Entries requested.
+        entries: usize,
+        /// Ways requested.
+        ways: usize,
+    },
+}
+
+const EMPTY: u64 = u64::MAX;
+
+/// A set-associative LRU array of `(key, value)` pairs.
+#[derive(Clone, Debug)]
+pub struct SetAssoc {
+    sets: usize,
+    ways: usize,
+    /// `sets * ways` keys; `EMPTY` marks an invalid way.
+    keys: Box<[u64]>,
+    vals: Box<[u64]>,
+    /// Last-use stamp of each way; the smallest stamp in a set is the LRU victim.
+    stamps: Box<[u64]>,
+    clock: u64,
+}
+
+impl SetAssoc {
+    /// A structure of `entries` entries, `ways`-way associative (`entries == ways`: fully
+    /// associative). `entries == 0` gives a disabled structure.
+    pub fn new(name: &str, entries: usize, ways: usize) -> Result<SetAssoc, GeometryError> {
+        if entries == 0 {
+            return Ok(SetAssoc::disabled());
+        }
+        if ways == 0 {
+            return Err(GeometryError::ZeroWays { name: name.to_owned() });
+        }
+        if entries % ways != 0 {
+            return Err(GeometryError::NotMultiple { name: name.to_owned(), entries, ways });
+        }
+        Ok(SetAssoc {
+            sets: entries / ways,
+            ways,
+            keys: vec![EMPTY; entries].into_boxed_slice(),
+            vals: vec![0; entries].into_boxed_slice(),
+            stamps: vec![0; entries].into_boxed_slice(),
+            clock: 0,
+        })
+    }
+
+    /// A structure that never hits.
+    pub fn disabled() -> SetAssoc {
+        SetAssoc {
+            sets: 0,
+            ways: 0,
+            keys: Box::new([]),
+            vals: Box::new([]),
+            stamps: Box::new([]),
+            clock: 0,
+        }
+    }
+
+    /// Whether the structure holds no entries at all.
+    #[inline]
+    pub fn is_disabled(&self) -> bool {
+        self.sets == 0
+    }
+
+    /// Number of entries.
+    pub fn entries(&self) -> usize {
+        self.sets * self.ways
+    }
+
+    /// Number of ways.
+    pub fn ways(&self) -> usize {
+        self.ways
+    }
+
+    #[inline]
+    fn set_range(&self, key: u64) -> std::ops::Range<usize> {
+        // `sets` fits in usize, so the remainder does too.
+        #[allow(clippy::cast_possible_truncation)]
+        let set = (key % self.sets as u64) as usize;
+        let start = set * self.ways;
+        start..start + self.ways
+    }
+
+    /// Looks `key` up; on a hit returns its value and makes it most recently used.
+    #[inline]
+    pub fn lookup(&mut self, key: u64) -> Option<u64> {
+        if self.sets == 0 {
+            return None;
+        }
+        let r = self.set_range(key);
+        let keys = &self.keys[r.clone()];
+        let way = keys.iter().position(|&k| k == key)?;
+        self.clock += 1;
+        self.stamps[r.start + way] = self.clock;
+        Some(self.vals[r.start + way])
+    }
+
+    /// Looks `key` up without changing the LRU order.
+    #[inline]
+    pub fn probe(&self, key: u64) -> Option<u64> {
+        if self.sets == 0 {
+            return None;
+        }
+        let r = self.set_range(key);
+        let way = self.keys[r.clone()].iter().position(|&k| k == key)?;
+        Some(self.vals[r.start + way])
+    }
+
+    /// Inserts or refreshes `key` as most recently used; returns the evicted `(key, value)`, if any.
+    #[inline]
+    pub fn insert(&mut self, key: u64, val: u64) -> Option<(u64, u64)> {
+        debug_assert_ne!(key, EMPTY, "u64::MAX is reserved");
+        if self.sets == 0 {
+            return None;
+        }
+        let r = self.set_range(key);
+        self.clock += 1;
+        let mut victim = r.start;
+        let mut oldest = u64::MAX;
+        for i in r {
+            let k = self.keys[i];
+            if k == key {
+                self.vals[i] = val;
+                self.stamps[i] = self.clock;
+                return None;
+            }
+            // Empty ways have stamp 0 at first and after invalidation, so they win.
+            let s = if k == EMPTY { 0 } else { self.stamps[i] };
+            if s < oldest {
+                oldest = s;
+                victim = i;
+            }
+        }
+        let evicted = (self.keys[victim] != EMPTY).then(|| (self.keys[victim], self.vals[victim]));
+        self.keys[victim] = key;
+        self.vals[victim] = val;
+        self.stamps[victim] = self.clock;
+        evicted
+    }
+
+    /// Removes `key`; returns whether it was present.
+    pub fn invalidate(&mut self, key: u64) -> bool {
+        if self.sets == 0 {
+            return false;
+        }
+        let r = self.set_range(key);
+        for i in r {
+            if self.keys[i] == key {
+                self.keys[i] = EMPTY;
+                self.stamps[i] = 0;
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Removes every entry for which `pred(key, value)` holds; returns how many.
+    pub fn invalidate_if(&mut self, mut pred: impl FnMut(u64, u64) -> bool) -> usize {
+        let mut n = 0;
+        for i in 0..self.keys.len() {
+            if self.keys[i] != EMPTY && pred(self.keys[i], self.vals[i]) {
+                self.keys[i] = EMPTY;
+                self.stamps[i] = 0;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Removes every entry.
+    pub fn flush(&mut self) {
+        self.keys.fill(EMPTY);
+        self.stamps.fill(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Naive oracle: `sets` independent fully-associative LRU lists.
+    struct Oracle {
+        sets: Vec<Vec<(u64, u64)>>, // most recent last
+        ways: usize,
+    }
+    impl Oracle {
+        fn new(entries: usize, ways: usize) -> Self {
+            Oracle { sets: vec![Vec::new(); entries / ways], ways }
+        }
+        fn set(&mut self, key: u64) -> &mut Vec<(u64, u64)> {
+            let n = self.sets.len() as u64;
+            &mut self.sets[usize::try_from(key % n).unwrap()]
+        }
+        fn lookup(&mut self, key: u64) -> Option<u64> {
+            let s = self.set(key);
+            let i = s.iter().position(|e| e.0 == key)?;
+            let e = s.remove(i);
+            s.push(e);
+            Some(e.1)
+        }
+        fn insert(&mut self, key: u64, val: u64) -> Option<(u64, u64)> {
+            let ways = self.ways;
+            let s = self.set(key);
+            if let Some(i) = s.iter().position(|e| e.0 == key) {
+                s.remove(i);
+                s.push((key, val));
+                return None;
+            }
+            let ev = (s.len() == ways).then(|| s.remove(0));
+            s.push((key, val));
+            ev
+        }
+        fn invalidate(&mut self, key: u64) -> bool {
+            let s = self.set(key);
+            let before = s.len();
+            s.retain(|e| e.0 != key);
+            s.len() != before
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Lookup(u64),
+        Insert(u64, u64),
+        Invalidate(u64),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0u64..64).prop_map(Step::Lookup),
+            4 => (0u64..64, any::<u64>()).prop_map(|(k, v)| Step::Insert(k, v)),
+            1 => (0u64..64).prop_map(Step::Invalidate),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn matches_lru_oracle(
+            (sets, ways) in (1usize..5, 1usize..9),
+            steps in prop::collection::vec(step(), 0..400),
+        ) {
+            let mut sa = SetAssoc::new("t", sets * ways, ways).unwrap();
+            let mut or = Oracle::new(sets * ways, ways);
+            for s in steps {
+                match s {
+                    Step::Lookup(k) => prop_assert_eq!(sa.lookup(k), or.lookup(k)),
+                    Step::Insert(k, v) => prop_assert_eq!(sa.insert(k, v), or.insert(k, v)),
+                    Step::Invalidate(k) => prop_assert_eq!(sa.invalidate(k), or.invalidate(k)),
+                }
+            }
+        }
+
+        /// LRU is a stack algorithm: with the same number of sets, more ways never miss more.
+        #[test]
+        fn more_ways_never_more_misses(
+            sets in 1usize..4, ways in 1usize..6, extra in 1usize..4,
+            keys in prop::collection::vec(0u64..48, 0..600),
+        ) {
+            let mut small = SetAssoc::new("s", sets * ways, ways).unwrap();
+            let mut big = SetAssoc::new("b", sets * (ways + extra), ways + extra).unwrap();
+            let (mut ms, mut mb) = (0, 0);
+            for k in keys {
+                if small.lookup(k).is_none() { ms += 1; small.insert(k, k); }
+                if big.lookup(k).is_none() { mb += 1; big.insert(k, k); }
+            }
+            prop_assert!(mb <= ms);
+        }
+    }
+
+    #[test]
+    fn geometry_errors() {
+        assert!(matches!(SetAssoc::new("x", 8, 0), Err(GeometryError::ZeroWays { .. })));
+        assert!(matches!(SetAssoc::new("x", 10, 4), Err(GeometryError::NotMultiple { .. })));
+        let mut d = SetAssoc::new("x", 0, 0).unwrap();
+        assert!(d.is_disabled());
+        assert_eq!(d.insert(1, 1), None);
+        assert_eq!(d.lookup(1), None);
+    }
+
+    #[test]
+    fn lru_eviction_order() {
+        let mut sa = SetAssoc::new("t", 2, 2).unwrap();
+        sa.insert(1, 10);
+        sa.insert(2, 20);
+        assert_eq!(sa.lookup(1), Some(10));
+        assert_eq!(sa.insert(3, 30), Some((2, 20)));
+        assert_eq!(sa.probe(2), None);
+    }
+}

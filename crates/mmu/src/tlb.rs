@@ -1,0 +1,222 @@
+//! The translation structures every scheme shares: L1 data and instruction TLBs (separate arrays
+//! per page size, as on Intel cores), the second-level TLB (4 KiB and 2 MiB entries in one array,
+//! 1 GiB in its own), and the guest-dimension page-walk caches (Intel paging-structure caches for
+//! PML4E/PML5E, PDPTE and PDE entries). Entries are tagged with the process's address-space id
+//! (PCID) so a context switch need not flush when tags are enabled.
+
+use crate::config::MachineConfig;
+use crate::setassoc::SetAssoc;
+use crate::stats::Stats;
+use compromis_types::{AccessKind, PageSize};
+
+/// Key of a TLB entry: page number, page-size class and address-space id, packed so that the
+/// low bits (the set index) are the page number's.
+#[inline]
+fn tlb_key(va: u64, size: PageSize, asid: u16) -> u64 {
+    (va >> size.shift()) | (u64::from(size.leaf_level()) << 45) | (u64::from(asid & 0x7fff) << 47)
+}
+
+/// Key of a page-walk-cache entry for the entry at `level` (4 = PML4E ...).
+#[inline]
+fn pwc_key(va: u64, level: u8, asid: u16) -> u64 {
+    // Bits of the VA above the table indexed by `level - 1`: VA >> (12 + 9 * (level - 1)).
+    // PML5E and PML4E entries share one cache: the level keeps their keys apart.
+    (va >> (12 + 9 * (u32::from(level) - 1))) | (u64::from(level) << 44) | (u64::from(asid & 0x7fff) << 47)
+}
+
+/// Where a TLB lookup hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlbHit {
+    /// Base of the final physical page.
+    pub frame: u64,
+    /// Its size.
+    pub size: PageSize,
+    /// Hit in L1 (true) or the second level (false).
+    pub l1: bool,
+}
+
+/// TLBs of one core.
+#[derive(Clone, Debug)]
+pub struct Tlbs {
+    l1d: [SetAssoc; 3],
+    l1i: [SetAssoc; 2],
+    stlb: SetAssoc,
+    stlb_1g: SetAssoc,
+    /// Whether entries are tagged (PCID/VPID); untagged TLBs are flushed on a CR3 load.
+    pub tagged: bool,
+}
+
+impl Tlbs {
+    /// TLBs sized by `cfg` (already validated).
+    pub fn new(cfg: &MachineConfig) -> Tlbs {
+        let t = &cfg.tlb;
+        let b = |g: crate::config::Geometry, n: &str| g.build(n).unwrap_or_else(|_| SetAssoc::disabled());
+        Tlbs {
+            l1d: [b(t.l1d_4k, "l1d_4k"), b(t.l1d_2m, "l1d_2m"), b(t.l1d_1g, "l1d_1g")],
+            l1i: [b(t.l1i_4k, "l1i_4k"), b(t.l1i_2m, "l1i_2m")],
+            stlb: b(t.stlb, "stlb"),
+            stlb_1g: b(t.stlb_1g, "stlb_1g"),
+            tagged: t.tagged,
+        }
+    }
+
+    /// Looks `va` up; counts L1/second-level hits and misses in `stats`.
+    #[inline]
+    pub fn lookup(&mut self, va: u64, asid: u16, kind: AccessKind, stats: &mut Stats) -> Option<TlbHit> {
+        let l1: &mut [SetAssoc] = if kind == AccessKind::Fetch { &mut self.l1i } else { &mut self.l1d };
+        for (i, t) in l1.iter_mut().enumerate() {
+            let size = PageSize::ALL[i];
+            if let Some(frame) = t.lookup(tlb_key(va, size, asid)) {
+                stats.l1_hits += 1;
+                return Some(TlbHit { frame, size, l1: true });
+            }
+        }
+        stats.l1_misses += 1;
+        let hit = [PageSize::Size4K, PageSize::Size2M]
+            .into_iter()
+            .find_map(|size| self.stlb.lookup(tlb_key(va, size, asid)).map(|f| (f, size)))
+            .or_else(|| self.stlb_1g.lookup(tlb_key(va, PageSize::Size1G, asid)).map(|f| (f, PageSize::Size1G)));
+        match hit {
+            Some((frame, size)) => {
+                stats.stlb_hits += 1;
+                self.fill_l1(va, asid, kind, frame, size);
+                Some(TlbHit { frame, size, l1: false })
+            }
+            None => {
+                stats.stlb_misses += 1;
+                None
+            }
+        }
+    }
+
+    fn fill_l1(&mut self, va: u64, asid: u16, kind: AccessKind, frame: u64, size: PageSize) {
+        let i = usize::from(size.leaf_level() - 1);
+        if kind == AccessKind::Fetch {
+            // No 1 GiB ITLB array: such fetches are served by the second level.
+            if let Some(t) = self.l1i.get_mut(i) {
+                t.insert(tlb_key(va, size, asid), frame);
+            }
+        } else {
+            self.l1d[i].insert(tlb_key(va, size, asid), frame);
+        }
+    }
+
+    /// Installs a translation after a walk.
+    #[inline]
+    pub fn fill(&mut self, va: u64, asid: u16, kind: AccessKind, frame: u64, size: PageSize) {
+        let key = tlb_key(va, size, asid);
+        if size == PageSize::Size1G {
+            self.stlb_1g.insert(key, frame);
+        } else {
+            self.stlb.insert(key, frame);
+        }
+        self.fill_l1(va, asid, kind, frame, size);
+    }
+
+    /// Removes any translation of the page at `va` (INVLPG), whatever its size.
+    pub fn invalidate_page(&mut self, va: u64, asid: u16) {
+        for size in PageSize::ALL {
+            let k = tlb_key(va, size, asid);
+            let i = usize::from(size.leaf_level() - 1);
+            self.l1d[i].invalidate(k);
+            if let Some(t) = self.l1i.get_mut(i) {
+                t.invalidate(k);
+            }
+            if size == PageSize::Size1G {
+                self.stlb_1g.invalidate(k);
+            } else {
+                self.stlb.invalidate(k);
+            }
+        }
+    }
+
+    /// Removes every translation.
+    pub fn flush(&mut self) {
+        self.l1d.iter_mut().chain(self.l1i.iter_mut()).for_each(SetAssoc::flush);
+        self.stlb.flush();
+        self.stlb_1g.flush();
+    }
+}
+
+/// Paging-structure caches for one radix dimension, keyed by the address bits above each level.
+#[derive(Clone, Debug)]
+pub struct WalkCaches {
+    /// Index 0: PDE cache (level 2), 1: PDPTE (level 3), 2: PML4E/PML5E (levels 4 and 5).
+    caches: [SetAssoc; 3],
+}
+
+impl WalkCaches {
+    /// From three geometries: PML4E, PDPTE, PDE caches.
+    pub fn new(pml4: &SetAssoc, pdpt: &SetAssoc, pd: &SetAssoc) -> WalkCaches {
+        WalkCaches { caches: [pd.clone(), pdpt.clone(), pml4.clone()] }
+    }
+
+    fn cache(&mut self, level: u8) -> &mut SetAssoc {
+        &mut self.caches[usize::from(level.clamp(2, 4) - 2)]
+    }
+
+    /// Given a walk of `levels` levels ending at a leaf of `leaf_level`, returns how many of the
+    /// walk's entry reads a cache hit lets the walker skip (0 = start at the root), and refills
+    /// the caches with the non-leaf entries the walk will read.
+    #[inline]
+    pub fn skip(&mut self, va: u64, asid: u16, levels: u8, leaf_level: u8) -> u8 {
+        // The deepest non-leaf entry is at `leaf_level + 1`; try it first.
+        let mut skipped = 0;
+        for level in (leaf_level + 1)..=levels {
+            let key = pwc_key(va, level, asid);
+            if self.cache(level).lookup(key).is_some() {
+                skipped = levels - level + 1;
+                break;
+            }
+        }
+        // Fill every non-leaf level below the hit (they are about to be read).
+        for level in (leaf_level + 1)..=(levels - skipped) {
+            let key = pwc_key(va, level, asid);
+            self.cache(level).insert(key, 0);
+        }
+        skipped
+    }
+
+    /// Removes every entry.
+    pub fn flush(&mut self) {
+        self.caches.iter_mut().for_each(SetAssoc::flush);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MachineConfig;
+
+    #[test]
+    fn pwc_skips_after_first_walk() {
+        let g = |e, w| SetAssoc::new("x", e, w).unwrap();
+        let mut w = WalkCaches::new(&g(2, 2), &g(4, 4), &g(32, 4));
+        assert_eq!(w.skip(0x7000_1234_5000, 1, 4, 1), 0);
+        // Same 2 MiB region: the PDE cache hits, only the PTE is read.
+        assert_eq!(w.skip(0x7000_1234_6000, 1, 4, 1), 3);
+        // Same 1 GiB region, other 2 MiB: the PDPTE cache hits.
+        assert_eq!(w.skip(0x7000_1260_0000, 1, 4, 1), 2);
+        // Other address space: nothing.
+        assert_eq!(w.skip(0x7000_1234_6000, 2, 4, 1), 0);
+        // A 2 MiB leaf is read after a PDPTE hit.
+        assert_eq!(w.skip(0x7000_1234_6000, 1, 4, 2), 2);
+    }
+
+    #[test]
+    fn tlb_hit_miss_and_invalidate() {
+        let mut t = Tlbs::new(&MachineConfig::default());
+        let mut s = Stats::default();
+        assert!(t.lookup(0x1234_5678, 1, AccessKind::Load, &mut s).is_none());
+        t.fill(0x1234_5678, 1, AccessKind::Load, 0xaa20_0000, PageSize::Size2M);
+        let h = t.lookup(0x1230_0000, 1, AccessKind::Load, &mut s).unwrap();
+        assert_eq!((h.frame, h.size, h.l1), (0xaa20_0000, PageSize::Size2M, true));
+        // The instruction side misses L1 but hits the unified second level.
+        let h = t.lookup(0x1230_0000, 1, AccessKind::Fetch, &mut s).unwrap();
+        assert!(!h.l1);
+        assert!(t.lookup(0x1230_0000, 2, AccessKind::Load, &mut s).is_none());
+        t.invalidate_page(0x1230_0000, 1);
+        assert!(t.lookup(0x1230_0000, 1, AccessKind::Load, &mut s).is_none());
+        assert_eq!((s.l1_hits, s.stlb_hits, s.stlb_misses), (1, 1, 3));
+    }
+}

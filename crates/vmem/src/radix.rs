@@ -1,0 +1,322 @@
+//! An x86-64-style radix page table (4 or 5 levels, 512 entries of 8 bytes per table page).
+//!
+//! The table is generic over what it maps: the guest table maps gVA -> gPA with table pages in
+//! guest-physical frames, the EPT maps gPA -> hPA with table pages in host frames, the shadow
+//! table maps gVA -> hPA. Addresses are therefore raw `u64` *inside* this module only; the typed
+//! wrappers ([`crate::guest`], [`crate::backing`]) give them their address space.
+//!
+//! Table pages live in an arena; an entry stores either the arena index of the next table (plus
+//! present bit) or the leaf's target frame (plus present and leaf bits). Every table page has a
+//! physical base address so that a walk can report the exact address of each entry it reads —
+//! the addresses the cycle model sends through the data caches.
+
+/// Entry bit: present.
+const PRESENT: u64 = 1;
+/// Entry bit: leaf (a page, not a table pointer).
+const LEAF: u64 = 2;
+/// Entries per table page.
+pub const ENTRIES: usize = 512;
+
+/// Number of the level (1 = PT ... 5 = PML5) at which an index is taken.
+#[inline]
+fn index(va: u64, level: u8) -> usize {
+    // 9 bits per level above the 12-bit page offset; the mask keeps the value below 512.
+    ((va >> (12 + 9 * (u32::from(level) - 1))) & 0x1ff) as usize
+}
+
+/// One table page.
+#[derive(Clone, Debug)]
+struct Node {
+    /// Physical base address of this table page in the table's own address space.
+    base: u64,
+    entries: Box<[u64; ENTRIES]>,
+}
+
+/// A leaf found by a walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// Base address of the target frame.
+    pub target: u64,
+    /// Level of the leaf: 1 (4 KiB), 2 (2 MiB), 3 (1 GiB).
+    pub level: u8,
+}
+
+impl Leaf {
+    /// Bytes covered by the leaf.
+    #[inline]
+    pub fn bytes(&self) -> u64 {
+        1u64 << (12 + 9 * (u32::from(self.level) - 1))
+    }
+    /// The target address of `va` through this leaf.
+    #[inline]
+    pub fn translate(&self, va: u64) -> u64 {
+        self.target | (va & (self.bytes() - 1))
+    }
+}
+
+/// The entries a walk read, top level first.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WalkPath {
+    /// Address of each entry read (`table base + 8 * index`), top level first.
+    pub entry_addrs: [u64; 5],
+    /// How many entries were read.
+    pub len: u8,
+    /// The leaf, if the walk found one.
+    pub leaf: Option<Leaf>,
+}
+
+/// What a mapping change wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Writes {
+    /// Page-table entries written (links to new tables and leaves).
+    pub entries: u32,
+    /// Table pages allocated.
+    pub new_tables: u32,
+}
+
+impl std::ops::AddAssign for Writes {
+    fn add_assign(&mut self, o: Writes) {
+        self.entries += o.entries;
+        self.new_tables += o.new_tables;
+    }
+}
+
+/// A radix page table.
+#[derive(Clone, Debug)]
+pub struct RadixTable {
+    levels: u8,
+    nodes: Vec<Node>,
+}
+
+impl RadixTable {
+    /// An empty table of `levels` levels (4 or 5) whose root page is at `root_base`.
+    pub fn new(levels: u8, root_base: u64) -> RadixTable {
+        assert!(levels == 4 || levels == 5, "radix tables have 4 or 5 levels");
+        RadixTable { levels, nodes: vec![Node { base: root_base, entries: Box::new([0; ENTRIES]) }] }
+    }
+
+    /// Number of levels.
+    #[inline]
+    pub fn levels(&self) -> u8 {
+        self.levels
+    }
+
+    /// Base address of the root table page (what CR3 / EPTP holds).
+    #[inline]
+    pub fn root(&self) -> u64 {
+        self.nodes[0].base
+    }
+
+    /// Number of table pages.
+    pub fn table_pages(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Walks the table for `va`, recording every entry read.
+    #[inline]
+    pub fn walk(&self, va: u64) -> WalkPath {
+        let mut path = WalkPath::default();
+        let mut node = 0usize;
+        let mut level = self.levels;
+        loop {
+            let n = &self.nodes[node];
+            let i = index(va, level);
+            path.entry_addrs[usize::from(path.len)] = n.base + 8 * i as u64;
+            path.len += 1;
+            let e = n.entries[i];
+            if e & PRESENT == 0 {
+                return path;
+            }
+            if e & LEAF != 0 {
+                path.leaf = Some(Leaf { target: e & !0xfff, level });
+                return path;
+            }
+            // Non-leaf entries hold an arena index that was a usize when stored.
+            node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
+            level -= 1;
+        }
+    }
+
+    /// The leaf mapping `va`, if any (no path recorded).
+    #[inline]
+    pub fn lookup(&self, va: u64) -> Option<Leaf> {
+        let mut node = 0usize;
+        let mut level = self.levels;
+        loop {
+            let e = self.nodes[node].entries[index(va, level)];
+            if e & PRESENT == 0 {
+                return None;
+            }
+            if e & LEAF != 0 {
+                return Some(Leaf { target: e & !0xfff, level });
+            }
+            node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
+            level -= 1;
+        }
+    }
+
+    /// The physical base of the table page holding the entry that `level` reads for `va`, if the
+    /// walk gets that far (used by page-walk caches that remember a table pointer).
+    pub fn table_base_at(&self, va: u64, level: u8) -> Option<u64> {
+        let mut node = 0usize;
+        let mut l = self.levels;
+        while l > level {
+            let e = self.nodes[node].entries[index(va, l)];
+            if e & PRESENT == 0 || e & LEAF != 0 {
+                return None;
+            }
+            node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
+            l -= 1;
+        }
+        Some(self.nodes[node].base)
+    }
+
+    /// Maps the page of `level` containing `va` to `target` (aligned to the page), creating
+    /// tables with `alloc_table` (returns the base of a fresh table page). Fails with the existing
+    /// leaf if something is already mapped over the range.
+    pub fn map(
+        &mut self,
+        va: u64,
+        target: u64,
+        level: u8,
+        alloc_table: &mut dyn FnMut() -> u64,
+    ) -> Result<Writes, Leaf> {
+        debug_assert!((1..=3).contains(&level));
+        let mut w = Writes::default();
+        let mut node = 0usize;
+        let mut l = self.levels;
+        while l > level {
+            let i = index(va, l);
+            let e = self.nodes[node].entries[i];
+            if e & PRESENT == 0 {
+                let base = alloc_table();
+                let idx = self.nodes.len();
+                self.nodes.push(Node { base, entries: Box::new([0; ENTRIES]) });
+                self.nodes[node].entries[i] = ((idx as u64) << 12) | PRESENT;
+                w.entries += 1;
+                w.new_tables += 1;
+                node = idx;
+            } else if e & LEAF != 0 {
+                return Err(Leaf { target: e & !0xfff, level: l });
+            } else {
+                node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
+            }
+            l -= 1;
+        }
+        let i = index(va, level);
+        let e = self.nodes[node].entries[i];
+        if e & PRESENT != 0 {
+            // Either a leaf or a table of smaller pages already covers part of the range.
+            let existing = if e & LEAF != 0 {
+                Leaf { target: e & !0xfff, level }
+            } else {
+                Leaf { target: 0, level: level - 1 }
+            };
+            return Err(existing);
+        }
+        self.nodes[node].entries[i] = (target & !0xfff) | PRESENT | LEAF;
+        w.entries += 1;
+        Ok(w)
+    }
+
+    /// Clears the leaf mapping `va`; returns it. Table pages are kept (as Linux mostly does).
+    pub fn unmap(&mut self, va: u64) -> Option<Leaf> {
+        let mut node = 0usize;
+        let mut l = self.levels;
+        loop {
+            let i = index(va, l);
+            let e = self.nodes[node].entries[i];
+            if e & PRESENT == 0 {
+                return None;
+            }
+            if e & LEAF != 0 {
+                self.nodes[node].entries[i] = 0;
+                return Some(Leaf { target: e & !0xfff, level: l });
+            }
+            node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
+            l -= 1;
+        }
+    }
+
+    /// Calls `f(va_base, leaf)` for every leaf, in address order.
+    pub fn for_each_leaf(&self, mut f: impl FnMut(u64, Leaf)) {
+        self.visit(0, self.levels, 0, &mut f);
+    }
+
+    fn visit(&self, node: usize, level: u8, va: u64, f: &mut impl FnMut(u64, Leaf)) {
+        for (i, &e) in self.nodes[node].entries.iter().enumerate() {
+            if e & PRESENT == 0 {
+                continue;
+            }
+            let base = va | ((i as u64) << (12 + 9 * (u32::from(level) - 1)));
+            if e & LEAF != 0 {
+                f(base, Leaf { target: e & !0xfff, level });
+            } else {
+                let child = usize::try_from(e >> 12).unwrap_or(usize::MAX);
+                self.visit(child, level - 1, base, f);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn bump() -> impl FnMut() -> u64 {
+        let mut next = 0x1000_0000u64;
+        move || {
+            next += 0x1000;
+            next
+        }
+    }
+
+    #[test]
+    fn walk_records_entries_and_leaf() {
+        let mut t = RadixTable::new(4, 0x1000);
+        let mut a = bump();
+        let w = t.map(0x7fff_1234_5000, 0xabc_d000, 1, &mut a).unwrap();
+        assert_eq!(w, Writes { entries: 4, new_tables: 3 });
+        let p = t.walk(0x7fff_1234_5678);
+        assert_eq!(p.len, 4);
+        assert_eq!(p.entry_addrs[0], 0x1000 + 8 * index(0x7fff_1234_5678, 4) as u64);
+        assert_eq!(p.leaf.unwrap().translate(0x7fff_1234_5678), 0xabc_d678);
+        // A 2 MiB leaf is found after 3 reads.
+        t.map(0x4000_0000, 0x20_0000, 2, &mut a).unwrap();
+        let p = t.walk(0x4001_2345);
+        assert_eq!(p.len, 3);
+        assert_eq!(p.leaf.unwrap().translate(0x4001_2345), 0x21_2345);
+        assert!(t.map(0x4000_1000, 0x9000, 1, &mut a).is_err());
+        assert_eq!(t.unmap(0x4000_0000).map(|l| l.level), Some(2));
+        assert_eq!(t.lookup(0x4000_0000), None);
+    }
+
+    proptest! {
+        /// The table agrees with a map from page number to frame.
+        #[test]
+        fn matches_btreemap(ops in prop::collection::vec((0u64..4096, any::<bool>()), 0..300)) {
+            let mut t = RadixTable::new(4, 0);
+            let mut oracle = BTreeMap::new();
+            let mut a = bump();
+            for (page, unmap) in ops {
+                // Spread pages over the whole 48-bit space.
+                let va = (page * 0x9_1357_3000) & 0xffff_ffff_f000;
+                if unmap {
+                    prop_assert_eq!(t.unmap(va).map(|l| l.target), oracle.remove(&va));
+                } else if let std::collections::btree_map::Entry::Vacant(e) = oracle.entry(va) {
+                    let target = page << 12;
+                    t.map(va, target, 1, &mut a).unwrap();
+                    e.insert(target);
+                }
+            }
+            for (&va, &target) in &oracle {
+                prop_assert_eq!(t.lookup(va + 7).map(|l| l.translate(va + 7)), Some(target + 7));
+            }
+            let mut n = 0;
+            t.for_each_leaf(|_, _| n += 1);
+            prop_assert_eq!(n, oracle.len());
+        }
+    }
+}
