@@ -1,12 +1,239 @@
-//! `compromis sim` (not implemented yet).
+//! `compromis sim`: simulate a synthetic workload or a trace under several translation schemes.
 
+use anyhow::{Context, Result};
+use compromis_mmu::{MachineConfig, SchemeKind, SimConfig};
+use compromis_report::Format;
+use compromis_sim::{Experiment, HostState, Outcome, VmSpec};
+use compromis_types::{ByteSize, Op, PageSize};
+use compromis_vmem::{FramePolicy, GuestConfig};
+use compromis_workload::{WorkloadKind, WorkloadSpec};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `compromis sim`.
 #[derive(clap::Args, Debug)]
-pub struct SimArgs {}
+pub struct SimArgs {
+    /// Synthetic workload: gups, stream, pointer-chase, kv-zipf, bfs, churn.
+    #[arg(long, default_value = "gups", value_parser = parse_workload)]
+    pub workload: WorkloadKind,
+    /// Simulate a memory trace instead (lackey text, ChampSim, or native format; compression detected).
+    #[arg(long, conflicts_with_all = ["footprint", "accesses", "processes", "quantum"])]
+    pub trace: Option<PathBuf>,
+    /// Data footprint of the workload (all processes together), e.g. 1GiB, 512M.
+    #[arg(long)]
+    pub footprint: Option<ByteSize>,
+    /// Number of memory accesses the workload makes.
+    #[arg(long)]
+    pub accesses: Option<u64>,
+    /// Processes the workload runs as (the guest switches between them).
+    #[arg(long)]
+    pub processes: Option<u16>,
+    /// Accesses between two context switches.
+    #[arg(long)]
+    pub quantum: Option<u64>,
+    /// Count malformed trace records instead of stopping at the first one.
+    #[arg(long)]
+    pub skip_bad_records: bool,
+    /// Simulation options.
+    #[command(flatten)]
+    pub opts: SimOptions,
+}
+
+/// Options shared by every command that simulates (`sim`, `record`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct SimOptions {
+    /// Schemes to simulate, comma-separated: native, ept, shadow, compromis.
+    #[arg(long, value_delimiter = ',', default_value = "native,ept,shadow,compromis")]
+    pub schemes: Vec<SchemeKind>,
+    /// Guest page size for data: 4k, or 2m (transparent huge pages where a region allows).
+    #[arg(long, default_value = "4k", value_parser = parse_guest_page)]
+    pub guest_pages: PageSize,
+    /// Largest page the host maps the VM with (EPT leaf size): 4k, 2m, 1g.
+    #[arg(long, default_value = "4k")]
+    pub host_pages: PageSize,
+    /// Guest paging levels: 4 or 5.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
+    pub guest_levels: u8,
+    /// Guest frame allocation: contiguous (freshly booted guest) or scattered (aged guest).
+    #[arg(long, default_value = "contiguous")]
+    pub guest_frames: FramePolicy,
+    /// VM memory (default: the footprint + 12.5% + 256 MiB rounded up to 1 GiB; 4 GiB for traces).
+    #[arg(long)]
+    pub vm_memory: Option<ByteSize>,
+    /// Accesses excluded from the statistics (their page faults are reported apart). Default:
+    /// half of a workload's accesses (steady state); 0 for traces and `record`.
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Untagged TLBs: every context switch flushes the TLBs and walk caches (no PCID/VPID).
+    #[arg(long)]
+    pub untagged_tlb: bool,
+    /// Machine-model file (TOML; `compromis config --defaults` prints one).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Output format: table, json, csv.
+    #[arg(long, default_value = "table")]
+    pub format: Format,
+    /// Check every translation against the reference composition (slower).
+    #[arg(long)]
+    pub verify: bool,
+}
+
+fn parse_workload(s: &str) -> Result<WorkloadKind, String> {
+    s.parse::<WorkloadKind>().map_err(|e| e.to_string())
+}
+
+fn parse_guest_page(s: &str) -> Result<PageSize, String> {
+    match s.parse::<PageSize>() {
+        Ok(PageSize::Size1G) => Err("guest pages are 4k or 2m".into()),
+        Ok(p) => Ok(p),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl SimOptions {
+    /// The experiment these options describe, for a VM of `ram` bytes; `default_warmup` applies
+    /// when `--warmup` is not given.
+    pub fn experiment(&self, ram: ByteSize, default_warmup: u64) -> Result<Experiment> {
+        let mut machine = match &self.config {
+            Some(p) => MachineConfig::load(p)?,
+            None => MachineConfig::default(),
+        };
+        if self.untagged_tlb {
+            machine.tlb.tagged = false;
+        }
+        Ok(Experiment {
+            sim: SimConfig {
+                machine,
+                guest: GuestConfig {
+                    levels: self.guest_levels,
+                    page: self.guest_pages,
+                    frames: self.guest_frames,
+                    seed: self.seed,
+                },
+                schemes: self.schemes.clone(),
+                warmup: self.warmup.unwrap_or(default_warmup),
+                verify: self.verify,
+            },
+            vm: VmSpec { ram, host_page: self.host_pages, host: HostState::Fresh },
+        })
+    }
+}
+
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    let pb = match total {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:40}] {human_pos}/{human_len} ops ({per_sec}, eta {eta})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {human_pos} ops ({per_sec})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    // Shown only when stderr is a terminal, and only once the run lasts over a second.
+    pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    pb
+}
+
+/// Runs a simulation with a progress bar and prints the outcome.
+fn run_with_progress(
+    opts: &SimOptions,
+    total: Option<u64>,
+    f: impl FnOnce(&(dyn Fn(u64) + Sync)) -> Result<Outcome>,
+) -> Result<ExitCode> {
+    let pb = progress_bar(total);
+    let start = std::time::Instant::now();
+    let shown = std::sync::atomic::AtomicBool::new(false);
+    let outcome = f(&|done| {
+        if !shown.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed().as_secs_f64() > 1.0 {
+            shown.store(true, std::sync::atomic::Ordering::Relaxed);
+            pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+        pb.set_position(done);
+    });
+    pb.finish_and_clear();
+    print_outcome(&outcome?, opts.format)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints an outcome in `format`.
+pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
+    match format {
+        Format::Table => {
+            let ranges: Vec<String> =
+                o.vm.ram_ranges.iter().map(|(s, l)| format!("[{s:#x}, +{})", ByteSize(*l))).collect();
+            println!(
+                "{}: VM {} RAM {}, {} host extent(s), {} segment register set(s) covering {}, EPT leaves 4k/2m/1g = {}/{}/{}",
+                o.source,
+                ByteSize(o.vm.ram),
+                ranges.join(" "),
+                o.vm.host_extents,
+                o.vm.segments,
+                ByteSize(o.vm.segment_bytes),
+                o.vm.ept_leaves[0],
+                o.vm.ept_leaves[1],
+                o.vm.ept_leaves[2],
+            );
+            println!();
+            print!("{}", compromis_sim::table::results(o).to_text());
+            println!();
+            print!("{}", compromis_sim::table::cycles(o).with_title("Cycle model (millions of cycles)").to_text());
+            println!();
+            print!("{}", compromis_sim::table::walk_histogram(o).with_title("Walks by memory references").to_text());
+        }
+        Format::Json => println!("{}", serde_json::to_string_pretty(o)?),
+        Format::Csv => print!("{}", compromis_sim::table::csv_rows(o).to_csv()?),
+    }
+    Ok(())
+}
+
+/// An op source error carried through the simulator.
+#[derive(Debug)]
+struct SourceError(anyhow::Error);
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+impl std::error::Error for SourceError {}
+
+/// Simulates an op stream named `name` with `opts` (used by `record` and `sim --trace`).
+pub fn run_source(
+    opts: &SimOptions,
+    name: &str,
+    source: Box<dyn Iterator<Item = anyhow::Result<Op>> + Send>,
+) -> Result<ExitCode> {
+    let ram = opts.vm_memory.unwrap_or(ByteSize::gib(4));
+    let exp = opts.experiment(ram, 0)?;
+    run_with_progress(opts, None, |progress| {
+        Ok(compromis_sim::run_source(&exp, name, source.map(|r| r.map_err(SourceError)), progress)?)
+    })
+}
 
 /// Runs the subcommand.
-pub fn run(_args: &SimArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+pub fn run(args: &SimArgs) -> Result<ExitCode> {
+    if let Some(path) = &args.trace {
+        let ropts = compromis_trace::ReadOptions { skip_bad_records: args.skip_bad_records, format: None };
+        let reader = compromis_trace::open_ops(path, &ropts).with_context(|| format!("cannot read trace {}", path.display()))?;
+        let name = path.display().to_string();
+        return run_source(&args.opts, &name, Box::new(reader.map(|r| r.map_err(anyhow::Error::from))));
+    }
+    let d = WorkloadSpec::default();
+    let spec = WorkloadSpec {
+        kind: args.workload,
+        footprint: args.footprint.unwrap_or(d.footprint),
+        accesses: args.accesses.unwrap_or(2_000_000),
+        processes: args.processes.unwrap_or(1),
+        quantum: args.quantum.unwrap_or(d.quantum),
+        seed: args.opts.seed,
+    };
+    spec.validate()?;
+    let ram = args.opts.vm_memory.unwrap_or_else(|| compromis_sim::default_ram(compromis_workload::mapped_bytes(&spec)));
+    let exp = args.opts.experiment(ram, spec.accesses / 2)?;
+    run_with_progress(&args.opts, Some(spec.accesses), |progress| Ok(compromis_sim::run_workload(&exp, &spec, progress)?))
 }

@@ -114,6 +114,7 @@ impl SchemeRun {
         let gpa = self.guest.translate(gva)?;
         match self.kind {
             SchemeKind::Native => Some(Hpa(gpa.raw())),
+            SchemeKind::Ideal => self.backing.translate(gpa),
             _ => self.backing.translate(gpa),
         }
     }
@@ -146,13 +147,13 @@ impl SchemeRun {
                     AccessKind::Fetch => s.fetches += 1,
                 }
                 let ctx = Ctx { guest: &self.guest, backing: &self.backing };
-                let hpa = match self.scheme.translate(ctx, gva, kind) {
+                let hpa = match self.scheme.access(ctx, gva, kind) {
                     Some(h) => h,
                     None => {
                         let fault = self.guest.fault(gva)?;
                         let ctx = Ctx { guest: &self.guest, backing: &self.backing };
                         self.scheme.on_fault(ctx, &fault);
-                        self.scheme.translate(ctx, gva, kind).ok_or(GuestError::Config(format!(
+                        self.scheme.access(ctx, gva, kind).ok_or(GuestError::Config(format!(
                             "{}: no translation for {gva} right after its page fault",
                             self.kind
                         )))?

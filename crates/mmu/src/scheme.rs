@@ -7,6 +7,7 @@
 //! `Walker` and a line in [`SchemeKind`].
 
 use crate::config::MachineConfig;
+use crate::mem::Mem;
 use crate::stats::Stats;
 use crate::tlb::Tlbs;
 use compromis_types::{AccessKind, Address, Gva, Hpa, PageSize};
@@ -39,7 +40,8 @@ pub struct WalkResult {
 pub trait Walker: Send {
     /// Walks for `gva`. `None` when the guest has no mapping (the guest then takes a page fault
     /// and the access is retried); such a failed walk is not counted.
-    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, stats: &mut Stats) -> Option<WalkResult>;
+    /// Every memory reference goes through `mem` (data caches, walk-cache latencies).
+    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, mem: &mut Mem, stats: &mut Stats) -> Option<WalkResult>;
     /// The translation this scheme's structures give, without side effects or statistics.
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa>;
     /// The guest handled a page fault (installed a leaf).
@@ -59,6 +61,8 @@ pub trait Scheme: Send {
     fn name(&self) -> &'static str;
     /// Translates an access of the running process; `None` if the guest must fault first.
     fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa>;
+    /// Translates, then performs the program's data access through the data caches.
+    fn access(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa>;
     /// The translation, without changing any state.
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa>;
     /// A guest page fault was handled.
@@ -78,13 +82,21 @@ pub struct Mmu<W: Walker> {
     name: &'static str,
     tlbs: Tlbs,
     walker: W,
+    mem: Mem,
     stats: Stats,
+    /// A perfect TLB: every access translated at no cost (the `ideal` baseline).
+    perfect: bool,
 }
 
 impl<W: Walker> Mmu<W> {
     /// Wraps `walker`.
     pub fn new(name: &'static str, cfg: &MachineConfig, walker: W) -> Mmu<W> {
-        Mmu { name, tlbs: Tlbs::new(cfg), walker, stats: Stats::default() }
+        Mmu { name, tlbs: Tlbs::new(cfg), walker, mem: Mem::new(cfg), stats: Stats::default(), perfect: false }
+    }
+
+    /// Wraps `walker` behind a perfect TLB.
+    pub fn perfect(name: &'static str, cfg: &MachineConfig, walker: W) -> Mmu<W> {
+        Mmu { perfect: true, ..Mmu::new(name, cfg, walker) }
     }
 }
 
@@ -95,13 +107,23 @@ impl<W: Walker> Scheme for Mmu<W> {
 
     #[inline]
     fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
+        if self.perfect {
+            return self.walker.probe(ctx, gva);
+        }
         let asid = ctx.guest.current_pid();
         if let Some(hit) = self.tlbs.lookup(gva.raw(), asid, kind, &mut self.stats) {
             return Some(Hpa(hit.frame + gva.page_offset(hit.size)));
         }
-        let r = self.walker.walk(ctx, gva, asid, &mut self.stats)?;
+        let r = self.walker.walk(ctx, gva, asid, &mut self.mem, &mut self.stats)?;
         self.tlbs.fill(gva.raw(), asid, kind, r.frame.raw(), r.size);
         Some(Hpa(r.frame.raw() + gva.page_offset(r.size)))
+    }
+
+    #[inline]
+    fn access(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
+        let hpa = self.translate(ctx, gva, kind)?;
+        self.mem.data(hpa, &mut self.stats);
+        Some(hpa)
     }
 
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
@@ -159,6 +181,9 @@ pub enum SchemeKind {
     Shadow,
     /// Compromis: guest paging, hypervisor segment.
     Compromis,
+    /// A perfect TLB (no translation cost): the baseline of overheads. Not a real scheme; the
+    /// engine adds it when cycles are wanted.
+    Ideal,
 }
 
 impl SchemeKind {
@@ -172,6 +197,7 @@ impl SchemeKind {
             SchemeKind::Ept => "ept",
             SchemeKind::Shadow => "shadow",
             SchemeKind::Compromis => "compromis",
+            SchemeKind::Ideal => "ideal",
         }
     }
 
@@ -183,6 +209,7 @@ impl SchemeKind {
             SchemeKind::Ept => Box::new(Mmu::new(self.name(), cfg, ept::Ept::new(cfg))),
             SchemeKind::Shadow => Box::new(Mmu::new(self.name(), cfg, shadow::Shadow::new(cfg, backing))),
             SchemeKind::Compromis => Box::new(Mmu::new(self.name(), cfg, compromis::Compromis::new(cfg))),
+            SchemeKind::Ideal => Box::new(Mmu::perfect(self.name(), cfg, ept::Ept::new(cfg))),
         }
     }
 }

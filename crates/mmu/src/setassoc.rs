@@ -34,6 +34,8 @@ const EMPTY: u64 = u64::MAX;
 #[derive(Clone, Debug)]
 pub struct SetAssoc {
     sets: usize,
+    /// `sets - 1` when `sets` is a power of two (the set index is then a mask, not a division).
+    mask: Option<u64>,
     ways: usize,
     /// `sets * ways` keys; `EMPTY` marks an invalid way.
     keys: Box<[u64]>,
@@ -56,8 +58,10 @@ impl SetAssoc {
         if entries % ways != 0 {
             return Err(GeometryError::NotMultiple { name: name.to_owned(), entries, ways });
         }
+        let sets = entries / ways;
         Ok(SetAssoc {
-            sets: entries / ways,
+            sets,
+            mask: sets.is_power_of_two().then(|| sets as u64 - 1),
             ways,
             keys: vec![EMPTY; entries].into_boxed_slice(),
             vals: vec![0; entries].into_boxed_slice(),
@@ -70,6 +74,7 @@ impl SetAssoc {
     pub fn disabled() -> SetAssoc {
         SetAssoc {
             sets: 0,
+            mask: None,
             ways: 0,
             keys: Box::new([]),
             vals: Box::new([]),
@@ -96,9 +101,12 @@ impl SetAssoc {
 
     #[inline]
     fn set_range(&self, key: u64) -> std::ops::Range<usize> {
-        // `sets` fits in usize, so the remainder does too.
+        // The set index is below `sets`, a usize.
         #[allow(clippy::cast_possible_truncation)]
-        let set = (key % self.sets as u64) as usize;
+        let set = match self.mask {
+            Some(m) => (key & m) as usize,
+            None => (key % self.sets as u64) as usize,
+        };
         let start = set * self.ways;
         start..start + self.ways
     }

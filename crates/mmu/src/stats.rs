@@ -121,6 +121,15 @@ pub struct Stats {
     pub context_switches: u64,
     /// Full TLB flushes.
     pub tlb_flushes: u64,
+    /// Cycles spent in page walks (each reference at the latency of the level that served it,
+    /// each walk-cache shortcut at its latency).
+    pub walk_cycles: u64,
+    /// Walk references served by L1D, L2, LLC, DRAM.
+    pub walk_ref_levels: [u64; 4],
+    /// Cycles of the program's own data accesses.
+    pub data_cycles: u64,
+    /// Data accesses served by L1D, L2, LLC, DRAM.
+    pub data_levels: [u64; 4],
 }
 
 impl Stats {
@@ -141,10 +150,7 @@ impl Stats {
 
     /// Counters accumulated since `earlier` (a snapshot of the same run).
     pub fn since(&self, earlier: &Stats) -> Stats {
-        let mut hist = [0; WALK_HIST_BUCKETS];
-        for (i, h) in hist.iter_mut().enumerate() {
-            *h = self.walk_hist[i] - earlier.walk_hist[i];
-        }
+        let hist = std::array::from_fn(|i| self.walk_hist[i] - earlier.walk_hist[i]);
         let e = &earlier.exits;
         Stats {
             accesses: self.accesses - earlier.accesses,
@@ -175,6 +181,10 @@ impl Stats {
             page_faults: self.page_faults - earlier.page_faults,
             context_switches: self.context_switches - earlier.context_switches,
             tlb_flushes: self.tlb_flushes - earlier.tlb_flushes,
+            walk_cycles: self.walk_cycles - earlier.walk_cycles,
+            walk_ref_levels: std::array::from_fn(|i| self.walk_ref_levels[i] - earlier.walk_ref_levels[i]),
+            data_cycles: self.data_cycles - earlier.data_cycles,
+            data_levels: std::array::from_fn(|i| self.data_levels[i] - earlier.data_levels[i]),
         }
     }
 }

@@ -1,1 +1,200 @@
-//! Printers and plots: tables, JSON/CSV output, SVG charts, the reproduction report.
+//! Printers and plots, kept apart from the statistics they print.
+//!
+//! - [`Table`]: a titled grid of strings, rendered as an aligned text table or as CSV;
+//! - [`Format`]: the `--format table|json|csv` choice shared by the commands;
+//! - [`write_atomic`]: writes an output file through a temporary file and a rename, so a failed
+//!   run never leaves a half-written file.
+
+use std::io::Write;
+use std::path::Path;
+use thiserror::Error;
+
+pub mod svg;
+
+/// Output errors.
+#[derive(Debug, Error)]
+pub enum ReportError {
+    /// Writing a file failed.
+    #[error("cannot write {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// CSV encoding failed.
+    #[error("csv: {0}")]
+    Csv(#[from] csv::Error),
+    /// JSON encoding failed.
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Plotting failed.
+    #[error("plot {path}: {message}")]
+    Plot {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Output format of a command's results.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Format {
+    /// Aligned text table.
+    #[default]
+    Table,
+    /// JSON document.
+    Json,
+    /// CSV with a header line.
+    Csv,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "table" => Ok(Format::Table),
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            _ => Err(format!("unknown format '{s}': valid values are table, json, csv")),
+        }
+    }
+}
+
+/// A grid of cells with a header row.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Table {
+    /// Optional title printed above the text rendering.
+    pub title: Option<String>,
+    /// Column names.
+    pub header: Vec<String>,
+    /// Rows (each as long as the header).
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// An empty table with `header`.
+    pub fn new<S: Into<String>>(header: impl IntoIterator<Item = S>) -> Table {
+        Table { title: None, header: header.into_iter().map(Into::into).collect(), rows: Vec::new() }
+    }
+
+    /// Sets the title.
+    pub fn with_title(mut self, t: impl Into<String>) -> Table {
+        self.title = Some(t.into());
+        self
+    }
+
+    /// Appends a row.
+    pub fn push<S: Into<String>>(&mut self, row: impl IntoIterator<Item = S>) {
+        self.rows.push(row.into_iter().map(Into::into).collect());
+    }
+
+    /// Aligned text (numbers right-aligned).
+    pub fn to_text(&self) -> String {
+        use comfy_table::{CellAlignment, ContentArrangement, presets};
+        let mut t = comfy_table::Table::new();
+        t.load_preset(presets::ASCII_MARKDOWN).set_content_arrangement(ContentArrangement::Disabled);
+        t.set_header(&self.header);
+        for r in &self.rows {
+            t.add_row(r.iter().map(|c| {
+                let numeric = c.trim_end_matches(['%', 'x']).replace(',', "").parse::<f64>().is_ok();
+                let cell = comfy_table::Cell::new(c);
+                if numeric { cell.set_alignment(CellAlignment::Right) } else { cell }
+            }));
+        }
+        match &self.title {
+            Some(title) => format!("{title}\n{t}\n"),
+            None => format!("{t}\n"),
+        }
+    }
+
+    /// CSV with a header line.
+    pub fn to_csv(&self) -> Result<String, ReportError> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(&self.header)?;
+        for r in &self.rows {
+            w.write_record(r)?;
+        }
+        let bytes = w.into_inner().map_err(|e| ReportError::Csv(e.into_error().into()))?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// The same table with rows and columns swapped (the header becomes the first column).
+    pub fn transposed(&self) -> Table {
+        let mut t = Table { title: self.title.clone(), header: Vec::new(), rows: Vec::new() };
+        t.header.push(self.header.first().cloned().unwrap_or_default());
+        t.header.extend(self.rows.iter().map(|r| r.first().cloned().unwrap_or_default()));
+        for (i, h) in self.header.iter().enumerate().skip(1) {
+            let mut row = vec![h.clone()];
+            row.extend(self.rows.iter().map(|r| r.get(i).cloned().unwrap_or_default()));
+            t.rows.push(row);
+        }
+        t
+    }
+}
+
+/// Writes `contents` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ReportError> {
+    let io = |source| ReportError::Io { path: path.display().to_string(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let result = std::fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(contents).and_then(|()| f.sync_all()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io)
+}
+
+/// Formats a count with thousands separators.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_renders_and_transposes() {
+        let mut t = Table::new(["scheme", "refs"]);
+        t.push(["ept", "24.00"]);
+        t.push(["compromis", "4.00"]);
+        assert_eq!(t.to_csv().unwrap(), "scheme,refs\nept,24.00\ncompromis,4.00\n");
+        let tt = t.transposed();
+        assert_eq!(tt.header, vec!["scheme", "ept", "compromis"]);
+        assert_eq!(tt.rows, vec![vec!["refs", "24.00", "4.00"]]);
+        assert!(t.to_text().contains("compromis"));
+    }
+
+    #[test]
+    fn thousands_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(1234567), "1,234,567");
+        assert_eq!(thousands(100), "100");
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp() {
+        let dir = std::env::temp_dir().join(format!("compromis-report-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("x.csv");
+        write_atomic(&p, b"a,b\n").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"a,b\n");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+        assert!(write_atomic(&dir.join("missing/x.csv"), b"").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -24,13 +24,6 @@ fn index(va: u64, level: u8) -> usize {
     ((va >> (12 + 9 * (u32::from(level) - 1))) & 0x1ff) as usize
 }
 
-/// One table page.
-#[derive(Clone, Debug)]
-struct Node {
-    /// Physical base address of this table page in the table's own address space.
-    base: u64,
-    entries: Box<[u64; ENTRIES]>,
-}
 
 /// A leaf found by a walk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,14 +78,18 @@ impl std::ops::AddAssign for Writes {
 #[derive(Clone, Debug)]
 pub struct RadixTable {
     levels: u8,
-    nodes: Vec<Node>,
+    /// Physical base address of each table page, by arena index.
+    bases: Vec<u64>,
+    /// The entries of every table page, table `t` at `t * ENTRIES..(t + 1) * ENTRIES` (one flat
+    /// array: a walk step is a single load).
+    entries: Vec<u64>,
 }
 
 impl RadixTable {
     /// An empty table of `levels` levels (4 or 5) whose root page is at `root_base`.
     pub fn new(levels: u8, root_base: u64) -> RadixTable {
         assert!(levels == 4 || levels == 5, "radix tables have 4 or 5 levels");
-        RadixTable { levels, nodes: vec![Node { base: root_base, entries: Box::new([0; ENTRIES]) }] }
+        RadixTable { levels, bases: vec![root_base], entries: vec![0; ENTRIES] }
     }
 
     /// Number of levels.
@@ -104,12 +101,29 @@ impl RadixTable {
     /// Base address of the root table page (what CR3 / EPTP holds).
     #[inline]
     pub fn root(&self) -> u64 {
-        self.nodes[0].base
+        self.bases[0]
     }
 
     /// Number of table pages.
     pub fn table_pages(&self) -> usize {
-        self.nodes.len()
+        self.bases.len()
+    }
+
+    #[inline]
+    fn entry(&self, node: usize, i: usize) -> u64 {
+        self.entries[node * ENTRIES + i]
+    }
+
+    #[inline]
+    fn set_entry(&mut self, node: usize, i: usize, v: u64) {
+        self.entries[node * ENTRIES + i] = v;
+    }
+
+    fn push_table(&mut self, base: u64) -> usize {
+        let idx = self.bases.len();
+        self.bases.push(base);
+        self.entries.resize(self.entries.len() + ENTRIES, 0);
+        idx
     }
 
     /// Walks the table for `va`, recording every entry read.
@@ -119,11 +133,10 @@ impl RadixTable {
         let mut node = 0usize;
         let mut level = self.levels;
         loop {
-            let n = &self.nodes[node];
             let i = index(va, level);
-            path.entry_addrs[usize::from(path.len)] = n.base + 8 * i as u64;
+            path.entry_addrs[usize::from(path.len)] = self.bases[node] + 8 * i as u64;
             path.len += 1;
-            let e = n.entries[i];
+            let e = self.entry(node, i);
             if e & PRESENT == 0 {
                 return path;
             }
@@ -143,7 +156,7 @@ impl RadixTable {
         let mut node = 0usize;
         let mut level = self.levels;
         loop {
-            let e = self.nodes[node].entries[index(va, level)];
+            let e = self.entry(node, index(va, level));
             if e & PRESENT == 0 {
                 return None;
             }
@@ -161,14 +174,14 @@ impl RadixTable {
         let mut node = 0usize;
         let mut l = self.levels;
         while l > level {
-            let e = self.nodes[node].entries[index(va, l)];
+            let e = self.entry(node, index(va, l));
             if e & PRESENT == 0 || e & LEAF != 0 {
                 return None;
             }
             node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
             l -= 1;
         }
-        Some(self.nodes[node].base)
+        Some(self.bases[node])
     }
 
     /// Maps the page of `level` containing `va` to `target` (aligned to the page), creating
@@ -187,12 +200,11 @@ impl RadixTable {
         let mut l = self.levels;
         while l > level {
             let i = index(va, l);
-            let e = self.nodes[node].entries[i];
+            let e = self.entry(node, i);
             if e & PRESENT == 0 {
                 let base = alloc_table();
-                let idx = self.nodes.len();
-                self.nodes.push(Node { base, entries: Box::new([0; ENTRIES]) });
-                self.nodes[node].entries[i] = ((idx as u64) << 12) | PRESENT;
+                let idx = self.push_table(base);
+                self.set_entry(node, i, ((idx as u64) << 12) | PRESENT);
                 w.entries += 1;
                 w.new_tables += 1;
                 node = idx;
@@ -204,7 +216,7 @@ impl RadixTable {
             l -= 1;
         }
         let i = index(va, level);
-        let e = self.nodes[node].entries[i];
+        let e = self.entry(node, i);
         if e & PRESENT != 0 {
             // Either a leaf or a table of smaller pages already covers part of the range.
             let existing = if e & LEAF != 0 {
@@ -214,7 +226,7 @@ impl RadixTable {
             };
             return Err(existing);
         }
-        self.nodes[node].entries[i] = (target & !0xfff) | PRESENT | LEAF;
+        self.set_entry(node, i, (target & !0xfff) | PRESENT | LEAF);
         w.entries += 1;
         Ok(w)
     }
@@ -225,12 +237,12 @@ impl RadixTable {
         let mut l = self.levels;
         loop {
             let i = index(va, l);
-            let e = self.nodes[node].entries[i];
+            let e = self.entry(node, i);
             if e & PRESENT == 0 {
                 return None;
             }
             if e & LEAF != 0 {
-                self.nodes[node].entries[i] = 0;
+                self.set_entry(node, i, 0);
                 return Some(Leaf { target: e & !0xfff, level: l });
             }
             node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
@@ -244,7 +256,7 @@ impl RadixTable {
     }
 
     fn visit(&self, node: usize, level: u8, va: u64, f: &mut impl FnMut(u64, Leaf)) {
-        for (i, &e) in self.nodes[node].entries.iter().enumerate() {
+        for (i, &e) in self.entries[node * ENTRIES..(node + 1) * ENTRIES].iter().enumerate() {
             if e & PRESENT == 0 {
                 continue;
             }

@@ -10,6 +10,7 @@
 
 use super::{HostXlat, NestedWalker, guest_probe, guest_pwc, guest_walk};
 use crate::config::MachineConfig;
+use crate::mem::{Mem, Shortcut};
 use crate::scheme::{Ctx, WalkResult, Walker};
 use crate::stats::Stats;
 use crate::tlb::WalkCaches;
@@ -29,19 +30,22 @@ impl Compromis {
 }
 
 impl Walker for Compromis {
-    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, stats: &mut Stats) -> Option<WalkResult> {
+    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, mem: &mut Mem, stats: &mut Stats) -> Option<WalkResult> {
         let fallback = &mut self.fallback;
-        guest_walk(&mut self.pwc, ctx, gva, asid, stats, |g, s| match ctx.backing.segment(g) {
+        let xlat = |g, m: &mut Mem, s: &mut Stats| match ctx.backing.segment(g) {
             Some(hpa) => {
                 s.segment_translations += 1;
+                m.shortcut(Shortcut::Segment, s);
                 // A segment is contiguous: it never splinters the guest's pages.
                 HostXlat { hpa, refs: 0, size: PageSize::Size1G }
             }
             None => {
                 s.fallback_translations += 1;
-                fallback.translate(ctx.backing, g, s)
+                fallback.translate(ctx.backing, g, m, s)
             }
-        })
+        };
+        let locate = |g| ctx.backing.translate(g).unwrap_or(Hpa(0));
+        guest_walk(&mut self.pwc, ctx, gva, asid, mem, stats, xlat, locate)
     }
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         guest_probe(ctx, gva, |g| ctx.backing.segment(g).or_else(|| ctx.backing.translate(g)))

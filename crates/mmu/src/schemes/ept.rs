@@ -8,6 +8,7 @@
 
 use super::{NestedWalker, guest_probe, guest_pwc, guest_walk};
 use crate::config::MachineConfig;
+use crate::mem::Mem;
 use crate::scheme::{Ctx, WalkResult, Walker};
 use crate::stats::Stats;
 use crate::tlb::WalkCaches;
@@ -27,9 +28,10 @@ impl Ept {
 }
 
 impl Walker for Ept {
-    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, stats: &mut Stats) -> Option<WalkResult> {
+    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, mem: &mut Mem, stats: &mut Stats) -> Option<WalkResult> {
         let nested = &mut self.nested;
-        guest_walk(&mut self.pwc, ctx, gva, asid, stats, |g, s| nested.translate(ctx.backing, g, s))
+        let locate = |g| ctx.backing.translate(g).unwrap_or(Hpa(0));
+        guest_walk(&mut self.pwc, ctx, gva, asid, mem, stats, |g, m, s| nested.translate(ctx.backing, g, m, s), locate)
     }
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         guest_probe(ctx, gva, |g| ctx.backing.translate(g))

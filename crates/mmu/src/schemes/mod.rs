@@ -8,6 +8,7 @@ pub mod native;
 pub mod shadow;
 
 use crate::config::MachineConfig;
+use crate::mem::{Mem, Shortcut};
 use crate::scheme::{Ctx, WalkResult};
 use crate::setassoc::SetAssoc;
 use crate::stats::Stats;
@@ -31,13 +32,19 @@ pub(crate) struct HostXlat {
 /// translation of its table page's gPA (gCR3 for the root), then the data gPA: with `m` host
 /// references per translation, `n(m + 1) + m = (n + 1)(m + 1) - 1`.
 #[inline]
+///
+/// `locate` gives, without cost, the host address of a table page whose pointer a page-walk cache
+/// supplied (the cache holds the host address of the next table).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn guest_walk(
     pwc: &mut WalkCaches,
     ctx: Ctx<'_>,
     gva: Gva,
     asid: u16,
+    mem: &mut Mem,
     stats: &mut Stats,
-    mut xlat: impl FnMut(Gpa, &mut Stats) -> HostXlat,
+    mut xlat: impl FnMut(Gpa, &mut Mem, &mut Stats) -> HostXlat,
+    locate: impl Fn(Gpa) -> Hpa,
 ) -> Option<WalkResult> {
     let table = ctx.guest.table();
     let path = table.walk(gva.raw());
@@ -45,17 +52,24 @@ pub(crate) fn guest_walk(
     let skipped = pwc.skip(gva.raw(), asid, table.levels(), leaf.level);
     if skipped > 0 {
         stats.pwc_hits += 1;
+        mem.shortcut(Shortcut::Pwc, stats);
     }
     let mut host_refs = 0;
     for i in skipped..path.len {
+        let entry = Gpa(path.entry_addrs[usize::from(i)]);
+        let table_page = entry.align_down(PageSize::Size4K);
         // A cached upper entry holds the host address of the next table: no translation for it.
-        if i > skipped || skipped == 0 {
-            let table_page = Gpa(path.entry_addrs[usize::from(i)]).align_down(PageSize::Size4K);
-            host_refs += xlat(table_page, stats).refs;
-        }
+        let table_hpa = if i > skipped || skipped == 0 {
+            let x = xlat(table_page, mem, stats);
+            host_refs += x.refs;
+            x.hpa
+        } else {
+            locate(table_page)
+        };
+        mem.walk_ref(Hpa(table_hpa.raw() + entry.page_offset(PageSize::Size4K)), stats);
     }
     let guest_refs = u64::from(path.len - skipped);
-    let data = xlat(Gpa(leaf.translate(gva.raw())), stats);
+    let data = xlat(Gpa(leaf.translate(gva.raw())), mem, stats);
     host_refs += data.refs;
     stats.record_walk(guest_refs, host_refs);
     let guest_size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
@@ -92,11 +106,12 @@ impl NestedWalker {
 
     /// Translates `gpa` through the nested TLB or an EPT walk.
     #[inline]
-    pub fn translate(&mut self, backing: &Backing, gpa: Gpa, stats: &mut Stats) -> HostXlat {
+    pub fn translate(&mut self, backing: &Backing, gpa: Gpa, mem: &mut Mem, stats: &mut Stats) -> HostXlat {
         if !self.ntlb.is_disabled() {
             for size in PageSize::ALL {
                 if let Some(base) = self.ntlb.lookup(ntlb_key(gpa, size)) {
                     stats.ntlb_hits += 1;
+                    mem.shortcut(Shortcut::NestedTlb, stats);
                     return HostXlat { hpa: Hpa(base + gpa.page_offset(size)), refs: 0, size };
                 }
             }
@@ -112,6 +127,10 @@ impl NestedWalker {
         let skipped = self.host_pwc.skip(gpa.raw(), 0, ept.levels(), leaf.level);
         if skipped > 0 {
             stats.host_pwc_hits += 1;
+            mem.shortcut(Shortcut::Pwc, stats);
+        }
+        for &entry in &path.entry_addrs[usize::from(skipped)..usize::from(path.len)] {
+            mem.walk_ref(Hpa(entry), stats);
         }
         let size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
         self.ntlb.insert(ntlb_key(gpa, size), leaf.target);

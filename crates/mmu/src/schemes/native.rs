@@ -5,6 +5,7 @@
 
 use super::{HostXlat, guest_probe, guest_pwc, guest_walk};
 use crate::config::MachineConfig;
+use crate::mem::Mem;
 use crate::scheme::{Ctx, WalkResult, Walker};
 use crate::stats::Stats;
 use crate::tlb::WalkCaches;
@@ -23,12 +24,9 @@ impl Native {
 }
 
 impl Walker for Native {
-    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, stats: &mut Stats) -> Option<WalkResult> {
-        guest_walk(&mut self.pwc, ctx, gva, asid, stats, |g, _| HostXlat {
-            hpa: Hpa(g.raw()),
-            refs: 0,
-            size: PageSize::Size1G,
-        })
+    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, mem: &mut Mem, stats: &mut Stats) -> Option<WalkResult> {
+        let identity = |g: compromis_types::Gpa| HostXlat { hpa: Hpa(g.raw()), refs: 0, size: PageSize::Size1G };
+        guest_walk(&mut self.pwc, ctx, gva, asid, mem, stats, |g, _, _| identity(g), |g| Hpa(g.raw()))
     }
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         guest_probe(ctx, gva, |g| Some(Hpa(g.raw())))

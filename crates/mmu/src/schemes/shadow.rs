@@ -13,6 +13,7 @@
 
 use super::guest_pwc;
 use crate::config::MachineConfig;
+use crate::mem::{Mem, Shortcut};
 use crate::scheme::{Ctx, WalkResult, Walker};
 use crate::stats::{ExitCause, Stats};
 use crate::tlb::WalkCaches;
@@ -69,7 +70,7 @@ impl Shadow {
 }
 
 impl Walker for Shadow {
-    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, stats: &mut Stats) -> Option<WalkResult> {
+    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, mem: &mut Mem, stats: &mut Stats) -> Option<WalkResult> {
         let mut path = self.table(ctx).walk(gva.raw());
         if path.leaf.is_none() {
             // Hidden fault: the guest maps the page but the shadow does not (yet).
@@ -83,6 +84,10 @@ impl Walker for Shadow {
         let skipped = self.pwc.skip(gva.raw(), asid, levels, leaf.level);
         if skipped > 0 {
             stats.pwc_hits += 1;
+            mem.shortcut(Shortcut::Pwc, stats);
+        }
+        for &entry in &path.entry_addrs[usize::from(skipped)..usize::from(path.len)] {
+            mem.walk_ref(Hpa(entry), stats);
         }
         stats.record_walk(u64::from(path.len - skipped), 0);
         let size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);

@@ -1,0 +1,91 @@
+//! `compromis sim` as a user runs it: defaults, formats, determinism, bad input.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+fn sim() -> Command {
+    let mut c = Command::cargo_bin("compromis").unwrap();
+    c.arg("sim");
+    c
+}
+
+#[test]
+fn small_run_prints_every_scheme_and_the_cycle_model() {
+    sim()
+        .args(["--footprint", "64MiB", "--accesses", "50000"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("compromis").and(predicate::str::contains("refs/walk")))
+        .stdout(predicate::str::contains("Cycle model").and(predicate::str::contains("speedup of compromis")));
+}
+
+#[test]
+fn csv_has_one_row_per_scheme_and_is_deterministic() {
+    let run = || {
+        let out = sim()
+            .args(["--workload", "kv-zipf", "--footprint", "64MiB", "--accesses", "40000", "--format", "csv", "--seed", "9"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let a = run();
+    assert_eq!(a.lines().count(), 5, "{a}");
+    assert!(a.lines().nth(1).unwrap().starts_with("kv-zipf,native,"));
+    assert_eq!(a, run());
+}
+
+#[test]
+fn json_carries_counters_and_cycles() {
+    let out = sim()
+        .args(["--footprint", "32MiB", "--accesses", "20000", "--schemes", "ept,compromis", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schemes = v["schemes"].as_array().unwrap();
+    assert_eq!(schemes.len(), 2);
+    assert_eq!(schemes[0]["scheme"], "ept");
+    assert!(schemes[1]["cycles"]["total"].as_f64().unwrap() > 0.0);
+    assert_eq!(schemes[1]["measured"]["walk_refs_host"], 0);
+}
+
+#[test]
+fn unknown_workload_lists_valid_values() {
+    sim().args(["--workload", "nope"]).assert().code(2).stderr(
+        predicate::str::contains("gups").and(predicate::str::contains("pointer-chase")).and(predicate::str::contains("churn")),
+    );
+}
+
+#[test]
+fn unknown_scheme_lists_valid_values() {
+    sim()
+        .args(["--schemes", "ept,magic"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("magic").and(predicate::str::contains("native, ept, shadow, compromis")));
+}
+
+#[test]
+fn malformed_size_is_exit_2() {
+    sim().args(["--footprint", "4GX"]).assert().code(2).stderr(predicate::str::contains("4GX"));
+}
+
+#[test]
+fn zero_footprint_is_exit_2() {
+    sim().args(["--footprint", "0"]).assert().code(2).stderr(predicate::str::contains("footprint"));
+}
+
+#[test]
+fn footprint_larger_than_vm_is_exit_2() {
+    sim()
+        .args(["--footprint", "2GiB", "--vm-memory", "1GiB", "--accesses", "10"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("does not fit"));
+}
+
+#[test]
+fn guest_pages_1g_is_rejected() {
+    sim().args(["--guest-pages", "1g"]).assert().code(2).stderr(predicate::str::contains("4k or 2m"));
+}

@@ -1,0 +1,151 @@
+//! SVG charts (plotters, SVG backend): grouped bar charts and line charts.
+
+use crate::ReportError;
+use plotters::prelude::*;
+
+/// One series of a grouped bar chart: a name and one value per group.
+#[derive(Clone, Debug)]
+pub struct Series {
+    /// Legend name.
+    pub name: String,
+    /// One value per group.
+    pub values: Vec<f64>,
+}
+
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0x4c, 0x72, 0xb0),
+    RGBColor(0xdd, 0x84, 0x52),
+    RGBColor(0x55, 0xa8, 0x68),
+    RGBColor(0xc4, 0x4e, 0x52),
+    RGBColor(0x81, 0x72, 0xb3),
+    RGBColor(0x93, 0x78, 0x60),
+    RGBColor(0xda, 0x8b, 0xc3),
+    RGBColor(0x8c, 0x8c, 0x8c),
+];
+
+fn plot_err(e: impl std::fmt::Display) -> ReportError {
+    ReportError::Plot { path: String::from("<svg>"), message: e.to_string() }
+}
+
+/// A grouped bar chart as SVG text.
+pub fn grouped_bars(title: &str, y_label: &str, groups: &[String], series: &[Series]) -> Result<String, ReportError> {
+    let mut out = String::new();
+    {
+        let width = (160 + groups.len() * (30 + 14 * series.len())).clamp(640, 2400);
+        let width = u32::try_from(width).unwrap_or(2400);
+        let root = SVGBackend::with_string(&mut out, (width, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let max = series.iter().flat_map(|s| s.values.iter().copied()).fold(0.0f64, f64::max);
+        let top = if max > 0.0 { max * 1.15 } else { 1.0 };
+        let n = groups.len().max(1);
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(60)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..n as f64, 0f64..top)
+            .map_err(plot_err)?;
+        let labels = groups.to_vec();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .y_desc(y_label)
+            .x_labels(n)
+            .x_label_formatter(&|x| {
+                let i = x.floor();
+                if i >= 0.0 && (x - i - 0.5).abs() < 0.01 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .draw()
+            .map_err(plot_err)?;
+        let k = series.len().max(1) as f64;
+        let bw = 0.8 / k;
+        for (si, s) in series.iter().enumerate() {
+            let color = PALETTE[si % PALETTE.len()];
+            chart
+                .draw_series(s.values.iter().enumerate().map(|(gi, &v)| {
+                    let x0 = gi as f64 + 0.1 + bw * si as f64;
+                    Rectangle::new([(x0, 0.0), (x0 + bw * 0.95, v)], color.filled())
+                }))
+                .map_err(plot_err)?
+                .label(s.name.clone())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(out)
+}
+
+/// A line chart of several series over a shared x axis, as SVG text.
+pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<String, ReportError> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (800, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let pts = series.iter().flat_map(|s| s.1.iter());
+        let (mut x0, mut x1, mut y1) = (f64::MAX, f64::MIN, 0.0f64);
+        for &(x, y) in pts {
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y1 = y1.max(y);
+        }
+        if x0 >= x1 {
+            x0 = 0.0;
+            x1 = x1.max(1.0);
+        }
+        let y1 = if y1 > 0.0 { y1 * 1.1 } else { 1.0 };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x0..x1, 0f64..y1)
+            .map_err(plot_err)?;
+        chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(plot_err)?;
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            chart
+                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                .map_err(plot_err)?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charts_are_svg() {
+        let s = grouped_bars(
+            "t",
+            "y",
+            &["a".into(), "b".into()],
+            &[Series { name: "ept".into(), values: vec![1.0, 2.0] }],
+        )
+        .unwrap();
+        assert!(s.starts_with("<svg") && s.contains("ept"));
+        let l = lines("t", "x", "y", &[("s".into(), vec![(0.0, 1.0), (1.0, 2.0)])]).unwrap();
+        assert!(l.contains("<svg"));
+    }
+}

@@ -1,0 +1,296 @@
+//! Experiments: one command's worth of simulation.
+//!
+//! Builds a VM (guest-physical layout with the MMIO hole, the hypervisor's backing of it), feeds a
+//! synthetic workload or a trace through every selected translation scheme, and derives the
+//! figures users read: miss rates, references per walk, exits, and (with the cycle model)
+//! cycles, overheads and speedups. The CLI and the reproduction report both call this crate.
+
+use compromis_mmu::{MachineConfig, SchemeKind, SchemeResult, SimConfig, SimError, Stats, simulate};
+use compromis_types::{ByteSize, Hpa, Op, PageSize};
+use compromis_vmem::{Backing, GuestLayout, HvFrames, HV_PRIVATE_BASE};
+use compromis_workload::{WorkloadError, WorkloadSpec};
+use serde::Serialize;
+use std::sync::Arc;
+use thiserror::Error;
+
+pub mod table;
+
+/// Experiment errors.
+#[derive(Debug, Error)]
+pub enum ExperimentError {
+    /// The simulation failed.
+    #[error(transparent)]
+    Sim(#[from] SimError),
+    /// The workload spec is invalid.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    /// The workload does not fit in the VM.
+    #[error("footprint {footprint} does not fit in the VM's {ram} of memory (page tables need room too); raise --vm-memory or lower --footprint")]
+    FootprintTooLarge {
+        /// What the workload maps.
+        footprint: ByteSize,
+        /// The VM's RAM.
+        ram: ByteSize,
+    },
+    /// The VM cannot be built.
+    #[error("vm: {0}")]
+    Vm(String),
+}
+
+/// Where the VM's memory comes from on the host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum HostState {
+    /// A host with free memory: the VM gets one extent.
+    Fresh,
+}
+
+/// The VM to build.
+#[derive(Clone, Debug, Serialize)]
+pub struct VmSpec {
+    /// Guest RAM.
+    pub ram: ByteSize,
+    /// Largest EPT leaf the host uses (host THP / hugetlbfs).
+    pub host_page: PageSize,
+    /// Host memory state.
+    pub host: HostState,
+}
+
+/// What the hypervisor gave the VM.
+#[derive(Clone, Debug, Serialize)]
+pub struct VmInfo {
+    /// Guest RAM in bytes.
+    pub ram: u64,
+    /// Guest RAM ranges `(start, len)` (two when the MMIO hole splits RAM).
+    pub ram_ranges: Vec<(u64, u64)>,
+    /// Host extents backing the VM.
+    pub host_extents: usize,
+    /// Segment register sets loaded on VM entry.
+    pub segments: usize,
+    /// RAM bytes covered by segments.
+    pub segment_bytes: u64,
+    /// EPT leaves of 4 KiB, 2 MiB, 1 GiB.
+    pub ept_leaves: [u64; 3],
+}
+
+/// Where a fresh VM's host memory starts (above the hypervisor's own memory; 1 GiB aligned).
+pub const FRESH_HOST_BASE: Hpa = Hpa(4 << 30);
+
+/// Default VM size for a workload mapping `mapped` bytes: the footprint plus 12.5% and 256 MiB
+/// for page tables and the guest kernel, rounded up to 1 GiB.
+pub fn default_ram(mapped: u64) -> ByteSize {
+    let want = mapped + mapped / 8 + (256 << 20);
+    ByteSize(want.div_ceil(1 << 30) * (1 << 30))
+}
+
+/// Builds the VM's backing.
+pub fn build_vm(spec: &VmSpec) -> Result<(Arc<Backing>, VmInfo), ExperimentError> {
+    if spec.ram.bytes() == 0 || spec.ram.bytes() % 4096 != 0 {
+        return Err(ExperimentError::Vm(format!("VM memory {} must be a non-zero multiple of 4 KiB", spec.ram)));
+    }
+    let layout = GuestLayout::for_ram(spec.ram.bytes());
+    let mut hv = HvFrames::new(HV_PRIVATE_BASE);
+    let backing = match spec.host {
+        HostState::Fresh => Backing::contiguous(layout, FRESH_HOST_BASE, spec.host_page, &mut hv),
+    };
+    let info = VmInfo {
+        ram: spec.ram.bytes(),
+        ram_ranges: backing.layout().ram.iter().map(|r| (r.start.0, r.len)).collect(),
+        host_extents: 1,
+        segments: backing.segments().len(),
+        segment_bytes: backing.segment_bytes(),
+        ept_leaves: backing.ept_leaves(),
+    };
+    Ok((Arc::new(backing), info))
+}
+
+/// An experiment: the simulation settings and the VM.
+#[derive(Clone, Debug)]
+pub struct Experiment {
+    /// Simulation settings (machine model, guest OS, schemes, warm-up).
+    pub sim: SimConfig,
+    /// The VM.
+    pub vm: VmSpec,
+}
+
+/// The cycle model's account of one scheme's measured phase.
+///
+/// `total = base + data + translation`, `translation = stlb + walks + exits + faults`;
+/// `ideal` is `base` plus the data-access cycles of the same stream with a perfect TLB.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CycleAccount {
+    /// Instructions x base CPI.
+    pub base: f64,
+    /// The program's data accesses through the caches (with this scheme's page-table entries
+    /// competing for them).
+    pub data: f64,
+    /// Second-level TLB hits x their latency.
+    pub stlb: f64,
+    /// Page-walk cycles.
+    pub walks: f64,
+    /// VM exits x their cost by cause.
+    pub exits: f64,
+    /// Guest page faults x the guest's handling cost.
+    pub faults: f64,
+    /// `stlb + walks + exits + faults`.
+    pub translation: f64,
+    /// `base + data + translation`.
+    pub total: f64,
+    /// Cycles of the same stream with a perfect TLB.
+    pub ideal: f64,
+    /// `total / ideal - 1`.
+    pub overhead: f64,
+    /// Mean cycles per page walk.
+    pub walk_latency: f64,
+}
+
+impl CycleAccount {
+    /// The account of `s`, with costs from `m` and the ideal run's counters.
+    #[allow(clippy::cast_precision_loss)] // counters stay far below 2^53
+    pub fn of(s: &Stats, ideal: &Stats, m: &MachineConfig) -> CycleAccount {
+        let f = |x: u64| x as f64;
+        let base = f(s.instructions) * m.core.base_cpi;
+        let e = &m.exits;
+        let exits = f(s.exits.pt_write) * f(e.pt_write)
+            + f(s.exits.cr3_load) * f(e.cr3_load)
+            + f(s.exits.page_fault) * f(e.page_fault)
+            + f(s.exits.invlpg) * f(e.invlpg);
+        let stlb = f(s.stlb_hits) * f(m.latency.stlb_hit);
+        let walks = f(s.walk_cycles);
+        let faults = f(s.page_faults) * f(e.guest_page_fault);
+        let translation = stlb + walks + exits + faults;
+        let data = f(s.data_cycles);
+        let total = base + data + translation;
+        let ideal = f(ideal.instructions) * m.core.base_cpi + f(ideal.data_cycles);
+        CycleAccount {
+            base,
+            data,
+            stlb,
+            walks,
+            exits,
+            faults,
+            translation,
+            total,
+            ideal,
+            overhead: if ideal > 0.0 { total / ideal - 1.0 } else { 0.0 },
+            walk_latency: if s.walks > 0 { walks / f(s.walks) } else { 0.0 },
+        }
+    }
+}
+
+/// Derived figures of one scheme's measured phase.
+#[derive(Clone, Debug, Serialize)]
+pub struct Derived {
+    /// L1 TLB miss rate.
+    pub l1_miss_rate: f64,
+    /// Second-level TLB misses per 1000 instructions.
+    pub stlb_mpki: f64,
+    /// Mean memory references per walk.
+    pub refs_per_walk: f64,
+    /// Mean guest-dimension references per walk.
+    pub guest_refs_per_walk: f64,
+    /// Mean host-dimension references per walk.
+    pub host_refs_per_walk: f64,
+    /// VM exits per 1000 instructions.
+    pub exits_pki: f64,
+}
+
+impl Derived {
+    /// From counters.
+    pub fn of(s: &Stats) -> Derived {
+        use compromis_mmu::stats::ratio;
+        Derived {
+            l1_miss_rate: ratio(s.l1_misses, s.l1_hits + s.l1_misses),
+            stlb_mpki: 1000.0 * ratio(s.stlb_misses, s.instructions),
+            refs_per_walk: s.refs_per_walk(),
+            guest_refs_per_walk: ratio(s.walk_refs_guest, s.walks),
+            host_refs_per_walk: ratio(s.walk_refs_host, s.walks),
+            exits_pki: 1000.0 * ratio(s.exits.total(), s.instructions),
+        }
+    }
+}
+
+/// One scheme's outcome.
+#[derive(Clone, Debug, Serialize)]
+pub struct SchemeOutcome {
+    /// Raw counters.
+    #[serde(flatten)]
+    pub result: SchemeResult,
+    /// Derived figures of the measured phase.
+    pub derived: Derived,
+    /// The cycle model's account of the measured phase.
+    pub cycles: CycleAccount,
+}
+
+/// The outcome of an experiment.
+#[derive(Clone, Debug, Serialize)]
+pub struct Outcome {
+    /// Name of the workload or trace.
+    pub source: String,
+    /// The VM.
+    pub vm: VmInfo,
+    /// Per scheme, in the order asked.
+    pub schemes: Vec<SchemeOutcome>,
+    /// The perfect-TLB baseline run.
+    pub ideal: SchemeOutcome,
+}
+
+impl Outcome {
+    /// The outcome of `kind`, if it was simulated.
+    pub fn scheme(&self, kind: SchemeKind) -> Option<&SchemeOutcome> {
+        self.schemes.iter().find(|s| s.result.scheme == kind)
+    }
+
+    /// Speedup of `a` over `b`: runtime(b) / runtime(a).
+    pub fn speedup(&self, a: SchemeKind, b: SchemeKind) -> Option<f64> {
+        let (a, b) = (self.scheme(a)?, self.scheme(b)?);
+        (a.cycles.total > 0.0).then(|| b.cycles.total / a.cycles.total)
+    }
+}
+
+/// Runs `source` (named `name`) through the experiment.
+pub fn run_source<I, E>(
+    exp: &Experiment,
+    name: &str,
+    source: I,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Outcome, ExperimentError>
+where
+    I: IntoIterator<Item = Result<Op, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let (backing, vm) = build_vm(&exp.vm)?;
+    let mut sim = exp.sim.clone();
+    sim.schemes.retain(|&k| k != SchemeKind::Ideal);
+    if sim.schemes.is_empty() {
+        return Err(SimError::NoScheme.into());
+    }
+    sim.schemes.push(SchemeKind::Ideal);
+    let mut results = simulate(&sim, &backing, source, progress)?;
+    let ideal_result = results.pop().ok_or(SimError::NoScheme)?;
+    let m = &exp.sim.machine;
+    let outcome = |r: SchemeResult| SchemeOutcome {
+        derived: Derived::of(&r.measured),
+        cycles: CycleAccount::of(&r.measured, &ideal_result.measured, m),
+        result: r,
+    };
+    let schemes = results.into_iter().map(outcome).collect();
+    let ideal = outcome(ideal_result.clone());
+    Ok(Outcome { source: name.to_owned(), vm, schemes, ideal })
+}
+
+/// Runs a synthetic workload. The VM must hold the workload's footprint.
+pub fn run_workload(
+    exp: &Experiment,
+    spec: &WorkloadSpec,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Outcome, ExperimentError> {
+    spec.validate()?;
+    let mapped = compromis_workload::mapped_bytes(spec);
+    // Guest page tables take ~0.2% of mapped memory; keep 1/64 of RAM for them and the kernel.
+    let ram = exp.vm.ram.bytes();
+    if mapped > ram - ram / 64 {
+        return Err(ExperimentError::FootprintTooLarge { footprint: ByteSize(mapped), ram: exp.vm.ram });
+    }
+    let ops = compromis_workload::build(spec)?;
+    run_source(exp, spec.kind.name(), ops.map(Ok::<_, std::convert::Infallible>), progress)
+}
