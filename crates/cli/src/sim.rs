@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use compromis_mmu::{MachineConfig, SchemeKind, SimConfig};
 use compromis_report::Format;
-use compromis_sim::{Experiment, HostState, Outcome, VmSpec};
+use compromis_sim::{Experiment, HostFallback, HostState, Outcome, VmSpec};
 use compromis_types::{ByteSize, Op, PageSize};
 use compromis_vmem::{FramePolicy, GuestConfig};
 use compromis_workload::{WorkloadKind, WorkloadSpec};
@@ -44,7 +44,11 @@ pub struct SimArgs {
 #[derive(clap::Args, Debug, Clone)]
 pub struct SimOptions {
     /// Schemes to simulate, comma-separated: native, ept, shadow, compromis.
-    #[arg(long, value_delimiter = ',', default_value = "native,ept,shadow,compromis")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "native,ept,shadow,compromis"
+    )]
     pub schemes: Vec<SchemeKind>,
     /// Guest page size for data: 4k, or 2m (transparent huge pages where a region allows).
     #[arg(long, default_value = "4k", value_parser = parse_guest_page)]
@@ -61,6 +65,20 @@ pub struct SimOptions {
     /// VM memory (default: the footprint + 12.5% + 256 MiB rounded up to 1 GiB; 4 GiB for traces).
     #[arg(long)]
     pub vm_memory: Option<ByteSize>,
+    /// Host memory state: fresh (the VM gets one extent) or aged (fragmented by a seeded history
+    /// of other VMs; the memory manager then falls back as --host-fallback says).
+    #[arg(long, default_value = "fresh", value_parser = ["fresh", "aged"])]
+    pub host_state: String,
+    /// Host RAM of an aged host (default: 8 x the VM's memory).
+    #[arg(long)]
+    pub host_memory: Option<ByteSize>,
+    /// Fraction of an aged host's memory used by other VMs.
+    #[arg(long, default_value_t = 0.8)]
+    pub host_fill: f64,
+    /// What the memory manager does when one extent is impossible: `ept` (EPT pages from the
+    /// free memory left) or `segments:K` (at most K segment register sets).
+    #[arg(long, default_value = "segments:8", value_parser = parse_fallback)]
+    pub host_fallback: HostFallback,
     /// Accesses excluded from the statistics (their page faults are reported apart). Default:
     /// half of a workload's accesses (steady state); 0 for traces and `record`.
     #[arg(long)]
@@ -82,6 +100,18 @@ pub struct SimOptions {
     pub verify: bool,
 }
 
+fn parse_fallback(s: &str) -> Result<HostFallback, String> {
+    if s == "ept" {
+        return Ok(HostFallback::Ept);
+    }
+    match s.strip_prefix("segments:").map(str::parse::<usize>) {
+        Some(Ok(k)) if k > 0 => Ok(HostFallback::Segments(k)),
+        _ => Err(format!(
+            "unknown fallback '{s}': valid values are ept, segments:K (K >= 1)"
+        )),
+    }
+}
+
 fn parse_workload(s: &str) -> Result<WorkloadKind, String> {
     s.parse::<WorkloadKind>().map_err(|e| e.to_string())
 }
@@ -95,6 +125,29 @@ fn parse_guest_page(s: &str) -> Result<PageSize, String> {
 }
 
 impl SimOptions {
+    fn host_state(&self, ram: ByteSize) -> Result<HostState> {
+        if self.host_state == "fresh" {
+            return Ok(HostState::Fresh);
+        }
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.host_fill),
+            "--host-fill must be at least 0 and below 1, not {}",
+            self.host_fill
+        );
+        let host = self.host_memory.map_or(ram.bytes() * 8, ByteSize::bytes);
+        anyhow::ensure!(
+            host >= ram.bytes(),
+            "--host-memory {} is smaller than the VM ({ram})",
+            ByteSize(host)
+        );
+        Ok(HostState::Aged {
+            host,
+            fill: self.host_fill,
+            seed: self.seed,
+            fallback: self.host_fallback,
+        })
+    }
+
     /// The experiment these options describe, for a VM of `ram` bytes; `default_warmup` applies
     /// when `--warmup` is not given.
     pub fn experiment(&self, ram: ByteSize, default_warmup: u64) -> Result<Experiment> {
@@ -118,7 +171,11 @@ impl SimOptions {
                 warmup: self.warmup.unwrap_or(default_warmup),
                 verify: self.verify,
             },
-            vm: VmSpec { ram, host_page: self.host_pages, host: HostState::Fresh },
+            vm: VmSpec {
+                ram,
+                host_page: self.host_pages,
+                host: self.host_state(ram)?,
+            },
         })
     }
 }
@@ -150,7 +207,8 @@ fn run_with_progress(
     let start = std::time::Instant::now();
     let shown = std::sync::atomic::AtomicBool::new(false);
     let outcome = f(&|done| {
-        if !shown.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed().as_secs_f64() > 1.0 {
+        if !shown.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed().as_secs_f64() > 1.0
+        {
             shown.store(true, std::sync::atomic::Ordering::Relaxed);
             pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         }
@@ -166,12 +224,17 @@ pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
     match format {
         Format::Table => {
             let ranges: Vec<String> =
-                o.vm.ram_ranges.iter().map(|(s, l)| format!("[{s:#x}, +{})", ByteSize(*l))).collect();
+                o.vm.ram_ranges
+                    .iter()
+                    .map(|(s, l)| format!("[{s:#x}, +{})", ByteSize(*l)))
+                    .collect();
             println!(
-                "{}: VM {} RAM {}, {} host extent(s), {} segment register set(s) covering {}, EPT leaves 4k/2m/1g = {}/{}/{}",
+                "{}: VM {} RAM {}, provisioned {} (host fragmentation {:.2}): {} host extent(s), {} segment register set(s) covering {}, EPT leaves 4k/2m/1g = {}/{}/{}",
                 o.source,
                 ByteSize(o.vm.ram),
                 ranges.join(" "),
+                o.vm.provisioning,
+                o.vm.host_fragmentation,
                 o.vm.host_extents,
                 o.vm.segments,
                 ByteSize(o.vm.segment_bytes),
@@ -182,9 +245,19 @@ pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
             println!();
             print!("{}", compromis_sim::table::results(o).to_text());
             println!();
-            print!("{}", compromis_sim::table::cycles(o).with_title("Cycle model (millions of cycles)").to_text());
+            print!(
+                "{}",
+                compromis_sim::table::cycles(o)
+                    .with_title("Cycle model (millions of cycles)")
+                    .to_text()
+            );
             println!();
-            print!("{}", compromis_sim::table::walk_histogram(o).with_title("Walks by memory references").to_text());
+            print!(
+                "{}",
+                compromis_sim::table::walk_histogram(o)
+                    .with_title("Walks by memory references")
+                    .to_text()
+            );
         }
         Format::Json => println!("{}", serde_json::to_string_pretty(o)?),
         Format::Csv => print!("{}", compromis_sim::table::csv_rows(o).to_csv()?),
@@ -211,17 +284,30 @@ pub fn run_source(
     let ram = opts.vm_memory.unwrap_or(ByteSize::gib(4));
     let exp = opts.experiment(ram, 0)?;
     run_with_progress(opts, None, |progress| {
-        Ok(compromis_sim::run_source(&exp, name, source.map(|r| r.map_err(SourceError)), progress)?)
+        Ok(compromis_sim::run_source(
+            &exp,
+            name,
+            source.map(|r| r.map_err(SourceError)),
+            progress,
+        )?)
     })
 }
 
 /// Runs the subcommand.
 pub fn run(args: &SimArgs) -> Result<ExitCode> {
     if let Some(path) = &args.trace {
-        let ropts = compromis_trace::ReadOptions { skip_bad_records: args.skip_bad_records, format: None };
-        let reader = compromis_trace::open_ops(path, &ropts).with_context(|| format!("cannot read trace {}", path.display()))?;
+        let ropts = compromis_trace::ReadOptions {
+            skip_bad_records: args.skip_bad_records,
+            format: None,
+        };
+        let reader = compromis_trace::open_ops(path, &ropts)
+            .with_context(|| format!("cannot read trace {}", path.display()))?;
         let name = path.display().to_string();
-        return run_source(&args.opts, &name, Box::new(reader.map(|r| r.map_err(anyhow::Error::from))));
+        return run_source(
+            &args.opts,
+            &name,
+            Box::new(reader.map(|r| r.map_err(anyhow::Error::from))),
+        );
     }
     let d = WorkloadSpec::default();
     let spec = WorkloadSpec {
@@ -233,7 +319,12 @@ pub fn run(args: &SimArgs) -> Result<ExitCode> {
         seed: args.opts.seed,
     };
     spec.validate()?;
-    let ram = args.opts.vm_memory.unwrap_or_else(|| compromis_sim::default_ram(compromis_workload::mapped_bytes(&spec)));
+    let ram = args
+        .opts
+        .vm_memory
+        .unwrap_or_else(|| compromis_sim::default_ram(compromis_workload::mapped_bytes(&spec)));
     let exp = args.opts.experiment(ram, spec.accesses / 2)?;
-    run_with_progress(&args.opts, Some(spec.accesses), |progress| Ok(compromis_sim::run_workload(&exp, &spec, progress)?))
+    run_with_progress(&args.opts, Some(spec.accesses), |progress| {
+        Ok(compromis_sim::run_workload(&exp, &spec, progress)?)
+    })
 }

@@ -16,14 +16,28 @@ fn small_run_prints_every_scheme_and_the_cycle_model() {
         .assert()
         .success()
         .stdout(predicate::str::contains("compromis").and(predicate::str::contains("refs/walk")))
-        .stdout(predicate::str::contains("Cycle model").and(predicate::str::contains("speedup of compromis")));
+        .stdout(
+            predicate::str::contains("Cycle model")
+                .and(predicate::str::contains("speedup of compromis")),
+        );
 }
 
 #[test]
 fn csv_has_one_row_per_scheme_and_is_deterministic() {
     let run = || {
         let out = sim()
-            .args(["--workload", "kv-zipf", "--footprint", "64MiB", "--accesses", "40000", "--format", "csv", "--seed", "9"])
+            .args([
+                "--workload",
+                "kv-zipf",
+                "--footprint",
+                "64MiB",
+                "--accesses",
+                "40000",
+                "--format",
+                "csv",
+                "--seed",
+                "9",
+            ])
             .output()
             .unwrap();
         assert!(out.status.success());
@@ -38,7 +52,16 @@ fn csv_has_one_row_per_scheme_and_is_deterministic() {
 #[test]
 fn json_carries_counters_and_cycles() {
     let out = sim()
-        .args(["--footprint", "32MiB", "--accesses", "20000", "--schemes", "ept,compromis", "--format", "json"])
+        .args([
+            "--footprint",
+            "32MiB",
+            "--accesses",
+            "20000",
+            "--schemes",
+            "ept,compromis",
+            "--format",
+            "json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -53,7 +76,9 @@ fn json_carries_counters_and_cycles() {
 #[test]
 fn unknown_workload_lists_valid_values() {
     sim().args(["--workload", "nope"]).assert().code(2).stderr(
-        predicate::str::contains("gups").and(predicate::str::contains("pointer-chase")).and(predicate::str::contains("churn")),
+        predicate::str::contains("gups")
+            .and(predicate::str::contains("pointer-chase"))
+            .and(predicate::str::contains("churn")),
     );
 }
 
@@ -63,23 +88,41 @@ fn unknown_scheme_lists_valid_values() {
         .args(["--schemes", "ept,magic"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("magic").and(predicate::str::contains("native, ept, shadow, compromis")));
+        .stderr(
+            predicate::str::contains("magic")
+                .and(predicate::str::contains("native, ept, shadow, compromis")),
+        );
 }
 
 #[test]
 fn malformed_size_is_exit_2() {
-    sim().args(["--footprint", "4GX"]).assert().code(2).stderr(predicate::str::contains("4GX"));
+    sim()
+        .args(["--footprint", "4GX"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("4GX"));
 }
 
 #[test]
 fn zero_footprint_is_exit_2() {
-    sim().args(["--footprint", "0"]).assert().code(2).stderr(predicate::str::contains("footprint"));
+    sim()
+        .args(["--footprint", "0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("footprint"));
 }
 
 #[test]
 fn footprint_larger_than_vm_is_exit_2() {
     sim()
-        .args(["--footprint", "2GiB", "--vm-memory", "1GiB", "--accesses", "10"])
+        .args([
+            "--footprint",
+            "2GiB",
+            "--vm-memory",
+            "1GiB",
+            "--accesses",
+            "10",
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("does not fit"));
@@ -87,5 +130,40 @@ fn footprint_larger_than_vm_is_exit_2() {
 
 #[test]
 fn guest_pages_1g_is_rejected() {
-    sim().args(["--guest-pages", "1g"]).assert().code(2).stderr(predicate::str::contains("4k or 2m"));
+    sim()
+        .args(["--guest-pages", "1g"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("4k or 2m"));
+}
+
+#[test]
+fn aged_host_with_ept_fallback() {
+    sim()
+        .args([
+            "--footprint",
+            "64MiB",
+            "--accesses",
+            "20000",
+            "--host-state",
+            "aged",
+            "--host-fill",
+            "0.85",
+            "--host-fallback",
+            "ept",
+            "--host-pages",
+            "2m",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("provisioned ept"));
+}
+
+#[test]
+fn bad_fallback_lists_valid_values() {
+    sim()
+        .args(["--host-fallback", "segments:0"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("ept, segments:K"));
 }

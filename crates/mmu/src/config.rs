@@ -5,7 +5,9 @@
 //! before any simulation starts.
 
 use crate::setassoc::{GeometryError, SetAssoc};
+use compromis_types::ByteSize;
 use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
 use thiserror::Error;
 
 /// Why a configuration is unusable.
@@ -38,6 +40,24 @@ pub enum ConfigError {
         /// The parser's message (with line and column).
         message: String,
     },
+    /// A file parsed but one of its values is impossible.
+    #[error("{path}{}: {problem}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    InFile {
+        /// The file.
+        path: String,
+        /// The line of the offending key, when it could be located (1-based).
+        line: Option<usize>,
+        /// What is wrong (already part of this error's message, so not a `source`).
+        problem: Box<ConfigError>,
+    },
+    /// The file could not be read.
+    #[error("cannot read machine configuration {path}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// Entries and associativity of a TLB-like structure (`entries = 0` disables it).
@@ -56,7 +76,10 @@ impl Geometry {
         Geometry { entries, ways }
     }
     /// An absent structure.
-    pub const OFF: Geometry = Geometry { entries: 0, ways: 0 };
+    pub const OFF: Geometry = Geometry {
+        entries: 0,
+        ways: 0,
+    };
     /// Builds the structure.
     pub fn build(&self, name: &str) -> Result<SetAssoc, GeometryError> {
         SetAssoc::new(name, self.entries, self.ways)
@@ -137,6 +160,383 @@ impl Default for WalkCacheConfig {
     }
 }
 
+/// Serde helpers for [`ByteSize`] fields: TOML accepts `"32KiB"`-style strings and plain integers
+/// (bytes); values are written back as strings.
+mod byte_size {
+    use compromis_types::ByteSize;
+    use serde::de::{self, Unexpected, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub(super) fn serialize<S: Serializer>(v: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ByteSize, D::Error> {
+        d.deserialize_any(SizeVisitor)
+    }
+
+    struct SizeVisitor;
+
+    impl Visitor<'_> for SizeVisitor {
+        type Value = ByteSize;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a size such as \"32KiB\" or \"2MiB\", or a number of bytes")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+            Ok(ByteSize(v))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+            u64::try_from(v)
+                .map(ByteSize)
+                .map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+            v.parse::<ByteSize>().map_err(E::custom)
+        }
+    }
+}
+
+/// One level of the data-cache hierarchy (physically indexed, physically tagged, LRU).
+///
+/// `size = 0` removes the level. Otherwise `size` must be `ways x sets x line` for a whole number
+/// of sets; the set index is the line number modulo the number of sets, so the number of sets need
+/// not be a power of two (an 11-way 1.375 MiB slice is fine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheLevel {
+    /// Capacity (`"32KiB"`, `"1MiB"` or a number of bytes; 0 = absent).
+    #[serde(with = "byte_size")]
+    pub size: ByteSize,
+    /// Associativity.
+    pub ways: usize,
+    /// Line size in bytes (a power of two from 8 to 4096).
+    pub line: u64,
+    /// Load-to-use latency in cycles of a hit in this level (the whole latency, not the increment
+    /// over the level above).
+    pub latency: u64,
+}
+
+/// Most lines a cache level may hold (4 Mi lines, e.g. 256 MiB of 64 B lines: the simulator
+/// allocates 24 bytes of state per line).
+pub const MAX_CACHE_LINES: u64 = 1 << 22;
+/// Most ways a cache level may have (each access scans a set; hardware caches have at most a few
+/// dozen).
+pub const MAX_CACHE_WAYS: usize = 256;
+/// Largest latency or cost in cycles accepted for any single event (keeps totals far from
+/// overflowing 64 bits).
+pub const MAX_CYCLES: u64 = 1_000_000_000;
+
+impl CacheLevel {
+    /// A level of `size` bytes, `ways`-way, `line`-byte lines, `latency` cycles.
+    pub const fn new(size: ByteSize, ways: usize, line: u64, latency: u64) -> CacheLevel {
+        CacheLevel {
+            size,
+            ways,
+            line,
+            latency,
+        }
+    }
+    /// An absent level.
+    pub const OFF: CacheLevel = CacheLevel {
+        size: ByteSize(0),
+        ways: 0,
+        line: 64,
+        latency: 0,
+    };
+    /// Whether the level exists.
+    pub const fn is_enabled(&self) -> bool {
+        self.size.0 != 0
+    }
+    /// Number of lines it holds (0 when absent).
+    pub fn lines(&self) -> u64 {
+        self.size.0.checked_div(self.line).unwrap_or(0)
+    }
+    /// Number of sets (0 when absent or impossible).
+    pub fn sets(&self) -> u64 {
+        self.size
+            .0
+            .checked_div((self.ways as u64).saturating_mul(self.line))
+            .unwrap_or(0)
+    }
+    /// Checks this level; `key` is its TOML table (`cache.l2`).
+    pub fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        let err = |field: &str, reason: String| ConfigError::Value {
+            key: format!("{key}.{field}"),
+            reason,
+        };
+        if !self.line.is_power_of_two() || !(8..=4096).contains(&self.line) {
+            return Err(err(
+                "line",
+                format!("{} bytes is not a power of two from 8 to 4096", self.line),
+            ));
+        }
+        check_cycles(&format!("{key}.latency"), self.latency)?;
+        if !self.is_enabled() {
+            return Ok(());
+        }
+        if self.ways == 0 {
+            return Err(err(
+                "ways",
+                format!(
+                    "0 ways with size = {} (use size = 0 to remove the level)",
+                    self.size
+                ),
+            ));
+        }
+        if self.ways > MAX_CACHE_WAYS {
+            return Err(err(
+                "ways",
+                format!(
+                    "{} ways is more than the {MAX_CACHE_WAYS} accepted",
+                    self.ways
+                ),
+            ));
+        }
+        // Whatever else `SetAssoc` requires of the associativity (e.g. a maximum), checked on a
+        // one-set structure so nothing large is allocated.
+        if let Err(e) = SetAssoc::new(&format!("{key}.ways"), self.ways, self.ways) {
+            return Err(err("ways", format!("{} ways: {e}", self.ways)));
+        }
+        if self.lines() > MAX_CACHE_LINES {
+            return Err(err(
+                "size",
+                format!(
+                    "{} is {} lines of {} B, more than the {MAX_CACHE_LINES} lines the simulator accepts",
+                    self.size,
+                    self.lines(),
+                    self.line
+                ),
+            ));
+        }
+        let per_set = (self.ways as u64).saturating_mul(self.line);
+        if !self.size.0.is_multiple_of(per_set) || self.size.0 < per_set {
+            return Err(err(
+                "size",
+                format!(
+                    "{} ({} bytes) is not ways x sets x line: {} ways x {} B lines = {} B per set, and {} is not a \
+                     positive multiple of {}",
+                    self.size, self.size.0, self.ways, self.line, per_set, self.size.0, per_set
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn check_cycles(key: &str, v: u64) -> Result<(), ConfigError> {
+    if v > MAX_CYCLES {
+        return Err(ConfigError::Value {
+            key: key.to_owned(),
+            reason: format!("{v} cycles is more than the {MAX_CYCLES} accepted"),
+        });
+    }
+    Ok(())
+}
+
+/// The data-cache hierarchy: L1D, L2, LLC, then DRAM. Both data accesses and page-walk references
+/// go through it.
+///
+/// In a file every key is optional, inside a level too: `[cache.l2]` with only `size = "2MiB"`
+/// keeps the L2's default ways, line and latency.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "PartialCacheConfig")]
+pub struct CacheConfig {
+    /// First-level data cache.
+    pub l1d: CacheLevel,
+    /// Second-level (private, unified) cache.
+    pub l2: CacheLevel,
+    /// Last-level cache (this core's share).
+    pub llc: CacheLevel,
+    /// Load-to-use latency in cycles of an access that misses every level.
+    pub dram_latency: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            l1d: CacheLevel::new(ByteSize::kib(32), 8, 64, 4),
+            l2: CacheLevel::new(ByteSize::mib(1), 16, 64, 14),
+            llc: CacheLevel::new(ByteSize::mib(2), 16, 64, 44),
+            dram_latency: 200,
+        }
+    }
+}
+
+/// A cache level as written in a file: missing keys keep the level's defaults.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PartialLevel {
+    #[serde(default, deserialize_with = "opt_byte_size")]
+    size: Option<ByteSize>,
+    ways: Option<usize>,
+    line: Option<u64>,
+    latency: Option<u64>,
+}
+
+fn opt_byte_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ByteSize>, D::Error> {
+    byte_size::deserialize(d).map(Some)
+}
+
+impl PartialLevel {
+    fn over(self, d: CacheLevel) -> CacheLevel {
+        CacheLevel {
+            size: self.size.unwrap_or(d.size),
+            ways: self.ways.unwrap_or(d.ways),
+            line: self.line.unwrap_or(d.line),
+            latency: self.latency.unwrap_or(d.latency),
+        }
+    }
+}
+
+/// `[cache]` as written in a file.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PartialCacheConfig {
+    #[serde(default)]
+    l1d: PartialLevel,
+    #[serde(default)]
+    l2: PartialLevel,
+    #[serde(default)]
+    llc: PartialLevel,
+    dram_latency: Option<u64>,
+}
+
+impl From<PartialCacheConfig> for CacheConfig {
+    fn from(p: PartialCacheConfig) -> CacheConfig {
+        let d = CacheConfig::default();
+        CacheConfig {
+            l1d: p.l1d.over(d.l1d),
+            l2: p.l2.over(d.l2),
+            llc: p.llc.over(d.llc),
+            dram_latency: p.dram_latency.unwrap_or(d.dram_latency),
+        }
+    }
+}
+
+impl CacheConfig {
+    /// Every level absent: each access goes to DRAM.
+    pub fn dram_only(dram_latency: u64) -> CacheConfig {
+        CacheConfig {
+            l1d: CacheLevel::OFF,
+            l2: CacheLevel::OFF,
+            llc: CacheLevel::OFF,
+            dram_latency,
+        }
+    }
+    /// Checks every level.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let levels = [
+            ("cache.l1d", &self.l1d),
+            ("cache.l2", &self.l2),
+            ("cache.llc", &self.llc),
+        ];
+        for (key, l) in levels {
+            l.validate(key)?;
+        }
+        check_cycles("cache.dram_latency", self.dram_latency)?;
+        // A level below never answers faster than one above it (the cycle model and its
+        // monotonicity properties rely on it).
+        let mut above: Option<(&str, u64)> = None;
+        for (key, l) in levels.into_iter().filter(|(_, l)| l.is_enabled()) {
+            if let Some((k, lat)) = above
+                && l.latency < lat
+            {
+                return Err(ConfigError::Value {
+                    key: format!("{key}.latency"),
+                    reason: format!(
+                        "{} cycles is less than the latency of a level above it ({k}.latency = {lat})",
+                        l.latency
+                    ),
+                });
+            }
+            above = Some((key, l.latency));
+        }
+        if let Some((k, lat)) = above
+            && self.dram_latency < lat
+        {
+            return Err(ConfigError::Value {
+                key: "cache.dram_latency".into(),
+                reason: format!(
+                    "{} cycles is less than the latency of a cache level ({k}.latency = {lat})",
+                    self.dram_latency
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Latencies of the translation structures, in cycles.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyConfig {
+    /// Added per second-level TLB hit (an L1 TLB hit is hidden in the load-to-use latency).
+    pub stlb_hit: u64,
+    /// Per guest page-walk-cache hit (one lookup at the start of a walk).
+    pub pwc_hit: u64,
+    /// Per nested-TLB or host page-walk-cache hit.
+    pub ntlb_hit: u64,
+    /// Per guest-physical address translated by a segment register (compare + add).
+    pub segment: u64,
+}
+
+impl Default for LatencyConfig {
+    fn default() -> Self {
+        LatencyConfig {
+            stlb_hit: 8,
+            pwc_hit: 2,
+            ntlb_hit: 2,
+            segment: 1,
+        }
+    }
+}
+
+/// Cost in cycles of one VM exit (round trip plus the hypervisor's handler), by cause, and of the
+/// guest kernel's own page-fault handling.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExitConfig {
+    /// Shadow paging: a trapped write to a guest page-table page (emulate the write, update the
+    /// shadow entry).
+    pub pt_write: u64,
+    /// Shadow paging: a guest CR3 load (find or build the shadow root).
+    pub cr3_load: u64,
+    /// Shadow paging: an intercepted guest page fault reflected to the guest.
+    pub page_fault: u64,
+    /// Shadow paging: a guest INVLPG.
+    pub invlpg: u64,
+    /// The guest kernel's own page-fault handling (paid by every scheme, native included).
+    pub guest_page_fault: u64,
+}
+
+impl Default for ExitConfig {
+    fn default() -> Self {
+        ExitConfig {
+            pt_write: 4000,
+            cr3_load: 2000,
+            page_fault: 1500,
+            invlpg: 1500,
+            guest_page_fault: 3000,
+        }
+    }
+}
+
+/// The core outside the memory system.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoreConfig {
+    /// Cycles per instruction with a perfect memory system (data-access and translation latency
+    /// are added on top).
+    pub base_cpi: f64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig { base_cpi: 0.5 }
+    }
+}
+
 /// The machine model.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -145,10 +545,19 @@ pub struct MachineConfig {
     pub tlb: TlbConfig,
     /// Page-walk caches, nested TLB, host walk caches.
     pub walk_caches: WalkCacheConfig,
+    /// Data caches (L1D, L2, LLC) and DRAM.
+    pub cache: CacheConfig,
+    /// Latencies of TLB / walk-cache / segment hits.
+    pub latency: LatencyConfig,
+    /// VM-exit and guest page-fault costs.
+    pub exits: ExitConfig,
+    /// The core.
+    pub core: CoreConfig,
 }
 
 impl MachineConfig {
-    /// Every TLB-like structure disabled: each access walks, and walks see no caching.
+    /// Every TLB-like structure disabled: each access walks, and walks see no caching. The data
+    /// caches and latencies keep their defaults.
     pub fn no_caches() -> MachineConfig {
         let off = Geometry::OFF;
         MachineConfig {
@@ -171,6 +580,7 @@ impl MachineConfig {
                 host_pdpt: off,
                 host_pd: off,
             },
+            ..MachineConfig::default()
         }
     }
 
@@ -196,6 +606,692 @@ impl MachineConfig {
         ] {
             g.build(name)?;
         }
+        self.cache.validate()?;
+        let l = &self.latency;
+        let e = &self.exits;
+        for (key, v) in [
+            ("latency.stlb_hit", l.stlb_hit),
+            ("latency.pwc_hit", l.pwc_hit),
+            ("latency.ntlb_hit", l.ntlb_hit),
+            ("latency.segment", l.segment),
+            ("exits.pt_write", e.pt_write),
+            ("exits.cr3_load", e.cr3_load),
+            ("exits.page_fault", e.page_fault),
+            ("exits.invlpg", e.invlpg),
+            ("exits.guest_page_fault", e.guest_page_fault),
+        ] {
+            check_cycles(key, v)?;
+        }
+        let cpi = self.core.base_cpi;
+        if !(cpi.is_finite() && cpi > 0.0 && cpi <= 1000.0) {
+            return Err(ConfigError::Value {
+                key: "core.base_cpi".into(),
+                reason: format!("{cpi} is not a number of cycles per instruction in (0, 1000]"),
+            });
+        }
         Ok(())
+    }
+
+    /// Parses and validates a machine-model file's text; `path` names it in errors. Keys left out
+    /// keep their defaults; an unknown key is an error naming it and its line.
+    pub fn from_toml_str(text: &str, path: &str) -> Result<MachineConfig, ConfigError> {
+        let cfg: MachineConfig = toml::from_str(text).map_err(|e| {
+            let mut message = String::new();
+            if let Some(span) = e.span() {
+                let (line, col) = line_col(text, span.start);
+                let _ = write!(message, "line {line}, column {col}: ");
+            }
+            message.push_str(e.message().trim_end());
+            ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            }
+        })?;
+        cfg.validate().map_err(|e| {
+            let line = match &e {
+                ConfigError::Value { key, .. } => locate_key(text, key),
+                ConfigError::Geometry(g) => locate_key(text, &geometry_name(g)),
+                _ => None,
+            };
+            ConfigError::InFile {
+                path: path.to_owned(),
+                line,
+                problem: Box::new(e),
+            }
+        })?;
+        Ok(cfg)
+    }
+
+    /// Reads, parses and validates a machine-model file.
+    pub fn load(path: &std::path::Path) -> Result<MachineConfig, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        MachineConfig::from_toml_str(&text, &shown)
+    }
+
+    /// The default machine-model file: every key present, each with its meaning and source.
+    /// Parsing it gives back `MachineConfig::default()` exactly (tested).
+    pub fn defaults_toml() -> String {
+        let d = MachineConfig::default();
+        let mut o = String::new();
+        o.push_str(HEADER);
+        let geo = |o: &mut String, key: &str, g: Geometry, comment: &str| {
+            let _ = writeln!(o, "# {comment}");
+            let _ = writeln!(
+                o,
+                "{key} = {{ entries = {}, ways = {} }}",
+                g.entries, g.ways
+            );
+        };
+        let num = |o: &mut String, key: &str, v: u64, comment: &str| {
+            let _ = writeln!(o, "# {comment}");
+            let _ = writeln!(o, "{key} = {v}");
+        };
+
+        let t = &d.tlb;
+        o.push_str("\n[tlb]\n");
+        o.push_str("# Entries and ways of each TLB (entries = 0 removes it; ways = entries: fully associative).\n");
+        let tlb_src = "Source: Intel optimization manual [1], Skylake TLB table; AnandTech [2].";
+        geo(
+            &mut o,
+            "l1d_4k",
+            t.l1d_4k,
+            &format!("L1 data TLB, 4 KiB pages. {tlb_src}"),
+        );
+        geo(
+            &mut o,
+            "l1d_2m",
+            t.l1d_2m,
+            &format!("L1 data TLB, 2 MiB pages. {tlb_src}"),
+        );
+        geo(
+            &mut o,
+            "l1d_1g",
+            t.l1d_1g,
+            &format!("L1 data TLB, 1 GiB pages. {tlb_src}"),
+        );
+        geo(
+            &mut o,
+            "l1i_4k",
+            t.l1i_4k,
+            &format!("L1 instruction TLB, 4 KiB pages. {tlb_src}"),
+        );
+        geo(
+            &mut o,
+            "l1i_2m",
+            t.l1i_2m,
+            &format!("L1 instruction TLB, 2 MiB pages (8 per thread). {tlb_src}"),
+        );
+        geo(
+            &mut o,
+            "stlb",
+            t.stlb,
+            &format!("Second-level TLB, 4 KiB and 2 MiB pages. {tlb_src}"),
+        );
+        geo(
+            &mut o,
+            "stlb_1g",
+            t.stlb_1g,
+            &format!("Second-level TLB, 1 GiB pages. {tlb_src}"),
+        );
+        let _ = writeln!(
+            o,
+            "# Tagged TLBs (PCID/VPID): a CR3 load does not flush. false = flush TLBs and walk caches on\n\
+             # every CR3 load. Source: Intel SDM vol. 3, 4.10.1 (PCIDs); default true as on current Linux."
+        );
+        let _ = writeln!(o, "tagged = {}", t.tagged);
+
+        let w = &d.walk_caches;
+        o.push_str("\n[walk_caches]\n");
+        o.push_str(
+            "# Paging-structure caches (Intel SDM vol. 3, 4.10.3). Intel says a processor may or may not\n\
+             # implement them and publishes no sizes: every value below is our assumption.\n",
+        );
+        geo(
+            &mut o,
+            "pml4",
+            w.pml4,
+            "PML4E (and PML5E) cache, keyed by VA bits 47:39. Our assumption.",
+        );
+        geo(
+            &mut o,
+            "pdpt",
+            w.pdpt,
+            "PDPTE cache, keyed by VA bits 47:30. Our assumption.",
+        );
+        geo(
+            &mut o,
+            "pd",
+            w.pd,
+            "PDE cache, keyed by VA bits 47:21. Our assumption.",
+        );
+        geo(
+            &mut o,
+            "nested_tlb",
+            w.nested_tlb,
+            "Nested TLB (gPA page -> hPA page) used during EPT walks (Bhargava et al., ASPLOS 2008).\n# Size: our assumption.",
+        );
+        geo(
+            &mut o,
+            "host_pml4",
+            w.host_pml4,
+            "Host (EPT) PML4E cache. Our assumption (mirrors the guest one).",
+        );
+        geo(
+            &mut o,
+            "host_pdpt",
+            w.host_pdpt,
+            "Host (EPT) PDPTE cache. Our assumption.",
+        );
+        geo(
+            &mut o,
+            "host_pd",
+            w.host_pd,
+            "Host (EPT) PDE cache. Our assumption.",
+        );
+
+        o.push_str("\n[cache]\n");
+        o.push_str(
+            "# Data caches: physically indexed and tagged, non-inclusive, LRU, write-allocate; a miss fills the\n\
+             # line into every level above the one that had it. Page-walk references go through them too.\n",
+        );
+        num(
+            &mut o,
+            "dram_latency",
+            d.cache.dram_latency,
+            "Load-to-use latency in cycles of an access served by DRAM. Source: AnandTech [3], LMBench\n\
+             # random loads on Skylake-SP with DDR4-2666: 89-91 ns, about 190-230 cycles at 2.1-2.5 GHz.",
+        );
+        let level = |o: &mut String, name: &str, c: CacheLevel, what: &str, src: &str| {
+            let _ = writeln!(o, "\n[cache.{name}]\n# {what}");
+            let _ = writeln!(
+                o,
+                "# Capacity (\"32KiB\", \"1MiB\" or bytes; \"0\" removes the level). {src}"
+            );
+            let _ = writeln!(o, "size = \"{}\"", c.size);
+            let _ = writeln!(o, "# Associativity. {src}");
+            let _ = writeln!(o, "ways = {}", c.ways);
+            let _ = writeln!(o, "# Line size in bytes (power of two). {src}");
+            let _ = writeln!(o, "line = {}", c.line);
+            let _ = writeln!(
+                o,
+                "# Load-to-use latency in cycles of a hit here (whole latency). {src}"
+            );
+            let _ = writeln!(o, "latency = {}", c.latency);
+        };
+        level(
+            &mut o,
+            "l1d",
+            d.cache.l1d,
+            "L1 data cache.",
+            "Source: Intel optimization manual [1] (Skylake: 32 KB, 8 ways, 64 B, 4 cycles fastest); AnandTech [2].",
+        );
+        level(
+            &mut o,
+            "l2",
+            d.cache.l2,
+            "Private L2 cache.",
+            "Source: AnandTech [2] (Skylake-SP: 1 MB, 16 ways, 11-13 cycles), [3] (LMBench on Skylake-SP: 14-22 cycles), [11] (Xeon 8280: 14 cycles).",
+        );
+        level(
+            &mut o,
+            "llc",
+            d.cache.llc,
+            "Last-level cache: one core's share (2 MiB slice per core).",
+            "Source: Intel optimization manual [1] (Skylake client L3: up to 2 MB per core, up to 16 ways, 64 B, 44 cycles).",
+        );
+
+        let l = &d.latency;
+        o.push_str("\n[latency]\n");
+        num(
+            &mut o,
+            "stlb_hit",
+            l.stlb_hit,
+            "Cycles added by an L1 TLB miss that hits the second-level TLB. Intel does not publish it;\n\
+             # derived from [4]: a load hitting the L2 TLB takes about 12 cycles on Haswell versus 4 for an\n\
+             # L1 TLB hit, so about 8 cycles more.",
+        );
+        num(
+            &mut o,
+            "pwc_hit",
+            l.pwc_hit,
+            "Cycles per guest page-walk-cache hit (one lookup that skips upper levels). Our assumption.",
+        );
+        num(
+            &mut o,
+            "ntlb_hit",
+            l.ntlb_hit,
+            "Cycles per nested-TLB or host page-walk-cache hit. Our assumption.",
+        );
+        num(
+            &mut o,
+            "segment",
+            l.segment,
+            "Cycles per gPA translated by a segment register (Compromis: one compare and one add,\n\
+             # no memory reference; paper: VEE 2021). Our assumption.",
+        );
+
+        let e = &d.exits;
+        o.push_str("\n[exits]\n");
+        o.push_str(
+            "# Cycles per VM exit by cause: hardware round trip plus the hypervisor's handler. A bare exit and\n\
+             # re-entry costs hundreds to thousands of cycles [5][6]; about 1,350 cycles were measured around\n\
+             # VMRUN in KVM on a recent AMD core [7]. Handler costs on top are our assumption.\n",
+        );
+        num(
+            &mut o,
+            "pt_write",
+            e.pt_write,
+            "Shadow paging: trapped guest page-table write (decode and emulate the write, update the\n\
+             # shadow entry), well above a bare exit [8][9]. Value: our assumption.",
+        );
+        num(
+            &mut o,
+            "cr3_load",
+            e.cr3_load,
+            "Shadow paging: guest CR3 load (look up or build the shadow root). Our assumption.",
+        );
+        num(
+            &mut o,
+            "page_fault",
+            e.page_fault,
+            "Shadow paging: guest page fault intercepted and reflected to the guest [8]. Our assumption.",
+        );
+        num(
+            &mut o,
+            "invlpg",
+            e.invlpg,
+            "Shadow paging: guest INVLPG (drop the shadow entry). Our assumption.",
+        );
+        num(
+            &mut o,
+            "guest_page_fault",
+            e.guest_page_fault,
+            "The guest kernel's own handling of a demand-paging fault, paid by every scheme (native\n\
+             # included). Source: [10], a minor anonymous fault measured at 1,842 (min) / 3,241 (median)\n\
+             # cycles on an 11th-generation Core.",
+        );
+
+        o.push_str("\n[core]\n");
+        let _ = writeln!(
+            o,
+            "# Cycles per instruction with a perfect memory system; data-access and translation latencies\n\
+             # are added on top. Our assumption (a 4-wide out-of-order core at IPC 2 on non-memory work)."
+        );
+        let _ = writeln!(o, "base_cpi = {:?}", d.core.base_cpi);
+        o
+    }
+}
+
+const HEADER: &str = "\
+# Compromis machine model. Every key is optional: a key left out keeps the value shown here.
+# Sizes accept \"32KiB\", \"1MiB\" or a number of bytes; latencies and costs are in cycles.
+# Check a file with `compromis config --check FILE`; use it with `compromis sim --config FILE`.
+#
+# Sources cited as [n] below:
+# [1] Intel 64 and IA-32 Architectures Optimization Reference Manual (order no. 248966), Skylake
+#     client microarchitecture: cache parameters table and TLB parameters table (Table 2-15 in -045).
+# [2] AnandTech, \"The Intel Skylake-X Review: Core i9 7900X, i7 7820X and i7 7800X Tested\" (2017),
+#     page \"I Keep My Cache Private\": Skylake-S vs Skylake-SP caches and TLBs.
+# [3] AnandTech, \"Intel Skylake-EP vs AMD EPYC 7000\" (2017), page \"Memory Subsystem: Latency\"
+#     (LMBench random-load latency).
+# [4] Mynavi News, Haswell microbenchmarks (2013-06-21), D-TLB size and latency graphs.
+# [5] Intel Developer Zone, \"Virtualization and Performance: Understanding VM Exits\" (2009).
+# [6] Agesen, Mattson, Rugina, Sheldon, \"Software Techniques for Avoiding Hardware Virtualization
+#     Exits\", USENIX ATC 2012.
+# [7] LKML, KVM SVM VMRUN-path timing thread (December 2020): about 1,350 cycles around VMRUN.
+# [8] Linux KVM commit \"KVM: Update shadow pte on write to guest pte\" (Avi Kivity): demand paging
+#     under shadow paging takes up to three exits per guest page fault.
+# [9] Xen Project blog, \"Xen 3.3 Feature: Shadow 3\": emulating guest page-table writes.
+# [10] \"Page fault latency measurement\", ddumbying.vercel.app/experiments/pagefault-latency.
+# [11] AnandTech, \"AMD Rome Second Generation EPYC Review\" (2019), page \"Memory Subsystem: Latency\"
+#      (Xeon Platinum 8280: L1D 4 cycles, 1 MB L2 14 cycles).
+";
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, col)
+}
+
+/// The TOML key named in a geometry error.
+/// Every `GeometryError` message starts with the structure's name and a colon.
+fn geometry_name(g: &GeometryError) -> String {
+    g.to_string()
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Best-effort 1-based line of the dotted `key` in `text`: `[a.b]` headers followed by `c = ..`
+/// lines, or `c = { entries = .. }` inline tables for geometry keys (`tlb.stlb`).
+fn locate_key(text: &str, key: &str) -> Option<usize> {
+    let mut table = String::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if let Some(h) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = h
+                .trim()
+                .split('.')
+                .map(str::trim)
+                .collect::<Vec<_>>()
+                .join(".");
+            continue;
+        }
+        let Some((k, _)) = line.split_once('=') else {
+            continue;
+        };
+        let k = k
+            .trim()
+            .split('.')
+            .map(str::trim)
+            .collect::<Vec<_>>()
+            .join(".");
+        let full = if table.is_empty() {
+            k
+        } else {
+            format!("{table}.{k}")
+        };
+        if full == key || key.starts_with(&format!("{full}.")) {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match MachineConfig::from_toml_str(text, "m.toml") {
+            Ok(c) => panic!("accepted {text:?}: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn printed_defaults_parse_back_to_the_defaults() {
+        let text = MachineConfig::defaults_toml();
+        let parsed = MachineConfig::from_toml_str(&text, "defaults").unwrap();
+        assert_eq!(parsed, MachineConfig::default());
+        MachineConfig::default().validate().unwrap();
+    }
+
+    /// Collects the dotted paths of every leaf of a TOML table (inline geometry tables count as one
+    /// leaf each, as in the printed file).
+    fn leaves(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (k, v) in t {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match v {
+                toml::Value::Table(sub) if !sub.contains_key("entries") => leaves(sub, &key, out),
+                _ => out.push(key),
+            }
+        }
+    }
+
+    #[test]
+    fn printed_defaults_have_every_key_each_with_a_comment() {
+        let text = MachineConfig::defaults_toml();
+        let printed: toml::Table = toml::from_str(&text).unwrap();
+        let full: toml::Table = toml::Table::try_from(MachineConfig::default()).unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        leaves(&printed, "", &mut a);
+        leaves(&full, "", &mut b);
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert!(a.len() > 30, "{a:?}");
+        // Every `key = value` line is directly preceded by a comment line.
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, l) in lines.iter().enumerate() {
+            if l.contains(" = ") && !l.starts_with('#') {
+                assert!(
+                    i > 0 && lines[i - 1].starts_with('#'),
+                    "no comment above {l:?}"
+                );
+            }
+        }
+        // Every value not marked as our assumption cites a source.
+        for (i, l) in lines.iter().enumerate() {
+            if l.contains(" = ") && !l.starts_with('#') {
+                let mut j = i;
+                let mut comment = String::new();
+                while j > 0 && lines[j - 1].starts_with('#') {
+                    j -= 1;
+                    comment.insert_str(0, lines[j]);
+                }
+                assert!(
+                    comment.contains("Source")
+                        || comment.contains('[')
+                        || comment.contains("assumption"),
+                    "no source for {l:?}: {comment}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c = MachineConfig::from_toml_str("[cache.l2]\nsize = \"2MiB\"\n", "p.toml").unwrap();
+        let mut want = MachineConfig::default();
+        want.cache.l2.size = ByteSize::mib(2);
+        assert_eq!(c, want);
+        assert_eq!(c.cache.l2.ways, 16);
+        assert_eq!(c.cache.l2.sets(), 2048);
+        // Plain integers are bytes; an empty file is the defaults.
+        let c = MachineConfig::from_toml_str("[cache.llc]\nsize = 4194304\n", "p.toml").unwrap();
+        assert_eq!(c.cache.llc.size, ByteSize::mib(4));
+        assert_eq!(
+            MachineConfig::from_toml_str("", "e.toml").unwrap(),
+            MachineConfig::default()
+        );
+        // A level can be removed.
+        let c = MachineConfig::from_toml_str("[cache.l2]\nsize = 0\n", "p.toml").unwrap();
+        assert!(!c.cache.l2.is_enabled());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_them_with_their_line() {
+        let e = err("[cache.l2]\nsize = \"2MiB\"\nwayz = 4\n");
+        assert!(
+            e.contains("wayz") && e.contains("line 3") && e.contains("m.toml"),
+            "{e}"
+        );
+        let e = err("# comment\n[cahce]\n");
+        assert!(e.contains("cahce") && e.contains("line 2"), "{e}");
+        let e = err("[core]\nbase_cpi = 1.0\nfrequency = 3\n");
+        assert!(e.contains("frequency") && e.contains("line 3"), "{e}");
+        let e = err("[tlb]\nstlb = { entries = 1536, ways = 12, latency = 9 }\n");
+        assert!(e.contains("latency") && e.contains("line 2"), "{e}");
+        let e = err("[exits]\npt_write = \"many\"\n");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn impossible_values_are_errors_naming_key_and_value() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[cache.l2]\nways = 0\n",
+                &["cache.l2.ways", "0 ways", "1MiB", "line 2"],
+            ),
+            (
+                "[cache.l2]\nsize = 1000\n",
+                &["cache.l2.size", "1000", "line 2"],
+            ),
+            (
+                "[cache.l2]\nsize = \"1.5MiB\"\nways = 10\n",
+                &["cache.l2.size", "1536KiB", "1572864", "640 B per set"],
+            ),
+            (
+                "[cache.l1d]\nline = 48\n",
+                &["cache.l1d.line", "48", "power of two"],
+            ),
+            ("[cache.l1d]\nline = 0\n", &["cache.l1d.line", "0 bytes"]),
+            (
+                "[cache.llc]\nsize = \"1TiB\"\n",
+                &["cache.llc.size", "1TiB"],
+            ),
+            (
+                "[cache.llc]\nsize = \"8MiB\"\nways = 512\n",
+                &["cache.llc.ways", "512 ways", "256", "line 3"],
+            ),
+            (
+                "[cache.l2]\nlatency = 2\n",
+                &["cache.l2.latency", "2 cycles", "cache.l1d.latency = 4"],
+            ),
+            (
+                "[cache]\ndram_latency = 10\n",
+                &["cache.dram_latency", "10 cycles"],
+            ),
+            ("[core]\nbase_cpi = 0.0\n", &["core.base_cpi", "0"]),
+            ("[core]\nbase_cpi = -1.5\n", &["core.base_cpi", "-1.5"]),
+            ("[core]\nbase_cpi = nan\n", &["core.base_cpi", "NaN"]),
+            ("[core]\nbase_cpi = inf\n", &["core.base_cpi", "inf"]),
+            (
+                "[tlb]\nstlb = { entries = 10, ways = 4 }\n",
+                &["tlb.stlb", "10 entries", "line 2"],
+            ),
+            (
+                "[walk_caches]\npd = { entries = 8, ways = 0 }\n",
+                &["walk_caches.pd", "ways"],
+            ),
+            (
+                "[exits]\npt_write = 2000000000\n",
+                &["exits.pt_write", "2000000000"],
+            ),
+            (
+                "[latency]\nstlb_hit = 99999999999\n",
+                &["latency.stlb_hit", "99999999999"],
+            ),
+        ];
+        for (text, needles) in cases {
+            let e = err(text);
+            for n in *needles {
+                assert!(e.contains(n), "{text:?}: {e:?} lacks {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_sizes_are_parse_errors_with_line() {
+        let e = err("[cache.l1d]\nsize = \"4GX\"\n");
+        assert!(e.contains("4GX") && e.contains("line 2"), "{e}");
+        let e = err("[cache.l1d]\nsize = -64\n");
+        assert!(e.contains("-64") && e.contains("line 2"), "{e}");
+        let e = err("[cache.l1d]\nsize = 1.5\n");
+        assert!(e.contains("line 2"), "{e}");
+        let e = err("[cache.l1d\n");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn no_caches_keeps_data_caches_and_costs() {
+        let n = MachineConfig::no_caches();
+        let d = MachineConfig::default();
+        assert_eq!(n.tlb.stlb, Geometry::OFF);
+        assert_eq!(n.walk_caches.nested_tlb, Geometry::OFF);
+        assert_eq!(
+            (n.cache, n.latency, n.exits, n.core),
+            (d.cache, d.latency, d.exits, d.core)
+        );
+    }
+
+    #[test]
+    fn load_reads_files_and_names_missing_ones() {
+        let dir = std::env::temp_dir().join(format!("compromis-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m.toml");
+        std::fs::write(&p, "[latency]\nstlb_hit = 9\n").unwrap();
+        assert_eq!(MachineConfig::load(&p).unwrap().latency.stlb_hit, 9);
+        let missing = dir.join("missing.toml");
+        let e = MachineConfig::load(&missing).unwrap_err().to_string();
+        assert!(e.contains("missing.toml"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn line_col_and_locate_key() {
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+        assert_eq!(line_col("ab", 0), (1, 1));
+        let t = "[cache]\ndram_latency = 1\n[cache.l2] # x\n size = 3\n[tlb]\nstlb = { entries = 1, ways = 1 }\n";
+        assert_eq!(locate_key(t, "cache.dram_latency"), Some(2));
+        assert_eq!(locate_key(t, "cache.l2.size"), Some(4));
+        assert_eq!(locate_key(t, "tlb.stlb"), Some(6));
+        assert_eq!(locate_key(t, "cache.l2.ways"), None);
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn arb_level() -> impl Strategy<Value = CacheLevel> {
+            prop_oneof![
+                1 => Just(CacheLevel::OFF),
+                4 => (1u64..1024, 1usize..20, 3u32..13, 0u64..10)
+                    .prop_map(|(sets, ways, sh, lat)| CacheLevel::new(ByteSize(sets * ways as u64 * (1 << sh)), ways, 1 << sh, lat)),
+            ]
+        }
+
+        proptest! {
+            /// Any valid machine written out as TOML (sizes as strings) reads back identical. Levels stay
+            /// below 1024 x 19 x 4 KiB, under the 256 MiB limit.
+            #[test]
+            fn serialized_configs_read_back(
+                (l1d, l2, llc) in (arb_level(), arb_level(), arb_level()),
+                lat in prop::array::uniform4(0u64..100),
+                exits in prop::array::uniform5(0u64..100_000),
+                cpi in 0.01f64..10.0,
+                tagged: bool,
+            ) {
+                let mut m = MachineConfig::default();
+                // Latencies non-decreasing down the hierarchy.
+                let (mut l1d, mut l2, mut llc) = (l1d, l2, llc);
+                l2.latency += l1d.latency;
+                llc.latency += l2.latency;
+                l1d.latency = l1d.latency.min(l2.latency);
+                m.cache = CacheConfig { l1d, l2, llc, dram_latency: 1000 };
+                m.latency = LatencyConfig { stlb_hit: lat[0], pwc_hit: lat[1], ntlb_hit: lat[2], segment: lat[3] };
+                m.exits = ExitConfig { pt_write: exits[0], cr3_load: exits[1], page_fault: exits[2], invlpg: exits[3], guest_page_fault: exits[4] };
+                m.core.base_cpi = cpi;
+                m.tlb.tagged = tagged;
+                prop_assert!(m.validate().is_ok(), "{:?}", m.validate());
+                let text = toml::to_string(&m).unwrap();
+                prop_assert_eq!(MachineConfig::from_toml_str(&text, "x").unwrap(), m);
+            }
+
+            /// Garbage in any value of the default file gives an error or a machine, never a panic.
+            #[test]
+            fn corrupted_files_never_panic(line in 0usize..200, junk in "[ -~]{0,12}") {
+                let text = MachineConfig::defaults_toml();
+                let lines: Vec<&str> = text.lines().collect();
+                let target = line % lines.len();
+                let out: Vec<String> = lines
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| match (i == target, l.split_once(" = ")) {
+                        (true, Some((k, _))) => format!("{k} = {junk}"),
+                        (true, None) => junk.clone(),
+                        _ => (*l).to_owned(),
+                    })
+                    .collect();
+                if let Ok(m) = MachineConfig::from_toml_str(&out.join("\n"), "x") {
+                    prop_assert!(m.validate().is_ok());
+                }
+            }
+        }
     }
 }

@@ -93,7 +93,11 @@ pub struct SchemeRun {
 
 impl SchemeRun {
     /// A run of `kind` over a fresh guest.
-    pub fn new(kind: SchemeKind, cfg: &SimConfig, backing: &Arc<Backing>) -> Result<SchemeRun, SimError> {
+    pub fn new(
+        kind: SchemeKind,
+        cfg: &SimConfig,
+        backing: &Arc<Backing>,
+    ) -> Result<SchemeRun, SimError> {
         let guest = GuestOs::new(cfg.guest.clone(), backing.layout().clone())?;
         Ok(SchemeRun {
             kind,
@@ -146,22 +150,36 @@ impl SchemeRun {
                     AccessKind::Store => s.stores += 1,
                     AccessKind::Fetch => s.fetches += 1,
                 }
-                let ctx = Ctx { guest: &self.guest, backing: &self.backing };
+                let ctx = Ctx {
+                    guest: &self.guest,
+                    backing: &self.backing,
+                };
                 let hpa = match self.scheme.access(ctx, gva, kind) {
                     Some(h) => h,
                     None => {
                         let fault = self.guest.fault(gva)?;
-                        let ctx = Ctx { guest: &self.guest, backing: &self.backing };
+                        let ctx = Ctx {
+                            guest: &self.guest,
+                            backing: &self.backing,
+                        };
                         self.scheme.on_fault(ctx, &fault);
-                        self.scheme.access(ctx, gva, kind).ok_or(GuestError::Config(format!(
-                            "{}: no translation for {gva} right after its page fault",
-                            self.kind
-                        )))?
+                        self.scheme
+                            .access(ctx, gva, kind)
+                            .ok_or(GuestError::Config(format!(
+                                "{}: no translation for {gva} right after its page fault",
+                                self.kind
+                            )))?
                     }
                 };
                 if self.verify {
                     let want = self.reference(gva);
-                    let probe = self.scheme.probe(Ctx { guest: &self.guest, backing: &self.backing }, gva);
+                    let probe = self.scheme.probe(
+                        Ctx {
+                            guest: &self.guest,
+                            backing: &self.backing,
+                        },
+                        gva,
+                    );
                     if want != Some(hpa) || probe != want {
                         return Err(SimError::Mismatch {
                             scheme: self.kind.name(),
@@ -181,14 +199,20 @@ impl SchemeRun {
             Op::Unmap { start, len } => {
                 self.unmapped.clear();
                 let writes = self.guest.unmap(start, len, &mut self.unmapped)?;
-                let ctx = Ctx { guest: &self.guest, backing: &self.backing };
+                let ctx = Ctx {
+                    guest: &self.guest,
+                    backing: &self.backing,
+                };
                 self.scheme.on_unmap(ctx, &self.unmapped, writes);
                 Ok(None)
             }
             Op::Switch { pid } => {
                 if pid != self.guest.current_pid() {
                     self.guest.switch(pid)?;
-                    let ctx = Ctx { guest: &self.guest, backing: &self.backing };
+                    let ctx = Ctx {
+                        guest: &self.guest,
+                        backing: &self.backing,
+                    };
                     self.scheme.on_switch(ctx);
                 }
                 Ok(None)
@@ -208,7 +232,12 @@ impl SchemeRun {
     pub fn finish(self) -> SchemeResult {
         let total = self.scheme.stats().clone();
         let warm = self.warm.unwrap_or_else(|| total.clone());
-        SchemeResult { scheme: self.kind, measured: total.since(&warm), warmup: warm, guest: self.guest.counters() }
+        SchemeResult {
+            scheme: self.kind,
+            measured: total.since(&warm),
+            warmup: warm,
+            guest: self.guest.counters(),
+        }
     }
 }
 

@@ -5,18 +5,22 @@
 //! - [`tlb`]: L1 data/instruction TLBs, the second-level TLB, page-walk caches;
 //! - [`schemes`]: one file per translation scheme (native, EPT, shadow paging, Compromis), each a
 //!   [`scheme::Walker`] wrapped by [`scheme::Mmu`] into a [`scheme::Scheme`];
+//! - [`cache`] and [`mem`]: the data caches every walk reference and data access goes through;
 //! - [`stats`]: per-scheme counters (subtractable for warm-up);
 //! - [`config`]: the machine model (sizes; TOML);
 //! - [`engine`]: the simulation loop (one stream, all schemes, in parallel).
 
+pub mod cache;
 pub mod config;
 pub mod engine;
+pub mod mem;
 pub mod scheme;
 pub mod schemes;
 pub mod setassoc;
 pub mod stats;
 pub mod tlb;
 
+pub use cache::{DataCaches, Level};
 pub use config::{ConfigError, Geometry, MachineConfig};
 pub use engine::{SchemeResult, SchemeRun, SimConfig, SimError, simulate};
 pub use scheme::{Scheme, SchemeKind};

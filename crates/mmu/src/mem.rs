@@ -39,7 +39,10 @@ fn level_index(l: Level) -> usize {
 impl Mem {
     /// From a validated configuration.
     pub fn new(cfg: &MachineConfig) -> Mem {
-        Mem { caches: DataCaches::new(&cfg.cache), lat: cfg.latency.clone() }
+        Mem {
+            caches: DataCaches::new(&cfg.cache),
+            lat: cfg.latency.clone(),
+        }
     }
 
     /// A page-walk reference reading the entry at `hpa`.

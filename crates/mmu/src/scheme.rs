@@ -41,14 +41,29 @@ pub trait Walker: Send {
     /// Walks for `gva`. `None` when the guest has no mapping (the guest then takes a page fault
     /// and the access is retried); such a failed walk is not counted.
     /// Every memory reference goes through `mem` (data caches, walk-cache latencies).
-    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, mem: &mut Mem, stats: &mut Stats) -> Option<WalkResult>;
+    fn walk(
+        &mut self,
+        ctx: Ctx<'_>,
+        gva: Gva,
+        asid: u16,
+        mem: &mut Mem,
+        stats: &mut Stats,
+    ) -> Option<WalkResult>;
     /// The translation this scheme's structures give, without side effects or statistics.
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa>;
     /// The guest handled a page fault (installed a leaf).
     fn on_fault(&mut self, _ctx: Ctx<'_>, _fault: &Fault, _stats: &mut Stats) {}
     /// The guest unmapped pages (`writes` entries written); `flushed` when it reloaded CR3
     /// instead of issuing one INVLPG per page.
-    fn on_unmap(&mut self, _ctx: Ctx<'_>, _pages: &[Unmapped], _writes: Writes, _flushed: bool, _stats: &mut Stats) {}
+    fn on_unmap(
+        &mut self,
+        _ctx: Ctx<'_>,
+        _pages: &[Unmapped],
+        _writes: Writes,
+        _flushed: bool,
+        _stats: &mut Stats,
+    ) {
+    }
     /// The guest loaded CR3 (context switch, or a full TLB flush).
     fn on_cr3_load(&mut self, _ctx: Ctx<'_>, _stats: &mut Stats) {}
     /// Flush of the walker's own caches (untagged context switch).
@@ -91,12 +106,22 @@ pub struct Mmu<W: Walker> {
 impl<W: Walker> Mmu<W> {
     /// Wraps `walker`.
     pub fn new(name: &'static str, cfg: &MachineConfig, walker: W) -> Mmu<W> {
-        Mmu { name, tlbs: Tlbs::new(cfg), walker, mem: Mem::new(cfg), stats: Stats::default(), perfect: false }
+        Mmu {
+            name,
+            tlbs: Tlbs::new(cfg),
+            walker,
+            mem: Mem::new(cfg),
+            stats: Stats::default(),
+            perfect: false,
+        }
     }
 
     /// Wraps `walker` behind a perfect TLB.
     pub fn perfect(name: &'static str, cfg: &MachineConfig, walker: W) -> Mmu<W> {
-        Mmu { perfect: true, ..Mmu::new(name, cfg, walker) }
+        Mmu {
+            perfect: true,
+            ..Mmu::new(name, cfg, walker)
+        }
     }
 }
 
@@ -114,7 +139,9 @@ impl<W: Walker> Scheme for Mmu<W> {
         if let Some(hit) = self.tlbs.lookup(gva.raw(), asid, kind, &mut self.stats) {
             return Some(Hpa(hit.frame + gva.page_offset(hit.size)));
         }
-        let r = self.walker.walk(ctx, gva, asid, &mut self.mem, &mut self.stats)?;
+        let r = self
+            .walker
+            .walk(ctx, gva, asid, &mut self.mem, &mut self.stats)?;
         self.tlbs.fill(gva.raw(), asid, kind, r.frame.raw(), r.size);
         Some(Hpa(r.frame.raw() + gva.page_offset(r.size)))
     }
@@ -147,7 +174,8 @@ impl<W: Walker> Scheme for Mmu<W> {
                 self.tlbs.invalidate_page(p.page.raw(), asid);
             }
         }
-        self.walker.on_unmap(ctx, pages, writes, flushed, &mut self.stats);
+        self.walker
+            .on_unmap(ctx, pages, writes, flushed, &mut self.stats);
     }
 
     fn on_switch(&mut self, ctx: Ctx<'_>) {
@@ -170,7 +198,9 @@ impl<W: Walker> Scheme for Mmu<W> {
 }
 
 /// The schemes this crate knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum SchemeKind {
     /// No virtualization: the guest table walked directly (the baseline).
@@ -188,7 +218,12 @@ pub enum SchemeKind {
 
 impl SchemeKind {
     /// Every scheme, in display order.
-    pub const ALL: [SchemeKind; 4] = [SchemeKind::Native, SchemeKind::Ept, SchemeKind::Shadow, SchemeKind::Compromis];
+    pub const ALL: [SchemeKind; 4] = [
+        SchemeKind::Native,
+        SchemeKind::Ept,
+        SchemeKind::Shadow,
+        SchemeKind::Compromis,
+    ];
 
     /// The scheme's name.
     pub fn name(self) -> &'static str {
@@ -207,8 +242,14 @@ impl SchemeKind {
         match self {
             SchemeKind::Native => Box::new(Mmu::new(self.name(), cfg, native::Native::new(cfg))),
             SchemeKind::Ept => Box::new(Mmu::new(self.name(), cfg, ept::Ept::new(cfg))),
-            SchemeKind::Shadow => Box::new(Mmu::new(self.name(), cfg, shadow::Shadow::new(cfg, backing))),
-            SchemeKind::Compromis => Box::new(Mmu::new(self.name(), cfg, compromis::Compromis::new(cfg))),
+            SchemeKind::Shadow => Box::new(Mmu::new(
+                self.name(),
+                cfg,
+                shadow::Shadow::new(cfg, backing),
+            )),
+            SchemeKind::Compromis => {
+                Box::new(Mmu::new(self.name(), cfg, compromis::Compromis::new(cfg)))
+            }
             SchemeKind::Ideal => Box::new(Mmu::perfect(self.name(), cfg, ept::Ept::new(cfg))),
         }
     }
@@ -223,9 +264,15 @@ impl std::fmt::Display for SchemeKind {
 impl std::str::FromStr for SchemeKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        SchemeKind::ALL.into_iter().find(|k| k.name() == s).ok_or_else(|| {
-            let valid: Vec<&str> = SchemeKind::ALL.iter().map(|k| k.name()).collect();
-            format!("unknown scheme '{s}': valid values are {}", valid.join(", "))
-        })
+        SchemeKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                let valid: Vec<&str> = SchemeKind::ALL.iter().map(|k| k.name()).collect();
+                format!(
+                    "unknown scheme '{s}': valid values are {}",
+                    valid.join(", ")
+                )
+            })
     }
 }

@@ -31,16 +31,19 @@ pub enum GeometryError {
 const EMPTY: u64 = u64::MAX;
 
 /// A set-associative LRU array of `(key, value)` pairs.
+///
+/// True LRU by last-use stamps: each way records the tick of its last use, an empty way has stamp
+/// 0 (older than any use), so the victim is always the way with the smallest stamp.
 #[derive(Clone, Debug)]
 pub struct SetAssoc {
     sets: usize,
     /// `sets - 1` when `sets` is a power of two (the set index is then a mask, not a division).
     mask: Option<u64>,
     ways: usize,
-    /// `sets * ways` keys; `EMPTY` marks an invalid way.
+    /// `sets * ways` keys; `EMPTY` marks an unused way.
     keys: Box<[u64]>,
     vals: Box<[u64]>,
-    /// Last-use stamp of each way; the smallest stamp in a set is the LRU victim.
+    /// Last-use tick of each way (0 = empty).
     stamps: Box<[u64]>,
     clock: u64,
 }
@@ -53,10 +56,16 @@ impl SetAssoc {
             return Ok(SetAssoc::disabled());
         }
         if ways == 0 {
-            return Err(GeometryError::ZeroWays { name: name.to_owned() });
+            return Err(GeometryError::ZeroWays {
+                name: name.to_owned(),
+            });
         }
-        if entries % ways != 0 {
-            return Err(GeometryError::NotMultiple { name: name.to_owned(), entries, ways });
+        if !entries.is_multiple_of(ways) {
+            return Err(GeometryError::NotMultiple {
+                name: name.to_owned(),
+                entries,
+                ways,
+            });
         }
         let sets = entries / ways;
         Ok(SetAssoc {
@@ -100,15 +109,22 @@ impl SetAssoc {
     }
 
     #[inline]
-    fn set_range(&self, key: u64) -> std::ops::Range<usize> {
+    fn set_start(&self, key: u64) -> usize {
         // The set index is below `sets`, a usize.
         #[allow(clippy::cast_possible_truncation)]
         let set = match self.mask {
             Some(m) => (key & m) as usize,
             None => (key % self.sets as u64) as usize,
         };
-        let start = set * self.ways;
-        start..start + self.ways
+        set * self.ways
+    }
+
+    #[inline]
+    fn find(&self, start: usize, key: u64) -> Option<usize> {
+        self.keys[start..start + self.ways]
+            .iter()
+            .position(|&k| k == key)
+            .map(|w| start + w)
     }
 
     /// Looks `key` up; on a hit returns its value and makes it most recently used.
@@ -117,12 +133,10 @@ impl SetAssoc {
         if self.sets == 0 {
             return None;
         }
-        let r = self.set_range(key);
-        let keys = &self.keys[r.clone()];
-        let way = keys.iter().position(|&k| k == key)?;
+        let i = self.find(self.set_start(key), key)?;
         self.clock += 1;
-        self.stamps[r.start + way] = self.clock;
-        Some(self.vals[r.start + way])
+        self.stamps[i] = self.clock;
+        Some(self.vals[i])
     }
 
     /// Looks `key` up without changing the LRU order.
@@ -131,40 +145,57 @@ impl SetAssoc {
         if self.sets == 0 {
             return None;
         }
-        let r = self.set_range(key);
-        let way = self.keys[r.clone()].iter().position(|&k| k == key)?;
-        Some(self.vals[r.start + way])
+        self.find(self.set_start(key), key).map(|i| self.vals[i])
     }
 
     /// Inserts or refreshes `key` as most recently used; returns the evicted `(key, value)`, if any.
     #[inline]
     pub fn insert(&mut self, key: u64, val: u64) -> Option<(u64, u64)> {
-        debug_assert_ne!(key, EMPTY, "u64::MAX is reserved");
         if self.sets == 0 {
             return None;
         }
-        let r = self.set_range(key);
-        self.clock += 1;
-        let mut victim = r.start;
-        let mut oldest = u64::MAX;
-        for i in r {
-            let k = self.keys[i];
-            if k == key {
-                self.vals[i] = val;
-                self.stamps[i] = self.clock;
-                return None;
-            }
-            // Empty ways have stamp 0 at first and after invalidation, so they win.
-            let s = if k == EMPTY { 0 } else { self.stamps[i] };
+        let start = self.set_start(key);
+        if let Some(i) = self.find(start, key) {
+            self.clock += 1;
+            self.stamps[i] = self.clock;
+            self.vals[i] = val;
+            return None;
+        }
+        self.fill_at(start, key, val)
+    }
+
+    /// Inserts `key`, known to be absent (it just missed), as most recently used; returns the
+    /// evicted `(key, value)`, if any. Cheaper than [`SetAssoc::insert`]: no search for the key.
+    #[inline]
+    pub fn fill(&mut self, key: u64, val: u64) -> Option<(u64, u64)> {
+        debug_assert!(
+            self.sets == 0 || self.probe(key).is_none(),
+            "fill of a present key"
+        );
+        if self.sets == 0 {
+            return None;
+        }
+        self.fill_at(self.set_start(key), key, val)
+    }
+
+    #[inline]
+    fn fill_at(&mut self, start: usize, key: u64, val: u64) -> Option<(u64, u64)> {
+        debug_assert_ne!(key, EMPTY, "u64::MAX is reserved");
+        let stamps = &self.stamps[start..start + self.ways];
+        let mut victim = 0;
+        let mut oldest = stamps[0];
+        for (w, &s) in stamps.iter().enumerate() {
             if s < oldest {
                 oldest = s;
-                victim = i;
+                victim = w;
             }
         }
-        let evicted = (self.keys[victim] != EMPTY).then(|| (self.keys[victim], self.vals[victim]));
-        self.keys[victim] = key;
-        self.vals[victim] = val;
-        self.stamps[victim] = self.clock;
+        let i = start + victim;
+        let evicted = (self.keys[i] != EMPTY).then(|| (self.keys[i], self.vals[i]));
+        self.clock += 1;
+        self.keys[i] = key;
+        self.vals[i] = val;
+        self.stamps[i] = self.clock;
         evicted
     }
 
@@ -173,15 +204,14 @@ impl SetAssoc {
         if self.sets == 0 {
             return false;
         }
-        let r = self.set_range(key);
-        for i in r {
-            if self.keys[i] == key {
+        match self.find(self.set_start(key), key) {
+            Some(i) => {
                 self.keys[i] = EMPTY;
                 self.stamps[i] = 0;
-                return true;
+                true
             }
+            None => false,
         }
-        false
     }
 
     /// Removes every entry for which `pred(key, value)` holds; returns how many.
@@ -216,7 +246,10 @@ mod tests {
     }
     impl Oracle {
         fn new(entries: usize, ways: usize) -> Self {
-            Oracle { sets: vec![Vec::new(); entries / ways], ways }
+            Oracle {
+                sets: vec![Vec::new(); entries / ways],
+                ways,
+            }
         }
         fn set(&mut self, key: u64) -> &mut Vec<(u64, u64)> {
             let n = self.sets.len() as u64;
@@ -275,7 +308,11 @@ mod tests {
             for s in steps {
                 match s {
                     Step::Lookup(k) => prop_assert_eq!(sa.lookup(k), or.lookup(k)),
-                    Step::Insert(k, v) => prop_assert_eq!(sa.insert(k, v), or.insert(k, v)),
+                    Step::Insert(k, v) => {
+                        // `fill` is `insert` for a key known to be absent.
+                        let got = if sa.probe(k).is_none() { sa.fill(k, v) } else { sa.insert(k, v) };
+                        prop_assert_eq!(got, or.insert(k, v));
+                    }
                     Step::Invalidate(k) => prop_assert_eq!(sa.invalidate(k), or.invalidate(k)),
                 }
             }
@@ -300,8 +337,14 @@ mod tests {
 
     #[test]
     fn geometry_errors() {
-        assert!(matches!(SetAssoc::new("x", 8, 0), Err(GeometryError::ZeroWays { .. })));
-        assert!(matches!(SetAssoc::new("x", 10, 4), Err(GeometryError::NotMultiple { .. })));
+        assert!(matches!(
+            SetAssoc::new("x", 8, 0),
+            Err(GeometryError::ZeroWays { .. })
+        ));
+        assert!(matches!(
+            SetAssoc::new("x", 10, 4),
+            Err(GeometryError::NotMultiple { .. })
+        ));
         let mut d = SetAssoc::new("x", 0, 0).unwrap();
         assert!(d.is_disabled());
         assert_eq!(d.insert(1, 1), None);

@@ -21,7 +21,12 @@ pub enum ExitCause {
 
 impl ExitCause {
     /// All causes.
-    pub const ALL: [ExitCause; 4] = [ExitCause::PtWrite, ExitCause::Cr3Load, ExitCause::PageFault, ExitCause::Invlpg];
+    pub const ALL: [ExitCause; 4] = [
+        ExitCause::PtWrite,
+        ExitCause::Cr3Load,
+        ExitCause::PageFault,
+        ExitCause::Invlpg,
+    ];
     /// Column name.
     pub fn name(self) -> &'static str {
         match self {
@@ -139,7 +144,9 @@ impl Stats {
         self.walks += 1;
         self.walk_refs_guest += guest;
         self.walk_refs_host += host;
-        let b = usize::try_from(guest + host).unwrap_or(usize::MAX).min(WALK_HIST_BUCKETS - 1);
+        let b = usize::try_from(guest + host)
+            .unwrap_or(usize::MAX)
+            .min(WALK_HIST_BUCKETS - 1);
         self.walk_hist[b] += 1;
     }
 
@@ -182,7 +189,9 @@ impl Stats {
             context_switches: self.context_switches - earlier.context_switches,
             tlb_flushes: self.tlb_flushes - earlier.tlb_flushes,
             walk_cycles: self.walk_cycles - earlier.walk_cycles,
-            walk_ref_levels: std::array::from_fn(|i| self.walk_ref_levels[i] - earlier.walk_ref_levels[i]),
+            walk_ref_levels: std::array::from_fn(|i| {
+                self.walk_ref_levels[i] - earlier.walk_ref_levels[i]
+            }),
             data_cycles: self.data_cycles - earlier.data_cycles,
             data_levels: std::array::from_fn(|i| self.data_levels[i] - earlier.data_levels[i]),
         }
@@ -192,5 +201,9 @@ impl Stats {
 /// `num / den`, 0 when `den` is 0.
 #[allow(clippy::cast_precision_loss)] // counters stay far below 2^53 in practice
 pub fn ratio(num: u64, den: u64) -> f64 {
-    if den == 0 { 0.0 } else { num as f64 / den as f64 }
+    if den == 0 {
+        0.0
+    } else {
+        num as f64 / den as f64
+    }
 }

@@ -21,7 +21,9 @@ fn tlb_key(va: u64, size: PageSize, asid: u16) -> u64 {
 fn pwc_key(va: u64, level: u8, asid: u16) -> u64 {
     // Bits of the VA above the table indexed by `level - 1`: VA >> (12 + 9 * (level - 1)).
     // PML5E and PML4E entries share one cache: the level keeps their keys apart.
-    (va >> (12 + 9 * (u32::from(level) - 1))) | (u64::from(level) << 44) | (u64::from(asid & 0x7fff) << 47)
+    (va >> (12 + 9 * (u32::from(level) - 1)))
+        | (u64::from(level) << 44)
+        | (u64::from(asid & 0x7fff) << 47)
 }
 
 /// Where a TLB lookup hit.
@@ -50,9 +52,15 @@ impl Tlbs {
     /// TLBs sized by `cfg` (already validated).
     pub fn new(cfg: &MachineConfig) -> Tlbs {
         let t = &cfg.tlb;
-        let b = |g: crate::config::Geometry, n: &str| g.build(n).unwrap_or_else(|_| SetAssoc::disabled());
+        let b = |g: crate::config::Geometry, n: &str| {
+            g.build(n).unwrap_or_else(|_| SetAssoc::disabled())
+        };
         Tlbs {
-            l1d: [b(t.l1d_4k, "l1d_4k"), b(t.l1d_2m, "l1d_2m"), b(t.l1d_1g, "l1d_1g")],
+            l1d: [
+                b(t.l1d_4k, "l1d_4k"),
+                b(t.l1d_2m, "l1d_2m"),
+                b(t.l1d_1g, "l1d_1g"),
+            ],
             l1i: [b(t.l1i_4k, "l1i_4k"), b(t.l1i_2m, "l1i_2m")],
             stlb: b(t.stlb, "stlb"),
             stlb_1g: b(t.stlb_1g, "stlb_1g"),
@@ -62,25 +70,47 @@ impl Tlbs {
 
     /// Looks `va` up; counts L1/second-level hits and misses in `stats`.
     #[inline]
-    pub fn lookup(&mut self, va: u64, asid: u16, kind: AccessKind, stats: &mut Stats) -> Option<TlbHit> {
-        let l1: &mut [SetAssoc] = if kind == AccessKind::Fetch { &mut self.l1i } else { &mut self.l1d };
+    pub fn lookup(
+        &mut self,
+        va: u64,
+        asid: u16,
+        kind: AccessKind,
+        stats: &mut Stats,
+    ) -> Option<TlbHit> {
+        let l1: &mut [SetAssoc] = if kind == AccessKind::Fetch {
+            &mut self.l1i
+        } else {
+            &mut self.l1d
+        };
         for (i, t) in l1.iter_mut().enumerate() {
             let size = PageSize::ALL[i];
             if let Some(frame) = t.lookup(tlb_key(va, size, asid)) {
                 stats.l1_hits += 1;
-                return Some(TlbHit { frame, size, l1: true });
+                return Some(TlbHit {
+                    frame,
+                    size,
+                    l1: true,
+                });
             }
         }
         stats.l1_misses += 1;
         let hit = [PageSize::Size4K, PageSize::Size2M]
             .into_iter()
             .find_map(|size| self.stlb.lookup(tlb_key(va, size, asid)).map(|f| (f, size)))
-            .or_else(|| self.stlb_1g.lookup(tlb_key(va, PageSize::Size1G, asid)).map(|f| (f, PageSize::Size1G)));
+            .or_else(|| {
+                self.stlb_1g
+                    .lookup(tlb_key(va, PageSize::Size1G, asid))
+                    .map(|f| (f, PageSize::Size1G))
+            });
         match hit {
             Some((frame, size)) => {
                 stats.stlb_hits += 1;
                 self.fill_l1(va, asid, kind, frame, size);
-                Some(TlbHit { frame, size, l1: false })
+                Some(TlbHit {
+                    frame,
+                    size,
+                    l1: false,
+                })
             }
             None => {
                 stats.stlb_misses += 1;
@@ -94,10 +124,10 @@ impl Tlbs {
         if kind == AccessKind::Fetch {
             // No 1 GiB ITLB array: such fetches are served by the second level.
             if let Some(t) = self.l1i.get_mut(i) {
-                t.insert(tlb_key(va, size, asid), frame);
+                t.fill(tlb_key(va, size, asid), frame);
             }
         } else {
-            self.l1d[i].insert(tlb_key(va, size, asid), frame);
+            self.l1d[i].fill(tlb_key(va, size, asid), frame);
         }
     }
 
@@ -106,9 +136,9 @@ impl Tlbs {
     pub fn fill(&mut self, va: u64, asid: u16, kind: AccessKind, frame: u64, size: PageSize) {
         let key = tlb_key(va, size, asid);
         if size == PageSize::Size1G {
-            self.stlb_1g.insert(key, frame);
+            self.stlb_1g.fill(key, frame);
         } else {
-            self.stlb.insert(key, frame);
+            self.stlb.fill(key, frame);
         }
         self.fill_l1(va, asid, kind, frame, size);
     }
@@ -132,7 +162,10 @@ impl Tlbs {
 
     /// Removes every translation.
     pub fn flush(&mut self) {
-        self.l1d.iter_mut().chain(self.l1i.iter_mut()).for_each(SetAssoc::flush);
+        self.l1d
+            .iter_mut()
+            .chain(self.l1i.iter_mut())
+            .for_each(SetAssoc::flush);
         self.stlb.flush();
         self.stlb_1g.flush();
     }
@@ -148,7 +181,9 @@ pub struct WalkCaches {
 impl WalkCaches {
     /// From three geometries: PML4E, PDPTE, PDE caches.
     pub fn new(pml4: &SetAssoc, pdpt: &SetAssoc, pd: &SetAssoc) -> WalkCaches {
-        WalkCaches { caches: [pd.clone(), pdpt.clone(), pml4.clone()] }
+        WalkCaches {
+            caches: [pd.clone(), pdpt.clone(), pml4.clone()],
+        }
     }
 
     fn cache(&mut self, level: u8) -> &mut SetAssoc {
@@ -172,7 +207,7 @@ impl WalkCaches {
         // Fill every non-leaf level below the hit (they are about to be read).
         for level in (leaf_level + 1)..=(levels - skipped) {
             let key = pwc_key(va, level, asid);
-            self.cache(level).insert(key, 0);
+            self.cache(level).fill(key, 0);
         }
         skipped
     }
@@ -208,9 +243,18 @@ mod tests {
         let mut t = Tlbs::new(&MachineConfig::default());
         let mut s = Stats::default();
         assert!(t.lookup(0x1234_5678, 1, AccessKind::Load, &mut s).is_none());
-        t.fill(0x1234_5678, 1, AccessKind::Load, 0xaa20_0000, PageSize::Size2M);
+        t.fill(
+            0x1234_5678,
+            1,
+            AccessKind::Load,
+            0xaa20_0000,
+            PageSize::Size2M,
+        );
         let h = t.lookup(0x1230_0000, 1, AccessKind::Load, &mut s).unwrap();
-        assert_eq!((h.frame, h.size, h.l1), (0xaa20_0000, PageSize::Size2M, true));
+        assert_eq!(
+            (h.frame, h.size, h.l1),
+            (0xaa20_0000, PageSize::Size2M, true)
+        );
         // The instruction side misses L1 but hits the unified second level.
         let h = t.lookup(0x1230_0000, 1, AccessKind::Fetch, &mut s).unwrap();
         assert!(!h.l1);

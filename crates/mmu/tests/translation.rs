@@ -4,17 +4,28 @@
 
 use compromis_mmu::{MachineConfig, SchemeKind, SimConfig, SimError, simulate};
 use compromis_types::{Gpa, Gva, Hpa, Op, PageSize};
-use compromis_vmem::{Backing, FramePolicy, GuestConfig, GuestLayout, HV_PRIVATE_BASE, HvFrames, Run, Segment};
+use compromis_vmem::{
+    Backing, FramePolicy, GuestConfig, GuestLayout, HV_PRIVATE_BASE, HvFrames, Run, Segment,
+};
 use proptest::prelude::*;
 use std::convert::Infallible;
 use std::sync::Arc;
 
 fn backing(ram: u64, host_page: PageSize) -> Arc<Backing> {
     let mut hv = HvFrames::new(HV_PRIVATE_BASE);
-    Arc::new(Backing::contiguous(GuestLayout::for_ram(ram), Hpa(1 << 40), host_page, &mut hv))
+    Arc::new(Backing::contiguous(
+        GuestLayout::for_ram(ram),
+        Hpa(1 << 40),
+        host_page,
+        &mut hv,
+    ))
 }
 
-fn run(cfg: &SimConfig, b: &Arc<Backing>, ops: Vec<Op>) -> Result<Vec<compromis_mmu::SchemeResult>, SimError> {
+fn run(
+    cfg: &SimConfig,
+    b: &Arc<Backing>,
+    ops: Vec<Op>,
+) -> Result<Vec<compromis_mmu::SchemeResult>, SimError> {
     simulate(cfg, b, ops.into_iter().map(Ok::<_, Infallible>), &|_| {})
 }
 
@@ -33,14 +44,20 @@ fn closed_form_reference_counts() {
         assert_eq!((n + 1) * (m + 1) - 1, ept);
         let cfg = SimConfig {
             machine: MachineConfig::no_caches(),
-            guest: GuestConfig { page: gp, ..GuestConfig::default() },
+            guest: GuestConfig {
+                page: gp,
+                ..GuestConfig::default()
+            },
             schemes: SchemeKind::ALL.to_vec(),
             warmup: 0,
             verify: true,
         };
         let b = backing(1 << 30, hp);
         let base = 0x7f00_0000_0000u64;
-        let mut ops = vec![Op::Map { start: Gva(base), len: 64 << 20 }];
+        let mut ops = vec![Op::Map {
+            start: Gva(base),
+            len: 64 << 20,
+        }];
         ops.extend((0..5000u64).map(|i| Op::load(base + (i * 0x9e37_79b9 % (64 << 20)))));
         let res = run(&cfg, &b, ops).unwrap();
         for r in &res {
@@ -53,8 +70,18 @@ fn closed_form_reference_counts() {
                 _ => (n, 0),
             };
             assert_eq!(s.walks, 5000, "{} {gp}/{hp}", r.scheme);
-            assert_eq!(s.walk_refs_guest, guest * 5000, "{} {gp}/{hp}: guest refs", r.scheme);
-            assert_eq!(s.walk_refs_host, host * 5000, "{} {gp}/{hp}: host refs", r.scheme);
+            assert_eq!(
+                s.walk_refs_guest,
+                guest * 5000,
+                "{} {gp}/{hp}: guest refs",
+                r.scheme
+            );
+            assert_eq!(
+                s.walk_refs_host,
+                host * 5000,
+                "{} {gp}/{hp}: host refs",
+                r.scheme
+            );
             let bucket = usize::try_from(guest + host).unwrap();
             assert_eq!(s.walk_hist[bucket], 5000);
         }
@@ -66,13 +93,18 @@ fn closed_form_reference_counts() {
 fn five_level_guest() {
     let cfg = SimConfig {
         machine: MachineConfig::no_caches(),
-        guest: GuestConfig { levels: 5, ..GuestConfig::default() },
+        guest: GuestConfig {
+            levels: 5,
+            ..GuestConfig::default()
+        },
         schemes: SchemeKind::ALL.to_vec(),
         warmup: 0,
         verify: true,
     };
     let b = backing(1 << 30, PageSize::Size4K);
-    let ops = (0..100u64).map(|i| Op::load(0x100_0000_0000_0000 + i * 4096)).collect();
+    let ops = (0..100u64)
+        .map(|i| Op::load(0x100_0000_0000_0000 + i * 4096))
+        .collect();
     let res = run(&cfg, &b, ops).unwrap();
     let refs: Vec<f64> = res.iter().map(|r| r.measured.refs_per_walk()).collect();
     assert_eq!(refs, vec![5.0, 29.0, 5.0, 5.0]);
@@ -104,13 +136,31 @@ fn to_ops(steps: &[Step]) -> Vec<Op> {
             Step::Access(a, k) => {
                 let gva = Gva(base + a);
                 match k {
-                    0 => Op::Access { gva, kind: compromis_types::AccessKind::Load, instrs: 1 },
-                    1 => Op::Access { gva, kind: compromis_types::AccessKind::Store, instrs: 1 },
-                    _ => Op::Access { gva, kind: compromis_types::AccessKind::Fetch, instrs: 1 },
+                    0 => Op::Access {
+                        gva,
+                        kind: compromis_types::AccessKind::Load,
+                        instrs: 1,
+                    },
+                    1 => Op::Access {
+                        gva,
+                        kind: compromis_types::AccessKind::Store,
+                        instrs: 1,
+                    },
+                    _ => Op::Access {
+                        gva,
+                        kind: compromis_types::AccessKind::Fetch,
+                        instrs: 1,
+                    },
                 }
             }
-            Step::Map(s, l) => Op::Map { start: Gva(base + s), len: l },
-            Step::Unmap(s, l) => Op::Unmap { start: Gva(base + s), len: l },
+            Step::Map(s, l) => Op::Map {
+                start: Gva(base + s),
+                len: l,
+            },
+            Step::Unmap(s, l) => Op::Unmap {
+                start: Gva(base + s),
+                len: l,
+            },
             Step::Switch(p) => Op::Switch { pid: p },
         })
         .collect()
@@ -177,23 +227,46 @@ proptest! {
 fn compromis_fallback_outside_segments() {
     let layout = GuestLayout::for_ram(64 << 20);
     let runs = vec![
-        Run { gpa: Gpa(0), hpa: Hpa(1 << 40), len: 32 << 20 },
+        Run {
+            gpa: Gpa(0),
+            hpa: Hpa(1 << 40),
+            len: 32 << 20,
+        },
         // The second half is scattered in two pieces, out of order.
-        Run { gpa: Gpa(32 << 20), hpa: Hpa((1 << 40) + (200 << 20)), len: 16 << 20 },
-        Run { gpa: Gpa(48 << 20), hpa: Hpa((1 << 40) + (100 << 20)), len: 16 << 20 },
+        Run {
+            gpa: Gpa(32 << 20),
+            hpa: Hpa((1 << 40) + (200 << 20)),
+            len: 16 << 20,
+        },
+        Run {
+            gpa: Gpa(48 << 20),
+            hpa: Hpa((1 << 40) + (100 << 20)),
+            len: 16 << 20,
+        },
     ];
-    let segs = vec![Segment { base: Gpa(0), limit: Gpa(32 << 20), host_base: Hpa(1 << 40) }];
+    let segs = vec![Segment {
+        base: Gpa(0),
+        limit: Gpa(32 << 20),
+        host_base: Hpa(1 << 40),
+    }];
     let mut hv = HvFrames::new(HV_PRIVATE_BASE);
     let b = Arc::new(Backing::new(layout, runs, segs, PageSize::Size2M, &mut hv).unwrap());
     let cfg = SimConfig {
         machine: MachineConfig::default(),
-        guest: GuestConfig { frames: FramePolicy::Scattered, seed: 3, ..GuestConfig::default() },
+        guest: GuestConfig {
+            frames: FramePolicy::Scattered,
+            seed: 3,
+            ..GuestConfig::default()
+        },
         schemes: vec![SchemeKind::Compromis, SchemeKind::Ept],
         warmup: 0,
         verify: true,
     };
     let base = 0x7f00_0000_0000u64;
-    let mut ops = vec![Op::Map { start: Gva(base), len: 48 << 20 }];
+    let mut ops = vec![Op::Map {
+        start: Gva(base),
+        len: 48 << 20,
+    }];
     ops.extend((0..20_000u64).map(|i| Op::store(base + (i * 0x9e37_79b9 % (48 << 20)))));
     let res = run(&cfg, &b, ops).unwrap();
     let c = &res[0].measured;
@@ -214,18 +287,27 @@ fn exits_by_cause() {
     let b = backing(64 << 20, PageSize::Size4K);
     let base = 0x1000_0000u64;
     let ops = vec![
-        Op::Map { start: Gva(base), len: 1 << 20 },
-        Op::load(base),           // fault: 4 entries written (3 tables + leaf)
-        Op::load(base + 0x1000),  // fault: 1 entry
+        Op::Map {
+            start: Gva(base),
+            len: 1 << 20,
+        },
+        Op::load(base),          // fault: 4 entries written (3 tables + leaf)
+        Op::load(base + 0x1000), // fault: 1 entry
         Op::Switch { pid: 1 },
         Op::Switch { pid: 0 },
-        Op::Unmap { start: Gva(base), len: 0x2000 }, // 2 entries cleared, 2 INVLPG
+        Op::Unmap {
+            start: Gva(base),
+            len: 0x2000,
+        }, // 2 entries cleared, 2 INVLPG
     ];
     let res = run(&cfg, &b, ops).unwrap();
     for r in &res {
         let e = r.measured.exits;
         if r.scheme == SchemeKind::Shadow {
-            assert_eq!((e.page_fault, e.pt_write, e.cr3_load, e.invlpg), (2, 7, 2, 2));
+            assert_eq!(
+                (e.page_fault, e.pt_write, e.cr3_load, e.invlpg),
+                (2, 7, 2, 2)
+            );
         } else {
             assert_eq!(e.total(), 0, "{}", r.scheme);
         }

@@ -58,7 +58,9 @@ impl std::str::FromStr for Format {
             "table" => Ok(Format::Table),
             "json" => Ok(Format::Json),
             "csv" => Ok(Format::Csv),
-            _ => Err(format!("unknown format '{s}': valid values are table, json, csv")),
+            _ => Err(format!(
+                "unknown format '{s}': valid values are table, json, csv"
+            )),
         }
     }
 }
@@ -77,7 +79,11 @@ pub struct Table {
 impl Table {
     /// An empty table with `header`.
     pub fn new<S: Into<String>>(header: impl IntoIterator<Item = S>) -> Table {
-        Table { title: None, header: header.into_iter().map(Into::into).collect(), rows: Vec::new() }
+        Table {
+            title: None,
+            header: header.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
     }
 
     /// Sets the title.
@@ -95,13 +101,22 @@ impl Table {
     pub fn to_text(&self) -> String {
         use comfy_table::{CellAlignment, ContentArrangement, presets};
         let mut t = comfy_table::Table::new();
-        t.load_preset(presets::ASCII_MARKDOWN).set_content_arrangement(ContentArrangement::Disabled);
+        t.load_preset(presets::ASCII_MARKDOWN)
+            .set_content_arrangement(ContentArrangement::Disabled);
         t.set_header(&self.header);
         for r in &self.rows {
             t.add_row(r.iter().map(|c| {
-                let numeric = c.trim_end_matches(['%', 'x']).replace(',', "").parse::<f64>().is_ok();
+                let numeric = c
+                    .trim_end_matches(['%', 'x'])
+                    .replace(',', "")
+                    .parse::<f64>()
+                    .is_ok();
                 let cell = comfy_table::Cell::new(c);
-                if numeric { cell.set_alignment(CellAlignment::Right) } else { cell }
+                if numeric {
+                    cell.set_alignment(CellAlignment::Right)
+                } else {
+                    cell
+                }
             }));
         }
         match &self.title {
@@ -117,18 +132,33 @@ impl Table {
         for r in &self.rows {
             w.write_record(r)?;
         }
-        let bytes = w.into_inner().map_err(|e| ReportError::Csv(e.into_error().into()))?;
+        let bytes = w
+            .into_inner()
+            .map_err(|e| ReportError::Csv(e.into_error().into()))?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// The same table with rows and columns swapped (the header becomes the first column).
     pub fn transposed(&self) -> Table {
-        let mut t = Table { title: self.title.clone(), header: Vec::new(), rows: Vec::new() };
-        t.header.push(self.header.first().cloned().unwrap_or_default());
-        t.header.extend(self.rows.iter().map(|r| r.first().cloned().unwrap_or_default()));
+        let mut t = Table {
+            title: self.title.clone(),
+            header: Vec::new(),
+            rows: Vec::new(),
+        };
+        t.header
+            .push(self.header.first().cloned().unwrap_or_default());
+        t.header.extend(
+            self.rows
+                .iter()
+                .map(|r| r.first().cloned().unwrap_or_default()),
+        );
         for (i, h) in self.header.iter().enumerate().skip(1) {
             let mut row = vec![h.clone()];
-            row.extend(self.rows.iter().map(|r| r.get(i).cloned().unwrap_or_default()));
+            row.extend(
+                self.rows
+                    .iter()
+                    .map(|r| r.get(i).cloned().unwrap_or_default()),
+            );
             t.rows.push(row);
         }
         t
@@ -137,9 +167,18 @@ impl Table {
 
 /// Writes `contents` to `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ReportError> {
-    let io = |source| ReportError::Io { path: path.display().to_string(), source };
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let io = |source| ReportError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
     let result = std::fs::File::create(&tmp)
         .and_then(|mut f| f.write_all(contents).and_then(|()| f.sync_all()))
@@ -155,7 +194,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -172,7 +211,10 @@ mod tests {
         let mut t = Table::new(["scheme", "refs"]);
         t.push(["ept", "24.00"]);
         t.push(["compromis", "4.00"]);
-        assert_eq!(t.to_csv().unwrap(), "scheme,refs\nept,24.00\ncompromis,4.00\n");
+        assert_eq!(
+            t.to_csv().unwrap(),
+            "scheme,refs\nept,24.00\ncompromis,4.00\n"
+        );
         let tt = t.transposed();
         assert_eq!(tt.header, vec!["scheme", "ept", "compromis"]);
         assert_eq!(tt.rows, vec![vec!["refs", "24.00", "4.00"]]);

@@ -24,18 +24,29 @@ const PALETTE: [RGBColor; 8] = [
 ];
 
 fn plot_err(e: impl std::fmt::Display) -> ReportError {
-    ReportError::Plot { path: String::from("<svg>"), message: e.to_string() }
+    ReportError::Plot {
+        path: String::from("<svg>"),
+        message: e.to_string(),
+    }
 }
 
 /// A grouped bar chart as SVG text.
-pub fn grouped_bars(title: &str, y_label: &str, groups: &[String], series: &[Series]) -> Result<String, ReportError> {
+pub fn grouped_bars(
+    title: &str,
+    y_label: &str,
+    groups: &[String],
+    series: &[Series],
+) -> Result<String, ReportError> {
     let mut out = String::new();
     {
         let width = (160 + groups.len() * (30 + 14 * series.len())).clamp(640, 2400);
         let width = u32::try_from(width).unwrap_or(2400);
         let root = SVGBackend::with_string(&mut out, (width, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let max = series.iter().flat_map(|s| s.values.iter().copied()).fold(0.0f64, f64::max);
+        let max = series
+            .iter()
+            .flat_map(|s| s.values.iter().copied())
+            .fold(0.0f64, f64::max);
         let top = if max > 0.0 { max * 1.15 } else { 1.0 };
         let n = groups.len().max(1);
         let mut chart = ChartBuilder::on(&root)
@@ -54,7 +65,10 @@ pub fn grouped_bars(title: &str, y_label: &str, groups: &[String], series: &[Ser
             .x_label_formatter(&|x| {
                 let i = x.floor();
                 if i >= 0.0 && (x - i - 0.5).abs() < 0.01 {
-                    labels.get(i as usize).cloned().unwrap_or_default()
+                    // `i` is a small non-negative whole number (a group index).
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let g = i as usize;
+                    labels.get(g).cloned().unwrap_or_default()
                 } else {
                     String::new()
                 }
@@ -72,7 +86,9 @@ pub fn grouped_bars(title: &str, y_label: &str, groups: &[String], series: &[Ser
                 }))
                 .map_err(plot_err)?
                 .label(s.name.clone())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
+                });
         }
         chart
             .configure_series_labels()
@@ -87,7 +103,12 @@ pub fn grouped_bars(title: &str, y_label: &str, groups: &[String], series: &[Ser
 }
 
 /// A line chart of several series over a shared x axis, as SVG text.
-pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(f64, f64)>)]) -> Result<String, ReportError> {
+pub fn lines(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<String, ReportError> {
     let mut out = String::new();
     {
         let root = SVGBackend::with_string(&mut out, (800, 420)).into_drawing_area();
@@ -111,14 +132,21 @@ pub fn lines(title: &str, x_label: &str, y_label: &str, series: &[(String, Vec<(
             .y_label_area_size(60)
             .build_cartesian_2d(x0..x1, 0f64..y1)
             .map_err(plot_err)?;
-        chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()
+            .map_err(plot_err)?;
         for (i, (name, pts)) in series.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
             chart
                 .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
                 .map_err(plot_err)?
                 .label(name.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2)));
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
+                });
         }
         chart
             .configure_series_labels()
@@ -141,7 +169,10 @@ mod tests {
             "t",
             "y",
             &["a".into(), "b".into()],
-            &[Series { name: "ept".into(), values: vec![1.0, 2.0] }],
+            &[Series {
+                name: "ept".into(),
+                values: vec![1.0, 2.0],
+            }],
         )
         .unwrap();
         assert!(s.starts_with("<svg") && s.contains("ept"));

@@ -5,6 +5,9 @@
 //! all but ~0.1% of the 1 M pages get touched), so the measured batches are steady-state
 //! translation, not page faults.
 
+// criterion's macros generate undocumented items.
+#![allow(missing_docs)]
+
 use compromis_mmu::{MachineConfig, SchemeKind, SchemeRun, SimConfig};
 use compromis_sim::{HostState, VmSpec, build_vm, default_ram};
 use compromis_types::{ByteSize, Op, PageSize};
@@ -15,9 +18,18 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 const BATCH: u64 = 1 << 20;
 
 fn bench_workload(c: &mut Criterion, kind: WorkloadKind, footprint: ByteSize) {
-    let spec = WorkloadSpec { kind, footprint, accesses: 8 * BATCH, ..WorkloadSpec::default() };
+    let spec = WorkloadSpec {
+        kind,
+        footprint,
+        accesses: 8 * BATCH,
+        ..WorkloadSpec::default()
+    };
     let mapped = compromis_workload::mapped_bytes(&spec);
-    let vm = VmSpec { ram: default_ram(mapped), host_page: PageSize::Size4K, host: HostState::Fresh };
+    let vm = VmSpec {
+        ram: default_ram(mapped),
+        host_page: PageSize::Size4K,
+        host: HostState::Fresh,
+    };
     let (backing, _) = build_vm(&vm).expect("vm");
     let cfg = SimConfig {
         machine: MachineConfig::default(),
@@ -26,7 +38,9 @@ fn bench_workload(c: &mut Criterion, kind: WorkloadKind, footprint: ByteSize) {
         warmup: 0,
         verify: false,
     };
-    let ops: Vec<Op> = compromis_workload::build(&spec).expect("workload").collect();
+    let ops: Vec<Op> = compromis_workload::build(&spec)
+        .expect("workload")
+        .collect();
     let (setup, steady) = ops.split_at(ops.len() - usize::try_from(BATCH).unwrap_or(0));
     let mut g = c.benchmark_group(format!("{}-{}", kind.name(), footprint));
     g.throughput(Throughput::Elements(BATCH));

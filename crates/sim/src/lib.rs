@@ -5,9 +5,12 @@
 //! figures users read: miss rates, references per walk, exits, and (with the cycle model)
 //! cycles, overheads and speedups. The CLI and the reproduction report both call this crate.
 
-use compromis_mmu::{MachineConfig, SchemeKind, SchemeResult, SimConfig, SimError, Stats, simulate};
+use compromis_hostmem::{Fallback, HostMemory, Policy, VmId, VmMemory};
+use compromis_mmu::{
+    MachineConfig, SchemeKind, SchemeResult, SimConfig, SimError, Stats, simulate,
+};
 use compromis_types::{ByteSize, Hpa, Op, PageSize};
-use compromis_vmem::{Backing, GuestLayout, HvFrames, HV_PRIVATE_BASE};
+use compromis_vmem::{Backing, GuestLayout, HV_PRIVATE_BASE, HvFrames, Run, Segment};
 use compromis_workload::{WorkloadError, WorkloadSpec};
 use serde::Serialize;
 use std::sync::Arc;
@@ -25,7 +28,9 @@ pub enum ExperimentError {
     #[error(transparent)]
     Workload(#[from] WorkloadError),
     /// The workload does not fit in the VM.
-    #[error("footprint {footprint} does not fit in the VM's {ram} of memory (page tables need room too); raise --vm-memory or lower --footprint")]
+    #[error(
+        "footprint {footprint} does not fit in the VM's {ram} of memory (page tables need room too); raise --vm-memory or lower --footprint"
+    )]
     FootprintTooLarge {
         /// What the workload maps.
         footprint: ByteSize,
@@ -37,11 +42,33 @@ pub enum ExperimentError {
     Vm(String),
 }
 
-/// Where the VM's memory comes from on the host.
+/// What the hypervisor does when the VM cannot get one host extent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum HostFallback {
+    /// A segment table of at most `k` register sets; RAM beyond them is refused.
+    Segments(usize),
+    /// EPT pages from whatever free memory remains; Compromis then takes its fallback path.
+    Ept,
+}
+
+/// Where the VM's memory comes from on the host.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub enum HostState {
     /// A host with free memory: the VM gets one extent.
     Fresh,
+    /// An aged host: `host` bytes of RAM, filled to `fill` (0..1) by a seeded history of other
+    /// VMs arriving and leaving, then our VM is provisioned with `fallback` if one extent is
+    /// impossible.
+    Aged {
+        /// Host RAM in bytes.
+        host: u64,
+        /// Fraction of host memory used by other VMs.
+        fill: f64,
+        /// Seed of the history.
+        seed: u64,
+        /// Fallback when one extent is impossible.
+        fallback: HostFallback,
+    },
 }
 
 /// The VM to build.
@@ -70,6 +97,10 @@ pub struct VmInfo {
     pub segment_bytes: u64,
     /// EPT leaves of 4 KiB, 2 MiB, 1 GiB.
     pub ept_leaves: [u64; 3],
+    /// How the memory manager provisioned the VM (`one-extent`, `multi-segment`, `ept`).
+    pub provisioning: String,
+    /// Host fragmentation (1 - largest free / free) just before the VM was provisioned.
+    pub host_fragmentation: f64,
 }
 
 /// Where a fresh VM's host memory starts (above the hypervisor's own memory; 1 GiB aligned).
@@ -84,23 +115,110 @@ pub fn default_ram(mapped: u64) -> ByteSize {
 
 /// Builds the VM's backing.
 pub fn build_vm(spec: &VmSpec) -> Result<(Arc<Backing>, VmInfo), ExperimentError> {
-    if spec.ram.bytes() == 0 || spec.ram.bytes() % 4096 != 0 {
-        return Err(ExperimentError::Vm(format!("VM memory {} must be a non-zero multiple of 4 KiB", spec.ram)));
+    if spec.ram.bytes() == 0 || !spec.ram.bytes().is_multiple_of(4096) {
+        return Err(ExperimentError::Vm(format!(
+            "VM memory {} must be a non-zero multiple of 4 KiB",
+            spec.ram
+        )));
     }
     let layout = GuestLayout::for_ram(spec.ram.bytes());
     let mut hv = HvFrames::new(HV_PRIVATE_BASE);
-    let backing = match spec.host {
-        HostState::Fresh => Backing::contiguous(layout, FRESH_HOST_BASE, spec.host_page, &mut hv),
+    let (backing, host_extents, provisioning, host_fragmentation) = match spec.host {
+        HostState::Fresh => (
+            Backing::contiguous(layout, FRESH_HOST_BASE, spec.host_page, &mut hv),
+            1,
+            "one-extent".to_owned(),
+            0.0,
+        ),
+        HostState::Aged {
+            host,
+            fill,
+            seed,
+            fallback,
+        } => {
+            let mut h = HostMemory::new(host, Policy::FirstFit);
+            h.age(seed, fill);
+            let frag = h.fragmentation();
+            let fb = match fallback {
+                HostFallback::Segments(k) => Fallback::Segments(k),
+                HostFallback::Ept => Fallback::Ept,
+            };
+            let m = h
+                .provision(VmId(0), spec.ram.bytes(), spec.host_page, fb)
+                .map_err(|e| {
+                    ExperimentError::Vm(format!("the aged host cannot provision the VM: {e}"))
+                })?;
+            let how = if m.pages.is_empty() && m.host_extents.len() == 1 {
+                "one-extent"
+            } else if m.pages.is_empty() {
+                "multi-segment"
+            } else {
+                "ept"
+            };
+            let backing = backing_of(&m, spec.host_page, &mut hv)?;
+            (backing, m.host_extents.len(), how.to_owned(), frag)
+        }
     };
     let info = VmInfo {
         ram: spec.ram.bytes(),
-        ram_ranges: backing.layout().ram.iter().map(|r| (r.start.0, r.len)).collect(),
-        host_extents: 1,
+        ram_ranges: backing
+            .layout()
+            .ram
+            .iter()
+            .map(|r| (r.start.0, r.len))
+            .collect(),
+        host_extents,
         segments: backing.segments().len(),
         segment_bytes: backing.segment_bytes(),
         ept_leaves: backing.ept_leaves(),
+        provisioning,
+        host_fragmentation,
     };
     Ok((Arc::new(backing), info))
+}
+
+/// The simulator's view of what the memory manager provisioned: segments become register sets
+/// (and runs), EPT-only pages become runs (adjacent contiguous pages merged).
+fn backing_of(
+    m: &VmMemory,
+    host_page: PageSize,
+    hv: &mut HvFrames,
+) -> Result<Backing, ExperimentError> {
+    let mut runs: Vec<Run> = m
+        .segments
+        .iter()
+        .map(|s| Run {
+            gpa: s.base,
+            hpa: s.host_base,
+            len: s.limit.0 - s.base.0,
+        })
+        .collect();
+    let mut pages = m.pages.clone();
+    pages.sort_by_key(|p| p.gpa);
+    for p in pages {
+        match runs.last_mut() {
+            Some(r) if r.gpa.0 + r.len == p.gpa.0 && r.hpa.0 + r.len == p.hpa.0 => {
+                r.len += p.size.bytes()
+            }
+            _ => runs.push(Run {
+                gpa: p.gpa,
+                hpa: p.hpa,
+                len: p.size.bytes(),
+            }),
+        }
+    }
+    let segments = m
+        .segments
+        .iter()
+        .map(|s| Segment {
+            base: s.base,
+            limit: s.limit,
+            host_base: s.host_base,
+        })
+        .collect();
+    let layout = GuestLayout::for_ram(m.layout.ram_bytes());
+    Backing::new(layout, runs, segments, host_page, hv)
+        .map_err(|e| ExperimentError::Vm(e.to_string()))
 }
 
 /// An experiment: the simulation settings and the VM.
@@ -171,7 +289,11 @@ impl CycleAccount {
             translation,
             total,
             ideal,
-            overhead: if ideal > 0.0 { total / ideal - 1.0 } else { 0.0 },
+            overhead: if ideal > 0.0 {
+                total / ideal - 1.0
+            } else {
+                0.0
+            },
             walk_latency: if s.walks > 0 { walks / f(s.walks) } else { 0.0 },
         }
     }
@@ -275,7 +397,12 @@ where
     };
     let schemes = results.into_iter().map(outcome).collect();
     let ideal = outcome(ideal_result.clone());
-    Ok(Outcome { source: name.to_owned(), vm, schemes, ideal })
+    Ok(Outcome {
+        source: name.to_owned(),
+        vm,
+        schemes,
+        ideal,
+    })
 }
 
 /// Runs a synthetic workload. The VM must hold the workload's footprint.
@@ -289,8 +416,16 @@ pub fn run_workload(
     // Guest page tables take ~0.2% of mapped memory; keep 1/64 of RAM for them and the kernel.
     let ram = exp.vm.ram.bytes();
     if mapped > ram - ram / 64 {
-        return Err(ExperimentError::FootprintTooLarge { footprint: ByteSize(mapped), ram: exp.vm.ram });
+        return Err(ExperimentError::FootprintTooLarge {
+            footprint: ByteSize(mapped),
+            ram: exp.vm.ram,
+        });
     }
     let ops = compromis_workload::build(spec)?;
-    run_source(exp, spec.kind.name(), ops.map(Ok::<_, std::convert::Infallible>), progress)
+    run_source(
+        exp,
+        spec.kind.name(),
+        ops.map(Ok::<_, std::convert::Infallible>),
+        progress,
+    )
 }

@@ -10,33 +10,76 @@ fn pct(x: f64) -> String {
 
 /// The per-scheme results table: metrics as rows, schemes as columns.
 pub fn results(o: &Outcome) -> Table {
-    let mut t = Table::new(std::iter::once("metric".to_owned()).chain(o.schemes.iter().map(|s| s.result.scheme.to_string())));
+    let mut t = Table::new(
+        std::iter::once("metric".to_owned())
+            .chain(o.schemes.iter().map(|s| s.result.scheme.to_string())),
+    );
     let row = |t: &mut Table, name: &str, f: &dyn Fn(&crate::SchemeOutcome) -> String| {
         t.push(std::iter::once(name.to_owned()).chain(o.schemes.iter().map(f)));
     };
-    row(&mut t, "accesses", &|s| thousands(s.result.measured.accesses));
-    row(&mut t, "instructions", &|s| thousands(s.result.measured.instructions));
+    row(&mut t, "accesses", &|s| {
+        thousands(s.result.measured.accesses)
+    });
+    row(&mut t, "instructions", &|s| {
+        thousands(s.result.measured.instructions)
+    });
     row(&mut t, "L1 TLB miss rate", &|s| pct(s.derived.l1_miss_rate));
-    row(&mut t, "STLB hits", &|s| thousands(s.result.measured.stlb_hits));
-    row(&mut t, "STLB misses (walks)", &|s| thousands(s.result.measured.stlb_misses));
-    row(&mut t, "STLB MPKI", &|s| format!("{:.2}", s.derived.stlb_mpki));
-    row(&mut t, "refs/walk", &|s| format!("{:.2}", s.derived.refs_per_walk));
-    row(&mut t, "  guest refs/walk", &|s| format!("{:.2}", s.derived.guest_refs_per_walk));
-    row(&mut t, "  host refs/walk", &|s| format!("{:.2}", s.derived.host_refs_per_walk));
-    row(&mut t, "PWC hits", &|s| thousands(s.result.measured.pwc_hits));
-    row(&mut t, "nested TLB hits", &|s| thousands(s.result.measured.ntlb_hits));
-    row(&mut t, "nested TLB misses", &|s| thousands(s.result.measured.ntlb_misses));
-    row(&mut t, "host PWC hits", &|s| thousands(s.result.measured.host_pwc_hits));
-    row(&mut t, "segment translations", &|s| thousands(s.result.measured.segment_translations));
-    row(&mut t, "fallback translations", &|s| thousands(s.result.measured.fallback_translations));
+    row(&mut t, "STLB hits", &|s| {
+        thousands(s.result.measured.stlb_hits)
+    });
+    row(&mut t, "STLB misses (walks)", &|s| {
+        thousands(s.result.measured.stlb_misses)
+    });
+    row(&mut t, "STLB MPKI", &|s| {
+        format!("{:.2}", s.derived.stlb_mpki)
+    });
+    row(&mut t, "refs/walk", &|s| {
+        format!("{:.2}", s.derived.refs_per_walk)
+    });
+    row(&mut t, "  guest refs/walk", &|s| {
+        format!("{:.2}", s.derived.guest_refs_per_walk)
+    });
+    row(&mut t, "  host refs/walk", &|s| {
+        format!("{:.2}", s.derived.host_refs_per_walk)
+    });
+    row(&mut t, "PWC hits", &|s| {
+        thousands(s.result.measured.pwc_hits)
+    });
+    row(&mut t, "nested TLB hits", &|s| {
+        thousands(s.result.measured.ntlb_hits)
+    });
+    row(&mut t, "nested TLB misses", &|s| {
+        thousands(s.result.measured.ntlb_misses)
+    });
+    row(&mut t, "host PWC hits", &|s| {
+        thousands(s.result.measured.host_pwc_hits)
+    });
+    row(&mut t, "segment translations", &|s| {
+        thousands(s.result.measured.segment_translations)
+    });
+    row(&mut t, "fallback translations", &|s| {
+        thousands(s.result.measured.fallback_translations)
+    });
     for c in ExitCause::ALL {
-        row(&mut t, &format!("exits: {}", c.name()), &|s| thousands(s.result.measured.exits.get(c)));
+        row(&mut t, &format!("exits: {}", c.name()), &|s| {
+            thousands(s.result.measured.exits.get(c))
+        });
     }
-    row(&mut t, "exits per 1k instr", &|s| format!("{:.3}", s.derived.exits_pki));
-    row(&mut t, "page faults", &|s| thousands(s.result.measured.page_faults));
-    row(&mut t, "page faults (warm-up)", &|s| thousands(s.result.warmup.page_faults));
-    row(&mut t, "context switches", &|s| thousands(s.result.measured.context_switches));
-    row(&mut t, "TLB flushes", &|s| thousands(s.result.measured.tlb_flushes));
+    row(&mut t, "exits per 1k instr", &|s| {
+        format!("{:.3}", s.derived.exits_pki)
+    });
+    row(&mut t, "page faults", &|s| {
+        thousands(s.result.measured.page_faults)
+    });
+    row(&mut t, "page faults (warm-up)", &|s| {
+        thousands(s.result.warmup.page_faults)
+    });
+    row(&mut t, "context switches", &|s| {
+        thousands(s.result.measured.context_switches)
+    });
+    row(&mut t, "TLB flushes", &|s| {
+        thousands(s.result.measured.tlb_flushes)
+    });
     t
 }
 
@@ -46,7 +89,10 @@ fn mcycles(x: f64) -> String {
 
 /// The cycle account: one row per component (millions of cycles), plus overheads and speedups.
 pub fn cycles(o: &Outcome) -> Table {
-    let mut t = Table::new(std::iter::once("Mcycles".to_owned()).chain(o.schemes.iter().map(|s| s.result.scheme.to_string())));
+    let mut t = Table::new(
+        std::iter::once("Mcycles".to_owned())
+            .chain(o.schemes.iter().map(|s| s.result.scheme.to_string())),
+    );
     let row = |t: &mut Table, name: &str, f: &dyn Fn(&crate::SchemeOutcome) -> String| {
         t.push(std::iter::once(name.to_owned()).chain(o.schemes.iter().map(f)));
     };
@@ -60,10 +106,15 @@ pub fn cycles(o: &Outcome) -> Table {
     row(&mut t, "translation", &|s| mcycles(s.cycles.translation));
     row(&mut t, "total", &|s| mcycles(s.cycles.total));
     row(&mut t, "overhead vs ideal", &|s| pct(s.cycles.overhead));
-    row(&mut t, "avg walk latency (cycles)", &|s| format!("{:.1}", s.cycles.walk_latency));
+    row(&mut t, "avg walk latency (cycles)", &|s| {
+        format!("{:.1}", s.cycles.walk_latency)
+    });
     let lv = |s: &crate::SchemeOutcome, i: usize| {
         let m = &s.result.measured;
-        pct(compromis_mmu::stats::ratio(m.walk_ref_levels[i], m.walk_ref_levels.iter().sum()))
+        pct(compromis_mmu::stats::ratio(
+            m.walk_ref_levels[i],
+            m.walk_ref_levels.iter().sum(),
+        ))
     };
     row(&mut t, "walk refs from L1D", &|s| lv(s, 0));
     row(&mut t, "walk refs from L2", &|s| lv(s, 1));
@@ -71,7 +122,8 @@ pub fn cycles(o: &Outcome) -> Table {
     row(&mut t, "walk refs from DRAM", &|s| lv(s, 3));
     if o.scheme(compromis_mmu::SchemeKind::Compromis).is_some() {
         row(&mut t, "speedup of compromis", &|s| {
-            o.speedup(compromis_mmu::SchemeKind::Compromis, s.result.scheme).map_or_else(String::new, |x| format!("{x:.3}x"))
+            o.speedup(compromis_mmu::SchemeKind::Compromis, s.result.scheme)
+                .map_or_else(String::new, |x| format!("{x:.3}x"))
         });
     }
     t
@@ -79,12 +131,25 @@ pub fn cycles(o: &Outcome) -> Table {
 
 /// The walk-length histogram: one row per reference count seen, one column per scheme.
 pub fn walk_histogram(o: &Outcome) -> Table {
-    let mut t = Table::new(std::iter::once("refs".to_owned()).chain(o.schemes.iter().map(|s| s.result.scheme.to_string())));
+    let mut t = Table::new(
+        std::iter::once("refs".to_owned())
+            .chain(o.schemes.iter().map(|s| s.result.scheme.to_string())),
+    );
     let n = compromis_mmu::stats::WALK_HIST_BUCKETS;
     for b in 0..n {
         if o.schemes.iter().any(|s| s.result.measured.walk_hist[b] > 0) {
-            let label = if b == n - 1 { format!("{b}+") } else { b.to_string() };
-            t.push(std::iter::once(label).chain(o.schemes.iter().map(|s| thousands(s.result.measured.walk_hist[b]))));
+            let label = if b == n - 1 {
+                format!("{b}+")
+            } else {
+                b.to_string()
+            };
+            t.push(
+                std::iter::once(label).chain(
+                    o.schemes
+                        .iter()
+                        .map(|s| thousands(s.result.measured.walk_hist[b])),
+                ),
+            );
         }
     }
     t
@@ -93,11 +158,38 @@ pub fn walk_histogram(o: &Outcome) -> Table {
 /// Scheme-per-row table for CSV output.
 pub fn csv_rows(o: &Outcome) -> Table {
     let mut t = Table::new([
-        "source", "scheme", "accesses", "instructions", "l1_hits", "l1_misses", "stlb_hits", "stlb_misses", "walks",
-        "walk_refs_guest", "walk_refs_host", "refs_per_walk", "pwc_hits", "ntlb_hits", "ntlb_misses", "host_pwc_hits",
-        "segment_translations", "fallback_translations", "exits_pt_write", "exits_cr3_load", "exits_page_fault",
-        "exits_invlpg", "page_faults", "warmup_page_faults", "context_switches", "tlb_flushes",
-        "walk_cycles", "data_cycles", "translation_cycles", "total_cycles", "ideal_cycles", "overhead",
+        "source",
+        "scheme",
+        "accesses",
+        "instructions",
+        "l1_hits",
+        "l1_misses",
+        "stlb_hits",
+        "stlb_misses",
+        "walks",
+        "walk_refs_guest",
+        "walk_refs_host",
+        "refs_per_walk",
+        "pwc_hits",
+        "ntlb_hits",
+        "ntlb_misses",
+        "host_pwc_hits",
+        "segment_translations",
+        "fallback_translations",
+        "exits_pt_write",
+        "exits_cr3_load",
+        "exits_page_fault",
+        "exits_invlpg",
+        "page_faults",
+        "warmup_page_faults",
+        "context_switches",
+        "tlb_flushes",
+        "walk_cycles",
+        "data_cycles",
+        "translation_cycles",
+        "total_cycles",
+        "ideal_cycles",
+        "overhead",
         "avg_walk_latency",
     ]);
     for s in &o.schemes {

@@ -29,7 +29,9 @@ pub trait Address: Copy + Eq + Ord + fmt::Debug {
     /// Rounds up to a multiple of `page`, or `None` on overflow.
     #[inline]
     fn align_up(self, page: PageSize) -> Option<Self> {
-        self.raw().checked_add(page.mask()).map(|v| Self::new(v & !page.mask()))
+        self.raw()
+            .checked_add(page.mask())
+            .map(|v| Self::new(v & !page.mask()))
     }
     /// Whether the address is a multiple of `page`.
     #[inline]

@@ -62,11 +62,19 @@ pub enum Op {
 impl Op {
     /// A load with one instruction.
     pub fn load(gva: u64) -> Op {
-        Op::Access { gva: Gva(gva), kind: AccessKind::Load, instrs: 1 }
+        Op::Access {
+            gva: Gva(gva),
+            kind: AccessKind::Load,
+            instrs: 1,
+        }
     }
     /// A store with one instruction.
     pub fn store(gva: u64) -> Op {
-        Op::Access { gva: Gva(gva), kind: AccessKind::Store, instrs: 1 }
+        Op::Access {
+            gva: Gva(gva),
+            kind: AccessKind::Store,
+            instrs: 1,
+        }
     }
 }
 

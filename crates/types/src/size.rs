@@ -97,7 +97,9 @@ impl FromStr for PageSize {
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum SizeError {
     /// Not a number followed by an optional unit.
-    #[error("malformed size '{0}': expected a number with an optional unit (B, K/KiB, M/MiB, G/GiB, T/TiB), e.g. 4GiB")]
+    #[error(
+        "malformed size '{0}': expected a number with an optional unit (B, K/KiB, M/MiB, G/GiB, T/TiB), e.g. 4GiB"
+    )]
     Malformed(String),
     /// Too large for 64 bits.
     #[error("size '{0}' does not fit in 64 bits")]
@@ -108,7 +110,9 @@ pub enum SizeError {
 }
 
 /// A number of bytes. Parses `4096`, `4k`, `4KiB`, `512M`, `4GiB`, `1.5G` (binary units).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct ByteSize(pub u64);
 
@@ -161,10 +165,17 @@ impl FromStr for ByteSize {
             if frac.len() > 9 {
                 return Err(SizeError::Malformed(s.to_owned()));
             }
-            let f: u128 = if frac.is_empty() { 0 } else { frac.parse().map_err(|_| SizeError::Malformed(s.to_owned()))? };
+            let f: u128 = if frac.is_empty() {
+                0
+            } else {
+                frac.parse()
+                    .map_err(|_| SizeError::Malformed(s.to_owned()))?
+            };
             let scale = 10u128.pow(u32::try_from(frac.len()).unwrap_or(0));
             let total = (u128::from(int) << shift) + ((f << shift) / scale);
-            u64::try_from(total).map(ByteSize).map_err(|_| SizeError::Overflow(s.to_owned()))
+            u64::try_from(total)
+                .map(ByteSize)
+                .map_err(|_| SizeError::Overflow(s.to_owned()))
         } else {
             let n: u64 = num.parse().map_err(|_| SizeError::Overflow(s.to_owned()))?;
             n.checked_mul(1u64 << shift)
@@ -178,7 +189,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
         for (name, shift) in UNITS {
-            if self.0 >= 1 << shift && self.0 % (1 << shift) == 0 {
+            if self.0 >= 1 << shift && self.0.is_multiple_of(1 << shift) {
                 return write!(f, "{}{}", self.0 >> shift, name);
             }
         }
@@ -187,7 +198,9 @@ impl fmt::Display for ByteSize {
 }
 
 /// A number of processor cycles.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Cycles(pub u64);
 
@@ -214,10 +227,22 @@ mod tests {
         assert_eq!("4GiB".parse::<ByteSize>(), Ok(ByteSize::gib(4)));
         assert_eq!("512 MB".parse::<ByteSize>(), Ok(ByteSize::mib(512)));
         assert_eq!("1.5G".parse::<ByteSize>(), Ok(ByteSize(3 << 29)));
-        assert!(matches!("4GX".parse::<ByteSize>(), Err(SizeError::Malformed(_))));
-        assert!(matches!("".parse::<ByteSize>(), Err(SizeError::Malformed(_))));
-        assert!(matches!("-1".parse::<ByteSize>(), Err(SizeError::Malformed(_))));
-        assert!(matches!("99999999999T".parse::<ByteSize>(), Err(SizeError::Overflow(_))));
+        assert!(matches!(
+            "4GX".parse::<ByteSize>(),
+            Err(SizeError::Malformed(_))
+        ));
+        assert!(matches!(
+            "".parse::<ByteSize>(),
+            Err(SizeError::Malformed(_))
+        ));
+        assert!(matches!(
+            "-1".parse::<ByteSize>(),
+            Err(SizeError::Malformed(_))
+        ));
+        assert!(matches!(
+            "99999999999T".parse::<ByteSize>(),
+            Err(SizeError::Overflow(_))
+        ));
         assert_eq!(ByteSize::gib(4).to_string(), "4GiB");
         assert_eq!(ByteSize(1000).to_string(), "1000B");
     }

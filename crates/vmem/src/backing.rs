@@ -50,7 +50,8 @@ impl Segment {
     /// Translates `gpa` if it is inside.
     #[inline]
     pub fn translate(&self, gpa: Gpa) -> Option<Hpa> {
-        (gpa >= self.base && gpa < self.limit).then(|| Hpa(self.host_base.raw() + (gpa.raw() - self.base.raw())))
+        (gpa >= self.base && gpa < self.limit)
+            .then(|| Hpa(self.host_base.raw() + (gpa.raw() - self.base.raw())))
     }
     /// Length in bytes.
     pub fn len(&self) -> u64 {
@@ -131,7 +132,10 @@ impl Backing {
                 .iter()
                 .any(|ram| r.gpa >= ram.start && r.gpa.raw() + r.len <= ram.end().raw());
             if !inside {
-                return Err(BackingError::Coverage(format!("run at {} (+{:#x}) is not inside RAM", r.gpa, r.len)));
+                return Err(BackingError::Coverage(format!(
+                    "run at {} (+{:#x}) is not inside RAM",
+                    r.gpa, r.len
+                )));
             }
             covered += r.len;
         }
@@ -148,7 +152,10 @@ impl Backing {
                     && s.host_base.raw() == r.hpa.raw() + (s.base.raw() - r.gpa.raw())
             });
             if !ok || s.limit <= s.base {
-                return Err(BackingError::Segment { base: s.base, limit: s.limit });
+                return Err(BackingError::Segment {
+                    base: s.base,
+                    limit: s.limit,
+                });
             }
         }
         let mut ept = RadixTable::new(4, hv.alloc().raw());
@@ -162,7 +169,9 @@ impl Backing {
                     .iter()
                     .rev()
                     .copied()
-                    .find(|&p| p <= host_page && (g | h) & p.mask() == 0 && r.len - off >= p.bytes())
+                    .find(|&p| {
+                        p <= host_page && (g | h) & p.mask() == 0 && r.len - off >= p.bytes()
+                    })
                     .unwrap_or(PageSize::Size4K);
                 ept.map(g, h, size.leaf_level(), &mut alloc)
                     .map_err(|_| BackingError::Coverage(format!("gPA {g:#x} mapped twice")))?;
@@ -170,21 +179,41 @@ impl Backing {
                 off += size.bytes();
             }
         }
-        Ok(Backing { layout, runs, segments, ept, host_page, ept_leaves })
+        Ok(Backing {
+            layout,
+            runs,
+            segments,
+            ept,
+            host_page,
+            ept_leaves,
+        })
     }
 
     /// A VM whose RAM is one contiguous host extent starting at `host_base` (the RAM ranges of
     /// the layout packed back to back), with one register set per RAM range.
-    pub fn contiguous(layout: GuestLayout, host_base: Hpa, host_page: PageSize, hv: &mut HvFrames) -> Backing {
+    pub fn contiguous(
+        layout: GuestLayout,
+        host_base: Hpa,
+        host_page: PageSize,
+        hv: &mut HvFrames,
+    ) -> Backing {
         let mut runs = Vec::new();
         let mut h = host_base.raw();
         for r in &layout.ram {
-            runs.push(Run { gpa: r.start, hpa: Hpa(h), len: r.len });
+            runs.push(Run {
+                gpa: r.start,
+                hpa: Hpa(h),
+                len: r.len,
+            });
             h += r.len;
         }
         let segs = runs
             .iter()
-            .map(|r| Segment { base: r.gpa, limit: Gpa(r.gpa.raw() + r.len), host_base: r.hpa })
+            .map(|r| Segment {
+                base: r.gpa,
+                limit: Gpa(r.gpa.raw() + r.len),
+                host_base: r.hpa,
+            })
             .collect();
         // Runs are built from the layout, so they cover it exactly.
         Backing::new(layout, runs, segs, host_page, hv).unwrap_or_else(|e| unreachable!("{e}"))
@@ -223,11 +252,15 @@ impl Backing {
     /// Reference translation of `gpa` (through the EPT), if it is RAM.
     #[inline]
     pub fn translate(&self, gpa: Gpa) -> Option<Hpa> {
-        self.ept.lookup(gpa.raw()).map(|l| Hpa(l.translate(gpa.raw())))
+        self.ept
+            .lookup(gpa.raw())
+            .map(|l| Hpa(l.translate(gpa.raw())))
     }
     /// The EPT leaf size backing `gpa`.
     pub fn ept_page(&self, gpa: Gpa) -> Option<PageSize> {
-        self.ept.lookup(gpa.raw()).and_then(|l| PageSize::from_leaf_level(l.level))
+        self.ept
+            .lookup(gpa.raw())
+            .and_then(|l| PageSize::from_leaf_level(l.level))
     }
     /// Bytes of RAM covered by segment registers.
     pub fn segment_bytes(&self) -> u64 {
@@ -242,13 +275,23 @@ mod tests {
     #[test]
     fn contiguous_backing_with_hole() {
         let mut hv = HvFrames::new(HV_PRIVATE_BASE);
-        let b = Backing::contiguous(GuestLayout::for_ram(5 << 30), Hpa(1 << 30), PageSize::Size1G, &mut hv);
+        let b = Backing::contiguous(
+            GuestLayout::for_ram(5 << 30),
+            Hpa(1 << 30),
+            PageSize::Size1G,
+            &mut hv,
+        );
         assert_eq!(b.segments().len(), 2);
         // Low RAM: gPA 0 -> 1 GiB; high RAM: gPA 4 GiB -> 1 GiB + 0xF000_0000.
         assert_eq!(b.segment(Gpa(0x1234)), Some(Hpa((1 << 30) + 0x1234)));
         assert_eq!(b.segment(Gpa(1 << 32)), Some(Hpa((1 << 30) + 0xF000_0000)));
         assert_eq!(b.segment(Gpa(0xF800_0000)), None);
-        for g in [0x1234u64, 0xEFFF_F000, 1 << 32, (1 << 32) + 0x4000_0000 + 77] {
+        for g in [
+            0x1234u64,
+            0xEFFF_F000,
+            1 << 32,
+            (1 << 32) + 0x4000_0000 + 77,
+        ] {
             assert_eq!(b.translate(Gpa(g)), b.segment(Gpa(g)));
         }
         // 0xF000_0000 is not 1 GiB aligned, so the low range needs 2 MiB leaves at its end.
@@ -271,13 +314,25 @@ mod tests {
     fn bad_runs_are_rejected() {
         let mut hv = HvFrames::new(HV_PRIVATE_BASE);
         let layout = GuestLayout::for_ram(8 << 20);
-        let half = vec![Run { gpa: Gpa(0), hpa: Hpa(0), len: 4 << 20 }];
+        let half = vec![Run {
+            gpa: Gpa(0),
+            hpa: Hpa(0),
+            len: 4 << 20,
+        }];
         assert!(matches!(
             Backing::new(layout.clone(), half, vec![], PageSize::Size4K, &mut hv),
             Err(BackingError::Coverage(_))
         ));
-        let runs = vec![Run { gpa: Gpa(0), hpa: Hpa(0), len: 8 << 20 }];
-        let bad_seg = vec![Segment { base: Gpa(0), limit: Gpa(4096), host_base: Hpa(8192) }];
+        let runs = vec![Run {
+            gpa: Gpa(0),
+            hpa: Hpa(0),
+            len: 8 << 20,
+        }];
+        let bad_seg = vec![Segment {
+            base: Gpa(0),
+            limit: Gpa(4096),
+            host_base: Hpa(8192),
+        }];
         assert!(matches!(
             Backing::new(layout, runs, bad_seg, PageSize::Size4K, &mut hv),
             Err(BackingError::Segment { .. })

@@ -30,7 +30,9 @@ impl std::str::FromStr for FramePolicy {
         match s {
             "contiguous" => Ok(FramePolicy::Contiguous),
             "scattered" => Ok(FramePolicy::Scattered),
-            _ => Err(format!("unknown frame policy '{s}': valid values are contiguous, scattered")),
+            _ => Err(format!(
+                "unknown frame policy '{s}': valid values are contiguous, scattered"
+            )),
         }
     }
 }
@@ -70,7 +72,14 @@ impl GuestFrames {
             FramePolicy::Scattered => blocks.shuffle(&mut rng),
         }
         let free_bytes = blocks.len() as u64 * PageSize::Size2M.bytes();
-        GuestFrames { blocks, pool: Vec::new(), freed: Vec::new(), policy, rng, free_bytes }
+        GuestFrames {
+            blocks,
+            pool: Vec::new(),
+            freed: Vec::new(),
+            policy,
+            rng,
+            free_bytes,
+        }
     }
 
     /// Bytes still free.
@@ -85,7 +94,8 @@ impl GuestFrames {
             return Some(f);
         }
         let block = self.blocks.pop()?;
-        self.pool.extend((0..512u64).rev().map(|i| Gpa(block.raw() + (i << 12))));
+        self.pool
+            .extend((0..512u64).rev().map(|i| Gpa(block.raw() + (i << 12))));
         if self.policy == FramePolicy::Scattered {
             self.pool.shuffle(&mut self.rng);
         }

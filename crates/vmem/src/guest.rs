@@ -16,7 +16,9 @@ use thiserror::Error;
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum GuestError {
     /// Guest RAM is exhausted.
-    #[error("guest out of memory at {gva}: the workload maps more than the VM's RAM (free: {free} bytes)")]
+    #[error(
+        "guest out of memory at {gva}: the workload maps more than the VM's RAM (free: {free} bytes)"
+    )]
     OutOfMemory {
         /// The faulting address.
         gva: Gva,
@@ -24,7 +26,9 @@ pub enum GuestError {
         free: u64,
     },
     /// A Map/Unmap that is not page aligned or wraps around.
-    #[error("bad region [{start}, +{len:#x}): start and length must be 4 KiB aligned and non-empty")]
+    #[error(
+        "bad region [{start}, +{len:#x}): start and length must be 4 KiB aligned and non-empty"
+    )]
     BadRegion {
         /// Start.
         start: Gva,
@@ -60,7 +64,12 @@ pub struct GuestConfig {
 
 impl Default for GuestConfig {
     fn default() -> Self {
-        GuestConfig { levels: 4, page: PageSize::Size4K, frames: FramePolicy::Contiguous, seed: 0 }
+        GuestConfig {
+            levels: 4,
+            page: PageSize::Size4K,
+            frames: FramePolicy::Contiguous,
+            seed: 0,
+        }
     }
 }
 
@@ -121,7 +130,10 @@ impl GuestOs {
     /// A booted guest with process 0 running.
     pub fn new(cfg: GuestConfig, layout: GuestLayout) -> Result<GuestOs, GuestError> {
         if cfg.levels != 4 && cfg.levels != 5 {
-            return Err(GuestError::Config(format!("guest paging levels must be 4 or 5, not {}", cfg.levels)));
+            return Err(GuestError::Config(format!(
+                "guest paging levels must be 4 or 5, not {}",
+                cfg.levels
+            )));
         }
         if cfg.page == PageSize::Size1G {
             return Err(GuestError::Config("guest pages are 4k or 2m".into()));
@@ -141,9 +153,16 @@ impl GuestOs {
     }
 
     fn create(&mut self, pid: Pid) -> Result<usize, GuestError> {
-        let root = self.frames.alloc_4k().ok_or(GuestError::OutOfMemory { gva: Gva(0), free: 0 })?;
+        let root = self.frames.alloc_4k().ok_or(GuestError::OutOfMemory {
+            gva: Gva(0),
+            free: 0,
+        })?;
         let idx = self.procs.len();
-        self.procs.push(Process { pid, table: RadixTable::new(self.cfg.levels, root.raw()), vmas: BTreeMap::new() });
+        self.procs.push(Process {
+            pid,
+            table: RadixTable::new(self.cfg.levels, root.raw()),
+            vmas: BTreeMap::new(),
+        });
         self.by_pid.insert(pid, idx);
         self.counters.processes += 1;
         Ok(idx)
@@ -181,7 +200,9 @@ impl GuestOs {
     /// Guest-physical translation of `gva` in the running process (the reference for tests).
     #[inline]
     pub fn translate(&self, gva: Gva) -> Option<Gpa> {
-        self.table().lookup(gva.raw()).map(|l| Gpa(l.translate(gva.raw())))
+        self.table()
+            .lookup(gva.raw())
+            .map(|l| Gpa(l.translate(gva.raw())))
     }
 
     fn va_bits(&self) -> u32 {
@@ -192,7 +213,9 @@ impl GuestOs {
         let end = start.raw().checked_add(len);
         match end {
             Some(end)
-                if len > 0 && start.is_aligned(PageSize::Size4K) && len % 4096 == 0
+                if len > 0
+                    && start.is_aligned(PageSize::Size4K)
+                    && len.is_multiple_of(4096)
                     && end <= 1u64 << self.va_bits() =>
             {
                 Ok(end)
@@ -217,8 +240,11 @@ impl GuestOs {
         let end = self.check_region(start, len)?;
         let vmas = &mut self.procs[self.cur].vmas;
         let (mut s, mut e) = (start.raw(), end);
-        let overlapping: Vec<(u64, u64)> =
-            vmas.range(..=e).filter(|&(_, &ve)| ve >= s).map(|(&a, &b)| (a, b)).collect();
+        let overlapping: Vec<(u64, u64)> = vmas
+            .range(..=e)
+            .filter(|&(_, &ve)| ve >= s)
+            .map(|(&a, &b)| (a, b))
+            .collect();
         for (a, b) in overlapping {
             vmas.remove(&a);
             s = s.min(a);
@@ -250,46 +276,75 @@ impl GuestOs {
             None => {
                 let s = gva.align_down(PageSize::Size2M);
                 self.map(s, PageSize::Size2M.bytes())?;
-                self.vma_of(gva.raw()).unwrap_or((s.raw(), s.raw() + PageSize::Size2M.bytes()))
+                self.vma_of(gva.raw())
+                    .unwrap_or((s.raw(), s.raw() + PageSize::Size2M.bytes()))
             }
         };
         // Worst case: the page plus one table page per level.
         if self.frames.free_bytes() < self.cfg.page.bytes() + 4096 * u64::from(self.cfg.levels) {
-            return Err(GuestError::OutOfMemory { gva, free: self.frames.free_bytes() });
+            return Err(GuestError::OutOfMemory {
+                gva,
+                free: self.frames.free_bytes(),
+            });
         }
         self.counters.faults += 1;
         if self.cfg.page == PageSize::Size2M {
             let b = gva.align_down(PageSize::Size2M).raw();
-            if b >= vs && b + PageSize::Size2M.bytes() <= ve {
-                if let Some(frame) = self.frames.alloc_2m() {
-                    match self.map_leaf(b, frame.raw(), 2) {
-                        Ok(writes) => {
-                            return Ok(Fault { page: Gva(b), leaf: Leaf { target: frame.raw(), level: 2 }, writes });
-                        }
-                        Err(_) => self.frames.free(frame, PageSize::Size2M),
+            if b >= vs
+                && b + PageSize::Size2M.bytes() <= ve
+                && let Some(frame) = self.frames.alloc_2m()
+            {
+                match self.map_leaf(b, frame.raw(), 2) {
+                    Ok(writes) => {
+                        return Ok(Fault {
+                            page: Gva(b),
+                            leaf: Leaf {
+                                target: frame.raw(),
+                                level: 2,
+                            },
+                            writes,
+                        });
                     }
+                    Err(_) => self.frames.free(frame, PageSize::Size2M),
                 }
             }
             self.counters.thp_fallbacks += 1;
         }
         let page = gva.align_down(PageSize::Size4K);
-        let frame = self.frames.alloc_4k().ok_or(GuestError::OutOfMemory { gva, free: 0 })?;
-        let writes = self
-            .map_leaf(page.raw(), frame.raw(), 1)
-            .map_err(|_| GuestError::Config(format!("fault at {gva} on a page that is already mapped")))?;
-        Ok(Fault { page, leaf: Leaf { target: frame.raw(), level: 1 }, writes })
+        let frame = self
+            .frames
+            .alloc_4k()
+            .ok_or(GuestError::OutOfMemory { gva, free: 0 })?;
+        let writes = self.map_leaf(page.raw(), frame.raw(), 1).map_err(|_| {
+            GuestError::Config(format!("fault at {gva} on a page that is already mapped"))
+        })?;
+        Ok(Fault {
+            page,
+            leaf: Leaf {
+                target: frame.raw(),
+                level: 1,
+            },
+            writes,
+        })
     }
 
     fn map_leaf(&mut self, va: u64, target: u64, level: u8) -> Result<Writes, Leaf> {
         let frames = &mut self.frames;
         let mut alloc = || frames.alloc_4k().map_or(u64::MAX, |g| g.raw());
-        self.procs[self.cur].table.map(va, target, level, &mut alloc)
+        self.procs[self.cur]
+            .table
+            .map(va, target, level, &mut alloc)
     }
 
     /// Unmaps `[start, start + len)` in the running process: clears its leaves (splitting a
     /// 2 MiB page that is only partly inside), frees their frames and appends the removed pages to
     /// `out`. Returns the entries written.
-    pub fn unmap(&mut self, start: Gva, len: u64, out: &mut Vec<Unmapped>) -> Result<Writes, GuestError> {
+    pub fn unmap(
+        &mut self,
+        start: Gva,
+        len: u64,
+        out: &mut Vec<Unmapped>,
+    ) -> Result<Writes, GuestError> {
         let end = self.check_region(start, len)?;
         // Remove the range from the VMAs.
         let vmas = &mut self.procs[self.cur].vmas;
@@ -320,12 +375,18 @@ impl GuestOs {
                 writes.entries += 1;
                 let size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
                 self.frames.free(Gpa(leaf.target), size);
-                out.push(Unmapped { page: Gva(base), leaf });
+                out.push(Unmapped {
+                    page: Gva(base),
+                    leaf,
+                });
                 va = base + leaf.bytes();
             } else {
                 // Split the huge page into 4 KiB pages, then go on.
                 self.procs[self.cur].table.unmap(va);
-                out.push(Unmapped { page: Gva(base), leaf });
+                out.push(Unmapped {
+                    page: Gva(base),
+                    leaf,
+                });
                 writes.entries += 1;
                 self.counters.splits += 1;
                 for i in 0..512u64 {
@@ -341,7 +402,10 @@ impl GuestOs {
 
     /// The mapped regions of the running process (start, end), in address order.
     pub fn regions(&self) -> impl Iterator<Item = (Gva, Gva)> + '_ {
-        self.procs[self.cur].vmas.iter().map(|(&s, &e)| (Gva(s), Gva(e)))
+        self.procs[self.cur]
+            .vmas
+            .iter()
+            .map(|(&s, &e)| (Gva(s), Gva(e)))
     }
 }
 
@@ -350,7 +414,14 @@ mod tests {
     use super::*;
 
     fn os(page: PageSize) -> GuestOs {
-        GuestOs::new(GuestConfig { page, ..GuestConfig::default() }, GuestLayout::for_ram(64 << 20)).unwrap()
+        GuestOs::new(
+            GuestConfig {
+                page,
+                ..GuestConfig::default()
+            },
+            GuestLayout::for_ram(64 << 20),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -361,7 +432,10 @@ mod tests {
         let f = g.fault(Gva(0x40_0123)).unwrap();
         assert_eq!(f.leaf.level, 1);
         assert_eq!(f.writes.entries, 4);
-        assert_eq!(g.translate(Gva(0x40_0123)), Some(Gpa(f.leaf.target + 0x123)));
+        assert_eq!(
+            g.translate(Gva(0x40_0123)),
+            Some(Gpa(f.leaf.target + 0x123))
+        );
         // A second page in the same PT writes one entry.
         assert_eq!(g.fault(Gva(0x40_1000)).unwrap().writes.entries, 1);
     }

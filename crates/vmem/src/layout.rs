@@ -43,9 +43,15 @@ impl GuestLayout {
     /// The layout of a VM with `ram` bytes of memory.
     pub fn for_ram(ram: u64) -> GuestLayout {
         let low = ram.min(MMIO_HOLE_START);
-        let mut v = vec![GpaRange { start: Gpa(0), len: low }];
+        let mut v = vec![GpaRange {
+            start: Gpa(0),
+            len: low,
+        }];
         if ram > low {
-            v.push(GpaRange { start: Gpa(MMIO_HOLE_END), len: ram - low });
+            v.push(GpaRange {
+                start: Gpa(MMIO_HOLE_END),
+                len: ram - low,
+            });
         }
         GuestLayout { ram: v }
     }
@@ -64,7 +70,13 @@ mod tests {
     use super::*;
     #[test]
     fn hole_only_above_3_75_gib() {
-        assert_eq!(GuestLayout::for_ram(1 << 30).ram, vec![GpaRange { start: Gpa(0), len: 1 << 30 }]);
+        assert_eq!(
+            GuestLayout::for_ram(1 << 30).ram,
+            vec![GpaRange {
+                start: Gpa(0),
+                len: 1 << 30
+            }]
+        );
         let l = GuestLayout::for_ram(8 << 30);
         assert_eq!(l.ram.len(), 2);
         assert_eq!(l.ram[0].end(), Gpa(MMIO_HOLE_START));

@@ -24,7 +24,6 @@ fn index(va: u64, level: u8) -> usize {
     ((va >> (12 + 9 * (u32::from(level) - 1))) & 0x1ff) as usize
 }
 
-
 /// A leaf found by a walk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Leaf {
@@ -88,8 +87,15 @@ pub struct RadixTable {
 impl RadixTable {
     /// An empty table of `levels` levels (4 or 5) whose root page is at `root_base`.
     pub fn new(levels: u8, root_base: u64) -> RadixTable {
-        assert!(levels == 4 || levels == 5, "radix tables have 4 or 5 levels");
-        RadixTable { levels, bases: vec![root_base], entries: vec![0; ENTRIES] }
+        assert!(
+            levels == 4 || levels == 5,
+            "radix tables have 4 or 5 levels"
+        );
+        RadixTable {
+            levels,
+            bases: vec![root_base],
+            entries: vec![0; ENTRIES],
+        }
     }
 
     /// Number of levels.
@@ -141,7 +147,10 @@ impl RadixTable {
                 return path;
             }
             if e & LEAF != 0 {
-                path.leaf = Some(Leaf { target: e & !0xfff, level });
+                path.leaf = Some(Leaf {
+                    target: e & !0xfff,
+                    level,
+                });
                 return path;
             }
             // Non-leaf entries hold an arena index that was a usize when stored.
@@ -161,7 +170,10 @@ impl RadixTable {
                 return None;
             }
             if e & LEAF != 0 {
-                return Some(Leaf { target: e & !0xfff, level });
+                return Some(Leaf {
+                    target: e & !0xfff,
+                    level,
+                });
             }
             node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
             level -= 1;
@@ -209,7 +221,10 @@ impl RadixTable {
                 w.new_tables += 1;
                 node = idx;
             } else if e & LEAF != 0 {
-                return Err(Leaf { target: e & !0xfff, level: l });
+                return Err(Leaf {
+                    target: e & !0xfff,
+                    level: l,
+                });
             } else {
                 node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
             }
@@ -220,9 +235,15 @@ impl RadixTable {
         if e & PRESENT != 0 {
             // Either a leaf or a table of smaller pages already covers part of the range.
             let existing = if e & LEAF != 0 {
-                Leaf { target: e & !0xfff, level }
+                Leaf {
+                    target: e & !0xfff,
+                    level,
+                }
             } else {
-                Leaf { target: 0, level: level - 1 }
+                Leaf {
+                    target: 0,
+                    level: level - 1,
+                }
             };
             return Err(existing);
         }
@@ -243,7 +264,10 @@ impl RadixTable {
             }
             if e & LEAF != 0 {
                 self.set_entry(node, i, 0);
-                return Some(Leaf { target: e & !0xfff, level: l });
+                return Some(Leaf {
+                    target: e & !0xfff,
+                    level: l,
+                });
             }
             node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
             l -= 1;
@@ -256,13 +280,22 @@ impl RadixTable {
     }
 
     fn visit(&self, node: usize, level: u8, va: u64, f: &mut impl FnMut(u64, Leaf)) {
-        for (i, &e) in self.entries[node * ENTRIES..(node + 1) * ENTRIES].iter().enumerate() {
+        for (i, &e) in self.entries[node * ENTRIES..(node + 1) * ENTRIES]
+            .iter()
+            .enumerate()
+        {
             if e & PRESENT == 0 {
                 continue;
             }
             let base = va | ((i as u64) << (12 + 9 * (u32::from(level) - 1)));
             if e & LEAF != 0 {
-                f(base, Leaf { target: e & !0xfff, level });
+                f(
+                    base,
+                    Leaf {
+                        target: e & !0xfff,
+                        level,
+                    },
+                );
             } else {
                 let child = usize::try_from(e >> 12).unwrap_or(usize::MAX);
                 self.visit(child, level - 1, base, f);
@@ -290,10 +323,19 @@ mod tests {
         let mut t = RadixTable::new(4, 0x1000);
         let mut a = bump();
         let w = t.map(0x7fff_1234_5000, 0xabc_d000, 1, &mut a).unwrap();
-        assert_eq!(w, Writes { entries: 4, new_tables: 3 });
+        assert_eq!(
+            w,
+            Writes {
+                entries: 4,
+                new_tables: 3
+            }
+        );
         let p = t.walk(0x7fff_1234_5678);
         assert_eq!(p.len, 4);
-        assert_eq!(p.entry_addrs[0], 0x1000 + 8 * index(0x7fff_1234_5678, 4) as u64);
+        assert_eq!(
+            p.entry_addrs[0],
+            0x1000 + 8 * index(0x7fff_1234_5678, 4) as u64
+        );
         assert_eq!(p.leaf.unwrap().translate(0x7fff_1234_5678), 0xabc_d678);
         // A 2 MiB leaf is found after 3 reads.
         t.map(0x4000_0000, 0x20_0000, 2, &mut a).unwrap();

@@ -25,19 +25,33 @@ pub struct Compromis {
 impl Compromis {
     /// From a configuration.
     pub fn new(cfg: &MachineConfig) -> Compromis {
-        Compromis { pwc: guest_pwc(cfg), fallback: NestedWalker::new(cfg) }
+        Compromis {
+            pwc: guest_pwc(cfg),
+            fallback: NestedWalker::new(cfg),
+        }
     }
 }
 
 impl Walker for Compromis {
-    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, mem: &mut Mem, stats: &mut Stats) -> Option<WalkResult> {
+    fn walk(
+        &mut self,
+        ctx: Ctx<'_>,
+        gva: Gva,
+        asid: u16,
+        mem: &mut Mem,
+        stats: &mut Stats,
+    ) -> Option<WalkResult> {
         let fallback = &mut self.fallback;
         let xlat = |g, m: &mut Mem, s: &mut Stats| match ctx.backing.segment(g) {
             Some(hpa) => {
                 s.segment_translations += 1;
                 m.shortcut(Shortcut::Segment, s);
                 // A segment is contiguous: it never splinters the guest's pages.
-                HostXlat { hpa, refs: 0, size: PageSize::Size1G }
+                HostXlat {
+                    hpa,
+                    refs: 0,
+                    size: PageSize::Size1G,
+                }
             }
             None => {
                 s.fallback_translations += 1;
@@ -48,7 +62,9 @@ impl Walker for Compromis {
         guest_walk(&mut self.pwc, ctx, gva, asid, mem, stats, xlat, locate)
     }
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
-        guest_probe(ctx, gva, |g| ctx.backing.segment(g).or_else(|| ctx.backing.translate(g)))
+        guest_probe(ctx, gva, |g| {
+            ctx.backing.segment(g).or_else(|| ctx.backing.translate(g))
+        })
     }
     fn flush(&mut self) {
         self.pwc.flush();

@@ -23,15 +23,34 @@ pub struct Ept {
 impl Ept {
     /// From a configuration.
     pub fn new(cfg: &MachineConfig) -> Ept {
-        Ept { pwc: guest_pwc(cfg), nested: NestedWalker::new(cfg) }
+        Ept {
+            pwc: guest_pwc(cfg),
+            nested: NestedWalker::new(cfg),
+        }
     }
 }
 
 impl Walker for Ept {
-    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, mem: &mut Mem, stats: &mut Stats) -> Option<WalkResult> {
+    fn walk(
+        &mut self,
+        ctx: Ctx<'_>,
+        gva: Gva,
+        asid: u16,
+        mem: &mut Mem,
+        stats: &mut Stats,
+    ) -> Option<WalkResult> {
         let nested = &mut self.nested;
         let locate = |g| ctx.backing.translate(g).unwrap_or(Hpa(0));
-        guest_walk(&mut self.pwc, ctx, gva, asid, mem, stats, |g, m, s| nested.translate(ctx.backing, g, m, s), locate)
+        guest_walk(
+            &mut self.pwc,
+            ctx,
+            gva,
+            asid,
+            mem,
+            stats,
+            |g, m, s| nested.translate(ctx.backing, g, m, s),
+            locate,
+        )
     }
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         guest_probe(ctx, gva, |g| ctx.backing.translate(g))

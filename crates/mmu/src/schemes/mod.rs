@@ -66,7 +66,10 @@ pub(crate) fn guest_walk(
         } else {
             locate(table_page)
         };
-        mem.walk_ref(Hpa(table_hpa.raw() + entry.page_offset(PageSize::Size4K)), stats);
+        mem.walk_ref(
+            Hpa(table_hpa.raw() + entry.page_offset(PageSize::Size4K)),
+            stats,
+        );
     }
     let guest_refs = u64::from(path.len - skipped);
     let data = xlat(Gpa(leaf.translate(gva.raw())), mem, stats);
@@ -74,11 +77,18 @@ pub(crate) fn guest_walk(
     stats.record_walk(guest_refs, host_refs);
     let guest_size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
     let size = guest_size.min(data.size);
-    Some(WalkResult { frame: Hpa(data.hpa.raw() - gva.page_offset(size)), size })
+    Some(WalkResult {
+        frame: Hpa(data.hpa.raw() - gva.page_offset(size)),
+        size,
+    })
 }
 
 /// Side-effect-free version of [`guest_walk`] for `probe`.
-pub(crate) fn guest_probe(ctx: Ctx<'_>, gva: Gva, xlat: impl Fn(Gpa) -> Option<Hpa>) -> Option<Hpa> {
+pub(crate) fn guest_probe(
+    ctx: Ctx<'_>,
+    gva: Gva,
+    xlat: impl Fn(Gpa) -> Option<Hpa>,
+) -> Option<Hpa> {
     xlat(ctx.guest.translate(gva)?)
 }
 
@@ -106,13 +116,23 @@ impl NestedWalker {
 
     /// Translates `gpa` through the nested TLB or an EPT walk.
     #[inline]
-    pub fn translate(&mut self, backing: &Backing, gpa: Gpa, mem: &mut Mem, stats: &mut Stats) -> HostXlat {
+    pub fn translate(
+        &mut self,
+        backing: &Backing,
+        gpa: Gpa,
+        mem: &mut Mem,
+        stats: &mut Stats,
+    ) -> HostXlat {
         if !self.ntlb.is_disabled() {
             for size in PageSize::ALL {
                 if let Some(base) = self.ntlb.lookup(ntlb_key(gpa, size)) {
                     stats.ntlb_hits += 1;
                     mem.shortcut(Shortcut::NestedTlb, stats);
-                    return HostXlat { hpa: Hpa(base + gpa.page_offset(size)), refs: 0, size };
+                    return HostXlat {
+                        hpa: Hpa(base + gpa.page_offset(size)),
+                        refs: 0,
+                        size,
+                    };
                 }
             }
             stats.ntlb_misses += 1;
@@ -122,7 +142,11 @@ impl NestedWalker {
         let Some(leaf) = path.leaf else {
             // Not RAM: the guest's own tables and data are always RAM, so this is a bug upstream;
             // answer with an identity mapping and no reference rather than aborting the run.
-            return HostXlat { hpa: Hpa(gpa.raw()), refs: 0, size: PageSize::Size4K };
+            return HostXlat {
+                hpa: Hpa(gpa.raw()),
+                refs: 0,
+                size: PageSize::Size4K,
+            };
         };
         let skipped = self.host_pwc.skip(gpa.raw(), 0, ept.levels(), leaf.level);
         if skipped > 0 {
@@ -133,8 +157,12 @@ impl NestedWalker {
             mem.walk_ref(Hpa(entry), stats);
         }
         let size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
-        self.ntlb.insert(ntlb_key(gpa, size), leaf.target);
-        HostXlat { hpa: Hpa(leaf.translate(gpa.raw())), refs: u64::from(path.len - skipped), size }
+        self.ntlb.fill(ntlb_key(gpa, size), leaf.target);
+        HostXlat {
+            hpa: Hpa(leaf.translate(gpa.raw())),
+            refs: u64::from(path.len - skipped),
+            size,
+        }
     }
 }
 

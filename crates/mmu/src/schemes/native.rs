@@ -19,14 +19,36 @@ pub struct Native {
 impl Native {
     /// From a configuration.
     pub fn new(cfg: &MachineConfig) -> Native {
-        Native { pwc: guest_pwc(cfg) }
+        Native {
+            pwc: guest_pwc(cfg),
+        }
     }
 }
 
 impl Walker for Native {
-    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, mem: &mut Mem, stats: &mut Stats) -> Option<WalkResult> {
-        let identity = |g: compromis_types::Gpa| HostXlat { hpa: Hpa(g.raw()), refs: 0, size: PageSize::Size1G };
-        guest_walk(&mut self.pwc, ctx, gva, asid, mem, stats, |g, _, _| identity(g), |g| Hpa(g.raw()))
+    fn walk(
+        &mut self,
+        ctx: Ctx<'_>,
+        gva: Gva,
+        asid: u16,
+        mem: &mut Mem,
+        stats: &mut Stats,
+    ) -> Option<WalkResult> {
+        let identity = |g: compromis_types::Gpa| HostXlat {
+            hpa: Hpa(g.raw()),
+            refs: 0,
+            size: PageSize::Size1G,
+        };
+        guest_walk(
+            &mut self.pwc,
+            ctx,
+            gva,
+            asid,
+            mem,
+            stats,
+            |g, _, _| identity(g),
+            |g| Hpa(g.raw()),
+        )
     }
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         guest_probe(ctx, gva, |g| Some(Hpa(g.raw())))

@@ -18,7 +18,9 @@ use crate::scheme::{Ctx, WalkResult, Walker};
 use crate::stats::{ExitCause, Stats};
 use crate::tlb::WalkCaches;
 use compromis_types::{Address, Gpa, Gva, Hpa, PageSize, Pid};
-use compromis_vmem::{Backing, Fault, HV_PRIVATE_BASE, HvFrames, Leaf, RadixTable, Unmapped, Writes};
+use compromis_vmem::{
+    Backing, Fault, HV_PRIVATE_BASE, HvFrames, Leaf, RadixTable, Unmapped, Writes,
+};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -44,7 +46,9 @@ impl Shadow {
         let pid = ctx.guest.current_pid();
         let levels = ctx.guest.table().levels();
         let frames = &mut self.frames;
-        self.tables.entry(pid).or_insert_with(|| RadixTable::new(levels, frames.alloc().raw()))
+        self.tables
+            .entry(pid)
+            .or_insert_with(|| RadixTable::new(levels, frames.alloc().raw()))
     }
 
     /// Installs shadow leaves for the guest leaf `leaf` at virtual page `page`.
@@ -52,13 +56,16 @@ impl Shadow {
         let guest_size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
         self.table(ctx);
         let pid = ctx.guest.current_pid();
-        let Some(table) = self.tables.get_mut(&pid) else { return };
+        let Some(table) = self.tables.get_mut(&pid) else {
+            return;
+        };
         let frames = &mut self.frames;
         let mut alloc = || frames.alloc().raw();
         let mut off = 0;
         while off < guest_size.bytes() {
             let gpa = Gpa(leaf.target + off);
-            let (Some(hpa), Some(host)) = (ctx.backing.translate(gpa), ctx.backing.ept_page(gpa)) else {
+            let (Some(hpa), Some(host)) = (ctx.backing.translate(gpa), ctx.backing.ept_page(gpa))
+            else {
                 return;
             };
             let size = guest_size.min(host);
@@ -70,7 +77,14 @@ impl Shadow {
 }
 
 impl Walker for Shadow {
-    fn walk(&mut self, ctx: Ctx<'_>, gva: Gva, asid: u16, mem: &mut Mem, stats: &mut Stats) -> Option<WalkResult> {
+    fn walk(
+        &mut self,
+        ctx: Ctx<'_>,
+        gva: Gva,
+        asid: u16,
+        mem: &mut Mem,
+        stats: &mut Stats,
+    ) -> Option<WalkResult> {
         let mut path = self.table(ctx).walk(gva.raw());
         if path.leaf.is_none() {
             // Hidden fault: the guest maps the page but the shadow does not (yet).
@@ -91,7 +105,10 @@ impl Walker for Shadow {
         }
         stats.record_walk(u64::from(path.len - skipped), 0);
         let size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
-        Some(WalkResult { frame: Hpa(leaf.target), size })
+        Some(WalkResult {
+            frame: Hpa(leaf.target),
+            size,
+        })
     }
 
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
@@ -101,12 +118,23 @@ impl Walker for Shadow {
 
     fn on_fault(&mut self, ctx: Ctx<'_>, fault: &Fault, stats: &mut Stats) {
         stats.exits.add(ExitCause::PageFault, 1);
-        stats.exits.add(ExitCause::PtWrite, u64::from(fault.writes.entries));
+        stats
+            .exits
+            .add(ExitCause::PtWrite, u64::from(fault.writes.entries));
         self.sync(ctx, fault.page, fault.leaf);
     }
 
-    fn on_unmap(&mut self, ctx: Ctx<'_>, pages: &[Unmapped], writes: Writes, flushed: bool, stats: &mut Stats) {
-        stats.exits.add(ExitCause::PtWrite, u64::from(writes.entries));
+    fn on_unmap(
+        &mut self,
+        ctx: Ctx<'_>,
+        pages: &[Unmapped],
+        writes: Writes,
+        flushed: bool,
+        stats: &mut Stats,
+    ) {
+        stats
+            .exits
+            .add(ExitCause::PtWrite, u64::from(writes.entries));
         if flushed {
             stats.exits.add(ExitCause::Cr3Load, 1);
         } else {

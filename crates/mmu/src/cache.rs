@@ -1,0 +1,494 @@
+//! The data-cache hierarchy: L1D, L2, LLC, then DRAM.
+//!
+//! Physically indexed, physically tagged; each level is a [`SetAssoc`] keyed by the line number
+//! (`hPA >> log2(line)`, set = line number modulo the number of sets) with true LRU. The hierarchy
+//! is non-inclusive and write-allocate: an access (a load, a store, or a page-walk read of a
+//! table entry) is looked up level by level; the first level that has the line serves it (its
+//! load-to-use latency is the access's latency, and the line becomes most recently used there) and
+//! the line is filled into every level above it. Levels below the one that hit are not touched, as
+//! in hardware where an L1 hit never reaches the L2. Stores are timed as loads (no write-back
+//! traffic is modelled). A level of size 0 is absent. Page-table entries and data compete for the
+//! same lines, which is the point: a scheme whose walks touch more entries evicts more data.
+//!
+//! Consequence worth knowing (tested in `non_inclusive_anomaly`): because a hit in an upper level
+//! does not refresh the line's recency below, *removing an upper level can lower the total
+//! latency* of a stream (the level below then sees every access and keeps better recency). Removing
+//! the last levels (LLC, or L2 and LLC, or all) never lowers it, and adding ways to a level never
+//! gives that level more misses; both are property-tested.
+
+use crate::config::{CacheConfig, CacheLevel};
+use crate::setassoc::SetAssoc;
+use compromis_types::{Address, Hpa};
+use serde::{Deserialize, Serialize};
+
+/// Where an access was served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Level {
+    /// First-level data cache.
+    L1,
+    /// Second-level cache.
+    L2,
+    /// Last-level cache.
+    Llc,
+    /// Main memory.
+    Dram,
+}
+
+impl Level {
+    /// Every level, nearest first.
+    pub const ALL: [Level; 4] = [Level::L1, Level::L2, Level::Llc, Level::Dram];
+    /// Column name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Level::L1 => "l1d",
+            Level::L2 => "l2",
+            Level::Llc => "llc",
+            Level::Dram => "dram",
+        }
+    }
+}
+
+/// Counters of a [`DataCaches`]: where accesses were served and the latency they cost.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheStats {
+    /// Accesses served.
+    pub accesses: u64,
+    /// Served by the L1D.
+    pub l1_hits: u64,
+    /// Served by the L2.
+    pub l2_hits: u64,
+    /// Served by the LLC.
+    pub llc_hits: u64,
+    /// Missed every level (served by DRAM).
+    pub misses: u64,
+    /// Sum of the latencies returned, in cycles.
+    pub cycles: u64,
+}
+
+impl CacheStats {
+    /// Accesses served by `level`.
+    pub fn hits(&self, level: Level) -> u64 {
+        match level {
+            Level::L1 => self.l1_hits,
+            Level::L2 => self.l2_hits,
+            Level::Llc => self.llc_hits,
+            Level::Dram => self.misses,
+        }
+    }
+    /// Accesses that looked past `level`: served by a level below it (`Dram`: 0).
+    pub fn misses_at(&self, level: Level) -> u64 {
+        Level::ALL
+            .iter()
+            .filter(|&&l| l > level)
+            .map(|&l| self.hits(l))
+            .sum()
+    }
+    /// Counters accumulated since `earlier` (a snapshot of the same caches).
+    pub fn since(&self, earlier: &CacheStats) -> CacheStats {
+        CacheStats {
+            accesses: self.accesses - earlier.accesses,
+            l1_hits: self.l1_hits - earlier.l1_hits,
+            l2_hits: self.l2_hits - earlier.l2_hits,
+            llc_hits: self.llc_hits - earlier.llc_hits,
+            misses: self.misses - earlier.misses,
+            cycles: self.cycles - earlier.cycles,
+        }
+    }
+}
+
+/// The L1D / L2 / LLC / DRAM hierarchy of one core.
+#[derive(Clone, Debug)]
+pub struct DataCaches {
+    levels: [SetAssoc; 3],
+    /// `log2(line)` per level.
+    shifts: [u32; 3],
+    /// Load-to-use latency per [`Level`] (index = level).
+    latency: [u64; 4],
+    stats: CacheStats,
+}
+
+fn build(c: &CacheLevel, name: &str) -> SetAssoc {
+    if !c.is_enabled() {
+        return SetAssoc::disabled();
+    }
+    usize::try_from(c.lines())
+        .ok()
+        .and_then(|lines| SetAssoc::new(name, lines, c.ways).ok())
+        .unwrap_or_else(SetAssoc::disabled)
+}
+
+impl DataCaches {
+    /// Caches shaped by `cfg`, which was validated beforehand ([`CacheConfig::validate`]); a level
+    /// whose geometry is impossible anyway is left out rather than panicking.
+    pub fn new(cfg: &CacheConfig) -> DataCaches {
+        DataCaches {
+            levels: [
+                build(&cfg.l1d, "cache.l1d"),
+                build(&cfg.l2, "cache.l2"),
+                build(&cfg.llc, "cache.llc"),
+            ],
+            shifts: [
+                cfg.l1d.line.trailing_zeros(),
+                cfg.l2.line.trailing_zeros(),
+                cfg.llc.line.trailing_zeros(),
+            ],
+            latency: [
+                cfg.l1d.latency,
+                cfg.l2.latency,
+                cfg.llc.latency,
+                cfg.dram_latency,
+            ],
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Serves one access (a load, a store, or a page-walk read of an entry): returns the level that
+    /// had the line and the load-to-use latency in cycles; fills the line into every level above it.
+    #[inline]
+    pub fn access(&mut self, hpa: Hpa) -> (Level, u64) {
+        let a = hpa.raw();
+        let mut hit = 3;
+        for i in 0..3 {
+            if self.levels[i].lookup(a >> self.shifts[i]).is_some() {
+                hit = i;
+                break;
+            }
+        }
+        // Every level above `hit` just missed: the line is absent there.
+        for j in 0..hit {
+            self.levels[j].fill(a >> self.shifts[j], 0);
+        }
+        let level = Level::ALL[hit];
+        let lat = self.latency[hit];
+        let s = &mut self.stats;
+        s.accesses += 1;
+        s.cycles += lat;
+        match level {
+            Level::L1 => s.l1_hits += 1,
+            Level::L2 => s.l2_hits += 1,
+            Level::Llc => s.llc_hits += 1,
+            Level::Dram => s.misses += 1,
+        }
+        (level, lat)
+    }
+
+    /// The level that holds `hpa`'s line now, without changing any state.
+    pub fn probe(&self, hpa: Hpa) -> Level {
+        let a = hpa.raw();
+        (0..3)
+            .find(|&i| self.levels[i].probe(a >> self.shifts[i]).is_some())
+            .map_or(Level::Dram, |i| Level::ALL[i])
+    }
+
+    /// The load-to-use latency of a hit in `level`.
+    pub fn latency(&self, level: Level) -> u64 {
+        self.latency[level as usize]
+    }
+
+    /// Counters since construction.
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// Empties every level (counters are kept).
+    pub fn flush(&mut self) {
+        self.levels.iter_mut().for_each(SetAssoc::flush);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use compromis_types::ByteSize;
+    use proptest::prelude::*;
+
+    /// One oracle level: its sets (each an LRU list of line numbers, most recent last), ways, line.
+    type OracleLevel = (Vec<Vec<u64>>, usize, u64);
+
+    /// Naive model: per level, `sets` LRU lists.
+    struct Oracle {
+        levels: Vec<Option<OracleLevel>>,
+        latency: [u64; 4],
+    }
+
+    impl Oracle {
+        fn new(cfg: &CacheConfig) -> Oracle {
+            let lv = |c: &CacheLevel| {
+                c.is_enabled().then(|| {
+                    (
+                        vec![Vec::new(); usize::try_from(c.sets()).unwrap()],
+                        c.ways,
+                        c.line,
+                    )
+                })
+            };
+            Oracle {
+                levels: vec![lv(&cfg.l1d), lv(&cfg.l2), lv(&cfg.llc)],
+                latency: [
+                    cfg.l1d.latency,
+                    cfg.l2.latency,
+                    cfg.llc.latency,
+                    cfg.dram_latency,
+                ],
+            }
+        }
+        fn access(&mut self, a: u64) -> (Level, u64) {
+            let mut hit = 3;
+            for (i, l) in self.levels.iter_mut().enumerate() {
+                let Some((sets, _, line)) = l else { continue };
+                let tag = a / *line;
+                let n = sets.len() as u64;
+                let set = &mut sets[usize::try_from(tag % n).unwrap()];
+                if let Some(p) = set.iter().position(|&t| t == tag) {
+                    set.remove(p);
+                    set.push(tag);
+                    hit = i;
+                    break;
+                }
+            }
+            for l in self.levels.iter_mut().take(hit) {
+                let Some((sets, ways, line)) = l else {
+                    continue;
+                };
+                let tag = a / *line;
+                let n = sets.len() as u64;
+                let set = &mut sets[usize::try_from(tag % n).unwrap()];
+                if set.len() == *ways {
+                    set.remove(0);
+                }
+                set.push(tag);
+            }
+            (Level::ALL[hit], self.latency[hit])
+        }
+    }
+
+    fn level(lines: u64, ways: usize, line: u64, latency: u64) -> CacheLevel {
+        CacheLevel::new(ByteSize(lines * line), ways, line, latency)
+    }
+
+    /// A small random level: sets 1..4 (not only powers of two), ways 1..5, line 8..64, or absent.
+    fn arb_level(latency: u64) -> impl Strategy<Value = CacheLevel> {
+        prop_oneof![
+            1 => Just(CacheLevel::OFF),
+            4 => (1u64..5, 1usize..5, 3u32..7).prop_map(move |(sets, ways, sh)| level(sets * ways as u64, ways, 1 << sh, latency)),
+        ]
+    }
+
+    fn arb_config() -> impl Strategy<Value = CacheConfig> {
+        (arb_level(4), arb_level(14), arb_level(44)).prop_map(|(l1d, l2, llc)| CacheConfig {
+            l1d,
+            l2,
+            llc,
+            dram_latency: 200,
+        })
+    }
+
+    /// Accesses over 40 lines of 64 B (any byte in them), so the tiny caches above hit often.
+    fn stream() -> impl Strategy<Value = Vec<u64>> {
+        prop::collection::vec((0u64..40, 0u64..64).prop_map(|(l, o)| l * 64 + o), 0..500)
+    }
+
+    fn run(cfg: &CacheConfig, s: &[u64]) -> CacheStats {
+        let mut c = DataCaches::new(cfg);
+        for &a in s {
+            c.access(Hpa(a));
+        }
+        c.stats().clone()
+    }
+
+    proptest! {
+        #[test]
+        fn matches_naive_oracle(cfg in arb_config(), s in stream()) {
+            prop_assert!(cfg.validate().is_ok());
+            let mut c = DataCaches::new(&cfg);
+            let mut o = Oracle::new(&cfg);
+            let mut cycles = 0;
+            for &a in &s {
+                let got = c.access(Hpa(a));
+                prop_assert_eq!(got, o.access(a), "address {:#x}", a);
+                cycles += got.1;
+            }
+            let st = c.stats();
+            prop_assert_eq!(st.cycles, cycles);
+            prop_assert_eq!(st.accesses, s.len() as u64);
+            prop_assert_eq!(st.l1_hits + st.l2_hits + st.llc_hits + st.misses, st.accesses);
+        }
+
+        /// LRU is a stack algorithm and a level's input stream depends only on the levels above it:
+        /// with the same number of sets, more ways at one level never give that level more misses.
+        #[test]
+        fn more_ways_never_more_misses(
+            cfg in arb_config(),
+            which in 0usize..3,
+            (sets, ways, sh) in (1u64..5, 1usize..5, 3u32..7),
+            extra in 1usize..4,
+            s in stream(),
+        ) {
+            // The level under test is always present.
+            let mut cfg = cfg;
+            let target = [&mut cfg.l1d, &mut cfg.l2, &mut cfg.llc].into_iter().nth(which).unwrap();
+            if !target.is_enabled() {
+                *target = level(sets * ways as u64, ways, 1 << sh, [4, 14, 44][which]);
+            }
+            let mut big = cfg.clone();
+            let l = [&mut big.l1d, &mut big.l2, &mut big.llc].into_iter().nth(which).unwrap();
+            let sets = l.sets();
+            l.ways += extra;
+            l.size = ByteSize(sets * l.ways as u64 * l.line);
+            prop_assert_eq!(l.sets(), sets);
+            prop_assert!(big.validate().is_ok());
+            let level = Level::ALL[which];
+            let (small, large) = (run(&cfg, &s), run(&big, &s));
+            prop_assert!(large.misses_at(level) <= small.misses_at(level));
+            // The levels above see the same stream.
+            for above in Level::ALL.iter().filter(|&&a| a < level) {
+                prop_assert_eq!(large.hits(*above), small.hits(*above));
+            }
+        }
+
+        /// Removing the last levels (LLC; L2 and LLC; all three) never lowers the total latency:
+        /// the levels above see the same stream and every access they miss now costs at least as much.
+        #[test]
+        fn removing_last_levels_never_fewer_cycles(cfg in arb_config(), from in 0usize..3, s in stream()) {
+            let mut cut = cfg.clone();
+            for (i, l) in [&mut cut.l1d, &mut cut.l2, &mut cut.llc].into_iter().enumerate() {
+                if i >= from {
+                    *l = CacheLevel::OFF;
+                }
+            }
+            prop_assert!(run(&cut, &s).cycles >= run(&cfg, &s).cycles);
+        }
+
+        /// Every access costs at least the L1 latency and at most DRAM's; DRAM-only costs the most.
+        #[test]
+        fn dram_only_is_the_upper_bound(cfg in arb_config(), s in stream()) {
+            let dram = run(&CacheConfig::dram_only(200), &s);
+            prop_assert_eq!(dram.cycles, 200 * s.len() as u64);
+            prop_assert!(run(&cfg, &s).cycles <= dram.cycles);
+        }
+    }
+
+    fn tiny() -> CacheConfig {
+        // L1: 1 set x 2 ways, L2: 1 set x 4 ways, LLC: 1 set x 8 ways; 64 B lines.
+        CacheConfig {
+            l1d: level(2, 2, 64, 4),
+            l2: level(4, 4, 64, 14),
+            llc: level(8, 8, 64, 44),
+            dram_latency: 200,
+        }
+    }
+
+    #[test]
+    fn hand_computed_sequence() {
+        let cfg = tiny();
+        cfg.validate().unwrap();
+        let mut c = DataCaches::new(&cfg);
+        let (a, b, cc, d, e, f) = (0x0, 0x40, 0x80, 0xc0, 0x100, 0x140);
+        let mut step = |addr: u64, want: Level| {
+            let (got, lat) = c.access(Hpa(addr));
+            assert_eq!(got, want, "access {addr:#x}");
+            lat
+        };
+        // Cold: DRAM, then the same line (other byte) hits L1.
+        assert_eq!(step(a, Level::Dram), 200);
+        assert_eq!(step(a + 8, Level::L1), 4);
+        // B, C fill L1 (2 ways): A is evicted from L1 but stays in L2.
+        step(b, Level::Dram);
+        step(cc, Level::Dram);
+        // A: L1 miss, L2 hit (14); refilled into L1, evicting B. Then B: L2 hit.
+        assert_eq!(step(a, Level::L2), 14);
+        assert_eq!(step(b, Level::L2), 14);
+        // L2 LRU order is now C, A, B. D, E, F miss everywhere; E evicts C and F evicts A from L2.
+        step(d, Level::Dram);
+        step(e, Level::Dram);
+        step(f, Level::Dram);
+        // A and C are gone from L1 and L2 but the 8-way LLC still has them.
+        assert_eq!(step(a, Level::Llc), 44);
+        assert_eq!(step(cc, Level::Llc), 44);
+        let s = c.stats().clone();
+        assert_eq!(
+            s,
+            CacheStats {
+                accesses: 11,
+                l1_hits: 1,
+                l2_hits: 2,
+                llc_hits: 2,
+                misses: 6,
+                cycles: 6 * 200 + 4 + 2 * 14 + 2 * 44
+            }
+        );
+        assert_eq!(c.probe(Hpa(a)), Level::L1);
+        assert_eq!(c.probe(Hpa(b)), Level::Llc);
+        // `since` subtracts a snapshot.
+        c.access(Hpa(a));
+        assert_eq!(
+            c.stats().since(&s),
+            CacheStats {
+                accesses: 1,
+                l1_hits: 1,
+                cycles: 4,
+                ..CacheStats::default()
+            }
+        );
+        c.flush();
+        assert_eq!(c.access(Hpa(a)).0, Level::Dram);
+    }
+
+    /// Why "removing any level never lowers cycles" is not a property of a non-inclusive LRU
+    /// hierarchy: an L1 hit does not refresh the line in the L2, so the L2 may evict it, while
+    /// without the L1 the L2 sees every access and keeps it.
+    #[test]
+    fn non_inclusive_anomaly() {
+        // L1 2 lines, L2 3 lines, LLC 8 lines, all fully associative.
+        let with_l1 = CacheConfig {
+            l1d: level(2, 2, 64, 4),
+            l2: level(3, 3, 64, 14),
+            llc: level(8, 8, 64, 44),
+            dram_latency: 200,
+        };
+        let without_l1 = CacheConfig {
+            l1d: CacheLevel::OFF,
+            ..with_l1.clone()
+        };
+        let (x, y, z, w) = (0x0, 0x40, 0x80, 0xc0);
+        let s = [x, y, x, z, w, x];
+        // With L1: x y (DRAM), x (L1 hit, L2 not refreshed), z w (DRAM; L2 keeps y z w), x (LLC).
+        let a = run(&with_l1, &s);
+        assert_eq!(a.cycles, 200 + 200 + 4 + 200 + 200 + 44);
+        // Without L1: x y (DRAM), x (L2), z w (DRAM; L2 keeps x z w), x (L2).
+        let b = run(&without_l1, &s);
+        assert_eq!(b.cycles, 200 + 200 + 14 + 200 + 200 + 14);
+        assert!(b.cycles < a.cycles);
+    }
+
+    #[test]
+    fn different_line_sizes_per_level() {
+        // L1 with 32 B lines, L2 with 128 B lines: 0x0 and 0x40 share an L2 line, not an L1 line.
+        let cfg = CacheConfig {
+            l1d: level(4, 4, 32, 4),
+            l2: level(4, 4, 128, 14),
+            llc: CacheLevel::OFF,
+            dram_latency: 200,
+        };
+        cfg.validate().unwrap();
+        let mut c = DataCaches::new(&cfg);
+        assert_eq!(c.access(Hpa(0x0)), (Level::Dram, 200));
+        assert_eq!(c.access(Hpa(0x40)), (Level::L2, 14));
+        assert_eq!(c.access(Hpa(0x5f)), (Level::L1, 4));
+        assert_eq!(c.access(Hpa(0x80)), (Level::Dram, 200));
+    }
+
+    #[test]
+    fn default_geometry() {
+        let d = CacheConfig::default();
+        assert_eq!((d.l1d.sets(), d.l2.sets(), d.llc.sets()), (64, 1024, 2048));
+        let mut c = DataCaches::new(&d);
+        assert_eq!(c.latency(Level::Llc), 44);
+        // 64 sets x 8 ways: nine lines 4 KiB apart share an L1 set; the first is evicted to the L2.
+        for i in 0..9u64 {
+            assert_eq!(c.access(Hpa(i << 12)).0, Level::Dram);
+        }
+        assert_eq!(c.access(Hpa(0)).0, Level::L2);
+        assert_eq!(c.access(Hpa(8 << 12)).0, Level::L1);
+    }
+}
