@@ -10,6 +10,7 @@ mod config;
 mod hv;
 mod place;
 mod record;
+mod reproduce;
 mod sim;
 mod tracecmd;
 
@@ -35,6 +36,19 @@ enum Command {
     Hv(hv::HvArgs),
     /// Replay a VM trace on a cluster under placement policies.
     Place(place::PlaceArgs),
+    /// Regenerate the paper's claims as a report with figures.
+    Reproduce(reproduce::ReproduceArgs),
+}
+
+/// Writes `text` to stdout. A closed pipe (`compromis ... | head`) ends the output quietly instead
+/// of panicking as `print!` does.
+pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn main() -> ExitCode {
@@ -46,6 +60,7 @@ fn main() -> ExitCode {
         Command::Config(a) => config::run(a),
         Command::Hv(a) => hv::run(a),
         Command::Place(a) => place::run(a),
+        Command::Reproduce(a) => reproduce::run(a),
     };
     match result {
         Ok(code) => code,

@@ -221,15 +221,12 @@ fn run_with_progress(
 
 /// Prints an outcome in `format`.
 pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
-    match format {
+    let text = match format {
         Format::Table => {
             let ranges: Vec<String> =
-                o.vm.ram_ranges
-                    .iter()
-                    .map(|(s, l)| format!("[{s:#x}, +{})", ByteSize(*l)))
-                    .collect();
-            println!(
-                "{}: VM {} RAM {}, provisioned {} (host fragmentation {:.2}): {} host extent(s), {} segment register set(s) covering {}, EPT leaves 4k/2m/1g = {}/{}/{}",
+                o.vm.ram_ranges.iter().map(|(s, l)| format!("[{s:#x}, +{})", ByteSize(*l))).collect();
+            format!(
+                "{}: VM {} RAM {}, provisioned {} (host fragmentation {:.2}): {} host extent(s), {} segment register set(s) covering {}, EPT leaves 4k/2m/1g = {}/{}/{}\n\n{}\n{}\n{}",
                 o.source,
                 ByteSize(o.vm.ram),
                 ranges.join(" "),
@@ -241,28 +238,15 @@ pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
                 o.vm.ept_leaves[0],
                 o.vm.ept_leaves[1],
                 o.vm.ept_leaves[2],
-            );
-            println!();
-            print!("{}", compromis_sim::table::results(o).to_text());
-            println!();
-            print!(
-                "{}",
-                compromis_sim::table::cycles(o)
-                    .with_title("Cycle model (millions of cycles)")
-                    .to_text()
-            );
-            println!();
-            print!(
-                "{}",
-                compromis_sim::table::walk_histogram(o)
-                    .with_title("Walks by memory references")
-                    .to_text()
-            );
+                compromis_sim::table::results(o).to_text(),
+                compromis_sim::table::cycles(o).with_title("Cycle model (millions of cycles)").to_text(),
+                compromis_sim::table::walk_histogram(o).with_title("Walks by memory references").to_text(),
+            )
         }
-        Format::Json => println!("{}", serde_json::to_string_pretty(o)?),
-        Format::Csv => print!("{}", compromis_sim::table::csv_rows(o).to_csv()?),
-    }
-    Ok(())
+        Format::Json => serde_json::to_string_pretty(o)? + "\n",
+        Format::Csv => compromis_sim::table::csv_rows(o).to_csv()?,
+    };
+    crate::emit(&text)
 }
 
 /// An op source error carried through the simulator.

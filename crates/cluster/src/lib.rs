@@ -1,1 +1,40 @@
-//! Datacenter scheduler: VM trace readers, cluster model, contiguity-aware placement policies, event engine and metrics.
+//! Datacenter scheduler of Compromis (VEE 2021, "(No)Compromis: Paging Virtualization Is Not a
+//! Fatality", section 5): replays VM traces on a fleet of hosts whose memory is managed by the
+//! hypervisor memory manager, under contiguity-oblivious and contiguity-aware placement policies,
+//! and measures the paper's metric, the share of VMs provisioned with a single memory segment.
+//!
+//! - [`trace`]: streaming readers (Azure vmtable V1/V2, Azure-rnn, Google 2011, Alibaba 2018,
+//!   Bitbrains) and a synthetic generator calibrated on Azure;
+//! - [`fleet`]: hosts and heterogeneous fleets (`20000x192GiB/24c`);
+//! - [`policy`]: the placement policies, one per file, and the fallbacks;
+//! - [`engine`]: the event engine ([`simulate`]) and the independent checker;
+//! - [`metrics`], [`output`], [`plot`]: the report, its printers and SVG plots.
+//!
+//! ```
+//! use compromis_cluster::{simulate, Fallback, Fleet, PolicyKind, SyntheticConfig, SyntheticTrace};
+//! let trace = SyntheticTrace::new(SyntheticConfig { vms: 200, ..SyntheticConfig::default() }).unwrap();
+//! let fleet: Fleet = "10x192GiB/48c".parse().unwrap();
+//! let rep = simulate(trace, &fleet, &PolicyKind::ContigFirstFit, &Fallback::Segments(8), 1).unwrap();
+//! assert_eq!(rep.arrivals, 200);
+//! assert!(rep.single_segment_share() > 0.5);
+//! ```
+
+pub mod engine;
+pub mod event;
+pub mod fleet;
+pub mod hm;
+pub mod index;
+pub mod metrics;
+pub mod output;
+pub mod plot;
+pub mod policy;
+pub mod trace;
+
+pub use engine::{Cluster, SimError, SimOptions, simulate, simulate_observed, simulate_with};
+pub use event::{Event, TraceError, VmKey};
+pub use fleet::{Fleet, FleetError, GRANULE, HostSpec};
+pub use metrics::{PlacementReport, RejectReason, Sample};
+pub use policy::{Fallback, PlacementPolicy, PolicyKind};
+pub use trace::{
+    EventStream, SyntheticConfig, SyntheticTrace, TraceFormat, TraceOptions, open_trace,
+};

@@ -1,1 +1,52 @@
-//! Hypervisor memory manager: host physical memory map, extent allocator with policies, VM segment provisioning, lifecycle (hotplug, shrink, compaction).
+//! Hypervisor memory manager of Compromis (VEE 2021): the second layer of the system.
+//!
+//! The hypervisor gives each VM its memory as one contiguous range of host-physical memory (a
+//! direct segment) and loads the segment registers (BASE, LIMIT, OFFSET), and keeps that true while
+//! VMs come, go, grow and shrink. This crate is that manager, used by the simulator, the cluster
+//! placement engine and `compromis hv`:
+//! - [`HostMap`]: the host physical memory map (RAM ranges, reserved ranges, NUMA nodes);
+//! - [`ExtentAllocator`]: free extents in ordered indexes, policies first/best/worst/next-fit,
+//!   4 KiB / 2 MiB / 1 GiB alignment, O(log n) allocation and free;
+//! - [`HostMemory`]: one host's VMs and their extents; create, destroy, grow (hotplug), shrink,
+//!   compaction (plan / apply / check), fragmentation metrics;
+//! - [`GuestLayout`] and [`HostMemory::provision`]: the guest-physical layout with the MMIO hole, the
+//!   segment registers or the EPT fallback mapping of a VM;
+//! - [`HostMemory::age`]: a deterministic, seeded way to fragment a host realistically;
+//! - [`scenario`]: the `compromis hv` scenario language, and [`render`]: text and SVG memory maps.
+//!
+//! See `docs/hostmem.md` for the design.
+//!
+//! ```
+//! use compromis_hostmem::{Fallback, HostMemory, Outcome, Policy, VmId};
+//! use compromis_types::PageSize;
+//! const G: u64 = 1 << 30;
+//! let mut h = HostMemory::new(16 * G, Policy::FirstFit);
+//! // 8 GiB of guest RAM spans the MMIO hole: one host extent, two register sets.
+//! let m = h.provision(VmId(1), 8 * G, PageSize::Size2M, Fallback::Refuse).unwrap();
+//! assert_eq!(m.outcome(), Outcome::OneExtent { segments: 2 });
+//! assert_eq!(h.free_bytes(), 8 * G);
+//! assert_eq!(h.destroy(VmId(1)), Ok(8 * G));
+//! h.check().unwrap();
+//! ```
+
+mod age;
+mod extent;
+mod host;
+mod layout;
+mod map;
+pub mod render;
+pub mod scenario;
+
+pub use age::{AgeConfig, AgeReport};
+pub use extent::{AllocError, Extent, ExtentAllocator, GRANULE, ParsePolicyError, Policy};
+pub use host::{
+    Backing, CompactionPlan, FragStats, GrowOutcome, HostMemory, InvariantError, MAX_WINDOWS, Move,
+    Owner, VmId, VmRecord,
+};
+pub use layout::{
+    Fallback, GpaRange, GuestLayout, HIGH_RAM_START, MMIO_HOLE_START, Outcome, PageMapping,
+    Segment, VmMemory, pages_for, segments_for,
+};
+pub use map::{HostMap, NumaNode, Reserved};
+pub use render::{Frame, render_svg, table, text_bar};
+pub use scenario::{Scenario, ScenarioError, StepReport};

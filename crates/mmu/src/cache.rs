@@ -147,16 +147,14 @@ impl DataCaches {
     #[inline]
     pub fn access(&mut self, hpa: Hpa) -> (Level, u64) {
         let a = hpa.raw();
+        // Each level is looked up and, on a miss, filled in the same scan; the first hit stops
+        // the search, so the line ends up in every level above the one that had it.
         let mut hit = 3;
         for i in 0..3 {
-            if self.levels[i].lookup(a >> self.shifts[i]).is_some() {
+            if self.levels[i].touch(a >> self.shifts[i]) {
                 hit = i;
                 break;
             }
-        }
-        // Every level above `hit` just missed: the line is absent there.
-        for j in 0..hit {
-            self.levels[j].fill(a >> self.shifts[j], 0);
         }
         let level = Level::ALL[hit];
         let lat = self.latency[hit];

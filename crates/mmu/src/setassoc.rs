@@ -178,6 +178,38 @@ impl SetAssoc {
         self.fill_at(self.set_start(key), key, val)
     }
 
+    /// Looks `key` up and, on a miss, inserts it (value 0): one scan of the set instead of a
+    /// lookup followed by a fill. Returns whether it hit. This is how caches that allocate on miss
+    /// (data caches, page-walk caches) are accessed.
+    #[inline]
+    pub fn touch(&mut self, key: u64) -> bool {
+        if self.sets == 0 {
+            return false;
+        }
+        let start = self.set_start(key);
+        let keys = &self.keys[start..start + self.ways];
+        let stamps = &self.stamps[start..start + self.ways];
+        let mut victim = 0;
+        let mut oldest = u64::MAX;
+        for (w, (&k, &s)) in keys.iter().zip(stamps).enumerate() {
+            if k == key {
+                self.clock += 1;
+                self.stamps[start + w] = self.clock;
+                return true;
+            }
+            if s < oldest {
+                oldest = s;
+                victim = w;
+            }
+        }
+        let i = start + victim;
+        self.clock += 1;
+        self.keys[i] = key;
+        self.vals[i] = 0;
+        self.stamps[i] = self.clock;
+        false
+    }
+
     #[inline]
     fn fill_at(&mut self, start: usize, key: u64, val: u64) -> Option<(u64, u64)> {
         debug_assert_ne!(key, EMPTY, "u64::MAX is reserved");
@@ -285,6 +317,7 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Step {
         Lookup(u64),
+        Touch(u64),
         Insert(u64, u64),
         Invalidate(u64),
     }
@@ -292,6 +325,7 @@ mod tests {
     fn step() -> impl Strategy<Value = Step> {
         prop_oneof![
             4 => (0u64..64).prop_map(Step::Lookup),
+            3 => (0u64..64).prop_map(Step::Touch),
             4 => (0u64..64, any::<u64>()).prop_map(|(k, v)| Step::Insert(k, v)),
             1 => (0u64..64).prop_map(Step::Invalidate),
         ]
@@ -308,6 +342,13 @@ mod tests {
             for s in steps {
                 match s {
                     Step::Lookup(k) => prop_assert_eq!(sa.lookup(k), or.lookup(k)),
+                    Step::Touch(k) => {
+                        let hit = or.lookup(k).is_some();
+                        if !hit {
+                            or.insert(k, 0);
+                        }
+                        prop_assert_eq!(sa.touch(k), hit);
+                    }
                     Step::Insert(k, v) => {
                         // `fill` is `insert` for a key known to be absent.
                         let got = if sa.probe(k).is_none() { sa.fill(k, v) } else { sa.insert(k, v) };

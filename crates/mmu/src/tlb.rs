@@ -195,21 +195,14 @@ impl WalkCaches {
     /// the caches with the non-leaf entries the walk will read.
     #[inline]
     pub fn skip(&mut self, va: u64, asid: u16, levels: u8, leaf_level: u8) -> u8 {
-        // The deepest non-leaf entry is at `leaf_level + 1`; try it first.
-        let mut skipped = 0;
+        // The deepest non-leaf entry is at `leaf_level + 1`; try it first. A miss allocates the
+        // entry (the walk is about to read it); the first hit ends the search.
         for level in (leaf_level + 1)..=levels {
-            let key = pwc_key(va, level, asid);
-            if self.cache(level).lookup(key).is_some() {
-                skipped = levels - level + 1;
-                break;
+            if self.cache(level).touch(pwc_key(va, level, asid)) {
+                return levels - level + 1;
             }
         }
-        // Fill every non-leaf level below the hit (they are about to be read).
-        for level in (leaf_level + 1)..=(levels - skipped) {
-            let key = pwc_key(va, level, asid);
-            self.cache(level).fill(key, 0);
-        }
-        skipped
+        0
     }
 
     /// Removes every entry.

@@ -1,1 +1,230 @@
-//! Memory-trace readers and writers: valgrind lackey text, ChampSim binary traces, the native compact format.
+//! Memory traces of real programs for the Compromis simulator.
+//!
+//! Readers, all streaming in constant memory and all iterators of `Result<Record, TraceError>`:
+//! - valgrind lackey text ([`lackey`]), plain or gzip/xz/zstd-compressed;
+//! - ChampSim binary traces ([`champsim`]), plain, `.xz` or `.gz`;
+//! - the native compact format ([`native`]): a versioned header, delta/varint-encoded records,
+//!   zstd-compressed (specified in `docs/traces.md`).
+//!
+//! Format and compression are detected from magic bytes ([`open_records`], [`open_ops`]); the
+//! simulator consumes [`compromis_types::Op`]s through [`OpReader`]. Writers for the three
+//! formats back `compromis trace convert` ([`TraceFileWriter`]), [`TraceStats`] backs
+//! `compromis trace inspect`, and [`valgrind`] runs a program under lackey and streams its trace
+//! through a pipe for `compromis record`.
+
+pub mod champsim;
+mod detect;
+mod error;
+pub mod lackey;
+pub mod native;
+mod rec;
+mod stats;
+pub mod valgrind;
+mod write;
+
+pub use champsim::{ChampSimInstr, ChampSimReader, ChampSimRecords, ChampSimWriter};
+pub use detect::{Compression, open_records, open_stream};
+pub use error::{Location, TraceError};
+pub use lackey::{LackeyReader, LackeyWriter};
+pub use native::{NativeReader, NativeWriter};
+pub use rec::{LackeyRecord, Record, RecordKind};
+pub use stats::{StatsBuilder, TraceStats};
+pub use write::{TeeSource, TraceFileWriter, WriteSummary, convert};
+
+use compromis_types::Op;
+use std::io::BufRead;
+use std::path::Path;
+use std::str::FromStr;
+
+/// A trace file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    /// valgrind lackey text.
+    Lackey,
+    /// ChampSim 64-byte `input_instr` records.
+    ChampSim,
+    /// The native compact format.
+    Native,
+}
+
+impl Format {
+    /// Every format, with the name [`FromStr`] accepts.
+    pub const ALL: [(Format, &'static str); 3] = [
+        (Format::Lackey, "lackey"),
+        (Format::ChampSim, "champsim"),
+        (Format::Native, "native"),
+    ];
+
+    /// The name of the format.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Lackey => "lackey",
+            Format::ChampSim => "champsim",
+            Format::Native => "native",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown format name.
+#[derive(Debug, thiserror::Error)]
+#[error("Unknown trace format {0:?}; valid formats: lackey, champsim, native")]
+pub struct UnknownFormat(pub String);
+
+impl FromStr for Format {
+    type Err = UnknownFormat;
+    fn from_str(s: &str) -> Result<Format, UnknownFormat> {
+        Format::ALL
+            .iter()
+            .find(|(_, n)| n.eq_ignore_ascii_case(s))
+            .map(|&(f, _)| f)
+            .ok_or_else(|| UnknownFormat(s.to_owned()))
+    }
+}
+
+/// How to read a trace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// Count and skip records that do not parse instead of stopping with an error. Damage to
+    /// the stream itself (a truncated compressed file, a corrupt native block) still stops it.
+    pub skip_bad_records: bool,
+    /// The format; `None` detects it from the content (and the file name as a hint).
+    pub format: Option<Format>,
+}
+
+/// A stream of [`Record`]s that knows how many bad records it skipped.
+pub trait RecordSource: Iterator<Item = Result<Record, TraceError>> + Send {
+    /// Bad records skipped so far (always 0 unless [`ReadOptions::skip_bad_records`]).
+    fn skipped(&self) -> u64;
+}
+
+impl RecordSource for Box<dyn RecordSource> {
+    fn skipped(&self) -> u64 {
+        (**self).skipped()
+    }
+}
+
+/// Something records can be written to, one at a time.
+pub trait RecordSink: Send {
+    /// Writes one record.
+    fn write_record(&mut self, r: &Record) -> std::io::Result<()>;
+}
+
+/// The simulator's view of a trace: [`Op`]s, in order.
+///
+/// An instruction record is a fetch retiring one instruction; a load or store is an access
+/// retiring none; a modify is a load then a store. No `Map` ops are produced: the simulator
+/// demand-maps the regions a trace touches.
+pub struct OpReader {
+    src: Box<dyn RecordSource>,
+    pending: Option<Op>,
+}
+
+impl std::fmt::Debug for OpReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpReader")
+            .field("skipped", &self.skipped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpReader {
+    /// The ops of any record stream.
+    pub fn from_records(src: Box<dyn RecordSource>) -> OpReader {
+        OpReader { src, pending: None }
+    }
+
+    /// Bad records skipped so far.
+    pub fn skipped(&self) -> u64 {
+        self.src.skipped()
+    }
+}
+
+impl Iterator for OpReader {
+    type Item = Result<Op, TraceError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(op) = self.pending.take() {
+            return Some(Ok(op));
+        }
+        match self.src.next()? {
+            Ok(r) => {
+                let (a, b) = r.ops();
+                self.pending = b;
+                Some(Ok(a))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// Opens any supported trace as simulator ops (format and compression detected by magic bytes,
+/// not only by name).
+pub fn open_ops(path: &Path, opts: &ReadOptions) -> Result<OpReader, TraceError> {
+    Ok(OpReader::from_records(open_records(path, opts)?))
+}
+
+/// Lackey text from any byte stream as simulator ops (`record` uses it on valgrind's pipe).
+/// `name` names the stream in errors; `opts.format` is ignored.
+pub fn lackey_ops<R: BufRead + Send + 'static>(
+    input: R,
+    name: &str,
+    opts: &ReadOptions,
+) -> OpReader {
+    OpReader::from_records(Box::new(LackeyReader::new(
+        input,
+        name,
+        opts.skip_bad_records,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use compromis_types::{AccessKind, Gva};
+
+    #[test]
+    fn format_names_round_trip_and_errors_list_values() {
+        for (f, n) in Format::ALL {
+            assert_eq!(n.parse::<Format>().unwrap(), f);
+            assert_eq!(f.to_string(), n);
+        }
+        let e = "csv".parse::<Format>().unwrap_err().to_string();
+        assert!(e.contains("lackey, champsim, native"), "{e}");
+    }
+
+    #[test]
+    fn lackey_ops_follow_the_contract() {
+        let text = "I  400,3\n L 10,8\n S 20,8\n M 30,4\n";
+        let ops: Vec<Op> = lackey_ops(text.as_bytes(), "t", &ReadOptions::default())
+            .map(Result::unwrap)
+            .collect();
+        let a = |g, kind, instrs| Op::Access {
+            gva: Gva(g),
+            kind,
+            instrs,
+        };
+        assert_eq!(
+            ops,
+            vec![
+                a(0x400, AccessKind::Fetch, 1),
+                a(0x10, AccessKind::Load, 0),
+                a(0x20, AccessKind::Store, 0),
+                a(0x30, AccessKind::Load, 0),
+                a(0x30, AccessKind::Store, 0),
+            ]
+        );
+    }
+
+    #[test]
+    fn op_reader_is_send() {
+        fn is_send<T: Send>() {}
+        is_send::<OpReader>();
+    }
+}

@@ -3,14 +3,14 @@
 //! - an EPT (nested page table): a 4-level radix table gPA -> hPA whose leaves are 4 KiB, 2 MiB or
 //!   1 GiB (never larger than the configured host page size, and only where both addresses are
 //!   aligned and the backing is contiguous over the leaf);
-//! - Compromis segment registers: `(BASE, LIMIT, host base)` register sets; a gPA inside one is
-//!   translated by one add. RAM not covered by a register set is only reachable through the EPT
+//! - Compromis segment registers (`compromis_hostmem::Segment`: BASE, LIMIT, host base); a gPA
+//!   inside one is translated by one add. RAM not covered by a register set is only reachable through the EPT
 //!   (the counted fallback path).
 //!
 //! The backing is immutable once built and shared (behind an `Arc`) by every simulated scheme, so
 //! all schemes agree on gPA -> hPA by construction.
 
-use crate::layout::GuestLayout;
+use compromis_hostmem::{GuestLayout, Segment};
 use crate::radix::RadixTable;
 use compromis_types::{Address, Gpa, Hpa, PageSize};
 use thiserror::Error;
@@ -32,35 +32,6 @@ pub enum BackingError {
         /// LIMIT.
         limit: Gpa,
     },
-}
-
-/// A Compromis segment register set: `gPA in [base, limit)` -> `host_base + (gPA - base)`.
-/// (The paper's OFFSET register is `host_base - base`.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Segment {
-    /// BASE: first guest-physical byte.
-    pub base: Gpa,
-    /// LIMIT: one past the last guest-physical byte.
-    pub limit: Gpa,
-    /// Host-physical address of `base`.
-    pub host_base: Hpa,
-}
-
-impl Segment {
-    /// Translates `gpa` if it is inside.
-    #[inline]
-    pub fn translate(&self, gpa: Gpa) -> Option<Hpa> {
-        (gpa >= self.base && gpa < self.limit)
-            .then(|| Hpa(self.host_base.raw() + (gpa.raw() - self.base.raw())))
-    }
-    /// Length in bytes.
-    pub fn len(&self) -> u64 {
-        self.limit.raw() - self.base.raw()
-    }
-    /// Whether the segment is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// A contiguous piece of backing: `[gpa, gpa + len)` -> `[hpa, hpa + len)`.
@@ -285,6 +256,7 @@ mod tests {
         // Low RAM: gPA 0 -> 1 GiB; high RAM: gPA 4 GiB -> 1 GiB + 0xF000_0000.
         assert_eq!(b.segment(Gpa(0x1234)), Some(Hpa((1 << 30) + 0x1234)));
         assert_eq!(b.segment(Gpa(1 << 32)), Some(Hpa((1 << 30) + 0xF000_0000)));
+        assert_eq!(b.segments()[0].offset(), 1 << 30);
         assert_eq!(b.segment(Gpa(0xF800_0000)), None);
         for g in [
             0x1234u64,

@@ -5,7 +5,7 @@
 //! guest-physical address (which EPT, shadow paging and Compromis must each translate).
 
 use crate::frames::{FramePolicy, GuestFrames};
-use crate::layout::GuestLayout;
+use compromis_hostmem::GuestLayout;
 use crate::radix::{Leaf, RadixTable, Writes};
 use compromis_types::{Address, Gpa, Gva, PageSize, Pid};
 use serde::{Deserialize, Serialize};

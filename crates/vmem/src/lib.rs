@@ -3,7 +3,8 @@
 //!
 //! - [`radix`]: x86-64 radix page tables (4 or 5 levels) whose table pages have physical
 //!   addresses, so a walk reports the address of every entry it reads;
-//! - [`layout`]: the guest-physical layout (RAM below the MMIO hole, the hole, RAM above 4 GiB);
+//! - the guest-physical layout (RAM below the MMIO hole, the hole, RAM above 4 GiB) and the
+//!   segment register set are the memory manager's (`compromis-hostmem`), re-exported here;
 //! - [`frames`] and [`guest`]: the guest OS (processes, demand paging, THP, unmap, CR3 switches);
 //! - [`backing`]: the hypervisor's gPA -> hPA mapping, as an EPT and as Compromis segment
 //!   registers.
@@ -11,11 +12,10 @@
 pub mod backing;
 pub mod frames;
 pub mod guest;
-pub mod layout;
 pub mod radix;
 
-pub use backing::{Backing, BackingError, HV_PRIVATE_BASE, HvFrames, Run, Segment};
+pub use backing::{Backing, BackingError, HV_PRIVATE_BASE, HvFrames, Run};
 pub use frames::FramePolicy;
 pub use guest::{Fault, GuestConfig, GuestCounters, GuestError, GuestOs, Unmapped};
-pub use layout::{GpaRange, GuestLayout, MMIO_HOLE_END, MMIO_HOLE_START};
+pub use compromis_hostmem::{GpaRange, GuestLayout, HIGH_RAM_START, MMIO_HOLE_START, Segment};
 pub use radix::{Leaf, RadixTable, WalkPath, Writes};

@@ -1,0 +1,370 @@
+//! `compromis trace inspect|convert` and `compromis record` end to end.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::Path;
+
+fn compromis() -> Command {
+    Command::cargo_bin("compromis").unwrap()
+}
+
+/// Four records touching 0x400 and 0x408 (4 KiB page 0), 0x1000 (page 1) and 0x200000
+/// (page 512, the second 2 MiB page): 3 distinct 4 KiB pages, 2 distinct 2 MiB pages; the modify
+/// counts as one load and one store, so 5 accesses. Written in lackey's canonical layout so a
+/// round trip through the native format reproduces it byte for byte.
+const SMALL: &str = "I  00000400,3\n L 00001000,8\n M 00200000,4\n S 00000408,8\n";
+
+fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn inspect_json(path: &Path) -> serde_json::Value {
+    let out = compromis()
+        .args(["trace", "inspect", "--format", "json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn inspect_table_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "s.lackey",
+        &format!("==7== Lackey\n{SMALL}==7== done\n"),
+    );
+    compromis()
+        .args(["trace", "inspect"])
+        .arg(&p)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("accesses      5\n"))
+        .stdout(predicate::str::contains("pages_4k      3\n"))
+        .stdout(predicate::str::contains("pages_2m      2\n"))
+        .stdout(predicate::str::contains("min_addr      0x400\n"))
+        .stdout(predicate::str::contains("max_addr      0x200000\n"));
+    // The whole table is a contract (scripts read it): hand-derived from SMALL.
+    let out = compromis()
+        .args(["trace", "inspect"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    let want = format!(
+        "file          {}\n\
+         records       4\n\
+         instructions  1\n\
+         fetches       1\n\
+         loads         2\n\
+         stores        2\n\
+         modifies      1\n\
+         accesses      5\n\
+         skipped       0\n\
+         pages_4k      3\n\
+         pages_2m      2\n\
+         footprint     12288 bytes (0.0 MiB)\n\
+         min_addr      0x400\n\
+         max_addr      0x200000\n",
+        p.display()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), want);
+    let j = inspect_json(&p);
+    assert_eq!(j["records"], 4);
+    assert_eq!(j["instructions"], 1);
+    assert_eq!(j["loads"], 2);
+    assert_eq!(j["stores"], 2);
+    assert_eq!(j["modifies"], 1);
+    assert_eq!(j["footprint_bytes"], 3 * 4096);
+    assert_eq!(j["skipped"], 0);
+}
+
+#[test]
+fn convert_round_trip_and_champsim() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(dir.path(), "s.lackey", SMALL);
+    let native = dir.path().join("s.ctrace");
+    let champsim = dir.path().join("s.champsim.xz");
+    let back = dir.path().join("back.lackey");
+    compromis()
+        .args(["trace", "convert"])
+        .arg(&src)
+        .arg(&native)
+        .assert()
+        .success();
+    compromis()
+        .args(["trace", "convert"])
+        .arg(&native)
+        .arg(&back)
+        .args(["--to", "lackey"])
+        .assert()
+        .success();
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), SMALL);
+    compromis()
+        .args(["trace", "convert"])
+        .arg(&native)
+        .arg(&champsim)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("dropped 0"));
+    // One 64-byte ChampSim record, xz-compressed (detected by magic, not by name).
+    let j = inspect_json(&champsim);
+    assert_eq!(j["accesses"], 5);
+    assert_eq!(j["instructions"], 1);
+}
+
+#[test]
+fn unknown_output_format_lists_valid_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = write(dir.path(), "s.lackey", SMALL);
+    compromis()
+        .args(["trace", "convert"])
+        .arg(&src)
+        .arg(dir.path().join("o"))
+        .args(["--to", "csv"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("lackey, champsim, native"));
+    compromis()
+        .args(["trace", "convert"])
+        .arg(&src)
+        .arg(dir.path().join("o.bin"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--to"));
+    assert!(!dir.path().join("o.bin").exists());
+}
+
+#[test]
+fn bad_input_names_file_and_line_or_is_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "bad.lackey",
+        "I  400,3\n L 1000,8\nnot a trace line\n S 4zz,8\n",
+    );
+    compromis()
+        .args(["trace", "inspect"])
+        .arg(&p)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("bad.lackey, line 3"))
+        .stderr(predicate::str::contains("not a trace line"));
+    let out = dir.path().join("x.ctrace");
+    compromis()
+        .args(["trace", "convert"])
+        .arg(&p)
+        .arg(&out)
+        .assert()
+        .code(2);
+    assert!(
+        !out.exists(),
+        "a failed convert must not leave an output file"
+    );
+    compromis()
+        .args(["trace", "inspect", "--skip-bad-records"])
+        .arg(&p)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("skipped       2\n"))
+        .stdout(predicate::str::contains("accesses      2\n"));
+}
+
+#[test]
+fn wrong_magic_and_truncated_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "bad.ctrace", "definitely not a native trace");
+    compromis()
+        .args(["trace", "inspect"])
+        .arg(&p)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "bad.ctrace has a wrong magic number",
+        ));
+    // 70 bytes of ChampSim: one record and 6 stray bytes.
+    let mut bytes = vec![0u8; 70];
+    bytes[0] = 0x10;
+    bytes[8] = 1; // not text: detected as ChampSim
+    let p = dir.path().join("t.champsim");
+    std::fs::write(&p, &bytes).unwrap();
+    compromis()
+        .args(["trace", "inspect"])
+        .arg(&p)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "t.champsim is truncated at byte 64",
+        ));
+}
+
+fn valgrind_missing() -> bool {
+    let ok = std::process::Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("valgrind not installed: skipping");
+    }
+    !ok
+}
+
+/// Counts the accesses of a lackey log as the simulator sees them (a modify is a load and a store).
+fn lackey_accesses(log: &str) -> u64 {
+    log.lines()
+        .map(|l| {
+            if l.starts_with("I  ") || l.starts_with(" L ") || l.starts_with(" S ") {
+                1
+            } else if l.starts_with(" M ") {
+                2
+            } else {
+                0
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn record_sort_matches_lackey() {
+    if valgrind_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 300 numbers in a scrambled, deterministic order.
+    let input: String = (0..300u32)
+        .map(|i| format!("{}\n", (i * 7919) % 300))
+        .collect();
+    let inp = write(dir.path(), "in.txt", &input);
+    let saved = dir.path().join("sort.ctrace");
+    let path = std::env::var("PATH").unwrap_or_default();
+    let out = compromis()
+        .env_clear()
+        .env("PATH", &path)
+        .env("LC_ALL", "C")
+        .arg("record")
+        .arg("--save")
+        .arg(&saved)
+        // JSON output, and every translation checked against the reference composition.
+        .args(["--format", "json", "--verify"])
+        .args(["--", "sort", "-n"])
+        .arg(&inp)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // The program's own stdout is intact and not mixed with valgrind's commentary.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let sorted: String = (0..300u32).map(|i| format!("{i}\n")).collect();
+    assert!(stdout.starts_with(&sorted), "{stdout}");
+    assert!(!stdout.contains("=="), "valgrind commentary in stdout");
+
+    // The same run, straight under lackey (same environment, arguments and directory).
+    let log = dir.path().join("lackey.log");
+    // `output()` as above: stdin closed, stdout and stderr pipes (sort looks at its stdout).
+    let st = std::process::Command::new("valgrind")
+        .env_clear()
+        .env("PATH", &path)
+        .env("LC_ALL", "C")
+        .args(["--tool=lackey", "--trace-mem=yes"])
+        .arg(format!("--log-file={}", log.display()))
+        .args(["sort", "-n"])
+        .arg(&inp)
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    assert!(String::from_utf8_lossy(&st.stdout).starts_with(&sorted));
+    let want = lackey_accesses(&std::fs::read_to_string(&log).unwrap());
+    assert!(want > 10_000, "{want}");
+    let j = inspect_json(&saved);
+    assert_eq!(j["accesses"], want);
+    assert_eq!(j["skipped"], 0);
+    // The simulator saw exactly those accesses, under every scheme.
+    let json: serde_json::Value = serde_json::from_str(&stdout[sorted.len()..]).unwrap();
+    let schemes = json["schemes"].as_array().unwrap();
+    assert_eq!(schemes.len(), 4, "{json}");
+    for s in schemes {
+        let n =
+            s["warmup"]["accesses"].as_u64().unwrap() + s["measured"]["accesses"].as_u64().unwrap();
+        assert_eq!(n, want, "{}", s["scheme"]);
+    }
+}
+
+#[test]
+fn record_reports_failing_program() {
+    if valgrind_missing() {
+        return;
+    }
+    compromis()
+        .args(["record", "--", "false"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("exit status: 1"));
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn ctrl_c_leaves_no_valgrind_behind() {
+    if valgrind_missing() {
+        return;
+    }
+    let needle = "37.4242";
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("partial.ctrace");
+    let bin = assert_cmd::cargo::cargo_bin("compromis");
+    let mut child = std::process::Command::new(bin)
+        .arg("record")
+        .arg("--save")
+        .arg(&saved)
+        .args(["--", "sleep", needle])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let valgrind start, then interrupt compromis alone (not its process group).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compromis did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        processes_with(needle).is_empty(),
+        "{:?}",
+        processes_with(needle)
+    );
+}

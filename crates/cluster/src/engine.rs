@@ -1,0 +1,610 @@
+//! The event engine: replays VM events on a fleet, one [`HostMemory`] per host, a
+//! [`ClusterIndex`] for the policies, and counts everything in a [`PlacementReport`].
+
+use crate::event::{Event, TraceError, VmKey};
+use crate::fleet::{Fleet, round_vm};
+use crate::hm::{HostMemory, Policy as ExtentPolicy, VmId};
+use crate::index::{ClusterIndex, HostId};
+use crate::metrics::{PlacementReport, RejectReason, Sample};
+use crate::policy::{Fallback, PlacementPolicy, PolicyKind};
+use compromis_types::PageSize;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+use thiserror::Error;
+
+/// Alignment of every VM segment (see [`crate::fleet::GRANULE`]).
+pub const SEGMENT_ALIGN: PageSize = PageSize::Size2M;
+
+/// Engine settings beyond the policy and fallback.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Seed of the policy's random choices (only the `random` policy uses it).
+    pub seed: u64,
+    /// Trace seconds between two samples of the time series.
+    pub sample_interval: u64,
+    /// At most this many samples are kept: past it, every other sample is dropped and the
+    /// interval doubles (memory stays bounded on long traces).
+    pub max_samples: usize,
+    /// Count bad rows and bad events instead of failing.
+    pub skip_bad_rows: bool,
+    /// Run the independent checker after every event (slow: tests only).
+    pub check_every_event: bool,
+    /// Extent choice inside each host.
+    pub extent_policy: ExtentPolicy,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            seed: 0,
+            sample_interval: 3600,
+            max_samples: 2048,
+            skip_bad_rows: false,
+            check_every_event: false,
+            extent_policy: ExtentPolicy::BestFit,
+        }
+    }
+}
+
+/// Why a replay stopped.
+#[derive(Debug, Error)]
+pub enum SimError {
+    /// A trace reader failed (a bad row without `skip_bad_rows`, or an I/O error).
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// An event inconsistent with the previous ones.
+    #[error("event {index} (VM {vm} at time {time}): {reason}")]
+    BadEvent {
+        /// 0-based index of the event in the stream.
+        index: u64,
+        /// The VM.
+        vm: VmKey,
+        /// Its time.
+        time: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The independent checker found a broken invariant (a bug).
+    #[error("invariant broken after event {index}: {reason}")]
+    Check {
+        /// 0-based index of the event.
+        index: u64,
+        /// What is broken.
+        reason: String,
+    },
+}
+
+/// Multiplicative hash of a VM key (keys are trace-assigned integers; iteration order never
+/// reaches the output).
+#[derive(Default)]
+struct VmHasher(u64);
+
+impl Hasher for VmHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, k: u64) {
+        self.0 = (k ^ (k >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ (k >> 32);
+    }
+}
+
+type VmHash = BuildHasherDefault<VmHasher>;
+
+#[derive(Clone, Copy, Debug)]
+struct Live {
+    host: HostId,
+    mem: u64,
+    vcpus: u32,
+}
+
+/// The fleet's state: each host's memory manager, the index, the live VMs.
+pub struct Cluster {
+    mems: Vec<HostMemory>,
+    index: ClusterIndex,
+    live: HashMap<VmKey, Live, VmHash>,
+    host_vms: Vec<Vec<VmKey>>,
+    rejected: HashSet<VmKey, VmHash>,
+    max_cap: u64,
+    max_cores: u32,
+    total_cap: u64,
+}
+
+impl Cluster {
+    /// An empty cluster.
+    pub fn new(fleet: &Fleet, extent_policy: ExtentPolicy) -> Cluster {
+        let specs: Vec<_> = fleet.hosts().collect();
+        Cluster {
+            mems: specs
+                .iter()
+                .map(|s| HostMemory::new(s.vm_capacity(), extent_policy))
+                .collect(),
+            index: ClusterIndex::new(specs.iter().map(|s| (s.vm_capacity(), s.cores))),
+            live: HashMap::default(),
+            host_vms: vec![Vec::new(); specs.len()],
+            rejected: HashSet::default(),
+            max_cap: fleet.max_vm_capacity(),
+            max_cores: specs.iter().map(|s| s.cores).max().unwrap_or(0),
+            total_cap: fleet.total_vm_capacity(),
+        }
+    }
+
+    /// The index the policies see.
+    pub fn index(&self) -> &ClusterIndex {
+        &self.index
+    }
+
+    /// Number of live VMs.
+    pub fn live_vms(&self) -> usize {
+        self.live.len()
+    }
+
+    /// The host a live VM runs on.
+    pub fn host_of(&self, vm: VmKey) -> Option<HostId> {
+        self.live.get(&vm).map(|l| l.host)
+    }
+
+    /// A host's memory manager.
+    pub fn host_memory(&self, h: HostId) -> &HostMemory {
+        &self.mems[h as usize]
+    }
+
+    fn try_create(
+        &mut self,
+        h: HostId,
+        vm: VmKey,
+        need: u64,
+        vcpus: u32,
+        k: usize,
+    ) -> Option<usize> {
+        let ext = self.mems[h as usize]
+            .create(VmId(vm), need, SEGMENT_ALIGN, k)
+            .ok()?;
+        let n = ext.len();
+        self.index.on_create(h, ext, vcpus);
+        self.live.insert(
+            vm,
+            Live {
+                host: h,
+                mem: need,
+                vcpus,
+            },
+        );
+        self.host_vms[h as usize].push(vm);
+        Some(n)
+    }
+
+    fn compact_plan_cost(&self, h: HostId, need: u64) -> Option<u64> {
+        self.mems[h as usize]
+            .plan_compaction(need, SEGMENT_ALIGN)
+            .map(|p| p.bytes_moved())
+    }
+
+    fn compact(&mut self, h: HostId, need: u64, rep: &mut PlacementReport) -> bool {
+        let Some(plan) = self.mems[h as usize].plan_compaction(need, SEGMENT_ALIGN) else {
+            return false;
+        };
+        if self.mems[h as usize].apply(&plan).is_err() {
+            return false;
+        }
+        rep.compactions += 1;
+        rep.bytes_moved += plan.bytes_moved();
+        let mem = &self.mems[h as usize];
+        let all: Vec<_> = self.host_vms[h as usize]
+            .iter()
+            .filter_map(|&v| mem.extents(VmId(v)))
+            .flatten()
+            .copied()
+            .collect();
+        self.index.on_moved(h, all);
+        true
+    }
+
+    /// Places on host `h`: one extent, else the fallback on that host.
+    fn provision(
+        &mut self,
+        h: HostId,
+        vm: VmKey,
+        need: u64,
+        vcpus: u32,
+        fb: Fallback,
+        rep: &mut PlacementReport,
+    ) -> Result<usize, RejectReason> {
+        if let Some(n) = self.try_create(h, vm, need, vcpus, 1) {
+            return Ok(n);
+        }
+        match fb {
+            Fallback::Reject => Err(RejectReason::NoSingleExtent),
+            Fallback::Segments(k) => self
+                .try_create(h, vm, need, vcpus, k)
+                .ok_or(RejectReason::TooFragmented),
+            Fallback::Compact => {
+                if self.compact(h, need, rep) {
+                    self.try_create(h, vm, need, vcpus, 1)
+                        .ok_or(RejectReason::CompactionFailed)
+                } else {
+                    Err(RejectReason::CompactionFailed)
+                }
+            }
+        }
+    }
+
+    /// Places a VM with the policy and fallback; returns its number of segments.
+    pub fn place(
+        &mut self,
+        vm: VmKey,
+        mem: u64,
+        vcpus: u32,
+        pol: &mut dyn PlacementPolicy,
+        fb: Fallback,
+        rep: &mut PlacementReport,
+    ) -> Result<usize, RejectReason> {
+        let need = round_vm(mem);
+        if need > self.max_cap || vcpus > self.max_cores {
+            return Err(RejectReason::LargerThanAnyHost);
+        }
+        if let Some(h) = pol.choose(&self.index, need, vcpus) {
+            return self.provision(h, vm, need, vcpus, fb, rep);
+        }
+        let any = self.index.first_by_free(0, need, vcpus);
+        if !pol.contiguity_aware() || any.is_none() {
+            return Err(RejectReason::NoCapacity);
+        }
+        match fb {
+            Fallback::Reject => Err(RejectReason::NoSingleExtent),
+            Fallback::Segments(_) => self.provision(any.unwrap_or(0), vm, need, vcpus, fb, rep),
+            Fallback::Compact => {
+                // The cheapest plan among the (up to) four hosts with the most free memory.
+                let cands: Vec<HostId> = self
+                    .index
+                    .by_free_from(need)
+                    .rev()
+                    .map(|(_, h)| h)
+                    .filter(|&h| self.index.host(h).free_cores >= vcpus)
+                    .take(4)
+                    .collect();
+                let best = cands
+                    .into_iter()
+                    .filter_map(|h| self.compact_plan_cost(h, need).map(|c| (c, h)))
+                    .min();
+                match best {
+                    Some((_, h)) => self.provision(h, vm, need, vcpus, fb, rep),
+                    None => Err(RejectReason::CompactionFailed),
+                }
+            }
+        }
+    }
+
+    /// Removes a live VM; returns false when it is not live.
+    pub fn remove(&mut self, vm: VmKey) -> bool {
+        let Some(l) = self.live.remove(&vm) else {
+            return false;
+        };
+        let mem = &mut self.mems[l.host as usize];
+        self.index
+            .on_destroy(l.host, mem.extents(VmId(vm)).unwrap_or_default(), l.vcpus);
+        let _ = mem.destroy(VmId(vm));
+        let list = &mut self.host_vms[l.host as usize];
+        if let Some(p) = list.iter().position(|&v| v == vm) {
+            list.swap_remove(p);
+        }
+        true
+    }
+
+    /// Independent checker: capacity, no overlap, every live VM placed once with its size, the
+    /// index in agreement with each memory manager. Costs O(live VMs + hosts).
+    pub fn check(&self) -> Result<(), String> {
+        let mut seen = 0usize;
+        for (h, vms) in self.host_vms.iter().enumerate() {
+            let hid = HostId::try_from(h).map_err(|e| e.to_string())?;
+            let s = self.index.host(hid);
+            let mem = &self.mems[h];
+            let mut exts = Vec::new();
+            let mut cores = 0u32;
+            for &vm in vms {
+                let l = self
+                    .live
+                    .get(&vm)
+                    .ok_or_else(|| format!("VM {vm} listed on host {h} but not live"))?;
+                if l.host != hid {
+                    return Err(format!(
+                        "VM {vm} listed on host {h} but recorded on host {}",
+                        l.host
+                    ));
+                }
+                let e = mem
+                    .extents(VmId(vm))
+                    .ok_or_else(|| format!("VM {vm} unknown to host {h}'s memory manager"))?;
+                let total: u64 = e.iter().map(|x| x.len).sum();
+                if total != l.mem {
+                    return Err(format!("VM {vm} holds {total} bytes, needs {}", l.mem));
+                }
+                exts.extend(
+                    e.iter()
+                        .map(|x| (compromis_types::Address::raw(x.start), x.len)),
+                );
+                cores += l.vcpus;
+            }
+            seen += vms.len();
+            exts.sort_unstable();
+            let mut end = 0;
+            for &(st, len) in &exts {
+                if len == 0 || st < end {
+                    return Err(format!(
+                        "host {h}: extent [{st:#x}, +{len:#x}) overlaps or is empty"
+                    ));
+                }
+                end = st + len;
+            }
+            if end > s.capacity {
+                return Err(format!(
+                    "host {h}: extent ends at {end:#x} beyond capacity {:#x}",
+                    s.capacity
+                ));
+            }
+            let used: u64 = exts.iter().map(|e| e.1).sum();
+            if used + mem.free_bytes() != s.capacity || s.free != mem.free_bytes() {
+                return Err(format!(
+                    "host {h}: used {used} + free {} != capacity {} (index free {})",
+                    mem.free_bytes(),
+                    s.capacity,
+                    s.free
+                ));
+            }
+            mem.check()
+                .map_err(|e| format!("host {h}: memory manager invariant: {e}"))?;
+            let mut theirs: Vec<u64> = mem.allocator().free_extents().map(|e| e.len).collect();
+            theirs.sort_unstable_by(|a, b| b.cmp(a));
+            if theirs != s.free_lengths().collect::<Vec<_>>() {
+                return Err(format!(
+                    "host {h}: index free extents {:?} differ from the memory manager's {theirs:?}",
+                    s.free_lengths().collect::<Vec<_>>()
+                ));
+            }
+            if s.largest != mem.largest_free() {
+                return Err(format!(
+                    "host {h}: index largest extent {} != memory manager's {}",
+                    s.largest,
+                    mem.largest_free()
+                ));
+            }
+            if exts != s.allocated().collect::<Vec<_>>() {
+                return Err(format!(
+                    "host {h}: index extents differ from the memory manager's"
+                ));
+            }
+            if cores + s.free_cores != s.cores || s.vms as usize != vms.len() {
+                return Err(format!("host {h}: core or VM accounting off"));
+            }
+        }
+        if seen != self.live.len() {
+            return Err(format!(
+                "{} live VMs but {seen} listed on hosts",
+                self.live.len()
+            ));
+        }
+        Ok(())
+    }
+
+    fn sample(&self, time: u64, rep: &PlacementReport) -> Sample {
+        let used = self.total_cap - self.index.free_bytes();
+        Sample {
+            time,
+            live_vms: self.live.len() as u64,
+            hosts_in_use: self.index.hosts_in_use(),
+            mem_utilisation: if self.total_cap == 0 {
+                0.0
+            } else {
+                used as f64 / self.total_cap as f64
+            },
+            fragmentation: self.index.fragmentation(),
+            single_segment_share: rep.single_segment_share(),
+        }
+    }
+}
+
+/// Replays `events` on `fleet` with default options and the given seed. The stable entry point.
+pub fn simulate<I>(
+    events: I,
+    fleet: &Fleet,
+    policy: &PolicyKind,
+    fallback: &Fallback,
+    seed: u64,
+) -> Result<PlacementReport, SimError>
+where
+    I: IntoIterator<Item = Result<Event, TraceError>>,
+{
+    simulate_with(
+        events,
+        fleet,
+        policy,
+        fallback,
+        &SimOptions {
+            seed,
+            ..SimOptions::default()
+        },
+    )
+}
+
+/// Replays `events` with explicit options.
+pub fn simulate_with<I>(
+    events: I,
+    fleet: &Fleet,
+    policy: &PolicyKind,
+    fallback: &Fallback,
+    opts: &SimOptions,
+) -> Result<PlacementReport, SimError>
+where
+    I: IntoIterator<Item = Result<Event, TraceError>>,
+{
+    simulate_observed(events, fleet, policy, fallback, opts, &|_| {})
+}
+
+/// Replays `events`, calling `progress(events_so_far)` every 65,536 events.
+pub fn simulate_observed<I>(
+    events: I,
+    fleet: &Fleet,
+    policy: &PolicyKind,
+    fallback: &Fallback,
+    opts: &SimOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<PlacementReport, SimError>
+where
+    I: IntoIterator<Item = Result<Event, TraceError>>,
+{
+    let mut cl = Cluster::new(fleet, opts.extent_policy);
+    let mut pol = policy.build(opts.seed);
+    let mut rep = PlacementReport {
+        policy: policy.name().to_owned(),
+        fallback: fallback.to_string(),
+        hosts: fleet.len() as u64,
+        ..PlacementReport::default()
+    };
+    let mut interval = opts.sample_interval.max(1);
+    let mut next_sample: Option<u64> = None;
+    let mut last_time: Option<u64> = None;
+    let mut index = 0u64;
+    let mut first_time = None;
+    for item in events {
+        let ev = match item {
+            Ok(ev) => ev,
+            Err(e) if opts.skip_bad_rows && e.is_row_error() => {
+                rep.bad_rows += 1;
+                if rep.bad_row_examples.len() < 5 {
+                    rep.bad_row_examples.push(e.to_string());
+                }
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let t = ev.time();
+        let bad = |reason: String| SimError::BadEvent {
+            index,
+            vm: ev.vm(),
+            time: t,
+            reason,
+        };
+        let problem = if last_time.is_some_and(|l| t < l) {
+            Some(format!(
+                "time goes backwards (previous event at {})",
+                last_time.unwrap_or(0)
+            ))
+        } else {
+            None
+        };
+        let problem = problem.or_else(|| match ev {
+            Event::Arrival { vm, .. } if cl.live.contains_key(&vm) || cl.rejected.contains(&vm) => {
+                Some("arrival of a VM that already arrived".to_owned())
+            }
+            Event::Departure { vm, .. } | Event::Resize { vm, .. }
+                if !cl.live.contains_key(&vm) && !cl.rejected.contains(&vm) =>
+            {
+                Some("departure or resize of a VM that is not running (it never arrived or already left)".to_owned())
+            }
+            _ => None,
+        });
+        if let Some(reason) = problem {
+            if opts.skip_bad_rows {
+                rep.bad_rows += 1;
+                if rep.bad_row_examples.len() < 5 {
+                    rep.bad_row_examples.push(bad(reason).to_string());
+                }
+                index += 1;
+                continue;
+            }
+            return Err(bad(reason));
+        }
+        // Samples describe the state before the first event at or after each sample time.
+        let ns = *next_sample.get_or_insert(t / interval * interval);
+        if t >= ns {
+            rep.series.push(cl.sample(ns, &rep));
+            next_sample = Some((t / interval + 1) * interval);
+            if rep.series.len() > opts.max_samples.max(2) {
+                rep.series = rep.series.iter().step_by(2).copied().collect();
+                interval = interval.saturating_mul(2);
+                next_sample = Some((t / interval + 1) * interval);
+            }
+        }
+        first_time.get_or_insert(t);
+        last_time = Some(t);
+        match ev {
+            Event::Arrival {
+                vm,
+                mem_bytes,
+                vcpus,
+                initial,
+                ..
+            } => {
+                rep.arrivals += 1;
+                rep.last_arrival = t;
+                if initial {
+                    rep.initial_vms += 1;
+                }
+                match cl.place(vm, mem_bytes, vcpus, pol.as_mut(), *fallback, &mut rep) {
+                    Ok(n) => {
+                        rep.placed += 1;
+                        if n == 1 {
+                            rep.single_segment += 1;
+                        }
+                        *rep.segments_histogram.entry(n).or_insert(0) += 1;
+                    }
+                    Err(r) => {
+                        *rep.rejections.entry(r).or_insert(0) += 1;
+                        cl.rejected.insert(vm);
+                    }
+                }
+            }
+            Event::Departure { vm, .. } => {
+                rep.departures += 1;
+                if !cl.remove(vm) {
+                    cl.rejected.remove(&vm);
+                }
+            }
+            Event::Resize { vm, mem_bytes, .. } => {
+                rep.resizes += 1;
+                if let Some(l) = cl.live.get(&vm).copied() {
+                    cl.remove(vm);
+                    let need = round_vm(mem_bytes);
+                    let same = if need <= cl.index.host(l.host).capacity {
+                        cl.provision(l.host, vm, need, l.vcpus, *fallback, &mut rep)
+                            .ok()
+                    } else {
+                        None
+                    };
+                    if same.is_none() {
+                        if cl
+                            .place(vm, need, l.vcpus, pol.as_mut(), *fallback, &mut rep)
+                            .is_ok()
+                        {
+                            rep.resize_migrations += 1;
+                        } else {
+                            rep.resize_rejections += 1;
+                            cl.rejected.insert(vm);
+                        }
+                    }
+                }
+            }
+        }
+        rep.events += 1;
+        rep.peak_live_vms = rep.peak_live_vms.max(cl.live.len() as u64);
+        rep.peak_hosts_in_use = rep.peak_hosts_in_use.max(cl.index.hosts_in_use());
+        if opts.check_every_event {
+            cl.check()
+                .map_err(|reason| SimError::Check { index, reason })?;
+        }
+        index += 1;
+        if index.is_multiple_of(65_536) {
+            progress(index);
+        }
+    }
+    if let Some(t) = last_time {
+        rep.series.push(cl.sample(t, &rep));
+    }
+    rep.time_span = (first_time.unwrap_or(0), last_time.unwrap_or(0));
+    progress(index);
+    Ok(rep)
+}

@@ -1,0 +1,428 @@
+//! The scheduler's own per-host summary, kept beside each host's memory manager so that policies
+//! never scan every host: free bytes, free cores, the multiset of free-extent lengths (derived
+//! from the allocated extents the memory manager returned), and cluster-wide indexes over them
+//! (max-trees for first-fit searches, ordered sets for best/worst-fit, a global extent index for
+//! segment best-fit). Every update is O(log hosts + log extents).
+
+use crate::hm::Extent;
+use compromis_types::Address;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Host number within the fleet.
+pub type HostId = u32;
+
+/// One host's summary.
+#[derive(Clone, Debug)]
+pub struct HostSummary {
+    /// Memory offered to VMs.
+    pub capacity: u64,
+    /// Free bytes.
+    pub free: u64,
+    /// Cores.
+    pub cores: u32,
+    /// Free cores.
+    pub free_cores: u32,
+    /// Largest free extent.
+    pub largest: u64,
+    /// Live VMs.
+    pub vms: u32,
+    lens: BTreeMap<u64, u32>,
+    alloc: BTreeMap<u64, u64>,
+}
+
+impl HostSummary {
+    fn new(capacity: u64, cores: u32) -> HostSummary {
+        let mut lens = BTreeMap::new();
+        lens.insert(capacity, 1);
+        HostSummary {
+            capacity,
+            free: capacity,
+            cores,
+            free_cores: cores,
+            largest: capacity,
+            vms: 0,
+            lens,
+            alloc: BTreeMap::new(),
+        }
+    }
+
+    /// The free gap around `s` given the allocated extents: `[end of predecessor, start of successor)`.
+    fn gap(&self, s: u64) -> (u64, u64) {
+        let a = self
+            .alloc
+            .range(..s)
+            .next_back()
+            .map_or(0, |(&st, &l)| st + l);
+        let b = self
+            .alloc
+            .range(s..)
+            .next()
+            .map_or(self.capacity, |(&st, _)| st);
+        (a, b)
+    }
+
+    /// Free-extent lengths, largest first.
+    pub fn free_lengths(&self) -> impl Iterator<Item = u64> + '_ {
+        self.lens
+            .iter()
+            .rev()
+            .flat_map(|(&l, &c)| std::iter::repeat_n(l, c as usize))
+    }
+
+    /// The smallest free extent of at least `len` bytes.
+    pub fn smallest_fitting(&self, len: u64) -> Option<u64> {
+        self.lens.range(len..).next().map(|(&l, _)| l)
+    }
+
+    /// Allocated extents `(start, len)` in address order.
+    pub fn allocated(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.alloc.iter().map(|(&s, &l)| (s, l))
+    }
+}
+
+/// Max segment tree over hosts of `(value, free cores)`, for first-fit searches.
+#[derive(Clone, Debug)]
+struct MaxTree {
+    size: usize,
+    val: Vec<u64>,
+    cores: Vec<u32>,
+}
+
+impl MaxTree {
+    fn new(n: usize) -> MaxTree {
+        let size = n.next_power_of_two().max(1);
+        MaxTree {
+            size,
+            val: vec![0; 2 * size],
+            cores: vec![0; 2 * size],
+        }
+    }
+
+    fn set(&mut self, i: usize, v: u64, c: u32) {
+        let mut p = i + self.size;
+        self.val[p] = v;
+        self.cores[p] = c;
+        while p > 1 {
+            p /= 2;
+            self.val[p] = self.val[2 * p].max(self.val[2 * p + 1]);
+            self.cores[p] = self.cores[2 * p].max(self.cores[2 * p + 1]);
+        }
+    }
+
+    /// First leaf index >= `from` with value >= `v` and cores >= `c`.
+    fn first(&self, from: usize, v: u64, c: u32) -> Option<usize> {
+        self.descend(1, 0, self.size, from, v, c)
+    }
+
+    fn descend(
+        &self,
+        node: usize,
+        lo: usize,
+        hi: usize,
+        from: usize,
+        v: u64,
+        c: u32,
+    ) -> Option<usize> {
+        if hi <= from || self.val[node] < v || self.cores[node] < c {
+            return None;
+        }
+        if hi - lo == 1 {
+            return Some(lo);
+        }
+        let mid = (lo + hi) / 2;
+        self.descend(2 * node, lo, mid, from, v, c)
+            .or_else(|| self.descend(2 * node + 1, mid, hi, from, v, c))
+    }
+}
+
+/// The cluster-wide index.
+#[derive(Clone, Debug)]
+pub struct ClusterIndex {
+    hosts: Vec<HostSummary>,
+    tree_free: MaxTree,
+    tree_largest: MaxTree,
+    by_free: BTreeSet<(u64, HostId)>,
+    by_largest: BTreeSet<(u64, HostId)>,
+    extents: BTreeMap<(u64, HostId), u32>,
+    sum_free: u64,
+    sum_largest: u64,
+    in_use: u32,
+}
+
+impl ClusterIndex {
+    /// An index of empty hosts of the given `(capacity, cores)`.
+    pub fn new(hosts: impl IntoIterator<Item = (u64, u32)>) -> ClusterIndex {
+        let hosts: Vec<HostSummary> = hosts
+            .into_iter()
+            .map(|(m, c)| HostSummary::new(m, c))
+            .collect();
+        let n = hosts.len();
+        let mut ix = ClusterIndex {
+            tree_free: MaxTree::new(n),
+            tree_largest: MaxTree::new(n),
+            by_free: BTreeSet::new(),
+            by_largest: BTreeSet::new(),
+            extents: BTreeMap::new(),
+            sum_free: 0,
+            sum_largest: 0,
+            in_use: 0,
+            hosts: Vec::new(),
+        };
+        for (i, h) in hosts.iter().enumerate() {
+            let id = host_id(i);
+            ix.tree_free.set(i, h.free, h.free_cores);
+            ix.tree_largest.set(i, h.largest, h.free_cores);
+            ix.by_free.insert((h.free, id));
+            ix.by_largest.insert((h.largest, id));
+            *ix.extents.entry((h.capacity, id)).or_insert(0) += 1;
+            ix.sum_free += h.free;
+            ix.sum_largest += h.largest;
+        }
+        ix.hosts = hosts;
+        ix
+    }
+
+    /// Number of hosts.
+    pub fn len(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// True without hosts.
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+    }
+
+    /// One host's summary.
+    pub fn host(&self, h: HostId) -> &HostSummary {
+        &self.hosts[h as usize]
+    }
+
+    /// First host (lowest id >= `from`) with `free >= mem` and enough cores.
+    pub fn first_by_free(&self, from: usize, mem: u64, vcpus: u32) -> Option<HostId> {
+        self.tree_free
+            .first(from, mem, vcpus)
+            .filter(|&i| i < self.hosts.len())
+            .map(host_id)
+    }
+
+    /// First host (lowest id >= `from`) with a free extent of `mem` bytes and enough cores.
+    pub fn first_by_extent(&self, from: usize, mem: u64, vcpus: u32) -> Option<HostId> {
+        self.tree_largest
+            .first(from, mem, vcpus)
+            .filter(|&i| i < self.hosts.len())
+            .map(host_id)
+    }
+
+    /// Hosts ordered by free bytes (ascending), from the first with `free >= mem`.
+    pub fn by_free_from(&self, mem: u64) -> impl DoubleEndedIterator<Item = (u64, HostId)> + '_ {
+        self.by_free.range((mem, 0)..).copied()
+    }
+
+    /// Hosts ordered by largest free extent (ascending), from the first with `largest >= mem`.
+    pub fn by_largest_from(&self, mem: u64) -> impl DoubleEndedIterator<Item = (u64, HostId)> + '_ {
+        self.by_largest.range((mem, 0)..).copied()
+    }
+
+    /// Every free extent of the cluster as `(len, host)` ascending, from the first with `len >= mem`
+    /// (one entry per distinct length per host).
+    pub fn extents_from(&self, mem: u64) -> impl Iterator<Item = (u64, HostId)> + '_ {
+        self.extents.range((mem, 0)..).map(|(&k, _)| k)
+    }
+
+    /// Hosts with at least one VM.
+    pub fn hosts_in_use(&self) -> u32 {
+        self.in_use
+    }
+
+    /// Free bytes of the cluster.
+    pub fn free_bytes(&self) -> u64 {
+        self.sum_free
+    }
+
+    /// Cluster fragmentation: the share of free memory outside each host's largest free extent,
+    /// `1 - sum(largest) / sum(free)` (0 when nothing is free).
+    pub fn fragmentation(&self) -> f64 {
+        if self.sum_free == 0 {
+            0.0
+        } else {
+            1.0 - self.sum_largest as f64 / self.sum_free as f64
+        }
+    }
+
+    /// Adds one free extent of length `l` to host `h` (summary and global index).
+    fn add_len(&mut self, h: HostId, l: u64) {
+        if l > 0 {
+            *self.hosts[h as usize].lens.entry(l).or_insert(0) += 1;
+            *self.extents.entry((l, h)).or_insert(0) += 1;
+        }
+    }
+
+    /// Removes one free extent of length `l` from host `h`.
+    fn del_len(&mut self, h: HostId, l: u64) {
+        if l == 0 {
+            return;
+        }
+        let lens = &mut self.hosts[h as usize].lens;
+        if let Some(c) = lens.get_mut(&l) {
+            *c -= 1;
+            if *c == 0 {
+                lens.remove(&l);
+            }
+        }
+        if let Some(c) = self.extents.get_mut(&(l, h)) {
+            *c -= 1;
+            if *c == 0 {
+                self.extents.remove(&(l, h));
+            }
+        }
+    }
+
+    /// Re-derives host `h`'s largest extent and updates every per-host index, given the values
+    /// before the change.
+    fn refresh(&mut self, h: HostId, old: (u64, u64, u32, u32)) {
+        let (old_free, old_largest, old_cores, old_vms) = old;
+        let s = &mut self.hosts[h as usize];
+        s.largest = s.lens.keys().next_back().copied().unwrap_or(0);
+        let (free, largest, cores, vms) = (s.free, s.largest, s.free_cores, s.vms);
+        if free != old_free {
+            self.by_free.remove(&(old_free, h));
+            self.by_free.insert((free, h));
+            self.sum_free = self.sum_free - old_free + free;
+        }
+        if largest != old_largest {
+            self.by_largest.remove(&(old_largest, h));
+            self.by_largest.insert((largest, h));
+            self.sum_largest = self.sum_largest - old_largest + largest;
+        }
+        match (old_vms > 0, vms > 0) {
+            (false, true) => self.in_use += 1,
+            (true, false) => self.in_use -= 1,
+            _ => {}
+        }
+        if free != old_free || cores != old_cores {
+            self.tree_free.set(h as usize, free, cores);
+        }
+        if largest != old_largest || cores != old_cores {
+            self.tree_largest.set(h as usize, largest, cores);
+        }
+    }
+
+    fn snapshot(&self, h: HostId) -> (u64, u64, u32, u32) {
+        let s = &self.hosts[h as usize];
+        (s.free, s.largest, s.free_cores, s.vms)
+    }
+
+    /// Records a VM provisioned on `h` with these extents.
+    pub fn on_create(&mut self, h: HostId, extents: &[Extent], vcpus: u32) {
+        let old = self.snapshot(h);
+        for e in extents {
+            let st = e.start.raw();
+            let (a, b) = self.hosts[h as usize].gap(st);
+            self.del_len(h, b - a);
+            self.add_len(h, st - a);
+            self.add_len(h, b - st - e.len);
+            let s = &mut self.hosts[h as usize];
+            s.alloc.insert(st, e.len);
+            s.free -= e.len;
+        }
+        let s = &mut self.hosts[h as usize];
+        s.free_cores -= vcpus;
+        s.vms += 1;
+        self.refresh(h, old);
+    }
+
+    /// Records a VM with these extents leaving `h`.
+    pub fn on_destroy(&mut self, h: HostId, extents: &[Extent], vcpus: u32) {
+        let old = self.snapshot(h);
+        for e in extents {
+            let st = e.start.raw();
+            self.hosts[h as usize].alloc.remove(&st);
+            let (a, b) = self.hosts[h as usize].gap(st);
+            self.del_len(h, st - a);
+            self.del_len(h, b - st - e.len);
+            self.add_len(h, b - a);
+            self.hosts[h as usize].free += e.len;
+        }
+        let s = &mut self.hosts[h as usize];
+        s.free_cores += vcpus;
+        s.vms -= 1;
+        self.refresh(h, old);
+    }
+
+    /// Replaces host `h`'s allocated extents (after a compaction moved them).
+    pub fn on_moved(&mut self, h: HostId, all_extents: impl IntoIterator<Item = Extent>) {
+        let old = self.snapshot(h);
+        let lens: Vec<u64> = self.hosts[h as usize].free_lengths().collect();
+        for l in lens {
+            self.del_len(h, l);
+        }
+        let s = &mut self.hosts[h as usize];
+        s.alloc.clear();
+        for e in all_extents {
+            s.alloc.insert(e.start.raw(), e.len);
+        }
+        let mut cur = 0;
+        let mut gaps = Vec::with_capacity(s.alloc.len() + 1);
+        for (&st, &l) in &s.alloc {
+            gaps.push(st - cur);
+            cur = st + l;
+        }
+        gaps.push(s.capacity - cur);
+        for g in gaps {
+            self.add_len(h, g);
+        }
+        self.refresh(h, old);
+    }
+}
+
+/// Host index to id (fleets are limited to 100 million hosts when parsed).
+fn host_id(i: usize) -> HostId {
+    HostId::try_from(i).expect("fleets have fewer than 2^32 hosts")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use compromis_types::Hpa;
+
+    fn ext(s: u64, l: u64) -> Extent {
+        Extent {
+            start: Hpa::new(s),
+            len: l,
+        }
+    }
+
+    #[test]
+    fn lengths_follow_alloc_and_free() {
+        let mut ix = ClusterIndex::new([(100, 4), (50, 4)]);
+        ix.on_create(0, &[ext(10, 20)], 1);
+        assert_eq!(ix.host(0).free_lengths().collect::<Vec<_>>(), vec![70, 10]);
+        ix.on_create(0, &[ext(60, 10), ext(0, 10)], 1);
+        assert_eq!(ix.host(0).free_lengths().collect::<Vec<_>>(), vec![30, 30]);
+        assert_eq!(ix.first_by_extent(0, 40, 1), Some(1));
+        assert_eq!(ix.first_by_free(0, 60, 1), Some(0));
+        assert_eq!(
+            ix.extents_from(30).collect::<Vec<_>>(),
+            vec![(30, 0), (50, 1)]
+        );
+        ix.on_destroy(0, &[ext(10, 20)], 1);
+        assert_eq!(ix.host(0).free_lengths().collect::<Vec<_>>(), vec![50, 30]);
+        assert_eq!(ix.hosts_in_use(), 1);
+        ix.on_moved(0, [ext(0, 10), ext(10, 10)]);
+        assert_eq!(ix.host(0).free_lengths().collect::<Vec<_>>(), vec![80]);
+        assert!((ix.fragmentation() - 0.0).abs() < 1e-12);
+        ix.on_destroy(0, &[ext(0, 10), ext(10, 10)], 1);
+        assert_eq!(ix.host(0).free_lengths().collect::<Vec<_>>(), vec![100]);
+        assert_eq!(ix.hosts_in_use(), 0);
+    }
+
+    #[test]
+    fn tree_respects_cores() {
+        let mut ix = ClusterIndex::new([(100, 1), (100, 8), (100, 8)]);
+        assert_eq!(ix.first_by_free(0, 50, 4), Some(1));
+        assert_eq!(ix.first_by_free(2, 50, 4), Some(2));
+        ix.on_create(1, &[ext(0, 60)], 8);
+        assert_eq!(ix.first_by_free(0, 50, 4), Some(2));
+        assert_eq!(ix.first_by_free(0, 101, 0), None);
+    }
+}

@@ -1,0 +1,23 @@
+//! Contiguity-oblivious best-fit: the host whose free memory is the smallest that still fits
+//! (ties: lowest host id); the packing most production schedulers approximate.
+
+use super::PlacementPolicy;
+use crate::index::{ClusterIndex, HostId};
+
+/// Best-fit on free memory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BestFit;
+
+impl PlacementPolicy for BestFit {
+    fn name(&self) -> &'static str {
+        "best-fit"
+    }
+    fn contiguity_aware(&self) -> bool {
+        false
+    }
+    fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
+        ix.by_free_from(mem)
+            .map(|(_, h)| h)
+            .find(|&h| ix.host(h).free_cores >= vcpus)
+    }
+}

@@ -1,0 +1,204 @@
+//! Placement policies: one trait, one implementation per file, chosen by a typed [`PolicyKind`].
+//!
+//! A policy only picks a host; the host's memory manager picks the extent(s). Contiguity-oblivious
+//! policies (today's schedulers) look at free memory only; contiguity-aware ones return only a
+//! host that has one free extent as large as the whole VM. What happens when the chosen host (or
+//! no host) offers one extent is the engine's [`Fallback`].
+
+mod best_fit;
+mod contig_first_fit;
+mod first_fit;
+mod frag_aware;
+mod random_fit;
+mod segment_best_fit;
+mod worst_fit;
+
+pub use best_fit::BestFit;
+pub use contig_first_fit::ContigFirstFit;
+pub use first_fit::FirstFit;
+pub use frag_aware::FragAware;
+pub use random_fit::RandomFit;
+pub use segment_best_fit::SegmentBestFit;
+pub use worst_fit::WorstFit;
+
+use crate::index::{ClusterIndex, HostId};
+use std::fmt;
+use std::str::FromStr;
+use thiserror::Error;
+
+/// A placement policy.
+pub trait PlacementPolicy: Send {
+    /// The policy's command-line name.
+    fn name(&self) -> &'static str;
+    /// True when [`PlacementPolicy::choose`] returns only hosts with one sufficient free extent.
+    fn contiguity_aware(&self) -> bool;
+    /// Picks a host for a VM of `mem` bytes (already rounded to the granule) and `vcpus` cores,
+    /// or `None` when no host qualifies.
+    fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId>;
+}
+
+/// The policies, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PolicyKind {
+    /// Lowest-numbered host with enough free memory (contiguity-oblivious).
+    FirstFit,
+    /// Host with the least sufficient free memory (contiguity-oblivious).
+    BestFit,
+    /// Host with the most free memory (contiguity-oblivious).
+    WorstFit,
+    /// Seeded random start, then first host with enough free memory (contiguity-oblivious).
+    Random,
+    /// Lowest-numbered host with one free extent as large as the VM.
+    ContigFirstFit,
+    /// Host whose smallest sufficient free extent is smallest.
+    SegmentBestFit,
+    /// Fragmentation-aware score: exact-fit extent first, else the host whose largest extent is the
+    /// smallest sufficient one (keeps the biggest holes of the fleet for the biggest VMs).
+    FragAware,
+}
+
+impl PolicyKind {
+    /// Every policy.
+    pub const ALL: [PolicyKind; 7] = [
+        PolicyKind::FirstFit,
+        PolicyKind::BestFit,
+        PolicyKind::WorstFit,
+        PolicyKind::Random,
+        PolicyKind::ContigFirstFit,
+        PolicyKind::SegmentBestFit,
+        PolicyKind::FragAware,
+    ];
+
+    /// Command-line name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            PolicyKind::FirstFit => "first-fit",
+            PolicyKind::BestFit => "best-fit",
+            PolicyKind::WorstFit => "worst-fit",
+            PolicyKind::Random => "random",
+            PolicyKind::ContigFirstFit => "contig-first-fit",
+            PolicyKind::SegmentBestFit => "segment-best-fit",
+            PolicyKind::FragAware => "frag-aware",
+        }
+    }
+
+    /// Builds the policy; `seed` drives any random choice.
+    pub fn build(self, seed: u64) -> Box<dyn PlacementPolicy> {
+        match self {
+            PolicyKind::FirstFit => Box::new(FirstFit),
+            PolicyKind::BestFit => Box::new(BestFit),
+            PolicyKind::WorstFit => Box::new(WorstFit),
+            PolicyKind::Random => Box::new(RandomFit::new(seed)),
+            PolicyKind::ContigFirstFit => Box::new(ContigFirstFit),
+            PolicyKind::SegmentBestFit => Box::new(SegmentBestFit),
+            PolicyKind::FragAware => Box::new(FragAware),
+        }
+    }
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown policy or fallback name.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// Unknown policy.
+    #[error(
+        "unknown placement policy '{0}': valid values are first-fit, best-fit, worst-fit, random, contig-first-fit, segment-best-fit, frag-aware"
+    )]
+    Policy(String),
+    /// Unknown fallback.
+    #[error(
+        "unknown fallback '{0}': valid values are reject, compact, segments:K (K from 1 to 1024)"
+    )]
+    Fallback(String),
+}
+
+impl FromStr for PolicyKind {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let t = s.trim().to_ascii_lowercase().replace('_', "-");
+        PolicyKind::ALL
+            .into_iter()
+            .find(|p| p.name() == t)
+            .ok_or_else(|| ParseError::Policy(s.to_owned()))
+    }
+}
+
+/// What to do when a VM cannot get one extent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fallback {
+    /// Reject the VM.
+    Reject,
+    /// Compact one host with the memory manager's planner (cost: bytes moved), then place.
+    Compact,
+    /// Provision up to `k` segments.
+    Segments(usize),
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fallback::Reject => f.write_str("reject"),
+            Fallback::Compact => f.write_str("compact"),
+            Fallback::Segments(k) => write!(f, "segments:{k}"),
+        }
+    }
+}
+
+impl FromStr for Fallback {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Self, ParseError> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "reject" => Ok(Fallback::Reject),
+            "compact" => Ok(Fallback::Compact),
+            "segments" => Ok(Fallback::Segments(8)),
+            _ => t
+                .strip_prefix("segments:")
+                .and_then(|k| k.parse().ok())
+                .filter(|k| (1..=1024).contains(k))
+                .map(Fallback::Segments)
+                .ok_or_else(|| ParseError::Fallback(s.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for p in PolicyKind::ALL {
+            assert_eq!(p.name().parse::<PolicyKind>().unwrap(), p);
+            assert_eq!(p.build(0).name(), p.name());
+        }
+        assert!(
+            "nope"
+                .parse::<PolicyKind>()
+                .unwrap_err()
+                .to_string()
+                .contains("segment-best-fit")
+        );
+        assert_eq!(
+            "segments:4".parse::<Fallback>().unwrap(),
+            Fallback::Segments(4)
+        );
+        assert_eq!(
+            "segments".parse::<Fallback>().unwrap(),
+            Fallback::Segments(8)
+        );
+        assert!("segments:0".parse::<Fallback>().is_err());
+        assert_eq!(
+            Fallback::Segments(3)
+                .to_string()
+                .parse::<Fallback>()
+                .unwrap(),
+            Fallback::Segments(3)
+        );
+    }
+}

@@ -1,0 +1,23 @@
+//! Segment best-fit: the host whose smallest sufficient free extent is the smallest of the fleet
+//! (ties: lowest host id), i.e. best-fit over every free extent of the cluster.
+
+use super::PlacementPolicy;
+use crate::index::{ClusterIndex, HostId};
+
+/// Best-fit over extents.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SegmentBestFit;
+
+impl PlacementPolicy for SegmentBestFit {
+    fn name(&self) -> &'static str {
+        "segment-best-fit"
+    }
+    fn contiguity_aware(&self) -> bool {
+        true
+    }
+    fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
+        ix.extents_from(mem)
+            .map(|(_, h)| h)
+            .find(|&h| ix.host(h).free_cores >= vcpus)
+    }
+}

@@ -1,0 +1,24 @@
+//! Contiguity-oblivious worst-fit: the host with the most free memory (load spreading; ties:
+//! highest host id).
+
+use super::PlacementPolicy;
+use crate::index::{ClusterIndex, HostId};
+
+/// Worst-fit on free memory.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WorstFit;
+
+impl PlacementPolicy for WorstFit {
+    fn name(&self) -> &'static str {
+        "worst-fit"
+    }
+    fn contiguity_aware(&self) -> bool {
+        false
+    }
+    fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
+        ix.by_free_from(mem)
+            .rev()
+            .map(|(_, h)| h)
+            .find(|&h| ix.host(h).free_cores >= vcpus)
+    }
+}

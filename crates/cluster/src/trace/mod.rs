@@ -1,0 +1,270 @@
+//! Streaming VM trace readers. Every reader yields time-ordered [`Event`]s as an iterator of
+//! `Result<Event, TraceError>`; row errors name the file and line and the reader continues after
+//! them, so a caller may skip and count bad rows.
+//!
+//! Formats and their rules are documented in `docs/placement.md`.
+
+mod alibaba;
+mod azure;
+mod azure_rnn;
+mod bitbrains;
+mod google;
+mod merge;
+pub mod synthetic;
+
+pub use alibaba::AlibabaReader;
+pub use azure::{AzureReader, bucket_value};
+pub use azure_rnn::{AzureRnnReader, DurationRule};
+pub use bitbrains::BitbrainsReader;
+pub use google::GoogleReader;
+pub use merge::{DepartureMerger, VmRecord};
+pub use synthetic::{SyntheticConfig, SyntheticTrace};
+
+use crate::event::{Event, TraceError};
+use std::fmt;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// A boxed stream of events.
+pub type EventStream = Box<dyn Iterator<Item = Result<Event, TraceError>> + Send>;
+
+/// The trace formats `compromis place --format` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceFormat {
+    /// Azure Public Dataset `vmtable` CSV (V1 exact GB or V2 buckets), plain or gzip.
+    Azure,
+    /// Azure V1 re-encoded as flavor + duration streams (Bergsma et al.).
+    AzureRnn,
+    /// Google cluster-data 2011 `task_events` (a file or a folder of shards).
+    Google2011,
+    /// Alibaba cluster-trace-v2018 `container_meta`.
+    Alibaba2018,
+    /// Bitbrains GWA-T-12 folder of per-VM files.
+    Bitbrains,
+}
+
+impl TraceFormat {
+    /// Every format.
+    pub const ALL: [TraceFormat; 5] = [
+        TraceFormat::Azure,
+        TraceFormat::AzureRnn,
+        TraceFormat::Google2011,
+        TraceFormat::Alibaba2018,
+        TraceFormat::Bitbrains,
+    ];
+
+    /// The command-line name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            TraceFormat::Azure => "azure",
+            TraceFormat::AzureRnn => "azure-rnn",
+            TraceFormat::Google2011 => "google2011",
+            TraceFormat::Alibaba2018 => "alibaba2018",
+            TraceFormat::Bitbrains => "bitbrains",
+        }
+    }
+}
+
+impl fmt::Display for TraceFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TraceFormat {
+    type Err = TraceError;
+    fn from_str(s: &str) -> Result<Self, TraceError> {
+        let t = s.trim().to_ascii_lowercase();
+        TraceFormat::ALL
+            .into_iter()
+            .find(|f| f.name() == t)
+            .ok_or_else(|| TraceError::UnknownFormat(s.to_owned()))
+    }
+}
+
+/// Reader settings shared by the formats.
+#[derive(Clone, Debug)]
+pub struct TraceOptions {
+    /// Seed of every random choice a reader makes (duration draws inside a bin).
+    pub seed: u64,
+    /// Bytes that a normalized memory of 1.0 stands for (Google 2011, Alibaba 2018).
+    pub norm_mem_bytes: u64,
+    /// How a lifetime is taken inside an `azure-rnn` duration bin.
+    pub duration_rule: DurationRule,
+}
+
+impl Default for TraceOptions {
+    fn default() -> Self {
+        TraceOptions {
+            seed: 0,
+            norm_mem_bytes: 192 << 30,
+            duration_rule: DurationRule::Uniform,
+        }
+    }
+}
+
+/// Opens a trace of the given format as a stream of events.
+pub fn open_trace(
+    path: &Path,
+    format: TraceFormat,
+    opts: &TraceOptions,
+) -> Result<EventStream, TraceError> {
+    Ok(match format {
+        TraceFormat::Azure => Box::new(AzureReader::open(path)?),
+        TraceFormat::AzureRnn => {
+            Box::new(AzureRnnReader::open(path, opts.duration_rule, opts.seed)?)
+        }
+        TraceFormat::Google2011 => Box::new(GoogleReader::open(path, opts.norm_mem_bytes)?),
+        TraceFormat::Alibaba2018 => Box::new(AlibabaReader::open(path, opts.norm_mem_bytes)?),
+        TraceFormat::Bitbrains => Box::new(BitbrainsReader::open(path)?),
+    })
+}
+
+/// Opens a text file, transparently decompressing gzip (detected by its magic bytes `1f 8b`).
+pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>, TraceError> {
+    let open_err = |source| TraceError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = File::open(path).map_err(open_err)?;
+    let mut magic = [0u8; 2];
+    let n = read_fully(&mut f, &mut magic).map_err(open_err)?;
+    let f = File::open(path).map_err(open_err)?;
+    if n == 2 && magic == [0x1f, 0x8b] {
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(f),
+        )))
+    } else {
+        Ok(Box::new(BufReader::with_capacity(1 << 16, f)))
+    }
+}
+
+fn read_fully(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Reads a text file line by line, keeping the line number for errors.
+pub(crate) struct Lines {
+    pub(crate) path: PathBuf,
+    inner: Box<dyn BufRead + Send>,
+    pub(crate) line: u64,
+    buf: String,
+}
+
+impl Lines {
+    pub(crate) fn open(path: &Path) -> Result<Lines, TraceError> {
+        Ok(Lines {
+            path: path.to_path_buf(),
+            inner: open_text(path)?,
+            line: 0,
+            buf: String::new(),
+        })
+    }
+
+    /// The next line without its line terminator, or `None` at the end.
+    pub(crate) fn next_line(&mut self) -> Option<Result<&str, TraceError>> {
+        self.buf.clear();
+        match self.inner.read_line(&mut self.buf) {
+            Ok(0) => None,
+            Ok(_) => {
+                self.line += 1;
+                Some(Ok(self.buf.trim_end_matches(['\n', '\r'])))
+            }
+            Err(source) => Some(Err(TraceError::Io {
+                path: self.path.clone(),
+                line: self.line,
+                source,
+            })),
+        }
+    }
+}
+
+/// Lists the regular files of a folder in name order (deterministic).
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| TraceError::Open {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut v = Vec::new();
+    for e in rd {
+        let e = e.map_err(|source| TraceError::Open {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let p = e.path();
+        if p.is_file() {
+            v.push(p);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Parses a non-negative decimal number of seconds (or other unit) from a field.
+pub(crate) fn parse_u64(field: &str, column: &str) -> Result<u64, String> {
+    let f = field.trim();
+    if f.starts_with('-') {
+        return Err(format!("negative {column} '{f}'"));
+    }
+    f.parse::<u64>().or_else(|_| {
+        f.parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x >= 0.0 && *x < 1.8e19)
+            .map(f64_to_u64)
+            .ok_or_else(|| format!("bad {column} '{f}': not a non-negative number"))
+    })
+}
+
+/// Parses a non-negative finite float.
+pub(crate) fn parse_f64(field: &str, column: &str) -> Result<f64, String> {
+    let f = field.trim();
+    match f.parse::<f64>() {
+        Ok(x) if x.is_finite() && x >= 0.0 => Ok(x),
+        Ok(_) if f.starts_with('-') => Err(format!("negative {column} '{f}'")),
+        _ => Err(format!("bad {column} '{f}': not a non-negative number")),
+    }
+}
+
+/// Rounds a non-negative finite float to the nearest integer, saturating.
+pub(crate) fn f64_to_u64(x: f64) -> u64 {
+    if x.is_nan() || x <= 0.0 {
+        0
+    } else if x >= 1.8e19 {
+        u64::MAX
+    } else {
+        // Truncation after round() of a value checked to be within u64 range: exact.
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "range checked above"
+        )]
+        let v = x.round() as u64;
+        v
+    }
+}
+
+/// GB (as the traces write them; we read 1 GB as 1 GiB) to bytes, rounded to whole MiB.
+pub(crate) fn gb_to_bytes(gb: f64) -> u64 {
+    f64_to_u64(gb * 1024.0) << 20
+}
+
+/// Splits on a delimiter, giving a helpful error when a column is missing.
+pub(crate) fn field<'a>(fields: &[&'a str], idx: usize, name: &str) -> Result<&'a str, String> {
+    fields.get(idx).copied().ok_or_else(|| {
+        format!(
+            "missing column {name} (column {} of the row; the row has {})",
+            idx + 1,
+            fields.len()
+        )
+    })
+}

@@ -1,0 +1,626 @@
+//! VM memory provisioning: the guest-physical layout, the segment registers each vCPU gets, and the
+//! fallbacks when one host extent is impossible (k segments, an EPT mapping, or a refusal).
+//!
+//! Guest-physical layout (as Xen HVM): RAM below the MMIO hole is `[0, 0xF000_0000)`; the hole runs
+//! to 4 GiB; RAM beyond 3.75 GiB continues at `[4 GiB, 4 GiB + rest)`. Team decision: ONE host
+//! extent of the VM's RAM size backs both guest RAM ranges (the hole is not backed, no host memory
+//! is wasted); the hardware gets one register set (BASE, LIMIT, host base; OFFSET = host - BASE)
+//! per (guest RAM range x host extent) piece. gPAs outside every segment (MMIO, ROM) take the
+//! fallback path of the simulator (an EPT walk or an exit for device emulation).
+
+use crate::extent::{AllocError, Extent, aligned_usable};
+use crate::host::{Backing, HostMemory, VmId, VmRecord};
+use compromis_types::{Address, Gpa, Hpa, PageSize};
+use serde::Serialize;
+
+/// First byte of the MMIO hole: guest RAM below it is `[0, MMIO_HOLE_START)`.
+pub const MMIO_HOLE_START: Gpa = Gpa(0xF000_0000);
+/// Where guest RAM above the hole starts (4 GiB).
+pub const HIGH_RAM_START: Gpa = Gpa(1 << 32);
+
+/// A guest-physical range `[start, start + len)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct GpaRange {
+    /// First byte.
+    pub start: Gpa,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+impl GpaRange {
+    /// One past the last byte.
+    pub fn end(&self) -> Gpa {
+        Gpa(self.start.raw().saturating_add(self.len))
+    }
+    /// Whether `gpa` is inside.
+    pub fn contains(&self, gpa: Gpa) -> bool {
+        self.start <= gpa && gpa < self.end()
+    }
+}
+
+/// A VM's guest-physical RAM ranges, in address order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GuestLayout {
+    /// RAM ranges (one below the MMIO hole, one above 4 GiB when RAM exceeds 3.75 GiB).
+    pub ram: Vec<GpaRange>,
+}
+
+impl GuestLayout {
+    /// The layout of a VM with `ram` bytes.
+    pub fn for_ram(ram: u64) -> GuestLayout {
+        let low = ram.min(MMIO_HOLE_START.raw());
+        let mut v = Vec::new();
+        if low > 0 {
+            v.push(GpaRange {
+                start: Gpa(0),
+                len: low,
+            });
+        }
+        if ram > low {
+            v.push(GpaRange {
+                start: HIGH_RAM_START,
+                len: ram - low,
+            });
+        }
+        GuestLayout { ram: v }
+    }
+    /// Total RAM bytes.
+    pub fn ram_bytes(&self) -> u64 {
+        self.ram.iter().map(|r| r.len).sum()
+    }
+    /// Whether `gpa` is guest RAM (false in the MMIO hole and beyond RAM).
+    pub fn is_ram(&self, gpa: Gpa) -> bool {
+        self.ram.iter().any(|r| r.contains(gpa))
+    }
+}
+
+/// One register set: gPAs in `[base, limit)` become `host_base + (gpa - base)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Segment {
+    /// BASE.
+    pub base: Gpa,
+    /// LIMIT (exclusive).
+    pub limit: Gpa,
+    /// The host-physical address of `base`.
+    pub host_base: Hpa,
+}
+
+impl Segment {
+    /// OFFSET = host_base - BASE, modulo 2^64 (the hardware adds it with wrap-around).
+    pub fn offset(&self) -> u64 {
+        self.host_base.raw().wrapping_sub(self.base.raw())
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.limit.raw().saturating_sub(self.base.raw())
+    }
+    /// Whether the segment is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The host extent the segment maps to.
+    pub fn host_extent(&self) -> Extent {
+        Extent {
+            start: self.host_base,
+            len: self.len(),
+        }
+    }
+    /// `gpa + OFFSET` when `BASE <= gpa < LIMIT`.
+    #[inline]
+    pub fn translate(&self, gpa: Gpa) -> Option<Hpa> {
+        (self.base <= gpa && gpa < self.limit).then(|| Hpa(gpa.raw().wrapping_add(self.offset())))
+    }
+}
+
+/// One EPT leaf: the `size` page at `gpa` maps to `hpa`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PageMapping {
+    /// Guest-physical page (aligned to `size`).
+    pub gpa: Gpa,
+    /// Host-physical frame (aligned to `size`).
+    pub hpa: Hpa,
+    /// Page size.
+    pub size: PageSize,
+}
+
+/// What `provision` does when one host extent is impossible. The caller chooses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Fallback {
+    /// Fail with the state unchanged.
+    Refuse,
+    /// A segment table of at most `k` register sets (counting the split at the MMIO hole).
+    Segments(usize),
+    /// EPT pages built from whatever free memory remains.
+    Ept,
+}
+
+/// How a VM's memory ended up being mapped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Outcome {
+    /// One host extent; `segments` register sets (1, or 2 when RAM spans the MMIO hole).
+    OneExtent {
+        /// Register sets.
+        segments: usize,
+    },
+    /// Several host extents, `segments` register sets.
+    MultiSegment {
+        /// Host extents.
+        extents: usize,
+        /// Register sets.
+        segments: usize,
+    },
+    /// EPT fallback, with the number of pages of each size.
+    Ept {
+        /// 4 KiB pages.
+        pages_4k: u64,
+        /// 2 MiB pages.
+        pages_2m: u64,
+        /// 1 GiB pages.
+        pages_1g: u64,
+    },
+}
+
+/// Result of provisioning: every guest RAM byte is covered by exactly one segment or one page
+/// mapping.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VmMemory {
+    /// The guest-physical layout.
+    pub layout: GuestLayout,
+    /// Register sets (empty for an EPT-backed VM).
+    pub segments: Vec<Segment>,
+    /// EPT mappings, in gPA order (empty for a segment-backed VM).
+    pub pages: Vec<PageMapping>,
+    /// The host extents backing the VM, in guest order.
+    pub host_extents: Vec<Extent>,
+}
+
+impl VmMemory {
+    /// Translates a gPA (segments first, then a binary search of the pages); `None` outside RAM.
+    pub fn translate(&self, gpa: Gpa) -> Option<Hpa> {
+        if let Some(h) = self.segments.iter().find_map(|s| s.translate(gpa)) {
+            return Some(h);
+        }
+        let i = self
+            .pages
+            .partition_point(|p| p.gpa <= gpa)
+            .checked_sub(1)?;
+        let p = self.pages[i];
+        let off = gpa.raw() - p.gpa.raw();
+        (off < p.size.bytes()).then(|| Hpa(p.hpa.raw() + off))
+    }
+    /// EPT leaves for this VM with pages of at most `host_page`: its own pages when EPT-backed,
+    /// else its segments split into pages (what an EPT scheme would map for the same placement).
+    pub fn ept_pages(&self, host_page: PageSize) -> Vec<PageMapping> {
+        if self.pages.is_empty() {
+            pages_for(&self.segments, host_page)
+        } else {
+            self.pages.clone()
+        }
+    }
+
+    /// What the VM got.
+    pub fn outcome(&self) -> Outcome {
+        if self.pages.is_empty() {
+            if self.host_extents.len() <= 1 {
+                Outcome::OneExtent {
+                    segments: self.segments.len(),
+                }
+            } else {
+                Outcome::MultiSegment {
+                    extents: self.host_extents.len(),
+                    segments: self.segments.len(),
+                }
+            }
+        } else {
+            let count = |s: PageSize| self.pages.iter().filter(|p| p.size == s).count() as u64;
+            Outcome::Ept {
+                pages_4k: count(PageSize::Size4K),
+                pages_2m: count(PageSize::Size2M),
+                pages_1g: count(PageSize::Size1G),
+            }
+        }
+    }
+}
+
+/// Cuts the guest RAM ranges over the host extents (both in order): one segment per piece.
+pub fn segments_for(layout: &GuestLayout, extents: &[Extent]) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut ext = extents.iter().copied();
+    let mut cur: Option<Extent> = ext.next();
+    for r in &layout.ram {
+        let mut g = r.start.raw();
+        let end = r.end().raw();
+        while g < end {
+            let Some(e) = cur.as_mut() else { return out };
+            let take = e.len.min(end - g);
+            out.push(Segment {
+                base: Gpa(g),
+                limit: Gpa(g + take),
+                host_base: e.start,
+            });
+            g += take;
+            e.start = Hpa(e.start.raw() + take);
+            e.len -= take;
+            if e.len == 0 {
+                cur = ext.next();
+            }
+        }
+    }
+    out
+}
+
+/// Splits segments into EPT pages: at each step the largest page (at most `host_page`) that the
+/// alignment of both gPA and hPA and the remaining length allow.
+pub fn pages_for(segments: &[Segment], host_page: PageSize) -> Vec<PageMapping> {
+    let mut out = Vec::new();
+    for s in segments {
+        let (mut g, mut h, mut left) = (s.base.raw(), s.host_base.raw(), s.len());
+        while left > 0 {
+            let size = PageSize::ALL
+                .into_iter()
+                .rev()
+                .filter(|&p| p <= host_page)
+                .find(|&p| g & p.mask() == 0 && h & p.mask() == 0 && left >= p.bytes())
+                .unwrap_or(PageSize::Size4K);
+            out.push(PageMapping {
+                gpa: Gpa(g),
+                hpa: Hpa(h),
+                size,
+            });
+            let b = size.bytes().min(left);
+            g += b;
+            h += b;
+            left -= b;
+        }
+    }
+    out
+}
+
+impl HostMemory {
+    /// Provisions a VM of `ram` bytes (a multiple of `host_page`): one host extent aligned to
+    /// `host_page` if possible; else the `fallback`. On error the state is unchanged.
+    pub fn provision(
+        &mut self,
+        vm: VmId,
+        ram: u64,
+        host_page: PageSize,
+        fallback: Fallback,
+    ) -> Result<VmMemory, AllocError> {
+        match self.create(vm, ram, host_page, 1) {
+            Ok(_) => {}
+            Err(AllocError::NoExtent { len, largest }) => match fallback {
+                Fallback::Refuse => return Err(AllocError::NoExtent { len, largest }),
+                Fallback::Segments(k) => self.provision_segments(vm, ram, host_page, k)?,
+                Fallback::Ept => self.ept_backing(vm, ram, host_page)?,
+            },
+            Err(e) => return Err(e),
+        }
+        self.memory(vm).ok_or(AllocError::UnknownVm(vm))
+    }
+
+    fn provision_segments(
+        &mut self,
+        vm: VmId,
+        ram: u64,
+        host_page: PageSize,
+        k: usize,
+    ) -> Result<(), AllocError> {
+        if k == 0 {
+            return Err(AllocError::ZeroExtents);
+        }
+        let layout = GuestLayout::for_ram(ram);
+        let mut last_err = AllocError::TooFragmented {
+            len: ram,
+            max_extents: k,
+            coverable: 0,
+        };
+        // k extents may need k + 1 register sets when no extent boundary falls on the hole.
+        for extents in (k.saturating_sub(1).max(1)..=k).rev() {
+            match self.plan_pieces(ram, host_page, extents) {
+                Ok(pieces) if segments_for(&layout, &pieces).len() <= k => {
+                    self.claim_all(&pieces)?;
+                    self.insert_vm(
+                        vm,
+                        VmRecord {
+                            extents: pieces,
+                            align: host_page,
+                            backing: Backing::Segments,
+                            max_extents: k,
+                        },
+                    );
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(coverable) => {
+                    last_err = AllocError::TooFragmented {
+                        len: ram,
+                        max_extents: k,
+                        coverable,
+                    }
+                }
+            }
+        }
+        Err(last_err)
+    }
+
+    /// Builds an EPT-backed VM directly (without trying one extent first), as a paging-only
+    /// hypervisor would: host_page-aligned chunks of the largest free extents first, then whatever
+    /// is left at 4 KiB granularity. On error the state is unchanged.
+    pub fn provision_ept(
+        &mut self,
+        vm: VmId,
+        ram: u64,
+        host_page: PageSize,
+    ) -> Result<VmMemory, AllocError> {
+        if self.vms.contains_key(&vm) {
+            return Err(AllocError::VmExists(vm));
+        }
+        if ram == 0 {
+            return Err(AllocError::ZeroSize);
+        }
+        if !ram.is_multiple_of(host_page.bytes()) {
+            return Err(AllocError::Unaligned {
+                what: "length",
+                value: ram,
+                align: host_page.bytes(),
+            });
+        }
+        self.ept_backing(vm, ram, host_page)?;
+        self.memory(vm).ok_or(AllocError::UnknownVm(vm))
+    }
+
+    fn ept_backing(&mut self, vm: VmId, ram: u64, host_page: PageSize) -> Result<(), AllocError> {
+        if ram > self.free_bytes() {
+            return Err(AllocError::OutOfMemory {
+                len: ram,
+                free: self.free_bytes(),
+            });
+        }
+        let mut sim = self.alloc.clone();
+        let mut pieces = Vec::new();
+        // Pass 1: host_page-aligned chunks (lengths multiples of host_page) keep large pages possible.
+        let mut left = ram;
+        let big: Vec<Extent> = sim.free_extents_by_len().collect();
+        for f in big {
+            let want = left & !host_page.mask();
+            if want == 0 {
+                break;
+            }
+            let take = aligned_usable(f.start.raw(), f.len, host_page).min(want);
+            if take == 0 {
+                continue;
+            }
+            let start = f.start.align_up(host_page).unwrap_or(f.start);
+            let p = Extent { start, len: take };
+            sim.alloc_at(p)?;
+            pieces.push(p);
+            left -= take;
+        }
+        // Pass 2: whatever is left, 4 KiB granular.
+        while left > 0 {
+            let Some(f) = sim.free_extents_by_len().next() else {
+                break;
+            };
+            let p = Extent {
+                start: f.start,
+                len: f.len.min(left),
+            };
+            sim.alloc_at(p)?;
+            pieces.push(p);
+            left -= p.len;
+        }
+        if left > 0 {
+            return Err(AllocError::OutOfMemory {
+                len: ram,
+                free: self.free_bytes(),
+            });
+        }
+        self.alloc = sim;
+        self.insert_vm(
+            vm,
+            VmRecord {
+                extents: pieces,
+                align: PageSize::Size4K,
+                backing: Backing::Ept { host_page },
+                max_extents: usize::MAX,
+            },
+        );
+        Ok(())
+    }
+
+    /// The VM's guest layout and its segments (segment-backed) or page mappings (EPT-backed).
+    pub fn memory(&self, vm: VmId) -> Option<VmMemory> {
+        let rec = self.vm(vm)?;
+        let layout = GuestLayout::for_ram(rec.bytes());
+        let segments = segments_for(&layout, &rec.extents);
+        let (segments, pages) = match rec.backing {
+            Backing::Segments => (segments, Vec::new()),
+            Backing::Ept { host_page } => (Vec::new(), pages_for(&segments, host_page)),
+        };
+        Some(VmMemory {
+            layout,
+            segments,
+            pages,
+            host_extents: rec.extents.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extent::Policy;
+    const G: u64 = 1 << 30;
+
+    #[test]
+    fn layout_around_the_mmio_hole() {
+        assert_eq!(
+            GuestLayout::for_ram(3 * G).ram,
+            vec![GpaRange {
+                start: Gpa(0),
+                len: 3 * G
+            }]
+        );
+        assert_eq!(
+            GuestLayout::for_ram(0xF000_0000).ram,
+            vec![GpaRange {
+                start: Gpa(0),
+                len: 0xF000_0000
+            }]
+        );
+        let l = GuestLayout::for_ram(8 * G);
+        // 3.75 GiB below the hole, 8 - 3.75 = 4.25 GiB from 4 GiB to 8.25 GiB.
+        assert_eq!(
+            l.ram,
+            vec![
+                GpaRange {
+                    start: Gpa(0),
+                    len: 0xF000_0000
+                },
+                GpaRange {
+                    start: Gpa(4 * G),
+                    len: 0x1_1000_0000
+                }
+            ]
+        );
+        assert_eq!(l.ram_bytes(), 8 * G);
+        assert!(!l.is_ram(Gpa(0xF000_0000)));
+        assert!(l.is_ram(Gpa(0x2_0FFF_FFFF)));
+        assert!(!l.is_ram(Gpa(0x2_1000_0000)));
+        assert!(GuestLayout::for_ram(0).ram.is_empty());
+    }
+
+    #[test]
+    fn one_extent_vms_get_one_or_two_register_sets() {
+        let mut h = HostMemory::new(64 * G, Policy::FirstFit);
+        let m = h
+            .provision(VmId(1), 3 * G, PageSize::Size2M, Fallback::Refuse)
+            .unwrap();
+        assert_eq!(m.host_extents, vec![Extent::new(0, 3 * G)]);
+        assert_eq!(
+            m.segments,
+            vec![Segment {
+                base: Gpa(0),
+                limit: Gpa(3 * G),
+                host_base: Hpa(0)
+            }]
+        );
+        assert_eq!(m.outcome(), Outcome::OneExtent { segments: 1 });
+        let m = h
+            .provision(VmId(2), 8 * G, PageSize::Size2M, Fallback::Refuse)
+            .unwrap();
+        assert_eq!(m.host_extents, vec![Extent::new(3 * G, 8 * G)]);
+        let low = Segment {
+            base: Gpa(0),
+            limit: Gpa(0xF000_0000),
+            host_base: Hpa(3 * G),
+        };
+        let high = Segment {
+            base: Gpa(4 * G),
+            limit: Gpa(4 * G + 0x1_1000_0000),
+            host_base: Hpa(3 * G + 0xF000_0000),
+        };
+        assert_eq!(m.segments, vec![low, high]);
+        // OFFSET of the high segment: host 0x1_9F00_0000 - base 0x1_0000_0000 = 0xAF00_0000... computed by hand:
+        // 3G + 0xF000_0000 = 0xC000_0000 + 0xF000_0000 = 0x1_B000_0000; minus 4G = 0xB000_0000.
+        assert_eq!(high.offset(), 0xB000_0000);
+        assert_eq!(m.translate(Gpa(4 * G)), Some(Hpa(0x1_B000_0000)));
+        assert_eq!(m.translate(Gpa(0xF000_0000)), None);
+        assert_eq!(m.outcome(), Outcome::OneExtent { segments: 2 });
+    }
+
+    #[test]
+    fn ept_on_a_fresh_host_and_ept_pages_of_a_segment_vm() {
+        let mut h = HostMemory::new(16 * G, Policy::FirstFit);
+        let m = h.provision_ept(VmId(1), 4 * G, PageSize::Size1G).unwrap();
+        // Takes [0,4G): guest [0,3.75G) -> 3 x 1G + 384 x 2M; guest [4G,4.25G) -> hPA 3.75G, 128 x 2M.
+        assert_eq!(m.host_extents, vec![Extent::new(0, 4 * G)]);
+        assert_eq!(
+            m.outcome(),
+            Outcome::Ept {
+                pages_4k: 0,
+                pages_2m: 512,
+                pages_1g: 3
+            }
+        );
+        let s = h
+            .provision(VmId(2), 2 * G, PageSize::Size2M, Fallback::Refuse)
+            .unwrap();
+        assert_eq!(s.ept_pages(PageSize::Size2M).len(), 1024);
+        assert_eq!(m.ept_pages(PageSize::Size4K), m.pages);
+        let before = h.clone();
+        assert_eq!(
+            h.provision_ept(VmId(1), G, PageSize::Size4K),
+            Err(AllocError::VmExists(VmId(1)))
+        );
+        assert!(matches!(
+            h.provision_ept(VmId(3), G + 4096, PageSize::Size2M),
+            Err(AllocError::Unaligned { .. })
+        ));
+        assert!(matches!(
+            h.provision_ept(VmId(3), 32 * G, PageSize::Size2M),
+            Err(AllocError::OutOfMemory { .. })
+        ));
+        assert_eq!(h, before);
+    }
+
+    fn fragmented() -> HostMemory {
+        // 16 GiB in 1 GiB VMs; destroy every other one: 8 free 1 GiB holes.
+        let mut h = HostMemory::new(16 * G, Policy::FirstFit);
+        for i in 0..16 {
+            h.create(VmId(i), G, PageSize::Size2M, 1).unwrap();
+        }
+        for i in (0..16).step_by(2) {
+            h.destroy(VmId(i)).unwrap();
+        }
+        h
+    }
+
+    #[test]
+    fn fallbacks() {
+        let mut h = fragmented();
+        let before = h.clone();
+        assert!(matches!(
+            h.provision(VmId(100), 4 * G, PageSize::Size2M, Fallback::Refuse),
+            Err(AllocError::NoExtent { .. })
+        ));
+        assert_eq!(h, before);
+        // 3 GiB in at most 2 register sets: impossible with 1 GiB holes.
+        assert!(
+            h.provision(VmId(100), 3 * G, PageSize::Size2M, Fallback::Segments(2))
+                .is_err()
+        );
+        assert_eq!(h, before);
+        // 3 GiB (below the hole) in 3 extents = 3 register sets.
+        let m = h
+            .provision(VmId(100), 3 * G, PageSize::Size2M, Fallback::Segments(3))
+            .unwrap();
+        assert_eq!(
+            m.outcome(),
+            Outcome::MultiSegment {
+                extents: 3,
+                segments: 3
+            }
+        );
+        // VM 100 took the holes at 14G, 12G, 10G (equal lengths: highest address first). EPT 4 GiB
+        // takes 8G, 6G, 4G, 2G: guest [0,3G) -> three 1 GiB pages; [3G,3.75G) -> hPA 2G, too short
+        // for 1 GiB: 384 x 2 MiB; [4G,4.25G) -> hPA 2.75G: 128 x 2 MiB.
+        let m = h
+            .provision(VmId(101), 4 * G, PageSize::Size1G, Fallback::Ept)
+            .unwrap();
+        assert_eq!(
+            m.outcome(),
+            Outcome::Ept {
+                pages_4k: 0,
+                pages_2m: 384 + 128,
+                pages_1g: 3
+            }
+        );
+        h.check().unwrap();
+        // Every guest RAM byte translates, pages are aligned.
+        for p in &m.pages {
+            assert!(p.gpa.is_aligned(p.size) && p.hpa.is_aligned(p.size));
+        }
+        assert_eq!(m.pages.iter().map(|p| p.size.bytes()).sum::<u64>(), 4 * G);
+    }
+}

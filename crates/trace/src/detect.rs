@@ -1,0 +1,190 @@
+//! Compression and format detection by magic bytes, and opening a trace file.
+
+use crate::champsim::{ChampSimReader, ChampSimRecords};
+use crate::error::{Location, TraceError};
+use crate::lackey::LackeyReader;
+use crate::native::{NATIVE_MAGIC, NativeReader};
+use crate::{Format, ReadOptions, RecordSource};
+use std::io::{BufReader, Cursor, Read};
+use std::path::Path;
+
+/// Read buffer for trace files.
+const BUF_BYTES: usize = 256 * 1024;
+/// Bytes of decompressed content looked at to tell lackey text from ChampSim binary.
+const SNIFF_BYTES: usize = 512;
+
+/// A compression wrapper around a trace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Not compressed.
+    None,
+    /// gzip (`1f 8b`).
+    Gzip,
+    /// xz (`fd 37 7a 58 5a 00`).
+    Xz,
+    /// zstd (`28 b5 2f fd`).
+    Zstd,
+}
+
+impl Compression {
+    /// Detects the compression from the first bytes of a file.
+    pub fn detect(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            Compression::Xz
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// The compression a file name asks for (`.gz`, `.xz`, `.zst`), for writing.
+    pub fn from_name(path: &Path) -> Compression {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("gz") => Compression::Gzip,
+            Some("xz") => Compression::Xz,
+            Some("zst" | "zstd") => Compression::Zstd,
+            _ => Compression::None,
+        }
+    }
+}
+
+type DynRead = Box<dyn Read + Send>;
+
+/// Reads up to `n` bytes and returns them with a reader that yields them again.
+fn peek(mut r: DynRead, n: usize, path: &str) -> Result<(Vec<u8>, DynRead), TraceError> {
+    let mut head = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match r.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(TraceError::Io {
+                    path: path.to_owned(),
+                    at: Location::Byte(got as u64),
+                    source,
+                });
+            }
+        }
+    }
+    head.truncate(got);
+    let again: DynRead = Box::new(Cursor::new(head.clone()).chain(r));
+    Ok((head, again))
+}
+
+fn decompress(r: DynRead, c: Compression, path: &str) -> Result<DynRead, TraceError> {
+    Ok(match c {
+        Compression::None => r,
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(r))),
+        Compression::Xz => Box::new(xz2::read::XzDecoder::new_multi_decoder(BufReader::new(r))),
+        Compression::Zstd => Box::new(zstd::Decoder::new(r).map_err(|source| TraceError::Io {
+            path: path.to_owned(),
+            at: Location::Byte(0),
+            source,
+        })?),
+    })
+}
+
+/// Whether decompressed content looks like lackey text rather than binary records.
+fn looks_like_text(head: &[u8]) -> bool {
+    head.iter()
+        .all(|&b| b == b'\n' || b == b'\r' || b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+fn name_says_native(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains(".ctrace"))
+}
+
+/// Opens a trace of any supported format as a stream of [`crate::Record`]s.
+///
+/// The native format is recognised by its magic number (or a `.ctrace` name, which then must carry
+/// the magic); otherwise gzip, xz and zstd compression are detected by magic and the content is
+/// lackey text if its first 512 bytes are printable ASCII, else ChampSim records.
+/// `opts.format` overrides content detection.
+pub fn open_records(path: &Path, opts: &ReadOptions) -> Result<Box<dyn RecordSource>, TraceError> {
+    let name = path.display().to_string();
+    let file = std::fs::File::open(path).map_err(|source| TraceError::Io {
+        path: name.clone(),
+        at: Location::Byte(0),
+        source,
+    })?;
+    open_reader(Box::new(file), &name, opts, name_says_native(path))
+}
+
+/// Opens a trace of any supported format from any byte stream, detecting its compression and
+/// format like [`open_records`]; `name` names it in errors.
+pub fn open_stream(
+    input: Box<dyn Read + Send>,
+    name: &str,
+    opts: &ReadOptions,
+) -> Result<Box<dyn RecordSource>, TraceError> {
+    open_reader(input, name, opts, false)
+}
+
+fn open_reader(
+    input: DynRead,
+    name: &str,
+    opts: &ReadOptions,
+    native_hint: bool,
+) -> Result<Box<dyn RecordSource>, TraceError> {
+    let (head, input) = peek(input, 16, name)?;
+    let native = match opts.format {
+        Some(f) => f == Format::Native,
+        None => head.starts_with(NATIVE_MAGIC) || native_hint,
+    };
+    if native {
+        let input = if head.starts_with(NATIVE_MAGIC) {
+            input
+        } else {
+            decompress(input, Compression::detect(&head), name)?
+        };
+        return Ok(Box::new(NativeReader::new(input, name)?));
+    }
+    let input = decompress(input, Compression::detect(&head), name)?;
+    let (head, input) = peek(input, SNIFF_BYTES, name)?;
+    let format = opts.format.unwrap_or(if looks_like_text(&head) {
+        Format::Lackey
+    } else {
+        Format::ChampSim
+    });
+    let input = BufReader::with_capacity(BUF_BYTES, input);
+    Ok(match format {
+        Format::Lackey => Box::new(LackeyReader::new(input, name, opts.skip_bad_records)),
+        Format::ChampSim => Box::new(ChampSimRecords::new(ChampSimReader::new(
+            input,
+            name,
+            opts.skip_bad_records,
+        ))),
+        Format::Native => Box::new(NativeReader::new(input, name)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_magic() {
+        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
+        assert_eq!(Compression::detect(b"\xfd7zXZ\0"), Compression::Xz);
+        assert_eq!(
+            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
+        assert_eq!(Compression::detect(b"I  10,1"), Compression::None);
+        assert_eq!(Compression::detect(&[]), Compression::None);
+    }
+
+    #[test]
+    fn text_sniffing() {
+        assert!(looks_like_text(b"==1== x\nI  10,1\n"));
+        assert!(looks_like_text(b""));
+        assert!(!looks_like_text(&[0x00, 0x10, 0x40]));
+    }
+}

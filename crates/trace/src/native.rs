@@ -1,0 +1,884 @@
+//! The native compact trace format (`.ctrace`): lackey-style records with instruction boundaries
+//! and access sizes, delta and varint encoded, zstd-compressed. Specified in `docs/traces.md`.
+//!
+//! ```text
+//! header (16 bytes, not compressed)
+//!   0  magic   "CMPTRACE"
+//!   8  version u16 LE (1)
+//!   10 flags   u16 LE (0, reserved)
+//!   12 reserved u32 LE (0)
+//! body: one zstd stream holding blocks
+//!   block      = varint n (1..=65536 records), varint len (payload bytes), payload
+//!   end marker = varint 0, varint total record count
+//! record (in a payload; the predictions restart at 0 in every block)
+//!   tag byte: bits 0-1 kind (0 instr, 1 load, 2 store, 3 modify)
+//!     instr: bits 2-6 size code (0..=27 the size; 28 = 32, 29 = 48, 30 = 64 bytes;
+//!                                31 = a varint size follows)
+//!     data:  bits 2-4 size code (0..=6: 1, 2, 4, 8, 16, 32, 64 bytes; 7 = a varint size follows)
+//!            bits 5-6 base: which of the 4 data bases predicts the address
+//!     bit 7 set: the address equals its prediction (no delta follows)
+//!   [varint size]
+//!   [varint zigzag(addr - prediction)]: an instruction is predicted at the end of the previous
+//!   instruction (ip + size), a data access at its base, which then becomes the address.
+//! ```
+
+use crate::error::{Location, TraceError};
+use crate::rec::{Record, RecordKind};
+use crate::{RecordSink, RecordSource};
+use compromis_types::Gva;
+use std::io::{Read, Write};
+
+/// The magic number opening every native trace.
+pub const NATIVE_MAGIC: &[u8; 8] = b"CMPTRACE";
+/// The version this build writes and reads.
+pub const NATIVE_VERSION: u16 = 1;
+/// Header length in bytes.
+pub const NATIVE_HEADER_BYTES: usize = 16;
+/// Most records in one block.
+pub const BLOCK_RECORDS: u32 = 1 << 16;
+/// Most bytes one record takes (tag, 5-byte size, 10-byte delta).
+const MAX_RECORD_BYTES: u64 = 16;
+/// Instruction size code meaning "a varint size follows".
+const SIZE_ESCAPE: u8 = 31;
+/// Sizes of the instruction codes above the direct range (28, 29, 30).
+const SIZE_HIGH: [u32; 3] = [32, 48, 64];
+/// Data size code meaning "a varint size follows".
+const DATA_ESCAPE: u8 = 7;
+/// Sizes of the data size codes 0..=6.
+const DATA_SIZES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
+/// Tag bit: the address equals its prediction.
+const EXACT: u8 = 0x80;
+/// Data bases (recent data addresses, one per access stream: stack, heap, globals...).
+const BASES: usize = 4;
+/// A data access farther than this (zigzag delta) from every base starts a new stream in the
+/// least recently used base.
+const NEW_STREAM: u64 = 1 << 20;
+
+/// The instruction size code of a size, `SIZE_ESCAPE` if it needs a varint.
+#[inline]
+fn size_code(size: u32) -> u8 {
+    match size {
+        // Below 28: fits the code.
+        0..=27 => u8::try_from(size).unwrap_or(SIZE_ESCAPE),
+        32 => 28,
+        48 => 29,
+        64 => 30,
+        _ => SIZE_ESCAPE,
+    }
+}
+
+/// The data size code of a size, `DATA_ESCAPE` if it needs a varint.
+#[inline]
+fn data_size_code(size: u32) -> u8 {
+    match size {
+        1 => 0,
+        2 => 1,
+        4 => 2,
+        8 => 3,
+        16 => 4,
+        32 => 5,
+        64 => 6,
+        _ => DATA_ESCAPE,
+    }
+}
+
+#[inline]
+fn zigzag(v: i64) -> u64 {
+    // Bit reinterpretation is the point of zigzag coding.
+    #[allow(clippy::cast_sign_loss)]
+    let r = ((v << 1) ^ (v >> 63)) as u64;
+    r
+}
+
+#[inline]
+fn unzigzag(v: u64) -> u64 {
+    (v >> 1) ^ (v & 1).wrapping_neg()
+}
+
+#[inline]
+// Each pushed value is masked or bounded below 0x80 first, so the casts cannot truncate.
+#[allow(clippy::cast_possible_truncation)]
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v & 0x7F) as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Decodes a varint at `pos`; returns the value and the next position.
+#[inline(always)]
+fn get_varint(buf: &[u8], pos: usize) -> Option<(u64, usize)> {
+    let b = *buf.get(pos)?;
+    if b < 0x80 {
+        return Some((u64::from(b), pos + 1));
+    }
+    let mut v = u64::from(b & 0x7F);
+    let mut shift = 7;
+    let mut p = pos + 1;
+    loop {
+        let b = *buf.get(p)?;
+        p += 1;
+        if shift == 63 && b > 1 {
+            return None;
+        }
+        v |= u64::from(b & 0x7F) << shift;
+        if b < 0x80 {
+            return Some((v, p));
+        }
+        shift += 7;
+        if shift > 63 {
+            return None;
+        }
+    }
+}
+
+const KINDS: [RecordKind; 4] = [
+    RecordKind::Instr,
+    RecordKind::Load,
+    RecordKind::Store,
+    RecordKind::Modify,
+];
+
+fn kind_code(k: RecordKind) -> u8 {
+    match k {
+        RecordKind::Instr => 0,
+        RecordKind::Load => 1,
+        RecordKind::Store => 2,
+        RecordKind::Modify => 3,
+    }
+}
+
+/// Zero bytes kept after a block payload so the decoder can always load 8 bytes at once.
+const PAD: usize = 16;
+
+/// What a tag says, looked up rather than branched on (the kind is unpredictable).
+#[derive(Clone, Copy)]
+struct TagInfo {
+    /// The size, when not escaped.
+    size: u32,
+    /// A varint size follows.
+    escape: bool,
+    /// Prediction slot: 0 for instructions, 1 + base for data.
+    slot: u8,
+}
+
+/// [`TagInfo`] of every tag byte.
+// Every cast below is of a value at most 64 (sizes) or 4 (bases), so none can truncate.
+#[allow(clippy::cast_possible_truncation)]
+const TAGS: [TagInfo; 256] = {
+    let mut t = [TagInfo {
+        size: 0,
+        escape: false,
+        slot: 0,
+    }; 256];
+    let mut tag = 0;
+    while tag < 256 {
+        let info = if tag & 3 == 0 {
+            let code = (tag >> 2) & 31;
+            let size = if code < 28 {
+                code
+            } else if code < 31 {
+                SIZE_HIGH[code - 28] as usize
+            } else {
+                0
+            };
+            TagInfo {
+                size: size as u32,
+                escape: code == 31,
+                slot: 0,
+            }
+        } else {
+            let code = (tag >> 2) & 7;
+            let size = if code < 7 { DATA_SIZES[code] } else { 0 };
+            TagInfo {
+                size,
+                escape: code == 7,
+                slot: 1 + ((tag >> 5) & 3) as u8,
+            }
+        };
+        t[tag] = info;
+        tag += 1;
+    }
+    t
+};
+
+/// Decodes the record at `*pos` of a block payload whose first `len` bytes are the payload and
+/// whose next [`PAD`] bytes are zero, and advances `*pos`. `pred` holds the predictions
+/// (instruction, then the data bases). The kind selects its prediction through a table, so the
+/// only branches are on rare escapes and on the delta length.
+#[inline(always)]
+fn decode_one(
+    buf: &[u8],
+    len: usize,
+    pos: &mut usize,
+    pred: &mut [u64; 1 + BASES],
+) -> Result<Record, &'static str> {
+    let mut p = *pos;
+    if p >= len {
+        return Err("Block ends in the middle of a record");
+    }
+    let tag = buf[p];
+    p += 1;
+    let info = TAGS[usize::from(tag)];
+    let size = if info.escape {
+        let (v, q) = get_varint(&buf[..len], p).ok_or("Bad record size")?;
+        p = q;
+        u32::try_from(v).map_err(|_| "Record size does not fit 32 bits")?
+    } else {
+        info.size
+    };
+    // p <= len here, so p + 8 <= len + PAD. Short deltas take predictable branches, which lets
+    // the processor run ahead to the next record; longer ones decode from one 64-bit load.
+    let b0 = buf[p];
+    let (z, n) = if tag & EXACT != 0 {
+        (0, 0)
+    } else if b0 < 0x80 {
+        (u64::from(b0), 1)
+    } else if buf[p + 1] < 0x80 {
+        (u64::from(b0 & 0x7f) | (u64::from(buf[p + 1]) << 7), 2)
+    } else {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&buf[p..p + 8]);
+        let word = u64::from_le_bytes(w);
+        let stop = !word & 0x8080_8080_8080_8080;
+        if stop != 0 {
+            let n = (stop.trailing_zeros() as usize + 1) / 8;
+            let x = word & (stop ^ (stop - 1)) & 0x7f7f_7f7f_7f7f_7f7f;
+            let mut v = 0u64;
+            for i in 0..8 {
+                v |= (x >> i) & (0x7f << (7 * i));
+            }
+            (v, n)
+        } else {
+            let (v, q) = get_varint(&buf[..len], p).ok_or("Bad address delta")?;
+            (v, q - p)
+        }
+    };
+    p += n;
+    if p > len {
+        return Err("Block ends in the middle of a record");
+    }
+    *pos = p;
+    let slot = usize::from(info.slot);
+    let addr = pred[slot].wrapping_add(unzigzag(z));
+    // An instruction predicts the next one at its end; a data access becomes its base.
+    let keep_size = u64::from(info.slot == 0).wrapping_neg();
+    pred[slot] = addr.wrapping_add(u64::from(size) & keep_size);
+    Ok(Record {
+        kind: KINDS[usize::from(tag & 3)],
+        addr: Gva(addr),
+        size,
+    })
+}
+
+/// Writes [`Record`]s in the native format.
+pub struct NativeWriter<W: Write> {
+    enc: Option<zstd::Encoder<'static, W>>,
+    block: Vec<u8>,
+    n: u32,
+    ip_next: u64,
+    bases: [u64; BASES],
+    /// When each base was last used (for replacing the least recently used one).
+    used: [u64; BASES],
+    clock: u64,
+    total: u64,
+}
+
+impl<W: Write> NativeWriter<W> {
+    /// Writes the header to `out` and starts the compressed body (zstd level 3).
+    pub fn new(mut out: W) -> std::io::Result<NativeWriter<W>> {
+        let mut header = [0u8; NATIVE_HEADER_BYTES];
+        header[..8].copy_from_slice(NATIVE_MAGIC);
+        header[8..10].copy_from_slice(&NATIVE_VERSION.to_le_bytes());
+        out.write_all(&header)?;
+        let enc = zstd::Encoder::new(out, 3)?;
+        Ok(NativeWriter {
+            enc: Some(enc),
+            block: Vec::with_capacity(1 << 18),
+            n: 0,
+            ip_next: 0,
+            bases: [0; BASES],
+            used: [0; BASES],
+            clock: 0,
+            total: 0,
+        })
+    }
+
+    fn enc(&mut self) -> std::io::Result<&mut zstd::Encoder<'static, W>> {
+        self.enc
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("native writer already finished"))
+    }
+
+    fn flush_block(&mut self) -> std::io::Result<()> {
+        if self.n == 0 {
+            return Ok(());
+        }
+        let mut head = Vec::with_capacity(12);
+        put_varint(&mut head, u64::from(self.n));
+        put_varint(&mut head, self.block.len() as u64);
+        let block = std::mem::take(&mut self.block);
+        let enc = self.enc()?;
+        enc.write_all(&head)?;
+        enc.write_all(&block)?;
+        self.block = block;
+        self.block.clear();
+        self.n = 0;
+        self.ip_next = 0;
+        self.bases = [0; BASES];
+        self.used = [0; BASES];
+        self.clock = 0;
+        Ok(())
+    }
+
+    /// Records written so far.
+    pub fn records(&self) -> u64 {
+        self.total
+    }
+
+    /// Writes the last block and the end marker, finishes the zstd stream and returns `out`.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.finish_inner()?;
+        let enc = self
+            .enc
+            .take()
+            .ok_or_else(|| std::io::Error::other("already finished"))?;
+        enc.finish()
+    }
+
+    fn finish_inner(&mut self) -> std::io::Result<()> {
+        self.flush_block()?;
+        let mut end = Vec::with_capacity(12);
+        put_varint(&mut end, 0);
+        put_varint(&mut end, self.total);
+        self.enc()?.write_all(&end)
+    }
+}
+
+impl<W: Write + Send> RecordSink for NativeWriter<W> {
+    #[inline]
+    fn write_record(&mut self, r: &Record) -> std::io::Result<()> {
+        let code = kind_code(r.kind);
+        let addr = r.addr.0;
+        // Reinterpreting the wrapped difference as signed is the intent (small negative deltas).
+        #[allow(clippy::cast_possible_wrap)]
+        let zz = |d: u64| zigzag(d as i64);
+        let (z, tag, escape) = if r.kind == RecordKind::Instr {
+            let z = zz(addr.wrapping_sub(self.ip_next));
+            self.ip_next = addr.wrapping_add(u64::from(r.size));
+            let sc = size_code(r.size);
+            (z, code | (sc << 2), sc == SIZE_ESCAPE)
+        } else {
+            let mut best = 0;
+            for i in 1..BASES {
+                if zz(addr.wrapping_sub(self.bases[i])) < zz(addr.wrapping_sub(self.bases[best])) {
+                    best = i;
+                }
+            }
+            if zz(addr.wrapping_sub(self.bases[best])) >= NEW_STREAM {
+                best = (0..BASES).min_by_key(|&i| self.used[i]).unwrap_or(0);
+            }
+            let z = zz(addr.wrapping_sub(self.bases[best]));
+            self.bases[best] = addr;
+            self.clock += 1;
+            self.used[best] = self.clock;
+            let sc = data_size_code(r.size);
+            // best < 4: the cast cannot truncate.
+            #[allow(clippy::cast_possible_truncation)]
+            let base = best as u8;
+            (z, code | (sc << 2) | (base << 5), sc == DATA_ESCAPE)
+        };
+        let exact = if z == 0 { EXACT } else { 0 };
+        self.block.push(tag | exact);
+        if escape {
+            put_varint(&mut self.block, u64::from(r.size));
+        }
+        if z != 0 {
+            put_varint(&mut self.block, z);
+        }
+        self.n += 1;
+        self.total += 1;
+        if self.n == BLOCK_RECORDS {
+            self.flush_block()?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts bytes read, for error offsets.
+struct Counting<R> {
+    inner: R,
+    pos: u64,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Streams [`Record`]s out of a native trace. Errors name the byte offset in the decompressed body.
+pub struct NativeReader<R: Read> {
+    body: Counting<zstd::Decoder<'static, std::io::BufReader<R>>>,
+    path: String,
+    /// The current block's payload, its decoding position and state, records left in it.
+    payload: Vec<u8>,
+    payload_len: usize,
+    pos: usize,
+    left: usize,
+    predict: [u64; 1 + BASES],
+    /// Offset of the payload in the decompressed body.
+    payload_at: u64,
+    /// Records decoded ahead in a tight loop, and the next one to hand out.
+    batch: Box<[Record; BATCH]>,
+    batch_len: usize,
+    batch_pos: usize,
+    /// An error found while decoding ahead, reported after the records before it.
+    pending: Option<TraceError>,
+    total: u64,
+    done: bool,
+}
+
+/// Records decoded per batch (small enough to stay in the L1 cache).
+const BATCH: usize = 256;
+
+impl<R: Read> std::fmt::Debug for NativeReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NativeReader")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<R: Read> NativeReader<R> {
+    /// Checks the header of `input` (the whole file) and prepares to decode.
+    pub fn new(mut input: R, path: &str) -> Result<NativeReader<R>, TraceError> {
+        let mut header = [0u8; NATIVE_HEADER_BYTES];
+        let mut got = 0;
+        while got < header.len() {
+            match input.read(&mut header[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(TraceError::Io {
+                        path: path.to_owned(),
+                        at: Location::Byte(got as u64),
+                        source,
+                    });
+                }
+            }
+        }
+        if header[..got.min(8)] != NATIVE_MAGIC[..got.min(8)] {
+            return Err(TraceError::BadMagic {
+                path: path.to_owned(),
+                found: header[..got.min(8)].to_vec(),
+                expected: NATIVE_MAGIC,
+            });
+        }
+        if got < NATIVE_HEADER_BYTES {
+            return Err(TraceError::Truncated {
+                path: path.to_owned(),
+                at: Location::Byte(got as u64),
+                reason: "the 16-byte native header is incomplete",
+            });
+        }
+        let version = u16::from_le_bytes([header[8], header[9]]);
+        if version != NATIVE_VERSION {
+            return Err(TraceError::Version {
+                path: path.to_owned(),
+                found: version,
+                supported: NATIVE_VERSION,
+            });
+        }
+        let dec = zstd::Decoder::new(input).map_err(|source| TraceError::Io {
+            path: path.to_owned(),
+            at: Location::Byte(NATIVE_HEADER_BYTES as u64),
+            source,
+        })?;
+        Ok(NativeReader {
+            body: Counting { inner: dec, pos: 0 },
+            path: path.to_owned(),
+            payload: Vec::new(),
+            payload_len: 0,
+            pos: 0,
+            left: 0,
+            predict: [0; 1 + BASES],
+            payload_at: 0,
+            batch: Box::new(
+                [Record {
+                    kind: RecordKind::Instr,
+                    addr: Gva(0),
+                    size: 0,
+                }; BATCH],
+            ),
+            batch_len: 0,
+            batch_pos: 0,
+            pending: None,
+            total: 0,
+            done: false,
+        })
+    }
+
+    fn io_err(&self, source: std::io::Error) -> TraceError {
+        TraceError::Io {
+            path: self.path.clone(),
+            at: Location::Byte(self.body.pos),
+            source,
+        }
+    }
+
+    fn corrupt(&self, at: u64, reason: &'static str, bytes: &[u8]) -> TraceError {
+        let text = bytes
+            .iter()
+            .take(16)
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        TraceError::BadRecord {
+            path: self.path.clone(),
+            at: Location::Byte(at),
+            reason,
+            text,
+        }
+    }
+
+    /// Reads a varint from the body; `Ok(None)` at a clean end of stream before its first byte.
+    fn read_varint(&mut self) -> Result<Option<u64>, TraceError> {
+        let mut v: u64 = 0;
+        let mut shift = 0u32;
+        let start = self.body.pos;
+        loop {
+            let mut b = [0u8; 1];
+            match self.body.read(&mut b) {
+                Ok(0) if shift == 0 => return Ok(None),
+                Ok(0) => {
+                    return Err(TraceError::Truncated {
+                        path: self.path.clone(),
+                        at: Location::Byte(start),
+                        reason: "the stream ends inside a block header",
+                    });
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_err(e)),
+            }
+            if shift == 63 && b[0] > 1 || shift > 63 {
+                return Err(self.corrupt(start, "Bad varint in a block header", &b));
+            }
+            v |= u64::from(b[0] & 0x7F) << shift;
+            if b[0] < 0x80 {
+                return Ok(Some(v));
+            }
+            shift += 7;
+        }
+    }
+
+    /// Loads the next block; `Ok(false)` at the end marker.
+    fn load_block(&mut self) -> Result<bool, TraceError> {
+        if self.pos != self.payload_len {
+            let bytes = self.payload[self.pos.min(self.payload_len)..self.payload_len].to_vec();
+            return Err(self.corrupt(
+                self.payload_at + self.pos as u64,
+                "Block has bytes after its last record",
+                &bytes,
+            ));
+        }
+        let at = self.body.pos;
+        let Some(n) = self.read_varint()? else {
+            return Err(TraceError::Truncated {
+                path: self.path.clone(),
+                at: Location::Byte(at),
+                reason: "the stream ends before the end marker",
+            });
+        };
+        if n == 0 {
+            let total = self.read_varint()?.ok_or_else(|| TraceError::Truncated {
+                path: self.path.clone(),
+                at: Location::Byte(self.body.pos),
+                reason: "the end marker is incomplete",
+            })?;
+            if total != self.total {
+                return Err(self.corrupt(at, "End marker's record count does not match", &[]));
+            }
+            return Ok(false);
+        }
+        if n > u64::from(BLOCK_RECORDS) {
+            return Err(self.corrupt(at, "Block record count too large", &[]));
+        }
+        let len = self.read_varint()?.ok_or_else(|| TraceError::Truncated {
+            path: self.path.clone(),
+            at: Location::Byte(self.body.pos),
+            reason: "the stream ends inside a block header",
+        })?;
+        if len < n || len > MAX_RECORD_BYTES * n {
+            return Err(self.corrupt(at, "Block length does not fit its record count", &[]));
+        }
+        self.payload_at = self.body.pos;
+        // Both bounded above (n <= 65536, len <= 16 n).
+        let (n, len) = (
+            usize::try_from(n).unwrap_or(0),
+            usize::try_from(len).unwrap_or(0),
+        );
+        self.payload.resize(len + PAD, 0);
+        self.payload[len..].fill(0);
+        self.payload_len = len;
+        let mut got = 0;
+        while got < len {
+            match self.body.read(&mut self.payload[got..len]) {
+                Ok(0) => {
+                    return Err(TraceError::Truncated {
+                        path: self.path.clone(),
+                        at: Location::Byte(self.body.pos),
+                        reason: "the stream ends inside a block",
+                    });
+                }
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io_err(e)),
+            }
+        }
+        self.total += n as u64;
+        self.left = n;
+        self.pos = 0;
+        self.predict = [0; 1 + BASES];
+        Ok(true)
+    }
+
+    fn fail(&mut self, e: TraceError) -> Option<Result<Record, TraceError>> {
+        self.done = true;
+        self.left = 0;
+        Some(Err(e))
+    }
+
+    /// The next records as a slice (up to 256 at a time), `None` at the end: the same stream as
+    /// the iterator, without its per-record overhead, for consumers that take batches.
+    pub fn next_batch(&mut self) -> Option<Result<&[Record], TraceError>> {
+        let (start, end) = loop {
+            if self.batch_pos < self.batch_len {
+                let start = self.batch_pos;
+                self.batch_pos = self.batch_len;
+                break (start, self.batch_len);
+            }
+            if let Some(e) = self.pending.take() {
+                return self.fail(e).map(|r| r.map(|_| &[][..]));
+            }
+            if self.left == 0 {
+                if self.done {
+                    return None;
+                }
+                match self.load_block() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.done = true;
+                        return None;
+                    }
+                    Err(e) => return self.fail(e).map(|r| r.map(|_| &[][..])),
+                }
+            }
+            self.refill();
+        };
+        Some(Ok(&self.batch[start..end]))
+    }
+
+    /// Decodes up to [`BATCH`] records of the current block.
+    fn refill(&mut self) {
+        let n = self.left.min(BATCH);
+        let mut pos = self.pos;
+        let mut st = self.predict;
+        let len = self.payload_len;
+        let mut k = 0;
+        while k < n {
+            match decode_one(&self.payload, len, &mut pos, &mut st) {
+                Ok(r) => self.batch[k] = r,
+                Err(reason) => {
+                    let bytes = self.payload[pos.min(len)..len].to_vec();
+                    self.pending = Some(self.corrupt(self.payload_at + pos as u64, reason, &bytes));
+                    break;
+                }
+            }
+            k += 1;
+        }
+        self.left = if self.pending.is_some() {
+            0
+        } else {
+            self.left - n
+        };
+        self.pos = pos;
+        self.predict = st;
+        self.batch_len = k;
+        self.batch_pos = 0;
+    }
+}
+
+impl<R: Read> Iterator for NativeReader<R> {
+    type Item = Result<Record, TraceError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.batch_pos < self.batch_len {
+                let r = self.batch[self.batch_pos];
+                self.batch_pos += 1;
+                return Some(Ok(r));
+            }
+            if let Some(e) = self.pending.take() {
+                return self.fail(e);
+            }
+            if self.left == 0 {
+                if self.done {
+                    return None;
+                }
+                match self.load_block() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.done = true;
+                        return None;
+                    }
+                    Err(e) => return self.fail(e),
+                }
+            }
+            self.refill();
+        }
+    }
+}
+
+impl<R: Read + Send> RecordSource for NativeReader<R> {
+    fn skipped(&self) -> u64 {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(recs: &[Record]) -> Vec<u8> {
+        let mut w = NativeWriter::new(Vec::new()).unwrap();
+        for r in recs {
+            w.write_record(r).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn varint_and_zigzag() {
+        for v in [0u64, 1, 127, 128, 300, u64::MAX, 1 << 63] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(get_varint(&b, 0), Some((v, b.len())));
+        }
+        for v in [0i64, -1, 1, i64::MIN, i64::MAX] {
+            #[allow(clippy::cast_sign_loss)]
+            let raw = v as u64;
+            assert_eq!(unzigzag(zigzag(v)), raw);
+        }
+        assert_eq!(zigzag(-1), 1);
+        assert_eq!(get_varint(&[0xFF; 11], 0), None);
+    }
+
+    #[test]
+    fn round_trip_across_blocks() {
+        let mut recs = Vec::new();
+        for i in 0..(u64::from(BLOCK_RECORDS) + 10) {
+            recs.push(Record::new(RecordKind::Instr, 0x400000 + 3 * i, 3));
+            recs.push(Record::new(RecordKind::Load, 0x7fff_0000 - 8 * (i % 7), 8));
+        }
+        for size in [27, 28, 31, 32, 33, 48, 64, 65] {
+            recs.push(Record::new(RecordKind::Load, 0x1000, size));
+        }
+        recs.push(Record::new(RecordKind::Modify, u64::MAX, 4096));
+        recs.push(Record::new(RecordKind::Store, 0, u32::MAX));
+        let bytes = encode(&recs);
+        let back: Vec<_> = NativeReader::new(&bytes[..], "t")
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(back, recs);
+        // Sequential code and a small stack window: about two bytes a record before zstd.
+        assert!(
+            bytes.len() < recs.len(),
+            "{} bytes for {} records",
+            bytes.len(),
+            recs.len()
+        );
+    }
+
+    #[test]
+    fn batches_match_the_iterator() {
+        let recs: Vec<_> = (0..1000u64)
+            .map(|i| Record::new(RecordKind::ALL[(i % 4) as usize], i * 4099, 8))
+            .collect();
+        let bytes = encode(&recs);
+        let mut r = NativeReader::new(&bytes[..], "t").unwrap();
+        let mut got = Vec::new();
+        while let Some(b) = r.next_batch() {
+            let b = b.unwrap();
+            assert!(!b.is_empty() && b.len() <= BATCH);
+            got.extend_from_slice(b);
+        }
+        assert_eq!(got, recs);
+        assert!(r.next().is_none());
+    }
+
+    #[test]
+    fn interleaved_streams_keep_small_deltas() {
+        // An instruction, a stack access and a heap access, each stream moving by 8 bytes: with
+        // one base per stream every delta fits one byte (tag + delta), so about 5 bytes for 3
+        // records; a single "previous data address" would need 5-byte deltas.
+        let mut recs = Vec::new();
+        for i in 0..3000u64 {
+            recs.push(Record::new(RecordKind::Instr, 0x40_1000 + 4 * i, 4));
+            recs.push(Record::new(RecordKind::Store, 0x7ffd_0000_0000 - 8 * i, 8));
+            recs.push(Record::new(RecordKind::Load, 0x5555_0000 + 8 * i, 8));
+        }
+        let bytes = encode(&recs);
+        let body = zstd::decode_all(&bytes[NATIVE_HEADER_BYTES..]).unwrap();
+        assert!(
+            body.len() < 2 * recs.len(),
+            "{} bytes for {} records",
+            body.len(),
+            recs.len()
+        );
+        let back: Vec<_> = NativeReader::new(&bytes[..], "t")
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(back, recs);
+    }
+
+    #[test]
+    fn empty_trace() {
+        let bytes = encode(&[]);
+        assert_eq!(NativeReader::new(&bytes[..], "t").unwrap().count(), 0);
+    }
+
+    #[test]
+    fn wrong_magic_and_version() {
+        let e = NativeReader::new(&b"CMPTRACX\x01\0\0\0\0\0\0\0"[..], "a.ctrace").unwrap_err();
+        assert!(matches!(e, TraceError::BadMagic { .. }), "{e}");
+        assert!(e.to_string().contains("a.ctrace"));
+        let mut bytes = encode(&[]);
+        bytes[8] = 9;
+        let e = NativeReader::new(&bytes[..], "t").unwrap_err();
+        assert!(matches!(e, TraceError::Version { found: 9, .. }), "{e}");
+    }
+
+    #[test]
+    fn truncation_is_an_error() {
+        let recs: Vec<_> = (0..5000)
+            .map(|i| Record::new(RecordKind::Load, i * 4099, 8))
+            .collect();
+        let bytes = encode(&recs);
+        for cut in [NATIVE_HEADER_BYTES + 1, bytes.len() / 2, bytes.len() - 1] {
+            let res: Result<Vec<_>, _> = match NativeReader::new(&bytes[..cut], "t") {
+                Ok(r) => r.collect(),
+                Err(e) => Err(e),
+            };
+            assert!(res.is_err(), "cut at {cut} read fine");
+        }
+    }
+}
