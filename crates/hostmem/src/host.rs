@@ -425,13 +425,18 @@ impl HostMemory {
         Ok(&self.vms.entry(vm).or_insert(rec).extents)
     }
 
-    /// Claims every piece or none.
+    /// Claims every piece or none. On a failure the pieces already claimed are freed again; the
+    /// free set is kept maximally coalesced, so this restores the exact previous state (without
+    /// cloning the allocator, which dominated the cost of placement).
     pub(crate) fn claim_all(&mut self, pieces: &[Extent]) -> Result<(), AllocError> {
-        let mut a = self.alloc.clone();
-        for &p in pieces {
-            a.alloc_at(p)?;
+        for (i, &p) in pieces.iter().enumerate() {
+            if let Err(e) = self.alloc.alloc_at(p) {
+                for &q in &pieces[..i] {
+                    self.alloc.free(q)?;
+                }
+                return Err(e);
+            }
         }
-        self.alloc = a;
         Ok(())
     }
 
@@ -443,13 +448,16 @@ impl HostMemory {
     /// Destroys the VM and returns the bytes freed.
     pub fn destroy(&mut self, vm: VmId) -> Result<u64, AllocError> {
         let rec = self.vms.get(&vm).ok_or(AllocError::UnknownVm(vm))?;
-        let mut a = self.alloc.clone();
-        for &e in &rec.extents {
-            a.free(e)?;
+        // Check everything before changing anything (the extents of one VM never overlap).
+        if let Some(&bad) = rec.extents.iter().find(|&&e| !self.alloc.is_allocated(e)) {
+            return Err(AllocError::NotAllocated(bad));
         }
         let bytes = rec.bytes();
-        self.alloc = a;
-        self.vms.remove(&vm);
+        if let Some(rec) = self.vms.remove(&vm) {
+            for e in rec.extents {
+                self.alloc.free(e)?;
+            }
+        }
         Ok(bytes)
     }
 

@@ -59,8 +59,12 @@ pub struct SimConfig {
     pub guest: GuestConfig,
     /// Schemes to run, in output order.
     pub schemes: Vec<SchemeKind>,
-    /// Accesses excluded from the measured statistics.
+    /// Accesses excluded from the measured statistics (page faults of populated regions before
+    /// the first access are always in the warm-up phase).
     pub warmup: u64,
+    /// Populate regions when they are mapped (as `mmap(MAP_POPULATE)`, or a benchmark that
+    /// initializes its memory first): every page is faulted in at `Op::Map`.
+    pub populate: bool,
     /// Check every translation against the reference composition (slower; for tests).
     pub verify: bool,
 }
@@ -89,6 +93,7 @@ pub struct SchemeRun {
     warmup: u64,
     warm: Option<Stats>,
     verify: bool,
+    populate: bool,
 }
 
 impl SchemeRun {
@@ -107,8 +112,9 @@ impl SchemeRun {
             unmapped: Vec::new(),
             accesses: 0,
             warmup: cfg.warmup,
-            warm: (cfg.warmup == 0).then(Stats::default),
+            warm: None,
             verify: cfg.verify,
+            populate: cfg.populate,
         })
     }
 
@@ -194,6 +200,22 @@ impl SchemeRun {
             }
             Op::Map { start, len } => {
                 self.guest.map(start, len)?;
+                if self.populate {
+                    let end = start.raw() + len;
+                    let mut va = start.raw();
+                    while va < end {
+                        let leaf = match self.guest.table().lookup(va) {
+                            Some(l) => l,
+                            None => {
+                                let fault = self.guest.fault(Gva(va))?;
+                                let ctx = Ctx { guest: &self.guest, backing: &self.backing };
+                                self.scheme.on_fault(ctx, &fault);
+                                fault.leaf
+                            }
+                        };
+                        va = (va & !(leaf.bytes() - 1)) + leaf.bytes();
+                    }
+                }
                 Ok(None)
             }
             Op::Unmap { start, len } => {

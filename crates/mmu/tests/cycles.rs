@@ -21,6 +21,7 @@ fn run(machine: MachineConfig, ops: &[Op]) -> Vec<SchemeResult> {
         schemes: SchemeKind::ALL.to_vec(),
         warmup: 0,
         verify: true,
+        populate: false,
     };
     simulate(&cfg, &backing(PageSize::Size4K), ops.iter().copied().map(Ok::<_, Infallible>), &|_| {}).unwrap()
 }

@@ -27,6 +27,7 @@ fn experiment(
             schemes: SchemeKind::ALL.to_vec(),
             warmup: 100,
             verify: true,
+            populate: false,
         },
         vm: VmSpec {
             ram,
