@@ -7,7 +7,7 @@
 //! simulated machine's state, not by the stream length.
 
 use crate::config::{ConfigError, MachineConfig};
-use crate::scheme::{Ctx, Scheme, SchemeKind};
+use crate::scheme::{Ctx, Prefetch, Scheme, SchemeKind};
 use crate::stats::Stats;
 use compromis_types::{AccessKind, Address, Gva, Hpa, Op};
 use compromis_vmem::{Backing, GuestConfig, GuestCounters, GuestError, GuestOs, Unmapped};
@@ -208,7 +208,10 @@ impl SchemeRun {
                             Some(l) => l,
                             None => {
                                 let fault = self.guest.fault(Gva(va))?;
-                                let ctx = Ctx { guest: &self.guest, backing: &self.backing };
+                                let ctx = Ctx {
+                                    guest: &self.guest,
+                                    backing: &self.backing,
+                                };
                                 self.scheme.on_fault(ctx, &fault);
                                 fault.leaf
                             }
@@ -243,8 +246,33 @@ impl SchemeRun {
     }
 
     /// Runs a chunk of ops.
+    ///
+    /// Simulating a random access reads random entries of the simulated machine's tables and
+    /// caches, likely misses in the host's own caches; so each scheme is told, a few ops ahead,
+    /// what accesses are coming (see [`Prefetch`]) and starts loading that memory. Hints only:
+    /// they change no simulated state, and a hint for an op after a context switch or a fault is
+    /// merely useless.
     pub fn run(&mut self, ops: &[Op]) -> Result<(), SimError> {
-        for op in ops {
+        const STAGES: [(usize, Prefetch); 2] = [(8, Prefetch::Far), (4, Prefetch::Mid)];
+        // Pages hinted recently, per stage: a page that was just hinted (a TLB-friendly stream)
+        // needs no hint again; the check costs far less than the hint.
+        let mut recent = [[u64::MAX; 4]; 2];
+        let mut next = [0usize; 2];
+        for (i, op) in ops.iter().enumerate() {
+            let ctx = Ctx {
+                guest: &self.guest,
+                backing: &self.backing,
+            };
+            for (s, (ahead, stage)) in STAGES.into_iter().enumerate() {
+                if let Some(Op::Access { gva, .. }) = ops.get(i + ahead) {
+                    let page = gva.raw() >> 12;
+                    if !recent[s].contains(&page) {
+                        recent[s][next[s]] = page;
+                        next[s] = (next[s] + 1) % 4;
+                        self.scheme.prefetch(ctx, *gva, stage);
+                    }
+                }
+            }
             self.step(op)?;
         }
         Ok(())

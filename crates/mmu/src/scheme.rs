@@ -51,6 +51,13 @@ pub trait Walker: Send {
     ) -> Option<WalkResult>;
     /// The translation this scheme's structures give, without side effects or statistics.
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa>;
+    /// Speed hint for an access `stage` steps before it happens (see [`Prefetch`]): start loading
+    /// the host memory the walk will read. Must not change any simulated state.
+    fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
+        if stage == Prefetch::Far {
+            ctx.guest.table().prefetch_leaf(gva.raw());
+        }
+    }
     /// The guest handled a page fault (installed a leaf).
     fn on_fault(&mut self, _ctx: Ctx<'_>, _fault: &Fault, _stats: &mut Stats) {}
     /// The guest unmapped pages (`writes` entries written); `flushed` when it reloaded CR3
@@ -70,6 +77,15 @@ pub trait Walker: Send {
     fn flush(&mut self) {}
 }
 
+/// How far ahead of an access a prefetch hint is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Prefetch {
+    /// Far ahead: the first table the walk reads at its leaf level.
+    Far,
+    /// Closer: what needs the far prefetch to have arrived (the EPT leaf of the data page).
+    Mid,
+}
+
 /// A translation scheme: timed translation, side-effect-free probe, invalidation, statistics.
 pub trait Scheme: Send {
     /// The scheme's name.
@@ -80,6 +96,8 @@ pub trait Scheme: Send {
     fn access(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa>;
     /// The translation, without changing any state.
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa>;
+    /// Speed hint for a coming access (no simulated state changes).
+    fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch);
     /// A guest page fault was handled.
     fn on_fault(&mut self, ctx: Ctx<'_>, fault: &Fault);
     /// Pages were unmapped by the running process.
@@ -155,6 +173,13 @@ impl<W: Walker> Scheme for Mmu<W> {
 
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         self.walker.probe(ctx, gva)
+    }
+
+    #[inline]
+    fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
+        if !self.perfect {
+            self.walker.prefetch(ctx, gva, stage);
+        }
     }
 
     fn on_fault(&mut self, ctx: Ctx<'_>, fault: &Fault) {

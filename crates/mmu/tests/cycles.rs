@@ -11,7 +11,12 @@ use std::sync::Arc;
 
 fn backing(host_page: PageSize) -> Arc<Backing> {
     let mut hv = HvFrames::new(HV_PRIVATE_BASE);
-    Arc::new(Backing::contiguous(GuestLayout::for_ram(256 << 20), Hpa(1 << 40), host_page, &mut hv))
+    Arc::new(Backing::contiguous(
+        GuestLayout::for_ram(256 << 20),
+        Hpa(1 << 40),
+        host_page,
+        &mut hv,
+    ))
 }
 
 fn run(machine: MachineConfig, ops: &[Op]) -> Vec<SchemeResult> {
@@ -23,7 +28,13 @@ fn run(machine: MachineConfig, ops: &[Op]) -> Vec<SchemeResult> {
         verify: true,
         populate: false,
     };
-    simulate(&cfg, &backing(PageSize::Size4K), ops.iter().copied().map(Ok::<_, Infallible>), &|_| {}).unwrap()
+    simulate(
+        &cfg,
+        &backing(PageSize::Size4K),
+        ops.iter().copied().map(Ok::<_, Infallible>),
+        &|_| {},
+    )
+    .unwrap()
 }
 
 /// No TLB, no walk cache, no data cache: every reference costs the DRAM latency, every segment
@@ -34,7 +45,16 @@ fn hand_built_walk_latencies() {
     m.cache = CacheConfig::dram_only(200);
     let (dram, seg) = (m.cache.dram_latency, m.latency.segment);
     let base = 0x7000_0000_0000u64;
-    let res = run(m, &[Op::Map { start: Gva(base), len: 1 << 20 }, Op::load(base + 8)]);
+    let res = run(
+        m,
+        &[
+            Op::Map {
+                start: Gva(base),
+                len: 1 << 20,
+            },
+            Op::load(base + 8),
+        ],
+    );
     for r in &res {
         let s = &r.measured;
         let want_walk = match r.scheme {
@@ -46,7 +66,10 @@ fn hand_built_walk_latencies() {
         };
         assert_eq!(s.walk_cycles, want_walk, "{}", r.scheme);
         assert_eq!(s.data_cycles, dram, "{}", r.scheme);
-        assert_eq!(s.walk_ref_levels, [0, 0, 0, s.walk_refs_guest + s.walk_refs_host]);
+        assert_eq!(
+            s.walk_ref_levels,
+            [0, 0, 0, s.walk_refs_guest + s.walk_refs_host]
+        );
     }
 }
 
@@ -62,7 +85,14 @@ fn second_walk_hits_in_l1d() {
     let base = 0x7000_0000_0000u64;
     // Two accesses to one page: the first walk fills L1D with its entries, the second reads
     // them from L1D (no TLB: both walk). The data line is in L1D the second time too.
-    let ops = [Op::Map { start: Gva(base), len: 1 << 20 }, Op::load(base), Op::load(base + 8)];
+    let ops = [
+        Op::Map {
+            start: Gva(base),
+            len: 1 << 20,
+        },
+        Op::load(base),
+        Op::load(base + 8),
+    ];
     let once = run(m.clone(), &ops[..2]);
     let twice = run(m, &ops);
     for (a, b) in once.iter().zip(&twice) {
@@ -71,7 +101,12 @@ fn second_walk_hits_in_l1d() {
         let extra_walk = b.measured.walk_cycles - a.measured.walk_cycles;
         let segs = b.measured.segment_translations - a.measured.segment_translations;
         assert_eq!(extra_walk, refs / 2 * l1 + segs, "{}", b.scheme);
-        assert_eq!(b.measured.data_cycles - a.measured.data_cycles, l1, "{}", b.scheme);
+        assert_eq!(
+            b.measured.data_cycles - a.measured.data_cycles,
+            l1,
+            "{}",
+            b.scheme
+        );
     }
 }
 
@@ -81,8 +116,15 @@ fn total(r: &SchemeResult) -> u64 {
 
 fn stream(pages: &[u16]) -> Vec<Op> {
     let base = 0x5555_0000_0000u64;
-    let mut ops = vec![Op::Map { start: Gva(base), len: 64 << 20 }];
-    ops.extend(pages.iter().map(|&p| Op::load(base + (u64::from(p) << 12) + u64::from(p % 64) * 64)));
+    let mut ops = vec![Op::Map {
+        start: Gva(base),
+        len: 64 << 20,
+    }];
+    ops.extend(
+        pages
+            .iter()
+            .map(|&p| Op::load(base + (u64::from(p) << 12) + u64::from(p % 64) * 64)),
+    );
     ops
 }
 
@@ -114,8 +156,7 @@ proptest! {
     /// references, and with memory at a fixed latency never fewer cycles.
     #[test]
     fn disabling_tlb_levels_never_helps(pages in prop::collection::vec(0u16..4096, 1..600)) {
-        let mut full = MachineConfig::default();
-        full.cache = CacheConfig::dram_only(200);
+        let full = MachineConfig { cache: CacheConfig::dram_only(200), ..MachineConfig::default() };
         let mut no_stlb = full.clone();
         no_stlb.tlb.stlb = compromis_mmu::Geometry::OFF;
         let mut no_pwc = full.clone();
@@ -140,12 +181,21 @@ proptest! {
 /// The same stream gives the same cycles, whether the schemes run on one thread or several.
 #[test]
 fn cycle_totals_are_deterministic_across_thread_counts() {
-    let pages: Vec<u16> = (0..20_000u32).map(|i| u16::try_from(i * 7919 % 16384).unwrap()).collect();
+    let pages: Vec<u16> = (0..20_000u32)
+        .map(|i| u16::try_from(i * 7919 % 16384).unwrap())
+        .collect();
     let ops = stream(&pages);
     let on = |threads| {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
-            run(MachineConfig::default(), &ops).iter().map(|r| r.measured.clone()).collect::<Vec<_>>()
-        })
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| {
+                run(MachineConfig::default(), &ops)
+                    .iter()
+                    .map(|r| r.measured.clone())
+                    .collect::<Vec<_>>()
+            })
     };
     let one = on(1);
     assert_eq!(one, on(2));

@@ -326,12 +326,18 @@ fn exits_by_cause() {
 #[test]
 fn populate_faults_in_at_map_time() {
     let base = 0x7f00_0000_0000u64;
-    let mut ops = vec![Op::Map { start: Gva(base), len: 8 << 20 }];
+    let mut ops = vec![Op::Map {
+        start: Gva(base),
+        len: 8 << 20,
+    }];
     ops.extend((0..2000u64).map(|i| Op::load(base + i * 4096 % (8 << 20))));
     for guest_page in [PageSize::Size4K, PageSize::Size2M] {
         let cfg = SimConfig {
             machine: MachineConfig::default(),
-            guest: GuestConfig { page: guest_page, ..GuestConfig::default() },
+            guest: GuestConfig {
+                page: guest_page,
+                ..GuestConfig::default()
+            },
             schemes: SchemeKind::ALL.to_vec(),
             warmup: 0,
             verify: true,

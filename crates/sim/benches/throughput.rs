@@ -50,7 +50,11 @@ fn bench_workload(c: &mut Criterion, kind: WorkloadKind, footprint: ByteSize, da
         .expect("workload")
         .collect();
     let (setup, steady) = ops.split_at(ops.len() - usize::try_from(BATCH).unwrap_or(0));
-    let caches = if data_caches { "caches" } else { "no-data-caches" };
+    let caches = if data_caches {
+        "caches"
+    } else {
+        "no-data-caches"
+    };
     let mut g = c.benchmark_group(format!("{}-{}-{caches}", kind.name(), footprint));
     g.throughput(Throughput::Elements(BATCH));
     g.sample_size(10);

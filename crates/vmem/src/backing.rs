@@ -10,8 +10,8 @@
 //! The backing is immutable once built and shared (behind an `Arc`) by every simulated scheme, so
 //! all schemes agree on gPA -> hPA by construction.
 
-use compromis_hostmem::{GuestLayout, Segment};
 use crate::radix::RadixTable;
+use compromis_hostmem::{GuestLayout, Segment};
 use compromis_types::{Address, Gpa, Hpa, PageSize};
 use thiserror::Error;
 

@@ -5,8 +5,8 @@
 //! guest-physical address (which EPT, shadow paging and Compromis must each translate).
 
 use crate::frames::{FramePolicy, GuestFrames};
-use compromis_hostmem::GuestLayout;
 use crate::radix::{Leaf, RadixTable, Writes};
+use compromis_hostmem::GuestLayout;
 use compromis_types::{Address, Gpa, Gva, PageSize, Pid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

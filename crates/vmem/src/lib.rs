@@ -15,7 +15,7 @@ pub mod guest;
 pub mod radix;
 
 pub use backing::{Backing, BackingError, HV_PRIVATE_BASE, HvFrames, Run};
+pub use compromis_hostmem::{GpaRange, GuestLayout, HIGH_RAM_START, MMIO_HOLE_START, Segment};
 pub use frames::FramePolicy;
 pub use guest::{Fault, GuestConfig, GuestCounters, GuestError, GuestOs, Unmapped};
-pub use compromis_hostmem::{GpaRange, GuestLayout, HIGH_RAM_START, MMIO_HOLE_START, Segment};
 pub use radix::{Leaf, RadixTable, WalkPath, Writes};

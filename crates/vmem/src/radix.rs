@@ -17,6 +17,24 @@ const LEAF: u64 = 2;
 /// Entries per table page.
 pub const ENTRIES: usize = 512;
 
+/// Starts loading the host cache line of `r` (a hint, no architectural effect). Used to hide the
+/// simulator's own cache misses on the simulated machine's tables.
+#[inline]
+#[allow(unsafe_code)]
+pub fn prefetch(r: &u64) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `_mm_prefetch` only hints the cache hierarchy; it never faults and reads nothing
+    // architecturally, and the pointer comes from a live reference anyway. SSE is part of the
+    // x86_64 baseline, so the target feature is always present.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+            std::ptr::from_ref(r).cast(),
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
 /// Number of the level (1 = PT ... 5 = PML5) at which an index is taken.
 #[inline]
 fn index(va: u64, level: u8) -> usize {
@@ -176,6 +194,35 @@ impl RadixTable {
                 });
             }
             node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
+            level -= 1;
+        }
+    }
+
+    /// Asks the CPU to start loading the leaf entry for `va` into its caches (the upper levels of
+    /// a table are few and stay cached; the leaf level is where a simulated random access misses
+    /// in the host's caches). A hint only: nothing is read or changed.
+    #[inline]
+    pub fn prefetch_leaf(&self, va: u64) {
+        let mut node = 0usize;
+        let mut level = self.levels;
+        loop {
+            let i = node * ENTRIES + index(va, level);
+            let Some(&e) = self.entries.get(i) else {
+                return;
+            };
+            if level == 1 || e & PRESENT == 0 || e & LEAF != 0 {
+                prefetch(&self.entries[i]);
+                return;
+            }
+            let next = usize::try_from(e >> 12).unwrap_or(usize::MAX);
+            if level == 2 {
+                // The PT's entry is the one that misses: prefetch it instead of reading it.
+                if let Some(e) = self.entries.get(next * ENTRIES + index(va, 1)) {
+                    prefetch(e);
+                }
+                return;
+            }
+            node = next;
             level -= 1;
         }
     }

@@ -9,10 +9,10 @@
 use super::{NestedWalker, guest_probe, guest_pwc, guest_walk};
 use crate::config::MachineConfig;
 use crate::mem::Mem;
-use crate::scheme::{Ctx, WalkResult, Walker};
+use crate::scheme::{Ctx, Prefetch, WalkResult, Walker};
 use crate::stats::Stats;
 use crate::tlb::WalkCaches;
-use compromis_types::{Gva, Hpa};
+use compromis_types::{Address, Gva, Hpa};
 
 /// EPT walker.
 pub struct Ept {
@@ -54,6 +54,16 @@ impl Walker for Ept {
     }
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         guest_probe(ctx, gva, |g| ctx.backing.translate(g))
+    }
+    fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
+        match stage {
+            Prefetch::Far => ctx.guest.table().prefetch_leaf(gva.raw()),
+            Prefetch::Mid => {
+                if let Some(gpa) = ctx.guest.translate(gva) {
+                    ctx.backing.ept().prefetch_leaf(gpa.raw());
+                }
+            }
+        }
     }
     fn flush(&mut self) {
         // The nested TLB is tagged by VPID and not flushed by a guest CR3 load.

@@ -14,7 +14,7 @@
 use super::guest_pwc;
 use crate::config::MachineConfig;
 use crate::mem::{Mem, Shortcut};
-use crate::scheme::{Ctx, WalkResult, Walker};
+use crate::scheme::{Ctx, Prefetch, WalkResult, Walker};
 use crate::stats::{ExitCause, Stats};
 use crate::tlb::WalkCaches;
 use compromis_types::{Address, Gpa, Gva, Hpa, PageSize, Pid};
@@ -109,6 +109,14 @@ impl Walker for Shadow {
             frame: Hpa(leaf.target),
             size,
         })
+    }
+
+    fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
+        if stage == Prefetch::Far {
+            if let Some(t) = self.tables.get(&ctx.guest.current_pid()) {
+                t.prefetch_leaf(gva.raw());
+            }
+        }
     }
 
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
