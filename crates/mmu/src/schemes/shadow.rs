@@ -112,10 +112,10 @@ impl Walker for Shadow {
     }
 
     fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
-        if stage == Prefetch::Far {
-            if let Some(t) = self.tables.get(&ctx.guest.current_pid()) {
-                t.prefetch_leaf(gva.raw());
-            }
+        if stage == Prefetch::Far
+            && let Some(t) = self.tables.get(&ctx.guest.current_pid())
+        {
+            t.prefetch_leaf(gva.raw());
         }
     }
 
