@@ -8,7 +8,7 @@
 //! folder is 0; VMs whose first sample is that instant were running when the trace starts. Files
 //! are merged with a k-way merge (one open reader per file, memory proportional to the VMs).
 
-use super::{Lines, f64_to_u64, field, list_dir, parse_f64, parse_u64};
+use super::{Lines, f64_to_u64, field, files_of, parse_f64, parse_u64};
 use crate::event::{Event, TraceError};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -123,17 +123,7 @@ fn order(e: &Event) -> u8 {
 impl BitbrainsReader {
     /// Opens a folder of per-VM files (or a single file).
     pub fn open(path: &Path) -> Result<BitbrainsReader, TraceError> {
-        let paths = if path.is_dir() {
-            list_dir(path)?
-        } else {
-            vec![path.to_path_buf()]
-        };
-        if paths.is_empty() {
-            return Err(TraceError::Layout {
-                path: path.to_path_buf(),
-                reason: "no per-VM file in the folder".into(),
-            });
-        }
+        let paths = files_of(path, "per-VM file")?;
         let mut r = BitbrainsReader {
             files: Vec::new(),
             heap: BinaryHeap::new(),

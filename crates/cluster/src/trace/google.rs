@@ -9,7 +9,7 @@
 //! running when the trace starts (`initial`). Tasks share cores in the trace, so `vcpus` is 0
 //! (cores are not constrained). Memory is proportional to the running tasks.
 
-use super::{Lines, f64_to_u64, field, list_dir, parse_f64, parse_u64};
+use super::{Lines, f64_to_u64, field, files_of, parse_f64, parse_u64};
 use crate::event::{Event, TraceError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,17 +27,7 @@ pub struct GoogleReader {
 impl GoogleReader {
     /// Opens a shard or a folder of shards.
     pub fn open(path: &Path, norm_mem_bytes: u64) -> Result<GoogleReader, TraceError> {
-        let files = if path.is_dir() {
-            list_dir(path)?
-        } else {
-            vec![path.to_path_buf()]
-        };
-        if files.is_empty() {
-            return Err(TraceError::Layout {
-                path: path.to_path_buf(),
-                reason: "no task_events file in the folder".into(),
-            });
-        }
+        let files = files_of(path, "task_events file")?;
         let mut files = files.into_iter();
         let first = files.next().map(|p| Lines::open(&p)).transpose()?;
         Ok(GoogleReader {

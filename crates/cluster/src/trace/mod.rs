@@ -210,6 +210,23 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
     Ok(v)
 }
 
+/// The files to read for `path`: the file itself, or the regular files of a folder in name order;
+/// an empty folder is an error naming `what` was expected in it.
+pub(crate) fn files_of(path: &Path, what: &str) -> Result<Vec<PathBuf>, TraceError> {
+    let files = if path.is_dir() {
+        list_dir(path)?
+    } else {
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(TraceError::Layout {
+            path: path.to_path_buf(),
+            reason: format!("no {what} in the folder"),
+        });
+    }
+    Ok(files)
+}
+
 /// Parses a non-negative decimal number of seconds (or other unit) from a field.
 pub(crate) fn parse_u64(field: &str, column: &str) -> Result<u64, String> {
     let f = field.trim();
