@@ -230,7 +230,10 @@ pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
     let text = match format {
         Format::Table => {
             let ranges: Vec<String> =
-                o.vm.ram_ranges.iter().map(|(s, l)| format!("[{s:#x}, +{})", ByteSize(*l))).collect();
+                o.vm.ram_ranges
+                    .iter()
+                    .map(|(s, l)| format!("[{s:#x}, +{})", ByteSize(*l)))
+                    .collect();
             format!(
                 "{}: VM {} RAM {}, provisioned {} (host fragmentation {:.2}): {} host extent(s), {} segment register set(s) covering {}, EPT leaves 4k/2m/1g = {}/{}/{}\n\n{}\n{}\n{}",
                 o.source,
@@ -245,8 +248,12 @@ pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
                 o.vm.ept_leaves[1],
                 o.vm.ept_leaves[2],
                 compromis_sim::table::results(o).to_text(),
-                compromis_sim::table::cycles(o).with_title("Cycle model (millions of cycles)").to_text(),
-                compromis_sim::table::walk_histogram(o).with_title("Walks by memory references").to_text(),
+                compromis_sim::table::cycles(o)
+                    .with_title("Cycle model (millions of cycles)")
+                    .to_text(),
+                compromis_sim::table::walk_histogram(o)
+                    .with_title("Walks by memory references")
+                    .to_text(),
             )
         }
         Format::Json => serde_json::to_string_pretty(o)? + "\n",

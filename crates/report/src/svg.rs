@@ -30,7 +30,8 @@ fn plot_err(e: impl std::fmt::Display) -> ReportError {
     }
 }
 
-/// A grouped bar chart as SVG text.
+/// A grouped bar chart as SVG text: one group of bars per entry of `groups` (labelled under the
+/// axis), one bar per series in each group.
 pub fn grouped_bars(
     title: &str,
     y_label: &str,
@@ -39,40 +40,40 @@ pub fn grouped_bars(
 ) -> Result<String, ReportError> {
     let mut out = String::new();
     {
+        // The legend sits in a right-hand margin, outside the bars.
+        let legend_w = 30
+            + 7 * series
+                .iter()
+                .map(|s| s.name.chars().count())
+                .max()
+                .unwrap_or(0);
+        let legend_w = u32::try_from(legend_w).unwrap_or(200).min(260);
         let width = (160 + groups.len() * (30 + 14 * series.len())).clamp(640, 2400);
-        let width = u32::try_from(width).unwrap_or(2400);
-        let root = SVGBackend::with_string(&mut out, (width, 420)).into_drawing_area();
+        let width = u32::try_from(width).unwrap_or(2400) + legend_w;
+        let longest = groups.iter().map(|g| g.chars().count()).max().unwrap_or(0);
+        let label_area = u32::try_from(20 + longest * 7).unwrap_or(200).min(200);
+        let root = SVGBackend::with_string(&mut out, (width, 340 + label_area)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
         let max = series
             .iter()
             .flat_map(|s| s.values.iter().copied())
             .fold(0.0f64, f64::max);
-        let top = if max > 0.0 { max * 1.15 } else { 1.0 };
+        let top = if max > 0.0 { max * 1.1 } else { 1.0 };
         let n = groups.len().max(1);
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(12)
-            .x_label_area_size(60)
+            .margin_right(12 + legend_w)
+            .x_label_area_size(label_area)
             .y_label_area_size(60)
             .build_cartesian_2d(0f64..n as f64, 0f64..top)
             .map_err(plot_err)?;
-        let labels = groups.to_vec();
         chart
             .configure_mesh()
             .disable_x_mesh()
+            .disable_x_axis()
+            .x_labels(0)
             .y_desc(y_label)
-            .x_labels(n)
-            .x_label_formatter(&|x| {
-                let i = x.floor();
-                if i >= 0.0 && (x - i - 0.5).abs() < 0.01 {
-                    // `i` is a small non-negative whole number (a group index).
-                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                    let g = i as usize;
-                    labels.get(g).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
             .draw()
             .map_err(plot_err)?;
         let k = series.len().max(1) as f64;
@@ -84,19 +85,28 @@ pub fn grouped_bars(
                     let x0 = gi as f64 + 0.1 + bw * si as f64;
                     Rectangle::new([(x0, 0.0), (x0 + bw * 0.95, v)], color.filled())
                 }))
-                .map_err(plot_err)?
-                .label(s.name.clone())
-                .legend(move |(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled())
-                });
+                .map_err(plot_err)?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(plot_err)?;
+        // Group labels, rotated, under the centre of each group.
+        let style =
+            TextStyle::from(("sans-serif", 12).into_font()).transform(FontTransform::Rotate90);
+        for (gi, g) in groups.iter().enumerate() {
+            let (px, py) = chart.backend_coord(&(gi as f64 + 0.5, 0.0));
+            root.draw(&Text::new(g.clone(), (px - 6, py + 8), style.clone()))
+                .map_err(plot_err)?;
+        }
+        // Legend in the right-hand margin: a swatch and the series name per row.
+        let (xr, yr) = chart.plotting_area().get_pixel_range();
+        let font = ("sans-serif", 13).into_font();
+        for (si, s) in series.iter().enumerate() {
+            let color = PALETTE[si % PALETTE.len()];
+            let y = yr.start + 8 + 20 * i32::try_from(si).unwrap_or(0);
+            let x = xr.end + 14;
+            root.draw(&Rectangle::new([(x, y), (x + 12, y + 12)], color.filled()))
+                .map_err(plot_err)?;
+            root.draw(&Text::new(s.name.clone(), (x + 18, y), font.clone()))
+                .map_err(plot_err)?;
+        }
         root.present().map_err(plot_err)?;
     }
     Ok(out)

@@ -1,0 +1,105 @@
+//! `compromis reproduce`: regenerates the paper's claims as a report (thin glue over
+//! `compromis_repro`).
+
+use anyhow::{Context, Result};
+use compromis_cluster::TraceFormat;
+use compromis_repro::{Options, Progress};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+/// Arguments of `compromis reproduce`.
+#[derive(clap::Args, Debug)]
+pub struct ReproduceArgs {
+    /// Folder the report is written to (created if needed).
+    #[arg(long, default_value = "reproduce-out")]
+    pub out: PathBuf,
+    /// Smaller workloads and truncated traces (about a minute).
+    #[arg(long)]
+    pub quick: bool,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// An extra VM trace for the provisioning section.
+    #[arg(long, requires = "trace_format")]
+    pub trace: Option<PathBuf>,
+    /// Format of --trace: azure, azure-rnn, google2011, alibaba2018, bitbrains.
+    #[arg(long, requires = "trace")]
+    pub trace_format: Option<String>,
+    /// Folder of the real VM traces (used only if it exists).
+    #[arg(long, default_value = "../shared/data")]
+    pub data: PathBuf,
+}
+
+/// One indicatif bar per stage, on stderr.
+struct Bars {
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Progress for Bars {
+    fn stage(&self, name: &str, total: u64) {
+        let pb =
+            ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr())
+                .with_style(
+                    ProgressStyle::with_template("{prefix:>16} [{bar:30}] {pos}/{len} {elapsed}")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                );
+        pb.set_prefix(name.to_owned());
+        pb.enable_steady_tick(std::time::Duration::from_millis(250));
+        if let Ok(mut b) = self.bar.lock() {
+            *b = Some(pb);
+        }
+    }
+    fn step(&self) {
+        if let Ok(b) = self.bar.lock()
+            && let Some(pb) = b.as_ref()
+        {
+            pb.inc(1);
+        }
+    }
+    fn finish(&self) {
+        if let Ok(mut b) = self.bar.lock()
+            && let Some(pb) = b.take()
+        {
+            pb.finish();
+        }
+    }
+}
+
+/// Runs the subcommand.
+pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
+    let extra_trace = match (&args.trace, &args.trace_format) {
+        (Some(p), Some(f)) => {
+            let format: TraceFormat = f.parse().context("bad --trace-format")?;
+            anyhow::ensure!(p.exists(), "--trace {} does not exist", p.display());
+            Some((p.clone(), format))
+        }
+        _ => None,
+    };
+    let opts = Options {
+        quick: args.quick,
+        seed: args.seed,
+        data_dir: args.data.is_dir().then(|| args.data.clone()),
+        extra_trace,
+    };
+    let bars = Bars {
+        bar: Mutex::new(None),
+    };
+    let results = compromis_repro::run(&opts, &bars).context("reproduction run failed")?;
+    let files = compromis_repro::write_report(&results, &args.out)
+        .with_context(|| format!("cannot write the report to {}", args.out.display()))?;
+    for f in &files {
+        println!("wrote {}", f.display());
+    }
+    for c in &results.claims {
+        println!("{}\n  ours: {}", c.paper, c.ours);
+    }
+    if !results.closed_form_mismatches().is_empty() {
+        eprintln!(
+            "warning: simulated walk references differ from the closed form (see section 1 of the report)"
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
