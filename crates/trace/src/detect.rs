@@ -53,12 +53,16 @@ impl Compression {
 
 type DynRead = Box<dyn Read + Send>;
 
-/// Reads up to `n` bytes and returns them with a reader that yields them again.
-fn peek(mut r: DynRead, n: usize, path: &str) -> Result<(Vec<u8>, DynRead), TraceError> {
-    let mut head = vec![0u8; n];
+/// Fills `buf` from `r` as far as the input goes (short only at end of input, retrying on
+/// interruption); returns how many bytes were read.
+pub(crate) fn read_up_to(
+    r: &mut dyn Read,
+    buf: &mut [u8],
+    path: &str,
+) -> Result<usize, TraceError> {
     let mut got = 0;
-    while got < n {
-        match r.read(&mut head[got..]) {
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(k) => got += k,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -71,6 +75,13 @@ fn peek(mut r: DynRead, n: usize, path: &str) -> Result<(Vec<u8>, DynRead), Trac
             }
         }
     }
+    Ok(got)
+}
+
+/// Reads up to `n` bytes and returns them with a reader that yields them again.
+fn peek(mut r: DynRead, n: usize, path: &str) -> Result<(Vec<u8>, DynRead), TraceError> {
+    let mut head = vec![0u8; n];
+    let got = read_up_to(&mut r, &mut head, path)?;
     head.truncate(got);
     let again: DynRead = Box::new(Cursor::new(head.clone()).chain(r));
     Ok((head, again))

@@ -457,21 +457,7 @@ impl<R: Read> NativeReader<R> {
     /// Checks the header of `input` (the whole file) and prepares to decode.
     pub fn new(mut input: R, path: &str) -> Result<NativeReader<R>, TraceError> {
         let mut header = [0u8; NATIVE_HEADER_BYTES];
-        let mut got = 0;
-        while got < header.len() {
-            match input.read(&mut header[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(TraceError::Io {
-                        path: path.to_owned(),
-                        at: Location::Byte(got as u64),
-                        source,
-                    });
-                }
-            }
-        }
+        let got = crate::detect::read_up_to(&mut input, &mut header, path)?;
         if header[..got.min(8)] != NATIVE_MAGIC[..got.min(8)] {
             return Err(TraceError::BadMagic {
                 path: path.to_owned(),
