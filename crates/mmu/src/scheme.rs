@@ -196,7 +196,8 @@ impl<W: Walker> Scheme for Mmu<W> {
             self.stats.tlb_flushes += 1;
         } else {
             for p in pages {
-                self.tlbs.invalidate_page(p.page.raw(), asid);
+                self.tlbs
+                    .invalidate_range(p.page.raw(), p.leaf.bytes(), asid);
             }
         }
         self.walker

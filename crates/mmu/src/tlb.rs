@@ -143,19 +143,25 @@ impl Tlbs {
         self.fill_l1(va, asid, kind, frame, size);
     }
 
-    /// Removes any translation of the page at `va` (INVLPG), whatever its size.
-    pub fn invalidate_page(&mut self, va: u64, asid: u16) {
+    /// Removes every translation inside `[start, start + len)` (an INVLPG of a page of `len`
+    /// bytes). A 2 MiB guest page may be held as 512 splintered 4 KiB entries (when the host maps
+    /// it with 4 KiB pages), so every entry size is swept over the whole range.
+    pub fn invalidate_range(&mut self, start: u64, len: u64, asid: u16) {
         for size in PageSize::ALL {
-            let k = tlb_key(va, size, asid);
             let i = usize::from(size.leaf_level() - 1);
-            self.l1d[i].invalidate(k);
-            if let Some(t) = self.l1i.get_mut(i) {
-                t.invalidate(k);
-            }
-            if size == PageSize::Size1G {
-                self.stlb_1g.invalidate(k);
-            } else {
-                self.stlb.invalidate(k);
+            let mut va = start & !size.mask();
+            while va < start + len {
+                let k = tlb_key(va, size, asid);
+                self.l1d[i].invalidate(k);
+                if let Some(t) = self.l1i.get_mut(i) {
+                    t.invalidate(k);
+                }
+                if size == PageSize::Size1G {
+                    self.stlb_1g.invalidate(k);
+                } else {
+                    self.stlb.invalidate(k);
+                }
+                va += size.bytes();
             }
         }
     }
@@ -252,8 +258,25 @@ mod tests {
         let h = t.lookup(0x1230_0000, 1, AccessKind::Fetch, &mut s).unwrap();
         assert!(!h.l1);
         assert!(t.lookup(0x1230_0000, 2, AccessKind::Load, &mut s).is_none());
-        t.invalidate_page(0x1230_0000, 1);
+        t.invalidate_range(0x1230_0000, 4096, 1);
         assert!(t.lookup(0x1230_0000, 1, AccessKind::Load, &mut s).is_none());
         assert_eq!((s.l1_hits, s.stlb_hits, s.stlb_misses), (1, 1, 3));
+        // A 2 MiB page held as splintered 4 KiB entries: invalidating the 2 MiB range drops them all.
+        for i in 0..4u64 {
+            t.fill(
+                0x4000_0000 + i * 0x8_0000,
+                1,
+                AccessKind::Load,
+                0x9000_0000 + i * 0x8_0000,
+                PageSize::Size4K,
+            );
+        }
+        t.invalidate_range(0x4000_0000, 2 << 20, 1);
+        for i in 0..4u64 {
+            assert!(
+                t.lookup(0x4000_0000 + i * 0x8_0000, 1, AccessKind::Load, &mut s)
+                    .is_none()
+            );
+        }
     }
 }
