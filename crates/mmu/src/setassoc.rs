@@ -98,16 +98,6 @@ impl SetAssoc {
         self.sets == 0
     }
 
-    /// Number of entries.
-    pub fn entries(&self) -> usize {
-        self.sets * self.ways
-    }
-
-    /// Number of ways.
-    pub fn ways(&self) -> usize {
-        self.ways
-    }
-
     #[inline]
     fn set_start(&self, key: u64) -> usize {
         // The set index is below `sets`, a usize.
@@ -244,19 +234,6 @@ impl SetAssoc {
             }
             None => false,
         }
-    }
-
-    /// Removes every entry for which `pred(key, value)` holds; returns how many.
-    pub fn invalidate_if(&mut self, mut pred: impl FnMut(u64, u64) -> bool) -> usize {
-        let mut n = 0;
-        for i in 0..self.keys.len() {
-            if self.keys[i] != EMPTY && pred(self.keys[i], self.vals[i]) {
-                self.keys[i] = EMPTY;
-                self.stamps[i] = 0;
-                n += 1;
-            }
-        }
-        n
     }
 
     /// Removes every entry.

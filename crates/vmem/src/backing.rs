@@ -74,7 +74,6 @@ pub struct Backing {
     runs: Vec<Run>,
     segments: Vec<Segment>,
     ept: RadixTable,
-    host_page: PageSize,
     ept_leaves: [u64; 3],
 }
 
@@ -155,7 +154,6 @@ impl Backing {
             runs,
             segments,
             ept,
-            host_page,
             ept_leaves,
         })
     }
@@ -206,10 +204,6 @@ impl Backing {
     #[inline]
     pub fn ept(&self) -> &RadixTable {
         &self.ept
-    }
-    /// Maximum EPT leaf size.
-    pub fn host_page(&self) -> PageSize {
-        self.host_page
     }
     /// EPT leaves of 4 KiB, 2 MiB and 1 GiB.
     pub fn ept_leaves(&self) -> [u64; 3] {

@@ -189,10 +189,6 @@ impl GuestOs {
     pub fn table(&self) -> &RadixTable {
         &self.procs[self.cur].table
     }
-    /// The page table of `pid`, if it exists.
-    pub fn table_of(&self, pid: Pid) -> Option<&RadixTable> {
-        self.by_pid.get(&pid).map(|&i| &self.procs[i].table)
-    }
     /// The guest CR3 of the running process.
     pub fn cr3(&self) -> Gpa {
         Gpa(self.table().root())
@@ -398,14 +394,6 @@ impl GuestOs {
             }
         }
         Ok(writes)
-    }
-
-    /// The mapped regions of the running process (start, end), in address order.
-    pub fn regions(&self) -> impl Iterator<Item = (Gva, Gva)> + '_ {
-        self.procs[self.cur]
-            .vmas
-            .iter()
-            .map(|(&s, &e)| (Gva(s), Gva(e)))
     }
 }
 

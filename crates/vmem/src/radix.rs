@@ -227,22 +227,6 @@ impl RadixTable {
         }
     }
 
-    /// The physical base of the table page holding the entry that `level` reads for `va`, if the
-    /// walk gets that far (used by page-walk caches that remember a table pointer).
-    pub fn table_base_at(&self, va: u64, level: u8) -> Option<u64> {
-        let mut node = 0usize;
-        let mut l = self.levels;
-        while l > level {
-            let e = self.entry(node, index(va, l));
-            if e & PRESENT == 0 || e & LEAF != 0 {
-                return None;
-            }
-            node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
-            l -= 1;
-        }
-        Some(self.bases[node])
-    }
-
     /// Maps the page of `level` containing `va` to `target` (aligned to the page), creating
     /// tables with `alloc_table` (returns the base of a fresh table page). Fails with the existing
     /// leaf if something is already mapped over the range.
