@@ -13,8 +13,8 @@ use std::process::ExitCode;
 pub struct HvArgs {
     /// Scenario file (see docs/hostmem.md for the format); the built-in demo when omitted.
     pub scenario: Option<PathBuf>,
-    /// Draw the host memory map over time to this SVG file.
-    #[arg(long, value_name = "FILE")]
+    /// Draw the host memory map over time into this folder (`hostmap.svg`).
+    #[arg(long, value_name = "DIR")]
     pub svg: Option<PathBuf>,
     /// Width of the text bar in columns.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(8..=1000))]
@@ -97,7 +97,10 @@ pub fn run(args: &HvArgs) -> anyhow::Result<ExitCode> {
         "{steps} steps, {refused} refused, {} copied by relocation and compaction",
         compromis_types::ByteSize(copied)
     )?;
-    if let Some(p) = &args.svg {
+    if let Some(dir) = &args.svg {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+        let p = &dir.join("hostmap.svg");
         write_atomic(p, render_svg(&frames).as_bytes())?;
         eprintln!("wrote {}", p.display());
     }

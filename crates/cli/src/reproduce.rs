@@ -19,14 +19,14 @@ pub struct ReproduceArgs {
     #[arg(long)]
     pub quick: bool,
     /// Seed of every random choice.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = compromis_types::DEFAULT_SEED)]
     pub seed: u64,
     /// An extra VM trace for the provisioning section.
     #[arg(long, requires = "trace_format")]
     pub trace: Option<PathBuf>,
     /// Format of --trace: azure, azure-rnn, google2011, alibaba2018, bitbrains.
     #[arg(long, requires = "trace")]
-    pub trace_format: Option<String>,
+    pub trace_format: Option<TraceFormat>,
     /// Folder of the real VM traces (used only if it exists).
     #[arg(long, default_value = "../shared/data")]
     pub data: PathBuf,
@@ -71,10 +71,9 @@ impl Progress for Bars {
 /// Runs the subcommand.
 pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
     let extra_trace = match (&args.trace, &args.trace_format) {
-        (Some(p), Some(f)) => {
-            let format: TraceFormat = f.parse().context("bad --trace-format")?;
+        (Some(p), Some(format)) => {
             anyhow::ensure!(p.exists(), "--trace {} does not exist", p.display());
-            Some((p.clone(), format))
+            Some((p.clone(), *format))
         }
         _ => None,
     };

@@ -1,12 +1,13 @@
 //! `compromis sim`: simulate a synthetic workload or a trace under several translation schemes.
 
-use anyhow::{Context, Result};
-use compromis_mmu::{MachineConfig, SchemeKind, SimConfig};
+use anyhow::Result;
+use compromis_hostmem::Fallback;
+use compromis_mmu::{MachineConfig, SchemeKind};
 use compromis_report::Format;
-use compromis_sim::{Experiment, HostFallback, HostState, Outcome, VmSpec};
+use compromis_sim::{ExperimentRequest, HostRequest, Outcome, Source};
 use compromis_types::{ByteSize, Op, PageSize};
 use compromis_vmem::{FramePolicy, GuestConfig};
-use compromis_workload::{WorkloadKind, WorkloadSpec};
+use compromis_workload::WorkloadKind;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 #[derive(clap::Args, Debug)]
 pub struct SimArgs {
     /// Synthetic workload: gups, stream, pointer-chase, kv-zipf, bfs, churn.
-    #[arg(long, default_value = "gups", value_parser = parse_workload)]
+    #[arg(long, default_value = "gups")]
     pub workload: WorkloadKind,
     /// Simulate a memory trace instead (lackey text, ChampSim, or native format; compression detected).
     #[arg(long, conflicts_with_all = ["footprint", "accesses", "processes", "quantum"])]
@@ -38,6 +39,15 @@ pub struct SimArgs {
     /// Simulation options.
     #[command(flatten)]
     pub opts: SimOptions,
+}
+
+/// Host memory state of `--host-state`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostStateArg {
+    /// The VM gets one extent of a host with free memory.
+    Fresh,
+    /// A host fragmented by a seeded history of other VMs.
+    Aged,
 }
 
 /// Options shared by every command that simulates (`sim`, `record`).
@@ -67,18 +77,18 @@ pub struct SimOptions {
     pub vm_memory: Option<ByteSize>,
     /// Host memory state: fresh (the VM gets one extent) or aged (fragmented by a seeded history
     /// of other VMs; the memory manager then falls back as --host-fallback says).
-    #[arg(long, default_value = "fresh", value_parser = ["fresh", "aged"])]
-    pub host_state: String,
+    #[arg(long, value_enum, default_value_t = HostStateArg::Fresh)]
+    pub host_state: HostStateArg,
     /// Host RAM of an aged host (default: 8 x the VM's memory).
     #[arg(long)]
     pub host_memory: Option<ByteSize>,
     /// Fraction of an aged host's memory used by other VMs.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = compromis_sim::DEFAULT_HOST_FILL)]
     pub host_fill: f64,
-    /// What the memory manager does when one extent is impossible: `ept` (EPT pages from the
-    /// free memory left) or `segments:K` (at most K segment register sets).
-    #[arg(long, default_value = "segments:8", value_parser = parse_fallback)]
-    pub host_fallback: HostFallback,
+    /// What the memory manager does when one extent is impossible: `refuse`, `segments:K` (at
+    /// most K segment register sets), `ept` (EPT pages from the free memory left) or `compact`.
+    #[arg(long, default_value_t = compromis_sim::DEFAULT_FALLBACK)]
+    pub host_fallback: Fallback,
     /// Accesses excluded from the statistics (their page faults are reported apart). Default:
     /// a tenth of a workload's accesses; 0 for traces and `record`.
     #[arg(long)]
@@ -89,7 +99,7 @@ pub struct SimOptions {
     #[arg(long)]
     pub no_populate: bool,
     /// Seed of every random choice.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = compromis_sim::DEFAULT_SEED)]
     pub seed: u64,
     /// Untagged TLBs: every context switch flushes the TLBs and walk caches (no PCID/VPID).
     #[arg(long)]
@@ -98,27 +108,11 @@ pub struct SimOptions {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Output format: table, json, csv.
-    #[arg(long, default_value = "table")]
-    pub format: Format,
+    #[arg(long, alias = "format", default_value = "table")]
+    pub output: Format,
     /// Check every translation against the reference composition (slower).
     #[arg(long)]
     pub verify: bool,
-}
-
-fn parse_fallback(s: &str) -> Result<HostFallback, String> {
-    if s == "ept" {
-        return Ok(HostFallback::Ept);
-    }
-    match s.strip_prefix("segments:").map(str::parse::<usize>) {
-        Some(Ok(k)) if k > 0 => Ok(HostFallback::Segments(k)),
-        _ => Err(format!(
-            "unknown fallback '{s}': valid values are ept, segments:K (K >= 1)"
-        )),
-    }
-}
-
-fn parse_workload(s: &str) -> Result<WorkloadKind, String> {
-    s.parse::<WorkloadKind>().map_err(|e| e.to_string())
 }
 
 fn parse_guest_page(s: &str) -> Result<PageSize, String> {
@@ -130,32 +124,8 @@ fn parse_guest_page(s: &str) -> Result<PageSize, String> {
 }
 
 impl SimOptions {
-    fn host_state(&self, ram: ByteSize) -> Result<HostState> {
-        if self.host_state == "fresh" {
-            return Ok(HostState::Fresh);
-        }
-        anyhow::ensure!(
-            (0.0..1.0).contains(&self.host_fill),
-            "--host-fill must be at least 0 and below 1, not {}",
-            self.host_fill
-        );
-        let host = self.host_memory.map_or(ram.bytes() * 8, ByteSize::bytes);
-        anyhow::ensure!(
-            host >= ram.bytes(),
-            "--host-memory {} is smaller than the VM ({ram})",
-            ByteSize(host)
-        );
-        Ok(HostState::Aged {
-            host,
-            fill: self.host_fill,
-            seed: self.seed,
-            fallback: self.host_fallback,
-        })
-    }
-
-    /// The experiment these options describe, for a VM of `ram` bytes; `default_warmup` applies
-    /// when `--warmup` is not given.
-    pub fn experiment(&self, ram: ByteSize, default_warmup: u64) -> Result<Experiment> {
+    /// The experiment request these options describe, reading `source`.
+    pub fn request(&self, source: Source) -> Result<ExperimentRequest> {
         let mut machine = match &self.config {
             Some(p) => MachineConfig::load(p)?,
             None => MachineConfig::default(),
@@ -163,25 +133,30 @@ impl SimOptions {
         if self.untagged_tlb {
             machine.tlb.tagged = false;
         }
-        Ok(Experiment {
-            sim: SimConfig {
-                machine,
-                guest: GuestConfig {
-                    levels: self.guest_levels,
-                    page: self.guest_pages,
-                    frames: self.guest_frames,
-                    seed: self.seed,
+        Ok(ExperimentRequest {
+            source,
+            machine,
+            schemes: self.schemes.clone(),
+            guest: GuestConfig {
+                levels: self.guest_levels,
+                page: self.guest_pages,
+                frames: self.guest_frames,
+                seed: self.seed,
+            },
+            host_page: self.host_pages,
+            vm_memory: self.vm_memory,
+            host: match self.host_state {
+                HostStateArg::Fresh => HostRequest::Fresh,
+                HostStateArg::Aged => HostRequest::Aged {
+                    memory: self.host_memory,
+                    fill: self.host_fill,
+                    fallback: self.host_fallback,
                 },
-                schemes: self.schemes.clone(),
-                warmup: self.warmup.unwrap_or(default_warmup),
-                verify: self.verify,
-                populate: !self.no_populate,
             },
-            vm: VmSpec {
-                ram,
-                host_page: self.host_pages,
-                host: self.host_state(ram)?,
-            },
+            warmup: self.warmup,
+            populate: !self.no_populate,
+            verify: self.verify,
+            seed: self.seed,
         })
     }
 }
@@ -221,7 +196,7 @@ fn run_with_progress(
         pb.set_position(done);
     });
     pb.finish_and_clear();
-    print_outcome(&outcome?, opts.format)?;
+    print_outcome(&outcome?, opts.output)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -272,17 +247,20 @@ impl std::fmt::Display for SourceError {
 }
 impl std::error::Error for SourceError {}
 
-/// Simulates an op stream named `name` with `opts` (used by `record` and `sim --trace`).
+/// Simulates an op stream named `name` with `opts` (used by `record`).
 pub fn run_source(
     opts: &SimOptions,
     name: &str,
     source: Box<dyn Iterator<Item = anyhow::Result<Op>> + Send>,
 ) -> Result<ExitCode> {
-    let ram = opts.vm_memory.unwrap_or(ByteSize::gib(4));
-    let exp = opts.experiment(ram, 0)?;
+    let plan = opts
+        .request(Source::Stream {
+            name: name.to_owned(),
+        })?
+        .build()?;
     run_with_progress(opts, None, |progress| {
         Ok(compromis_sim::run_source(
-            &exp,
+            &plan.experiment,
             name,
             source.map(|r| r.map_err(SourceError)),
             progress,
@@ -292,36 +270,21 @@ pub fn run_source(
 
 /// Runs the subcommand.
 pub fn run(args: &SimArgs) -> Result<ExitCode> {
-    if let Some(path) = &args.trace {
-        let ropts = compromis_trace::ReadOptions {
+    let source = match &args.trace {
+        Some(path) => Source::Trace {
+            path: path.clone(),
             skip_bad_records: args.skip_bad_records,
-            format: None,
-        };
-        let reader = compromis_trace::open_ops(path, &ropts)
-            .with_context(|| format!("cannot read trace {}", path.display()))?;
-        let name = path.display().to_string();
-        return run_source(
-            &args.opts,
-            &name,
-            Box::new(reader.map(|r| r.map_err(anyhow::Error::from))),
-        );
-    }
-    let d = WorkloadSpec::default();
-    let spec = WorkloadSpec {
-        kind: args.workload,
-        footprint: args.footprint.unwrap_or(d.footprint),
-        accesses: args.accesses.unwrap_or(2_000_000),
-        processes: args.processes.unwrap_or(1),
-        quantum: args.quantum.unwrap_or(d.quantum),
-        seed: args.opts.seed,
+        },
+        None => Source::Workload {
+            kind: args.workload,
+            footprint: args.footprint,
+            accesses: args.accesses,
+            processes: args.processes,
+            quantum: args.quantum,
+        },
     };
-    spec.validate()?;
-    let ram = args
-        .opts
-        .vm_memory
-        .unwrap_or_else(|| compromis_sim::default_ram(compromis_workload::mapped_bytes(&spec)));
-    let exp = args.opts.experiment(ram, spec.accesses / 10)?;
-    run_with_progress(&args.opts, Some(spec.accesses), |progress| {
-        Ok(compromis_sim::run_workload(&exp, &spec, progress)?)
+    let plan = args.opts.request(source)?.build()?;
+    run_with_progress(&args.opts, plan.accesses(), |progress| {
+        Ok(compromis_sim::run(&plan, progress)?)
     })
 }

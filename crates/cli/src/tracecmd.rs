@@ -36,9 +36,9 @@ pub enum OutputFormat {
 /// Options shared by the readers.
 #[derive(clap::Args, Debug)]
 pub struct InputOptions {
-    /// Input format: lackey, champsim or native (default: detected from the content).
-    #[arg(long, value_name = "FORMAT")]
-    pub from: Option<Format>,
+    /// Input trace format: lackey, champsim or native (default: detected from the content).
+    #[arg(long, alias = "from", value_name = "FORMAT")]
+    pub trace_format: Option<Format>,
     /// Skip records that do not parse and report how many, instead of stopping with an error.
     #[arg(long)]
     pub skip_bad_records: bool,
@@ -48,7 +48,7 @@ impl InputOptions {
     fn read_options(&self) -> ReadOptions {
         ReadOptions {
             skip_bad_records: self.skip_bad_records,
-            format: self.from,
+            format: self.trace_format,
         }
     }
 }
@@ -58,9 +58,9 @@ impl InputOptions {
 pub struct InspectArgs {
     /// The trace file (any supported format, plain or gzip/xz/zstd-compressed).
     pub file: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
-    pub format: OutputFormat,
+    /// Output format: table or json.
+    #[arg(long, alias = "format", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
     /// Input options.
     #[command(flatten)]
     pub input: InputOptions,
@@ -123,7 +123,7 @@ fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
     }
     pb.finish_and_clear();
     let s = b.finish(src.skipped());
-    match a.format {
+    match a.output {
         OutputFormat::Json => {
             #[derive(serde::Serialize)]
             struct Out<'a> {

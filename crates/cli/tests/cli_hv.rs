@@ -87,12 +87,12 @@ fn missing_file_is_an_error() {
 #[test]
 fn svg_is_written_and_well_formed() {
     let dir = tempfile::tempdir().unwrap();
-    let svg = dir.path().join("map.svg");
     hv().arg("--quiet")
         .arg("--svg")
-        .arg(&svg)
+        .arg(dir.path())
         .assert()
         .success();
+    let svg = dir.path().join("hostmap.svg");
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<?xml"));
     assert!(text.trim_end().ends_with("</svg>"));
@@ -111,16 +111,29 @@ fn svg_is_written_and_well_formed() {
 }
 
 #[test]
-fn svg_into_missing_directory_fails_cleanly() {
+fn svg_into_a_file_instead_of_a_folder_fails_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let svg = dir.path().join("no/such/dir/map.svg");
+    let file = dir.path().join("not-a-folder");
+    std::fs::write(&file, "keep").unwrap();
     hv().arg("--quiet")
         .arg("--svg")
-        .arg(&svg)
+        .arg(&file)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("cannot write"));
-    assert!(!svg.exists());
+        .stderr(predicate::str::contains("cannot create folder"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+}
+
+#[test]
+fn svg_folder_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("figs/hv");
+    hv().arg("--quiet")
+        .arg("--svg")
+        .arg(&sub)
+        .assert()
+        .success();
+    assert!(sub.join("hostmap.svg").is_file());
 }
 
 #[test]

@@ -165,7 +165,7 @@ fn bad_input_is_a_clear_error() {
         .arg(&t)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("--format is required"));
+        .stderr(predicate::str::contains("--trace-format"));
     place()
         .args(["--policy", "fastest"])
         .assert()

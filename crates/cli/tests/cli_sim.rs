@@ -165,5 +165,5 @@ fn bad_fallback_lists_valid_values() {
         .args(["--host-fallback", "segments:0"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("ept, segments:K"));
+        .stderr(predicate::str::contains("segments:K (1 <= K <= 1024), ept"));
 }

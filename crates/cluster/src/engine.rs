@@ -1,23 +1,24 @@
 //! The event engine: replays VM events on a fleet, one [`HostMemory`] per host, a
 //! [`ClusterIndex`] for the policies, and counts everything in a [`PlacementReport`].
 
-use crate::event::{Event, TraceError, VmKey};
+use crate::event::{Event, VmKey, VmTraceError};
 use crate::fleet::{Fleet, round_vm};
 use crate::hm::{HostMemory, Policy as ExtentPolicy, VmId};
 use crate::index::{ClusterIndex, HostId};
 use crate::metrics::{PlacementReport, RejectReason, Sample};
-use crate::policy::{Fallback, PlacementPolicy, PolicyKind};
+use crate::policy::{PlacementPolicy, PolicyKind};
+use compromis_hostmem::Fallback;
 use compromis_types::PageSize;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use thiserror::Error;
 
-/// Alignment of every VM segment (see [`crate::fleet::GRANULE`]).
+/// Alignment of every VM segment (see [`crate::fleet::VM_GRANULE`]).
 pub const SEGMENT_ALIGN: PageSize = PageSize::Size2M;
 
 /// Engine settings beyond the policy and fallback.
 #[derive(Clone, Debug)]
-pub struct SimOptions {
+pub struct ReplayOptions {
     /// Seed of the policy's random choices (only the `random` policy uses it).
     pub seed: u64,
     /// Trace seconds between two samples of the time series.
@@ -33,10 +34,10 @@ pub struct SimOptions {
     pub extent_policy: ExtentPolicy,
 }
 
-impl Default for SimOptions {
+impl Default for ReplayOptions {
     fn default() -> Self {
-        SimOptions {
-            seed: 0,
+        ReplayOptions {
+            seed: compromis_types::DEFAULT_SEED,
             sample_interval: 3600,
             max_samples: 2048,
             skip_bad_rows: false,
@@ -48,10 +49,10 @@ impl Default for SimOptions {
 
 /// Why a replay stopped.
 #[derive(Debug, Error)]
-pub enum SimError {
+pub enum ReplayError {
     /// A trace reader failed (a bad row without `skip_bad_rows`, or an I/O error).
     #[error(transparent)]
-    Trace(#[from] TraceError),
+    Trace(#[from] VmTraceError),
     /// An event inconsistent with the previous ones.
     #[error("event {index} (VM {vm} at time {time}): {reason}")]
     BadEvent {
@@ -218,10 +219,14 @@ impl Cluster {
             return Ok(n);
         }
         match fb {
-            Fallback::Reject => Err(RejectReason::NoSingleExtent),
+            Fallback::Refuse => Err(RejectReason::NoSingleExtent),
             Fallback::Segments(k) => self
                 .try_create(h, vm, need, vcpus, k)
                 .ok_or(RejectReason::TooFragmented),
+            // Paged (EPT) memory: any free memory of the host, in as many pieces as it takes.
+            Fallback::Ept => self
+                .try_create(h, vm, need, vcpus, usize::MAX)
+                .ok_or(RejectReason::NoCapacity),
             Fallback::Compact => {
                 if self.compact(h, need, rep) {
                     self.try_create(h, vm, need, vcpus, 1)
@@ -255,8 +260,10 @@ impl Cluster {
             return Err(RejectReason::NoCapacity);
         }
         match fb {
-            Fallback::Reject => Err(RejectReason::NoSingleExtent),
-            Fallback::Segments(_) => self.provision(any.unwrap_or(0), vm, need, vcpus, fb, rep),
+            Fallback::Refuse => Err(RejectReason::NoSingleExtent),
+            Fallback::Segments(_) | Fallback::Ept => {
+                self.provision(any.unwrap_or(0), vm, need, vcpus, fb, rep)
+            }
             Fallback::Compact => {
                 // The cheapest plan among the (up to) four hosts with the most free memory.
                 let cands: Vec<HostId> = self
@@ -414,18 +421,18 @@ pub fn simulate<I>(
     policy: &PolicyKind,
     fallback: &Fallback,
     seed: u64,
-) -> Result<PlacementReport, SimError>
+) -> Result<PlacementReport, ReplayError>
 where
-    I: IntoIterator<Item = Result<Event, TraceError>>,
+    I: IntoIterator<Item = Result<Event, VmTraceError>>,
 {
     simulate_with(
         events,
         fleet,
         policy,
         fallback,
-        &SimOptions {
+        &ReplayOptions {
             seed,
-            ..SimOptions::default()
+            ..ReplayOptions::default()
         },
     )
 }
@@ -436,10 +443,10 @@ pub fn simulate_with<I>(
     fleet: &Fleet,
     policy: &PolicyKind,
     fallback: &Fallback,
-    opts: &SimOptions,
-) -> Result<PlacementReport, SimError>
+    opts: &ReplayOptions,
+) -> Result<PlacementReport, ReplayError>
 where
-    I: IntoIterator<Item = Result<Event, TraceError>>,
+    I: IntoIterator<Item = Result<Event, VmTraceError>>,
 {
     simulate_observed(events, fleet, policy, fallback, opts, &|_| {})
 }
@@ -450,11 +457,11 @@ pub fn simulate_observed<I>(
     fleet: &Fleet,
     policy: &PolicyKind,
     fallback: &Fallback,
-    opts: &SimOptions,
+    opts: &ReplayOptions,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<PlacementReport, SimError>
+) -> Result<PlacementReport, ReplayError>
 where
-    I: IntoIterator<Item = Result<Event, TraceError>>,
+    I: IntoIterator<Item = Result<Event, VmTraceError>>,
 {
     let mut cl = Cluster::new(fleet, opts.extent_policy);
     let mut pol = policy.build(opts.seed);
@@ -482,7 +489,7 @@ where
             Err(e) => return Err(e.into()),
         };
         let t = ev.time();
-        let bad = |reason: String| SimError::BadEvent {
+        let bad = |reason: String| ReplayError::BadEvent {
             index,
             vm: ev.vm(),
             time: t,
@@ -594,7 +601,7 @@ where
         rep.peak_hosts_in_use = rep.peak_hosts_in_use.max(cl.index.hosts_in_use());
         if opts.check_every_event {
             cl.check()
-                .map_err(|reason| SimError::Check { index, reason })?;
+                .map_err(|reason| ReplayError::Check { index, reason })?;
         }
         index += 1;
         if index.is_multiple_of(65_536) {

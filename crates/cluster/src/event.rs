@@ -61,10 +61,10 @@ impl Event {
     }
 }
 
-/// Why a trace could not be read. Row-level variants ([`TraceError::Row`]) are recoverable: the
+/// Why a trace could not be read. Row-level variants ([`VmTraceError::Row`]) are recoverable: the
 /// reader goes on with the next row, so a caller may count them and continue (`--skip-bad-rows`).
 #[derive(Debug, Error)]
-pub enum TraceError {
+pub enum VmTraceError {
     /// The file or folder could not be opened.
     #[error("cannot open {path}: {source}", path = path.display())]
     Open {
@@ -110,14 +110,18 @@ pub enum TraceError {
     UnknownFormat(String),
 }
 
-impl TraceError {
+impl VmTraceError {
     /// True for errors after which the reader can continue with the next row.
     pub fn is_row_error(&self) -> bool {
-        matches!(self, TraceError::Row { .. })
+        matches!(self, VmTraceError::Row { .. })
     }
 
-    pub(crate) fn row(path: &std::path::Path, line: u64, reason: impl Into<String>) -> TraceError {
-        TraceError::Row {
+    pub(crate) fn row(
+        path: &std::path::Path,
+        line: u64,
+        reason: impl Into<String>,
+    ) -> VmTraceError {
+        VmTraceError::Row {
             path: path.to_path_buf(),
             line,
             reason: reason.into(),

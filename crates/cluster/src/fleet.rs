@@ -8,11 +8,11 @@ use thiserror::Error;
 
 /// Allocation granule of the scheduler: VM sizes are rounded up to, and host capacities down to,
 /// 2 MiB (one x86-64 large page), so every segment can be mapped with 2 MiB pages.
-pub const GRANULE: u64 = 2 << 20;
+pub const VM_GRANULE: u64 = 2 << 20;
 
 /// Rounds a VM size up to the granule (at least one granule).
 pub fn round_vm(bytes: u64) -> u64 {
-    bytes.div_ceil(GRANULE).max(1).saturating_mul(GRANULE)
+    bytes.div_ceil(VM_GRANULE).max(1).saturating_mul(VM_GRANULE)
 }
 
 /// One kind of host.
@@ -29,7 +29,7 @@ pub struct HostSpec {
 impl HostSpec {
     /// Memory offered to VMs: installed minus reserved, rounded down to the granule.
     pub fn vm_capacity(&self) -> u64 {
-        self.mem_bytes.saturating_sub(self.reserved_bytes) / GRANULE * GRANULE
+        self.mem_bytes.saturating_sub(self.reserved_bytes) / VM_GRANULE * VM_GRANULE
     }
 }
 
@@ -235,8 +235,8 @@ mod tests {
 
     #[test]
     fn rounding() {
-        assert_eq!(round_vm(0), GRANULE);
-        assert_eq!(round_vm(1), GRANULE);
+        assert_eq!(round_vm(0), VM_GRANULE);
+        assert_eq!(round_vm(1), VM_GRANULE);
         assert_eq!(round_vm(768 << 20), 768 << 20);
         assert_eq!(round_vm((768 << 20) + 1), 770 << 20);
     }

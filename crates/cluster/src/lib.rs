@@ -8,6 +8,7 @@
 //! - [`fleet`]: hosts and heterogeneous fleets (`20000x192GiB/24c`);
 //! - [`policy`]: the placement policies, one per file, and the fallbacks;
 //! - [`engine`]: the event engine ([`simulate`]) and the independent checker;
+//! - [`compare`]: a placement study ([`PlaceRequest`]): defaults, several policies in parallel;
 //! - [`metrics`], [`output`], [`plot`]: the report, its printers and SVG plots.
 //!
 //! ```
@@ -19,6 +20,7 @@
 //! assert!(rep.single_segment_share() > 0.5);
 //! ```
 
+pub mod compare;
 pub mod engine;
 pub mod event;
 pub mod fleet;
@@ -30,11 +32,13 @@ pub mod plot;
 pub mod policy;
 pub mod trace;
 
-pub use engine::{Cluster, SimError, SimOptions, simulate, simulate_observed, simulate_with};
-pub use event::{Event, TraceError, VmKey};
-pub use fleet::{Fleet, FleetError, GRANULE, HostSpec};
+pub use compare::{DEFAULT_TRACE_FLEET, PlaceError, PlaceRequest, PlaceSource};
+pub use compromis_hostmem::Fallback;
+pub use engine::{Cluster, ReplayError, ReplayOptions, simulate, simulate_observed, simulate_with};
+pub use event::{Event, VmKey, VmTraceError};
+pub use fleet::{Fleet, FleetError, HostSpec, VM_GRANULE};
 pub use metrics::{PlacementReport, RejectReason, Sample};
-pub use policy::{Fallback, PlacementPolicy, PolicyKind};
+pub use policy::{PlacementPolicy, PolicyKind};
 pub use trace::{
     EventStream, SyntheticConfig, SyntheticTrace, TraceFormat, TraceOptions, open_trace,
 };

@@ -2,8 +2,8 @@
 //! across runs and thread counts, and bad input that must never panic.
 
 use compromis_cluster::{
-    Event, Fallback, Fleet, PlacementReport, PolicyKind, RejectReason, SimError, SimOptions,
-    SyntheticConfig, SyntheticTrace, TraceError, simulate, simulate_with,
+    Event, Fallback, Fleet, PlacementReport, PolicyKind, RejectReason, ReplayError, ReplayOptions,
+    SyntheticConfig, SyntheticTrace, VmTraceError, simulate, simulate_with,
 };
 use proptest::prelude::*;
 use rayon::prelude::*;
@@ -87,13 +87,13 @@ proptest! {
         let ev = stream(&spec);
         for fleet in fleets() {
             for p in PolicyKind::ALL {
-                for fb in [Fallback::Reject, Fallback::Compact, Fallback::Segments(3)] {
-                    let opts = SimOptions { check_every_event: true, sample_interval: 50, ..SimOptions::default() };
+                for fb in [Fallback::Refuse, Fallback::Compact, Fallback::Segments(3)] {
+                    let opts = ReplayOptions { check_every_event: true, sample_interval: 50, ..ReplayOptions::default() };
                     let r = simulate_with(ev.iter().copied().map(Ok), &fleet, &p, &fb, &opts);
                     let r = r.unwrap_or_else(|e| panic!("{p} {fb}: {e}"));
                     conserved(&r);
                     prop_assert_eq!(r.events, ev.len() as u64);
-                    if fb == Fallback::Reject && p.build(0).contiguity_aware() {
+                    if fb == Fallback::Refuse && p.build(0).contiguity_aware() {
                         prop_assert_eq!(r.single_segment, r.placed);
                     }
                 }
@@ -245,7 +245,7 @@ fn inconsistent_events_are_errors_or_counted() {
         })
     };
     type Case = (
-        Box<dyn Fn() -> Vec<Result<Event, TraceError>>>,
+        Box<dyn Fn() -> Vec<Result<Event, VmTraceError>>>,
         &'static str,
     );
     let cases: Vec<Case> = vec![
@@ -259,7 +259,7 @@ fn inconsistent_events_are_errors_or_counted() {
             Box::new(move || {
                 vec![
                     a(0, 5),
-                    Err(TraceError::Row {
+                    Err(VmTraceError::Row {
                         path: "t.csv".into(),
                         line: 3,
                         reason: "negative vmcreated '-1'".into(),
@@ -270,18 +270,21 @@ fn inconsistent_events_are_errors_or_counted() {
         ),
     ];
     for (ev, msg) in cases {
-        let e = simulate(ev(), &fleet, &PolicyKind::FirstFit, &Fallback::Reject, 0).unwrap_err();
+        let e = simulate(ev(), &fleet, &PolicyKind::FirstFit, &Fallback::Refuse, 0).unwrap_err();
         assert!(e.to_string().contains(msg), "{e} lacks {msg}");
-        assert!(matches!(e, SimError::BadEvent { .. } | SimError::Trace(_)));
-        let opts = SimOptions {
+        assert!(matches!(
+            e,
+            ReplayError::BadEvent { .. } | ReplayError::Trace(_)
+        ));
+        let opts = ReplayOptions {
             skip_bad_rows: true,
-            ..SimOptions::default()
+            ..ReplayOptions::default()
         };
         let r = simulate_with(
             ev(),
             &fleet,
             &PolicyKind::FirstFit,
-            &Fallback::Reject,
+            &Fallback::Refuse,
             &opts,
         )
         .unwrap();

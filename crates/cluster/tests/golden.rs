@@ -4,7 +4,7 @@
 use compromis_cluster::hm::{Extent, VmId};
 use compromis_cluster::index::ClusterIndex;
 use compromis_cluster::{
-    Cluster, Event, Fallback, Fleet, PlacementReport, PolicyKind, RejectReason, SimOptions,
+    Cluster, Event, Fallback, Fleet, PlacementReport, PolicyKind, RejectReason, ReplayOptions,
     simulate_with,
 };
 use compromis_types::{Address, Hpa};
@@ -176,7 +176,7 @@ fn engine_golden_per_policy() {
         assert_eq!((r, at), (Ok(1), Some((1, vec![ext(0, 4)]))), "{p}");
     }
     // first-fit with `reject`: V4 is refused (no single extent on the chosen host).
-    let (r, at, _) = replay(PolicyKind::FirstFit, Fallback::Reject);
+    let (r, at, _) = replay(PolicyKind::FirstFit, Fallback::Refuse);
     assert_eq!((r, at), (Err(RejectReason::NoSingleExtent), None));
     // first-fit with `compact`: H0 is compacted by moving one 2-GiB VM, then V4 gets one extent.
     let (r, at, rep) = replay(PolicyKind::FirstFit, Fallback::Compact);
@@ -190,10 +190,10 @@ fn engine_golden_per_policy() {
 
 #[test]
 fn simulate_counts_golden() {
-    let opts = SimOptions {
+    let opts = ReplayOptions {
         check_every_event: true,
         sample_interval: 2,
-        ..SimOptions::default()
+        ..ReplayOptions::default()
     };
     let r = simulate_with(
         events().into_iter().map(Ok),
@@ -230,7 +230,7 @@ fn simulate_counts_golden() {
         events().into_iter().map(Ok),
         &fleet(),
         &PolicyKind::ContigFirstFit,
-        &Fallback::Reject,
+        &Fallback::Refuse,
         &opts,
     )
     .unwrap();

@@ -3,7 +3,7 @@
 
 use compromis_cluster::hm::{HostMemory, Policy, VmId};
 use compromis_cluster::index::ClusterIndex;
-use compromis_cluster::{GRANULE, PolicyKind};
+use compromis_cluster::{PolicyKind, VM_GRANULE};
 use compromis_types::PageSize;
 use proptest::prelude::*;
 
@@ -72,8 +72,8 @@ proptest! {
         ops in prop::collection::vec((0usize..12, 1u64..24, 0u32..3, any::<bool>()), 0..80),
         queries in prop::collection::vec((1u64..40, 0u32..8), 1..10),
     ) {
-        let mut ix = ClusterIndex::new(hosts.iter().map(|&(g, c)| (g * GRANULE, c)));
-        let mut naive = Naive { hosts: hosts.iter().map(|&(g, c)| (HostMemory::new(g * GRANULE, Policy::BestFit), c)).collect() };
+        let mut ix = ClusterIndex::new(hosts.iter().map(|&(g, c)| (g * VM_GRANULE, c)));
+        let mut naive = Naive { hosts: hosts.iter().map(|&(g, c)| (HostMemory::new(g * VM_GRANULE, Policy::BestFit), c)).collect() };
         let mut live: Vec<(usize, u64, u32)> = Vec::new();
         for (i, &(h, len, vcpus, free_one)) in ops.iter().enumerate() {
             if free_one && !live.is_empty() {
@@ -89,7 +89,7 @@ proptest! {
                 continue;
             }
             let vm = i as u64;
-            if let Ok(ext) = naive.hosts[h].0.create(VmId(vm), len * GRANULE, PageSize::Size2M, 3) {
+            if let Ok(ext) = naive.hosts[h].0.create(VmId(vm), len * VM_GRANULE, PageSize::Size2M, 3) {
                 ix.on_create(u32::try_from(h).unwrap(), ext, vcpus);
                 naive.hosts[h].1 -= vcpus;
                 live.push((h, vm, vcpus));
@@ -107,7 +107,7 @@ proptest! {
                 if p == PolicyKind::Random {
                     continue;
                 }
-                prop_assert_eq!(p.build(0).choose(&ix, g * GRANULE, vcpus), naive.choose(p, g * GRANULE, vcpus), "{} {} GRANULES {} vcpus", p, g, vcpus);
+                prop_assert_eq!(p.build(0).choose(&ix, g * VM_GRANULE, vcpus), naive.choose(p, g * VM_GRANULE, vcpus), "{} {} GRANULES {} vcpus", p, g, vcpus);
             }
         }
     }

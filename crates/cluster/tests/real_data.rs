@@ -3,7 +3,7 @@
 
 use compromis_cluster::trace::{AzureRnnReader, DurationRule};
 use compromis_cluster::{
-    Event, Fallback, Fleet, PolicyKind, RejectReason, SimOptions, TraceFormat, TraceOptions,
+    Event, Fallback, Fleet, PolicyKind, RejectReason, ReplayOptions, TraceFormat, TraceOptions,
     open_trace, simulate_with,
 };
 use std::path::PathBuf;
@@ -105,9 +105,9 @@ fn bitbrains_rnd_folder() {
     assert!(res > 0 && init > 0);
     // One VM provisions 511 GB: larger than a 192-GiB host, a counted rejection.
     let fleet: Fleet = "4x192GiB/64c".parse().unwrap();
-    let opts = SimOptions {
+    let opts = ReplayOptions {
         check_every_event: true,
-        ..SimOptions::default()
+        ..ReplayOptions::default()
     };
     let r = simulate_with(
         open_trace(&p, TraceFormat::Bitbrains, &TraceOptions::default()).unwrap(),

@@ -7,8 +7,9 @@
 //! for a number of churn steps; then arrivals top the host up to the target fill. Only the ageing
 //! VMs are ever destroyed; they keep their ids and stay on the host (they are the "other VMs").
 
-use crate::host::{FragStats, HostMemory, VmId};
+use crate::host::{FragStats, HostMemory};
 use compromis_types::PageSize;
+use compromis_types::VmId;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;

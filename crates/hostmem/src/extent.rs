@@ -14,8 +14,7 @@
 //! All lengths and RAM ranges are multiples of 4 KiB; an allocation's start is aligned to the
 //! requested [`PageSize`].
 
-use crate::host::VmId;
-use compromis_types::{Address, ByteSize, Hpa, PageSize};
+use compromis_types::{Address, ByteSize, Extent, Hpa, PageSize, VmId};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -28,46 +27,6 @@ const FIRST_FIT_PROBE: usize = 8;
 
 /// The allocation granule: every length and range boundary is a multiple of 4 KiB.
 pub const GRANULE: u64 = PageSize::Size4K.bytes();
-
-/// A contiguous range of host-physical memory `[start, start + len)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Extent {
-    /// First byte.
-    pub start: Hpa,
-    /// Length in bytes.
-    pub len: u64,
-}
-
-impl Extent {
-    /// `[start, start + len)`.
-    pub const fn new(start: u64, len: u64) -> Extent {
-        Extent {
-            start: Hpa(start),
-            len,
-        }
-    }
-    /// One past the last byte (saturating at `u64::MAX` for a malformed extent).
-    #[inline]
-    pub fn end(&self) -> Hpa {
-        Hpa(self.start.raw().saturating_add(self.len))
-    }
-    /// Whether `hpa` lies inside the extent.
-    #[inline]
-    pub fn contains(&self, hpa: Hpa) -> bool {
-        self.start <= hpa && hpa < self.end()
-    }
-    /// Whether the two extents share at least one byte.
-    #[inline]
-    pub fn overlaps(&self, other: &Extent) -> bool {
-        self.start < other.end() && other.start < self.end()
-    }
-}
-
-impl fmt::Display for Extent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{:#x}, {:#x})", self.start.raw(), self.end().raw())
-    }
-}
 
 /// Which free extent an allocation takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -6,27 +6,17 @@
 //! (as in BtrPlace): [`HostMemory::plan_compaction`] returns moves, [`HostMemory::apply`] performs
 //! them atomically, and [`HostMemory::check`] validates any state independently of the allocator.
 
-use crate::extent::{AllocError, Extent, ExtentAllocator, Policy, aligned_usable};
+use crate::extent::{AllocError, ExtentAllocator, Policy, aligned_usable};
 use crate::map::HostMap;
-use compromis_types::{Address, Hpa, PageSize};
+use compromis_types::{Address, Extent, Hpa, PageSize, VmId};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
 use thiserror::Error;
 
-/// A VM identifier.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct VmId(pub u64);
-
-impl fmt::Display for VmId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "vm{}", self.0)
-    }
-}
-
 /// How the hardware reaches a VM's memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Backing {
+pub enum VmMapping {
     /// Segment registers (one per guest-RAM-range x host-extent piece).
     Segments,
     /// EPT page mappings of at most `host_page`.
@@ -44,7 +34,7 @@ pub struct VmRecord {
     /// Alignment of every extent start and length.
     pub align: PageSize,
     /// Segments or EPT.
-    pub backing: Backing,
+    pub backing: VmMapping,
     /// The extent limit the VM was created with (1 = a single segment).
     pub max_extents: usize,
 }
@@ -419,7 +409,7 @@ impl HostMemory {
         let rec = VmRecord {
             extents,
             align,
-            backing: Backing::Segments,
+            backing: VmMapping::Segments,
             max_extents,
         };
         Ok(&self.vms.entry(vm).or_insert(rec).extents)
@@ -508,7 +498,7 @@ impl HostMemory {
             return Ok(GrowOutcome::InPlace);
         }
         match backing {
-            Backing::Segments => match self.alloc.alloc(total, align, self.policy) {
+            VmMapping::Segments => match self.alloc.alloc(total, align, self.policy) {
                 Ok(to) => {
                     for e in old_extents {
                         self.alloc.free(e)?;
@@ -536,7 +526,7 @@ impl HostMemory {
                     }
                 }
             },
-            Backing::Ept { .. } => {
+            VmMapping::Ept { .. } => {
                 let pieces = self.plan_pieces(extra, align, usize::MAX).map_err(|_| {
                     AllocError::NoExtent {
                         len: extra,

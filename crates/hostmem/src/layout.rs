@@ -8,109 +8,13 @@
 //! per (guest RAM range x host extent) piece. gPAs outside every segment (MMIO, ROM) take the
 //! fallback path of the simulator (an EPT walk or an exit for device emulation).
 
-use crate::extent::{AllocError, Extent, aligned_usable};
-use crate::host::{Backing, HostMemory, VmId, VmRecord};
-use compromis_types::{Address, Gpa, Hpa, PageSize};
+use crate::extent::{AllocError, aligned_usable};
+use crate::host::{HostMemory, VmMapping, VmRecord};
+use compromis_types::{Address, Extent, Gpa, GuestLayout, Hpa, PageSize, Segment, VmId};
 use serde::Serialize;
-
-/// First byte of the MMIO hole: guest RAM below it is `[0, MMIO_HOLE_START)`.
-pub const MMIO_HOLE_START: Gpa = Gpa(0xF000_0000);
-/// Where guest RAM above the hole starts (4 GiB).
-pub const HIGH_RAM_START: Gpa = Gpa(1 << 32);
-
-/// A guest-physical range `[start, start + len)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct GpaRange {
-    /// First byte.
-    pub start: Gpa,
-    /// Length in bytes.
-    pub len: u64,
-}
-
-impl GpaRange {
-    /// One past the last byte.
-    pub fn end(&self) -> Gpa {
-        Gpa(self.start.raw().saturating_add(self.len))
-    }
-    /// Whether `gpa` is inside.
-    pub fn contains(&self, gpa: Gpa) -> bool {
-        self.start <= gpa && gpa < self.end()
-    }
-}
-
-/// A VM's guest-physical RAM ranges, in address order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct GuestLayout {
-    /// RAM ranges (one below the MMIO hole, one above 4 GiB when RAM exceeds 3.75 GiB).
-    pub ram: Vec<GpaRange>,
-}
-
-impl GuestLayout {
-    /// The layout of a VM with `ram` bytes.
-    pub fn for_ram(ram: u64) -> GuestLayout {
-        let low = ram.min(MMIO_HOLE_START.raw());
-        let mut v = Vec::new();
-        if low > 0 {
-            v.push(GpaRange {
-                start: Gpa(0),
-                len: low,
-            });
-        }
-        if ram > low {
-            v.push(GpaRange {
-                start: HIGH_RAM_START,
-                len: ram - low,
-            });
-        }
-        GuestLayout { ram: v }
-    }
-    /// Total RAM bytes.
-    pub fn ram_bytes(&self) -> u64 {
-        self.ram.iter().map(|r| r.len).sum()
-    }
-    /// Whether `gpa` is guest RAM (false in the MMIO hole and beyond RAM).
-    pub fn is_ram(&self, gpa: Gpa) -> bool {
-        self.ram.iter().any(|r| r.contains(gpa))
-    }
-}
-
-/// One register set: gPAs in `[base, limit)` become `host_base + (gpa - base)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct Segment {
-    /// BASE.
-    pub base: Gpa,
-    /// LIMIT (exclusive).
-    pub limit: Gpa,
-    /// The host-physical address of `base`.
-    pub host_base: Hpa,
-}
-
-impl Segment {
-    /// OFFSET = host_base - BASE, modulo 2^64 (the hardware adds it with wrap-around).
-    pub fn offset(&self) -> u64 {
-        self.host_base.raw().wrapping_sub(self.base.raw())
-    }
-    /// Length in bytes.
-    pub fn len(&self) -> u64 {
-        self.limit.raw().saturating_sub(self.base.raw())
-    }
-    /// Whether the segment is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// The host extent the segment maps to.
-    pub fn host_extent(&self) -> Extent {
-        Extent {
-            start: self.host_base,
-            len: self.len(),
-        }
-    }
-    /// `gpa + OFFSET` when `BASE <= gpa < LIMIT`.
-    #[inline]
-    pub fn translate(&self, gpa: Gpa) -> Option<Hpa> {
-        (self.base <= gpa && gpa < self.limit).then(|| Hpa(gpa.raw().wrapping_add(self.offset())))
-    }
-}
+use std::fmt;
+use std::str::FromStr;
+use thiserror::Error;
 
 /// One EPT leaf: the `size` page at `gpa` maps to `hpa`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -123,8 +27,17 @@ pub struct PageMapping {
     pub size: PageSize,
 }
 
-/// What `provision` does when one host extent is impossible. The caller chooses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// The most segment register sets a VM may be given (`segments:K` accepts `1..=MAX_SEGMENTS`).
+pub const MAX_SEGMENTS: usize = 1024;
+
+/// What the hypervisor does when a VM cannot get one host extent: the one provisioning contract
+/// of the memory manager, used by `hv`, `sim`, `place` and the reproduction report.
+///
+/// Spelled on command lines and in files as `refuse`, `segments:K`, `ept` or `compact`
+/// ([`FromStr`]/[`Display`] round-trip; `reject` is accepted for `refuse`, `segments` alone
+/// means `segments:8`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
 pub enum Fallback {
     /// Fail with the state unchanged.
     Refuse,
@@ -132,11 +45,63 @@ pub enum Fallback {
     Segments(usize),
     /// EPT pages built from whatever free memory remains.
     Ept,
+    /// Compact the host (plan, apply, check: the cost is the bytes moved), then give one extent;
+    /// refuse if no plan frees one.
+    Compact,
 }
 
-/// How a VM's memory ended up being mapped.
+impl Fallback {
+    /// Every spelling, for help texts.
+    pub const SPELLINGS: &'static str = "refuse, segments:K (1 <= K <= 1024), ept, compact";
+}
+
+impl fmt::Display for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fallback::Refuse => f.write_str("refuse"),
+            Fallback::Segments(k) => write!(f, "segments:{k}"),
+            Fallback::Ept => f.write_str("ept"),
+            Fallback::Compact => f.write_str("compact"),
+        }
+    }
+}
+
+impl From<Fallback> for String {
+    fn from(f: Fallback) -> String {
+        f.to_string()
+    }
+}
+
+/// A fallback spelling that is not one of [`Fallback::SPELLINGS`].
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("unknown fallback '{0}': valid values are {spellings}", spellings = Fallback::SPELLINGS)]
+pub struct ParseFallbackError(pub String);
+
+impl FromStr for Fallback {
+    type Err = ParseFallbackError;
+    fn from_str(s: &str) -> Result<Fallback, ParseFallbackError> {
+        let t = s.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "refuse" | "reject" => Ok(Fallback::Refuse),
+            "ept" => Ok(Fallback::Ept),
+            "compact" => Ok(Fallback::Compact),
+            "segments" => Ok(Fallback::Segments(8)),
+            _ => t
+                .strip_prefix("segments:")
+                .and_then(|k| k.parse().ok())
+                .filter(|k| (1..=MAX_SEGMENTS).contains(k))
+                .map(Fallback::Segments)
+                .ok_or_else(|| ParseFallbackError(s.to_owned())),
+        }
+    }
+}
+
+/// How a VM's memory ended up being mapped (what [`HostMemory::provision`] gave it).
+///
+/// Serialized as `{"kind": "one-extent", "segments": 1}` and so on; displayed as the kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum Outcome {
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Provisioned {
     /// One host extent; `segments` register sets (1, or 2 when RAM spans the MMIO hole).
     OneExtent {
         /// Register sets.
@@ -158,6 +123,23 @@ pub enum Outcome {
         /// 1 GiB pages.
         pages_1g: u64,
     },
+}
+
+impl Provisioned {
+    /// `one-extent`, `multi-segment` or `ept`.
+    pub const fn name(&self) -> &'static str {
+        match self {
+            Provisioned::OneExtent { .. } => "one-extent",
+            Provisioned::MultiSegment { .. } => "multi-segment",
+            Provisioned::Ept { .. } => "ept",
+        }
+    }
+}
+
+impl fmt::Display for Provisioned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Result of provisioning: every guest RAM byte is covered by exactly one segment or one page
@@ -199,21 +181,21 @@ impl VmMemory {
     }
 
     /// What the VM got.
-    pub fn outcome(&self) -> Outcome {
+    pub fn outcome(&self) -> Provisioned {
         if self.pages.is_empty() {
             if self.host_extents.len() <= 1 {
-                Outcome::OneExtent {
+                Provisioned::OneExtent {
                     segments: self.segments.len(),
                 }
             } else {
-                Outcome::MultiSegment {
+                Provisioned::MultiSegment {
                     extents: self.host_extents.len(),
                     segments: self.segments.len(),
                 }
             }
         } else {
             let count = |s: PageSize| self.pages.iter().filter(|p| p.size == s).count() as u64;
-            Outcome::Ept {
+            Provisioned::Ept {
                 pages_4k: count(PageSize::Size4K),
                 pages_2m: count(PageSize::Size2M),
                 pages_1g: count(PageSize::Size1G),
@@ -292,10 +274,32 @@ impl HostMemory {
                 Fallback::Refuse => return Err(AllocError::NoExtent { len, largest }),
                 Fallback::Segments(k) => self.provision_segments(vm, ram, host_page, k)?,
                 Fallback::Ept => self.ept_backing(vm, ram, host_page)?,
+                Fallback::Compact => self.compact_then_create(vm, ram, host_page, largest)?,
             },
             Err(e) => return Err(e),
         }
         self.memory(vm).ok_or(AllocError::UnknownVm(vm))
+    }
+
+    /// Plans a compaction that frees one `ram`-byte extent, applies it, checks the host and
+    /// creates the VM in the freed extent. `NoExtent` (state unchanged) when no plan exists.
+    fn compact_then_create(
+        &mut self,
+        vm: VmId,
+        ram: u64,
+        host_page: PageSize,
+        largest: u64,
+    ) -> Result<(), AllocError> {
+        let plan = self
+            .plan_compaction(ram, host_page)
+            .ok_or(AllocError::NoExtent { len: ram, largest })?;
+        let before = self.clone();
+        self.apply(&plan)?;
+        if let Err(e) = self.create(vm, ram, host_page, 1) {
+            *self = before;
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn provision_segments(
@@ -324,7 +328,7 @@ impl HostMemory {
                         VmRecord {
                             extents: pieces,
                             align: host_page,
-                            backing: Backing::Segments,
+                            backing: VmMapping::Segments,
                             max_extents: k,
                         },
                     );
@@ -421,7 +425,7 @@ impl HostMemory {
             VmRecord {
                 extents: pieces,
                 align: PageSize::Size4K,
-                backing: Backing::Ept { host_page },
+                backing: VmMapping::Ept { host_page },
                 max_extents: usize::MAX,
             },
         );
@@ -434,8 +438,8 @@ impl HostMemory {
         let layout = GuestLayout::for_ram(rec.bytes());
         let segments = segments_for(&layout, &rec.extents);
         let (segments, pages) = match rec.backing {
-            Backing::Segments => (segments, Vec::new()),
-            Backing::Ept { host_page } => (Vec::new(), pages_for(&segments, host_page)),
+            VmMapping::Segments => (segments, Vec::new()),
+            VmMapping::Ept { host_page } => (Vec::new(), pages_for(&segments, host_page)),
         };
         Some(VmMemory {
             layout,
@@ -450,6 +454,7 @@ impl HostMemory {
 mod tests {
     use super::*;
     use crate::extent::Policy;
+    use compromis_types::GpaRange;
     const G: u64 = 1 << 30;
 
     #[test]
@@ -505,7 +510,7 @@ mod tests {
                 host_base: Hpa(0)
             }]
         );
-        assert_eq!(m.outcome(), Outcome::OneExtent { segments: 1 });
+        assert_eq!(m.outcome(), Provisioned::OneExtent { segments: 1 });
         let m = h
             .provision(VmId(2), 8 * G, PageSize::Size2M, Fallback::Refuse)
             .unwrap();
@@ -526,7 +531,7 @@ mod tests {
         assert_eq!(high.offset(), 0xB000_0000);
         assert_eq!(m.translate(Gpa(4 * G)), Some(Hpa(0x1_B000_0000)));
         assert_eq!(m.translate(Gpa(0xF000_0000)), None);
-        assert_eq!(m.outcome(), Outcome::OneExtent { segments: 2 });
+        assert_eq!(m.outcome(), Provisioned::OneExtent { segments: 2 });
     }
 
     #[test]
@@ -537,7 +542,7 @@ mod tests {
         assert_eq!(m.host_extents, vec![Extent::new(0, 4 * G)]);
         assert_eq!(
             m.outcome(),
-            Outcome::Ept {
+            Provisioned::Ept {
                 pages_4k: 0,
                 pages_2m: 512,
                 pages_1g: 3
@@ -597,7 +602,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             m.outcome(),
-            Outcome::MultiSegment {
+            Provisioned::MultiSegment {
                 extents: 3,
                 segments: 3
             }
@@ -610,7 +615,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             m.outcome(),
-            Outcome::Ept {
+            Provisioned::Ept {
                 pages_4k: 0,
                 pages_2m: 384 + 128,
                 pages_1g: 3
@@ -622,5 +627,54 @@ mod tests {
             assert!(p.gpa.is_aligned(p.size) && p.hpa.is_aligned(p.size));
         }
         assert_eq!(m.pages.iter().map(|p| p.size.bytes()).sum::<u64>(), 4 * G);
+    }
+
+    #[test]
+    fn fallback_spellings_round_trip() {
+        for f in [
+            Fallback::Refuse,
+            Fallback::Segments(1),
+            Fallback::Segments(MAX_SEGMENTS),
+            Fallback::Ept,
+            Fallback::Compact,
+        ] {
+            assert_eq!(f.to_string().parse::<Fallback>(), Ok(f));
+        }
+        assert_eq!("reject".parse::<Fallback>(), Ok(Fallback::Refuse));
+        assert_eq!("Segments".parse::<Fallback>(), Ok(Fallback::Segments(8)));
+        for bad in ["segments:0", "segments:1025", "segments:x", "paging", ""] {
+            let e = bad.parse::<Fallback>().unwrap_err().to_string();
+            assert!(e.contains("refuse, segments:K"), "{e}");
+        }
+        assert_eq!(String::from(Fallback::Segments(3)), "segments:3");
+        assert_eq!(
+            Provisioned::OneExtent { segments: 2 }.to_string(),
+            "one-extent"
+        );
+    }
+
+    #[test]
+    fn compact_fallback_moves_vms_then_gives_one_extent() {
+        let mut h = fragmented();
+        let before = h.clone();
+        // 4 GiB: no hole is that large, but 8 GiB are free: compaction frees one extent.
+        let m = h
+            .provision(VmId(100), 4 * G, PageSize::Size2M, Fallback::Compact)
+            .unwrap();
+        assert_eq!(m.outcome(), Provisioned::OneExtent { segments: 2 });
+        assert_eq!(m.host_extents.len(), 1);
+        h.check().unwrap();
+        // Every VM that was there is still there, with its size.
+        for (id, r) in before.vms() {
+            assert_eq!(h.vm(id).map(VmRecord::bytes), Some(r.bytes()));
+        }
+        // More than is free: refused, state unchanged.
+        let mut full = h.clone();
+        let snapshot = full.clone();
+        assert!(matches!(
+            full.provision(VmId(101), 8 * G, PageSize::Size2M, Fallback::Compact),
+            Err(AllocError::NoExtent { .. })
+        ));
+        assert_eq!(full, snapshot);
     }
 }

@@ -17,13 +17,13 @@
 //! See `docs/hostmem.md` for the design.
 //!
 //! ```
-//! use compromis_hostmem::{Fallback, HostMemory, Outcome, Policy, VmId};
+//! use compromis_hostmem::{Fallback, HostMemory, Policy, Provisioned, VmId};
 //! use compromis_types::PageSize;
 //! const G: u64 = 1 << 30;
 //! let mut h = HostMemory::new(16 * G, Policy::FirstFit);
 //! // 8 GiB of guest RAM spans the MMIO hole: one host extent, two register sets.
 //! let m = h.provision(VmId(1), 8 * G, PageSize::Size2M, Fallback::Refuse).unwrap();
-//! assert_eq!(m.outcome(), Outcome::OneExtent { segments: 2 });
+//! assert_eq!(m.outcome(), Provisioned::OneExtent { segments: 2 });
 //! assert_eq!(h.free_bytes(), 8 * G);
 //! assert_eq!(h.destroy(VmId(1)), Ok(8 * G));
 //! h.check().unwrap();
@@ -38,14 +38,17 @@ pub mod render;
 pub mod scenario;
 
 pub use age::{AgeConfig, AgeReport};
-pub use extent::{AllocError, Extent, ExtentAllocator, GRANULE, ParsePolicyError, Policy};
+pub use compromis_types::{
+    Extent, GpaRange, GuestLayout, HIGH_RAM_START, MMIO_HOLE_START, Segment, VmId,
+};
+pub use extent::{AllocError, ExtentAllocator, GRANULE, ParsePolicyError, Policy};
 pub use host::{
-    Backing, CompactionPlan, FragStats, GrowOutcome, HostMemory, InvariantError, MAX_WINDOWS, Move,
-    Owner, VmId, VmRecord,
+    CompactionPlan, FragStats, GrowOutcome, HostMemory, InvariantError, MAX_WINDOWS, Move, Owner,
+    VmMapping, VmRecord,
 };
 pub use layout::{
-    Fallback, GpaRange, GuestLayout, HIGH_RAM_START, MMIO_HOLE_START, Outcome, PageMapping,
-    Segment, VmMemory, pages_for, segments_for,
+    Fallback, MAX_SEGMENTS, PageMapping, ParseFallbackError, Provisioned, VmMemory, pages_for,
+    segments_for,
 };
 pub use map::{HostMap, NumaNode, Reserved};
 pub use render::{Frame, render_svg, table, text_bar};

@@ -4,8 +4,8 @@
 //! RAM ranges with holes between them, ranges the hypervisor may never give to a VM (firmware, the
 //! hypervisor's own text and heap) and the NUMA node of each range.
 
-use crate::extent::{AllocError, Extent, GRANULE};
-use compromis_types::{Address, Hpa};
+use crate::extent::{AllocError, GRANULE};
+use compromis_types::{Address, Extent, Hpa};
 use serde::Serialize;
 
 /// A range of RAM that is never given to a VM and never moved by compaction.

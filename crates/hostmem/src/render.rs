@@ -1,9 +1,8 @@
 //! Printers of the host memory map: a text bar, a table, and an SVG drawing of the map over time.
 //! They only read a [`HostMemory`] (or [`Frame`]s captured from one); they never change it.
 
-use crate::extent::Extent;
 use crate::host::{HostMemory, Owner};
-use compromis_types::{Address, ByteSize};
+use compromis_types::{Address, ByteSize, Extent};
 use std::fmt::Write as _;
 
 /// A snapshot of the host memory map, one row of the SVG drawing.
@@ -239,8 +238,7 @@ pub fn render_svg(frames: &[Frame]) -> String {
 mod tests {
     use super::*;
     use crate::extent::Policy;
-    use crate::host::VmId;
-    use compromis_types::PageSize;
+    use compromis_types::{PageSize, VmId};
 
     #[test]
     fn bar_and_table() {

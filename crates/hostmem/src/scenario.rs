@@ -5,7 +5,7 @@
 //! host <size> [policy=first-fit|best-fit|worst-fit|next-fit] [map=flat|pc] [nodes=N] [reserve=<start>:<size>[:<label>]]...
 //! policy <policy>
 //! create <vm> <size> [align=4k|2m|1g] [extents=K]
-//! provision <vm> <size> [page=4k|2m|1g] [fallback=refuse|ept|segments:K]
+//! provision <vm> <size> [page=4k|2m|1g] [fallback=refuse|ept|segments:K|compact]
 //! destroy <vm>
 //! grow <vm> <size>
 //! shrink <vm> <size>
@@ -22,12 +22,12 @@
 //! extent, unknown VM...) is not an error: the step reports it and the state is unchanged.
 
 use crate::age::AgeConfig;
-use crate::extent::{AllocError, Extent, Policy};
-use crate::host::{GrowOutcome, HostMemory, VmId};
-use crate::layout::{Fallback, Outcome, VmMemory};
+use crate::extent::{AllocError, Policy};
+use crate::host::{GrowOutcome, HostMemory};
+use crate::layout::{Fallback, Provisioned, VmMemory};
 use crate::map::{HostMap, Reserved};
 use crate::render::Frame;
-use compromis_types::{ByteSize, PageSize};
+use compromis_types::{ByteSize, Extent, PageSize, VmId};
 use std::fmt::Write as _;
 use thiserror::Error;
 
@@ -181,16 +181,7 @@ fn parse_page(s: &str) -> Result<PageSize, String> {
 }
 
 fn parse_fallback(s: &str) -> Result<Fallback, String> {
-    match s {
-        "refuse" => Ok(Fallback::Refuse),
-        "ept" => Ok(Fallback::Ept),
-        _ => match s.strip_prefix("segments:").map(str::parse::<usize>) {
-            Some(Ok(k)) if k > 0 => Ok(Fallback::Segments(k)),
-            _ => Err(format!(
-                "bad fallback '{s}': valid values are refuse, ept, segments:K (K >= 1)"
-            )),
-        },
-    }
+    s.parse::<Fallback>().map_err(|e| e.to_string())
 }
 
 /// Splits `key=value` options; rejects unknown keys.
@@ -328,7 +319,7 @@ fn parse_step(toks: &[&str]) -> Result<Step, String> {
             let (pos, opts) = positional(
                 rest,
                 2,
-                "provision <vm> <size> [page=A] [fallback=refuse|ept|segments:K]",
+                "provision <vm> <size> [page=A] [fallback=refuse|ept|segments:K|compact]",
             )?;
             let (mut page, mut fallback) = (PageSize::Size2M, Fallback::Refuse);
             for (k, v) in options(&opts, &["page", "fallback"])? {
@@ -550,13 +541,13 @@ fn refused(e: &AllocError) -> String {
 
 fn describe(vm: VmId, m: &VmMemory) -> String {
     let mut s = match m.outcome() {
-        Outcome::OneExtent { segments } => {
+        Provisioned::OneExtent { segments } => {
             format!("{vm}: one host extent, {segments} register set(s)")
         }
-        Outcome::MultiSegment { extents, segments } => {
+        Provisioned::MultiSegment { extents, segments } => {
             format!("{vm}: {extents} host extents, {segments} register set(s)")
         }
-        Outcome::Ept {
+        Provisioned::Ept {
             pages_4k,
             pages_2m,
             pages_1g,

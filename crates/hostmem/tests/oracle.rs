@@ -13,8 +13,8 @@
 //! Operations per run: 4 x 15,000 + 2 x 4 x 6,000 = 108,000.
 
 use compromis_hostmem::{
-    AllocError, Extent, ExtentAllocator, Fallback, GrowOutcome, HostMap, HostMemory, Outcome,
-    Policy, Reserved, VmId,
+    AllocError, Extent, ExtentAllocator, Fallback, GrowOutcome, HostMap, HostMemory, Policy,
+    Provisioned, Reserved, VmId,
 };
 use compromis_types::{Address, PageSize};
 use proptest::prelude::*;
@@ -362,10 +362,10 @@ fn host_run(seed: u64, ops: usize, big: bool) -> Result<(), TestCaseError> {
                 let r = h.provision(vm, len, align, fb);
                 if let Ok(m) = &r {
                     let kind = match m.outcome() {
-                        Outcome::OneExtent { segments: 2 } => "provision-hole",
-                        Outcome::OneExtent { .. } => "provision-one",
-                        Outcome::MultiSegment { .. } => "provision-k",
-                        Outcome::Ept { .. } => "provision-ept",
+                        Provisioned::OneExtent { segments: 2 } => "provision-hole",
+                        Provisioned::OneExtent { .. } => "provision-one",
+                        Provisioned::MultiSegment { .. } => "provision-k",
+                        Provisioned::Ept { .. } => "provision-ept",
                     };
                     *done.entry(kind).or_default() += 1;
                 }

@@ -5,11 +5,12 @@ use crate::{
     RunConfig, RunRow, SchemeFigures, WalkRefRow,
 };
 use compromis_cluster::{
-    EventStream, Fallback, Fleet, PolicyKind, SimOptions as PlaceOptions, SyntheticConfig,
-    SyntheticTrace, TraceFormat, TraceOptions, open_trace, simulate_with,
+    EventStream, Fallback, Fleet, PolicyKind, ReplayOptions, SyntheticConfig, SyntheticTrace,
+    TraceFormat, TraceOptions, open_trace, simulate_with,
 };
-use compromis_mmu::{MachineConfig, SchemeKind, SimConfig};
-use compromis_sim::{Experiment, ExperimentError, HostFallback, HostState, Outcome, VmSpec};
+use compromis_hostmem::Fallback as HostFallback;
+use compromis_mmu::{MachineConfig, SchemeKind};
+use compromis_sim::{ExperimentRequest, HostRequest, Outcome, Source as SimSource};
 use compromis_types::{ByteSize, Gva, Op, PageSize};
 use compromis_vmem::GuestConfig;
 use compromis_workload::{WorkloadKind, WorkloadSpec};
@@ -158,27 +159,36 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Results, ReproErro
     Ok(r)
 }
 
-fn experiment(
+/// The experiment request of every section: the builder in `compromis_sim` fills the defaults
+/// (VM memory, warm-up) exactly as `compromis sim` does.
+fn request(
     cfg: &RunConfig,
     machine: MachineConfig,
     guest: PageSize,
-    vm: VmSpec,
-    warmup: u64,
-) -> Experiment {
-    Experiment {
-        sim: SimConfig {
-            machine,
-            guest: GuestConfig {
-                page: guest,
-                seed: cfg.seed,
-                ..GuestConfig::default()
-            },
-            schemes: SchemeKind::ALL.to_vec(),
-            warmup,
-            verify: false,
-            populate: true,
+    host_page: PageSize,
+    source: SimSource,
+) -> ExperimentRequest {
+    ExperimentRequest {
+        source,
+        machine,
+        schemes: SchemeKind::ALL.to_vec(),
+        guest: GuestConfig {
+            page: guest,
+            ..GuestConfig::default()
         },
-        vm,
+        host_page,
+        seed: cfg.seed,
+        ..ExperimentRequest::default()
+    }
+}
+
+fn workload_source(spec: &WorkloadSpec) -> SimSource {
+    SimSource::Workload {
+        kind: spec.kind,
+        footprint: Some(spec.footprint),
+        accesses: Some(spec.accesses),
+        processes: Some(spec.processes),
+        quantum: Some(spec.quantum),
     }
 }
 
@@ -226,26 +236,24 @@ fn run_spec(
     guest: PageSize,
     host: PageSize,
 ) -> Result<RunRow, ReproError> {
-    let ram = compromis_sim::default_ram(compromis_workload::mapped_bytes(spec));
-    let exp = experiment(
+    let config = || {
+        format!(
+            "{} x{} guest {guest} host {host}",
+            spec.kind, spec.processes
+        )
+    };
+    let o = request(
         cfg,
         MachineConfig::default(),
         guest,
-        VmSpec {
-            ram,
-            host_page: host,
-            host: HostState::Fresh,
-        },
-        spec.accesses / 2,
-    );
-    let o = compromis_sim::run_workload(&exp, spec, &|_| {}).map_err(|source| {
-        ReproError::Experiment {
-            config: format!(
-                "{} x{} guest {guest} host {host}",
-                spec.kind, spec.processes
-            ),
-            source,
-        }
+        host,
+        workload_source(spec),
+    )
+    .build()
+    .and_then(|plan| compromis_sim::run(&plan, &|_| {}))
+    .map_err(|source| ReproError::Experiment {
+        config: config(),
+        source,
     })?;
     Ok(run_row(&o, spec, guest, host))
 }
@@ -336,17 +344,24 @@ fn walk_refs(
     let per_pair: Vec<Vec<WalkRefRow>> =
         jobs.par_iter()
             .map(|&(guest, host)| {
-                let exp = experiment(
-                    cfg,
-                    MachineConfig::no_caches(),
-                    guest,
-                    VmSpec {
-                        ram: ByteSize::gib(1),
-                        host_page: host,
-                        host: HostState::Fresh,
-                    },
-                    0,
-                );
+                let config = || format!("caches-off random loads, guest {guest} host {host}");
+                let plan = ExperimentRequest {
+                    vm_memory: Some(ByteSize::gib(1)),
+                    ..request(
+                        cfg,
+                        MachineConfig::no_caches(),
+                        guest,
+                        host,
+                        SimSource::Stream {
+                            name: "random loads".to_owned(),
+                        },
+                    )
+                }
+                .build()
+                .map_err(|source| ReproError::Experiment {
+                    config: config(),
+                    source,
+                })?;
                 let seed = cfg.seed;
                 let ops = std::iter::once(Op::Map {
                     start: Gva(CLOSED_FORM_BASE),
@@ -356,13 +371,13 @@ fn walk_refs(
                     Op::load(CLOSED_FORM_BASE + splitmix(seed ^ i) % CLOSED_FORM_REGION)
                 }));
                 let o = compromis_sim::run_source(
-                    &exp,
+                    &plan.experiment,
                     "random loads",
                     ops.map(Ok::<_, std::convert::Infallible>),
                     &|_| {},
                 )
                 .map_err(|source| ReproError::Experiment {
-                    config: format!("caches-off random loads, guest {guest} host {host}"),
+                    config: config(),
                     source,
                 })?;
                 progress.step();
@@ -522,9 +537,9 @@ fn provisioning(
             jobs.push((i, p));
         }
     }
-    let popts = PlaceOptions {
+    let popts = ReplayOptions {
         seed: cfg.seed,
-        ..PlaceOptions::default()
+        ..ReplayOptions::default()
     };
     jobs.par_iter()
         .map(|&(i, policy)| {
@@ -555,6 +570,7 @@ fn provisioning(
 fn fragmentation(cfg: &RunConfig, progress: &dyn Progress) -> Result<Vec<FragRow>, ReproError> {
     let spec = spec(cfg, WorkloadKind::Gups, 1);
     let ram = compromis_sim::default_ram(compromis_workload::mapped_bytes(&spec));
+    let host = ByteSize(ram.bytes() * FRAG_HOST_FACTOR);
     let mut jobs = Vec::new();
     for host_page in FRAG_HOST_PAGES {
         for fallback in [HostFallback::Segments(FRAG_SEGMENTS), HostFallback::Ept] {
@@ -565,38 +581,39 @@ fn fragmentation(cfg: &RunConfig, progress: &dyn Progress) -> Result<Vec<FragRow
     }
     jobs.par_iter()
         .map(|&(host_page, fill, fallback)| {
-            let vm = VmSpec {
-                ram,
-                host_page,
-                host: HostState::Aged {
-                    host: ram.bytes() * FRAG_HOST_FACTOR,
+            let fb = fallback.to_string();
+            let plan = ExperimentRequest {
+                schemes: vec![SchemeKind::Ept, SchemeKind::Compromis],
+                host: HostRequest::Aged {
+                    memory: Some(host),
                     fill,
-                    seed: cfg.seed,
                     fallback,
                 },
+                ..request(
+                    cfg,
+                    MachineConfig::default(),
+                    PageSize::Size4K,
+                    host_page,
+                    workload_source(&spec),
+                )
             };
-            let mut exp = experiment(
-                cfg,
-                MachineConfig::default(),
-                PageSize::Size4K,
-                vm,
-                spec.accesses / 2,
-            );
-            exp.sim.schemes = vec![SchemeKind::Ept, SchemeKind::Compromis];
-            let fb = match fallback {
-                HostFallback::Segments(k) => format!("segments:{k}"),
-                HostFallback::Ept => "ept".to_owned(),
-            };
-            let outcome = match compromis_sim::run_workload(&exp, &spec, &|_| {}) {
+            let outcome = match plan
+                .build()
+                .and_then(|plan| compromis_sim::run(&plan, &|_| {}))
+            {
                 Ok(o) => Ok(frag_outcome(&o)),
                 // The aged host refusing the VM is a result of this section, not an error.
-                Err(ExperimentError::Vm(msg)) => Err(msg),
-                Err(source) => {
-                    return Err(ReproError::Experiment {
-                        config: format!("gups on a host aged to {fill} ({fb}, host {host_page})"),
-                        source,
-                    });
-                }
+                Err(source) => match compromis_sim::is_refused(&source) {
+                    Some(why) => Err(format!("the aged host cannot provision the VM: {why}")),
+                    None => {
+                        return Err(ReproError::Experiment {
+                            config: format!(
+                                "gups on a host aged to {fill} ({fb}, host {host_page})"
+                            ),
+                            source,
+                        });
+                    }
+                },
             };
             progress.step();
             Ok(FragRow {
@@ -613,7 +630,7 @@ fn frag_outcome(o: &Outcome) -> FragOutcome {
     let cyc = |k| o.scheme(k).map_or(0.0, |s| s.cycles.total);
     FragOutcome {
         host_fragmentation: o.vm.host_fragmentation,
-        provisioning: o.vm.provisioning.clone(),
+        provisioning: o.vm.provisioning.to_string(),
         host_extents: o.vm.host_extents,
         segments: o.vm.segments,
         ept_leaves: o.vm.ept_leaves,

@@ -92,7 +92,7 @@ pub enum ReproError {
         format: String,
         /// The cause.
         #[source]
-        source: compromis_cluster::TraceError,
+        source: compromis_cluster::VmTraceError,
     },
     /// A placement replay failed.
     #[error("placement replay of {trace} under {policy} failed: {source}")]
@@ -103,7 +103,7 @@ pub enum ReproError {
         policy: String,
         /// The cause.
         #[source]
-        source: compromis_cluster::SimError,
+        source: compromis_cluster::ReplayError,
     },
     /// A fleet description is invalid (a bug in the report's fleet table).
     #[error("fleet {fleet}: {message}")]

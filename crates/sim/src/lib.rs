@@ -5,18 +5,25 @@
 //! figures users read: miss rates, references per walk, exits, and (with the cycle model)
 //! cycles, overheads and speedups. The CLI and the reproduction report both call this crate.
 
-use compromis_hostmem::{Fallback, HostMemory, Policy, VmId, VmMemory};
+use compromis_hostmem::{AllocError, Fallback};
 use compromis_mmu::{
     MachineConfig, SchemeKind, SchemeResult, SimConfig, SimError, Stats, simulate,
 };
-use compromis_types::{ByteSize, Hpa, Op, PageSize};
-use compromis_vmem::{Backing, GuestLayout, HV_PRIVATE_BASE, HvFrames, Run, Segment};
+use compromis_types::{ByteSize, Op, PageSize};
+use compromis_vmem::BackingError;
 use compromis_workload::{WorkloadError, WorkloadSpec};
 use serde::Serialize;
-use std::sync::Arc;
 use thiserror::Error;
 
+mod request;
 pub mod table;
+mod vm;
+
+pub use request::{
+    AGED_HOST_FACTOR, DEFAULT_FALLBACK, DEFAULT_HOST_FILL, DEFAULT_SEED, ExperimentRequest,
+    HostRequest, Input, Plan, Source, TRACE_VM_MEMORY, default_ram,
+};
+pub use vm::{FRESH_HOST_BASE, HostState, VmInfo, VmSpec, backing_of, build_vm, is_refused};
 
 /// Experiment errors.
 #[derive(Debug, Error)]
@@ -37,188 +44,53 @@ pub enum ExperimentError {
         /// The VM's RAM.
         ram: ByteSize,
     },
-    /// The VM cannot be built.
-    #[error("vm: {0}")]
-    Vm(String),
-}
-
-/// What the hypervisor does when the VM cannot get one host extent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum HostFallback {
-    /// A segment table of at most `k` register sets; RAM beyond them is refused.
-    Segments(usize),
-    /// EPT pages from whatever free memory remains; Compromis then takes its fallback path.
-    Ept,
-}
-
-/// Where the VM's memory comes from on the host.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub enum HostState {
-    /// A host with free memory: the VM gets one extent.
-    Fresh,
-    /// An aged host: `host` bytes of RAM, filled to `fill` (0..1) by a seeded history of other
-    /// VMs arriving and leaving, then our VM is provisioned with `fallback` if one extent is
-    /// impossible.
-    Aged {
-        /// Host RAM in bytes.
-        host: u64,
-        /// Fraction of host memory used by other VMs.
-        fill: f64,
-        /// Seed of the history.
-        seed: u64,
-        /// Fallback when one extent is impossible.
-        fallback: HostFallback,
+    /// The VM's memory size is not a non-zero multiple of the host page.
+    #[error("VM memory {ram} must be a non-zero multiple of the host page ({align})")]
+    VmMemory {
+        /// The VM's RAM.
+        ram: ByteSize,
+        /// The host page size.
+        align: PageSize,
     },
-}
-
-/// The VM to build.
-#[derive(Clone, Debug, Serialize)]
-pub struct VmSpec {
-    /// Guest RAM.
-    pub ram: ByteSize,
-    /// Largest EPT leaf the host uses (host THP / hugetlbfs).
-    pub host_page: PageSize,
-    /// Host memory state.
-    pub host: HostState,
-}
-
-/// What the hypervisor gave the VM.
-#[derive(Clone, Debug, Serialize)]
-pub struct VmInfo {
-    /// Guest RAM in bytes.
-    pub ram: u64,
-    /// Guest RAM ranges `(start, len)` (two when the MMIO hole splits RAM).
-    pub ram_ranges: Vec<(u64, u64)>,
-    /// Host extents backing the VM.
-    pub host_extents: usize,
-    /// Segment register sets loaded on VM entry.
-    pub segments: usize,
-    /// RAM bytes covered by segments.
-    pub segment_bytes: u64,
-    /// EPT leaves of 4 KiB, 2 MiB, 1 GiB.
-    pub ept_leaves: [u64; 3],
-    /// How the memory manager provisioned the VM (`one-extent`, `multi-segment`, `ept`).
-    pub provisioning: String,
-    /// Host fragmentation (1 - largest free / free) just before the VM was provisioned.
-    pub host_fragmentation: f64,
-}
-
-/// Where a fresh VM's host memory starts (above the hypervisor's own memory; 1 GiB aligned).
-pub const FRESH_HOST_BASE: Hpa = Hpa(4 << 30);
-
-/// Default VM size for a workload mapping `mapped` bytes: the footprint plus 12.5% and 256 MiB
-/// for page tables and the guest kernel, rounded up to 1 GiB.
-pub fn default_ram(mapped: u64) -> ByteSize {
-    let want = mapped + mapped / 8 + (256 << 20);
-    ByteSize(want.div_ceil(1 << 30) * (1 << 30))
-}
-
-/// Builds the VM's backing.
-pub fn build_vm(spec: &VmSpec) -> Result<(Arc<Backing>, VmInfo), ExperimentError> {
-    if spec.ram.bytes() == 0 || !spec.ram.bytes().is_multiple_of(4096) {
-        return Err(ExperimentError::Vm(format!(
-            "VM memory {} must be a non-zero multiple of 4 KiB",
-            spec.ram
-        )));
-    }
-    let layout = GuestLayout::for_ram(spec.ram.bytes());
-    let mut hv = HvFrames::new(HV_PRIVATE_BASE);
-    let (backing, host_extents, provisioning, host_fragmentation) = match spec.host {
-        HostState::Fresh => (
-            Backing::contiguous(layout, FRESH_HOST_BASE, spec.host_page, &mut hv),
-            1,
-            "one-extent".to_owned(),
-            0.0,
-        ),
-        HostState::Aged {
-            host,
-            fill,
-            seed,
-            fallback,
-        } => {
-            let mut h = HostMemory::new(host, Policy::FirstFit);
-            h.age(seed, fill);
-            let frag = h.fragmentation();
-            let fb = match fallback {
-                HostFallback::Segments(k) => Fallback::Segments(k),
-                HostFallback::Ept => Fallback::Ept,
-            };
-            let m = h
-                .provision(VmId(0), spec.ram.bytes(), spec.host_page, fb)
-                .map_err(|e| {
-                    ExperimentError::Vm(format!("the aged host cannot provision the VM: {e}"))
-                })?;
-            let how = if m.pages.is_empty() && m.host_extents.len() == 1 {
-                "one-extent"
-            } else if m.pages.is_empty() {
-                "multi-segment"
-            } else {
-                "ept"
-            };
-            let backing = backing_of(&m, spec.host_page, &mut hv)?;
-            (backing, m.host_extents.len(), how.to_owned(), frag)
-        }
-    };
-    let info = VmInfo {
-        ram: spec.ram.bytes(),
-        ram_ranges: backing
-            .layout()
-            .ram
-            .iter()
-            .map(|r| (r.start.0, r.len))
-            .collect(),
-        host_extents,
-        segments: backing.segments().len(),
-        segment_bytes: backing.segment_bytes(),
-        ept_leaves: backing.ept_leaves(),
-        provisioning,
-        host_fragmentation,
-    };
-    Ok((Arc::new(backing), info))
-}
-
-/// The simulator's view of what the memory manager provisioned: segments become register sets
-/// (and runs), EPT-only pages become runs (adjacent contiguous pages merged).
-fn backing_of(
-    m: &VmMemory,
-    host_page: PageSize,
-    hv: &mut HvFrames,
-) -> Result<Backing, ExperimentError> {
-    let mut runs: Vec<Run> = m
-        .segments
-        .iter()
-        .map(|s| Run {
-            gpa: s.base,
-            hpa: s.host_base,
-            len: s.limit.0 - s.base.0,
-        })
-        .collect();
-    let mut pages = m.pages.clone();
-    pages.sort_by_key(|p| p.gpa);
-    for p in pages {
-        match runs.last_mut() {
-            Some(r) if r.gpa.0 + r.len == p.gpa.0 && r.hpa.0 + r.len == p.hpa.0 => {
-                r.len += p.size.bytes()
-            }
-            _ => runs.push(Run {
-                gpa: p.gpa,
-                hpa: p.hpa,
-                len: p.size.bytes(),
-            }),
-        }
-    }
-    let segments = m
-        .segments
-        .iter()
-        .map(|s| Segment {
-            base: s.base,
-            limit: s.limit,
-            host_base: s.host_base,
-        })
-        .collect();
-    let layout = GuestLayout::for_ram(m.layout.ram_bytes());
-    Backing::new(layout, runs, segments, host_page, hv)
-        .map_err(|e| ExperimentError::Vm(e.to_string()))
+    /// The memory manager cannot provision the VM.
+    #[error("the host cannot provision the VM's {ram} (fallback {fallback})")]
+    Provision {
+        /// The VM's RAM.
+        ram: ByteSize,
+        /// The fallback that was allowed.
+        fallback: Fallback,
+        /// Why.
+        #[source]
+        source: AllocError,
+    },
+    /// The provisioned memory does not make a valid backing (a bug in the memory manager).
+    #[error("the provisioned memory is not a valid backing")]
+    Backing(#[from] BackingError),
+    /// The warm-up leaves nothing to measure.
+    #[error("--warmup {warmup} must be below the number of accesses ({accesses})")]
+    Warmup {
+        /// Warm-up accesses asked.
+        warmup: u64,
+        /// Accesses of the workload.
+        accesses: u64,
+    },
+    /// The host fill is outside `[0, 1)`.
+    #[error("--host-fill must be at least 0 and below 1, not {0}")]
+    HostFill(f64),
+    /// The aged host is smaller than the VM.
+    #[error("--host-memory {host} is smaller than the VM ({ram})")]
+    HostTooSmall {
+        /// Host RAM.
+        host: ByteSize,
+        /// The VM's RAM.
+        ram: ByteSize,
+    },
+    /// [`run`] was given a stream input, which only its owner can feed ([`run_source`]).
+    #[error("the stream '{0}' must be run with run_source")]
+    NoStream(String),
+    /// A trace file cannot be opened.
+    #[error(transparent)]
+    Trace(#[from] compromis_trace::TraceError),
 }
 
 /// An experiment: the simulation settings and the VM.
@@ -405,6 +277,32 @@ where
     })
 }
 
+/// Runs a planned experiment whose input is a workload or a trace file. A stream
+/// ([`Input::Stream`], a program being recorded) is run with [`run_source`] by the caller that
+/// owns it.
+pub fn run(plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Outcome, ExperimentError> {
+    match &plan.input {
+        Input::Workload(spec) => run_workload(&plan.experiment, spec, progress),
+        Input::Trace {
+            path,
+            skip_bad_records,
+        } => {
+            let opts = compromis_trace::ReadOptions {
+                skip_bad_records: *skip_bad_records,
+                format: None,
+            };
+            let reader = compromis_trace::open_ops(path, &opts)?;
+            run_source(
+                &plan.experiment,
+                &path.display().to_string(),
+                reader,
+                progress,
+            )
+        }
+        Input::Stream { name } => Err(ExperimentError::NoStream(name.clone())),
+    }
+}
+
 /// Runs a synthetic workload. The VM must hold the workload's footprint.
 pub fn run_workload(
     exp: &Experiment,
@@ -412,15 +310,7 @@ pub fn run_workload(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Outcome, ExperimentError> {
     spec.validate()?;
-    let mapped = compromis_workload::mapped_bytes(spec);
-    // Guest page tables take ~0.2% of mapped memory; keep 1/64 of RAM for them and the kernel.
-    let ram = exp.vm.ram.bytes();
-    if mapped > ram - ram / 64 {
-        return Err(ExperimentError::FootprintTooLarge {
-            footprint: ByteSize(mapped),
-            ram: exp.vm.ram,
-        });
-    }
+    request::check_fits(spec, exp.vm.ram)?;
     let ops = compromis_workload::build(spec)?;
     run_source(
         exp,

@@ -161,7 +161,7 @@ fn serde_json_like(o: &compromis_sim::Outcome) -> String {
 /// Compromis needs no fallback. Every translation is still verified.
 #[test]
 fn aged_host_fallbacks() {
-    use compromis_sim::HostFallback;
+    use compromis_hostmem::Fallback as HostFallback;
     let s = WorkloadSpec {
         kind: WorkloadKind::Gups,
         footprint: ByteSize::mib(200),
@@ -188,7 +188,7 @@ fn aged_host_fallbacks() {
             fallback,
         };
         let out = run_workload(&exp, &s, &|_| {}).unwrap();
-        assert_eq!(out.vm.provisioning, want);
+        assert_eq!(out.vm.provisioning.name(), want);
         assert!(out.vm.host_fragmentation > 0.0);
         let comp = out.scheme(SchemeKind::Compromis).unwrap();
         if fallback == HostFallback::Ept {

@@ -1,7 +1,7 @@
 //! Compression and format detection by magic bytes, and opening a trace file.
 
 use crate::champsim::{ChampSimReader, ChampSimRecords};
-use crate::error::{Location, TraceError};
+use crate::error::{Location, TraceError, read_up_to};
 use crate::lackey::LackeyReader;
 use crate::native::{NATIVE_MAGIC, NativeReader};
 use crate::{Format, ReadOptions, RecordSource};
@@ -52,31 +52,6 @@ impl Compression {
 }
 
 type DynRead = Box<dyn Read + Send>;
-
-/// Fills `buf` from `r` as far as the input goes (short only at end of input, retrying on
-/// interruption); returns how many bytes were read.
-pub(crate) fn read_up_to(
-    r: &mut dyn Read,
-    buf: &mut [u8],
-    path: &str,
-) -> Result<usize, TraceError> {
-    let mut got = 0;
-    while got < buf.len() {
-        match r.read(&mut buf[got..]) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(source) => {
-                return Err(TraceError::Io {
-                    path: path.to_owned(),
-                    at: Location::Byte(got as u64),
-                    source,
-                });
-            }
-        }
-    }
-    Ok(got)
-}
 
 /// Reads up to `n` bytes and returns them with a reader that yields them again.
 fn peek(mut r: DynRead, n: usize, path: &str) -> Result<(Vec<u8>, DynRead), TraceError> {

@@ -110,3 +110,28 @@ pub(crate) fn excerpt(bytes: &[u8]) -> String {
     let s = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]);
     s.into_owned()
 }
+
+/// Fills `buf` from `r` as far as the input goes (short only at end of input, retrying on
+/// interruption); returns how many bytes were read.
+pub(crate) fn read_up_to(
+    r: &mut dyn std::io::Read,
+    buf: &mut [u8],
+    path: &str,
+) -> Result<usize, TraceError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(TraceError::Io {
+                    path: path.to_owned(),
+                    at: Location::Byte(got as u64),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(got)
+}

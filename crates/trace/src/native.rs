@@ -457,7 +457,7 @@ impl<R: Read> NativeReader<R> {
     /// Checks the header of `input` (the whole file) and prepares to decode.
     pub fn new(mut input: R, path: &str) -> Result<NativeReader<R>, TraceError> {
         let mut header = [0u8; NATIVE_HEADER_BYTES];
-        let got = crate::detect::read_up_to(&mut input, &mut header, path)?;
+        let got = crate::error::read_up_to(&mut input, &mut header, path)?;
         if header[..got.min(8)] != NATIVE_MAGIC[..got.min(8)] {
             return Err(TraceError::BadMagic {
                 path: path.to_owned(),

@@ -5,13 +5,20 @@
 //!   [`Gpa`] guest-physical, [`Hpa`] host-physical); mixing them does not compile;
 //! - [`PageSize`] (4 KiB, 2 MiB, 1 GiB) and [`ByteSize`] (parsed from `4GiB`, `512M`, `4096`...);
 //! - [`Cycles`];
+//! - a VM's memory vocabulary shared by every layer: [`VmId`], [`GuestLayout`] (RAM around the MMIO
+//!   hole), [`GpaRange`], host-physical [`Extent`]s and the segment register set [`Segment`];
 //! - the access stream record [`Op`] that workloads and trace readers produce and the simulator
 //!   consumes.
 
 mod addr;
 mod op;
 mod size;
+mod vm;
 
 pub use addr::{Address, Gpa, Gva, Hpa};
 pub use op::{AccessKind, Op, Pid};
 pub use size::{ByteSize, Cycles, PageSize, SizeError};
+pub use vm::{Extent, GpaRange, GuestLayout, HIGH_RAM_START, MMIO_HOLE_START, Segment, VmId};
+
+/// The seed every command and library default uses unless told otherwise.
+pub const DEFAULT_SEED: u64 = 42;

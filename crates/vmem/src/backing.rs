@@ -3,7 +3,7 @@
 //! - an EPT (nested page table): a 4-level radix table gPA -> hPA whose leaves are 4 KiB, 2 MiB or
 //!   1 GiB (never larger than the configured host page size, and only where both addresses are
 //!   aligned and the backing is contiguous over the leaf);
-//! - Compromis segment registers (`compromis_hostmem::Segment`: BASE, LIMIT, host base); a gPA
+//! - Compromis segment registers (`compromis_types::Segment`: BASE, LIMIT, host base); a gPA
 //!   inside one is translated by one add. RAM not covered by a register set is only reachable through the EPT
 //!   (the counted fallback path).
 //!
@@ -11,8 +11,8 @@
 //! all schemes agree on gPA -> hPA by construction.
 
 use crate::radix::RadixTable;
-use compromis_hostmem::{GuestLayout, Segment};
 use compromis_types::{Address, Gpa, Hpa, PageSize};
+use compromis_types::{GuestLayout, Segment};
 use thiserror::Error;
 
 /// Backing errors.

@@ -8,7 +8,7 @@
 //!
 //! Freed 4 KiB frames are reused first (LIFO); a freed 2 MiB page returns its block.
 
-use compromis_hostmem::GuestLayout;
+use compromis_types::GuestLayout;
 use compromis_types::{Address, Gpa, PageSize};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;

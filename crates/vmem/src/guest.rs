@@ -6,7 +6,7 @@
 
 use crate::frames::{FramePolicy, GuestFrames};
 use crate::radix::{Leaf, RadixTable, Writes};
-use compromis_hostmem::GuestLayout;
+use compromis_types::GuestLayout;
 use compromis_types::{Address, Gpa, Gva, PageSize, Pid};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -4,7 +4,7 @@
 //! - [`radix`]: x86-64 radix page tables (4 or 5 levels) whose table pages have physical
 //!   addresses, so a walk reports the address of every entry it reads;
 //! - the guest-physical layout (RAM below the MMIO hole, the hole, RAM above 4 GiB) and the
-//!   segment register set are the memory manager's (`compromis-hostmem`), re-exported here;
+//!   segment register set are shared vocabulary (`compromis-types`), re-exported here;
 //! - [`frames`] and [`guest`]: the guest OS (processes, demand paging, THP, unmap, CR3 switches);
 //! - [`backing`]: the hypervisor's gPA -> hPA mapping, as an EPT and as Compromis segment
 //!   registers.
@@ -15,7 +15,7 @@ pub mod guest;
 pub mod radix;
 
 pub use backing::{Backing, BackingError, HV_PRIVATE_BASE, HvFrames, Run};
-pub use compromis_hostmem::{GpaRange, GuestLayout, HIGH_RAM_START, MMIO_HOLE_START, Segment};
+pub use compromis_types::{GpaRange, GuestLayout, HIGH_RAM_START, MMIO_HOLE_START, Segment};
 pub use frames::FramePolicy;
 pub use guest::{Fault, GuestConfig, GuestCounters, GuestError, GuestOs, Unmapped};
 pub use radix::{Leaf, RadixTable, WalkPath, Writes};

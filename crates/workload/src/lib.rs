@@ -141,7 +141,7 @@ impl Default for WorkloadSpec {
         WorkloadSpec {
             kind: WorkloadKind::Gups,
             footprint: ByteSize::gib(1),
-            accesses: 1_000_000,
+            accesses: 2_000_000,
             processes: 1,
             quantum: 100_000,
             seed: 42,

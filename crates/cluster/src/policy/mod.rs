@@ -3,7 +3,8 @@
 //! A policy only picks a host; the host's memory manager picks the extent(s). Contiguity-oblivious
 //! policies (today's schedulers) look at free memory only; contiguity-aware ones return only a
 //! host that has one free extent as large as the whole VM. What happens when the chosen host (or
-//! no host) offers one extent is the engine's [`Fallback`].
+//! no host) offers one extent is the memory manager's
+//! [`compromis_hostmem::Fallback`], applied by the engine.
 
 mod best_fit;
 mod contig_first_fit;
@@ -102,7 +103,7 @@ impl fmt::Display for PolicyKind {
     }
 }
 
-/// An unknown policy or fallback name.
+/// An unknown placement policy name.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ParseError {
     /// Unknown policy.
@@ -110,11 +111,6 @@ pub enum ParseError {
         "unknown placement policy '{0}': valid values are first-fit, best-fit, worst-fit, random, contig-first-fit, segment-best-fit, frag-aware"
     )]
     Policy(String),
-    /// Unknown fallback.
-    #[error(
-        "unknown fallback '{0}': valid values are reject, compact, segments:K (K from 1 to 1024)"
-    )]
-    Fallback(String),
 }
 
 impl FromStr for PolicyKind {
@@ -125,45 +121,6 @@ impl FromStr for PolicyKind {
             .into_iter()
             .find(|p| p.name() == t)
             .ok_or_else(|| ParseError::Policy(s.to_owned()))
-    }
-}
-
-/// What to do when a VM cannot get one extent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fallback {
-    /// Reject the VM.
-    Reject,
-    /// Compact one host with the memory manager's planner (cost: bytes moved), then place.
-    Compact,
-    /// Provision up to `k` segments.
-    Segments(usize),
-}
-
-impl fmt::Display for Fallback {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Fallback::Reject => f.write_str("reject"),
-            Fallback::Compact => f.write_str("compact"),
-            Fallback::Segments(k) => write!(f, "segments:{k}"),
-        }
-    }
-}
-
-impl FromStr for Fallback {
-    type Err = ParseError;
-    fn from_str(s: &str) -> Result<Self, ParseError> {
-        let t = s.trim().to_ascii_lowercase();
-        match t.as_str() {
-            "reject" => Ok(Fallback::Reject),
-            "compact" => Ok(Fallback::Compact),
-            "segments" => Ok(Fallback::Segments(8)),
-            _ => t
-                .strip_prefix("segments:")
-                .and_then(|k| k.parse().ok())
-                .filter(|k| (1..=1024).contains(k))
-                .map(Fallback::Segments)
-                .ok_or_else(|| ParseError::Fallback(s.to_owned())),
-        }
     }
 }
 
@@ -183,22 +140,6 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("segment-best-fit")
-        );
-        assert_eq!(
-            "segments:4".parse::<Fallback>().unwrap(),
-            Fallback::Segments(4)
-        );
-        assert_eq!(
-            "segments".parse::<Fallback>().unwrap(),
-            Fallback::Segments(8)
-        );
-        assert!("segments:0".parse::<Fallback>().is_err());
-        assert_eq!(
-            Fallback::Segments(3)
-                .to_string()
-                .parse::<Fallback>()
-                .unwrap(),
-            Fallback::Segments(3)
         );
     }
 }

@@ -9,13 +9,13 @@
 //! Memory is proportional to the table, which is fine for the public samples.
 
 use super::{Lines, f64_to_u64, field, parse_f64, parse_u64};
-use crate::event::{Event, TraceError};
+use crate::event::{Event, VmTraceError};
 use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The reader (events are prepared at open).
 pub struct AlibabaReader {
-    items: std::vec::IntoIter<Result<Event, TraceError>>,
+    items: std::vec::IntoIter<Result<Event, VmTraceError>>,
 }
 
 struct Snap {
@@ -27,10 +27,10 @@ struct Snap {
 
 impl AlibabaReader {
     /// Reads the table.
-    pub fn open(path: &Path, norm_mem_bytes: u64) -> Result<AlibabaReader, TraceError> {
+    pub fn open(path: &Path, norm_mem_bytes: u64) -> Result<AlibabaReader, VmTraceError> {
         let mut lines = Lines::open(path)?;
         let mut by_container: BTreeMap<String, Vec<Snap>> = BTreeMap::new();
-        let mut out: Vec<Result<Event, TraceError>> = Vec::new();
+        let mut out: Vec<Result<Event, VmTraceError>> = Vec::new();
         while let Some(l) = lines.next_line() {
             let l = l?.to_owned();
             if l.trim().is_empty() {
@@ -65,7 +65,7 @@ impl AlibabaReader {
             })();
             match parsed {
                 Ok((id, s)) => by_container.entry(id).or_default().push(s),
-                Err(reason) => out.push(Err(TraceError::row(path, lines.line, reason))),
+                Err(reason) => out.push(Err(VmTraceError::row(path, lines.line, reason))),
             }
         }
         // (time, order within the time: departures 0, resizes 1, arrivals 2, sequence) -> event
@@ -127,7 +127,7 @@ impl AlibabaReader {
 }
 
 impl Iterator for AlibabaReader {
-    type Item = Result<Event, TraceError>;
+    type Item = Result<Event, VmTraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         self.items.next()
     }

@@ -11,7 +11,7 @@
 
 use super::merge::{DepartureMerger, VmRecord};
 use super::{Lines, f64_to_u64, field, gb_to_bytes, parse_u64};
-use crate::event::{Event, TraceError};
+use crate::event::{Event, VmTraceError};
 use std::path::Path;
 
 /// Maps an Azure V2 bucket label (or a V1 exact number) to a value: `N` is N; `>N` is 2N (the
@@ -37,13 +37,13 @@ pub fn bucket_value(label: &str) -> Option<f64> {
 
 /// Reader of a vmtable file (plain or gzip).
 pub struct AzureReader {
-    errors: std::vec::IntoIter<TraceError>,
-    merger: DepartureMerger<std::vec::IntoIter<Result<(u64, VmRecord), TraceError>>>,
+    errors: std::vec::IntoIter<VmTraceError>,
+    merger: DepartureMerger<std::vec::IntoIter<Result<(u64, VmRecord), VmTraceError>>>,
 }
 
 impl AzureReader {
     /// Reads and sorts the table.
-    pub fn open(path: &Path) -> Result<AzureReader, TraceError> {
+    pub fn open(path: &Path) -> Result<AzureReader, VmTraceError> {
         let mut lines = Lines::open(path)?;
         let mut recs: Vec<(u64, VmRecord)> = Vec::new();
         let mut errors = Vec::new();
@@ -64,11 +64,11 @@ impl AzureReader {
             let vm = recs.len() as u64 + errors.len() as u64;
             match parse_row(&fields, vm) {
                 Ok(r) => recs.push((line, r)),
-                Err(reason) => errors.push(TraceError::row(path, line, reason)),
+                Err(reason) => errors.push(VmTraceError::row(path, line, reason)),
             }
         }
         recs.sort_by_key(|(line, r)| (r.arrival, *line));
-        let it: Vec<Result<(u64, VmRecord), TraceError>> = recs.into_iter().map(Ok).collect();
+        let it: Vec<Result<(u64, VmRecord), VmTraceError>> = recs.into_iter().map(Ok).collect();
         Ok(AzureReader {
             errors: errors.into_iter(),
             merger: DepartureMerger::new(it.into_iter(), path.to_path_buf()),
@@ -102,7 +102,7 @@ fn parse_row(fields: &[&str], vm: u64) -> Result<VmRecord, String> {
 }
 
 impl Iterator for AzureReader {
-    type Item = Result<Event, TraceError>;
+    type Item = Result<Event, VmTraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(e) = self.errors.next() {
             return Some(Err(e));

@@ -14,7 +14,7 @@
 
 use super::merge::{DepartureMerger, VmRecord};
 use super::{Lines, gb_to_bytes, list_dir, parse_f64, parse_u64};
-use crate::event::{Event, TraceError};
+use crate::event::{Event, VmTraceError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::VecDeque;
@@ -56,8 +56,8 @@ struct RnnFiles {
     interval_map: PathBuf,
 }
 
-fn locate(path: &Path) -> Result<RnnFiles, TraceError> {
-    let layout = |reason: String| TraceError::Layout {
+fn locate(path: &Path) -> Result<RnnFiles, VmTraceError> {
+    let layout = |reason: String| VmTraceError::Layout {
         path: path.to_path_buf(),
         reason,
     };
@@ -132,7 +132,7 @@ fn locate(path: &Path) -> Result<RnnFiles, TraceError> {
 }
 
 /// Flavor letter -> (vcpus, bytes), indexed by letter byte.
-fn read_flavors(path: &Path) -> Result<Vec<Option<(u32, u64)>>, TraceError> {
+fn read_flavors(path: &Path) -> Result<Vec<Option<(u32, u64)>>, VmTraceError> {
     let mut lines = Lines::open(path)?;
     let mut map = vec![None; 256];
     while let Some(l) = lines.next_line() {
@@ -140,7 +140,7 @@ fn read_flavors(path: &Path) -> Result<Vec<Option<(u32, u64)>>, TraceError> {
         if l.is_empty() {
             continue;
         }
-        let bad = |r: String| TraceError::row(path, lines.line, r);
+        let bad = |r: String| VmTraceError::row(path, lines.line, r);
         let (spec, letter) = l
             .split_once(' ')
             .ok_or_else(|| bad(format!("expected 'VCPUS,MEMORY_GB LETTER', got '{l}'")))?;
@@ -160,7 +160,7 @@ fn read_flavors(path: &Path) -> Result<Vec<Option<(u32, u64)>>, TraceError> {
 }
 
 /// Bin k -> [lo, hi).
-fn read_bins(path: &Path) -> Result<Vec<(u64, u64)>, TraceError> {
+fn read_bins(path: &Path) -> Result<Vec<(u64, u64)>, VmTraceError> {
     let mut lines = Lines::open(path)?;
     let mut first: Vec<Option<u64>> = Vec::new();
     while let Some(l) = lines.next_line() {
@@ -168,7 +168,7 @@ fn read_bins(path: &Path) -> Result<Vec<(u64, u64)>, TraceError> {
         if l.is_empty() {
             continue;
         }
-        let bad = |r: String| TraceError::row(path, lines.line, r);
+        let bad = |r: String| VmTraceError::row(path, lines.line, r);
         let (s, b) = l
             .split_once(' ')
             .ok_or_else(|| bad(format!("expected 'SECONDS BIN', got '{l}'")))?;
@@ -188,7 +188,7 @@ fn read_bins(path: &Path) -> Result<Vec<(u64, u64)>, TraceError> {
         .iter()
         .enumerate()
         .map(|(k, x)| {
-            x.ok_or_else(|| TraceError::Layout {
+            x.ok_or_else(|| VmTraceError::Layout {
                 path: path.to_path_buf(),
                 reason: format!("duration bin {k} has no entry"),
             })
@@ -214,7 +214,11 @@ pub struct AzureRnnReader {
 
 impl AzureRnnReader {
     /// Opens the trace at `path` (its folder, or its flavor stream file).
-    pub fn open(path: &Path, rule: DurationRule, seed: u64) -> Result<AzureRnnReader, TraceError> {
+    pub fn open(
+        path: &Path,
+        rule: DurationRule,
+        seed: u64,
+    ) -> Result<AzureRnnReader, VmTraceError> {
         let files = locate(path)?;
         let recs = RnnRecords {
             flavors: read_flavors(&files.flav_map)?,
@@ -234,7 +238,7 @@ impl AzureRnnReader {
 }
 
 impl Iterator for AzureRnnReader {
-    type Item = Result<Event, TraceError>;
+    type Item = Result<Event, VmTraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         self.merger.next()
     }
@@ -263,12 +267,12 @@ impl RnnRecords {
     }
 
     /// Reads one line pair into the queue.
-    fn fill(&mut self) -> Result<bool, TraceError> {
+    fn fill(&mut self) -> Result<bool, VmTraceError> {
         let (fl, dl) = match (self.flav.next_line(), self.dur.next_line()) {
             (None, None) => return Ok(false),
             (Some(a), Some(b)) => (a?.to_owned(), b?.to_owned()),
             (Some(_), None) | (None, Some(_)) => {
-                return Err(TraceError::row(
+                return Err(VmTraceError::row(
                     &self.flav.path,
                     self.flav.line,
                     "the flavor and duration streams have different numbers of lines",
@@ -277,7 +281,7 @@ impl RnnRecords {
         };
         let line = self.flav.line;
         let fpath = self.flav.path.clone();
-        let bad = |r: String| TraceError::row(&fpath, line, r);
+        let bad = |r: String| VmTraceError::row(&fpath, line, r);
         if fl.trim().is_empty() {
             return Ok(true);
         }
@@ -359,7 +363,7 @@ impl RnnRecords {
 }
 
 impl Iterator for RnnRecords {
-    type Item = Result<(u64, VmRecord), TraceError>;
+    type Item = Result<(u64, VmRecord), VmTraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(r) = self.queue.pop_front() {

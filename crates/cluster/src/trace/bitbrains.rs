@@ -9,7 +9,7 @@
 //! are merged with a k-way merge (one open reader per file, memory proportional to the VMs).
 
 use super::{Lines, f64_to_u64, field, files_of, parse_f64, parse_u64};
-use crate::event::{Event, TraceError};
+use crate::event::{Event, VmTraceError};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::Path;
@@ -25,7 +25,7 @@ struct VmFile {
 
 impl VmFile {
     /// Next raw event (absolute time) of this VM.
-    fn next_event(&mut self) -> Option<Result<Event, TraceError>> {
+    fn next_event(&mut self) -> Option<Result<Event, VmTraceError>> {
         loop {
             if self.done {
                 return None;
@@ -63,7 +63,7 @@ impl VmFile {
             let (t, cores, mem) = match parsed {
                 Ok(x) => x,
                 Err(reason) => {
-                    return Some(Err(TraceError::row(
+                    return Some(Err(VmTraceError::row(
                         &self.lines.path,
                         self.lines.line,
                         reason,
@@ -73,7 +73,7 @@ impl VmFile {
             if let Some(last) = self.last_time
                 && t < last
             {
-                return Some(Err(TraceError::row(
+                return Some(Err(VmTraceError::row(
                     &self.lines.path,
                     self.lines.line,
                     format!("timestamp {t} before the previous sample {last}"),
@@ -108,7 +108,7 @@ pub struct BitbrainsReader {
     files: Vec<VmFile>,
     heap: BinaryHeap<Reverse<(u64, u8, usize)>>,
     heads: Vec<Option<Event>>,
-    errors: Vec<TraceError>,
+    errors: Vec<VmTraceError>,
     origin: u64,
 }
 
@@ -122,7 +122,7 @@ fn order(e: &Event) -> u8 {
 
 impl BitbrainsReader {
     /// Opens a folder of per-VM files (or a single file).
-    pub fn open(path: &Path) -> Result<BitbrainsReader, TraceError> {
+    pub fn open(path: &Path) -> Result<BitbrainsReader, VmTraceError> {
         let paths = files_of(path, "per-VM file")?;
         let mut r = BitbrainsReader {
             files: Vec::new(),
@@ -169,7 +169,7 @@ impl BitbrainsReader {
 }
 
 impl Iterator for BitbrainsReader {
-    type Item = Result<Event, TraceError>;
+    type Item = Result<Event, VmTraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         if let Some(e) = self.errors.pop() {
             return Some(Err(e));

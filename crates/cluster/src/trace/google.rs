@@ -10,7 +10,7 @@
 //! (cores are not constrained). Memory is proportional to the running tasks.
 
 use super::{Lines, f64_to_u64, field, files_of, parse_f64, parse_u64};
-use crate::event::{Event, TraceError};
+use crate::event::{Event, VmTraceError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -26,7 +26,7 @@ pub struct GoogleReader {
 
 impl GoogleReader {
     /// Opens a shard or a folder of shards.
-    pub fn open(path: &Path, norm_mem_bytes: u64) -> Result<GoogleReader, TraceError> {
+    pub fn open(path: &Path, norm_mem_bytes: u64) -> Result<GoogleReader, VmTraceError> {
         let files = files_of(path, "task_events file")?;
         let mut files = files.into_iter();
         let first = files.next().map(|p| Lines::open(&p)).transpose()?;
@@ -107,7 +107,7 @@ impl GoogleReader {
 }
 
 impl Iterator for GoogleReader {
-    type Item = Result<Event, TraceError>;
+    type Item = Result<Event, VmTraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let cur = self.cur.as_mut()?;
@@ -136,7 +136,7 @@ impl Iterator for GoogleReader {
                     match self.row(&l) {
                         Ok(Some(e)) => return Some(Ok(e)),
                         Ok(None) => {}
-                        Err(reason) => return Some(Err(TraceError::Row { path, line, reason })),
+                        Err(reason) => return Some(Err(VmTraceError::Row { path, line, reason })),
                     }
                 }
             }

@@ -1,7 +1,7 @@
 //! Turns a stream of VM records sorted by arrival into time-ordered arrival and departure events.
 //! Pending departures wait in a binary heap, so memory is proportional to the live VMs only.
 
-use crate::event::{Event, TraceError, VmKey};
+use crate::event::{Event, VmKey, VmTraceError};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::path::PathBuf;
@@ -36,7 +36,7 @@ pub struct DepartureMerger<I> {
     path: PathBuf,
 }
 
-impl<I: Iterator<Item = Result<(u64, VmRecord), TraceError>>> DepartureMerger<I> {
+impl<I: Iterator<Item = Result<(u64, VmRecord), VmTraceError>>> DepartureMerger<I> {
     /// Wraps records tagged with their line number; `path` names the trace in order errors.
     pub fn new(inner: I, path: PathBuf) -> Self {
         DepartureMerger {
@@ -56,8 +56,8 @@ impl<I: Iterator<Item = Result<(u64, VmRecord), TraceError>>> DepartureMerger<I>
     }
 }
 
-impl<I: Iterator<Item = Result<(u64, VmRecord), TraceError>>> Iterator for DepartureMerger<I> {
-    type Item = Result<Event, TraceError>;
+impl<I: Iterator<Item = Result<(u64, VmRecord), VmTraceError>>> Iterator for DepartureMerger<I> {
+    type Item = Result<Event, VmTraceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.pending.is_none() && !self.done {
@@ -68,7 +68,7 @@ impl<I: Iterator<Item = Result<(u64, VmRecord), TraceError>>> Iterator for Depar
                     if let Some(last) = self.last_arrival
                         && r.arrival < last
                     {
-                        return Some(Err(TraceError::row(
+                        return Some(Err(VmTraceError::row(
                             &self.path,
                             line,
                             format!(
@@ -80,7 +80,7 @@ impl<I: Iterator<Item = Result<(u64, VmRecord), TraceError>>> Iterator for Depar
                     if let Some(d) = r.departure
                         && d < r.arrival
                     {
-                        return Some(Err(TraceError::row(
+                        return Some(Err(VmTraceError::row(
                             &self.path,
                             line,
                             format!("departure time {d} is before its arrival {}", r.arrival),
@@ -124,7 +124,7 @@ impl<I: Iterator<Item = Result<(u64, VmRecord), TraceError>>> Iterator for Depar
 mod tests {
     use super::*;
 
-    fn rec(vm: u64, a: u64, d: Option<u64>) -> Result<(u64, VmRecord), TraceError> {
+    fn rec(vm: u64, a: u64, d: Option<u64>) -> Result<(u64, VmRecord), VmTraceError> {
         Ok((
             vm + 1,
             VmRecord {

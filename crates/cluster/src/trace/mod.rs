@@ -1,5 +1,5 @@
 //! Streaming VM trace readers. Every reader yields time-ordered [`Event`]s as an iterator of
-//! `Result<Event, TraceError>`; row errors name the file and line and the reader continues after
+//! `Result<Event, VmTraceError>`; row errors name the file and line and the reader continues after
 //! them, so a caller may skip and count bad rows.
 //!
 //! Formats and their rules are documented in `docs/placement.md`.
@@ -20,7 +20,7 @@ pub use google::GoogleReader;
 pub use merge::{DepartureMerger, VmRecord};
 pub use synthetic::{SyntheticConfig, SyntheticTrace};
 
-use crate::event::{Event, TraceError};
+use crate::event::{Event, VmTraceError};
 use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 /// A boxed stream of events.
-pub type EventStream = Box<dyn Iterator<Item = Result<Event, TraceError>> + Send>;
+pub type EventStream = Box<dyn Iterator<Item = Result<Event, VmTraceError>> + Send>;
 
 /// The trace formats `compromis place --format` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,13 +74,13 @@ impl fmt::Display for TraceFormat {
 }
 
 impl FromStr for TraceFormat {
-    type Err = TraceError;
-    fn from_str(s: &str) -> Result<Self, TraceError> {
+    type Err = VmTraceError;
+    fn from_str(s: &str) -> Result<Self, VmTraceError> {
         let t = s.trim().to_ascii_lowercase();
         TraceFormat::ALL
             .into_iter()
             .find(|f| f.name() == t)
-            .ok_or_else(|| TraceError::UnknownFormat(s.to_owned()))
+            .ok_or_else(|| VmTraceError::UnknownFormat(s.to_owned()))
     }
 }
 
@@ -98,7 +98,7 @@ pub struct TraceOptions {
 impl Default for TraceOptions {
     fn default() -> Self {
         TraceOptions {
-            seed: 0,
+            seed: compromis_types::DEFAULT_SEED,
             norm_mem_bytes: 192 << 30,
             duration_rule: DurationRule::Uniform,
         }
@@ -110,7 +110,7 @@ pub fn open_trace(
     path: &Path,
     format: TraceFormat,
     opts: &TraceOptions,
-) -> Result<EventStream, TraceError> {
+) -> Result<EventStream, VmTraceError> {
     Ok(match format {
         TraceFormat::Azure => Box::new(AzureReader::open(path)?),
         TraceFormat::AzureRnn => {
@@ -123,8 +123,8 @@ pub fn open_trace(
 }
 
 /// Opens a text file, transparently decompressing gzip (detected by its magic bytes `1f 8b`).
-pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>, TraceError> {
-    let open_err = |source| TraceError::Open {
+pub(crate) fn open_text(path: &Path) -> Result<Box<dyn BufRead + Send>, VmTraceError> {
+    let open_err = |source| VmTraceError::Open {
         path: path.to_path_buf(),
         source,
     };
@@ -162,7 +162,7 @@ pub(crate) struct Lines {
 }
 
 impl Lines {
-    pub(crate) fn open(path: &Path) -> Result<Lines, TraceError> {
+    pub(crate) fn open(path: &Path) -> Result<Lines, VmTraceError> {
         Ok(Lines {
             path: path.to_path_buf(),
             inner: open_text(path)?,
@@ -172,7 +172,7 @@ impl Lines {
     }
 
     /// The next line without its line terminator, or `None` at the end.
-    pub(crate) fn next_line(&mut self) -> Option<Result<&str, TraceError>> {
+    pub(crate) fn next_line(&mut self) -> Option<Result<&str, VmTraceError>> {
         self.buf.clear();
         match self.inner.read_line(&mut self.buf) {
             Ok(0) => None,
@@ -180,7 +180,7 @@ impl Lines {
                 self.line += 1;
                 Some(Ok(self.buf.trim_end_matches(['\n', '\r'])))
             }
-            Err(source) => Some(Err(TraceError::Io {
+            Err(source) => Some(Err(VmTraceError::Io {
                 path: self.path.clone(),
                 line: self.line,
                 source,
@@ -190,14 +190,14 @@ impl Lines {
 }
 
 /// Lists the regular files of a folder in name order (deterministic).
-pub(crate) fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
-    let rd = std::fs::read_dir(dir).map_err(|source| TraceError::Open {
+pub(crate) fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, VmTraceError> {
+    let rd = std::fs::read_dir(dir).map_err(|source| VmTraceError::Open {
         path: dir.to_path_buf(),
         source,
     })?;
     let mut v = Vec::new();
     for e in rd {
-        let e = e.map_err(|source| TraceError::Open {
+        let e = e.map_err(|source| VmTraceError::Open {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -212,14 +212,14 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, TraceError> {
 
 /// The files to read for `path`: the file itself, or the regular files of a folder in name order;
 /// an empty folder is an error naming `what` was expected in it.
-pub(crate) fn files_of(path: &Path, what: &str) -> Result<Vec<PathBuf>, TraceError> {
+pub(crate) fn files_of(path: &Path, what: &str) -> Result<Vec<PathBuf>, VmTraceError> {
     let files = if path.is_dir() {
         list_dir(path)?
     } else {
         vec![path.to_path_buf()]
     };
     if files.is_empty() {
-        return Err(TraceError::Layout {
+        return Err(VmTraceError::Layout {
             path: path.to_path_buf(),
             reason: format!("no {what} in the folder"),
         });

@@ -11,7 +11,7 @@
 //!   duration bin from [`LIFETIME_BINS`] and a uniform lifetime inside it.
 
 use super::merge::{DepartureMerger, VmRecord};
-use crate::event::{Event, TraceError};
+use crate::event::{Event, VmTraceError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Exp, Geometric, WeightedAliasIndex};
@@ -71,7 +71,7 @@ impl Default for SyntheticConfig {
     fn default() -> Self {
         SyntheticConfig {
             vms: 20_000,
-            seed: 0,
+            seed: compromis_types::DEFAULT_SEED,
             batch_rate: 53_109.0 / 300_000.0,
         }
     }
@@ -98,8 +98,8 @@ pub struct SyntheticTrace {
 
 impl SyntheticTrace {
     /// A new generator; fails only on a non-positive rate.
-    pub fn new(cfg: SyntheticConfig) -> Result<SyntheticTrace, TraceError> {
-        let bad = |reason: String| TraceError::Layout {
+    pub fn new(cfg: SyntheticConfig) -> Result<SyntheticTrace, VmTraceError> {
+        let bad = |reason: String| VmTraceError::Layout {
             path: "synthetic".into(),
             reason,
         };
@@ -127,7 +127,7 @@ impl SyntheticTrace {
 }
 
 impl Iterator for SyntheticRecords {
-    type Item = Result<(u64, VmRecord), TraceError>;
+    type Item = Result<(u64, VmRecord), VmTraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         if self.next_vm >= self.cfg.vms {
             return None;
@@ -167,7 +167,7 @@ impl Iterator for SyntheticRecords {
 }
 
 impl Iterator for SyntheticTrace {
-    type Item = Result<Event, TraceError>;
+    type Item = Result<Event, VmTraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         self.merger.next()
     }
