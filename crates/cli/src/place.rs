@@ -3,12 +3,12 @@
 //! `compromis_cluster`.
 
 use anyhow::{Context, Result};
-use compromis_cluster::output::{OutputFormat, render};
 use compromis_cluster::trace::DurationRule;
 use compromis_cluster::{
     EventStream, Fallback, Fleet, PlacementReport, PolicyKind, SimOptions, SyntheticConfig,
     SyntheticTrace, TraceFormat, TraceOptions, open_trace, simulate_observed,
 };
+use compromis_report::Format;
 use compromis_types::ByteSize;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -92,7 +92,7 @@ pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
             .collect::<Result<_, _>>()
             .context("bad --compare")?
     };
-    let output: OutputFormat = args
+    let output: Format = args
         .output
         .parse()
         .map_err(anyhow::Error::msg)
@@ -169,9 +169,9 @@ pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
             r
         })
         .collect::<Result<_>>()?;
-    crate::emit(&render(&reports, output))?;
+    crate::emit(&compromis_report::place::render(&reports, output)?)?;
     if let Some(dir) = &args.svg {
-        let files = compromis_cluster::plot::write_svgs(&reports, dir)?;
+        let files = compromis_report::place::write_svgs(&reports, dir)?;
         for f in files {
             eprintln!("wrote {}", f.display());
         }

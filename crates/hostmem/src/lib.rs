@@ -12,7 +12,11 @@
 //! - [`GuestLayout`] and [`HostMemory::provision`]: the guest-physical layout with the MMIO hole, the
 //!   segment registers or the EPT fallback mapping of a VM;
 //! - [`HostMemory::age`]: a deterministic, seeded way to fragment a host realistically;
-//! - [`scenario`]: the `compromis hv` scenario language, and [`render`]: text and SVG memory maps.
+//! - [`scenario`]: the `compromis hv` scenario language, run step by step into typed
+//!   [`StepOutcome`]s with a [`MapSnapshot`] after each.
+//!
+//! It returns data and never prints, plots or writes files: `compromis_report::hv` renders the
+//! map (text bar, table, SVG) and the steps' prose.
 //!
 //! See `docs/hostmem.md` for the design.
 //!
@@ -34,8 +38,8 @@ mod extent;
 mod host;
 mod layout;
 mod map;
-pub mod render;
 pub mod scenario;
+mod snapshot;
 
 pub use age::{AgeConfig, AgeReport};
 pub use extent::{AllocError, Extent, ExtentAllocator, GRANULE, ParsePolicyError, Policy};
@@ -48,5 +52,5 @@ pub use layout::{
     Segment, VmMemory, pages_for, segments_for,
 };
 pub use map::{HostMap, NumaNode, Reserved};
-pub use render::{Frame, render_svg, table, text_bar};
-pub use scenario::{Scenario, ScenarioError, StepReport};
+pub use scenario::{Refusal, Scenario, ScenarioError, StepOutcome, StepReport};
+pub use snapshot::MapSnapshot;
