@@ -1,9 +1,9 @@
-//! Datacenter scheduler of Compromis (VEE 2021, "(No)Compromis: Paging Virtualization Is Not a
-//! Fatality", section 5): replays VM traces on a fleet of hosts whose memory is managed by the
-//! hypervisor memory manager, under contiguity-oblivious and contiguity-aware placement policies,
-//! and returns the paper's metric, the share of VMs provisioned with a single memory segment, as
-//! data ([`PlacementReport`]); it never prints, plots or writes files (`compromis_report::place`
-//! does).
+//! Datacenter scheduler of Compromis (VEE 2021, section 5): replays VM traces on a fleet of hosts
+//! under placement policies and returns the share of VMs given a single memory segment as data
+//! ([`PlacementReport`]); it never prints, plots or writes files (`compromis_report::place` does).
+//!
+//! Each host's memory is managed by the hypervisor memory manager (`compromis_hostmem`); the
+//! policies are contiguity-oblivious or contiguity-aware.
 //!
 //! - [`trace`]: streaming readers (Azure vmtable V1/V2, Azure-rnn, Google 2011, Alibaba 2018,
 //!   Bitbrains) and a synthetic generator calibrated on Azure;

@@ -1,9 +1,8 @@
-//! Hypervisor memory manager of Compromis (VEE 2021): the second layer of the system.
+//! Hypervisor memory manager of Compromis (VEE 2021), the second layer of the system: gives each
+//! VM its memory as one contiguous host-physical range (a direct segment, loaded into the BASE /
+//! LIMIT / OFFSET registers) and keeps that true while VMs come, go, grow and shrink.
 //!
-//! The hypervisor gives each VM its memory as one contiguous range of host-physical memory (a
-//! direct segment) and loads the segment registers (BASE, LIMIT, OFFSET), and keeps that true while
-//! VMs come, go, grow and shrink. This crate is that manager, used by the simulator, the cluster
-//! placement engine and `compromis hv`:
+//! Used by the simulator, the cluster placement engine and `compromis hv`:
 //! - [`HostMap`]: the host physical memory map (RAM ranges, reserved ranges, NUMA nodes);
 //! - [`ExtentAllocator`]: free extents in ordered indexes, policies first/best/worst/next-fit,
 //!   4 KiB / 2 MiB / 1 GiB alignment, O(log n) allocation and free;
@@ -15,8 +14,7 @@
 //! - [`scenario`]: the `compromis hv` scenario language, run step by step into typed
 //!   [`StepOutcome`]s with a [`MapSnapshot`] after each.
 //!
-//! It returns data and never prints, plots or writes files: `compromis_report::hv` renders the
-//! map (text bar, table, SVG) and the steps' prose.
+//! It returns data and never prints, plots or writes files (`compromis_report::hv` does).
 //!
 //! See `docs/hostmem.md` for the design.
 //!

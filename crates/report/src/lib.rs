@@ -1,6 +1,6 @@
 //! The presentation layer of Compromis: every table, CSV, JSON document, figure and output file
-//! of the workspace is made here, from data the other crates return (they never print, plot or
-//! write files). Printers only read what they print.
+//! of the workspace is made here, from data the other libraries return (they never print, plot or
+//! write files); printers only read what they print.
 //!
 //! - [`Table`]: a titled grid of strings, rendered as an aligned text table or as CSV;
 //! - [`Format`]: the `table|json|csv` output choice shared by the commands;
