@@ -3,9 +3,10 @@
 //! `compromis_hostmem::scenario`.
 
 use anyhow::Context;
-use compromis_hostmem::{Frame, Scenario, render_svg, scenario::DEMO};
+use compromis_hostmem::{Scenario, StepReport, scenario::DEMO};
+use compromis_report::{hv, write_atomic};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Arguments of `compromis hv`.
@@ -27,27 +28,6 @@ pub struct HvArgs {
     pub print_demo: bool,
 }
 
-/// Writes `data` to a temporary file beside `path`, then renames it over `path`.
-fn write_atomic(path: &Path, data: &[u8]) -> anyhow::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .context("the output path has no file name")?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = std::fs::write(&tmp, data).and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.with_context(|| format!("cannot write {}", path.display()))
-}
-
 /// Runs the subcommand.
 pub fn run(args: &HvArgs) -> anyhow::Result<ExitCode> {
     if args.print_demo {
@@ -65,43 +45,23 @@ pub fn run(args: &HvArgs) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::parse(&text, &name)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    let mut frames: Vec<Frame> = Vec::new();
-    let (mut copied, mut steps, mut refused) = (0u64, 0usize, 0usize);
+    let mut steps: Vec<StepReport> = Vec::new();
     let mut io: std::io::Result<()> = Ok(());
     scenario.run_with(|r, h| {
-        steps += 1;
-        refused += usize::from(!r.ok);
-        copied += r.bytes_copied;
-        frames.push(r.frame.clone());
+        steps.push(r.clone());
         if io.is_err() {
             return;
         }
-        let mut text = format!(
-            "== {name}:{}: {}\n{}{}\n",
-            r.line,
-            r.text,
-            if r.ok { "" } else { "! " },
-            r.outcome
-        );
-        if !args.quiet {
-            text.push_str(&compromis_hostmem::text_bar(h, usize::from(args.width)));
-            text.push('\n');
-            text.push_str(&compromis_hostmem::table(h));
-        }
-        text.push('\n');
-        io = out.write_all(text.as_bytes());
+        let map = (!args.quiet).then_some((h, usize::from(args.width)));
+        io = out.write_all(hv::step(&name, r, map).as_bytes());
     })?;
     io.context("cannot write to stdout")?;
-    writeln!(
-        out,
-        "{steps} steps, {refused} refused, {} copied by relocation and compaction",
-        compromis_types::ByteSize(copied)
-    )?;
+    out.write_all(hv::summary(&steps).as_bytes())?;
     if let Some(dir) = &args.svg {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create folder {}", dir.display()))?;
         let p = &dir.join("hostmap.svg");
-        write_atomic(p, render_svg(&frames).as_bytes())?;
+        write_atomic(p, hv::map_svg(&steps)?.as_bytes())?;
         eprintln!("wrote {}", p.display());
     }
     Ok(ExitCode::SUCCESS)

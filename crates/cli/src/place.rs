@@ -3,12 +3,12 @@
 //! `compromis_cluster`.
 
 use anyhow::Result;
-use compromis_cluster::output::{OutputFormat, render};
 use compromis_cluster::trace::DurationRule;
 use compromis_cluster::{
     Fallback, Fleet, PlaceRequest, PlaceSource, PlacementReport, PolicyKind, TraceFormat,
 };
 use compromis_hostmem::Policy as ExtentPolicy;
+use compromis_report::Format;
 use compromis_types::ByteSize;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -67,7 +67,7 @@ pub struct PlaceArgs {
 
 /// Runs the subcommand.
 pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
-    let output: OutputFormat = args
+    let output: Format = args
         .output
         .parse()
         .map_err(anyhow::Error::msg)
@@ -113,9 +113,9 @@ pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
     for b in &bars {
         b.finish_and_clear();
     }
-    crate::emit(&render(&reports, output))?;
+    crate::emit(&compromis_report::place::render(&reports, output)?)?;
     if let Some(dir) = &args.svg {
-        let files = compromis_cluster::plot::write_svgs(&reports, dir)?;
+        let files = compromis_report::place::write_svgs(&reports, dir)?;
         for f in files {
             eprintln!("wrote {}", f.display());
         }

@@ -1,6 +1,7 @@
 //! `compromis trace`: inspect and convert memory traces (glue over `compromis-trace`).
 
 use anyhow::{Context, bail};
+use compromis_report::Format as OutputFormat;
 use compromis_trace::{
     Format, ReadOptions, RecordSource, StatsBuilder, TraceFileWriter, TraceStats, open_records,
 };
@@ -22,15 +23,6 @@ pub enum TraceCommand {
     Inspect(InspectArgs),
     /// Convert a trace to another format (lackey text, ChampSim, native).
     Convert(ConvertArgs),
-}
-
-/// How `inspect` prints.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OutputFormat {
-    /// Aligned `name value` lines.
-    Table,
-    /// One JSON object.
-    Json,
 }
 
 /// Options shared by the readers.
@@ -138,8 +130,35 @@ fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
             crate::emit(&(serde_json::to_string_pretty(&out)? + "\n"))?;
         }
         OutputFormat::Table => crate::emit(&table(&a.file, &s))?,
+        OutputFormat::Csv => crate::emit(&csv(&a.file, &s).to_csv()?)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The statistics as a CSV table: one header line of names, one line of values (bytes and
+/// addresses as plain numbers).
+fn csv(file: &Path, s: &TraceStats) -> compromis_report::Table {
+    use compromis_types::Address as _;
+    let addr = |a: Option<compromis_types::Gva>| a.map_or(String::new(), |g| g.raw().to_string());
+    let cols: Vec<(&str, String)> = vec![
+        ("file", file.display().to_string()),
+        ("records", s.records.to_string()),
+        ("instructions", s.instructions.to_string()),
+        ("fetches", s.fetches.to_string()),
+        ("loads", s.loads.to_string()),
+        ("stores", s.stores.to_string()),
+        ("modifies", s.modifies.to_string()),
+        ("accesses", s.accesses.to_string()),
+        ("skipped", s.skipped.to_string()),
+        ("pages_4k", s.pages_4k.to_string()),
+        ("pages_2m", s.pages_2m.to_string()),
+        ("footprint_bytes", s.footprint_bytes.to_string()),
+        ("min_addr", addr(s.min_addr)),
+        ("max_addr", addr(s.max_addr)),
+    ];
+    let mut t = compromis_report::Table::new(cols.iter().map(|c| c.0));
+    t.push(cols.into_iter().map(|c| c.1));
+    t
 }
 
 fn table(file: &Path, s: &TraceStats) -> String {

@@ -94,12 +94,13 @@ fn svg_is_written_and_well_formed() {
         .success();
     let svg = dir.path().join("hostmap.svg");
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(text.starts_with("<?xml"));
+    // A plotters figure in the report's theme, like every other figure.
+    assert!(text.starts_with("<svg"));
     assert!(text.trim_end().ends_with("</svg>"));
     assert_eq!(text.matches("<svg ").count(), 1);
-    // Every <rect ...> is closed, either self-closing or by </rect>.
+    // Every <rect ...> is self-closing.
     let opened = text.matches("<rect ").count();
-    let closed = text.matches("</rect>").count() + text.matches("\"/>").count();
+    let closed = text.matches("\"/>").count();
     assert!(
         opened > 25 && closed >= opened,
         "{opened} rects, {closed} closes"

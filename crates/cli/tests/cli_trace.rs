@@ -52,6 +52,26 @@ fn inspect_table_and_json() {
         .stdout(predicate::str::contains("pages_2m      2\n"))
         .stdout(predicate::str::contains("min_addr      0x400\n"))
         .stdout(predicate::str::contains("max_addr      0x200000\n"));
+    // CSV: a header of names and one line of values (numbers plain).
+    let out = compromis()
+        .args(["trace", "inspect", "--format", "csv"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let csv = String::from_utf8(out.stdout).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "file,records,instructions,fetches,loads,stores,modifies,accesses,skipped,pages_4k,pages_2m,footprint_bytes,min_addr,max_addr"
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .ends_with(",4,1,1,2,2,1,5,0,3,2,12288,1024,2097152"),
+        "{csv}"
+    );
     // The whole table is a contract (scripts read it): hand-derived from SMALL.
     let out = compromis()
         .args(["trace", "inspect"])

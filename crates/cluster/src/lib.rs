@@ -1,7 +1,9 @@
-//! Datacenter scheduler of Compromis (VEE 2021, "(No)Compromis: Paging Virtualization Is Not a
-//! Fatality", section 5): replays VM traces on a fleet of hosts whose memory is managed by the
-//! hypervisor memory manager, under contiguity-oblivious and contiguity-aware placement policies,
-//! and measures the paper's metric, the share of VMs provisioned with a single memory segment.
+//! Datacenter scheduler of Compromis (VEE 2021, section 5): replays VM traces on a fleet of hosts
+//! under placement policies and returns the share of VMs given a single memory segment as data
+//! ([`PlacementReport`]); it never prints, plots or writes files (`compromis_report::place` does).
+//!
+//! Each host's memory is managed by the hypervisor memory manager (`compromis_hostmem`); the
+//! policies are contiguity-oblivious or contiguity-aware.
 //!
 //! - [`trace`]: streaming readers (Azure vmtable V1/V2, Azure-rnn, Google 2011, Alibaba 2018,
 //!   Bitbrains) and a synthetic generator calibrated on Azure;
@@ -9,7 +11,7 @@
 //! - [`policy`]: the placement policies, one per file, and the fallbacks;
 //! - [`engine`]: the event engine ([`simulate`]) and the independent checker;
 //! - [`compare`]: a placement study ([`PlaceRequest`]): defaults, several policies in parallel;
-//! - [`metrics`], [`output`], [`plot`]: the report, its printers and SVG plots.
+//! - [`metrics`]: the report of a run and its time series.
 //!
 //! ```
 //! use compromis_cluster::{simulate, Fallback, Fleet, PolicyKind, SyntheticConfig, SyntheticTrace};
@@ -27,8 +29,6 @@ pub mod fleet;
 pub mod hm;
 pub mod index;
 pub mod metrics;
-pub mod output;
-pub mod plot;
 pub mod policy;
 pub mod trace;
 

@@ -1,9 +1,8 @@
-//! Hypervisor memory manager of Compromis (VEE 2021): the second layer of the system.
+//! Hypervisor memory manager of Compromis (VEE 2021), the second layer of the system: gives each
+//! VM its memory as one contiguous host-physical range (a direct segment, loaded into the BASE /
+//! LIMIT / OFFSET registers) and keeps that true while VMs come, go, grow and shrink.
 //!
-//! The hypervisor gives each VM its memory as one contiguous range of host-physical memory (a
-//! direct segment) and loads the segment registers (BASE, LIMIT, OFFSET), and keeps that true while
-//! VMs come, go, grow and shrink. This crate is that manager, used by the simulator, the cluster
-//! placement engine and `compromis hv`:
+//! Used by the simulator, the cluster placement engine and `compromis hv`:
 //! - [`HostMap`]: the host physical memory map (RAM ranges, reserved ranges, NUMA nodes);
 //! - [`ExtentAllocator`]: free extents in ordered indexes, policies first/best/worst/next-fit,
 //!   4 KiB / 2 MiB / 1 GiB alignment, O(log n) allocation and free;
@@ -12,7 +11,10 @@
 //! - [`GuestLayout`] and [`HostMemory::provision`]: the guest-physical layout with the MMIO hole, the
 //!   segment registers or the EPT fallback mapping of a VM;
 //! - [`HostMemory::age`]: a deterministic, seeded way to fragment a host realistically;
-//! - [`scenario`]: the `compromis hv` scenario language, and [`render`]: text and SVG memory maps.
+//! - [`scenario`]: the `compromis hv` scenario language, run step by step into typed
+//!   [`StepOutcome`]s with a [`MapSnapshot`] after each.
+//!
+//! It returns data and never prints, plots or writes files (`compromis_report::hv` does).
 //!
 //! See `docs/hostmem.md` for the design.
 //!
@@ -34,8 +36,8 @@ mod extent;
 mod host;
 mod layout;
 mod map;
-pub mod render;
 pub mod scenario;
+mod snapshot;
 
 pub use age::{AgeConfig, AgeReport};
 pub use compromis_types::{
@@ -51,5 +53,5 @@ pub use layout::{
     segments_for,
 };
 pub use map::{HostMap, NumaNode, Reserved};
-pub use render::{Frame, render_svg, table, text_bar};
-pub use scenario::{Scenario, ScenarioError, StepReport};
+pub use scenario::{Refusal, Scenario, ScenarioError, StepOutcome, StepReport};
+pub use snapshot::MapSnapshot;

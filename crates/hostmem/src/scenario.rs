@@ -19,16 +19,16 @@
 //! compact align 2m, age seed 1 fill 0.8 steps 2000.
 //!
 //! A malformed statement is a [`ScenarioError`] naming file and line. A refused operation (no
-//! extent, unknown VM...) is not an error: the step reports it and the state is unchanged.
+//! extent, unknown VM...) is not an error: the step reports it ([`StepOutcome::Refused`]) and the
+//! state is unchanged. Steps return typed data; `compromis_report::hv` turns it into prose.
 
-use crate::age::AgeConfig;
+use crate::age::{AgeConfig, AgeReport};
 use crate::extent::{AllocError, Policy};
-use crate::host::{GrowOutcome, HostMemory};
-use crate::layout::{Fallback, Provisioned, VmMemory};
+use crate::host::{GrowOutcome, HostMemory, InvariantError, Move};
+use crate::layout::{Fallback, VmMemory};
 use crate::map::{HostMap, Reserved};
-use crate::render::Frame;
+use crate::snapshot::MapSnapshot;
 use compromis_types::{ByteSize, Extent, PageSize, VmId};
-use std::fmt::Write as _;
 use thiserror::Error;
 
 /// A scenario that does not parse or cannot start.
@@ -133,6 +133,124 @@ pub struct Scenario {
     pub lines: Vec<Line>,
 }
 
+/// What one step did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StepOutcome {
+    /// The host of the first statement was built.
+    Host {
+        /// RAM bytes.
+        capacity: u64,
+        /// Allocation policy.
+        policy: Policy,
+    },
+    /// The allocation policy changed.
+    PolicySet(Policy),
+    /// A VM was created ([`HostMemory::create`]).
+    Created {
+        /// VM.
+        vm: VmId,
+        /// Bytes.
+        len: u64,
+        /// Its extents, in guest order.
+        extents: Vec<Extent>,
+    },
+    /// A VM was provisioned ([`HostMemory::provision`]).
+    Provisioned {
+        /// VM.
+        vm: VmId,
+        /// Its segments or EPT mapping.
+        memory: VmMemory,
+    },
+    /// A VM was destroyed.
+    Destroyed {
+        /// VM.
+        vm: VmId,
+        /// Bytes freed.
+        freed: u64,
+    },
+    /// A VM grew: in place, relocated (bytes copied) or with added extents.
+    Grown {
+        /// VM.
+        vm: VmId,
+        /// Bytes added.
+        by: u64,
+        /// How.
+        how: GrowOutcome,
+    },
+    /// A VM shrank.
+    Shrunk {
+        /// VM.
+        vm: VmId,
+        /// Bytes released.
+        released: u64,
+    },
+    /// A free extent of the wanted size already existed: nothing moved.
+    NothingToCompact {
+        /// Wanted free extent.
+        want: u64,
+    },
+    /// A compaction plan was applied.
+    Compacted {
+        /// Wanted free extent.
+        want: u64,
+        /// The moves, in order.
+        moves: Vec<Move>,
+        /// Bytes copied.
+        bytes_moved: u64,
+        /// Largest free extent after it.
+        largest_free: u64,
+    },
+    /// The host was aged.
+    Aged {
+        /// Seed.
+        seed: u64,
+        /// What ageing did.
+        report: AgeReport,
+    },
+    /// Every invariant holds.
+    Checked,
+    /// The operation was refused; the state is unchanged.
+    Refused(Refusal),
+    /// The checker found a violated invariant.
+    CheckFailed(InvariantError),
+}
+
+/// Why a step was refused.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum Refusal {
+    /// The host memory manager refused the operation.
+    #[error(transparent)]
+    Alloc(#[from] AllocError),
+    /// No compaction plan creates the wanted free extent.
+    #[error("no compaction plan creates a free extent of {}", ByteSize(*want))]
+    NoCompactionPlan {
+        /// Wanted free extent.
+        want: u64,
+    },
+    /// A second `host` statement (the parser rejects it; kept for completeness).
+    #[error("'host' may appear only once")]
+    SecondHost,
+}
+
+impl StepOutcome {
+    /// False when the operation was refused or the check failed.
+    pub fn ok(&self) -> bool {
+        !matches!(self, StepOutcome::Refused(_) | StepOutcome::CheckFailed(_))
+    }
+
+    /// Bytes copied by the step (relocation or compaction).
+    pub fn bytes_copied(&self) -> u64 {
+        match self {
+            StepOutcome::Grown {
+                how: GrowOutcome::Relocated { bytes_copied, .. },
+                ..
+            } => *bytes_copied,
+            StepOutcome::Compacted { bytes_moved, .. } => *bytes_moved,
+            _ => 0,
+        }
+    }
+}
+
 /// What one step did, and the map after it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StepReport {
@@ -140,14 +258,22 @@ pub struct StepReport {
     pub line: usize,
     /// The statement.
     pub text: String,
-    /// False when the operation was refused or the check failed.
-    pub ok: bool,
-    /// Human-readable result (may span lines).
-    pub outcome: String,
-    /// Bytes copied by the step (relocation or compaction).
-    pub bytes_copied: u64,
+    /// What it did.
+    pub outcome: StepOutcome,
     /// The map after the step.
-    pub frame: Frame,
+    pub map: MapSnapshot,
+}
+
+impl StepReport {
+    /// False when the operation was refused or the check failed.
+    pub fn ok(&self) -> bool {
+        self.outcome.ok()
+    }
+
+    /// Bytes copied by the step (relocation or compaction).
+    pub fn bytes_copied(&self) -> u64 {
+        self.outcome.bytes_copied()
+    }
 }
 
 /// The built-in demo scenario of `compromis hv`.
@@ -510,24 +636,20 @@ impl Scenario {
         let r = StepReport {
             line: first.line,
             text: first.text.clone(),
-            ok: true,
-            outcome: format!("host of {} ({} policy)", ByteSize(h.capacity()), h.policy()),
-            bytes_copied: 0,
-            frame: Frame::capture(format!("{}: {}", first.line, first.text), &h),
+            outcome: StepOutcome::Host {
+                capacity: h.capacity(),
+                policy: h.policy(),
+            },
+            map: MapSnapshot::capture(&h),
         };
         each(&r, &h);
         for l in &self.lines[1..] {
-            let (ok, outcome, bytes_copied) = match execute(&mut h, &l.step) {
-                Ok((msg, copied)) => (true, msg, copied),
-                Err(msg) => (false, msg, 0),
-            };
+            let outcome = execute(&mut h, &l.step);
             let r = StepReport {
                 line: l.line,
                 text: l.text.clone(),
-                ok,
                 outcome,
-                bytes_copied,
-                frame: Frame::capture(format!("{}: {}", l.line, l.text), &h),
+                map: MapSnapshot::capture(&h),
             };
             each(&r, &h);
         }
@@ -535,163 +657,78 @@ impl Scenario {
     }
 }
 
-fn refused(e: &AllocError) -> String {
-    format!("refused: {e}")
+/// Runs one statement; a refusal leaves the state unchanged.
+fn execute(h: &mut HostMemory, step: &Step) -> StepOutcome {
+    try_execute(h, step).unwrap_or_else(StepOutcome::Refused)
 }
 
-fn describe(vm: VmId, m: &VmMemory) -> String {
-    let mut s = match m.outcome() {
-        Provisioned::OneExtent { segments } => {
-            format!("{vm}: one host extent, {segments} register set(s)")
-        }
-        Provisioned::MultiSegment { extents, segments } => {
-            format!("{vm}: {extents} host extents, {segments} register set(s)")
-        }
-        Provisioned::Ept {
-            pages_4k,
-            pages_2m,
-            pages_1g,
-        } => format!(
-            "{vm}: EPT fallback over {} host extent(s): {} pages ({pages_1g} x 1g, {pages_2m} x 2m, {pages_4k} x 4k)",
-            m.host_extents.len(),
-            pages_1g + pages_2m + pages_4k
-        ),
-    };
-    for seg in &m.segments {
-        let _ = write!(
-            s,
-            "\n  BASE {} LIMIT {} -> host {} (OFFSET {:#x})",
-            seg.base,
-            seg.limit,
-            seg.host_base,
-            seg.offset()
-        );
-    }
-    s
-}
-
-fn extents_list(e: &[Extent]) -> String {
-    e.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// Runs one statement; `Err` is a refusal message (state unchanged).
-fn execute(h: &mut HostMemory, step: &Step) -> Result<(String, u64), String> {
-    match step {
-        Step::Host { .. } => Err("'host' may appear only once".into()),
+fn try_execute(h: &mut HostMemory, step: &Step) -> Result<StepOutcome, Refusal> {
+    Ok(match step {
+        Step::Host { .. } => return Err(Refusal::SecondHost),
         Step::Policy(p) => {
             h.set_policy(*p);
-            Ok((format!("policy is now {p}"), 0))
+            StepOutcome::PolicySet(*p)
         }
         Step::Create {
             vm,
             len,
             align,
             extents,
-        } => {
-            let e = h
-                .create(*vm, *len, *align, *extents)
-                .map_err(|e| refused(&e))?;
-            Ok((
-                format!(
-                    "created {vm} ({}) in {} extent(s): {}",
-                    ByteSize(*len),
-                    e.len(),
-                    extents_list(e)
-                ),
-                0,
-            ))
-        }
+        } => StepOutcome::Created {
+            vm: *vm,
+            len: *len,
+            extents: h.create(*vm, *len, *align, *extents)?.to_vec(),
+        },
         Step::Provision {
             vm,
             len,
             page,
             fallback,
-        } => {
-            let m = h
-                .provision(*vm, *len, *page, *fallback)
-                .map_err(|e| refused(&e))?;
-            Ok((format!("provisioned {}", describe(*vm, &m)), 0))
-        }
-        Step::Destroy(vm) => {
-            let b = h.destroy(*vm).map_err(|e| refused(&e))?;
-            Ok((format!("destroyed {vm}: {} freed", ByteSize(b)), 0))
-        }
-        Step::Grow(vm, len) => match h.grow(*vm, *len).map_err(|e| refused(&e))? {
-            GrowOutcome::InPlace => Ok((format!("grew {vm} by {} in place", ByteSize(*len)), 0)),
-            GrowOutcome::Relocated { to, bytes_copied } => Ok((
-                format!(
-                    "grew {vm} by {}: relocated to {to}, {} copied",
-                    ByteSize(*len),
-                    ByteSize(bytes_copied)
-                ),
-                bytes_copied,
-            )),
-            GrowOutcome::Added { extents } => Ok((
-                format!(
-                    "grew {vm} by {}: added extents {}",
-                    ByteSize(*len),
-                    extents_list(&extents)
-                ),
-                0,
-            )),
+        } => StepOutcome::Provisioned {
+            vm: *vm,
+            memory: h.provision(*vm, *len, *page, *fallback)?,
         },
-        Step::Shrink(vm, len) => {
-            let b = h.shrink(*vm, *len).map_err(|e| refused(&e))?;
-            Ok((format!("shrank {vm}: {} released", ByteSize(b)), 0))
-        }
+        Step::Destroy(vm) => StepOutcome::Destroyed {
+            vm: *vm,
+            freed: h.destroy(*vm)?,
+        },
+        Step::Grow(vm, len) => StepOutcome::Grown {
+            vm: *vm,
+            by: *len,
+            how: h.grow(*vm, *len)?,
+        },
+        Step::Shrink(vm, len) => StepOutcome::Shrunk {
+            vm: *vm,
+            released: h.shrink(*vm, *len)?,
+        },
         Step::Compact(want, align) => {
-            let plan = h.plan_compaction(*want, *align).ok_or_else(|| {
-                format!(
-                    "refused: no compaction plan creates a free extent of {}",
-                    ByteSize(*want)
-                )
-            })?;
+            let plan = h
+                .plan_compaction(*want, *align)
+                .ok_or(Refusal::NoCompactionPlan { want: *want })?;
             if plan.moves.is_empty() {
-                return Ok((
-                    format!(
-                        "a free extent of {} already exists: nothing to move",
-                        ByteSize(*want)
-                    ),
-                    0,
-                ));
+                return Ok(StepOutcome::NothingToCompact { want: *want });
             }
-            h.apply(&plan).map_err(|e| refused(&e))?;
-            let mut s = format!(
-                "compacted for {}: {} move(s), {} copied; largest free now {}",
-                ByteSize(*want),
-                plan.moves.len(),
-                ByteSize(plan.bytes_moved()),
-                ByteSize(h.largest_free())
-            );
-            for m in &plan.moves {
-                let _ = write!(s, "\n  {} {} -> {}", m.vm, m.from, m.to);
+            h.apply(&plan)?;
+            StepOutcome::Compacted {
+                want: *want,
+                bytes_moved: plan.bytes_moved(),
+                moves: plan.moves,
+                largest_free: h.largest_free(),
             }
-            Ok((s, plan.bytes_moved()))
         }
         Step::Age { seed, fill, steps } => {
             let mut cfg = AgeConfig::new(*seed, *fill);
             cfg.steps = *steps;
-            let r = h.age_with(&cfg);
-            Ok((
-                format!(
-                    "aged (seed {seed}): {} created, {} destroyed, {} refused; {} ageing VMs live, fragmentation {:.3}",
-                    r.created,
-                    r.destroyed,
-                    r.refused,
-                    r.live.len(),
-                    r.stats.fragmentation
-                ),
-                0,
-            ))
+            StepOutcome::Aged {
+                seed: *seed,
+                report: h.age_with(&cfg),
+            }
         }
         Step::Check => match h.check() {
-            Ok(()) => Ok(("check: all invariants hold".into(), 0)),
-            Err(e) => Err(format!("check FAILED: {e}")),
+            Ok(()) => StepOutcome::Checked,
+            Err(e) => StepOutcome::CheckFailed(e),
         },
-    }
+    })
 }
 
 #[cfg(test)]
@@ -703,12 +740,12 @@ mod tests {
         let s = Scenario::parse(DEMO, "<demo>").unwrap();
         let r = s.run().unwrap();
         assert_eq!(r.len(), s.lines.len());
-        assert!(r.iter().any(|x| !x.ok), "the demo shows a refusal");
+        assert!(r.iter().any(|x| !x.ok()), "the demo shows a refusal");
         assert!(
-            r.iter().any(|x| x.bytes_copied > 0),
+            r.iter().any(|x| x.bytes_copied() > 0),
             "the demo shows a copy"
         );
-        assert!(r.last().unwrap().ok);
+        assert!(r.last().unwrap().ok());
     }
 
     #[test]
@@ -746,12 +783,19 @@ mod tests {
         )
         .unwrap();
         let r = s.run().unwrap();
-        let oks: Vec<bool> = r.iter().map(|x| x.ok).collect();
+        let oks: Vec<bool> = r.iter().map(StepReport::ok).collect();
         assert_eq!(oks, vec![true, false, false, true, true]);
         assert!(
-            r[1].outcome.contains("exceeds the host capacity"),
-            "{}",
+            matches!(
+                r[1].outcome,
+                StepOutcome::Refused(Refusal::Alloc(AllocError::TooLarge { .. }))
+            ),
+            "{:?}",
             r[1].outcome
+        );
+        assert_eq!(
+            r[2].outcome,
+            StepOutcome::Refused(Refusal::Alloc(AllocError::UnknownVm(VmId(2))))
         );
     }
 }

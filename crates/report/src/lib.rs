@@ -1,15 +1,24 @@
-//! Printers and plots, kept apart from the statistics they print.
+//! The presentation layer of Compromis: every table, CSV, JSON document, figure and output file
+//! of the workspace is made here, from data the other libraries return (they never print, plot or
+//! write files); printers only read what they print.
 //!
 //! - [`Table`]: a titled grid of strings, rendered as an aligned text table or as CSV;
-//! - [`Format`]: the `--format table|json|csv` choice shared by the commands;
+//! - [`Format`]: the `table|json|csv` output choice shared by the commands;
 //! - [`write_atomic`]: writes an output file through a temporary file and a rename, so a failed
-//!   run never leaves a half-written file.
+//!   run never leaves a half-written file;
+//! - [`theme`] and [`svg`]: one palette and one set of font sizes for every figure, and the
+//!   generic charts (grouped bars, lines);
+//! - [`place`]: printers and plots of `compromis_cluster` placement reports;
+//! - [`hv`]: printers of `compromis_hostmem` (host map as text, table and SVG, scenario steps).
 
 use std::io::Write;
 use std::path::Path;
 use thiserror::Error;
 
+pub mod hv;
+pub mod place;
 pub mod svg;
+pub mod theme;
 
 /// Output errors.
 #[derive(Debug, Error)]
@@ -39,8 +48,9 @@ pub enum ReportError {
     },
 }
 
-/// Output format of a command's results.
+/// Output format of a command's results (with the `clap` feature, a `clap::ValueEnum`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Format {
     /// Aligned text table.
     #[default]
@@ -51,10 +61,31 @@ pub enum Format {
     Csv,
 }
 
+impl Format {
+    /// Every format, in the order of the valid-values list.
+    pub const ALL: [Format; 3] = [Format::Table, Format::Json, Format::Csv];
+
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Table => "table",
+            Format::Json => "json",
+            Format::Csv => "csv",
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl std::str::FromStr for Format {
     type Err = String;
+    /// Parses a name, ignoring case and surrounding blanks.
     fn from_str(s: &str) -> Result<Self, String> {
-        match s {
+        match s.trim().to_ascii_lowercase().as_str() {
             "table" => Ok(Format::Table),
             "json" => Ok(Format::Json),
             "csv" => Ok(Format::Csv),
@@ -165,7 +196,10 @@ impl Table {
     }
 }
 
-/// Writes `contents` to `path` through a temporary file in the same folder and a rename.
+/// Writes `contents` to `path` atomically: into a temporary file in the same folder
+/// ([`tempfile::NamedTempFile`]), flushed to disk, then renamed over `path` (`persist`). A failed
+/// write leaves no temporary file and the previous `path`, if any, untouched. A new file gets the
+/// mode `File::create` would give it (0o666 less the umask); a replaced file keeps its permissions.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ReportError> {
     let io = |source| ReportError::Io {
         path: path.display().to_string(),
@@ -175,18 +209,23 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ReportError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(contents).and_then(|()| f.sync_all()))
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".compromis-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
-    result.map_err(io)
+    let mut tmp = builder.tempfile_in(dir).map_err(io)?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        tmp.as_file()
+            .set_permissions(meta.permissions())
+            .map_err(io)?;
+    }
+    tmp.write_all(contents).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    Ok(())
 }
 
 /// Formats a count with thousands separators.
@@ -238,5 +277,39 @@ mod tests {
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         assert!(write_atomic(&dir.join("missing/x.csv"), b"").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn atomic_write_modes() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        // A new file gets the same mode as one made by `File::create`.
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let p = dir.path().join("new.svg");
+        write_atomic(&p, b"<svg/>").unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&p), mode(&plain));
+        // A replaced file keeps its permissions.
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+        write_atomic(&p, b"<svg></svg>").unwrap();
+        assert_eq!(mode(&p), 0o640);
+        assert_eq!(std::fs::read(&p).unwrap(), b"<svg></svg>");
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for f in Format::ALL {
+            assert_eq!(f.name().parse::<Format>(), Ok(f));
+            assert_eq!(f.to_string(), f.name());
+        }
+        assert_eq!(" CSV ".parse::<Format>(), Ok(Format::Csv));
+        assert!(
+            "xml"
+                .parse::<Format>()
+                .unwrap_err()
+                .contains("table, json, csv")
+        );
     }
 }

@@ -1,6 +1,8 @@
-//! SVG charts (plotters, SVG backend): grouped bar charts and line charts.
+//! SVG charts (plotters, SVG backend) in the [`theme`](crate::theme): grouped bar charts and line
+//! charts.
 
 use crate::ReportError;
+use crate::theme;
 use plotters::prelude::*;
 
 /// One series of a grouped bar chart: a name and one value per group.
@@ -12,18 +14,7 @@ pub struct Series {
     pub values: Vec<f64>,
 }
 
-const PALETTE: [RGBColor; 8] = [
-    RGBColor(0x4c, 0x72, 0xb0),
-    RGBColor(0xdd, 0x84, 0x52),
-    RGBColor(0x55, 0xa8, 0x68),
-    RGBColor(0xc4, 0x4e, 0x52),
-    RGBColor(0x81, 0x72, 0xb3),
-    RGBColor(0x93, 0x78, 0x60),
-    RGBColor(0xda, 0x8b, 0xc3),
-    RGBColor(0x8c, 0x8c, 0x8c),
-];
-
-fn plot_err(e: impl std::fmt::Display) -> ReportError {
+pub(crate) fn plot_err(e: impl std::fmt::Display) -> ReportError {
     ReportError::Plot {
         path: String::from("<svg>"),
         message: e.to_string(),
@@ -61,7 +52,7 @@ pub fn grouped_bars(
         let top = if max > 0.0 { max * 1.1 } else { 1.0 };
         let n = groups.len().max(1);
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
+            .caption(title, theme::title())
             .margin(12)
             .margin_right(12 + legend_w)
             .x_label_area_size(label_area)
@@ -79,7 +70,7 @@ pub fn grouped_bars(
         let k = series.len().max(1) as f64;
         let bw = 0.8 / k;
         for (si, s) in series.iter().enumerate() {
-            let color = PALETTE[si % PALETTE.len()];
+            let color = theme::color(si);
             chart
                 .draw_series(s.values.iter().enumerate().map(|(gi, &v)| {
                     let x0 = gi as f64 + 0.1 + bw * si as f64;
@@ -88,8 +79,7 @@ pub fn grouped_bars(
                 .map_err(plot_err)?;
         }
         // Group labels, rotated, under the centre of each group.
-        let style =
-            TextStyle::from(("sans-serif", 12).into_font()).transform(FontTransform::Rotate90);
+        let style = theme::label().transform(FontTransform::Rotate90);
         for (gi, g) in groups.iter().enumerate() {
             let (px, py) = chart.backend_coord(&(gi as f64 + 0.5, 0.0));
             root.draw(&Text::new(g.clone(), (px - 6, py + 8), style.clone()))
@@ -97,9 +87,9 @@ pub fn grouped_bars(
         }
         // Legend in the right-hand margin: a swatch and the series name per row.
         let (xr, yr) = chart.plotting_area().get_pixel_range();
-        let font = ("sans-serif", 13).into_font();
+        let font = theme::legend();
         for (si, s) in series.iter().enumerate() {
-            let color = PALETTE[si % PALETTE.len()];
+            let color = theme::color(si);
             let y = yr.start + 8 + 20 * i32::try_from(si).unwrap_or(0);
             let x = xr.end + 14;
             root.draw(&Rectangle::new([(x, y), (x + 12, y + 12)], color.filled()))
@@ -136,7 +126,7 @@ pub fn lines(
         }
         let y1 = if y1 > 0.0 { y1 * 1.1 } else { 1.0 };
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
+            .caption(title, theme::title())
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
@@ -149,13 +139,19 @@ pub fn lines(
             .draw()
             .map_err(plot_err)?;
         for (i, (name, pts)) in series.iter().enumerate() {
-            let color = PALETTE[i % PALETTE.len()];
+            let color = theme::color(i);
             chart
-                .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    pts.iter().copied(),
+                    color.stroke_width(theme::LINE_WIDTH),
+                ))
                 .map_err(plot_err)?
                 .label(name.clone())
                 .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
+                    PathElement::new(
+                        vec![(x, y), (x + 14, y)],
+                        color.stroke_width(theme::LINE_WIDTH),
+                    )
                 });
         }
         chart
