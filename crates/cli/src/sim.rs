@@ -1,8 +1,9 @@
 //! `compromis sim`: simulate a synthetic workload or a trace under several translation schemes.
 
 use anyhow::{Context, Result};
-use compromis_mmu::{MachineConfig, SchemeKind, SimConfig};
+use compromis_mmu::{MachineConfig, SchemeKind};
 use compromis_report::Format;
+use compromis_sim::SimConfig;
 use compromis_sim::{Experiment, HostFallback, HostState, Outcome, VmSpec};
 use compromis_types::{ByteSize, Op, PageSize};
 use compromis_vmem::{FramePolicy, GuestConfig};
@@ -176,6 +177,7 @@ impl SimOptions {
                 warmup: self.warmup.unwrap_or(default_warmup),
                 verify: self.verify,
                 populate: !self.no_populate,
+                baseline: true,
             },
             vm: VmSpec {
                 ram,

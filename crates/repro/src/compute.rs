@@ -8,7 +8,8 @@ use compromis_cluster::{
     EventStream, Fallback, Fleet, PolicyKind, SimOptions as PlaceOptions, SyntheticConfig,
     SyntheticTrace, TraceFormat, TraceOptions, open_trace, simulate_with,
 };
-use compromis_mmu::{MachineConfig, SchemeKind, SimConfig};
+use compromis_mmu::{MachineConfig, SchemeKind};
+use compromis_sim::SimConfig;
 use compromis_sim::{Experiment, ExperimentError, HostFallback, HostState, Outcome, VmSpec};
 use compromis_types::{ByteSize, Gva, Op, PageSize};
 use compromis_vmem::GuestConfig;
@@ -177,6 +178,7 @@ fn experiment(
             warmup,
             verify: false,
             populate: true,
+            baseline: true,
         },
         vm,
     }
