@@ -1,11 +1,16 @@
 //! The machine model: every size and latency of the translation structures, caches and VM exits.
 //!
 //! One TOML file covers it all (`compromis config --defaults` prints the defaults with a source on
-//! each value). Unknown keys and impossible values are errors, found by [`MachineConfig::validate`]
-//! before any simulation starts.
+//! each value). Every key is declared once, in [`keys::TABLE`]: its path, field, default, valid
+//! range and source. Unknown keys and impossible values are errors, found by
+//! [`MachineConfig::validate`] before any simulation starts, and located in a file by the TOML
+//! parser's spans.
+
+pub mod keys;
 
 use crate::setassoc::{GeometryError, SetAssoc};
 use compromis_types::ByteSize;
+use keys::Value;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 use thiserror::Error;
@@ -111,16 +116,7 @@ pub struct TlbConfig {
 
 impl Default for TlbConfig {
     fn default() -> Self {
-        TlbConfig {
-            l1d_4k: Geometry::new(64, 4),
-            l1d_2m: Geometry::new(32, 4),
-            l1d_1g: Geometry::new(4, 4),
-            l1i_4k: Geometry::new(128, 8),
-            l1i_2m: Geometry::new(8, 8),
-            stlb: Geometry::new(1536, 12),
-            stlb_1g: Geometry::new(16, 4),
-            tagged: true,
-        }
+        MachineConfig::default().tlb
     }
 }
 
@@ -148,15 +144,7 @@ pub struct WalkCacheConfig {
 
 impl Default for WalkCacheConfig {
     fn default() -> Self {
-        WalkCacheConfig {
-            pml4: Geometry::new(2, 2),
-            pdpt: Geometry::new(4, 4),
-            pd: Geometry::new(32, 4),
-            nested_tlb: Geometry::new(32, 4),
-            host_pml4: Geometry::new(2, 2),
-            host_pdpt: Geometry::new(4, 4),
-            host_pd: Geometry::new(32, 4),
-        }
+        MachineConfig::default().walk_caches
     }
 }
 
@@ -265,13 +253,8 @@ impl CacheLevel {
             key: format!("{key}.{field}"),
             reason,
         };
-        if !self.line.is_power_of_two() || !(8..=4096).contains(&self.line) {
-            return Err(err(
-                "line",
-                format!("{} bytes is not a power of two from 8 to 4096", self.line),
-            ));
-        }
-        check_cycles(&format!("{key}.latency"), self.latency)?;
+        Value::Line(self.line).check(&format!("{key}.line"))?;
+        Value::Cycles(self.latency).check(&format!("{key}.latency"))?;
         if !self.is_enabled() {
             return Ok(());
         }
@@ -324,16 +307,6 @@ impl CacheLevel {
     }
 }
 
-fn check_cycles(key: &str, v: u64) -> Result<(), ConfigError> {
-    if v > MAX_CYCLES {
-        return Err(ConfigError::Value {
-            key: key.to_owned(),
-            reason: format!("{v} cycles is more than the {MAX_CYCLES} accepted"),
-        });
-    }
-    Ok(())
-}
-
 /// The data-cache hierarchy: L1D, L2, LLC, then DRAM. Both data accesses and page-walk references
 /// go through it.
 ///
@@ -354,12 +327,7 @@ pub struct CacheConfig {
 
 impl Default for CacheConfig {
     fn default() -> Self {
-        CacheConfig {
-            l1d: CacheLevel::new(ByteSize::kib(32), 8, 64, 4),
-            l2: CacheLevel::new(ByteSize::mib(1), 16, 64, 14),
-            llc: CacheLevel::new(ByteSize::mib(2), 16, 64, 44),
-            dram_latency: 200,
-        }
+        MachineConfig::default().cache
     }
 }
 
@@ -434,7 +402,7 @@ impl CacheConfig {
         for (key, l) in levels {
             l.validate(key)?;
         }
-        check_cycles("cache.dram_latency", self.dram_latency)?;
+        Value::Cycles(self.dram_latency).check("cache.dram_latency")?;
         // A level below never answers faster than one above it (the cycle model and its
         // monotonicity properties rely on it).
         let mut above: Option<(&str, u64)> = None;
@@ -483,12 +451,7 @@ pub struct LatencyConfig {
 
 impl Default for LatencyConfig {
     fn default() -> Self {
-        LatencyConfig {
-            stlb_hit: 8,
-            pwc_hit: 2,
-            ntlb_hit: 2,
-            segment: 1,
-        }
+        MachineConfig::default().latency
     }
 }
 
@@ -512,13 +475,7 @@ pub struct ExitConfig {
 
 impl Default for ExitConfig {
     fn default() -> Self {
-        ExitConfig {
-            pt_write: 4000,
-            cr3_load: 2000,
-            page_fault: 1500,
-            invlpg: 1500,
-            guest_page_fault: 3000,
-        }
+        MachineConfig::default().exits
     }
 }
 
@@ -533,12 +490,12 @@ pub struct CoreConfig {
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        CoreConfig { base_cpi: 0.5 }
+        MachineConfig::default().core
     }
 }
 
-/// The machine model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+/// The machine model. Its defaults are those of [`keys::TABLE`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MachineConfig {
     /// TLBs.
@@ -555,7 +512,59 @@ pub struct MachineConfig {
     pub core: CoreConfig,
 }
 
+impl Default for MachineConfig {
+    fn default() -> Self {
+        keys::defaults()
+    }
+}
+
 impl MachineConfig {
+    /// Every structure absent and every number zero: what [`keys::TABLE`] fills in.
+    const BLANK: MachineConfig = {
+        let off = Geometry::OFF;
+        MachineConfig {
+            tlb: TlbConfig {
+                l1d_4k: off,
+                l1d_2m: off,
+                l1d_1g: off,
+                l1i_4k: off,
+                l1i_2m: off,
+                stlb: off,
+                stlb_1g: off,
+                tagged: false,
+            },
+            walk_caches: WalkCacheConfig {
+                pml4: off,
+                pdpt: off,
+                pd: off,
+                nested_tlb: off,
+                host_pml4: off,
+                host_pdpt: off,
+                host_pd: off,
+            },
+            cache: CacheConfig {
+                l1d: CacheLevel::OFF,
+                l2: CacheLevel::OFF,
+                llc: CacheLevel::OFF,
+                dram_latency: 0,
+            },
+            latency: LatencyConfig {
+                stlb_hit: 0,
+                pwc_hit: 0,
+                ntlb_hit: 0,
+                segment: 0,
+            },
+            exits: ExitConfig {
+                pt_write: 0,
+                cr3_load: 0,
+                page_fault: 0,
+                invlpg: 0,
+                guest_page_fault: 0,
+            },
+            core: CoreConfig { base_cpi: 0.0 },
+        }
+    };
+
     /// Every TLB-like structure disabled: each access walks, and walks see no caching. The data
     /// caches and latencies keep their defaults.
     pub fn no_caches() -> MachineConfig {
@@ -584,52 +593,12 @@ impl MachineConfig {
         }
     }
 
-    /// Checks every value; the first problem found is returned.
+    /// Checks every value; the first problem found is returned. Each key alone first, by the
+    /// range its kind in [`keys::TABLE`] gives, then the relations between keys (a cache level's
+    /// shape, latencies down the hierarchy).
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let t = &self.tlb;
-        let w = &self.walk_caches;
-        for (name, g) in [
-            ("tlb.l1d_4k", t.l1d_4k),
-            ("tlb.l1d_2m", t.l1d_2m),
-            ("tlb.l1d_1g", t.l1d_1g),
-            ("tlb.l1i_4k", t.l1i_4k),
-            ("tlb.l1i_2m", t.l1i_2m),
-            ("tlb.stlb", t.stlb),
-            ("tlb.stlb_1g", t.stlb_1g),
-            ("walk_caches.pml4", w.pml4),
-            ("walk_caches.pdpt", w.pdpt),
-            ("walk_caches.pd", w.pd),
-            ("walk_caches.nested_tlb", w.nested_tlb),
-            ("walk_caches.host_pml4", w.host_pml4),
-            ("walk_caches.host_pdpt", w.host_pdpt),
-            ("walk_caches.host_pd", w.host_pd),
-        ] {
-            g.build(name)?;
-        }
-        self.cache.validate()?;
-        let l = &self.latency;
-        let e = &self.exits;
-        for (key, v) in [
-            ("latency.stlb_hit", l.stlb_hit),
-            ("latency.pwc_hit", l.pwc_hit),
-            ("latency.ntlb_hit", l.ntlb_hit),
-            ("latency.segment", l.segment),
-            ("exits.pt_write", e.pt_write),
-            ("exits.cr3_load", e.cr3_load),
-            ("exits.page_fault", e.page_fault),
-            ("exits.invlpg", e.invlpg),
-            ("exits.guest_page_fault", e.guest_page_fault),
-        ] {
-            check_cycles(key, v)?;
-        }
-        let cpi = self.core.base_cpi;
-        if !(cpi.is_finite() && cpi > 0.0 && cpi <= 1000.0) {
-            return Err(ConfigError::Value {
-                key: "core.base_cpi".into(),
-                reason: format!("{cpi} is not a number of cycles per instruction in (0, 1000]"),
-            });
-        }
-        Ok(())
+        keys::check(self)?;
+        self.cache.validate()
     }
 
     /// Parses and validates a machine-model file's text; `path` names it in errors. Keys left out
@@ -648,11 +617,14 @@ impl MachineConfig {
             }
         })?;
         cfg.validate().map_err(|e| {
-            let line = match &e {
-                ConfigError::Value { key, .. } => locate_key(text, key),
-                ConfigError::Geometry(g) => locate_key(text, &geometry_name(g)),
+            let key = match &e {
+                ConfigError::Value { key, .. } => Some(key.as_str()),
+                ConfigError::Geometry(g) => Some(g.name()),
                 _ => None,
             };
+            let line = key
+                .and_then(|k| value_span(text, k))
+                .map(|span| line_col(text, span.start).0);
             ConfigError::InFile {
                 path: path.to_owned(),
                 line,
@@ -675,253 +647,8 @@ impl MachineConfig {
     /// The default machine-model file: every key present, each with its meaning and source.
     /// Parsing it gives back `MachineConfig::default()` exactly (tested).
     pub fn defaults_toml() -> String {
-        let d = MachineConfig::default();
-        let mut o = String::new();
-        o.push_str(HEADER);
-        let geo = |o: &mut String, key: &str, g: Geometry, comment: &str| {
-            let _ = writeln!(o, "# {comment}");
-            let _ = writeln!(
-                o,
-                "{key} = {{ entries = {}, ways = {} }}",
-                g.entries, g.ways
-            );
-        };
-        let num = |o: &mut String, key: &str, v: u64, comment: &str| {
-            let _ = writeln!(o, "# {comment}");
-            let _ = writeln!(o, "{key} = {v}");
-        };
-
-        let t = &d.tlb;
-        o.push_str("\n[tlb]\n");
-        o.push_str("# Entries and ways of each TLB (entries = 0 removes it; ways = entries: fully associative).\n");
-        let tlb_src = "Source: Intel optimization manual [1], Skylake TLB table; AnandTech [2].";
-        geo(
-            &mut o,
-            "l1d_4k",
-            t.l1d_4k,
-            &format!("L1 data TLB, 4 KiB pages. {tlb_src}"),
-        );
-        geo(
-            &mut o,
-            "l1d_2m",
-            t.l1d_2m,
-            &format!("L1 data TLB, 2 MiB pages. {tlb_src}"),
-        );
-        geo(
-            &mut o,
-            "l1d_1g",
-            t.l1d_1g,
-            &format!("L1 data TLB, 1 GiB pages. {tlb_src}"),
-        );
-        geo(
-            &mut o,
-            "l1i_4k",
-            t.l1i_4k,
-            &format!("L1 instruction TLB, 4 KiB pages. {tlb_src}"),
-        );
-        geo(
-            &mut o,
-            "l1i_2m",
-            t.l1i_2m,
-            &format!("L1 instruction TLB, 2 MiB pages (8 per thread). {tlb_src}"),
-        );
-        geo(
-            &mut o,
-            "stlb",
-            t.stlb,
-            &format!("Second-level TLB, 4 KiB and 2 MiB pages. {tlb_src}"),
-        );
-        geo(
-            &mut o,
-            "stlb_1g",
-            t.stlb_1g,
-            &format!("Second-level TLB, 1 GiB pages. {tlb_src}"),
-        );
-        let _ = writeln!(
-            o,
-            "# Tagged TLBs (PCID/VPID): a CR3 load does not flush. false = flush TLBs and walk caches on\n\
-             # every CR3 load. Source: Intel SDM vol. 3, 4.10.1 (PCIDs); default true as on current Linux."
-        );
-        let _ = writeln!(o, "tagged = {}", t.tagged);
-
-        let w = &d.walk_caches;
-        o.push_str("\n[walk_caches]\n");
-        o.push_str(
-            "# Paging-structure caches (Intel SDM vol. 3, 4.10.3). Intel says a processor may or may not\n\
-             # implement them and publishes no sizes: every value below is our assumption.\n",
-        );
-        geo(
-            &mut o,
-            "pml4",
-            w.pml4,
-            "PML4E (and PML5E) cache, keyed by VA bits 47:39. Our assumption.",
-        );
-        geo(
-            &mut o,
-            "pdpt",
-            w.pdpt,
-            "PDPTE cache, keyed by VA bits 47:30. Our assumption.",
-        );
-        geo(
-            &mut o,
-            "pd",
-            w.pd,
-            "PDE cache, keyed by VA bits 47:21. Our assumption.",
-        );
-        geo(
-            &mut o,
-            "nested_tlb",
-            w.nested_tlb,
-            "Nested TLB (gPA page -> hPA page) used during EPT walks (Bhargava et al., ASPLOS 2008).\n# Size: our assumption.",
-        );
-        geo(
-            &mut o,
-            "host_pml4",
-            w.host_pml4,
-            "Host (EPT) PML4E cache. Our assumption (mirrors the guest one).",
-        );
-        geo(
-            &mut o,
-            "host_pdpt",
-            w.host_pdpt,
-            "Host (EPT) PDPTE cache. Our assumption.",
-        );
-        geo(
-            &mut o,
-            "host_pd",
-            w.host_pd,
-            "Host (EPT) PDE cache. Our assumption.",
-        );
-
-        o.push_str("\n[cache]\n");
-        o.push_str(
-            "# Data caches: physically indexed and tagged, non-inclusive, LRU, write-allocate; a miss fills the\n\
-             # line into every level above the one that had it. Page-walk references go through them too.\n",
-        );
-        num(
-            &mut o,
-            "dram_latency",
-            d.cache.dram_latency,
-            "Load-to-use latency in cycles of an access served by DRAM. Source: AnandTech [3], LMBench\n\
-             # random loads on Skylake-SP with DDR4-2666: 89-91 ns, about 190-230 cycles at 2.1-2.5 GHz.",
-        );
-        let level = |o: &mut String, name: &str, c: CacheLevel, what: &str, src: &str| {
-            let _ = writeln!(o, "\n[cache.{name}]\n# {what}");
-            let _ = writeln!(
-                o,
-                "# Capacity (\"32KiB\", \"1MiB\" or bytes; \"0\" removes the level). {src}"
-            );
-            let _ = writeln!(o, "size = \"{}\"", c.size);
-            let _ = writeln!(o, "# Associativity. {src}");
-            let _ = writeln!(o, "ways = {}", c.ways);
-            let _ = writeln!(o, "# Line size in bytes (power of two). {src}");
-            let _ = writeln!(o, "line = {}", c.line);
-            let _ = writeln!(
-                o,
-                "# Load-to-use latency in cycles of a hit here (whole latency). {src}"
-            );
-            let _ = writeln!(o, "latency = {}", c.latency);
-        };
-        level(
-            &mut o,
-            "l1d",
-            d.cache.l1d,
-            "L1 data cache.",
-            "Source: Intel optimization manual [1] (Skylake: 32 KB, 8 ways, 64 B, 4 cycles fastest); AnandTech [2].",
-        );
-        level(
-            &mut o,
-            "l2",
-            d.cache.l2,
-            "Private L2 cache.",
-            "Source: AnandTech [2] (Skylake-SP: 1 MB, 16 ways, 11-13 cycles), [3] (LMBench on Skylake-SP: 14-22 cycles), [11] (Xeon 8280: 14 cycles).",
-        );
-        level(
-            &mut o,
-            "llc",
-            d.cache.llc,
-            "Last-level cache: one core's share (2 MiB slice per core).",
-            "Source: Intel optimization manual [1] (Skylake client L3: up to 2 MB per core, up to 16 ways, 64 B, 44 cycles).",
-        );
-
-        let l = &d.latency;
-        o.push_str("\n[latency]\n");
-        num(
-            &mut o,
-            "stlb_hit",
-            l.stlb_hit,
-            "Cycles added by an L1 TLB miss that hits the second-level TLB. Intel does not publish it;\n\
-             # derived from [4]: a load hitting the L2 TLB takes about 12 cycles on Haswell versus 4 for an\n\
-             # L1 TLB hit, so about 8 cycles more.",
-        );
-        num(
-            &mut o,
-            "pwc_hit",
-            l.pwc_hit,
-            "Cycles per guest page-walk-cache hit (one lookup that skips upper levels). Our assumption.",
-        );
-        num(
-            &mut o,
-            "ntlb_hit",
-            l.ntlb_hit,
-            "Cycles per nested-TLB or host page-walk-cache hit. Our assumption.",
-        );
-        num(
-            &mut o,
-            "segment",
-            l.segment,
-            "Cycles per gPA translated by a segment register (Compromis: one compare and one add,\n\
-             # no memory reference; paper: VEE 2021). Our assumption.",
-        );
-
-        let e = &d.exits;
-        o.push_str("\n[exits]\n");
-        o.push_str(
-            "# Cycles per VM exit by cause: hardware round trip plus the hypervisor's handler. A bare exit and\n\
-             # re-entry costs hundreds to thousands of cycles [5][6]; about 1,350 cycles were measured around\n\
-             # VMRUN in KVM on a recent AMD core [7]. Handler costs on top are our assumption.\n",
-        );
-        num(
-            &mut o,
-            "pt_write",
-            e.pt_write,
-            "Shadow paging: trapped guest page-table write (decode and emulate the write, update the\n\
-             # shadow entry), well above a bare exit [8][9]. Value: our assumption.",
-        );
-        num(
-            &mut o,
-            "cr3_load",
-            e.cr3_load,
-            "Shadow paging: guest CR3 load (look up or build the shadow root). Our assumption.",
-        );
-        num(
-            &mut o,
-            "page_fault",
-            e.page_fault,
-            "Shadow paging: guest page fault intercepted and reflected to the guest [8]. Our assumption.",
-        );
-        num(
-            &mut o,
-            "invlpg",
-            e.invlpg,
-            "Shadow paging: guest INVLPG (drop the shadow entry). Our assumption.",
-        );
-        num(
-            &mut o,
-            "guest_page_fault",
-            e.guest_page_fault,
-            "The guest kernel's own handling of a demand-paging fault, paid by every scheme (native\n\
-             # included). Source: [10], a minor anonymous fault measured at 1,842 (min) / 3,241 (median)\n\
-             # cycles on an 11th-generation Core.",
-        );
-
-        o.push_str("\n[core]\n");
-        let _ = writeln!(
-            o,
-            "# Cycles per instruction with a perfect memory system; data-access and translation latencies\n\
-             # are added on top. Our assumption (a 4-wide out-of-order core at IPC 2 on non-memory work)."
-        );
-        let _ = writeln!(o, "base_cpi = {:?}", d.core.base_cpi);
+        let mut o = String::from(HEADER);
+        keys::write_defaults(&mut o);
         o
     }
 }
@@ -962,50 +689,49 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
-/// The TOML key named in a geometry error.
-/// Every `GeometryError` message starts with the structure's name and a colon.
-fn geometry_name(g: &GeometryError) -> String {
-    g.to_string()
-        .split(':')
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+/// The byte range of the value of the dotted `key` in `text`, from the TOML parser's spans
+/// (`None` when the file does not set that key, or does not parse).
+fn value_span(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    use serde::de::DeserializeSeed as _;
+    let path: Vec<&str> = key.split('.').collect();
+    FindSpan(&path)
+        .deserialize(toml::Deserializer::new(text))
+        .ok()
+        .flatten()
 }
 
-/// Best-effort 1-based line of the dotted `key` in `text`: `[a.b]` headers followed by `c = ..`
-/// lines, or `c = { entries = .. }` inline tables for geometry keys (`tlb.stlb`).
-fn locate_key(text: &str, key: &str) -> Option<usize> {
-    let mut table = String::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.split('#').next().unwrap_or("").trim();
-        if let Some(h) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            table = h
-                .trim()
-                .split('.')
-                .map(str::trim)
-                .collect::<Vec<_>>()
-                .join(".");
-            continue;
-        }
-        let Some((k, _)) = line.split_once('=') else {
-            continue;
-        };
-        let k = k
-            .trim()
-            .split('.')
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join(".");
-        let full = if table.is_empty() {
-            k
-        } else {
-            format!("{table}.{k}")
-        };
-        if full == key || key.starts_with(&format!("{full}.")) {
-            return Some(i + 1);
-        }
+/// Looks for the value at a dotted path, skipping everything else, and returns its span (only
+/// values written in the file have one; the tables a header implies do not).
+struct FindSpan<'p>(&'p [&'p str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for FindSpan<'_> {
+    type Value = Option<std::ops::Range<usize>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
     }
-    None
+}
+
+impl<'de> serde::de::Visitor<'de> for FindSpan<'_> {
+    type Value = Option<std::ops::Range<usize>>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a TOML table")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+        use serde::de::IgnoredAny;
+        let mut found = None;
+        while let Some(k) = a.next_key::<String>()? {
+            match self.0 {
+                [first] if *first == k => {
+                    found = Some(a.next_value::<toml::Spanned<IgnoredAny>>()?.span());
+                }
+                [first, rest @ ..] if *first == k => found = a.next_value_seed(FindSpan(rest))?,
+                _ => {
+                    a.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(found)
+    }
 }
 
 #[cfg(test)]
@@ -1224,14 +950,77 @@ mod tests {
     }
 
     #[test]
-    fn line_col_and_locate_key() {
+    fn line_col_and_value_spans() {
         assert_eq!(line_col("ab\ncd", 4), (2, 2));
         assert_eq!(line_col("ab", 0), (1, 1));
         let t = "[cache]\ndram_latency = 1\n[cache.l2] # x\n size = 3\n[tlb]\nstlb = { entries = 1, ways = 1 }\n";
-        assert_eq!(locate_key(t, "cache.dram_latency"), Some(2));
-        assert_eq!(locate_key(t, "cache.l2.size"), Some(4));
-        assert_eq!(locate_key(t, "tlb.stlb"), Some(6));
-        assert_eq!(locate_key(t, "cache.l2.ways"), None);
+        let line = |k| value_span(t, k).map(|s| line_col(t, s.start).0);
+        assert_eq!(line("cache.dram_latency"), Some(2));
+        assert_eq!(line("cache.l2.size"), Some(4));
+        assert_eq!(line("tlb.stlb"), Some(6));
+        assert_eq!(line("cache.l2.ways"), None);
+        assert_eq!(line("tlb.stlb.ways"), Some(6));
+        let dotted = "cache.l2.ways = 3\n\n[core]\nbase_cpi = 2.0\n";
+        assert_eq!(
+            value_span(dotted, "cache.l2.ways").map(|s| line_col(dotted, s.start).0),
+            Some(1)
+        );
+        assert_eq!(
+            value_span(dotted, "core.base_cpi").map(|s| line_col(dotted, s.start).0),
+            Some(4)
+        );
+    }
+
+    /// Each key of the table reads and writes the field its path names in the TOML file.
+    #[test]
+    fn every_table_key_is_the_field_its_path_names() {
+        let d = MachineConfig::default();
+        let base: toml::Table = toml::Table::try_from(&d).unwrap();
+        let mut paths: Vec<&str> = keys::all().map(|k| k.path).collect();
+        for k in keys::all() {
+            assert_eq!(k.get(&d), k.default, "{}", k.path);
+            let changed = match k.default {
+                Value::Geometry(g) => Value::Geometry(Geometry::new(g.entries * 2, g.ways)),
+                Value::Cycles(v) => Value::Cycles(v + 1),
+                Value::Size(s) => Value::Size(ByteSize(s.0 * 2)),
+                Value::Ways(w) => Value::Ways(w + 1),
+                Value::Line(l) => Value::Line(l * 2),
+                Value::Flag(b) => Value::Flag(!b),
+                Value::Cpi(c) => Value::Cpi(c * 2.0),
+            };
+            let mut m = d.clone();
+            k.set(&mut m, changed);
+            assert_eq!(k.get(&m), changed, "{}", k.path);
+            let t: toml::Table = toml::Table::try_from(&m).unwrap();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            diff(&base, &t, "", &mut a);
+            diff(&t, &base, "", &mut b);
+            assert_eq!(a, vec![k.path.to_owned()]);
+            assert_eq!(b, a);
+        }
+        paths.sort_unstable();
+        paths.dedup();
+        assert_eq!(paths.len(), keys::all().count(), "a path twice");
+    }
+
+    /// Dotted paths of the leaves (inline geometry tables as one) of `a` that differ in `b`.
+    fn diff(a: &toml::Table, b: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (k, v) in a {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            match (v, b.get(k)) {
+                (toml::Value::Table(x), Some(toml::Value::Table(y)))
+                    if !x.contains_key("entries") =>
+                {
+                    diff(x, y, &key, out);
+                }
+                (x, y) if Some(x) != y => out.push(key),
+                _ => {}
+            }
+        }
     }
 
     mod props {

@@ -1,18 +1,17 @@
-//! Timing side of address translation in a virtual machine.
+//! Timing side of address translation in a virtual machine: what it costs to find out what
+//! `compromis-vmem` says maps to what. It decides no mapping and drives no simulation (the engine
+//! is `compromis-sim`'s).
 //!
-//! `compromis-vmem` says what maps to what; this crate says what it costs to find out:
 //! - [`setassoc`]: the set-associative LRU array behind every TLB and cache;
 //! - [`tlb`]: L1 data/instruction TLBs, the second-level TLB, page-walk caches;
 //! - [`schemes`]: one file per translation scheme (native, EPT, shadow paging, Compromis), each a
 //!   [`scheme::Walker`] wrapped by [`scheme::Mmu`] into a [`scheme::Scheme`];
 //! - [`cache`] and [`mem`]: the data caches every walk reference and data access goes through;
 //! - [`stats`]: per-scheme counters (subtractable for warm-up);
-//! - [`config`]: the machine model (sizes; TOML);
-//! - [`engine`]: the simulation loop (one stream, all schemes, in parallel).
+//! - [`config`]: the machine model (sizes, latencies, costs; TOML).
 
 pub mod cache;
 pub mod config;
-pub mod engine;
 pub mod mem;
 pub mod scheme;
 pub mod schemes;
@@ -22,6 +21,5 @@ pub mod tlb;
 
 pub use cache::{DataCaches, Level};
 pub use config::{ConfigError, Geometry, MachineConfig};
-pub use engine::{SchemeResult, SchemeRun, SimConfig, SimError, simulate};
-pub use scheme::{Scheme, SchemeKind};
+pub use scheme::{Scheme, SchemeKind, perfect_tlb};
 pub use stats::{ExitCause, Stats};

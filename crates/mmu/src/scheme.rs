@@ -12,7 +12,6 @@ use crate::stats::Stats;
 use crate::tlb::Tlbs;
 use compromis_types::{AccessKind, Address, Gva, Hpa, PageSize};
 use compromis_vmem::{Backing, Fault, GuestOs, Unmapped, Writes};
-use std::sync::Arc;
 
 /// Linux flushes the whole TLB rather than page by page above this many pages
 /// (`tlb_single_page_flush_ceiling`, mm/tlb.c).
@@ -117,7 +116,7 @@ pub struct Mmu<W: Walker> {
     walker: W,
     mem: Mem,
     stats: Stats,
-    /// A perfect TLB: every access translated at no cost (the `ideal` baseline).
+    /// A perfect TLB: every access translated at no cost (see [`perfect_tlb`]).
     perfect: bool,
 }
 
@@ -237,9 +236,6 @@ pub enum SchemeKind {
     Shadow,
     /// Compromis: guest paging, hypervisor segment.
     Compromis,
-    /// A perfect TLB (no translation cost): the baseline of overheads. Not a real scheme; the
-    /// engine adds it when cycles are wanted.
-    Ideal,
 }
 
 impl SchemeKind {
@@ -258,27 +254,28 @@ impl SchemeKind {
             SchemeKind::Ept => "ept",
             SchemeKind::Shadow => "shadow",
             SchemeKind::Compromis => "compromis",
-            SchemeKind::Ideal => "ideal",
         }
     }
 
     /// Builds the scheme for a VM.
-    pub fn build(self, cfg: &MachineConfig, backing: &Arc<Backing>) -> Box<dyn Scheme> {
+    pub fn build(self, cfg: &MachineConfig) -> Box<dyn Scheme> {
         use crate::schemes::*;
         match self {
             SchemeKind::Native => Box::new(Mmu::new(self.name(), cfg, native::Native::new(cfg))),
             SchemeKind::Ept => Box::new(Mmu::new(self.name(), cfg, ept::Ept::new(cfg))),
-            SchemeKind::Shadow => Box::new(Mmu::new(
-                self.name(),
-                cfg,
-                shadow::Shadow::new(cfg, backing),
-            )),
+            SchemeKind::Shadow => Box::new(Mmu::new(self.name(), cfg, shadow::Shadow::new(cfg))),
             SchemeKind::Compromis => {
                 Box::new(Mmu::new(self.name(), cfg, compromis::Compromis::new(cfg)))
             }
-            SchemeKind::Ideal => Box::new(Mmu::perfect(self.name(), cfg, ept::Ept::new(cfg))),
         }
     }
+}
+
+/// A perfect TLB: every access translated at no cost, the data accesses through the data caches
+/// as in every scheme. Not a translation scheme but the baseline of overheads (named `ideal`).
+pub fn perfect_tlb(cfg: &MachineConfig) -> Box<dyn Scheme> {
+    use crate::schemes::ept::Ept;
+    Box::new(Mmu::perfect("ideal", cfg, Ept::new(cfg)))
 }
 
 impl std::fmt::Display for SchemeKind {

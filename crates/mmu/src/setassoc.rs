@@ -28,6 +28,15 @@ pub enum GeometryError {
     },
 }
 
+impl GeometryError {
+    /// The structure's name (its TOML key in a machine model).
+    pub fn name(&self) -> &str {
+        match self {
+            GeometryError::ZeroWays { name } | GeometryError::NotMultiple { name, .. } => name,
+        }
+    }
+}
+
 const EMPTY: u64 = u64::MAX;
 
 /// A set-associative LRU array of `(key, value)` pairs.

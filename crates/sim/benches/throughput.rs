@@ -11,8 +11,9 @@
 #![allow(missing_docs)]
 
 use compromis_mmu::config::CacheConfig;
-use compromis_mmu::{MachineConfig, SchemeKind, SchemeRun, SimConfig};
+use compromis_mmu::{MachineConfig, SchemeKind};
 use compromis_sim::{HostState, VmSpec, build_vm, default_ram};
+use compromis_sim::{SchemeRun, SimConfig};
 use compromis_types::{ByteSize, Op, PageSize};
 use compromis_vmem::GuestConfig;
 use compromis_workload::{WorkloadKind, WorkloadSpec};
@@ -45,6 +46,7 @@ fn bench_workload(c: &mut Criterion, kind: WorkloadKind, footprint: ByteSize, da
         warmup: 0,
         verify: false,
         populate: false,
+        baseline: false,
     };
     let ops: Vec<Op> = compromis_workload::build(&spec)
         .expect("workload")

@@ -1,20 +1,20 @@
 //! Experiments: one command's worth of simulation.
 //!
-//! Builds a VM (guest-physical layout with the MMIO hole, the hypervisor's backing of it), feeds a
-//! synthetic workload or a trace through every selected translation scheme, and derives the
-//! figures users read: miss rates, references per walk, exits, and (with the cycle model)
-//! cycles, overheads and speedups. The CLI and the reproduction report both call this crate.
+//! Builds a VM (guest-physical layout with the MMIO hole, the hypervisor's backing of it), runs a
+//! synthetic workload or a trace through every selected translation scheme and the perfect-TLB
+//! baseline ([`engine`]), and derives the figures users read: miss rates, references per walk,
+//! exits, cycles, overheads and speedups. The CLI and the reproduction report both call this
+//! crate.
 
 use compromis_hostmem::{AllocError, Fallback};
-use compromis_mmu::{
-    MachineConfig, SchemeKind, SchemeResult, SimConfig, SimError, Stats, simulate,
-};
+use compromis_mmu::{MachineConfig, SchemeKind, Stats};
 use compromis_types::{ByteSize, Op, PageSize};
 use compromis_vmem::BackingError;
 use compromis_workload::{WorkloadError, WorkloadSpec};
 use serde::Serialize;
 use thiserror::Error;
 
+pub mod engine;
 mod request;
 pub mod table;
 mod vm;
@@ -25,12 +25,17 @@ pub use request::{
 };
 pub use vm::{FRESH_HOST_BASE, HostState, VmInfo, VmSpec, backing_of, build_vm, is_refused};
 
+pub use engine::{
+    Baseline, BaselineResult, EngineError, RunKind, RunResult, SchemeResult, SchemeRun, SimConfig,
+    SimResults, simulate,
+};
+
 /// Experiment errors.
 #[derive(Debug, Error)]
 pub enum ExperimentError {
     /// The simulation failed.
     #[error(transparent)]
-    Sim(#[from] SimError),
+    Sim(#[from] EngineError),
     /// The workload spec is invalid.
     #[error(transparent)]
     Workload(#[from] WorkloadError),
@@ -96,7 +101,8 @@ pub enum ExperimentError {
 /// An experiment: the simulation settings and the VM.
 #[derive(Clone, Debug)]
 pub struct Experiment {
-    /// Simulation settings (machine model, guest OS, schemes, warm-up).
+    /// Simulation settings (machine model, guest OS, schemes, warm-up). The perfect-TLB
+    /// baseline is always run (the cycle model needs it), whatever `sim.baseline` says.
     pub sim: SimConfig,
     /// The VM.
     pub vm: VmSpec,
@@ -203,12 +209,12 @@ impl Derived {
     }
 }
 
-/// One scheme's outcome.
+/// One scheme's outcome (`K` = [`Baseline`] for the perfect-TLB run).
 #[derive(Clone, Debug, Serialize)]
-pub struct SchemeOutcome {
+pub struct SchemeOutcome<K = SchemeKind> {
     /// Raw counters.
     #[serde(flatten)]
-    pub result: SchemeResult,
+    pub result: RunResult<K>,
     /// Derived figures of the measured phase.
     pub derived: Derived,
     /// The cycle model's account of the measured phase.
@@ -225,7 +231,7 @@ pub struct Outcome {
     /// Per scheme, in the order asked.
     pub schemes: Vec<SchemeOutcome>,
     /// The perfect-TLB baseline run.
-    pub ideal: SchemeOutcome,
+    pub ideal: SchemeOutcome<Baseline>,
 }
 
 impl Outcome {
@@ -254,21 +260,24 @@ where
 {
     let (backing, vm) = build_vm(&exp.vm)?;
     let mut sim = exp.sim.clone();
-    sim.schemes.retain(|&k| k != SchemeKind::Ideal);
-    if sim.schemes.is_empty() {
-        return Err(SimError::NoScheme.into());
-    }
-    sim.schemes.push(SchemeKind::Ideal);
-    let mut results = simulate(&sim, &backing, source, progress)?;
-    let ideal_result = results.pop().ok_or(SimError::NoScheme)?;
+    sim.baseline = true;
+    let results = simulate(&sim, &backing, source, progress)?;
+    let ideal_result = results.baseline.ok_or(EngineError::NoBaseline)?;
     let m = &exp.sim.machine;
-    let outcome = |r: SchemeResult| SchemeOutcome {
-        derived: Derived::of(&r.measured),
-        cycles: CycleAccount::of(&r.measured, &ideal_result.measured, m),
-        result: r,
-    };
-    let schemes = results.into_iter().map(outcome).collect();
-    let ideal = outcome(ideal_result.clone());
+    let ideal_stats = ideal_result.measured.clone();
+    fn outcome<K>(r: RunResult<K>, ideal: &Stats, m: &MachineConfig) -> SchemeOutcome<K> {
+        SchemeOutcome {
+            derived: Derived::of(&r.measured),
+            cycles: CycleAccount::of(&r.measured, ideal, m),
+            result: r,
+        }
+    }
+    let schemes = results
+        .schemes
+        .into_iter()
+        .map(|r| outcome(r, &ideal_stats, m))
+        .collect();
+    let ideal = outcome(ideal_result, &ideal_stats, m);
     Ok(Outcome {
         source: name.to_owned(),
         vm,

@@ -5,10 +5,11 @@
 //! not choose them; [`ExperimentRequest::build`] validates the request, sizes the VM, and fills
 //! every default (accesses, warm-up, VM memory, host memory) once. Nobody else re-derives them.
 
+use crate::engine::SimConfig;
 use crate::vm::{HostState, VmSpec};
 use crate::{Experiment, ExperimentError};
 use compromis_hostmem::Fallback;
-use compromis_mmu::{MachineConfig, SchemeKind, SimConfig};
+use compromis_mmu::{MachineConfig, SchemeKind};
 use compromis_types::{ByteSize, PageSize};
 use compromis_vmem::GuestConfig;
 use compromis_workload::{WorkloadKind, WorkloadSpec};
@@ -285,6 +286,7 @@ impl ExperimentRequest {
                 warmup,
                 verify: self.verify,
                 populate: self.populate,
+                baseline: true,
             },
             vm: VmSpec {
                 ram,

@@ -1,7 +1,8 @@
 //! Every synthetic workload through every scheme, verified access by access against the
 //! reference composition, over guest/host page-size combinations and multi-process mode.
 
-use compromis_mmu::{MachineConfig, SchemeKind, SimConfig};
+use compromis_mmu::{MachineConfig, SchemeKind};
+use compromis_sim::SimConfig;
 use compromis_sim::{Experiment, HostState, VmSpec, default_ram, run_workload};
 use compromis_types::{ByteSize, PageSize};
 use compromis_vmem::{FramePolicy, GuestConfig};
@@ -28,6 +29,7 @@ fn experiment(
             warmup: 100,
             verify: true,
             populate: false,
+            baseline: false,
         },
         vm: VmSpec {
             ram,

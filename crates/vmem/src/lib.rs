@@ -7,15 +7,19 @@
 //!   segment register set are shared vocabulary (`compromis-types`), re-exported here;
 //! - [`frames`] and [`guest`]: the guest OS (processes, demand paging, THP, unmap, CR3 switches);
 //! - [`backing`]: the hypervisor's gPA -> hPA mapping, as an EPT and as Compromis segment
-//!   registers.
+//!   registers;
+//! - [`shadow`]: the hypervisor's shadow tables (gVA -> hPA) and their sync with the guest's,
+//!   reporting the traps each guest event causes.
 
 pub mod backing;
 pub mod frames;
 pub mod guest;
 pub mod radix;
+pub mod shadow;
 
 pub use backing::{Backing, BackingError, HV_PRIVATE_BASE, HvFrames, Run};
 pub use compromis_types::{GpaRange, GuestLayout, HIGH_RAM_START, MMIO_HOLE_START, Segment};
 pub use frames::FramePolicy;
 pub use guest::{Fault, GuestConfig, GuestCounters, GuestError, GuestOs, Unmapped};
 pub use radix::{Leaf, RadixTable, WalkPath, Writes};
+pub use shadow::{ShadowSync, ShadowTables, Traps};

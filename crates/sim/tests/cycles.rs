@@ -2,7 +2,8 @@
 //! stream, and determinism of the totals (across runs and thread counts).
 
 use compromis_mmu::config::{CacheConfig, CacheLevel};
-use compromis_mmu::{MachineConfig, SchemeKind, SchemeResult, SimConfig, simulate};
+use compromis_mmu::{MachineConfig, SchemeKind};
+use compromis_sim::{SchemeResult, SimConfig, simulate};
 use compromis_types::{Gva, Hpa, Op, PageSize};
 use compromis_vmem::{Backing, GuestConfig, GuestLayout, HV_PRIVATE_BASE, HvFrames};
 use proptest::prelude::*;
@@ -27,6 +28,7 @@ fn run(machine: MachineConfig, ops: &[Op]) -> Vec<SchemeResult> {
         warmup: 0,
         verify: true,
         populate: false,
+        baseline: false,
     };
     simulate(
         &cfg,
@@ -35,6 +37,7 @@ fn run(machine: MachineConfig, ops: &[Op]) -> Vec<SchemeResult> {
         &|_| {},
     )
     .unwrap()
+    .schemes
 }
 
 /// No TLB, no walk cache, no data cache: every reference costs the DRAM latency, every segment
@@ -62,7 +65,6 @@ fn hand_built_walk_latencies() {
             SchemeKind::Ept => 24 * dram,
             // 4 guest entries; gCR3, 3 table pages and the data page each by one segment add.
             SchemeKind::Compromis => 4 * dram + 5 * seg,
-            SchemeKind::Ideal => unreachable!(),
         };
         assert_eq!(s.walk_cycles, want_walk, "{}", r.scheme);
         assert_eq!(s.data_cycles, dram, "{}", r.scheme);

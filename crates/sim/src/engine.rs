@@ -1,14 +1,17 @@
-//! The simulation engine: one access stream, every scheme.
+//! The simulation engine: one access stream, every scheme, and the perfect-TLB baseline.
 //!
 //! The stream is read in chunks; each chunk is run through every scheme in parallel (rayon). Each
 //! scheme owns a replica of the guest OS (page tables change as the guest runs, and every replica
 //! makes the same deterministic choices) and shares the immutable hypervisor backing, so every
 //! scheme sees the same guest and host mappings. Memory use is bounded by the chunk size and the
 //! simulated machine's state, not by the stream length.
+//!
+//! With [`SimConfig::baseline`] the same stream also runs behind a perfect TLB (every access
+//! translated at no cost, the data caches as usual): the reference of the cycle model's
+//! overheads, returned in [`SimResults::baseline`] beside the schemes.
 
-use crate::config::{ConfigError, MachineConfig};
-use crate::scheme::{Ctx, Prefetch, Scheme, SchemeKind};
-use crate::stats::Stats;
+use compromis_mmu::scheme::{Ctx, Prefetch};
+use compromis_mmu::{ConfigError, MachineConfig, Scheme, SchemeKind, Stats, perfect_tlb};
 use compromis_types::{AccessKind, Address, Gva, Hpa, Op};
 use compromis_vmem::{Backing, GuestConfig, GuestCounters, GuestError, GuestOs, Unmapped};
 use rayon::prelude::*;
@@ -19,9 +22,9 @@ use thiserror::Error;
 /// Ops per chunk handed to the schemes at once.
 pub const CHUNK: usize = 1 << 16;
 
-/// Simulation errors.
+/// Why a simulation failed.
 #[derive(Debug, Error)]
-pub enum SimError {
+pub enum EngineError {
     /// The guest OS could not do what the stream asked.
     #[error("guest: {0}")]
     Guest(#[from] GuestError),
@@ -48,6 +51,9 @@ pub enum SimError {
     /// No scheme to simulate.
     #[error("no scheme selected")]
     NoScheme,
+    /// The caller needs the perfect-TLB baseline but did not ask the engine to run it.
+    #[error("the perfect-TLB baseline was not run (SimConfig::baseline is false)")]
+    NoBaseline,
 }
 
 /// What to simulate.
@@ -67,13 +73,51 @@ pub struct SimConfig {
     pub populate: bool,
     /// Check every translation against the reference composition (slower; for tests).
     pub verify: bool,
+    /// Also run the stream behind a perfect TLB (the baseline of overheads); its result is
+    /// [`SimResults::baseline`].
+    pub baseline: bool,
 }
 
-/// The outcome for one scheme.
+/// The perfect-TLB baseline: the stream at no translation cost (named `ideal` in output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Baseline {
+    /// Every access hits a TLB of unbounded size at no cost; data accesses go through the data
+    /// caches as in every scheme.
+    #[serde(rename = "ideal")]
+    PerfectTlb,
+}
+
+impl Baseline {
+    /// The baseline's name in output.
+    pub fn name(self) -> &'static str {
+        "ideal"
+    }
+}
+
+/// What one run simulated: a translation scheme or the baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunKind {
+    /// A translation scheme.
+    Scheme(SchemeKind),
+    /// The perfect-TLB baseline.
+    Baseline,
+}
+
+impl RunKind {
+    /// The run's name in output and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunKind::Scheme(k) => k.name(),
+            RunKind::Baseline => Baseline::PerfectTlb.name(),
+        }
+    }
+}
+
+/// The outcome of one run, labelled `K` (a [`SchemeKind`], or [`Baseline`]).
 #[derive(Clone, Debug, Serialize)]
-pub struct SchemeResult {
-    /// The scheme.
-    pub scheme: SchemeKind,
+pub struct RunResult<K> {
+    /// What was simulated.
+    pub scheme: K,
     /// Counters of the warm-up phase.
     pub warmup: Stats,
     /// Counters of the measured phase.
@@ -82,9 +126,24 @@ pub struct SchemeResult {
     pub guest: GuestCounters,
 }
 
+/// The outcome of one scheme.
+pub type SchemeResult = RunResult<SchemeKind>;
+
+/// The outcome of the perfect-TLB baseline.
+pub type BaselineResult = RunResult<Baseline>;
+
+/// Everything a simulation produced.
+#[derive(Clone, Debug)]
+pub struct SimResults {
+    /// One per scheme, in the order of [`SimConfig::schemes`].
+    pub schemes: Vec<SchemeResult>,
+    /// The perfect-TLB run, when [`SimConfig::baseline`] asked for it.
+    pub baseline: Option<BaselineResult>,
+}
+
 /// One scheme running over the stream.
 pub struct SchemeRun {
-    kind: SchemeKind,
+    kind: RunKind,
     scheme: Box<dyn Scheme>,
     guest: GuestOs,
     backing: Arc<Backing>,
@@ -102,11 +161,28 @@ impl SchemeRun {
         kind: SchemeKind,
         cfg: &SimConfig,
         backing: &Arc<Backing>,
-    ) -> Result<SchemeRun, SimError> {
+    ) -> Result<SchemeRun, EngineError> {
+        SchemeRun::of(RunKind::Scheme(kind), cfg, backing)
+    }
+
+    /// A run of the perfect-TLB baseline over a fresh guest.
+    pub fn baseline(cfg: &SimConfig, backing: &Arc<Backing>) -> Result<SchemeRun, EngineError> {
+        SchemeRun::of(RunKind::Baseline, cfg, backing)
+    }
+
+    fn of(
+        kind: RunKind,
+        cfg: &SimConfig,
+        backing: &Arc<Backing>,
+    ) -> Result<SchemeRun, EngineError> {
         let guest = GuestOs::new(cfg.guest.clone(), backing.layout().clone())?;
+        let scheme = match kind {
+            RunKind::Scheme(k) => k.build(&cfg.machine),
+            RunKind::Baseline => perfect_tlb(&cfg.machine),
+        };
         Ok(SchemeRun {
             kind,
-            scheme: kind.build(&cfg.machine, backing),
+            scheme,
             guest,
             backing: Arc::clone(backing),
             unmapped: Vec::new(),
@@ -123,8 +199,7 @@ impl SchemeRun {
     pub fn reference(&self, gva: Gva) -> Option<Hpa> {
         let gpa = self.guest.translate(gva)?;
         match self.kind {
-            SchemeKind::Native => Some(Hpa(gpa.raw())),
-            SchemeKind::Ideal => self.backing.translate(gpa),
+            RunKind::Scheme(SchemeKind::Native) => Some(Hpa(gpa.raw())),
             _ => self.backing.translate(gpa),
         }
     }
@@ -141,7 +216,7 @@ impl SchemeRun {
 
     /// Runs one op; for an access, returns its translation.
     #[inline]
-    pub fn step(&mut self, op: &Op) -> Result<Option<Hpa>, SimError> {
+    pub fn step(&mut self, op: &Op) -> Result<Option<Hpa>, EngineError> {
         match *op {
             Op::Access { gva, kind, instrs } => {
                 if self.accesses == self.warmup && self.warm.is_none() {
@@ -173,7 +248,7 @@ impl SchemeRun {
                             .access(ctx, gva, kind)
                             .ok_or(GuestError::Config(format!(
                                 "{}: no translation for {gva} right after its page fault",
-                                self.kind
+                                self.kind.name()
                             )))?
                     }
                 };
@@ -187,7 +262,7 @@ impl SchemeRun {
                         gva,
                     );
                     if want != Some(hpa) || probe != want {
-                        return Err(SimError::Mismatch {
+                        return Err(EngineError::Mismatch {
                             scheme: self.kind.name(),
                             index: self.accesses - 1,
                             gva,
@@ -252,7 +327,7 @@ impl SchemeRun {
     /// what accesses are coming (see [`Prefetch`]) and starts loading that memory. Hints only:
     /// they change no simulated state, and a hint for an op after a context switch or a fault is
     /// merely useless.
-    pub fn run(&mut self, ops: &[Op]) -> Result<(), SimError> {
+    pub fn run(&mut self, ops: &[Op]) -> Result<(), EngineError> {
         const STAGES: [(usize, Prefetch); 2] = [(8, Prefetch::Far), (4, Prefetch::Mid)];
         // Pages hinted recently, per stage: a page that was just hinted (a TLB-friendly stream)
         // needs no hint again; the check costs far less than the hint.
@@ -278,12 +353,17 @@ impl SchemeRun {
         Ok(())
     }
 
-    /// The final result.
-    pub fn finish(self) -> SchemeResult {
+    /// What this run simulates.
+    pub fn kind(&self) -> RunKind {
+        self.kind
+    }
+
+    /// The final result, labelled `label`.
+    pub fn finish<K>(self, label: K) -> RunResult<K> {
         let total = self.scheme.stats().clone();
         let warm = self.warm.unwrap_or_else(|| total.clone());
-        SchemeResult {
-            scheme: self.kind,
+        RunResult {
+            scheme: label,
             measured: total.since(&warm),
             warmup: warm,
             guest: self.guest.counters(),
@@ -291,34 +371,37 @@ impl SchemeRun {
     }
 }
 
-/// Runs `source` through every scheme of `cfg` on a VM backed by `backing`. `progress` is
-/// called with the number of ops done after each chunk.
+/// Runs `source` through every scheme of `cfg` (and the baseline if asked) on a VM backed by
+/// `backing`. `progress` is called with the number of ops done after each chunk.
 pub fn simulate<I, E>(
     cfg: &SimConfig,
     backing: &Arc<Backing>,
     source: I,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<Vec<SchemeResult>, SimError>
+) -> Result<SimResults, EngineError>
 where
     I: IntoIterator<Item = Result<Op, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
     cfg.machine.validate()?;
     if cfg.schemes.is_empty() {
-        return Err(SimError::NoScheme);
+        return Err(EngineError::NoScheme);
     }
     let mut runs = cfg
         .schemes
         .iter()
         .map(|&k| SchemeRun::new(k, cfg, backing))
         .collect::<Result<Vec<_>, _>>()?;
+    if cfg.baseline {
+        runs.push(SchemeRun::baseline(cfg, backing)?);
+    }
     let mut source = source.into_iter();
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut done = 0u64;
     loop {
         chunk.clear();
         for item in source.by_ref().take(CHUNK) {
-            chunk.push(item.map_err(|e| SimError::Source(Box::new(e)))?);
+            chunk.push(item.map_err(|e| EngineError::Source(Box::new(e)))?);
         }
         if chunk.is_empty() {
             break;
@@ -327,5 +410,15 @@ where
         done += chunk.len() as u64;
         progress(done);
     }
-    Ok(runs.into_iter().map(SchemeRun::finish).collect())
+    let mut out = SimResults {
+        schemes: Vec::with_capacity(cfg.schemes.len()),
+        baseline: None,
+    };
+    for r in runs {
+        match r.kind() {
+            RunKind::Scheme(k) => out.schemes.push(r.finish(k)),
+            RunKind::Baseline => out.baseline = Some(r.finish(Baseline::PerfectTlb)),
+        }
+    }
+    Ok(out)
 }

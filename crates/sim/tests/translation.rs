@@ -2,7 +2,8 @@
 //! a differential property test against the reference composition (guest table, then the
 //! hypervisor's mapping) on random op streams.
 
-use compromis_mmu::{MachineConfig, SchemeKind, SimConfig, SimError, simulate};
+use compromis_mmu::{MachineConfig, SchemeKind};
+use compromis_sim::{EngineError, SchemeResult, SimConfig, simulate};
 use compromis_types::{Gpa, Gva, Hpa, Op, PageSize};
 use compromis_vmem::{
     Backing, FramePolicy, GuestConfig, GuestLayout, HV_PRIVATE_BASE, HvFrames, Run, Segment,
@@ -21,12 +22,8 @@ fn backing(ram: u64, host_page: PageSize) -> Arc<Backing> {
     ))
 }
 
-fn run(
-    cfg: &SimConfig,
-    b: &Arc<Backing>,
-    ops: Vec<Op>,
-) -> Result<Vec<compromis_mmu::SchemeResult>, SimError> {
-    simulate(cfg, b, ops.into_iter().map(Ok::<_, Infallible>), &|_| {})
+fn run(cfg: &SimConfig, b: &Arc<Backing>, ops: Vec<Op>) -> Result<Vec<SchemeResult>, EngineError> {
+    simulate(cfg, b, ops.into_iter().map(Ok::<_, Infallible>), &|_| {}).map(|r| r.schemes)
 }
 
 /// `(n + 1)(m + 1) - 1` for EPT and `n` for the others, with every TLB and cache off.
@@ -52,6 +49,7 @@ fn closed_form_reference_counts() {
             warmup: 0,
             verify: true,
             populate: false,
+            baseline: false,
         };
         let b = backing(1 << 30, hp);
         let base = 0x7f00_0000_0000u64;
@@ -102,6 +100,7 @@ fn five_level_guest() {
         warmup: 0,
         verify: true,
         populate: false,
+        baseline: false,
     };
     let b = backing(1 << 30, PageSize::Size4K);
     let ops = (0..100u64)
@@ -211,6 +210,7 @@ proptest! {
             warmup: 0,
             verify: true,
             populate: false,
+            baseline: false,
         };
         let b = backing(256 << 20, PageSize::ALL[host]);
         let res = run(&cfg, &b, to_ops(&steps));
@@ -265,6 +265,7 @@ fn compromis_fallback_outside_segments() {
         warmup: 0,
         verify: true,
         populate: false,
+        baseline: false,
     };
     let base = 0x7f00_0000_0000u64;
     let mut ops = vec![Op::Map {
@@ -288,6 +289,7 @@ fn exits_by_cause() {
         warmup: 0,
         verify: true,
         populate: false,
+        baseline: false,
     };
     let b = backing(64 << 20, PageSize::Size4K);
     let base = 0x1000_0000u64;
@@ -342,6 +344,7 @@ fn populate_faults_in_at_map_time() {
             warmup: 0,
             verify: true,
             populate: true,
+            baseline: false,
         };
         let res = run(&cfg, &backing(64 << 20, PageSize::Size4K), ops.clone()).unwrap();
         let pages = (8 << 20) / guest_page.bytes();
@@ -351,4 +354,51 @@ fn populate_faults_in_at_map_time() {
             assert_eq!(r.measured.accesses, 2000);
         }
     }
+}
+
+/// The perfect-TLB baseline is an engine option: run (and verified like every scheme) only when
+/// asked, returned beside the schemes; it walks nothing, exits never, and accesses the same data.
+#[test]
+fn baseline_runs_beside_the_schemes_only_when_asked() {
+    let b = backing(64 << 20, PageSize::Size4K);
+    let base = 0x1000_0000u64;
+    let mut ops = vec![Op::Map {
+        start: Gva(base),
+        len: 4 << 20,
+    }];
+    ops.extend((0..2_000u64).map(|i| Op::load(base + (i * 4099 * 8) % (4 << 20))));
+    let mut cfg = SimConfig {
+        machine: MachineConfig::default(),
+        guest: GuestConfig::default(),
+        schemes: vec![SchemeKind::Shadow, SchemeKind::Ept],
+        warmup: 0,
+        verify: true,
+        populate: false,
+        baseline: false,
+    };
+    let go = |cfg: &SimConfig| {
+        simulate(
+            cfg,
+            &b,
+            ops.iter().copied().map(Ok::<_, Infallible>),
+            &|_| {},
+        )
+        .unwrap()
+    };
+    let without = go(&cfg);
+    assert!(without.baseline.is_none());
+    cfg.baseline = true;
+    let with = go(&cfg);
+    let ideal = with.baseline.expect("baseline asked for");
+    assert_eq!(ideal.scheme.name(), "ideal");
+    assert_eq!(
+        with.schemes.iter().map(|r| r.scheme).collect::<Vec<_>>(),
+        cfg.schemes
+    );
+    for (a, b) in with.schemes.iter().zip(&without.schemes) {
+        assert_eq!(a.measured, b.measured, "{}", a.scheme);
+    }
+    let (i, s) = (&ideal.measured, &with.schemes[0].measured);
+    assert_eq!((i.walks, i.walk_cycles, i.exits.total()), (0, 0, 0));
+    assert_eq!((i.accesses, i.page_faults), (s.accesses, s.page_faults));
 }
