@@ -195,6 +195,31 @@ pub fn sibling(base: &Path, pid: u32, taken: &[&PathBuf]) -> PathBuf {
     }
 }
 
+/// Where `--save` writes: the first file is created by [`SaveTo::create`], before the program
+/// runs, so a bad path fails early.
+pub struct SaveTo {
+    path: PathBuf,
+    first: TraceFileWriter,
+}
+
+impl SaveTo {
+    /// Creates the first (or only) trace file, `path`, in the native format.
+    pub fn create(path: &Path) -> Result<SaveTo, TraceError> {
+        Ok(SaveTo {
+            path: path.to_path_buf(),
+            first: TraceFileWriter::create(path, Format::Native)?,
+        })
+    }
+}
+
+impl std::fmt::Debug for SaveTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaveTo")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The simulator's ops of a recording, chosen by [`Children`]; tees the chosen records into the
 /// `--save` files and fills a [`RecordState`] when the stream ends.
 pub struct RecordOps<S> {
@@ -218,31 +243,23 @@ impl<S> std::fmt::Debug for RecordOps<S> {
 
 impl<S: TaggedSource> RecordOps<S> {
     /// Ops of `src` under `children`; with `save`, the records simulated are also written in
-    /// the native format (the first file is created now, so a bad path fails before anything runs).
-    pub fn new(
-        src: S,
-        children: Children,
-        save: Option<&Path>,
-    ) -> Result<RecordOps<S>, TraceError> {
-        let saver = match save {
-            Some(base) => {
-                let mut writers = BTreeMap::new();
-                let w = TraceFileWriter::create(base, Format::Native)?;
-                let pid = (children == Children::Separate).then(|| src.root_pid());
-                writers.insert(0, (w, base.to_path_buf(), pid));
-                Some(Saver {
-                    base: base.to_path_buf(),
-                    per_process: children == Children::Separate,
-                    writers,
-                })
+    /// the native format (with `separate`, one file per process).
+    pub fn new(src: S, children: Children, save: Option<SaveTo>) -> RecordOps<S> {
+        let saver = save.map(|SaveTo { path, first }| {
+            let pid = (children == Children::Separate).then(|| src.root_pid());
+            let mut writers = BTreeMap::new();
+            writers.insert(0, (first, path.clone(), pid));
+            Saver {
+                base: path,
+                per_process: children == Children::Separate,
+                writers,
             }
-            None => None,
-        };
+        });
         let state = Arc::new(Mutex::new(RecordState {
             root_pid: src.root_pid(),
             ..RecordState::default()
         }));
-        Ok(RecordOps {
+        RecordOps {
             src,
             children,
             sim_pids: BTreeMap::new(),
@@ -251,7 +268,7 @@ impl<S: TaggedSource> RecordOps<S> {
             saver,
             state,
             done: false,
-        })
+        }
     }
 
     /// Where the outcome appears when the stream ends.
@@ -550,7 +567,7 @@ mod tests {
     ];
 
     fn run(children: Children) -> (Vec<Op>, RecordState) {
-        let ops = RecordOps::new(Fed::new(10, &CHUNKS), children, None).unwrap();
+        let ops = RecordOps::new(Fed::new(10, &CHUNKS), children, None);
         let state = ops.state();
         let v = ops.map(Result::unwrap).collect();
         let st = state.lock().unwrap().clone();
@@ -607,7 +624,11 @@ mod tests {
     fn separate_saves_one_trace_per_process() {
         let dir = tempfile::tempdir().unwrap();
         let base = dir.path().join("t.ctrace");
-        let ops = RecordOps::new(Fed::new(10, &CHUNKS), Children::Separate, Some(&base)).unwrap();
+        let ops = RecordOps::new(
+            Fed::new(10, &CHUNKS),
+            Children::Separate,
+            Some(SaveTo::create(&base).unwrap()),
+        );
         let state = ops.state();
         assert_eq!(ops.map(Result::unwrap).count(), 6);
         let st = state.lock().unwrap().clone();

@@ -189,9 +189,6 @@ impl ProcessStream {
 
     /// Whether the stream may end now that nothing is waiting in the socket.
     fn may_end(&self) -> bool {
-        if self.killed.load(Ordering::SeqCst) {
-            return true;
-        }
         if !self.root_done.load(Ordering::SeqCst) {
             return false;
         }
@@ -242,6 +239,18 @@ impl Iterator for ProcessStream {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
+                    if self.killed.load(Ordering::SeqCst) {
+                        // Stopped (Ctrl-C): an error, so no partial trace passes for a whole one.
+                        self.ended = true;
+                        return Some(Err(TraceError::Io {
+                            path: "valgrind output".into(),
+                            at: Location::Byte(0),
+                            source: std::io::Error::new(
+                                std::io::ErrorKind::Interrupted,
+                                "valgrind was stopped",
+                            ),
+                        }));
+                    }
                     // Checked after an empty read: everything the root wrote before it was
                     // reaped is already queued in the socket, and has been read.
                     if self.may_end() {
@@ -472,7 +481,11 @@ mod tests {
         // Read a little, then kill: the stream must end (no hang) and the status must be a signal.
         let _ = stream.by_ref().take(100).count();
         h.kill();
-        let _ = stream.count();
+        let rest: Vec<_> = stream.collect();
+        assert!(
+            rest.last().is_some_and(Result::is_err),
+            "a stopped stream ends with an error"
+        );
         let status = rec.wait().unwrap();
         assert!(status.code().is_none(), "{status:?}");
         assert!(h.was_killed());
