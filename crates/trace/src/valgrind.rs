@@ -151,6 +151,8 @@ impl LackeyCommand {
             killed: recording.handle.killed.clone(),
             ended: false,
             eof: false,
+            last_pass: false,
+            received: 0,
         };
         Ok((recording, stream))
     }
@@ -169,6 +171,10 @@ pub struct ProcessStream {
     killed: Arc<AtomicBool>,
     ended: bool,
     eof: bool,
+    /// The end condition held at the last empty read.
+    last_pass: bool,
+    /// Bytes received so far.
+    received: u64,
 }
 
 impl ProcessStream {
@@ -217,6 +223,14 @@ impl Iterator for ProcessStream {
             if self.ended {
                 return None;
             }
+            if self.killed.load(Ordering::SeqCst) {
+                // Stopped (Ctrl-C): an error, so no partial trace passes for a whole one.
+                self.ended = true;
+                return Some(Err(self.error(std::io::Error::new(
+                    std::io::ErrorKind::Interrupted,
+                    "valgrind was stopped",
+                ))));
+            }
             let sock = self.sock.as_ref()?;
             match sys::recv_with_pid(sock, &mut self.buf) {
                 Ok((0, _)) => {
@@ -225,6 +239,7 @@ impl Iterator for ProcessStream {
                     self.demux.finish();
                 }
                 Ok((n, pid)) => {
+                    self.received += n as u64;
                     // Without credentials (never seen on Linux) the bytes are the root's.
                     let pid = pid.unwrap_or(self.root);
                     if !self.demux.knows(pid) {
@@ -239,35 +254,32 @@ impl Iterator for ProcessStream {
                         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                     ) =>
                 {
-                    if self.killed.load(Ordering::SeqCst) {
-                        // Stopped (Ctrl-C): an error, so no partial trace passes for a whole one.
-                        self.ended = true;
-                        return Some(Err(TraceError::Io {
-                            path: "valgrind output".into(),
-                            at: Location::Byte(0),
-                            source: std::io::Error::new(
-                                std::io::ErrorKind::Interrupted,
-                                "valgrind was stopped",
-                            ),
-                        }));
-                    }
-                    // Checked after an empty read: everything the root wrote before it was
-                    // reaped is already queued in the socket, and has been read.
+                    // The end condition must hold before one more empty read: whatever the root
+                    // wrote before it was reaped is then queued in the socket and has been read.
                     if self.may_end() {
-                        self.ended = true;
-                        self.demux.finish();
+                        if self.last_pass {
+                            self.ended = true;
+                            self.demux.finish();
+                        }
+                        self.last_pass = true;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(source) => {
                     self.ended = true;
-                    return Some(Err(TraceError::Io {
-                        path: "valgrind output".into(),
-                        at: Location::Byte(0),
-                        source,
-                    }));
+                    return Some(Err(self.error(source)));
                 }
             }
+        }
+    }
+}
+
+impl ProcessStream {
+    fn error(&self, source: std::io::Error) -> TraceError {
+        TraceError::Io {
+            path: "valgrind output".into(),
+            at: Location::Byte(self.received),
+            source,
         }
     }
 }
