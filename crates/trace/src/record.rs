@@ -484,11 +484,31 @@ impl RecordReport {
                 ));
             }
         }
-        let simulated_records = processes
+        let simulated_records: u64 = processes
             .iter()
             .filter(|p| p.simulated)
             .map(|p| p.records)
             .sum();
+        // A launcher that forks the program instead of exec'ing it (`/usr/bin/time`, a script
+        // that does not end with exec): the simulated process is the launcher.
+        let total: u64 = processes.iter().map(|p| p.records).sum();
+        let biggest_left_out = processes
+            .iter()
+            .zip(&state.processes)
+            .filter(|(r, _)| !r.simulated)
+            .max_by_key(|(r, _)| r.records);
+        if let Some((r, p)) = biggest_left_out
+            && total > 0
+            && ratio(total - simulated_records, total) >= WRAPPER_SHARE
+        {
+            warnings.push(format!(
+                "{:.1}% of the records traced come from processes left out (the largest: pid {}, {}, {} records); --children separate or all simulates them",
+                100.0 * ratio(total - simulated_records, total),
+                r.pid,
+                describe(p),
+                r.records
+            ));
+        }
         RecordReport {
             children,
             processes,
@@ -688,6 +708,53 @@ mod tests {
             r.warnings
         );
         assert_eq!(r.simulated_records, 505);
+    }
+
+    #[test]
+    fn report_warns_when_the_simulated_process_is_a_launcher_that_forked_the_program() {
+        let img = |c: &str, records| Image {
+            command: Some(c.into()),
+            records,
+            exited: true,
+        };
+        let st = RecordState {
+            root_pid: 10,
+            processes: vec![
+                TracedProcess {
+                    pid: 10,
+                    parent: None,
+                    forked: false,
+                    images: vec![img("/usr/bin/time prog", 100)],
+                },
+                TracedProcess {
+                    pid: 11,
+                    parent: Some(10),
+                    forked: true,
+                    images: vec![
+                        Image {
+                            command: None,
+                            records: 10,
+                            exited: false,
+                        },
+                        img("prog", 5000),
+                    ],
+                },
+            ],
+            ..RecordState::default()
+        };
+        let r = RecordReport::new(Children::None, &st, RootExit::Code(0));
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].contains("98.0% of the records traced come from processes left out")
+                && r.warnings[0].contains("pid 11, prog, 5010 records"),
+            "{:?}",
+            r.warnings
+        );
+        assert_eq!(r.simulated_records, 100);
+        assert!(!r.processes[1].simulated);
+        let r = RecordReport::new(Children::Separate, &st, RootExit::Code(0));
+        assert!(r.warnings.is_empty(), "{:?}", r.warnings);
+        assert_eq!(r.simulated_records, 5110);
     }
 
     #[test]
