@@ -107,3 +107,44 @@ pub(crate) fn parent_of(pid: u32) -> Option<u32> {
         .find_map(|l| l.strip_prefix("PPid:"))
         .and_then(|v| v.trim().parse().ok())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn each_chunk_comes_with_its_writers_pid() {
+        let (reader, mut writer) = cred_socketpair().unwrap();
+        writer.write_all(b"I  10,1\n").unwrap();
+        let mut buf = [0u8; 64];
+        let (n, pid) = recv_with_pid(&reader, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"I  10,1\n");
+        assert_eq!(pid, Some(std::process::id()));
+        // Another process writing to an inherited descriptor is told apart.
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &format!("printf 'x\\n' >&{}", writer.as_raw_fd())]);
+        inherit_fd(&mut cmd, writer.as_raw_fd());
+        let child = cmd.spawn().unwrap();
+        let child_pid = child.id();
+        drop(writer);
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let (n, pid) = recv_with_pid(&reader, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"x\n");
+        assert_eq!(pid, Some(child_pid));
+        assert_eq!(
+            recv_with_pid(&reader, &mut buf).unwrap().0,
+            0,
+            "end-of-file"
+        );
+    }
+
+    #[test]
+    fn parent_and_exe_of_this_process() {
+        let me = std::process::id();
+        assert!(parent_of(me).is_some());
+        assert!(process_exe(me).is_some());
+        assert_eq!(parent_of(u32::MAX), None);
+    }
+}
