@@ -226,6 +226,10 @@ pub struct RecordOps<S> {
     src: S,
     children: Children,
     sim_pids: BTreeMap<(usize, usize), Pid>,
+    /// The last (process, image) simulated and its guest pid: the common case, one lookup saved.
+    last: Option<((usize, usize), Pid)>,
+    /// Index of the process `record` started, once seen.
+    root_index: Option<usize>,
     current: Option<Pid>,
     queue: VecDeque<Op>,
     saver: Option<Saver>,
@@ -263,6 +267,8 @@ impl<S: TaggedSource> RecordOps<S> {
             src,
             children,
             sim_pids: BTreeMap::new(),
+            last: None,
+            root_index: None,
             current: None,
             queue: VecDeque::new(),
             saver,
@@ -277,11 +283,13 @@ impl<S: TaggedSource> RecordOps<S> {
     }
 
     /// Whether process `p` is the one `record` started. Valgrind starts it first, so it is the
-    /// first process seen with the root pid.
-    fn is_root(&self, p: usize) -> bool {
-        let procs = self.src.processes();
-        let root = self.src.root_pid();
-        procs.iter().position(|q| q.pid == root) == Some(p)
+    /// first process seen with the root pid (found once, then remembered).
+    fn is_root(&mut self, p: usize) -> bool {
+        if self.root_index.is_none() {
+            let root = self.src.root_pid();
+            self.root_index = self.src.processes().iter().position(|q| q.pid == root);
+        }
+        self.root_index == Some(p)
     }
 
     /// Queues the ops of one tagged record, or nothing if it is not simulated.
@@ -298,19 +306,23 @@ impl<S: TaggedSource> RecordOps<S> {
             Children::None | Children::Separate => (t.process, t.image),
         };
         let next = self.sim_pids.len();
-        let sim_pid = match self.sim_pids.get(&key) {
-            Some(&p) => p,
-            None => {
-                let p = Pid::try_from(next).map_err(|_| TraceError::BadRecord {
+        let sim_pid = match self.last.filter(|(k, _)| *k == key) {
+            Some((_, p)) => p,
+            None => match self.sim_pids.get(&key) {
+                Some(&p) => p,
+                None => {
+                    let p = Pid::try_from(next).map_err(|_| TraceError::BadRecord {
                     path: "valgrind output".into(),
                     at: Location::Line(0),
                     reason: "More processes and execs than the simulator's 65536 guest processes",
                     text: format!("pid {pid}"),
                 })?;
-                self.sim_pids.insert(key, p);
-                p
-            }
+                    self.sim_pids.insert(key, p);
+                    p
+                }
+            },
         };
+        self.last = Some((key, sim_pid));
         // The guest starts in its process 0: no switch before the first access.
         if self.current.is_some_and(|c| c != sim_pid) || (self.current.is_none() && sim_pid != 0) {
             self.queue.push_back(Op::Switch { pid: sim_pid });
