@@ -1,26 +1,35 @@
 //! `compromis record`: run a program under valgrind lackey and simulate its memory accesses as
-//! they arrive through a pipe (glue over `compromis_trace::valgrind`).
+//! they arrive (glue over `compromis_trace::valgrind` and `compromis_trace::record`).
 
 use anyhow::Context;
-use compromis_trace::valgrind::{KillHandle, LackeyCommand};
-use compromis_trace::{Format, LackeyReader, OpReader, RecordSource, TeeSource, TraceFileWriter};
-use compromis_types::Op;
+use compromis_report::Format;
+use compromis_trace::TraceError;
+use compromis_trace::record::{Children, RecordOps, RecordReport, RootExit, SaveTo};
+use compromis_trace::valgrind::{KillHandle, LackeyCommand, ProcessStream};
+use compromis_types::{ByteSize, Op};
 use std::ffi::OsString;
-use std::io::BufReader;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Arguments of `compromis record`.
 #[derive(clap::Args, Debug)]
 pub struct RecordArgs {
-    /// Also write the trace in the native format (`.ctrace`) to FILE.
+    /// Also write the trace in the native format (`.ctrace`) to FILE (with `--children
+    /// separate`, one file per process: FILE, then FILE's stem.PID.ctrace for the others).
     #[arg(long, value_name = "FILE")]
     pub save: Option<PathBuf>,
     /// Skip trace lines that do not parse and report how many, instead of stopping.
     #[arg(long)]
     pub skip_bad_records: bool,
+    /// Child processes: none (simulate only the program's own process, through its execs),
+    /// separate (each traced process its own guest process), all (every record, one address
+    /// space).
+    #[arg(long, value_name = "MODE", default_value = "none")]
+    pub children: Children,
+    /// Programs valgrind must not trace into (glob on the executable path, e.g. '*/ssh';
+    /// valgrind's --trace-children-skip). Repeatable.
+    #[arg(long, value_name = "GLOB")]
+    pub no_follow: Vec<String>,
     /// Simulation options (as for `compromis sim`).
     #[command(flatten)]
     pub sim: crate::sim::SimOptions,
@@ -29,41 +38,40 @@ pub struct RecordArgs {
     pub command: Vec<OsString>,
 }
 
-/// Ops from the pipe; remembers how many bad records were skipped, and ends with an error
-/// instead of a clean end when valgrind was killed (Ctrl-C), so no partial results are printed.
+/// Ops of the recording; ends instead with an error when valgrind was killed (Ctrl-C), so no
+/// partial results are printed.
 struct Ops {
-    inner: OpReader,
-    skipped: Arc<AtomicU64>,
+    inner: RecordOps<ProcessStream>,
     killer: KillHandle,
-    program: String,
 }
 
 impl Iterator for Ops {
-    type Item = anyhow::Result<Op>;
+    type Item = Result<Op, TraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         let next = self.inner.next();
-        self.skipped.store(self.inner.skipped(), Ordering::Relaxed);
         if next.is_none() && self.killer.was_killed() {
-            let program = std::mem::take(&mut self.program);
-            return (!program.is_empty()).then(|| {
-                Err(anyhow::anyhow!(
-                    "interrupted: valgrind and {program} were stopped"
-                ))
-            });
+            return Some(Err(TraceError::Io {
+                path: "valgrind output".into(),
+                at: compromis_trace::Location::Byte(0),
+                source: std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"),
+            }));
         }
-        next.map(|r| r.map_err(anyhow::Error::from))
+        next
     }
 }
 
 /// Runs the subcommand.
 pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     // The output file first: a bad --save path fails before the program runs.
-    let writer = match &args.save {
-        Some(path) => Some(TraceFileWriter::create(path, Format::Native)?),
+    let save = match &args.save {
+        Some(path) => Some(SaveTo::create(path)?),
         None => None,
     };
-    let cmd = LackeyCommand::new(args.command.clone());
-    let (recording, pipe) = cmd.spawn()?;
+    let mut cmd = LackeyCommand::new(args.command.clone());
+    cmd.children = args.children;
+    cmd.no_follow.clone_from(&args.no_follow);
+    cmd.skip_bad_records = args.skip_bad_records;
+    let (recording, stream) = cmd.spawn()?;
     let killer = recording.kill_handle();
     {
         let killer = killer.clone();
@@ -71,61 +79,160 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             eprintln!("warning: cannot install the Ctrl-C handler: {e}");
         }
     }
-    let name = "valgrind lackey output";
-    let lackey = LackeyReader::new(
-        BufReader::with_capacity(1 << 18, pipe),
-        name,
-        args.skip_bad_records,
-    );
-    let mut saved = None;
-    let source: Box<dyn RecordSource> = match writer {
-        Some(w) => {
-            let tee = TeeSource::new(lackey, w);
-            saved = Some(tee.summary_handle());
-            Box::new(tee)
-        }
-        None => Box::new(lackey),
-    };
-    let skipped = Arc::new(AtomicU64::new(0));
+    let ops = RecordOps::new(stream, args.children, save);
+    let state = ops.state();
     let program = args.command[0].to_string_lossy().into_owned();
     let ops = Ops {
-        inner: OpReader::from_records(source),
-        skipped: skipped.clone(),
+        inner: ops,
         killer: killer.clone(),
-        program: program.clone(),
     };
-    let result = crate::sim::run_source(&args.sim, &program, Box::new(ops));
+    let result = simulate(&args.sim, &program, ops);
     if killer.was_killed() {
         drop(recording); // kills valgrind if still needed and waits for it
-        // The stream ended early but cleanly, so the tee may have finished the file: a trace of
-        // part of the run is not what was asked for.
-        let written = saved
-            .as_ref()
-            .is_some_and(|h| h.lock().is_ok_and(|g| g.is_some()));
-        if let (true, Some(path)) = (written, &args.save) {
-            let _ = std::fs::remove_file(path);
-        }
         anyhow::bail!("interrupted: valgrind and {program} were stopped");
     }
     // An error here drops `recording`, which kills valgrind and waits for it.
-    let code = result?;
+    let outcome = result?;
     let status = recording.wait().context("waiting for valgrind")?;
-    let skipped = skipped.load(Ordering::Relaxed);
-    if skipped > 0 {
-        eprintln!("skipped {skipped} bad trace lines");
+    let root_exit = match status.code() {
+        Some(c) => RootExit::Code(c),
+        None => RootExit::Signal,
+    };
+    let state = state
+        .lock()
+        .map_err(|_| anyhow::anyhow!("record state poisoned"))?
+        .clone();
+    let report = RecordReport::new(args.children, &state, root_exit);
+    eprint!("{}", report_text(&report));
+    if state.skipped > 0 {
+        eprintln!("skipped {} bad trace lines", state.skipped);
     }
-    if let (Some(path), Some(handle)) = (&args.save, &saved) {
-        let summary = *handle
-            .lock()
-            .map_err(|_| anyhow::anyhow!("save state poisoned"))?;
-        if let Some(s) = summary {
-            eprintln!("saved {} records to {}", s.records, path.display());
-        }
+    for s in &report.saved {
+        eprintln!("saved {} records to {}", s.records, s.path.display());
     }
+    print(&outcome, &report, args.sim.format)?;
     if status.success() {
-        Ok(code)
+        Ok(ExitCode::SUCCESS)
     } else {
         eprintln!("{program} failed: {status}");
         Ok(ExitCode::from(1))
+    }
+}
+
+/// Simulates the ops, with a spinner on a terminal once the run lasts over a second.
+fn simulate(
+    opts: &crate::sim::SimOptions,
+    name: &str,
+    ops: Ops,
+) -> anyhow::Result<compromis_sim::Outcome> {
+    let exp = opts.experiment(opts.vm_memory.unwrap_or(ByteSize::gib(4)), 0)?;
+    let pb = indicatif::ProgressBar::new_spinner().with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} {human_pos} ops ({per_sec})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    let start = std::time::Instant::now();
+    let shown = std::sync::atomic::AtomicBool::new(false);
+    let outcome = compromis_sim::run_source(&exp, name, ops, &|done| {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !shown.load(Relaxed) && start.elapsed().as_secs_f64() > 1.0 {
+            shown.store(true, Relaxed);
+            pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+        pb.set_position(done);
+    });
+    pb.finish_and_clear();
+    Ok(outcome?)
+}
+
+/// What was traced, for stderr: one line per process, one per program it ran.
+fn report_text(r: &RecordReport) -> String {
+    let simulated = r.processes.iter().filter(|p| p.simulated).count();
+    let mut s = format!(
+        "record: {} process(es) traced, {} simulated (--children {}), {} records simulated\n",
+        r.processes.len(),
+        simulated,
+        r.children,
+        r.simulated_records
+    );
+    for p in &r.processes {
+        let parent = p
+            .parent
+            .map(|pp| format!(", parent {pp}"))
+            .unwrap_or_default();
+        let role = if p.simulated { "simulated" } else { "left out" };
+        s += &format!("  pid {}{parent}: {} records, {role}\n", p.pid, p.records);
+        for (i, img) in p.images.iter().enumerate() {
+            let cmd = match &img.command {
+                Some(c) if i > 0 => format!("exec {c}"),
+                Some(c) => c.clone(),
+                None => match p.parent {
+                    Some(pp) => format!("(forked from pid {pp})"),
+                    None => "(forked)".into(),
+                },
+            };
+            s += &format!("    {:>12}  {cmd}\n", img.records);
+        }
+    }
+    if r.children == Children::None && simulated < r.processes.len() {
+        s += "  (--children separate or all simulates the others)\n";
+    }
+    for w in &r.warnings {
+        s += &format!("warning: {w}\n");
+    }
+    s
+}
+
+/// A CSV field, quoted when it needs to be.
+fn csv_field(v: &str) -> String {
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v.to_owned()
+    }
+}
+
+/// The processes as CSV: one row per program each process ran.
+fn report_csv(r: &RecordReport) -> String {
+    let mut s = String::from("pid,parent,image,command,records,exited,simulated\n");
+    for p in &r.processes {
+        for (i, img) in p.images.iter().enumerate() {
+            let cmd = match (&img.command, p.parent) {
+                (Some(c), _) => c.clone(),
+                (None, Some(pp)) => format!("(forked from pid {pp})"),
+                (None, None) => "(forked)".to_owned(),
+            };
+            s += &format!(
+                "{},{},{i},{},{},{},{}\n",
+                p.pid,
+                p.parent.map(|pp| pp.to_string()).unwrap_or_default(),
+                csv_field(&cmd),
+                img.records,
+                img.exited,
+                p.simulated
+            );
+        }
+    }
+    s
+}
+
+/// Prints the simulation results; JSON and CSV also carry what was traced (JSON: a `record`
+/// object; CSV: a second table, after a blank line, one row per program each process ran).
+fn print(o: &compromis_sim::Outcome, r: &RecordReport, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => {
+            let mut v = serde_json::to_value(o)?;
+            if let Some(m) = v.as_object_mut() {
+                m.insert("record".into(), serde_json::to_value(r)?);
+            }
+            crate::emit(&(serde_json::to_string_pretty(&v)? + "\n"))
+        }
+        Format::Csv => {
+            crate::sim::print_outcome(o, format)?;
+            crate::emit(&format!("\n{}", report_csv(r)))
+        }
+        _ => crate::sim::print_outcome(o, format),
     }
 }

@@ -388,3 +388,295 @@ fn ctrl_c_leaves_no_valgrind_behind() {
         processes_with(needle)
     );
 }
+
+/// `compromis record --format json --schemes native ARGS -- CMD`: (stdout JSON, stderr).
+fn record_json(dir: &Path, args: &[&str], cmd: &[&str]) -> (serde_json::Value, String) {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let out = compromis()
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", &path)
+        .env("LC_ALL", "C")
+        .args(["record", "--format", "json", "--schemes", "native"])
+        .args(args)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The program's own output (if any) comes first; the JSON document starts at a line "{".
+    let start = stdout.find("\n{").map_or(0, |i| i + 1);
+    let json = serde_json::from_str(&stdout[start..]).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    (json, stderr)
+}
+
+fn u(v: &serde_json::Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+/// Accesses the simulator saw (warm-up and measured), first scheme.
+fn simulated_accesses(j: &serde_json::Value) -> u64 {
+    let s = &j["schemes"][0];
+    u(&s["warmup"]["accesses"]) + u(&s["measured"]["accesses"])
+}
+
+fn context_switches(j: &serde_json::Value) -> u64 {
+    let s = &j["schemes"][0];
+    u(&s["warmup"]["context_switches"]) + u(&s["measured"]["context_switches"])
+}
+
+/// Issue 16: through a wrapper script that execs, and through `env A=1`, the trace is the
+/// program's (its records and footprint within the wrapper's share of recording it directly).
+#[test]
+fn record_follows_exec_through_a_wrapper_script_and_env() {
+    if valgrind_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input: String = (0..300u32)
+        .map(|i| format!("{}\n", (i * 7919) % 300))
+        .collect();
+    write(dir.path(), "in.txt", &input);
+    let wrapper = write(
+        dir.path(),
+        "wrap.sh",
+        "#!/bin/sh\n# a launcher\nexec \"$@\"\n",
+    );
+    let mut perm = std::fs::metadata(&wrapper).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&wrapper, perm).unwrap();
+
+    let (direct, _) = record_json(
+        dir.path(),
+        &["--save", "direct.ctrace"],
+        &["sort", "-n", "in.txt"],
+    );
+    let (wrapped, err) = record_json(
+        dir.path(),
+        &["--save", "wrapped.ctrace"],
+        &["./wrap.sh", "sort", "-n", "in.txt"],
+    );
+    let (env, env_err) = record_json(
+        dir.path(),
+        &["--save", "env.ctrace"],
+        &["env", "A=1", "sort", "-n", "in.txt"],
+    );
+    let program_records = |j: &serde_json::Value| {
+        let procs = j["record"]["processes"].as_array().unwrap();
+        assert_eq!(procs.len(), 1, "{j}");
+        let images = procs[0]["images"].as_array().unwrap();
+        (
+            images
+                .iter()
+                .map(|i| i["command"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>(),
+            images.iter().map(|i| u(&i["records"])).collect::<Vec<_>>(),
+        )
+    };
+    let (cmds, d) = program_records(&direct);
+    assert_eq!(cmds, vec!["sort -n in.txt"]);
+    for (j, stderr, first) in [
+        (&wrapped, &err, "./wrap.sh sort -n in.txt"),
+        (&env, &env_err, "env A=1 sort -n in.txt"),
+    ] {
+        let (cmds, r) = program_records(j);
+        assert_eq!(cmds.len(), 2, "{j}");
+        assert_eq!(cmds[0], first);
+        assert!(cmds[1].ends_with("sort -n in.txt"), "{cmds:?}");
+        // The program's own part matches the direct recording within 1%.
+        let diff = r[1].abs_diff(d[0]);
+        assert!(diff * 100 <= d[0], "program {} vs direct {}", r[1], d[0]);
+        assert_eq!(u(&j["record"]["simulated_records"]), r[0] + r[1]);
+        assert!(stderr.contains(&format!("exec {}", cmds[1])), "{stderr}");
+        assert!(!stderr.contains("warning"), "{stderr}");
+        // One exec: one switch to a fresh address space.
+        assert_eq!(context_switches(j), 1);
+    }
+    // Footprint: the program's pages, plus at most the wrapper's.
+    let pages = |f: &str| u(&inspect_json(&dir.path().join(f))["pages_4k"]);
+    let (pd, pw, pe) = (
+        pages("direct.ctrace"),
+        pages("wrapped.ctrace"),
+        pages("env.ctrace"),
+    );
+    let records = |f: &str| u(&inspect_json(&dir.path().join(f))["records"]);
+    assert_eq!(records("direct.ctrace"), d[0]);
+    let (_, rw) = program_records(&wrapped);
+    assert_eq!(records("wrapped.ctrace"), rw[0] + rw[1]);
+    for p in [pw, pe] {
+        assert!(
+            p >= pd && p <= pd * 2,
+            "direct {pd} pages, through a launcher {p}"
+        );
+    }
+}
+
+/// Compiles `crates/trace/tests/data/fork4.c` (four forked workers), or says why not.
+fn fork4(dir: &Path) -> Option<std::path::PathBuf> {
+    let src = write(
+        dir,
+        "fork4.c",
+        include_str!("../../trace/tests/data/fork4.c"),
+    );
+    let bin = dir.join("fork4");
+    let ok = std::process::Command::new("cc")
+        .args(["-O1", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("no C compiler (cc): skipping");
+    }
+    ok.then_some(bin)
+}
+
+/// Issue 16: a forking program under each `--children` mode.
+#[test]
+fn record_forking_program_under_each_children_mode() {
+    if valgrind_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let Some(bin) = fork4(dir.path()) else {
+        return;
+    };
+    let bin = bin.to_str().unwrap();
+    // none (the default): only the parent is simulated; its children are silent.
+    let (j, err) = record_json(dir.path(), &["--save", "none.ctrace"], &[bin]);
+    let procs = j["record"]["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 1, "{err}");
+    assert_eq!(j["record"]["children"], "none");
+    let parent = u(&procs[0]["records"]);
+    assert_eq!(
+        u(&inspect_json(&dir.path().join("none.ctrace"))["records"]),
+        parent
+    );
+    assert_eq!(context_switches(&j), 0);
+    assert!(err.contains("--children none"), "{err}");
+
+    // separate: five guest processes, one trace file each.
+    let (j, err) = record_json(
+        dir.path(),
+        &["--children", "separate", "--save", "sep.ctrace"],
+        &[bin],
+    );
+    let procs = j["record"]["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 5, "{err}");
+    assert!(procs.iter().all(|p| p["simulated"] == true));
+    assert!(
+        procs[1..]
+            .iter()
+            .all(|p| p["forked"] == true && p["parent"] == procs[0]["pid"])
+    );
+    // The parent's own records are the same as under `none`.
+    assert_eq!(u(&procs[0]["records"]), parent);
+    let saved = j["record"]["saved"].as_array().unwrap();
+    assert_eq!(saved.len(), 5, "{j}");
+    for (p, s) in procs.iter().zip(saved) {
+        let path = s["path"].as_str().unwrap();
+        assert_eq!(s["pid"], p["pid"]);
+        let records = u(&inspect_json(&dir.path().join(path))["records"]);
+        assert_eq!(records, u(&p["records"]), "{path}");
+    }
+    assert!(
+        saved[1]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("sep.{}.ctrace", procs[1]["pid"]))
+    );
+    // Each worker stores 65536 times into 1 MiB of its own: at least 256 pages each.
+    assert!(context_switches(&j) >= 4, "{}", context_switches(&j));
+    let total: u64 = procs.iter().map(|p| u(&p["records"])).sum();
+    assert_eq!(u(&j["record"]["simulated_records"]), total);
+
+    // all: every record in one address space, no switches, one file.
+    let (j, _) = record_json(
+        dir.path(),
+        &["--children", "all", "--save", "all.ctrace"],
+        &[bin],
+    );
+    let procs = j["record"]["processes"].as_array().unwrap();
+    assert_eq!(procs.len(), 5);
+    assert_eq!(context_switches(&j), 0);
+    let total: u64 = procs.iter().map(|p| u(&p["records"])).sum();
+    assert_eq!(
+        u(&inspect_json(&dir.path().join("all.ctrace"))["records"]),
+        total
+    );
+    assert!(simulated_accesses(&j) >= total);
+}
+
+/// Issue 16: an exec valgrind does not follow is reported.
+#[test]
+fn record_warns_about_an_exec_it_did_not_follow() {
+    if valgrind_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (j, err) = record_json(
+        dir.path(),
+        &["--no-follow", "*/true"],
+        &["sh", "-c", "exec /bin/true"],
+    );
+    assert!(
+        err.contains("warning: pid") && err.contains("did not follow"),
+        "{err}"
+    );
+    assert_eq!(j["record"]["warnings"].as_array().unwrap().len(), 1, "{j}");
+}
+
+/// Issue 15: a descendant still running when the traced program exits does not keep `record`
+/// waiting.
+#[test]
+fn record_does_not_wait_for_a_background_descendant() {
+    if valgrind_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let start = std::time::Instant::now();
+    let (j, _) = record_json(dir.path(), &[], &["sh", "-c", "sleep 29.4242 & exit 0"]);
+    assert!(start.elapsed().as_secs() < 25, "{:?}", start.elapsed());
+    assert!(u(&j["record"]["simulated_records"]) > 1000);
+}
+
+/// CSV output carries the processes after the results table.
+#[test]
+fn record_csv_lists_the_processes() {
+    if valgrind_missing() {
+        return;
+    }
+    let out = compromis()
+        .args([
+            "record",
+            "--format",
+            "csv",
+            "--schemes",
+            "native",
+            "--",
+            "env",
+            "A=1",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (_, procs) = stdout.split_once("\n\n").unwrap();
+    let lines: Vec<&str> = procs.lines().collect();
+    assert_eq!(
+        lines[0],
+        "pid,parent,image,command,records,exited,simulated"
+    );
+    assert_eq!(lines.len(), 3, "{procs}");
+    assert!(
+        lines[1].contains(",0,env A=1 true,") && lines[1].ends_with(",false,true"),
+        "{procs}"
+    );
+    assert!(
+        lines[2].contains(",1,") && lines[2].ends_with(",true,true"),
+        "{procs}"
+    );
+}

@@ -15,7 +15,7 @@ use crate::{RecordSink, RecordSource};
 use std::io::{BufRead, Write};
 
 /// Longest line accepted; longer lines are bad records (and are not buffered further).
-const MAX_LINE: usize = 4096;
+pub(crate) const MAX_LINE: usize = 4096;
 
 /// Hex digit values, 0xFF for non-digits.
 // The loop indices are below 10, so the casts cannot truncate.
@@ -37,7 +37,7 @@ const HEX: [u8; 256] = {
 };
 
 /// Result of parsing one line.
-enum Line {
+pub(crate) enum Line {
     Record(Record),
     /// Blank or valgrind commentary.
     Skip,
@@ -45,7 +45,7 @@ enum Line {
 
 /// Parses one line (without its `\n`).
 #[inline]
-fn parse_line(line: &[u8]) -> Result<Line, &'static str> {
+pub(crate) fn parse_line(line: &[u8]) -> Result<Line, &'static str> {
     let line = match line.last() {
         Some(b'\r') => &line[..line.len() - 1],
         _ => line,

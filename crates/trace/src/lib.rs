@@ -9,16 +9,22 @@
 //! Format and compression are detected from magic bytes ([`open_records`], [`open_ops`]); the
 //! simulator consumes [`compromis_types::Op`]s through [`OpReader`]. Writers for the three
 //! formats back `compromis trace convert` ([`TraceFileWriter`]), [`TraceStats`] backs
-//! `compromis trace inspect`, and [`valgrind`] runs a program under lackey and streams its trace
-//! through a pipe for `compromis record`.
+//! `compromis trace inspect`, and [`valgrind`] runs a program under lackey (following exec and
+//! child processes) and streams its trace through a socket for `compromis record`; [`process`]
+//! attributes every record to the process that wrote it and [`record`] chooses what is simulated
+//! and saved, and reports what was traced.
 
 pub mod champsim;
 mod detect;
 mod error;
 pub mod lackey;
 pub mod native;
+pub mod process;
 mod rec;
+pub mod record;
 mod stats;
+#[allow(unsafe_code)]
+mod sys;
 pub mod valgrind;
 mod write;
 
