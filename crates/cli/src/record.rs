@@ -6,7 +6,7 @@ use compromis_report::Format;
 use compromis_trace::TraceError;
 use compromis_trace::record::{Children, RecordOps, RecordReport, RootExit, SaveTo};
 use compromis_trace::valgrind::{KillHandle, LackeyCommand, ProcessStream};
-use compromis_types::{ByteSize, Op};
+use compromis_types::Op;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -110,7 +110,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     for s in &report.saved {
         eprintln!("saved {} records to {}", s.records, s.path.display());
     }
-    print(&outcome, &report, args.sim.format)?;
+    print(&outcome, &report, args.sim.output)?;
     if status.success() {
         Ok(ExitCode::SUCCESS)
     } else {
@@ -125,7 +125,12 @@ fn simulate(
     name: &str,
     ops: Ops,
 ) -> anyhow::Result<compromis_sim::Outcome> {
-    let exp = opts.experiment(opts.vm_memory.unwrap_or(ByteSize::gib(4)), 0)?;
+    let plan = opts
+        .request(compromis_sim::Source::Stream {
+            name: name.to_owned(),
+        })?
+        .build()?;
+    let exp = plan.experiment;
     let pb = indicatif::ProgressBar::new_spinner().with_style(
         indicatif::ProgressStyle::with_template(
             "{spinner} {elapsed_precise} {human_pos} ops ({per_sec})",
