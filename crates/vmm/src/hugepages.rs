@@ -1,0 +1,88 @@
+//! Huge-page reservations for hugetlbfs backings, released when dropped, on error and (through
+//! [`restore_all`], called from a Ctrl-C handler) on interruption.
+//!
+//! The kernel keeps a pool per huge-page size (`/proc/sys/vm/nr_hugepages` for 2 MiB,
+//! `/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages` for 1 GiB). A reservation raises
+//! the pool by what the run needs, and writes the previous value back at the end. Writing the
+//! old value while our pages are still mapped is safe: the kernel turns the excess into surplus
+//! pages and frees them when they are unmapped.
+
+use compromis_types::PageSize;
+use std::sync::Mutex;
+
+/// Pool values to write back: (path, previous value). Shared with the Ctrl-C path.
+static SAVED: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
+
+/// The sysfs/procfs file holding the pool size of `page`.
+pub fn pool_path(page: PageSize) -> Option<&'static str> {
+    match page {
+        PageSize::Size4K => None,
+        PageSize::Size2M => Some("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"),
+        PageSize::Size1G => Some("/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages"),
+    }
+}
+
+fn read_u64(path: &str) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Free pages in the pool of `page`.
+pub fn free_pages(page: PageSize) -> Option<u64> {
+    let dir = pool_path(page)?.trim_end_matches("/nr_hugepages");
+    read_u64(&format!("{dir}/free_hugepages"))
+}
+
+/// A raised huge-page pool; dropping it restores the previous size.
+#[derive(Debug)]
+pub struct Reservation {
+    path: &'static str,
+    previous: u64,
+}
+
+impl Reservation {
+    /// Makes at least `pages` free pages of size `page` available. Returns the reservation, or a
+    /// note saying why it is impossible (the pool is restored before returning).
+    pub fn reserve(page: PageSize, pages: u64) -> Result<Reservation, String> {
+        let path = pool_path(page).ok_or_else(|| "4 KiB pages need no reservation".to_owned())?;
+        let previous = read_u64(path).ok_or_else(|| format!("{path} is not readable"))?;
+        let free = free_pages(page).unwrap_or(0);
+        if free >= pages {
+            return Ok(Reservation { path, previous });
+        }
+        let want = previous + (pages - free);
+        if let Ok(mut s) = SAVED.lock() {
+            s.push((path.to_owned(), previous));
+        }
+        let r = Reservation { path, previous };
+        std::fs::write(path, want.to_string())
+            .map_err(|e| format!("cannot raise {path} to {want}: {e}"))?;
+        let got = free_pages(page).unwrap_or(0);
+        if got < pages {
+            // `r` is dropped here and restores the pool.
+            return Err(format!(
+                "the kernel found {got} free {} pages of the {pages} needed (physical memory too fragmented or too small)",
+                page.name()
+            ));
+        }
+        Ok(r)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path, self.previous.to_string());
+        if let Ok(mut s) = SAVED.lock() {
+            s.retain(|(p, _)| p != self.path);
+        }
+    }
+}
+
+/// Writes every raised pool back to its previous size (for a signal handler; idempotent).
+pub fn restore_all() {
+    if let Ok(mut s) = SAVED.lock() {
+        // Restore in reverse order so the oldest saved value of a path wins.
+        for (path, previous) in s.drain(..).rev() {
+            let _ = std::fs::write(path, previous.to_string());
+        }
+    }
+}
