@@ -34,7 +34,7 @@ use crate::vm::{Vm, VmError, layout};
 use compromis_hostmem::{
     Extent, Fallback, GuestLayout, HostMemory, MMIO_HOLE_START, Policy, Segment, VmId, segments_for,
 };
-use compromis_types::{Address, ByteSize, Gpa, PageSize};
+use compromis_types::{ByteSize, Gpa, PageSize};
 use compromis_workload::WorkloadKind;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -157,8 +157,8 @@ impl Default for Config {
             workloads: Workload::ALL.to_vec(),
             guest_pages: vec![PageSize::Size4K, PageSize::Size2M],
             backings: vec![Backing::Page4K, Backing::Huge2M, Backing::Huge1G],
-            footprint: ByteSize::mib(512),
-            iterations: 300_000,
+            footprint: ByteSize::mib(256),
+            iterations: 100_000,
             seed: 42,
             budget: Duration::from_secs(20),
             predict: true,
@@ -246,15 +246,56 @@ impl Prepared {
         (self.offsets.len() as u64 * 8).div_ceil(TWO_MIB) * TWO_MIB
     }
 
-    /// Bytes of the whole image (index array + table, or node pool).
+    /// Bytes of the table or node pool, 2 MiB aligned.
+    fn data_span(&self) -> u64 {
+        self.data_len.div_ceil(TWO_MIB) * TWO_MIB
+    }
+
+    /// Offset of the time stamps in the image.
+    fn stamps_off(&self) -> u64 {
+        self.index_len() + self.data_span()
+    }
+
+    /// Number of time stamps.
+    fn stamps(&self) -> u64 {
+        self.iterations / code::CHUNK + 1
+    }
+
+    /// Bytes of the whole image (index array + table, or node pool; then the time stamps).
     pub fn image_len(&self) -> u64 {
-        self.index_len() + self.data_len.div_ceil(TWO_MIB) * TWO_MIB
+        self.stamps_off() + (self.stamps() * 8).div_ceil(TWO_MIB) * TWO_MIB
     }
 
     /// Writes the image at `base` of `mem` (fresh, zeroed memory) and returns the kernel's
-    /// parameters, with addresses as `addr_of(base)` + offsets (guest-virtual in the VM, host
-    /// virtual natively).
-    fn write(&self, mem: &GuestMemoryMmap, base: u64, addr_base: u64) -> Result<Params, VmmError> {
+    /// warm-up and measured parameters, with addresses as `addr_base` + offsets (guest-virtual
+    /// in the VM, host virtual natively).
+    fn write(
+        &self,
+        mem: &GuestMemoryMmap,
+        base: u64,
+        addr_base: u64,
+    ) -> Result<(Params, Params), VmmError> {
+        let p = self.write_data(mem, base, addr_base)?;
+        let p = Params {
+            chunks: self.iterations / code::CHUNK,
+            stamps: addr_base + self.stamps_off(),
+            ..p
+        };
+        let warm = Params {
+            data: addr_base,
+            chunks: 0,
+            warm_len: self.image_len(),
+            ..p
+        };
+        Ok((warm, p))
+    }
+
+    fn write_data(
+        &self,
+        mem: &GuestMemoryMmap,
+        base: u64,
+        addr_base: u64,
+    ) -> Result<Params, VmmError> {
         let err = |e: vm_memory::GuestMemoryError| VmmError::Vm(VmError::Memory(e.to_string()));
         match self.workload {
             Workload::Gups => {
@@ -266,7 +307,6 @@ impl Prepared {
                 Ok(Params {
                     data: addr_base + self.index_len(),
                     aux: addr_base,
-                    count: self.iterations,
                     ..Params::default()
                 })
             }
@@ -285,7 +325,6 @@ impl Prepared {
                 Ok(Params {
                     data: addr_base,
                     aux: u64::from(self.first) * 64,
-                    count: self.iterations,
                     ..Params::default()
                 })
             }
@@ -321,35 +360,58 @@ impl Prepared {
 /// One timed execution of a kernel.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Timing {
-    /// Nanoseconds per iteration, from the TSC.
+    /// Nanoseconds per iteration: the median over chunks of [`code::CHUNK`] iterations (a chunk
+    /// during which the shared host CPU was taken away does not move it).
     pub ns_per_access: f64,
-    /// TSC ticks of the loop.
+    /// Nanoseconds per iteration over the whole loop (mean, preemptions included).
+    pub mean_ns_per_access: f64,
+    /// TSC ticks of the whole loop.
     pub tsc_ticks: u64,
-    /// Host wall clock around the call (native) or around KVM_RUN (VM), ns.
+    /// Host wall clock around the measured call (native), or from the guest's warm-up exit to its
+    /// done exit (VM), ns.
     pub wall_ns: u64,
-    /// The TSC-derived duration over the wall-clock one (at most ~1: the wall clock also
-    /// covers the call, or the VM entry and exit).
+    /// The loop's TSC-derived duration over that wall-clock duration (close to, and at most, 1
+    /// when the TSC frequency is right).
     pub tsc_over_wall: f64,
     /// The kernel's checksum.
     pub checksum: u64,
 }
 
 #[allow(clippy::cast_precision_loss)] // tick and ns counts stay far below 2^53
-fn timing(p: &Params, wall: Duration, tsc_khz: f64, iterations: u64) -> Timing {
-    let ticks = p.tsc_end.wrapping_sub(p.tsc_start);
-    let ns = ticks as f64 / tsc_khz * 1e6;
+fn timing(stamps: &[u64], checksum: u64, wall: Duration, tsc_khz: f64) -> Timing {
+    let mut deltas: Vec<u64> = stamps.windows(2).map(|w| w[1].wrapping_sub(w[0])).collect();
+    deltas.sort_unstable();
+    let median = deltas.get(deltas.len() / 2).copied().unwrap_or(0);
+    let ticks = match (stamps.first(), stamps.last()) {
+        (Some(a), Some(b)) => b.wrapping_sub(*a),
+        _ => 0,
+    };
+    let ns = |t: u64| t as f64 / tsc_khz * 1e6;
+    let iterations = (deltas.len() as u64 * code::CHUNK).max(1) as f64;
     let wall_ns = u64::try_from(wall.as_nanos()).unwrap_or(u64::MAX);
     Timing {
-        ns_per_access: ns / iterations as f64,
+        ns_per_access: ns(median) / code::CHUNK as f64,
+        mean_ns_per_access: ns(ticks) / iterations,
         tsc_ticks: ticks,
         wall_ns,
         tsc_over_wall: if wall_ns > 0 {
-            ns / wall_ns as f64
+            ns(ticks) / wall_ns as f64
         } else {
             0.0
         },
-        checksum: p.checksum,
+        checksum,
     }
+}
+
+/// Reads the `n` time stamps at `at` of `mem`.
+fn read_stamps(mem: &GuestMemoryMmap, at: u64, n: u64) -> Result<Vec<u64>, VmmError> {
+    let mut bytes = vec![0u8; usize::try_from(n * 8).unwrap_or(0)];
+    mem.read_slice(&mut bytes, GuestAddress(at))
+        .map_err(|e| VmError::Memory(e.to_string()))?;
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+        .collect())
 }
 
 /// What the host gave the VM: extents found in pagemap and the register sets they allow.
@@ -411,6 +473,10 @@ pub struct Report {
     pub seed: u64,
     /// The machine model of the predictions.
     pub machine_model: &'static str,
+    /// Whether `/dev/kvm` is PVM's (software virtualization).
+    pub pvm: bool,
+    /// The instruction-rate check.
+    pub calibration: Calibration,
     /// Per backing: the host memory the VM got.
     pub hosts: Vec<HostReport>,
     /// Measured rows.
@@ -479,12 +545,15 @@ pub fn registers_for(layout: &GuestLayout, extents: &[Extent]) -> (Vec<Segment>,
 fn guest_ram(image: u64, backing: Backing) -> u64 {
     let tables = paging::tables_bytes(image + (64 << 20), PageSize::Size4K);
     let need = layout::TABLES + tables + TWO_MIB + image;
-    let page = backing.page().bytes();
+    // At least 2 MiB granularity, so 2 MiB guest pages map all of it.
+    let page = backing.page().bytes().max(TWO_MIB);
     need.div_ceil(page) * page
 }
 
-fn data_base(tables: &PageTables) -> u64 {
-    let end = tables.cr3.raw() + tables.bytes();
+/// Where the workload image starts in a guest of `ram` bytes: after the page tables of the
+/// larger (4 KiB) mapping, 2 MiB aligned, so every run over the same RAM uses the same layout.
+fn data_base(ram: u64) -> u64 {
+    let end = layout::TABLES + paging::tables_bytes(ram, PageSize::Size4K);
     end.div_ceil(TWO_MIB) * TWO_MIB
 }
 
@@ -500,10 +569,88 @@ impl<F: Fn(&str)> Progress for F {
     }
 }
 
+/// How fast the vCPU runs plain instructions, against this process: the register-only loop
+/// ([`code::register_loop`]) natively and in a VM.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Calibration {
+    /// Native ns per iteration (median over chunks).
+    pub native_ns: f64,
+    /// In-VM ns per iteration (median over chunks).
+    pub vm_ns: f64,
+    /// `vm_ns / native_ns`: about 1 when the guest runs on the hardware; far above when the
+    /// hypervisor emulates or single-steps the guest.
+    pub ratio: f64,
+}
+
+/// Above this calibration ratio the guest is not running on the hardware.
+pub const EMULATION_RATIO: f64 = 5.0;
+
+/// Runs the register-only loop natively and in a small VM.
+pub fn calibrate(
+    kvm: &kvm_ioctls::Kvm,
+    budget: Duration,
+    tsc_khz: f64,
+) -> Result<Calibration, VmmError> {
+    let chunks = 20;
+    let code = code::register_loop().map_err(|e| VmError::Asm(e.to_string()))?;
+    let ram = Ram::new(Backing::Page4K, TWO_MIB)?;
+    let p = Params {
+        data: ram.host_ptr() as u64,
+        chunks,
+        stamps: ram.host_ptr() as u64,
+        ..Params::default()
+    };
+    let exe = native::Executable::new(&code).map_err(|e| {
+        VmmError::Memory(MemoryError::Os {
+            what: "mmap of code",
+            source: e,
+        })
+    })?;
+    // SAFETY: the register loop touches only `stamps` (chunks + 1 words inside `ram`, alive for
+    // the call) and no other memory (warm_len is 0).
+    let (out, wall) = unsafe { exe.call(p) };
+    let native = timing(
+        &read_stamps(ram.mem(), 0, chunks + 1)?,
+        out.checksum,
+        wall,
+        tsc_khz,
+    );
+    let len = 8 << 20;
+    let vram = Ram::new(Backing::Page4K, len)?;
+    let tables = PageTables::identity(len, PageSize::Size4K, Gpa(layout::TABLES))
+        .map_err(|e| VmmError::Config(e.to_string()))?;
+    let base = data_base(len);
+    let p = Params {
+        data: layout::VIRT + base,
+        chunks,
+        stamps: layout::VIRT + base,
+        ..Params::default()
+    };
+    let warm = Params { chunks: 0, ..p };
+    let r = Vm::new(kvm, &vram, &tables, &code, warm, p)?.run(budget)?;
+    let vm = timing(
+        &read_stamps(vram.mem(), base, chunks + 1)?,
+        r.params.checksum,
+        r.wall,
+        tsc_khz,
+    );
+    Ok(Calibration {
+        native_ns: native.ns_per_access,
+        vm_ns: vm.ns_per_access,
+        ratio: vm.ns_per_access / native.ns_per_access,
+    })
+}
+
+/// Whether `/dev/kvm` is served by PVM (`kvm_pvm`: a software hypervisor for machines without
+/// hardware virtualization, as in cloud VMs without nested SVM/VMX).
+pub fn kvm_is_pvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}
+
 /// Runs the kernel of `prep` natively over fresh memory with `backing`.
 pub fn run_native(prep: &Prepared, backing: Backing, tsc_khz: f64) -> Result<Timing, VmmError> {
     let ram = Ram::new(backing, prep.image_len())?;
-    let params = prep.write(ram.mem(), 0, ram.host_ptr() as u64)?;
+    let (warm, params) = prep.write(ram.mem(), 0, ram.host_ptr() as u64)?;
     let kernel = code::kernel(prep.workload).map_err(|e| VmError::Asm(e.to_string()))?;
     let exe = native::Executable::new(&kernel).map_err(|e| {
         VmmError::Memory(MemoryError::Os {
@@ -511,10 +658,12 @@ pub fn run_native(prep: &Prepared, backing: Backing, tsc_khz: f64) -> Result<Tim
             source: e,
         })
     })?;
-    // SAFETY: `params` was written by `Prepared::write` for this kernel over `ram`, which is
-    // alive for the call: every address the kernel forms is inside `ram`.
+    // SAFETY (both calls): the parameters were written by `Prepared::write` for this kernel over
+    // `ram`, which is alive for the calls: every address the kernel forms is inside `ram`.
+    let _ = unsafe { exe.call(warm) };
     let (out, wall) = unsafe { exe.call(params) };
-    Ok(timing(&out, wall, tsc_khz, prep.iterations))
+    let stamps = read_stamps(ram.mem(), prep.stamps_off(), prep.stamps())?;
+    Ok(timing(&stamps, out.checksum, wall, tsc_khz))
 }
 
 /// Runs the kernel of `prep` in a VM over `ram` with `guest_page` guest pages.
@@ -528,16 +677,17 @@ pub fn run_vm(
 ) -> Result<Timing, VmmError> {
     let tables = PageTables::identity(ram.len(), guest_page, Gpa(layout::TABLES))
         .map_err(|e| VmmError::Config(e.to_string()))?;
-    let base = data_base(&tables);
+    let base = data_base(ram.len());
     if base + prep.image_len() > ram.len() {
         return Err(VmmError::Config("guest RAM too small for the image".into()));
     }
-    let params = prep.write(ram.mem(), base, base)?;
+    let (warm, params) = prep.write(ram.mem(), base, layout::VIRT + base)?;
     let kernel = code::kernel(prep.workload).map_err(|e| VmError::Asm(e.to_string()))?;
-    let vm = Vm::new(kvm, ram, &tables, &kernel, params)?;
+    let vm = Vm::new(kvm, ram, &tables, &kernel, warm, params)?;
     let r = vm.run(budget)?;
     let khz = r.tsc_khz.map_or(tsc_khz, f64::from);
-    let t = timing(&r.params, r.wall, khz, prep.iterations);
+    let stamps = read_stamps(ram.mem(), base + prep.stamps_off(), prep.stamps())?;
+    let t = timing(&stamps, r.params.checksum, r.wall, khz);
     // gups changed the table: zero the touched words so the next run starts from the same state.
     if prep.workload == Workload::Gups {
         for &o in &prep.offsets {
@@ -553,6 +703,10 @@ pub fn run_vm(
 /// a guest failure is an error.
 pub fn run(cfg: &Config, progress: &dyn Progress) -> Result<Report, VmmError> {
     cfg.validate()?;
+    let start = std::time::Instant::now();
+    let progress = &|line: &str| {
+        progress.note(&format!("[{:5.1}s] {line}", start.elapsed().as_secs_f64()));
+    };
     let kvm = open_kvm()?;
     let (cpu, nested) = cpu_info();
     let tsc_khz = {
@@ -572,6 +726,8 @@ pub fn run(cfg: &Config, progress: &dyn Progress) -> Result<Report, VmmError> {
         ));
     }
     let khz = f64::from(tsc_khz);
+    progress("calibrating: a register-only loop natively and in a VM");
+    let calibration = calibrate(&kvm, cfg.budget, khz)?;
     let mut host_model = HostMemory::new(mem_total() / (1 << 30) * (1 << 30), Policy::FirstFit);
     let mut report = Report {
         cpu,
@@ -581,6 +737,8 @@ pub fn run(cfg: &Config, progress: &dyn Progress) -> Result<Report, VmmError> {
         iterations: cfg.iterations,
         seed: cfg.seed,
         machine_model: predict::MACHINE_LABEL,
+        pvm: kvm_is_pvm(),
+        calibration,
         hosts: Vec::new(),
         rows: Vec::new(),
         notes: Vec::new(),
@@ -699,6 +857,7 @@ pub fn run(cfg: &Config, progress: &dyn Progress) -> Result<Report, VmmError> {
                     });
                 }
                 let predicted = if cfg.predict {
+                    progress.note("  simulating the same configuration");
                     match predict::predict(
                         p.workload,
                         cfg.footprint,

@@ -111,7 +111,32 @@ pub fn caveat(r: &Report) -> String {
             ""
         }
     );
-    if r.nested {
+    let c = &r.calibration;
+    s += &format!(
+        "Instruction-rate check: a register-only loop takes {:.2} ns per iteration natively and {:.2} ns in the VM ({:.1}x).\n",
+        c.native_ns, c.vm_ns, c.ratio
+    );
+    if c.ratio > crate::EMULATION_RATIO {
+        s += &format!(
+            "WARNING: the guest does not run on the hardware here ({}): the hypervisor emulates or single-steps it, \
+so every VM time above measures that, not address translation, and the VM slowdowns cannot be compared with \
+the simulator's predictions. On a host with hardware virtualization (SVM/VMX, bare metal or nested) the same \
+command measures the 2D walk.\n",
+            if r.pvm {
+                "/dev/kvm is served by kvm_pvm, PVM's software virtualization, as this VM has no SVM/VMX"
+            } else {
+                "slow vCPU"
+            }
+        );
+    }
+    if r.pvm {
+        s += "Virtualization here: /dev/kvm is PVM (the kvm_pvm module), software virtualization for VMs whose \
+CPU offers no SVM/VMX. PVM keeps a shadow page table (gVA -> this VM's physical) built by the hypervisor, over the \
+outer hypervisor's nested table: there is no nested (2D) walk of our guest table to measure, and the backing page \
+size of our guest RAM only changes the shadow's leaf size. The 'native' baseline is itself a guest of the outer \
+hypervisor (a 2D walk over its NPT); pagemap frames are this VM's guest-physical frames, not DRAM addresses, so \
+'one segment' means contiguous in this VM's physical memory.\n";
+    } else if r.nested {
         s += "Nested virtualization caveat: our guest is an L2 guest. Its 2D walk runs over the outer \
 hypervisor's shadow of our nested page table (guest table x shadow NPT), and the shadow's page size is \
 min(our backing page, the outer hypervisor's backing of this VM), which we neither control nor see. \

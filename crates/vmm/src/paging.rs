@@ -4,8 +4,10 @@
 //! PML4 -> PDPT -> PD (PS=1: 2 MiB page) -> PT (4 KiB page); entry bit 0 present, bit 1
 //! writable, bit 7 page size; bits 12-51 the next table's or the page's physical address.
 //!
-//! The guest identity-maps its RAM (`gVA = gPA` over `[0, ram)`) with 4 KiB or 2 MiB pages, as a
-//! small kernel would; the tables are laid out in consecutive 4 KiB pages from a base gPA.
+//! The guest identity-maps its RAM (`gVA = gPA` over `[0, ram)`) with 4 KiB or 2 MiB pages, and
+//! maps it again at [`HIGH_BASE`] in the upper canonical half (where a kernel's direct map lives,
+//! and where the guest runs: some hypervisors, e.g. PVM, treat the lower half as user space);
+//! the tables are laid out in consecutive 4 KiB pages from a base gPA.
 
 use compromis_types::{Address, Gpa, Gva, PageSize};
 use thiserror::Error;
@@ -19,6 +21,10 @@ pub const PS: u64 = 1 << 7;
 /// Bits 12-51: physical address in an entry.
 pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 const ENTRIES: u64 = 512;
+/// PML4 slot of the upper-half alias of RAM.
+const HIGH_PML4_INDEX: usize = 256;
+/// Where the upper-half alias of RAM starts: gVA `HIGH_BASE + g` maps gPA `g` too.
+pub const HIGH_BASE: u64 = 0xffff_8000_0000_0000;
 
 /// Page-table construction errors.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -93,6 +99,8 @@ impl PageTables {
         let mut pml4 = alloc();
         let mut pdpt = alloc();
         pml4.entries[0] = pdpt.gpa.raw() | P | RW;
+        // The same RAM again at the bottom of the upper canonical half (a kernel's direct map).
+        pml4.entries[HIGH_PML4_INDEX] = pdpt.gpa.raw() | P | RW;
         let mut pages = Vec::new();
         let gib = ram.div_ceil(1 << 30);
         let mut pds = Vec::new();
@@ -218,6 +226,10 @@ mod tests {
             for p in probes {
                 let v = p % ram;
                 prop_assert_eq!(walk(|g| t.entry(g), t.cr3, Gva(v)), Some((Gpa(v), page)));
+                prop_assert_eq!(
+                    walk(|g| t.entry(g), t.cr3, Gva(HIGH_BASE + v)),
+                    Some((Gpa(v), page))
+                );
                 // Beyond RAM nothing is mapped.
                 let beyond = ram + p % (1 << 30);
                 prop_assert_eq!(walk(|g| t.entry(g), t.cr3, Gva(beyond)), None);

@@ -6,7 +6,7 @@
 //! `immediate_exit` / signals), AMD64 APM vol. 2 §14.6 (entering long mode: CR0.PG+PE, CR4.PAE,
 //! EFER.LME+LMA, a 64-bit code segment with L=1) and §8.9 (64-bit interrupt gates).
 
-use crate::code::{self, DONE_PORT, EXCEPTION_PORT, PARAMS_BYTES, Params, STUB_BYTES};
+use crate::code::{self, DONE_PORT, EXCEPTION_PORT, PARAMS_BYTES, Params, STUB_BYTES, WARM_PORT};
 use crate::memory::Ram;
 use crate::paging::PageTables;
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, kvm_segment, kvm_userspace_memory_region};
@@ -17,14 +17,19 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-/// Guest-physical layout of the low memory the VMM sets up (identity-mapped like the rest).
+/// Guest-physical layout of the low memory the VMM sets up. The guest runs at the upper-half
+/// alias: the virtual address of gPA `g` is `VIRT + g`.
 pub mod layout {
+    /// Virtual address of gPA 0 for the running guest.
+    pub const VIRT: u64 = crate::paging::HIGH_BASE;
     /// The GDT: null, 64-bit code (selector 0x8), data (0x10).
     pub const GDT: u64 = 0x1000;
     /// The IDT: 32 interrupt gates to the exception stubs.
     pub const IDT: u64 = 0x2000;
-    /// The shared page: [`super::Params`] in, results out.
+    /// The shared page: the measured call's [`super::Params`] in, results out.
     pub const PARAMS: u64 = 0x3000;
+    /// The warm-up call's parameters.
+    pub const WARM_PARAMS: u64 = 0x3040;
     /// Top of the stack (the stack grows down to 0x4000).
     pub const STACK_TOP: u64 = 0x8000;
     /// The entry code.
@@ -109,7 +114,8 @@ pub fn open_kvm() -> Result<Kvm, VmError> {
 pub struct GuestRun {
     /// The kernel's parameters after the run (checksum and time stamps).
     pub params: Params,
-    /// Host wall-clock time around KVM_RUN (entry, the kernel, exit).
+    /// Host wall-clock time from the warm-up's exit to the done exit (one VM entry, the
+    /// measured call, one exit).
     pub wall: Duration,
     /// The vCPU's TSC frequency in kHz, as KVM reports it.
     pub tsc_khz: Option<u32>,
@@ -143,6 +149,7 @@ impl<'a> Vm<'a> {
         ram: &'a Ram,
         tables: &PageTables,
         kernel: &[u8],
+        warm: Params,
         params: Params,
     ) -> Result<Vm<'a>, VmError> {
         let mem = ram.mem();
@@ -153,7 +160,7 @@ impl<'a> Vm<'a> {
         let stubs = code::exception_stubs().map_err(|e| VmError::Asm(e.to_string()))?;
         write_bytes(mem, layout::STUBS, &stubs)?;
         for v in 0..32u64 {
-            let target = layout::STUBS + v * STUB_BYTES as u64;
+            let target = layout::VIRT + layout::STUBS + v * STUB_BYTES as u64;
             // 64-bit interrupt gate: offset 15:0, selector 0x8, type 0xE present DPL0, offset
             // 31:16, offset 63:32, reserved.
             let lo = (target & 0xffff)
@@ -164,11 +171,18 @@ impl<'a> Vm<'a> {
             write(mem, layout::IDT + v * 16, lo)?;
             write(mem, layout::IDT + v * 16 + 8, hi)?;
         }
-        let entry = code::guest_entry(layout::STACK_TOP, layout::PARAMS, layout::KERNEL)
-            .map_err(|e| VmError::Asm(e.to_string()))?;
+        let v = layout::VIRT;
+        let entry = code::guest_entry(
+            v + layout::STACK_TOP,
+            v + layout::WARM_PARAMS,
+            v + layout::PARAMS,
+            v + layout::KERNEL,
+        )
+        .map_err(|e| VmError::Asm(e.to_string()))?;
         write_bytes(mem, layout::ENTRY, &entry)?;
         write_bytes(mem, layout::KERNEL, kernel)?;
-        write_params(mem, params)?;
+        write_params(mem, layout::WARM_PARAMS, warm)?;
+        write_params(mem, layout::PARAMS, params)?;
         for p in &tables.pages {
             let bytes: Vec<u8> = p.entries.iter().flat_map(|e| e.to_le_bytes()).collect();
             write_bytes(mem, p.gpa.0, &bytes)?;
@@ -221,9 +235,9 @@ impl<'a> Vm<'a> {
         s.fs = data;
         s.gs = data;
         s.ss = data;
-        s.gdt.base = layout::GDT;
+        s.gdt.base = layout::VIRT + layout::GDT;
         s.gdt.limit = 23;
-        s.idt.base = layout::IDT;
+        s.idt.base = layout::VIRT + layout::IDT;
         s.idt.limit = 32 * 16 - 1;
         s.cr3 = tables.cr3.0;
         s.cr4 = 0x20 | 0x200 | 0x400; // PAE, OSFXSR, OSXMMEXCPT
@@ -231,8 +245,8 @@ impl<'a> Vm<'a> {
         s.efer = 0x500; // LME | LMA
         vcpu.set_sregs(&s).map_err(kvm_err("set sregs"))?;
         let mut regs = vcpu.get_regs().map_err(kvm_err("get regs"))?;
-        regs.rip = layout::ENTRY;
-        regs.rsp = layout::STACK_TOP;
+        regs.rip = layout::VIRT + layout::ENTRY;
+        regs.rsp = layout::VIRT + layout::STACK_TOP;
         regs.rflags = 0x2;
         vcpu.set_regs(&regs).map_err(kvm_err("set regs"))?;
         Ok(Vm { _vm: vm, vcpu, ram })
@@ -253,8 +267,8 @@ impl<'a> Vm<'a> {
                 // SAFETY: pthread_self has no preconditions.
                 let me = unsafe { libc::pthread_self() };
                 thread.store(me as u64, Ordering::SeqCst);
-                let start = Instant::now();
-                let r = run_loop(vcpu, mem);
+                let mut start = Instant::now();
+                let r = run_loop(vcpu, &mut start);
                 let wall = start.elapsed();
                 let _ = tx.send(());
                 (wall, r)
@@ -314,10 +328,10 @@ impl<'a> Vm<'a> {
 }
 
 /// Writes the kernel's parameters to the shared page.
-pub fn write_params(mem: &GuestMemoryMmap, p: Params) -> Result<(), VmError> {
-    let words = [p.data, p.aux, p.count, p.checksum, p.tsc_start, p.tsc_end];
+pub fn write_params(mem: &GuestMemoryMmap, at: u64, p: Params) -> Result<(), VmError> {
+    let words = [p.data, p.aux, p.chunks, p.stamps, p.warm_len, p.checksum];
     for (i, w) in (0u64..).zip(words) {
-        write(mem, layout::PARAMS + 8 * i, w)?;
+        write(mem, at + 8 * i, w)?;
     }
     debug_assert_eq!(PARAMS_BYTES, 48);
     Ok(())
@@ -331,10 +345,10 @@ fn read_params(mem: &GuestMemoryMmap) -> Result<Params, VmError> {
     Ok(Params {
         data: r(0)?,
         aux: r(1)?,
-        count: r(2)?,
-        checksum: r(3)?,
-        tsc_start: r(4)?,
-        tsc_end: r(5)?,
+        chunks: r(2)?,
+        stamps: r(3)?,
+        warm_len: r(4)?,
+        checksum: r(5)?,
     })
 }
 
@@ -344,9 +358,11 @@ enum Exit {
     Other(String),
 }
 
-fn run_loop(vcpu: &mut VcpuFd, _mem: &GuestMemoryMmap) -> Result<(), Exit> {
+/// Runs the vCPU to the done exit; `start` is reset when the warm-up call reports.
+fn run_loop(vcpu: &mut VcpuFd, start: &mut Instant) -> Result<(), Exit> {
     loop {
         match vcpu.run() {
+            Ok(VcpuExit::IoOut(WARM_PORT, _)) => *start = Instant::now(),
             Ok(VcpuExit::IoOut(DONE_PORT, _)) => return Ok(()),
             Ok(VcpuExit::IoOut(EXCEPTION_PORT, data)) => {
                 return Err(Exit::Exception(data.first().copied().unwrap_or(0xff)));
@@ -420,7 +436,10 @@ fn exception_detail(vcpu: &VcpuFd, mem: &GuestMemoryMmap, vector: u8) -> (String
     let Ok(regs) = vcpu.get_regs() else {
         return (String::new(), name);
     };
-    let read = |a: u64| mem.read_obj::<u64>(GuestAddress(a)).ok();
+    let read = |a: u64| {
+        mem.read_obj::<u64>(GuestAddress(a.wrapping_sub(layout::VIRT)))
+            .ok()
+    };
     let (ec, rip) = if has_error_code(vector) {
         (read(regs.rsp), read(regs.rsp + 8))
     } else {
