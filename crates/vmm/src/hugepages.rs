@@ -32,6 +32,19 @@ pub fn free_pages(page: PageSize) -> Option<u64> {
     read_u64(&format!("{dir}/free_hugepages"))
 }
 
+/// `MemAvailable` of `/proc/meminfo` in bytes (0 when unreadable).
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
 /// A raised huge-page pool; dropping it restores the previous size.
 #[derive(Debug)]
 pub struct Reservation {
@@ -50,6 +63,18 @@ impl Reservation {
             return Ok(Reservation { path, previous });
         }
         let want = previous + (pages - free);
+        // Never ask the kernel for more than the memory available now: it would take every
+        // huge page it can find (squeezing other processes) before failing.
+        let need = (pages - free).saturating_mul(page.bytes());
+        let available = mem_available();
+        if need > available {
+            return Err(format!(
+                "{pages} {} pages need {} MiB more of huge pages, but only {} MiB of memory is available",
+                page.name(),
+                need >> 20,
+                available >> 20
+            ));
+        }
         if let Ok(mut s) = SAVED.lock() {
             s.push((path.to_owned(), previous));
         }

@@ -185,6 +185,12 @@ impl Config {
         if self.footprint.bytes() < 1 << 20 {
             return bad("--footprint must be at least 1 MiB".into());
         }
+        if self.footprint.bytes() > 3 << 30 {
+            return bad(format!(
+                "--footprint {} is too large: at most 3GiB, so guest RAM stays below the MMIO hole at 3.75 GiB",
+                self.footprint
+            ));
+        }
         Ok(())
     }
 }

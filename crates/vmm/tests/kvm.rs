@@ -37,26 +37,32 @@ fn guest_checksums_equal_native_for_both_workloads_and_guest_page_sizes() {
 
 #[test]
 fn impossible_backing_is_skipped_with_a_note() {
-    // More 1 GiB pages than this machine has memory: the reservation must fail cleanly.
+    let pool = compromis_vmm::hugepages::pool_path(PageSize::Size1G).unwrap();
+    let before = std::fs::read_to_string(pool).ok();
+    // A petabyte of 1 GiB pages: the reservation must fail with a note, without touching the pool.
     match Ram::new(Backing::Huge1G, 1 << 50) {
         Err(MemoryError::Unavailable(note)) => {
-            assert!(!note.is_empty());
+            assert!(note.contains("1g pages"), "{note}");
             eprintln!("note: {note}");
         }
         other => panic!("expected a skip note, got {other:?}"),
     }
-    // Through `run`, the same request becomes a note and no row.
-    let Some(_kvm) = kvm_or_skip("impossible_backing_is_skipped (run)") else {
-        return;
-    };
+    assert_eq!(std::fs::read_to_string(pool).ok(), before, "pool changed");
+    assert!(compromis_vmm::hugepages::Reservation::reserve(PageSize::Size2M, 1 << 40).is_err());
+}
+
+#[test]
+fn too_large_a_footprint_is_refused_before_anything_runs() {
+    // Guest RAM must stay below the MMIO hole: refused with a message before any allocation.
     let cfg = Config {
         workloads: vec![Workload::Gups],
         guest_pages: vec![PageSize::Size4K],
-        backings: vec![Backing::Huge1G],
-        footprint: ByteSize::gib(3),
+        backings: vec![Backing::Page4K],
+        footprint: ByteSize::gib(8),
         iterations: 1000,
         predict: false,
         ..Config::default()
     };
-    let _ = cfg;
+    let err = compromis_vmm::run(&cfg, &|_: &str| {}).unwrap_err();
+    assert!(err.to_string().contains("MMIO hole"), "{err}");
 }
