@@ -46,7 +46,7 @@ pub mod layout {
 #[derive(Debug, Error)]
 pub enum VmError {
     /// `/dev/kvm` is missing or not usable by this user.
-    #[error("/dev/kvm is not usable: {0}")]
+    #[error("KVM is not usable: {0}")]
     NoKvm(String),
     /// A KVM ioctl failed.
     #[error("KVM {what} failed: {source}")]
@@ -97,14 +97,25 @@ fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
     move |source| VmError::Kvm { what, source }
 }
 
-/// Opens `/dev/kvm`, with a message that says what to do when it cannot.
+/// Environment variable naming the KVM device (default `/dev/kvm`; tests point it elsewhere).
+pub const DEVICE_ENV: &str = "COMPROMIS_KVM_DEVICE";
+
+/// Opens `/dev/kvm` (or `$COMPROMIS_KVM_DEVICE`), with a message that says what to do when it
+/// cannot.
 pub fn open_kvm() -> Result<Kvm, VmError> {
-    match Kvm::new() {
+    let path = std::env::var(DEVICE_ENV).unwrap_or_else(|_| "/dev/kvm".to_owned());
+    let c_path = std::ffi::CString::new(path.clone())
+        .map_err(|_| VmError::NoKvm(format!("{path}: the path contains a NUL byte")))?;
+    match Kvm::new_with_path(&c_path) {
         Ok(k) => Ok(k),
         Err(e) => Err(VmError::NoKvm(match e.errno() {
-            libc::ENOENT => "the device does not exist (no KVM in this kernel, or virtualization disabled in the firmware / outer hypervisor)".into(),
-            libc::EACCES | libc::EPERM => "permission denied (run as root or join the `kvm` group)".into(),
-            _ => e.to_string(),
+            libc::ENOENT => format!(
+                "{path} does not exist (no KVM in this kernel, or virtualization disabled in the firmware / outer hypervisor)"
+            ),
+            libc::EACCES | libc::EPERM => {
+                format!("{path}: permission denied (run as root or join the `kvm` group)")
+            }
+            _ => format!("{path}: {e}"),
         })),
     }
 }
