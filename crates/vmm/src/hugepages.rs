@@ -3,14 +3,15 @@
 //!
 //! The kernel keeps a pool per huge-page size (`/proc/sys/vm/nr_hugepages` for 2 MiB,
 //! `/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages` for 1 GiB). A reservation raises
-//! the pool by what the run needs, and writes the previous value back at the end. Writing the
-//! old value while our pages are still mapped is safe: the kernel turns the excess into surplus
-//! pages and frees them when they are unmapped.
+//! the pool by what the run needs, and at the end lowers it by what it added, which restores the
+//! previous value when it ran alone and stays right when two runs (e.g. parallel tests) overlap.
+//! Lowering the pool while our pages are still mapped is safe: the kernel turns the excess into
+//! surplus pages and frees them when they are unmapped.
 
 use compromis_types::PageSize;
 use std::sync::Mutex;
 
-/// Pool values to write back: (path, previous value). Shared with the Ctrl-C path.
+/// Pages added to pools and not yet given back: (path, pages). Shared with the Ctrl-C path.
 static SAVED: Mutex<Vec<(String, u64)>> = Mutex::new(Vec::new());
 
 /// The sysfs/procfs file holding the pool size of `page`.
@@ -45,11 +46,20 @@ fn mem_available() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// A raised huge-page pool; dropping it restores the previous size.
+/// A raised huge-page pool; dropping it gives back the pages it added.
 #[derive(Debug)]
 pub struct Reservation {
     path: &'static str,
-    previous: u64,
+    added: u64,
+}
+
+/// Lowers the pool at `path` by `added` pages.
+fn give_back(path: &str, added: u64) {
+    if added > 0
+        && let Some(now) = read_u64(path)
+    {
+        let _ = std::fs::write(path, now.saturating_sub(added).to_string());
+    }
 }
 
 impl Reservation {
@@ -60,7 +70,7 @@ impl Reservation {
         let previous = read_u64(path).ok_or_else(|| format!("{path} is not readable"))?;
         let free = free_pages(page).unwrap_or(0);
         if free >= pages {
-            return Ok(Reservation { path, previous });
+            return Ok(Reservation { path, added: 0 });
         }
         let want = previous + (pages - free);
         // Never ask the kernel for more than the memory available now: it would take every
@@ -75,10 +85,11 @@ impl Reservation {
                 available >> 20
             ));
         }
+        let added = want - previous;
         if let Ok(mut s) = SAVED.lock() {
-            s.push((path.to_owned(), previous));
+            s.push((path.to_owned(), added));
         }
-        let r = Reservation { path, previous };
+        let r = Reservation { path, added };
         std::fs::write(path, want.to_string())
             .map_err(|e| format!("cannot raise {path} to {want}: {e}"))?;
         let got = free_pages(page).unwrap_or(0);
@@ -95,19 +106,22 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        let _ = std::fs::write(self.path, self.previous.to_string());
-        if let Ok(mut s) = SAVED.lock() {
-            s.retain(|(p, _)| p != self.path);
+        if let Ok(mut s) = SAVED.lock()
+            && let Some(i) = s
+                .iter()
+                .position(|(p, a)| p == self.path && *a == self.added)
+        {
+            s.remove(i);
+            give_back(self.path, self.added);
         }
     }
 }
 
-/// Writes every raised pool back to its previous size (for a signal handler; idempotent).
+/// Gives back every page this process added to the pools (for a signal handler; idempotent).
 pub fn restore_all() {
     if let Ok(mut s) = SAVED.lock() {
-        // Restore in reverse order so the oldest saved value of a path wins.
-        for (path, previous) in s.drain(..).rev() {
-            let _ = std::fs::write(path, previous.to_string());
+        for (path, added) in s.drain(..) {
+            give_back(&path, added);
         }
     }
 }
