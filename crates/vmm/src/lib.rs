@@ -49,6 +49,7 @@ pub use vm::open_kvm;
 
 /// The measured workloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Workload {
     /// Random read-modify-write of 8-byte words (HPCC RandomAccess).
     Gups,

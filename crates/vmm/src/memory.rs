@@ -18,12 +18,16 @@ use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub enum Backing {
     /// 4 KiB pages (THP disabled on the range).
+    #[serde(rename = "4k")]
     Page4K,
     /// Transparent huge pages (`madvise(MADV_HUGEPAGE)`; the kernel may still use 4 KiB pages).
+    #[serde(rename = "thp")]
     Thp,
     /// hugetlbfs 2 MiB pages (reserved from the kernel's pool).
+    #[serde(rename = "2m")]
     Huge2M,
     /// hugetlbfs 1 GiB pages (reserved from the kernel's pool).
+    #[serde(rename = "1g")]
     Huge1G,
 }
 
