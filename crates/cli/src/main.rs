@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 mod config;
 mod hv;
+mod kvm;
 mod place;
 mod record;
 mod reproduce;
@@ -38,6 +39,8 @@ enum Command {
     Place(place::PlaceArgs),
     /// Regenerate the paper's claims as a report with figures.
     Reproduce(reproduce::ReproduceArgs),
+    /// Run gups and pointer-chase in a real VM on /dev/kvm with Compromis-provisioned RAM.
+    Kvm(kvm::KvmArgs),
 }
 
 /// Writes `text` to stdout. A closed pipe (`compromis ... | head`) ends the output quietly instead
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Hv(a) => hv::run(a),
         Command::Place(a) => place::run(a),
         Command::Reproduce(a) => reproduce::run(a),
+        Command::Kvm(a) => kvm::run(a),
     };
     match result {
         Ok(code) => code,

@@ -87,8 +87,11 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
         bar: Mutex::new(None),
     };
     let results = compromis_repro::run(&opts, &bars).context("reproduction run failed")?;
-    let files = compromis_repro::write_report(&results, &args.out)
+    let mut files = compromis_repro::write_report(&results, &args.out)
         .with_context(|| format!("cannot write the report to {}", args.out.display()))?;
+    files.push(compromis_repro::write_measured(
+        &args.out, args.quick, args.seed,
+    )?);
     for f in &files {
         println!("wrote {}", f.display());
     }

@@ -16,9 +16,11 @@
 //! a [`Progress`] observer hears about each stage and each finished configuration.
 
 mod compute;
+mod measured;
 mod render;
 
 pub use compute::run;
+pub use measured::{MEASURED_FILE, measured_section, write_measured};
 pub use render::{CSV_FILES, SVG_FILES, readme, write_report};
 
 use compromis_cluster::TraceFormat;

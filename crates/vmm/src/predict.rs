@@ -1,0 +1,66 @@
+//! The simulator's prediction for a measured configuration, through the `compromis_sim` library
+//! (the one place this crate touches the simulator, so an API move changes only this file).
+//!
+//! The machine model is the default one (`MachineConfig::default()`): machine presets closer to
+//! a given CPU are a separate piece of work; the output labels the model it used.
+
+use crate::Workload;
+use crate::sequence;
+use compromis_mmu::{MachineConfig, SchemeKind, SimConfig};
+use compromis_sim::{Experiment, HostState, VmSpec, default_ram, run_workload};
+use compromis_types::{ByteSize, PageSize};
+use compromis_vmem::{FramePolicy, GuestConfig};
+use serde::Serialize;
+
+/// Label of the machine model used for predictions.
+pub const MACHINE_LABEL: &str = "default machine model (no CPU preset yet)";
+
+/// Predicted slowdowns over native for one configuration.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct Prediction {
+    /// Nested paging (what KVM does): total cycles of `ept` / `native`.
+    pub ept: f64,
+    /// The Compromis MMU on the same VM: total cycles of `compromis` / `native`.
+    pub compromis: f64,
+}
+
+/// Simulates `iterations` updates/nodes of `w` (the same stream the hardware ran) with
+/// `guest_page` guest pages on a host mapping the VM with `host_page` pages.
+pub fn predict(
+    w: Workload,
+    footprint: ByteSize,
+    iterations: u64,
+    seed: u64,
+    guest_page: PageSize,
+    host_page: PageSize,
+) -> Result<Prediction, String> {
+    let spec = sequence::spec(w.kind(), footprint, iterations, seed);
+    let mapped = compromis_workload::mapped_bytes(&spec);
+    let exp = Experiment {
+        sim: SimConfig {
+            machine: MachineConfig::default(),
+            guest: GuestConfig {
+                levels: 4,
+                page: guest_page,
+                frames: FramePolicy::Contiguous,
+                seed,
+            },
+            schemes: vec![SchemeKind::Native, SchemeKind::Ept, SchemeKind::Compromis],
+            warmup: spec.accesses / 10,
+            verify: false,
+            populate: true,
+        },
+        vm: VmSpec {
+            ram: default_ram(mapped),
+            host_page,
+            host: HostState::Fresh,
+        },
+    };
+    let o = run_workload(&exp, &spec, &|_| {}).map_err(|e| e.to_string())?;
+    let total = |k| o.scheme(k).map(|s| s.cycles.total).unwrap_or(f64::NAN);
+    let native = total(SchemeKind::Native);
+    Ok(Prediction {
+        ept: total(SchemeKind::Ept) / native,
+        compromis: total(SchemeKind::Compromis) / native,
+    })
+}
