@@ -6,10 +6,10 @@
 
 use crate::Workload;
 use crate::sequence;
-use compromis_mmu::{MachineConfig, SchemeKind, SimConfig};
-use compromis_sim::{Experiment, HostState, VmSpec, default_ram, run_workload};
+use compromis_mmu::SchemeKind;
+use compromis_sim::{ExperimentRequest, Source};
 use compromis_types::{ByteSize, PageSize};
-use compromis_vmem::{FramePolicy, GuestConfig};
+use compromis_vmem::GuestConfig;
 use serde::Serialize;
 
 /// Label of the machine model used for predictions.
@@ -35,28 +35,27 @@ pub fn predict(
     host_page: PageSize,
 ) -> Result<Prediction, String> {
     let spec = sequence::spec(w.kind(), footprint, iterations, seed);
-    let mapped = compromis_workload::mapped_bytes(&spec);
-    let exp = Experiment {
-        sim: SimConfig {
-            machine: MachineConfig::default(),
-            guest: GuestConfig {
-                levels: 4,
-                page: guest_page,
-                frames: FramePolicy::Contiguous,
-                seed,
-            },
-            schemes: vec![SchemeKind::Native, SchemeKind::Ept, SchemeKind::Compromis],
-            warmup: spec.accesses / 10,
-            verify: false,
-            populate: true,
+    // The builder sets the VM size and the warm-up as `compromis sim` does.
+    let plan = ExperimentRequest {
+        source: Source::Workload {
+            kind: spec.kind,
+            footprint: Some(spec.footprint),
+            accesses: Some(spec.accesses),
+            processes: Some(spec.processes),
+            quantum: Some(spec.quantum),
         },
-        vm: VmSpec {
-            ram: default_ram(mapped),
-            host_page,
-            host: HostState::Fresh,
+        schemes: vec![SchemeKind::Native, SchemeKind::Ept, SchemeKind::Compromis],
+        guest: GuestConfig {
+            page: guest_page,
+            ..GuestConfig::default()
         },
-    };
-    let o = run_workload(&exp, &spec, &|_| {}).map_err(|e| e.to_string())?;
+        host_page,
+        seed,
+        ..ExperimentRequest::default()
+    }
+    .build()
+    .map_err(|e| e.to_string())?;
+    let o = compromis_sim::run(&plan, &|_| {}).map_err(|e| e.to_string())?;
     let total = |k| o.scheme(k).map(|s| s.cycles.total).unwrap_or(f64::NAN);
     let native = total(SchemeKind::Native);
     Ok(Prediction {
