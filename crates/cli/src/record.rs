@@ -21,6 +21,9 @@ pub struct RecordArgs {
     /// Skip trace lines that do not parse and report how many, instead of stopping.
     #[arg(long)]
     pub skip_bad_records: bool,
+    /// Tracer choice (`--tracer qemu|lackey`) and QEMU options.
+    #[command(flatten)]
+    pub tracer: crate::record_qemu::TracerArgs,
     /// Simulation options (as for `compromis sim`).
     #[command(flatten)]
     pub sim: crate::sim::SimOptions,
@@ -57,6 +60,9 @@ impl Iterator for Ops {
 
 /// Runs the subcommand.
 pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
+    if let Some(code) = crate::record_qemu::run_if_qemu(args)? {
+        return Ok(code);
+    }
     // The output file first: a bad --save path fails before the program runs.
     let writer = match &args.save {
         Some(path) => Some(TraceFileWriter::create(path, Format::Native)?),

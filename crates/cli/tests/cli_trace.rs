@@ -248,7 +248,7 @@ fn record_sort_matches_lackey() {
         .env_clear()
         .env("PATH", &path)
         .env("LC_ALL", "C")
-        .arg("record")
+        .args(["record", "--tracer", "lackey"])
         .arg("--save")
         .arg(&saved)
         // JSON output, and every translation checked against the reference composition.
@@ -302,7 +302,7 @@ fn record_reports_failing_program() {
         return;
     }
     compromis()
-        .args(["record", "--", "false"])
+        .args(["record", "--tracer", "lackey", "--", "false"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("exit status: 1"));
@@ -332,7 +332,7 @@ fn ctrl_c_leaves_no_valgrind_behind() {
     let saved = dir.path().join("partial.ctrace");
     let bin = assert_cmd::cargo::cargo_bin("compromis");
     let mut child = std::process::Command::new(bin)
-        .arg("record")
+        .args(["record", "--tracer", "lackey"])
         .arg("--save")
         .arg(&saved)
         .args(["--", "sleep", needle])

@@ -10,13 +10,15 @@
 //! simulator consumes [`compromis_types::Op`]s through [`OpReader`]. Writers for the three
 //! formats back `compromis trace convert` ([`TraceFileWriter`]), [`TraceStats`] backs
 //! `compromis trace inspect`, and [`valgrind`] runs a program under lackey and streams its trace
-//! through a pipe for `compromis record`.
+//! through a pipe for `compromis record`; [`qemu`] does the same under QEMU user-mode emulation
+//! with our TCG plugin (binary records, hundreds of times faster).
 
 pub mod champsim;
 mod detect;
 mod error;
 pub mod lackey;
 pub mod native;
+pub mod qemu;
 mod rec;
 mod stats;
 pub mod valgrind;
