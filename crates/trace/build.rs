@@ -45,6 +45,9 @@ fn main() {
     let status = cmd
         .status()
         .expect("cannot run rustc to build the QEMU plugin");
-    assert!(status.success(), "building the QEMU plugin failed: {status}");
+    assert!(
+        status.success(),
+        "building the QEMU plugin failed: {status}"
+    );
     println!("cargo::rustc-cfg=compromis_qemu_plugin");
 }

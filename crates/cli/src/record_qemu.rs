@@ -173,10 +173,15 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let exit = recording.wait().context("waiting for qemu")?;
     let seconds = start.elapsed().as_secs_f64();
     drop(plugin);
-    let s = status.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    let s = status
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     report(&s, seconds);
     if let (Some(path), Some(handle)) = (&args.save, &saved) {
-        let summary = *handle.lock().map_err(|_| anyhow::anyhow!("save state poisoned"))?;
+        let summary = *handle
+            .lock()
+            .map_err(|_| anyhow::anyhow!("save state poisoned"))?;
         if let Some(s) = summary {
             eprintln!("saved {} records to {}", s.records, path.display());
         }
@@ -214,10 +219,16 @@ fn report(s: &QemuStatus, seconds: f64) {
     );
     if s.streams.len() > 1 {
         for (id, count) in &s.streams {
-            eprintln!("  process {} thread (vCPU) {}: {count} records", id.pid, id.vcpu);
+            eprintln!(
+                "  process {} thread (vCPU) {}: {count} records",
+                id.pid, id.vcpu
+            );
         }
     }
     if s.lost > 0 {
-        eprintln!("warning: the plugin lost {} records (too many threads)", s.lost);
+        eprintln!(
+            "warning: the plugin lost {} records (too many threads)",
+            s.lost
+        );
     }
 }

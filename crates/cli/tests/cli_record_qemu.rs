@@ -87,22 +87,34 @@ fn sort_under_qemu_matches_native_output_and_lackey_counts() {
         .unwrap();
     assert!(native.status.success());
     let (q, stderr) = record_sort(dir.path(), "qemu", &input);
-    assert_eq!(std::fs::read(dir.path().join("qemu.out")).unwrap(), native.stdout);
+    assert_eq!(
+        std::fs::read(dir.path().join("qemu.out")).unwrap(),
+        native.stdout
+    );
     assert!(stderr.contains("1 process(es)"), "{stderr}");
     let q_acc = q["accesses"].as_u64().unwrap();
     let q_instr = q["instructions"].as_u64().unwrap();
     assert!(q_acc > 100_000 && q_instr > 100_000, "{q}");
-    assert_eq!(q["modifies"], 0, "QEMU reports a read-modify-write as a load and a store");
+    assert_eq!(
+        q["modifies"], 0,
+        "QEMU reports a read-modify-write as a load and a store"
+    );
     if valgrind_missing() {
         return;
     }
     let (l, _) = record_sort(dir.path(), "lackey", &input);
-    assert_eq!(std::fs::read(dir.path().join("lackey.out")).unwrap(), native.stdout);
+    assert_eq!(
+        std::fs::read(dir.path().join("lackey.out")).unwrap(),
+        native.stdout
+    );
     // Same program, same input: counts within a factor of two (different CPU models make glibc
     // take other code paths, and the two tracers count rep-prefixed instructions differently).
     let l_acc = l["accesses"].as_u64().unwrap();
     let l_instr = l["instructions"].as_u64().unwrap();
-    for (what, a, b) in [("accesses", q_acc, l_acc), ("instructions", q_instr, l_instr)] {
+    for (what, a, b) in [
+        ("accesses", q_acc, l_acc),
+        ("instructions", q_instr, l_instr),
+    ] {
         assert!(a * 2 > b && b * 2 > a, "{what}: qemu {a}, lackey {b}");
     }
 }
@@ -117,7 +129,14 @@ fn threads_stay_apart_and_are_marked() {
     let saved = dir.path().join("t.ctrace");
     let o = compromis()
         .env("LC_ALL", "C")
-        .args(["record", "--tracer", "qemu", "--no-fetches", "--no-simulate", "--save"])
+        .args([
+            "record",
+            "--tracer",
+            "qemu",
+            "--no-fetches",
+            "--no-simulate",
+            "--save",
+        ])
         .arg(&saved)
         .args(["--", "sort", "--parallel=2", "-S", "64M", "-n"])
         .arg(&input)
@@ -128,12 +147,20 @@ fn threads_stay_apart_and_are_marked() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{stderr}");
     // GNU sort sorts with two threads: two vCPU streams of one process, each with its own count.
-    assert!(stderr.contains("1 process(es), 2 thread stream(s)"), "{stderr}");
+    assert!(
+        stderr.contains("1 process(es), 2 thread stream(s)"),
+        "{stderr}"
+    );
     let per_thread: Vec<u64> = stderr
         .lines()
         .filter(|l| l.contains("thread (vCPU)"))
         .map(|l| {
-            l.split(": ").nth(1).unwrap().trim_end_matches(" records").parse().unwrap()
+            l.split(": ")
+                .nth(1)
+                .unwrap()
+                .trim_end_matches(" records")
+                .parse()
+                .unwrap()
         })
         .collect();
     assert_eq!(per_thread.len(), 2, "{stderr}");

@@ -282,7 +282,12 @@ extern "C" fn on_insn(vcpu: c_uint, userdata: *mut c_void) {
 
 extern "C" fn on_mem(vcpu: c_uint, info: MemInfo, vaddr: u64, _userdata: *mut c_void) {
     // SAFETY: `info` is the handle QEMU passed to this callback, valid during it.
-    let (shift, store) = unsafe { (qemu_plugin_mem_size_shift(info), qemu_plugin_mem_is_store(info)) };
+    let (shift, store) = unsafe {
+        (
+            qemu_plugin_mem_size_shift(info),
+            qemu_plugin_mem_is_store(info),
+        )
+    };
     let kind = if store { KIND_STORE } else { KIND_LOAD };
     push(vcpu, record(kind, vaddr, u64::from(shift)));
 }
@@ -297,7 +302,12 @@ extern "C" fn on_translate(_id: PluginId, tb: *mut Tb) {
             if fetches {
                 let size = qemu_plugin_insn_size(insn) as u64;
                 let word = record(KIND_INSTR, qemu_plugin_insn_vaddr(insn), size);
-                qemu_plugin_register_vcpu_insn_exec_cb(insn, on_insn, CB_NO_REGS, word as *mut c_void);
+                qemu_plugin_register_vcpu_insn_exec_cb(
+                    insn,
+                    on_insn,
+                    CB_NO_REGS,
+                    word as *mut c_void,
+                );
             }
             qemu_plugin_register_vcpu_mem_cb(insn, on_mem, CB_NO_REGS, MEM_RW, null_mut());
         }
@@ -368,7 +378,11 @@ extern "C" fn after_fork_child() {
             unsafe { (*(*p).words.get()).truncate(HEADER) };
         }
     }
-    control(CHUNK_FORK, 0, &[u64::from(std::os::unix::process::parent_id())]);
+    control(
+        CHUNK_FORK,
+        0,
+        &[u64::from(std::os::unix::process::parent_id())],
+    );
 }
 
 /// Parses `key=value` options; returns (out path, fetches, stop at exec).
@@ -377,7 +391,9 @@ fn parse_args(args: &[&str]) -> Result<(String, bool, bool), String> {
     let mut fetches = false;
     let mut stop = true;
     for a in args {
-        let (k, v) = a.split_once('=').ok_or_else(|| format!("option {a:?} is not key=value"))?;
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| format!("option {a:?} is not key=value"))?;
         let on = |v: &str| match v {
             "on" | "yes" | "true" => Ok(true),
             "off" | "no" | "false" => Ok(false),
@@ -413,7 +429,10 @@ pub unsafe extern "C" fn qemu_plugin_install(
 ) -> c_int {
     // SAFETY: QEMU's contract for this entry point (see the function's safety section).
     let (system, args) = unsafe {
-        let system = info.cast::<QemuInfo>().as_ref().is_some_and(|i| i.system_emulation);
+        let system = info
+            .cast::<QemuInfo>()
+            .as_ref()
+            .is_some_and(|i| i.system_emulation);
         let n = usize::try_from(argc).unwrap_or(0);
         let args: Vec<&str> = (0..n)
             .filter_map(|i| CStr::from_ptr(*argv.add(i)).to_str().ok())
@@ -449,7 +468,12 @@ pub unsafe extern "C" fn qemu_plugin_install(
     // SAFETY: registering `extern "C"` callbacks with the signatures the API declares; `id` is
     // ours. pthread_atfork takes plain functions and cannot fail except on memory exhaustion.
     unsafe {
-        if pthread_atfork(Some(before_fork), Some(after_fork_parent), Some(after_fork_child)) != 0 {
+        if pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_parent),
+            Some(after_fork_child),
+        ) != 0
+        {
             eprintln!("compromis qemu plugin: pthread_atfork failed");
             return -1;
         }

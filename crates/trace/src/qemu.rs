@@ -273,7 +273,10 @@ impl KillHandle {
 
     /// The process id of QEMU (the traced program's main process).
     pub fn pid(&self) -> u32 {
-        self.child.lock().unwrap_or_else(PoisonError::into_inner).id()
+        self.child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .id()
     }
 }
 
@@ -560,7 +563,11 @@ impl<R: Read> QemuReader<R> {
                 return Err(self.bad(at, "chunk longer than the protocol allows", &self.bytes));
             }
             if self.status().main_pid.is_none() && kind != CHUNK_HELLO {
-                return Err(self.bad(at, "the stream does not start with a hello chunk", &self.bytes));
+                return Err(self.bad(
+                    at,
+                    "the stream does not start with a hello chunk",
+                    &self.bytes,
+                ));
             }
             let n = count as usize * 8;
             if n > 0 && !self.read_exact_or_eof(n, "in a chunk's payload")? {
@@ -594,7 +601,11 @@ impl<R: Read> QemuReader<R> {
                 }
                 CHUNK_HELLO => {
                     if first != PROTOCOL {
-                        return Err(self.bad(at, "unsupported plugin protocol version", &first.to_le_bytes()));
+                        return Err(self.bad(
+                            at,
+                            "unsupported plugin protocol version",
+                            &first.to_le_bytes(),
+                        ));
                     }
                     let mut s = self.status();
                     if s.main_pid.is_some() {
@@ -626,7 +637,11 @@ impl<R: Read> QemuReader<R> {
                             "process {} called {}: qemu-user runs the new program natively, \
                              untraced, so the plugin stopped it",
                             ev.pid,
-                            if ev.syscall == 322 { "execveat" } else { "execve" }
+                            if ev.syscall == 322 {
+                                "execveat"
+                            } else {
+                                "execve"
+                            }
                         )),
                     });
                 }
@@ -903,7 +918,10 @@ mod tests {
         let plugin = PluginFile::write().unwrap();
         let cmd = QemuCommand::new(
             plugin.path().to_owned(),
-            ["sh", "-c", "exec true"].iter().map(OsString::from).collect(),
+            ["sh", "-c", "exec true"]
+                .iter()
+                .map(OsString::from)
+                .collect(),
         );
         let (rec, pipe) = cmd.spawn().unwrap();
         let r = QemuReader::new(pipe, "qemu");
@@ -926,7 +944,12 @@ mod tests {
     fn decodes_records_and_streams() {
         let mut s = Stream::default();
         s.hello(7)
-            .chunk(CHUNK_RECORDS, 7, 0, &[rec(0, 0x401000, 3), rec(1, 0x7000, 3)])
+            .chunk(
+                CHUNK_RECORDS,
+                7,
+                0,
+                &[rec(0, 0x401000, 3), rec(1, 0x7000, 3)],
+            )
             .chunk(CHUNK_RECORDS, 7, 1, &[rec(2, 0x8000, 4)])
             .exit(7);
         let (v, st) = read_all(&s.0);
@@ -964,7 +987,13 @@ mod tests {
         assert_eq!(v.len(), 1);
         let e = format!("{:#}", anyhow_like(v[0].as_ref().unwrap_err()));
         assert!(e.contains("called execve"), "{e}");
-        assert_eq!(st.exec, Some(ExecEvent { pid: 7, syscall: 59 }));
+        assert_eq!(
+            st.exec,
+            Some(ExecEvent {
+                pid: 7,
+                syscall: 59
+            })
+        );
     }
 
     fn anyhow_like(e: &TraceError) -> String {
@@ -983,11 +1012,19 @@ mod tests {
         let (v, _) = read_all(b"this is not a chunk header");
         assert!(v[0].as_ref().unwrap_err().to_string().contains("bad magic"));
         let mut s = Stream::default();
-        s.hello(7).chunk(CHUNK_RECORDS, 7, 0, &[rec(3, 0, 0)]).exit(7);
+        s.hello(7)
+            .chunk(CHUNK_RECORDS, 7, 0, &[rec(3, 0, 0)])
+            .exit(7);
         let (v, _) = read_all(&s.0);
-        assert!(v[0].as_ref().unwrap_err().to_string().contains("bad record"));
+        assert!(
+            v[0].as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("bad record")
+        );
         let mut s = Stream::default();
-        s.hello(7).chunk(CHUNK_RECORDS, 7, 0, &[rec(1, 0, 0), rec(1, 8, 0)]);
+        s.hello(7)
+            .chunk(CHUNK_RECORDS, 7, 0, &[rec(1, 0, 0), rec(1, 8, 0)]);
         for cut in 0..s.0.len() {
             let (v, _) = read_all(&s.0[..cut]);
             assert!(v.last().is_some_and(Result::is_err), "cut {cut}");
