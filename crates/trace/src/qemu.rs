@@ -588,6 +588,10 @@ impl<R: Read> QemuReader<R> {
             );
             self.pos = 0;
             let first = self.words.first().copied().unwrap_or(0);
+            if kind != CHUNK_RECORDS {
+                // A control chunk's payload is not records.
+                self.words.clear();
+            }
             match kind {
                 CHUNK_RECORDS => {
                     if count == 0 {
@@ -700,6 +704,7 @@ impl<R: Read> Iterator for QemuReader<R> {
                 Ok(Chunk::Records) => {}
                 Ok(Chunk::End) => {
                     self.done = true;
+                    self.words.clear();
                     return None;
                 }
                 Err(e) => {
@@ -967,6 +972,20 @@ mod tests {
         assert_eq!(st.records(), 3);
         assert_eq!(st.streams[&StreamId { pid: 7, vcpu: 1 }], 1);
         assert_eq!(st.processes(), 1);
+    }
+
+    #[test]
+    fn stays_ended_after_the_exit_chunk() {
+        // Regression: a consumer that polls again after the end (TeeSource does) must not get
+        // the exit chunk's payload back as a record.
+        let mut s = Stream::default();
+        s.hello(7)
+            .chunk(CHUNK_RECORDS, 7, 0, &[rec(1, 0x7000, 3)])
+            .exit(7);
+        let mut r = QemuReader::new(&s.0[..], "t");
+        assert!(r.next().unwrap().is_ok());
+        assert!(r.next().is_none());
+        assert!(r.next().is_none());
     }
 
     #[test]
