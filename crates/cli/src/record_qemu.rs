@@ -4,7 +4,7 @@
 use crate::record::RecordArgs;
 use anyhow::Context;
 use compromis_trace::qemu::{
-    KillHandle, PluginFile, QemuCommand, QemuStatus, qemu_available, qemu_ops,
+    KillHandle, PluginFile, QemuCommand, QemuOpStream, QemuStatus, qemu_available, qemu_ops,
 };
 use compromis_trace::{Format, TraceError, TraceFileWriter};
 use compromis_types::Op;
@@ -150,7 +150,7 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             eprintln!("warning: cannot install the Ctrl-C handler: {e}");
         }
     }
-    let (ops, status, saved) = qemu_ops(pipe, "qemu plugin stream", writer);
+    let QemuOpStream { ops, status, saved } = qemu_ops(pipe, "qemu plugin stream", writer);
     let program = args.command[0].to_string_lossy().into_owned();
     let ops = Ops {
         inner: ops,

@@ -808,27 +808,40 @@ impl<S: RecordSource> Iterator for QemuOps<S> {
     }
 }
 
-/// A [`QemuReader`] over `input`, teed into `save` if given, as simulator ops; with the reader's
-/// status handle.
+/// What [`qemu_ops`] returns: the ops, the reader's status and, when saving, the save summary.
+pub struct QemuOpStream {
+    /// The simulator ops.
+    pub ops: Box<dyn Iterator<Item = Result<Op, TraceError>> + Send>,
+    /// The stream status ([`QemuReader::status_handle`]).
+    pub status: Arc<Mutex<QemuStatus>>,
+    /// The saved trace's summary once written ([`crate::TeeSource::summary_handle`]).
+    pub saved: Option<Arc<Mutex<Option<crate::WriteSummary>>>>,
+}
+
+/// A [`QemuReader`] over `input`, teed into `save` if given, as simulator ops.
 pub fn qemu_ops<R: Read + Send + 'static>(
     input: R,
     name: &str,
     save: Option<TraceFileWriter>,
-) -> (
-    Box<dyn Iterator<Item = Result<Op, TraceError>> + Send>,
-    Arc<Mutex<QemuStatus>>,
-    Option<Arc<Mutex<Option<crate::WriteSummary>>>>,
-) {
+) -> QemuOpStream {
     let reader = QemuReader::new(input, name);
     let status = reader.status_handle();
     let cursor = reader.cursor();
     match save {
         Some(w) => {
             let tee = crate::TeeSource::new(reader, w);
-            let summary = tee.summary_handle();
-            (Box::new(QemuOps::new(tee, cursor)), status, Some(summary))
+            let saved = Some(tee.summary_handle());
+            QemuOpStream {
+                ops: Box::new(QemuOps::new(tee, cursor)),
+                status,
+                saved,
+            }
         }
-        None => (Box::new(QemuOps::new(reader, cursor)), status, None),
+        None => QemuOpStream {
+            ops: Box::new(QemuOps::new(reader, cursor)),
+            status,
+            saved: None,
+        },
     }
 }
 
@@ -1066,7 +1079,8 @@ mod tests {
             .chunk(CHUNK_RECORDS, 7, 0, &[rec(1, 0x40, 3)])
             .exit(9)
             .exit(7);
-        let (ops, status, _) = qemu_ops(std::io::Cursor::new(s.0.clone()), "t", None);
+        let QemuOpStream { ops, status, .. } =
+            qemu_ops(std::io::Cursor::new(s.0.clone()), "t", None);
         let ops: Vec<Op> = ops.map(Result::unwrap).collect();
         let a = |g, kind| Op::Access {
             gva: Gva(g),
