@@ -87,6 +87,19 @@ pub enum QemuError {
     /// The program is not a path and is not in `PATH` (QEMU does not search `PATH` itself).
     #[error("Cannot find {0:?} in PATH")]
     NotFound(OsString),
+    /// The program is not an ELF executable (a `#!` script, typically): QEMU user mode cannot
+    /// load it.
+    #[error(
+        "{path} is not an ELF executable{}: qemu-user runs ELF programs only; run the program it \
+         starts directly, or use --tracer lackey",
+        if *script { " but a #! script (a wrapper)" } else { "" }
+    )]
+    NotElf {
+        /// The program's path.
+        path: PathBuf,
+        /// It starts with `#!`.
+        script: bool,
+    },
     /// Waiting for QEMU failed.
     #[error("Cannot wait for qemu")]
     Wait(#[source] std::io::Error),
@@ -215,6 +228,7 @@ impl QemuCommand {
             return Err(QemuError::NoCommand);
         }
         let program = find_program(&self.command[0])?;
+        check_elf(&program)?;
         let (reader, writer) = std::io::pipe().map_err(QemuError::Pipe)?;
         let out = format!("/proc/{}/fd/{}", std::process::id(), reader.as_raw_fd());
         let child = Command::new(&self.qemu)
@@ -248,6 +262,23 @@ pub fn find_program(name: &OsStr) -> Result<PathBuf, QemuError> {
             std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
         .ok_or_else(|| QemuError::NotFound(name.to_owned()))
+}
+
+/// Refuses a program QEMU cannot load: anything that does not start with the ELF magic (a file
+/// that cannot be read is left to QEMU, which reports it).
+fn check_elf(path: &Path) -> Result<(), QemuError> {
+    let mut head = [0u8; 4];
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Ok(());
+    };
+    let n = f.read(&mut head).unwrap_or(0);
+    if n == 4 && head == *b"\x7fELF" {
+        return Ok(());
+    }
+    Err(QemuError::NotElf {
+        path: path.to_owned(),
+        script: n >= 2 && head[..2] == *b"#!",
+    })
 }
 
 /// Kills the recorded process from anywhere (a Ctrl-C handler, another thread).
@@ -948,6 +979,19 @@ mod tests {
         assert!(last.is_err());
         assert_eq!(h.lock().unwrap().exec.map(|e| e.syscall), Some(59));
         assert_eq!(rec.wait().unwrap().code(), Some(127));
+    }
+
+    #[test]
+    fn scripts_are_refused_before_qemu_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("wrapper");
+        std::fs::write(&script, "#!/bin/sh\nexec true\n").unwrap();
+        let e = check_elf(&script).unwrap_err().to_string();
+        assert!(
+            e.contains("#! script") && e.contains("--tracer lackey"),
+            "{e}"
+        );
+        assert!(check_elf(&find_program("sh".as_ref()).unwrap()).is_ok());
     }
 
     #[test]
