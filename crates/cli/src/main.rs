@@ -11,6 +11,7 @@ mod hv;
 mod kvm;
 mod place;
 mod record;
+mod record_qemu;
 mod reproduce;
 mod sim;
 mod tracecmd;
@@ -27,7 +28,7 @@ struct Cli {
 enum Command {
     /// Simulate address translation of a workload or trace under several schemes.
     Sim(sim::SimArgs),
-    /// Run a program under valgrind lackey and simulate its memory accesses as they arrive.
+    /// Run a program under QEMU (or valgrind lackey) and simulate its memory accesses as they arrive.
     Record(record::RecordArgs),
     /// Inspect or convert memory traces.
     Trace(tracecmd::TraceArgs),

@@ -30,6 +30,9 @@ pub struct RecordArgs {
     /// valgrind's --trace-children-skip). Repeatable.
     #[arg(long, value_name = "GLOB")]
     pub no_follow: Vec<String>,
+    /// Tracer choice (`--tracer qemu|lackey`) and QEMU options.
+    #[command(flatten)]
+    pub tracer: crate::record_qemu::TracerArgs,
     /// Simulation options (as for `compromis sim`).
     #[command(flatten)]
     pub sim: crate::sim::SimOptions,
@@ -62,6 +65,9 @@ impl Iterator for Ops {
 
 /// Runs the subcommand.
 pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
+    if let Some(code) = crate::record_qemu::run_if_qemu(args)? {
+        return Ok(code);
+    }
     // The output file first: a bad --save path fails before the program runs.
     let save = match &args.save {
         Some(path) => Some(SaveTo::create(path)?),

@@ -5,7 +5,7 @@ use compromis_hostmem::Fallback;
 use compromis_mmu::{MachineConfig, SchemeKind};
 use compromis_report::Format;
 use compromis_sim::{ExperimentRequest, HostRequest, Outcome, Source};
-use compromis_types::{ByteSize, PageSize};
+use compromis_types::{ByteSize, Op, PageSize};
 use compromis_vmem::{FramePolicy, GuestConfig};
 use compromis_workload::WorkloadKind;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -235,6 +235,37 @@ pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
         Format::Csv => compromis_sim::table::csv_rows(o).to_csv()?,
     };
     crate::emit(&text)
+}
+
+/// An op source error carried through the simulator.
+#[derive(Debug)]
+struct SourceError(anyhow::Error);
+impl std::fmt::Display for SourceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+impl std::error::Error for SourceError {}
+
+/// Simulates an op stream named `name` with `opts` and prints the outcome (`record --tracer qemu`).
+pub fn run_source(
+    opts: &SimOptions,
+    name: &str,
+    source: Box<dyn Iterator<Item = anyhow::Result<Op>> + Send>,
+) -> Result<ExitCode> {
+    let plan = opts
+        .request(Source::Stream {
+            name: name.to_owned(),
+        })?
+        .build()?;
+    run_with_progress(opts, None, |progress| {
+        Ok(compromis_sim::run_source(
+            &plan.experiment,
+            name,
+            source.map(|r| r.map_err(SourceError)),
+            progress,
+        )?)
+    })
 }
 
 /// Runs the subcommand.

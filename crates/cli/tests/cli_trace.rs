@@ -268,7 +268,7 @@ fn record_sort_matches_lackey() {
         .env_clear()
         .env("PATH", &path)
         .env("LC_ALL", "C")
-        .arg("record")
+        .args(["record", "--tracer", "lackey"])
         .arg("--save")
         .arg(&saved)
         // JSON output, and every translation checked against the reference composition.
@@ -322,7 +322,7 @@ fn record_reports_failing_program() {
         return;
     }
     compromis()
-        .args(["record", "--", "false"])
+        .args(["record", "--tracer", "lackey", "--", "false"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("exit status: 1"));
@@ -352,7 +352,7 @@ fn ctrl_c_leaves_no_valgrind_behind() {
     let saved = dir.path().join("partial.ctrace");
     let bin = assert_cmd::cargo::cargo_bin("compromis");
     let mut child = std::process::Command::new(bin)
-        .arg("record")
+        .args(["record", "--tracer", "lackey"])
         .arg("--save")
         .arg(&saved)
         .args(["--", "sleep", needle])
@@ -397,7 +397,15 @@ fn record_json(dir: &Path, args: &[&str], cmd: &[&str]) -> (serde_json::Value, S
         .env_clear()
         .env("PATH", &path)
         .env("LC_ALL", "C")
-        .args(["record", "--format", "json", "--schemes", "native"])
+        .args([
+            "record",
+            "--tracer",
+            "lackey",
+            "--output",
+            "json",
+            "--schemes",
+            "native",
+        ])
         .args(args)
         .arg("--")
         .args(cmd)
@@ -651,7 +659,9 @@ fn record_csv_lists_the_processes() {
     let out = compromis()
         .args([
             "record",
-            "--format",
+            "--tracer",
+            "lackey",
+            "--output",
             "csv",
             "--schemes",
             "native",

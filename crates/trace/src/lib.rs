@@ -12,7 +12,8 @@
 //! `compromis trace inspect`, and [`valgrind`] runs a program under lackey (following exec and
 //! child processes) and streams its trace through a socket for `compromis record`; [`process`]
 //! attributes every record to the process that wrote it and [`record`] chooses what is simulated
-//! and saved, and reports what was traced.
+//! and saved, and reports what was traced; [`qemu`] does the same under QEMU user-mode
+//! emulation with our TCG plugin (binary records, hundreds of times faster).
 
 pub mod champsim;
 mod detect;
@@ -20,6 +21,7 @@ mod error;
 pub mod lackey;
 pub mod native;
 pub mod process;
+pub mod qemu;
 mod rec;
 pub mod record;
 mod stats;

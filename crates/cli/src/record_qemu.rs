@@ -1,0 +1,234 @@
+//! `compromis record --tracer qemu|lackey`: the tracer choice, and the QEMU path (glue over
+//! `compromis_trace::qemu`). The lackey path stays in `record.rs`.
+
+use crate::record::RecordArgs;
+use anyhow::Context;
+use compromis_trace::qemu::{
+    KillHandle, PluginFile, QemuCommand, QemuOpStream, QemuStatus, qemu_available, qemu_ops,
+};
+use compromis_trace::{Format, TraceError, TraceFileWriter};
+use compromis_types::Op;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+/// The program that runs the recorded program and reports its accesses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tracer {
+    /// QEMU user-mode emulation (`qemu-x86_64`) with our TCG plugin: binary records, fast.
+    Qemu,
+    /// valgrind lackey: text records, slow, follows what valgrind follows.
+    Lackey,
+}
+
+/// Tracer options of `compromis record`.
+#[derive(clap::Args, Debug)]
+pub struct TracerArgs {
+    /// Which tracer runs the program [default: qemu when `qemu-x86_64` with plugin support is
+    /// installed, lackey otherwise].
+    #[arg(long, value_enum)]
+    pub tracer: Option<Tracer>,
+    /// qemu: record data accesses only, no instruction fetches (faster; lackey always records
+    /// fetches, and without them the simulator counts no instructions).
+    #[arg(long)]
+    pub no_fetches: bool,
+    /// qemu: only save the trace (`--save`), do not simulate it.
+    #[arg(long, requires = "save")]
+    pub no_simulate: bool,
+    /// qemu: the guest CPU model (`max` makes glibc pick the code paths it uses natively).
+    #[arg(long, default_value = "max", value_name = "MODEL")]
+    pub qemu_cpu: String,
+}
+
+/// Chooses the tracer and says which on stderr. Runs the QEMU path and returns its exit code
+/// when QEMU is chosen; `None` lets `record.rs` run lackey.
+pub fn run_if_qemu(args: &RecordArgs) -> anyhow::Result<Option<ExitCode>> {
+    let t = &args.tracer;
+    let probe = qemu_available("qemu-x86_64".as_ref());
+    match (t.tracer, probe) {
+        (Some(Tracer::Lackey), _) => {
+            eprintln!("compromis record: tracer lackey (--tracer lackey)");
+            lackey_options(t)?;
+            Ok(None)
+        }
+        (None, Err(why)) => {
+            eprintln!("compromis record: tracer lackey ({why})");
+            lackey_options(t)?;
+            Ok(None)
+        }
+        (Some(Tracer::Qemu), Err(why)) => {
+            anyhow::bail!("--tracer qemu: {why}; or use --tracer lackey")
+        }
+        (choice, Ok(version)) => {
+            let how = if choice.is_some() {
+                "--tracer qemu"
+            } else {
+                "the default where QEMU has plugin support"
+            };
+            eprintln!("compromis record: tracer qemu ({version}, {how})");
+            run(args).map(Some)
+        }
+    }
+}
+
+/// Refuses the QEMU-only options under lackey.
+fn lackey_options(t: &TracerArgs) -> anyhow::Result<()> {
+    if t.no_simulate || t.no_fetches {
+        anyhow::bail!("--no-simulate and --no-fetches apply to --tracer qemu only");
+    }
+    Ok(())
+}
+
+/// Ops from the plugin stream; on an exec or a kill, ends with an error that says what happened
+/// instead of printing results of part of the run.
+struct Ops {
+    inner: Box<dyn Iterator<Item = Result<Op, TraceError>> + Send>,
+    status: Arc<Mutex<QemuStatus>>,
+    killer: KillHandle,
+    program: String,
+    failed: bool,
+}
+
+impl Ops {
+    fn explain(&self, e: TraceError) -> anyhow::Error {
+        let status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ev) = status.exec {
+            let program = &self.program;
+            return anyhow::anyhow!(
+                "{program} (process {}) called exec: under --tracer qemu the new program would run \
+                 natively, untraced, so the recording was stopped. If {program} is a wrapper (a \
+                 shell script, env, a launcher), record the program it starts directly, or use \
+                 --tracer lackey, which follows exec",
+                ev.pid
+            );
+        }
+        anyhow::Error::from(e)
+    }
+}
+
+impl Iterator for Ops {
+    type Item = anyhow::Result<Op>;
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        match self.inner.next() {
+            Some(Ok(op)) => Some(Ok(op)),
+            Some(Err(_)) | None if self.killer.was_killed() => {
+                self.failed = true;
+                Some(Err(anyhow::anyhow!(
+                    "interrupted: qemu and {} were stopped",
+                    self.program
+                )))
+            }
+            Some(Err(e)) => {
+                self.failed = true;
+                Some(Err(self.explain(e)))
+            }
+            None => None,
+        }
+    }
+}
+
+/// Runs the program under QEMU with the plugin and simulates its accesses as they arrive.
+fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
+    // The output file first: a bad --save path fails before the program runs.
+    let writer = match &args.save {
+        Some(path) => Some(TraceFileWriter::create(path, Format::Native)?),
+        None => None,
+    };
+    let plugin = PluginFile::write()?;
+    let mut cmd = QemuCommand::new(plugin.path().to_owned(), args.command.clone());
+    cmd.cpu.clone_from(&args.tracer.qemu_cpu);
+    cmd.fetches = !args.tracer.no_fetches;
+    let start = Instant::now();
+    let (recording, pipe) = cmd.spawn()?;
+    let killer = recording.kill_handle();
+    {
+        let killer = killer.clone();
+        if let Err(e) = ctrlc::set_handler(move || killer.kill()) {
+            eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+        }
+    }
+    let QemuOpStream { ops, status, saved } = qemu_ops(pipe, "qemu plugin stream", writer);
+    let program = args.command[0].to_string_lossy().into_owned();
+    let ops = Ops {
+        inner: ops,
+        status: status.clone(),
+        killer: killer.clone(),
+        program: program.clone(),
+        failed: false,
+    };
+    let result = if args.tracer.no_simulate {
+        drain(ops)
+    } else {
+        crate::sim::run_source(&args.sim, &program, Box::new(ops))
+    };
+    if killer.was_killed() {
+        drop(recording); // kills qemu if still needed and waits for it
+        anyhow::bail!("interrupted: qemu and {program} were stopped");
+    }
+    // An error here drops `recording`, which kills qemu and waits for it.
+    let code = result?;
+    let exit = recording.wait().context("waiting for qemu")?;
+    let seconds = start.elapsed().as_secs_f64();
+    drop(plugin);
+    let s = status
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    report(&s, seconds);
+    if let (Some(path), Some(handle)) = (&args.save, &saved) {
+        let summary = *handle
+            .lock()
+            .map_err(|_| anyhow::anyhow!("save state poisoned"))?;
+        if let Some(s) = summary {
+            eprintln!("saved {} records to {}", s.records, path.display());
+        }
+    }
+    if exit.success() {
+        Ok(code)
+    } else {
+        eprintln!("{program} failed: {exit}");
+        Ok(ExitCode::from(1))
+    }
+}
+
+/// Consumes the ops without simulating them (`--no-simulate`: the trace is only saved).
+fn drain(ops: Ops) -> anyhow::Result<ExitCode> {
+    for op in ops {
+        op?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The stream summary on stderr: records, rate, processes and thread streams.
+fn report(s: &QemuStatus, seconds: f64) {
+    let n = s.records();
+    #[allow(clippy::cast_precision_loss)]
+    let rate = n as f64 / seconds.max(1e-9) / 1e6;
+    eprintln!(
+        "qemu: {n} records ({}) in {seconds:.2} s, {rate:.1} M records/s; {} process(es), {} thread stream(s)",
+        if s.fetches {
+            "fetches, loads, stores"
+        } else {
+            "loads, stores"
+        },
+        s.processes(),
+        s.streams.len()
+    );
+    if s.streams.len() > 1 {
+        for (id, count) in &s.streams {
+            eprintln!(
+                "  process {} thread (vCPU) {}: {count} records",
+                id.pid, id.vcpu
+            );
+        }
+    }
+    if s.lost > 0 {
+        eprintln!(
+            "warning: the plugin lost {} records (too many threads)",
+            s.lost
+        );
+    }
+}

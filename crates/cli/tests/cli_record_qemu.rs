@@ -1,0 +1,293 @@
+//! `compromis record --tracer qemu` end to end (issue 17). Every test skips, with the reason
+//! printed, when `qemu-x86_64` with plugin support (package `qemu-user`) is not installed; the
+//! comparison with lackey also needs valgrind.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+
+fn compromis() -> Command {
+    Command::cargo_bin("compromis").unwrap()
+}
+
+fn qemu_missing() -> bool {
+    match compromis_trace::qemu::qemu_available("qemu-x86_64".as_ref()) {
+        Ok(_) => false,
+        Err(why) => {
+            eprintln!("skipping: {why}");
+            true
+        }
+    }
+}
+
+fn valgrind_missing() -> bool {
+    let missing = !compromis_trace::valgrind::valgrind_available();
+    if missing {
+        eprintln!("skipping: valgrind not installed");
+    }
+    missing
+}
+
+/// `n` numbers in a scrambled, deterministic order, one a line.
+fn numbers(dir: &Path, n: u32) -> PathBuf {
+    let p = dir.join("in.txt");
+    let text: String = (0..n)
+        .map(|i| format!("{}\n", (u64::from(i) * 7919) % u64::from(n)))
+        .collect();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn inspect_json(path: &Path) -> serde_json::Value {
+    let out = compromis()
+        .args(["trace", "inspect", "--format", "json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Records `sort -n IN -o OUT` with `tracer`, saving the trace; returns (trace stats, stderr).
+fn record_sort(dir: &Path, tracer: &str, input: &Path) -> (serde_json::Value, String) {
+    let saved = dir.join(format!("{tracer}.ctrace"));
+    let out = dir.join(format!("{tracer}.out"));
+    let o = compromis()
+        .env("LC_ALL", "C")
+        .args(["record", "--tracer", tracer, "--save"])
+        .arg(&saved)
+        .args(["--", "sort", "-n"])
+        .arg(input)
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("tracer {tracer}")), "{stderr}");
+    (inspect_json(&saved), stderr)
+}
+
+#[test]
+fn sort_under_qemu_matches_native_output_and_lackey_counts() {
+    if qemu_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = numbers(dir.path(), 2000);
+    let native = std::process::Command::new("sort")
+        .env("LC_ALL", "C")
+        .arg("-n")
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(native.status.success());
+    let (q, stderr) = record_sort(dir.path(), "qemu", &input);
+    assert_eq!(
+        std::fs::read(dir.path().join("qemu.out")).unwrap(),
+        native.stdout
+    );
+    assert!(stderr.contains("1 process(es)"), "{stderr}");
+    let q_acc = q["accesses"].as_u64().unwrap();
+    let q_instr = q["instructions"].as_u64().unwrap();
+    assert!(q_acc > 100_000 && q_instr > 100_000, "{q}");
+    assert_eq!(
+        q["modifies"], 0,
+        "QEMU reports a read-modify-write as a load and a store"
+    );
+    if valgrind_missing() {
+        return;
+    }
+    let (l, _) = record_sort(dir.path(), "lackey", &input);
+    assert_eq!(
+        std::fs::read(dir.path().join("lackey.out")).unwrap(),
+        native.stdout
+    );
+    // Same program, same input: counts within a factor of two (different CPU models make glibc
+    // take other code paths, and the two tracers count rep-prefixed instructions differently).
+    let l_acc = l["accesses"].as_u64().unwrap();
+    let l_instr = l["instructions"].as_u64().unwrap();
+    for (what, a, b) in [
+        ("accesses", q_acc, l_acc),
+        ("instructions", q_instr, l_instr),
+    ] {
+        assert!(a * 2 > b && b * 2 > a, "{what}: qemu {a}, lackey {b}");
+    }
+}
+
+#[test]
+fn threads_stay_apart_and_are_marked() {
+    if qemu_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = numbers(dir.path(), 200_000);
+    let saved = dir.path().join("t.ctrace");
+    let o = compromis()
+        .env("LC_ALL", "C")
+        .args([
+            "record",
+            "--tracer",
+            "qemu",
+            "--no-fetches",
+            "--no-simulate",
+            "--save",
+        ])
+        .arg(&saved)
+        .args(["--", "sort", "--parallel=2", "-S", "64M", "-n"])
+        .arg(&input)
+        .arg("-o")
+        .arg(dir.path().join("sorted"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    // GNU sort sorts with two threads: two vCPU streams of one process, each with its own count.
+    assert!(
+        stderr.contains("1 process(es), 2 thread stream(s)"),
+        "{stderr}"
+    );
+    let per_thread: Vec<u64> = stderr
+        .lines()
+        .filter(|l| l.contains("thread (vCPU)"))
+        .map(|l| {
+            l.split(": ")
+                .nth(1)
+                .unwrap()
+                .trim_end_matches(" records")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(per_thread.len(), 2, "{stderr}");
+    assert!(per_thread.iter().all(|&n| n > 1_000_000), "{per_thread:?}");
+    let total: u64 = per_thread.iter().sum();
+    assert_eq!(inspect_json(&saved)["records"], total);
+}
+
+#[test]
+fn failing_program_is_reported() {
+    if qemu_missing() {
+        return;
+    }
+    compromis()
+        .args(["record", "--tracer", "qemu", "--", "false"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("exit status: 1"));
+}
+
+#[test]
+fn exec_is_refused_with_a_clear_message() {
+    if qemu_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("x.ctrace");
+    compromis()
+        .env("TMPDIR", dir.path())
+        .args(["record", "--tracer", "qemu", "--save"])
+        .arg(&saved)
+        .args(["--", "sh", "-c", "ls / > /dev/null"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("sh (process "))
+        .stderr(predicate::str::contains("called exec"))
+        .stderr(predicate::str::contains("--tracer lackey"));
+    // Nothing half-written, no plugin copy left.
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn forked_children_are_traced_as_their_own_processes() {
+    if qemu_missing() {
+        return;
+    }
+    // dash runs `( : )` in a forked subshell without exec.
+    compromis()
+        .args(["record", "--tracer", "qemu", "--", "sh", "-c", "( : ); :"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("2 process(es)"));
+}
+
+#[test]
+fn qemu_options_are_refused_under_lackey() {
+    compromis()
+        .args(["record", "--tracer", "lackey", "--no-fetches", "--", "true"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--tracer qemu only"));
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(needle) {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn killed_record_leaves_nothing_behind() {
+    if qemu_missing() {
+        return;
+    }
+    let needle = "37.4343";
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("partial.ctrace");
+    let bin = assert_cmd::cargo::cargo_bin("compromis");
+    let mut child = std::process::Command::new(bin)
+        .env("TMPDIR", tmp.path())
+        .args(["record", "--tracer", "qemu", "--save"])
+        .arg(&saved)
+        .args(["--", "sleep", needle])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let qemu start, then interrupt compromis alone (not its process group).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let st = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compromis did not stop"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    assert!(
+        processes_with(needle).is_empty(),
+        "{:?}",
+        processes_with(needle)
+    );
+    // No trace (not even a temporary one) and no plugin copy.
+    for d in [dir.path(), tmp.path()] {
+        let left: Vec<_> = std::fs::read_dir(d).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+}

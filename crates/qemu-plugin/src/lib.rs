@@ -1,0 +1,486 @@
+//! A QEMU user-mode TCG plugin that streams a program's memory accesses to `compromis record
+//! --tracer qemu` as compact binary records (the protocol is specified in `docs/traces.md`, section
+//! "QEMU plugin stream", and read by `compromis_trace::qemu`).
+//!
+//! QEMU loads it with `qemu-x86_64 -plugin libcompromis_qemu_plugin.so,out=PATH[,fetches=on]
+//! [,exec=stop|run] -- PROGRAM ARGS`. At every translated instruction it registers a memory
+//! callback (and, with `fetches=on`, an instruction callback); each callback appends one 8-byte
+//! record to the buffer of the executing vCPU (one vCPU per guest thread in user mode). A full
+//! buffer is written to `out` as one chunk whose header names the process and the vCPU, so the
+//! streams of different threads and processes stay apart and marked.
+//!
+//! # The QEMU API, declared by hand
+//!
+//! The distribution's QEMU 7.2 (`qemu-user`) speaks plugin API version 1 (`QEMU_PLUGIN_VERSION`).
+//! The `qemu-plugin-sys` bindings (10.1.0-v2, feature `plugin-api-v1`) would do, but this library
+//! is compiled by `compromis-trace`'s build script with a bare `rustc` (so that `cargo run -p
+//! compromis-cli` embeds a fresh plugin without a nested cargo build), which cannot take crate
+//! dependencies. The dozen functions used here are therefore declared below, transcribed from
+//! QEMU 7.2's `include/qemu/qemu-plugin.h` (GPL-2.0-or-later, hence this crate's licence); all of
+//! them exist unchanged in API versions 1 to 4.
+//!
+//! # Threads, fork and exec
+//!
+//! - Buffers are indexed by vCPU. QEMU runs a vCPU on one host thread and gives its index to a new
+//!   vCPU only after the old one exited (the exit callback flushes the buffer first), so a buffer
+//!   is only ever touched by one thread at a time.
+//! - At `fork` the child discards the parent's pending records (the parent writes them) and
+//!   announces itself with a fork chunk; its records carry its own pid.
+//! - At `execve`/`execveat` the new program would run natively (QEMU does not follow exec), so the
+//!   plugin writes an exec chunk and, with `exec=stop` (what compromis passes), ends the process
+//!   with status 127 before the system call runs.
+#![allow(unsafe_code)] // FFI with QEMU: every block carries a SAFETY comment.
+
+use std::cell::RefCell;
+use std::ffi::{CStr, c_char, c_int, c_uint, c_void};
+use std::fs::File;
+use std::io::Write;
+use std::ptr::null_mut;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
+
+#[cfg(not(all(target_arch = "x86_64", target_endian = "little", target_os = "linux")))]
+compile_error!("the compromis QEMU plugin targets x86_64 Linux (little-endian records)");
+
+// ---------------------------------------------------------------------------------------------
+// QEMU plugin API version 1 (QEMU 7.2 `include/qemu/qemu-plugin.h`).
+
+type PluginId = u64;
+/// `qemu_plugin_meminfo_t`.
+type MemInfo = u32;
+
+/// The head of `qemu_info_t` (a union follows, which this plugin never reads).
+#[repr(C)]
+struct QemuInfo {
+    target_name: *const c_char,
+    version_min: c_int,
+    version_cur: c_int,
+    system_emulation: bool,
+}
+
+/// `struct qemu_plugin_tb` (opaque).
+#[repr(C)]
+struct Tb {
+    _private: [u8; 0],
+}
+
+/// `struct qemu_plugin_insn` (opaque).
+#[repr(C)]
+struct Insn {
+    _private: [u8; 0],
+}
+
+/// `QEMU_PLUGIN_CB_NO_REGS` of `enum qemu_plugin_cb_flags`.
+const CB_NO_REGS: c_int = 0;
+/// `QEMU_PLUGIN_MEM_RW` of `enum qemu_plugin_mem_rw`.
+const MEM_RW: c_int = 3;
+
+type TbTransCb = extern "C" fn(PluginId, *mut Tb);
+type InsnCb = extern "C" fn(c_uint, *mut c_void);
+type MemCb = extern "C" fn(c_uint, MemInfo, u64, *mut c_void);
+type VcpuCb = extern "C" fn(PluginId, c_uint);
+type SyscallCb = extern "C" fn(PluginId, c_uint, i64, u64, u64, u64, u64, u64, u64, u64, u64);
+type ExitCb = extern "C" fn(PluginId, *mut c_void);
+
+unsafe extern "C" {
+    fn qemu_plugin_register_vcpu_tb_trans_cb(id: PluginId, cb: TbTransCb);
+    fn qemu_plugin_register_vcpu_exit_cb(id: PluginId, cb: VcpuCb);
+    fn qemu_plugin_register_vcpu_syscall_cb(id: PluginId, cb: SyscallCb);
+    fn qemu_plugin_register_atexit_cb(id: PluginId, cb: ExitCb, userdata: *mut c_void);
+    fn qemu_plugin_tb_n_insns(tb: *const Tb) -> usize;
+    fn qemu_plugin_tb_get_insn(tb: *const Tb, idx: usize) -> *mut Insn;
+    fn qemu_plugin_insn_vaddr(insn: *const Insn) -> u64;
+    fn qemu_plugin_insn_size(insn: *const Insn) -> usize;
+    fn qemu_plugin_register_vcpu_insn_exec_cb(
+        insn: *mut Insn,
+        cb: InsnCb,
+        flags: c_int,
+        userdata: *mut c_void,
+    );
+    fn qemu_plugin_register_vcpu_mem_cb(
+        insn: *mut Insn,
+        cb: MemCb,
+        flags: c_int,
+        rw: c_int,
+        userdata: *mut c_void,
+    );
+    fn qemu_plugin_mem_size_shift(info: MemInfo) -> c_uint;
+    fn qemu_plugin_mem_is_store(info: MemInfo) -> bool;
+}
+
+// From the C library QEMU is linked with.
+unsafe extern "C" {
+    fn pthread_atfork(
+        prepare: Option<extern "C" fn()>,
+        parent: Option<extern "C" fn()>,
+        child: Option<extern "C" fn()>,
+    ) -> c_int;
+    fn _exit(status: c_int) -> !;
+}
+
+/// The plugin API version this library is written against (checked by QEMU at load time).
+#[allow(non_upper_case_globals)]
+#[unsafe(no_mangle)]
+pub static qemu_plugin_version: c_int = 1;
+
+// ---------------------------------------------------------------------------------------------
+// The stream format (mirrored by `compromis_trace::qemu`; specified in docs/traces.md).
+
+/// First 32 bits of every chunk: "CQP1" little endian.
+const MAGIC: u64 = 0x3150_5143;
+/// Protocol version, in the hello chunk.
+const PROTOCOL: u64 = 1;
+/// Chunk kinds (bits 56-63 of the second header word).
+const CHUNK_RECORDS: u64 = 0;
+const CHUNK_HELLO: u64 = 1;
+const CHUNK_EXEC: u64 = 2;
+const CHUNK_EXIT: u64 = 3;
+const CHUNK_FORK: u64 = 4;
+/// Header words before a chunk's payload.
+const HEADER: usize = 2;
+/// Records a chunk holds at most (64 KiB chunks).
+const CHUNK_RECORDS_MAX: usize = 8192 - HEADER;
+/// Record kinds (bits 62-63).
+const KIND_INSTR: u64 = 0;
+const KIND_LOAD: u64 = 1;
+const KIND_STORE: u64 = 2;
+/// Bits 0-55: the guest-virtual address.
+const ADDR_MASK: u64 = (1 << 56) - 1;
+/// vCPUs with their own buffer; records of higher vCPU indices are counted as lost.
+const MAX_VCPUS: usize = 4096;
+/// x86-64 Linux system call numbers.
+const SYS_EXECVE: i64 = 59;
+const SYS_EXECVEAT: i64 = 322;
+
+/// One record: kind in bits 62-63, size field in bits 56-61 (instruction length in bytes, or
+/// log2 of a data access's size), address in bits 0-55.
+#[inline(always)]
+fn record(kind: u64, addr: u64, size_field: u64) -> u64 {
+    (kind << 62) | ((size_field & 0x3f) << 56) | (addr & ADDR_MASK)
+}
+
+/// The two header words of a chunk.
+fn header(kind: u64, vcpu: u32, count: usize) -> [u64; 2] {
+    let pid = u64::from(std::process::id());
+    [
+        MAGIC | ((count as u64) << 32),
+        pid | ((u64::from(vcpu) & 0xff_ffff) << 32) | (kind << 56),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// State.
+
+/// Where chunks go (the trace pipe), and whether writing failed (the reader is gone: stop).
+static OUT: OnceLock<Mutex<File>> = OnceLock::new();
+static BROKEN: AtomicBool = AtomicBool::new(false);
+static FETCHES: AtomicBool = AtomicBool::new(false);
+static STOP_AT_EXEC: AtomicBool = AtomicBool::new(true);
+/// Records dropped because their vCPU index was at or above [`MAX_VCPUS`].
+static LOST: AtomicU64 = AtomicU64::new(0);
+
+/// One vCPU's buffer: header space, then records.
+struct Stream {
+    words: std::cell::UnsafeCell<Vec<u64>>,
+}
+
+// SAFETY: a Stream is only touched by the thread running its vCPU (QEMU runs one vCPU per host
+// thread and reuses an index only after the exit callback, on the exiting thread, flushed it),
+// or at exit/fork when every other vCPU is stopped (QEMU's exclusive section / a fresh child).
+unsafe impl Sync for Stream {}
+
+static STREAMS: [AtomicPtr<Stream>; MAX_VCPUS] = [const { AtomicPtr::new(null_mut()) }; MAX_VCPUS];
+
+/// The buffer of `vcpu`, created on first use (never freed: indices are reused).
+#[inline(always)]
+fn stream(vcpu: c_uint) -> Option<&'static mut Vec<u64>> {
+    let slot = STREAMS.get(vcpu as usize)?;
+    let mut p = slot.load(Ordering::Acquire);
+    if p.is_null() {
+        let mut words = Vec::with_capacity(HEADER + CHUNK_RECORDS_MAX);
+        words.resize(HEADER, 0);
+        let fresh = Box::into_raw(Box::new(Stream {
+            words: std::cell::UnsafeCell::new(words),
+        }));
+        slot.store(fresh, Ordering::Release);
+        p = fresh;
+    }
+    // SAFETY: `p` comes from `Box::into_raw` and is never freed; only this vCPU's thread uses it
+    // now (see `impl Sync for Stream`), so the exclusive reference does not alias.
+    Some(unsafe { &mut *(*p).words.get() })
+}
+
+/// Writes `words` (a chunk: header and payload) to the output in one call.
+fn write_words(words: &[u64]) {
+    if BROKEN.load(Ordering::Relaxed) {
+        return;
+    }
+    let Some(out) = OUT.get() else { return };
+    // SAFETY: u64 has no padding and any byte is a valid u8; the slice covers exactly the
+    // words' memory, borrowed for this call only. Records are little endian (checked above).
+    let bytes = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) };
+    let mut f = out.lock().unwrap_or_else(PoisonError::into_inner);
+    if f.write_all(bytes).is_err() {
+        BROKEN.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Writes the records buffered in `words` as a chunk of `vcpu` and empties the buffer.
+fn flush(vcpu: u32, words: &mut Vec<u64>) {
+    let count = words.len() - HEADER;
+    if count == 0 {
+        return;
+    }
+    let [h0, h1] = header(CHUNK_RECORDS, vcpu, count);
+    words[0] = h0;
+    words[1] = h1;
+    write_words(words);
+    words.truncate(HEADER);
+}
+
+/// Writes a control chunk (no records) with `payload`.
+fn control(kind: u64, vcpu: u32, payload: &[u64]) {
+    let mut words = header(kind, vcpu, payload.len()).to_vec();
+    words.extend_from_slice(payload);
+    write_words(&words);
+}
+
+/// Flushes every vCPU's buffer (at exit, when the other vCPUs are stopped).
+fn flush_all() {
+    for (vcpu, slot) in STREAMS.iter().enumerate() {
+        let p = slot.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: called when no other vCPU runs callbacks (see `impl Sync for Stream`).
+            let words = unsafe { &mut *(*p).words.get() };
+            flush(u32::try_from(vcpu).unwrap_or(u32::MAX), words);
+        }
+    }
+}
+
+#[inline(always)]
+fn push(vcpu: c_uint, word: u64) {
+    match stream(vcpu) {
+        Some(words) => {
+            words.push(word);
+            if words.len() == HEADER + CHUNK_RECORDS_MAX {
+                flush(vcpu, words);
+            }
+        }
+        None => {
+            LOST.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Callbacks.
+
+extern "C" fn on_insn(vcpu: c_uint, userdata: *mut c_void) {
+    // The record was encoded at translation time and travels as the user-data pointer.
+    push(vcpu, userdata as u64);
+}
+
+extern "C" fn on_mem(vcpu: c_uint, info: MemInfo, vaddr: u64, _userdata: *mut c_void) {
+    // SAFETY: `info` is the handle QEMU passed to this callback, valid during it.
+    let (shift, store) = unsafe {
+        (
+            qemu_plugin_mem_size_shift(info),
+            qemu_plugin_mem_is_store(info),
+        )
+    };
+    let kind = if store { KIND_STORE } else { KIND_LOAD };
+    push(vcpu, record(kind, vaddr, u64::from(shift)));
+}
+
+extern "C" fn on_translate(_id: PluginId, tb: *mut Tb) {
+    let fetches = FETCHES.load(Ordering::Relaxed);
+    // SAFETY: `tb` and the instruction handles are valid during this translation callback; the
+    // callbacks registered are `extern "C"` functions with the signatures QEMU expects.
+    unsafe {
+        for i in 0..qemu_plugin_tb_n_insns(tb) {
+            let insn = qemu_plugin_tb_get_insn(tb, i);
+            if fetches {
+                let size = qemu_plugin_insn_size(insn) as u64;
+                let word = record(KIND_INSTR, qemu_plugin_insn_vaddr(insn), size);
+                qemu_plugin_register_vcpu_insn_exec_cb(
+                    insn,
+                    on_insn,
+                    CB_NO_REGS,
+                    word as *mut c_void,
+                );
+            }
+            qemu_plugin_register_vcpu_mem_cb(insn, on_mem, CB_NO_REGS, MEM_RW, null_mut());
+        }
+    }
+}
+
+extern "C" fn on_vcpu_exit(_id: PluginId, vcpu: c_uint) {
+    if let Some(words) = stream(vcpu) {
+        flush(vcpu, words);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+extern "C" fn on_syscall(
+    _id: PluginId,
+    vcpu: c_uint,
+    num: i64,
+    _a1: u64,
+    _a2: u64,
+    _a3: u64,
+    _a4: u64,
+    _a5: u64,
+    _a6: u64,
+    _a7: u64,
+    _a8: u64,
+) {
+    if num != SYS_EXECVE && num != SYS_EXECVEAT {
+        return;
+    }
+    if let Some(words) = stream(vcpu) {
+        flush(vcpu, words);
+    }
+    control(CHUNK_EXEC, vcpu, &[num.unsigned_abs()]);
+    if STOP_AT_EXEC.load(Ordering::Relaxed) {
+        // SAFETY: ends the process before the exec runs; nothing of ours is left to write.
+        unsafe { _exit(127) }
+    }
+}
+
+extern "C" fn on_exit(_id: PluginId, _userdata: *mut c_void) {
+    flush_all();
+    control(CHUNK_EXIT, 0, &[LOST.load(Ordering::Relaxed)]);
+}
+
+thread_local! {
+    /// The output lock held across a fork by the forking thread (prepare -> parent/child).
+    static FORK_GUARD: RefCell<Option<MutexGuard<'static, File>>> = const { RefCell::new(None) };
+}
+
+extern "C" fn before_fork() {
+    if let Some(out) = OUT.get() {
+        let g = out.lock().unwrap_or_else(PoisonError::into_inner);
+        FORK_GUARD.with(|s| *s.borrow_mut() = Some(g));
+    }
+}
+
+extern "C" fn after_fork_parent() {
+    FORK_GUARD.with(|s| drop(s.borrow_mut().take()));
+}
+
+extern "C" fn after_fork_child() {
+    FORK_GUARD.with(|s| drop(s.borrow_mut().take()));
+    // The pending records belong to the parent, which writes them itself.
+    for slot in &STREAMS {
+        let p = slot.load(Ordering::Acquire);
+        if !p.is_null() {
+            // SAFETY: the child has a single thread right after fork.
+            unsafe { (*(*p).words.get()).truncate(HEADER) };
+        }
+    }
+    control(
+        CHUNK_FORK,
+        0,
+        &[u64::from(std::os::unix::process::parent_id())],
+    );
+}
+
+/// Parses `key=value` options; returns (out path, fetches, stop at exec).
+fn parse_args(args: &[&str]) -> Result<(String, bool, bool), String> {
+    let mut out = None;
+    let mut fetches = false;
+    let mut stop = true;
+    for a in args {
+        let (k, v) = a
+            .split_once('=')
+            .ok_or_else(|| format!("option {a:?} is not key=value"))?;
+        let on = |v: &str| match v {
+            "on" | "yes" | "true" => Ok(true),
+            "off" | "no" | "false" => Ok(false),
+            _ => Err(format!("option {k}={v}: expected on or off")),
+        };
+        match k {
+            "out" => out = Some(v.to_owned()),
+            "fetches" => fetches = on(v)?,
+            "exec" => {
+                stop = match v {
+                    "stop" => true,
+                    "run" => false,
+                    _ => return Err(format!("option exec={v}: expected stop or run")),
+                }
+            }
+            _ => return Err(format!("unknown option {k:?} (valid: out, fetches, exec)")),
+        }
+    }
+    let out = out.ok_or("missing option out=PATH")?;
+    Ok((out, fetches, stop))
+}
+
+/// Called by QEMU when it loads the plugin. Returns 0 on success.
+///
+/// # Safety
+/// QEMU passes a valid `info` (a `qemu_info_t`) and `argc` valid NUL-terminated strings in `argv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qemu_plugin_install(
+    id: PluginId,
+    info: *const c_void,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    // SAFETY: QEMU's contract for this entry point (see the function's safety section).
+    let (system, args) = unsafe {
+        let system = info
+            .cast::<QemuInfo>()
+            .as_ref()
+            .is_some_and(|i| i.system_emulation);
+        let n = usize::try_from(argc).unwrap_or(0);
+        let args: Vec<&str> = (0..n)
+            .filter_map(|i| CStr::from_ptr(*argv.add(i)).to_str().ok())
+            .collect();
+        (system, args)
+    };
+    if system {
+        eprintln!("compromis qemu plugin: user-mode emulation only (qemu-x86_64)");
+        return -1;
+    }
+    let (out, fetches, stop) = match parse_args(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("compromis qemu plugin: {e}");
+            return -1;
+        }
+    };
+    // O_CLOEXEC (std's default): a program started by exec must not hold the pipe open.
+    let file = match std::fs::OpenOptions::new().write(true).open(&out) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("compromis qemu plugin: cannot open {out}: {e}");
+            return -1;
+        }
+    };
+    if OUT.set(Mutex::new(file)).is_err() {
+        eprintln!("compromis qemu plugin: loaded twice");
+        return -1;
+    }
+    FETCHES.store(fetches, Ordering::Relaxed);
+    STOP_AT_EXEC.store(stop, Ordering::Relaxed);
+    control(CHUNK_HELLO, u32::from(fetches), &[PROTOCOL]);
+    // SAFETY: registering `extern "C"` callbacks with the signatures the API declares; `id` is
+    // ours. pthread_atfork takes plain functions and cannot fail except on memory exhaustion.
+    unsafe {
+        if pthread_atfork(
+            Some(before_fork),
+            Some(after_fork_parent),
+            Some(after_fork_child),
+        ) != 0
+        {
+            eprintln!("compromis qemu plugin: pthread_atfork failed");
+            return -1;
+        }
+        qemu_plugin_register_vcpu_tb_trans_cb(id, on_translate);
+        qemu_plugin_register_vcpu_exit_cb(id, on_vcpu_exit);
+        qemu_plugin_register_vcpu_syscall_cb(id, on_syscall);
+        qemu_plugin_register_atexit_cb(id, on_exit, null_mut());
+    }
+    0
+}

@@ -1,0 +1,1150 @@
+//! Recording a program under QEMU user-mode emulation with our TCG plugin (`compromis record
+//! --tracer qemu`), and reading the plugin's binary record stream.
+//!
+//! `qemu-x86_64 -cpu max -plugin PLUGIN,out=/proc/<our pid>/fd/<read end> -- CMD ARGS`: the plugin
+//! (crate `compromis-qemu-plugin`, built and embedded by this crate's build script, written to a
+//! private temporary file at run time) opens that path, which gives it a write end of our pipe, and
+//! writes 64 KiB chunks of 8-byte records to it. The program's stdin, stdout and stderr stay
+//! inherited. As with valgrind ([`crate::valgrind`]), a waiter thread reaps QEMU and then drops our
+//! copy of the write end, so the reader sees end-of-file once QEMU (and any forked child, which
+//! inherits the plugin's descriptor) is gone; dropping a [`Recording`] kills QEMU and waits for it.
+//!
+//! The stream (specified in `docs/traces.md`, "QEMU plugin stream"): chunks of a 16-byte header
+//! (magic, count, pid, vCPU, kind) and `count` 64-bit little-endian words. Record chunks carry one
+//! vCPU's records in program order; control chunks say hello (protocol version, whether fetches
+//! are recorded), fork (a child process and its parent), exec (a process called `execve`) and exit
+//! (a process finished and flushed everything). [`QemuReader`] checks every chunk and yields
+//! [`Record`]s; [`QemuReader::status_handle`] and [`QemuReader::cursor`] tell which process and
+//! thread each record belongs to; [`QemuOps`] turns that into simulator ops in which threads share
+//! their process's address space and each process is its own simulated process.
+
+use crate::error::{Location, TraceError};
+use crate::rec::{Record, RecordKind};
+use crate::{RecordSource, TraceFileWriter};
+use compromis_types::{Op, Pid};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{OsStr, OsString};
+use std::io::{PipeReader, PipeWriter, Read};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// The plugin library, built from `crates/qemu-plugin` by the build script (x86_64 Linux only).
+#[cfg(compromis_qemu_plugin)]
+pub const PLUGIN: Option<&[u8]> = Some(include_bytes!(concat!(
+    env!("OUT_DIR"),
+    "/libcompromis_qemu_plugin.so"
+)));
+/// The plugin library: not available on this target.
+#[cfg(not(compromis_qemu_plugin))]
+pub const PLUGIN: Option<&[u8]> = None;
+
+/// First 32 bits of every chunk header ("CQP1").
+pub const MAGIC: u32 = 0x3150_5143;
+/// The protocol version this reader speaks (in the hello chunk).
+pub const PROTOCOL: u64 = 1;
+/// Most records in one chunk.
+pub const CHUNK_RECORDS_MAX: u32 = 8190;
+/// Most payload words of a control chunk.
+const CONTROL_WORDS_MAX: u32 = 16;
+const CHUNK_RECORDS: u8 = 0;
+const CHUNK_HELLO: u8 = 1;
+const CHUNK_EXEC: u8 = 2;
+const CHUNK_EXIT: u8 = 3;
+const CHUNK_FORK: u8 = 4;
+const ADDR_MASK: u64 = (1 << 56) - 1;
+/// How often the waiter thread polls QEMU.
+const POLL: Duration = Duration::from_millis(5);
+
+/// An error preparing, starting or waiting for QEMU.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    /// No command was given.
+    #[error("No command to record")]
+    NoCommand,
+    /// This build has no plugin (not x86_64 Linux).
+    #[error("This build of compromis has no QEMU plugin (x86_64 Linux only); use --tracer lackey")]
+    NoPlugin,
+    /// The plugin could not be written to a temporary file.
+    #[error("Cannot write the QEMU plugin to a temporary file")]
+    PluginFile(#[source] std::io::Error),
+    /// The pipe could not be created.
+    #[error("Cannot create the trace pipe")]
+    Pipe(#[source] std::io::Error),
+    /// QEMU could not be started.
+    #[error("Cannot start {qemu:?} (is qemu-user installed?)")]
+    Spawn {
+        /// The QEMU executable.
+        qemu: OsString,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The program is not a path and is not in `PATH` (QEMU does not search `PATH` itself).
+    #[error("Cannot find {0:?} in PATH")]
+    NotFound(OsString),
+    /// The program is not an ELF executable (a `#!` script, typically): QEMU user mode cannot
+    /// load it.
+    #[error(
+        "{path} is not an ELF executable{}: qemu-user runs ELF programs only; run the program it \
+         starts directly, or use --tracer lackey",
+        if *script { " but a #! script (a wrapper)" } else { "" }
+    )]
+    NotElf {
+        /// The program's path.
+        path: PathBuf,
+        /// It starts with `#!`.
+        script: bool,
+    },
+    /// Waiting for QEMU failed.
+    #[error("Cannot wait for qemu")]
+    Wait(#[source] std::io::Error),
+}
+
+/// The embedded plugin written to a private temporary file (mode 0600, removed on drop).
+#[derive(Debug)]
+pub struct PluginFile {
+    file: tempfile::TempPath,
+}
+
+impl PluginFile {
+    /// Writes [`PLUGIN`] to a new file in the temporary directory.
+    pub fn write() -> Result<PluginFile, QemuError> {
+        let bytes = PLUGIN.ok_or(QemuError::NoPlugin)?;
+        let mut f = tempfile::Builder::new()
+            .prefix(".compromis-qemu-plugin-")
+            .suffix(".so")
+            .tempfile()
+            .map_err(QemuError::PluginFile)?;
+        std::io::Write::write_all(&mut f, bytes).map_err(QemuError::PluginFile)?;
+        Ok(PluginFile {
+            file: f.into_temp_path(),
+        })
+    }
+
+    /// Where the plugin is.
+    pub fn path(&self) -> &Path {
+        &self.file
+    }
+}
+
+/// Why QEMU cannot be used as a tracer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QemuUnavailable {
+    /// This build has no plugin.
+    #[error("this build has no QEMU plugin (x86_64 Linux only)")]
+    NoPlugin,
+    /// The QEMU executable does not run.
+    #[error("{0} not found (install the qemu-user package)")]
+    NotFound(String),
+    /// QEMU runs but was built without plugin support (e.g. `qemu-user-static`).
+    #[error("{0} has no TCG plugin support (qemu-user-static has none; install qemu-user)")]
+    NoPluginSupport(String),
+}
+
+/// Checks that `qemu` runs and accepts `-plugin`. Returns its version line.
+pub fn qemu_available(qemu: &OsStr) -> Result<String, QemuUnavailable> {
+    if PLUGIN.is_none() {
+        return Err(QemuUnavailable::NoPlugin);
+    }
+    let name = qemu.to_string_lossy().into_owned();
+    let help = Command::new(qemu)
+        .arg("-h")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|_| QemuUnavailable::NotFound(name.clone()))?;
+    let text = String::from_utf8_lossy(&help.stdout);
+    if !text.lines().any(|l| l.trim_start().starts_with("-plugin")) {
+        return Err(QemuUnavailable::NoPluginSupport(name));
+    }
+    let version = Command::new(qemu)
+        .arg("-version")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|_| QemuUnavailable::NotFound(name.clone()))?;
+    Ok(String::from_utf8_lossy(&version.stdout)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned())
+}
+
+/// How to run the program under QEMU.
+#[derive(Clone, Debug)]
+pub struct QemuCommand {
+    /// The QEMU executable (default `qemu-x86_64`, found in `PATH`).
+    pub qemu: OsString,
+    /// The plugin library.
+    pub plugin: PathBuf,
+    /// The CPU model (`-cpu`); `max` makes glibc choose the code paths it uses natively.
+    pub cpu: String,
+    /// Also record instruction fetches.
+    pub fetches: bool,
+    /// The program and its arguments.
+    pub command: Vec<OsString>,
+}
+
+impl QemuCommand {
+    /// Runs `command` under `qemu-x86_64 -cpu max` with `plugin`, data accesses only.
+    pub fn new(plugin: PathBuf, command: Vec<OsString>) -> QemuCommand {
+        QemuCommand {
+            qemu: "qemu-x86_64".into(),
+            plugin,
+            cpu: "max".into(),
+            fetches: false,
+            command,
+        }
+    }
+
+    /// QEMU's arguments before the program, given the path the plugin writes to and the name
+    /// the program sees as `argv[0]` (QEMU is given the resolved path).
+    pub fn qemu_args(&self, out: &str, argv0: &OsStr) -> Vec<OsString> {
+        let mut plugin = self.plugin.as_os_str().to_owned();
+        plugin.push(format!(
+            ",out={out},fetches={},exec=stop",
+            if self.fetches { "on" } else { "off" }
+        ));
+        vec![
+            "-0".into(),
+            argv0.to_owned(),
+            "-cpu".into(),
+            self.cpu.clone().into(),
+            "-plugin".into(),
+            plugin,
+            "--".into(),
+        ]
+    }
+
+    /// Starts QEMU. Returns the recording (owning the process) and the record stream.
+    pub fn spawn(&self) -> Result<(Recording, PipeReader), QemuError> {
+        if self.command.is_empty() {
+            return Err(QemuError::NoCommand);
+        }
+        let program = find_program(&self.command[0])?;
+        check_elf(&program)?;
+        let (reader, writer) = std::io::pipe().map_err(QemuError::Pipe)?;
+        let out = format!("/proc/{}/fd/{}", std::process::id(), reader.as_raw_fd());
+        let child = Command::new(&self.qemu)
+            .args(self.qemu_args(&out, &self.command[0]))
+            .arg(program)
+            .args(&self.command[1..])
+            .stdin(Stdio::inherit())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| QemuError::Spawn {
+                qemu: self.qemu.clone(),
+                source,
+            })?;
+        Ok((Recording::start(child, writer), reader))
+    }
+}
+
+/// The program to run: `name` itself when it contains a `/`, else the first executable file of
+/// that name in `PATH` (as `execvp` does; QEMU user mode only opens the path it is given).
+pub fn find_program(name: &OsStr) -> Result<PathBuf, QemuError> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if name.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(name));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .ok_or_else(|| QemuError::NotFound(name.to_owned()))
+}
+
+/// Refuses a program QEMU cannot load: anything that does not start with the ELF magic (a file
+/// that cannot be read is left to QEMU, which reports it).
+fn check_elf(path: &Path) -> Result<(), QemuError> {
+    let mut head = [0u8; 4];
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Ok(());
+    };
+    let n = f.read(&mut head).unwrap_or(0);
+    if n == 4 && head == *b"\x7fELF" {
+        return Ok(());
+    }
+    Err(QemuError::NotElf {
+        path: path.to_owned(),
+        script: n >= 2 && head[..2] == *b"#!",
+    })
+}
+
+/// Kills the recorded process from anywhere (a Ctrl-C handler, another thread).
+#[derive(Clone, Debug)]
+pub struct KillHandle {
+    child: Arc<Mutex<Child>>,
+    killed: Arc<AtomicBool>,
+}
+
+impl KillHandle {
+    /// Kills QEMU (and with it the program) if it still runs. Idempotent.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        // Ignore "already exited": std never signals a reaped pid.
+        let _ = child.kill();
+    }
+
+    /// Whether [`KillHandle::kill`] was called.
+    pub fn was_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
+    /// The process id of QEMU (the traced program's main process).
+    pub fn pid(&self) -> u32 {
+        self.child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .id()
+    }
+}
+
+/// A running QEMU. Dropping it kills QEMU and waits for it.
+#[derive(Debug)]
+pub struct Recording {
+    handle: KillHandle,
+    waiter: Option<JoinHandle<std::io::Result<ExitStatus>>>,
+}
+
+impl Recording {
+    fn start(child: Child, writer: PipeWriter) -> Recording {
+        let child = Arc::new(Mutex::new(child));
+        let handle = KillHandle {
+            child: child.clone(),
+            killed: Arc::new(AtomicBool::new(false)),
+        };
+        let waiter = std::thread::spawn(move || {
+            let status = loop {
+                let polled = child
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .try_wait();
+                match polled {
+                    Ok(Some(status)) => break Ok(status),
+                    Ok(None) => std::thread::sleep(POLL),
+                    Err(e) => break Err(e),
+                }
+            };
+            // QEMU is gone: end-of-file for the reader once the plugin's descriptors closed too.
+            drop(writer);
+            status
+        });
+        Recording {
+            handle,
+            waiter: Some(waiter),
+        }
+    }
+
+    /// A handle that can kill QEMU from another thread.
+    pub fn kill_handle(&self) -> KillHandle {
+        self.handle.clone()
+    }
+
+    /// Waits for QEMU to exit and returns its status (the program's: QEMU exits with the
+    /// program's code, or dies of the program's signal).
+    pub fn wait(mut self) -> Result<ExitStatus, QemuError> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<ExitStatus, QemuError> {
+        let Some(w) = self.waiter.take() else {
+            return Err(QemuError::Wait(std::io::Error::other("already waited")));
+        };
+        match w.join() {
+            Ok(r) => r.map_err(QemuError::Wait),
+            Err(_) => Err(QemuError::Wait(std::io::Error::other(
+                "waiter thread panicked",
+            ))),
+        }
+    }
+}
+
+impl Drop for Recording {
+    fn drop(&mut self) {
+        if self.waiter.is_some() {
+            let running = self
+                .handle
+                .child
+                .lock()
+                .map(|mut c| matches!(c.try_wait(), Ok(None)));
+            if running.unwrap_or(true) {
+                self.handle.kill();
+            }
+            let _ = self.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reader.
+
+/// One thread of one traced process: the stream a record chunk belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId {
+    /// The host process id (QEMU's, which is the program's).
+    pub pid: u32,
+    /// QEMU's vCPU index: one per live guest thread (reused after a thread exits).
+    pub vcpu: u32,
+}
+
+impl StreamId {
+    fn pack(self) -> u64 {
+        u64::from(self.pid) | (u64::from(self.vcpu) << 32)
+    }
+
+    fn unpack(v: u64) -> StreamId {
+        StreamId {
+            pid: (v & 0xffff_ffff) as u32,
+            vcpu: (v >> 32) as u32,
+        }
+    }
+}
+
+/// A process that called `execve`/`execveat` (the plugin stopped it before the exec ran).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    /// The process.
+    pub pid: u32,
+    /// The system call number (59 execve, 322 execveat).
+    pub syscall: u64,
+}
+
+/// What the stream said so far, besides the records.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QemuStatus {
+    /// The hello chunk arrived (the plugin loaded): the main process's pid.
+    pub main_pid: Option<u32>,
+    /// The plugin records instruction fetches.
+    pub fetches: bool,
+    /// Records per stream (process and thread).
+    pub streams: BTreeMap<StreamId, u64>,
+    /// Record chunks read.
+    pub chunks: u64,
+    /// Forked processes and their parents, in order of appearance.
+    pub forks: Vec<(u32, u32)>,
+    /// Processes that exited after flushing all their records.
+    pub exited: BTreeSet<u32>,
+    /// A process called exec.
+    pub exec: Option<ExecEvent>,
+    /// Records the plugin could not keep (vCPU index beyond its table).
+    pub lost: u64,
+}
+
+impl QemuStatus {
+    /// Total records.
+    pub fn records(&self) -> u64 {
+        self.streams.values().sum()
+    }
+
+    /// Distinct processes that produced records or forked.
+    pub fn processes(&self) -> usize {
+        let mut pids: BTreeSet<u32> = self.streams.keys().map(|s| s.pid).collect();
+        pids.extend(self.forks.iter().map(|f| f.0));
+        pids.extend(self.main_pid);
+        pids.len()
+    }
+}
+
+/// Which stream the record last returned by a [`QemuReader`] belongs to; shareable with the
+/// consumer of a wrapping source (e.g. a [`crate::TeeSource`]).
+#[derive(Clone, Debug, Default)]
+pub struct StreamCursor(Arc<AtomicU64>);
+
+impl StreamCursor {
+    /// The stream of the last record returned.
+    #[inline]
+    pub fn get(&self) -> StreamId {
+        StreamId::unpack(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// Reads the plugin's chunks and yields their records, in chunk order (each thread's records in
+/// its program order; different threads interleave by chunk).
+pub struct QemuReader<R: Read> {
+    input: R,
+    name: String,
+    offset: u64,
+    bytes: Vec<u8>,
+    words: Vec<u64>,
+    pos: usize,
+    cursor: StreamCursor,
+    status: Arc<Mutex<QemuStatus>>,
+    done: bool,
+}
+
+impl<R: Read> std::fmt::Debug for QemuReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QemuReader")
+            .field("name", &self.name)
+            .field("offset", &self.offset)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Chunk {
+    Records,
+    End,
+}
+
+impl<R: Read> QemuReader<R> {
+    /// A reader of the stream `input`, named `name` in errors.
+    pub fn new(input: R, name: &str) -> QemuReader<R> {
+        QemuReader {
+            input,
+            name: name.to_owned(),
+            offset: 0,
+            bytes: Vec::with_capacity(CHUNK_RECORDS_MAX as usize * 8),
+            words: Vec::with_capacity(CHUNK_RECORDS_MAX as usize),
+            pos: 0,
+            cursor: StreamCursor::default(),
+            status: Arc::default(),
+            done: false,
+        }
+    }
+
+    /// The stream status, updated as chunks arrive (readable from another thread).
+    pub fn status_handle(&self) -> Arc<Mutex<QemuStatus>> {
+        self.status.clone()
+    }
+
+    /// The stream of the record last returned.
+    pub fn cursor(&self) -> StreamCursor {
+        self.cursor.clone()
+    }
+
+    fn status(&self) -> std::sync::MutexGuard<'_, QemuStatus> {
+        self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bad(&self, at: u64, reason: &'static str, bytes: &[u8]) -> TraceError {
+        TraceError::BadRecord {
+            path: self.name.clone(),
+            at: Location::Byte(at),
+            reason,
+            text: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    /// Fills `self.bytes` with exactly `n` bytes; `Ok(false)` on end of input before the first.
+    fn read_exact_or_eof(&mut self, n: usize, what: &'static str) -> Result<bool, TraceError> {
+        self.bytes.clear();
+        self.bytes.resize(n, 0);
+        let mut got = 0;
+        while got < n {
+            match self.input.read(&mut self.bytes[got..]) {
+                Ok(0) if got == 0 => return Ok(false),
+                Ok(0) => {
+                    return Err(TraceError::Truncated {
+                        path: self.name.clone(),
+                        at: Location::Byte(self.offset + got as u64),
+                        reason: what,
+                    });
+                }
+                Ok(k) => got += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(TraceError::Io {
+                        path: self.name.clone(),
+                        at: Location::Byte(self.offset + got as u64),
+                        source,
+                    });
+                }
+            }
+        }
+        self.offset += n as u64;
+        Ok(true)
+    }
+
+    /// Reads chunks until one with records, or the end.
+    fn next_chunk(&mut self) -> Result<Chunk, TraceError> {
+        loop {
+            let at = self.offset;
+            if !self.read_exact_or_eof(16, "in a chunk header")? {
+                return self.at_end(at);
+            }
+            let w0 = u64::from_le_bytes(self.bytes[0..8].try_into().unwrap_or_default());
+            let w1 = u64::from_le_bytes(self.bytes[8..16].try_into().unwrap_or_default());
+            if (w0 & 0xffff_ffff) as u32 != MAGIC {
+                return Err(self.bad(at, "not a QEMU plugin chunk (bad magic)", &self.bytes));
+            }
+            let count = (w0 >> 32) as u32;
+            let id = StreamId {
+                pid: (w1 & 0xffff_ffff) as u32,
+                vcpu: ((w1 >> 32) & 0xff_ffff) as u32,
+            };
+            let kind = (w1 >> 56) as u8;
+            let max = if kind == CHUNK_RECORDS {
+                CHUNK_RECORDS_MAX
+            } else {
+                CONTROL_WORDS_MAX
+            };
+            if count > max {
+                return Err(self.bad(at, "chunk longer than the protocol allows", &self.bytes));
+            }
+            if self.status().main_pid.is_none() && kind != CHUNK_HELLO {
+                return Err(self.bad(
+                    at,
+                    "the stream does not start with a hello chunk",
+                    &self.bytes,
+                ));
+            }
+            let n = count as usize * 8;
+            if n > 0 && !self.read_exact_or_eof(n, "in a chunk's payload")? {
+                return Err(TraceError::Truncated {
+                    path: self.name.clone(),
+                    at: Location::Byte(self.offset),
+                    reason: "in a chunk's payload",
+                });
+            }
+            if n == 0 {
+                self.bytes.clear();
+            }
+            self.words.clear();
+            self.words.extend(
+                self.bytes
+                    .chunks_exact(8)
+                    .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())),
+            );
+            self.pos = 0;
+            let first = self.words.first().copied().unwrap_or(0);
+            if kind != CHUNK_RECORDS {
+                // A control chunk's payload is not records.
+                self.words.clear();
+            }
+            match kind {
+                CHUNK_RECORDS => {
+                    if count == 0 {
+                        continue;
+                    }
+                    self.cursor.0.store(id.pack(), Ordering::Relaxed);
+                    let mut s = self.status();
+                    s.chunks += 1;
+                    *s.streams.entry(id).or_default() += u64::from(count);
+                    return Ok(Chunk::Records);
+                }
+                CHUNK_HELLO => {
+                    if first != PROTOCOL {
+                        return Err(self.bad(
+                            at,
+                            "unsupported plugin protocol version",
+                            &first.to_le_bytes(),
+                        ));
+                    }
+                    let mut s = self.status();
+                    if s.main_pid.is_some() {
+                        drop(s);
+                        return Err(self.bad(at, "a second hello chunk", &w1.to_le_bytes()));
+                    }
+                    s.main_pid = Some(id.pid);
+                    s.fetches = id.vcpu & 1 == 1;
+                }
+                CHUNK_FORK => {
+                    let parent = u32::try_from(first).unwrap_or(u32::MAX);
+                    self.status().forks.push((id.pid, parent));
+                }
+                CHUNK_EXIT => {
+                    let mut s = self.status();
+                    s.exited.insert(id.pid);
+                    s.lost += first;
+                }
+                CHUNK_EXEC => {
+                    let ev = ExecEvent {
+                        pid: id.pid,
+                        syscall: first,
+                    };
+                    self.status().exec = Some(ev);
+                    return Err(TraceError::Io {
+                        path: self.name.clone(),
+                        at: Location::Byte(at),
+                        source: std::io::Error::other(format!(
+                            "process {} called {}: qemu-user runs the new program natively, \
+                             untraced, so the plugin stopped it",
+                            ev.pid,
+                            if ev.syscall == 322 {
+                                "execveat"
+                            } else {
+                                "execve"
+                            }
+                        )),
+                    });
+                }
+                _ => return Err(self.bad(at, "unknown chunk kind", &w1.to_le_bytes())),
+            }
+        }
+    }
+
+    /// End of input at a chunk boundary: clean only after the main process's exit chunk.
+    fn at_end(&mut self, at: u64) -> Result<Chunk, TraceError> {
+        let s = self.status();
+        let clean = s.main_pid.is_some_and(|p| s.exited.contains(&p));
+        drop(s);
+        if clean {
+            Ok(Chunk::End)
+        } else {
+            Err(TraceError::Truncated {
+                path: self.name.clone(),
+                at: Location::Byte(at),
+                reason: "the stream ended before the program's exit chunk \
+                         (qemu failed to start the program, or was killed)",
+            })
+        }
+    }
+
+    #[inline]
+    fn decode(w: u64) -> Result<Record, u64> {
+        let field = ((w >> 56) & 0x3f) as u32;
+        let addr = w & ADDR_MASK;
+        match w >> 62 {
+            0 => Ok(Record::new(RecordKind::Instr, addr, field)),
+            1 if field < 32 => Ok(Record::new(RecordKind::Load, addr, 1 << field)),
+            2 if field < 32 => Ok(Record::new(RecordKind::Store, addr, 1 << field)),
+            _ => Err(w),
+        }
+    }
+}
+
+impl<R: Read> Iterator for QemuReader<R> {
+    type Item = Result<Record, TraceError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(&w) = self.words.get(self.pos) {
+                self.pos += 1;
+                return Some(Self::decode(w).map_err(|w| {
+                    let at = self.offset - 8 * (self.words.len() - self.pos + 1) as u64;
+                    self.bad(at, "bad record kind or size", &w.to_le_bytes())
+                }));
+            }
+            if self.done {
+                return None;
+            }
+            match self.next_chunk() {
+                Ok(Chunk::Records) => {}
+                Ok(Chunk::End) => {
+                    self.done = true;
+                    self.words.clear();
+                    return None;
+                }
+                Err(e) => {
+                    self.done = true;
+                    self.words.clear();
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read + Send> RecordSource for QemuReader<R> {
+    fn skipped(&self) -> u64 {
+        0
+    }
+}
+
+/// Simulator ops from a QEMU record stream (possibly teed, see [`crate::TeeSource`]), with the
+/// stream marks of `cursor`: the threads of a process share its address space (no op between
+/// them: one simulated core runs them in chunk-sized slices); each process is its own simulated
+/// process, the program's first, then forked children in order of appearance (an
+/// [`Op::Switch`] whenever the process changes).
+pub struct QemuOps<S: RecordSource> {
+    src: S,
+    cursor: StreamCursor,
+    pids: Vec<u32>,
+    current: Option<u32>,
+    pending: [Option<Op>; 2],
+}
+
+impl<S: RecordSource> std::fmt::Debug for QemuOps<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QemuOps")
+            .field("processes", &self.pids.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: RecordSource> QemuOps<S> {
+    /// Ops of `src`, whose records are marked by `cursor` (from the [`QemuReader`] inside it).
+    pub fn new(src: S, cursor: StreamCursor) -> QemuOps<S> {
+        QemuOps {
+            src,
+            cursor,
+            pids: Vec::new(),
+            current: None,
+            pending: [None, None],
+        }
+    }
+
+    /// The simulated process of host process `pid` (0 for the first).
+    fn sim_pid(&mut self, pid: u32) -> Option<Pid> {
+        let i = match self.pids.iter().position(|&p| p == pid) {
+            Some(i) => i,
+            None => {
+                self.pids.push(pid);
+                self.pids.len() - 1
+            }
+        };
+        Pid::try_from(i).ok()
+    }
+}
+
+impl<S: RecordSource> Iterator for QemuOps<S> {
+    type Item = Result<Op, TraceError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(op) = self.pending[0].take() {
+            self.pending[0] = self.pending[1].take();
+            return Some(Ok(op));
+        }
+        let r = match self.src.next()? {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        let (a, b) = r.ops();
+        let pid = self.cursor.get().pid;
+        if self.current == Some(pid) {
+            self.pending[0] = b;
+            return Some(Ok(a));
+        }
+        let first = self.current.is_none();
+        self.current = Some(pid);
+        let Some(sim) = self.sim_pid(pid) else {
+            return Some(Err(TraceError::BadRecord {
+                path: "qemu plugin stream".into(),
+                at: Location::Byte(0),
+                reason: "more processes than the simulator can tell apart",
+                text: pid.to_string(),
+            }));
+        };
+        if first {
+            // The first process is the simulator's initial one.
+            self.pending[0] = b;
+            return Some(Ok(a));
+        }
+        self.pending = [Some(a), b];
+        Some(Ok(Op::Switch { pid: sim }))
+    }
+}
+
+/// What [`qemu_ops`] returns: the ops, the reader's status and, when saving, the save summary.
+pub struct QemuOpStream {
+    /// The simulator ops.
+    pub ops: Box<dyn Iterator<Item = Result<Op, TraceError>> + Send>,
+    /// The stream status ([`QemuReader::status_handle`]).
+    pub status: Arc<Mutex<QemuStatus>>,
+    /// The saved trace's summary once written ([`crate::TeeSource::summary_handle`]).
+    pub saved: Option<Arc<Mutex<Option<crate::WriteSummary>>>>,
+}
+
+/// A [`QemuReader`] over `input`, teed into `save` if given, as simulator ops.
+pub fn qemu_ops<R: Read + Send + 'static>(
+    input: R,
+    name: &str,
+    save: Option<TraceFileWriter>,
+) -> QemuOpStream {
+    let reader = QemuReader::new(input, name);
+    let status = reader.status_handle();
+    let cursor = reader.cursor();
+    match save {
+        Some(w) => {
+            let tee = crate::TeeSource::new(reader, w);
+            let saved = Some(tee.summary_handle());
+            QemuOpStream {
+                ops: Box::new(QemuOps::new(tee, cursor)),
+                status,
+                saved,
+            }
+        }
+        None => QemuOpStream {
+            ops: Box::new(QemuOps::new(reader, cursor)),
+            status,
+            saved: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use compromis_types::{AccessKind, Gva};
+
+    /// Builds a stream the way the plugin writes it.
+    #[derive(Default)]
+    struct Stream(Vec<u8>);
+
+    impl Stream {
+        fn chunk(&mut self, kind: u8, pid: u32, vcpu: u32, payload: &[u64]) -> &mut Self {
+            let w0 = u64::from(MAGIC) | ((payload.len() as u64) << 32);
+            let w1 = u64::from(pid) | (u64::from(vcpu) << 32) | (u64::from(kind) << 56);
+            for w in [w0, w1].iter().chain(payload) {
+                self.0.extend_from_slice(&w.to_le_bytes());
+            }
+            self
+        }
+        fn hello(&mut self, pid: u32) -> &mut Self {
+            self.chunk(CHUNK_HELLO, pid, 1, &[PROTOCOL])
+        }
+        fn exit(&mut self, pid: u32) -> &mut Self {
+            self.chunk(CHUNK_EXIT, pid, 0, &[0])
+        }
+    }
+
+    fn rec(kind: u64, addr: u64, field: u64) -> u64 {
+        (kind << 62) | (field << 56) | addr
+    }
+
+    fn read_all(bytes: &[u8]) -> (Vec<Result<Record, TraceError>>, QemuStatus) {
+        let r = QemuReader::new(bytes, "t");
+        let h = r.status_handle();
+        let v: Vec<_> = r.collect();
+        let s = h.lock().unwrap().clone();
+        (v, s)
+    }
+
+    /// Records `command` under QEMU with the embedded plugin; `None` (reason printed) without QEMU.
+    fn record(command: &[&str], fetches: bool) -> Option<(Vec<Record>, QemuStatus, ExitStatus)> {
+        if let Err(why) = qemu_available("qemu-x86_64".as_ref()) {
+            eprintln!("skipping: {why}");
+            return None;
+        }
+        let plugin = PluginFile::write().unwrap();
+        let mut cmd = QemuCommand::new(
+            plugin.path().to_owned(),
+            command.iter().map(OsString::from).collect(),
+        );
+        cmd.fetches = fetches;
+        let (rec, pipe) = cmd.spawn().unwrap();
+        let r = QemuReader::new(pipe, "qemu");
+        let h = r.status_handle();
+        let records: Vec<Record> = r.map(Result::unwrap).collect();
+        let status = rec.wait().unwrap();
+        let s = h.lock().unwrap().clone();
+        Some((records, s, status))
+    }
+
+    #[test]
+    fn records_a_real_program_and_its_exit_status() {
+        let Some((records, s, status)) = record(&["false"], true) else {
+            return;
+        };
+        assert_eq!(status.code(), Some(1));
+        assert!(records.len() > 10_000, "{}", records.len());
+        assert!(s.fetches && s.exec.is_none() && s.lost == 0);
+        assert_eq!(s.records(), records.len() as u64);
+        assert!(s.exited.contains(&s.main_pid.unwrap()));
+        // Fetches first, then data; sizes as the format allows.
+        assert_eq!(records[0].kind, RecordKind::Instr);
+        assert!(records.iter().all(|r| r.size > 0 && r.size <= 64));
+        let Some((data, _, _)) = record(&["false"], false) else {
+            return;
+        };
+        assert!(data.iter().all(|r| r.kind != RecordKind::Instr));
+    }
+
+    #[test]
+    fn a_fork_is_its_own_process_and_exec_is_stopped() {
+        let Some((_, s, status)) = record(&["sh", "-c", "( : ); :"], false) else {
+            return;
+        };
+        assert!(status.success());
+        assert_eq!(s.forks.len(), 1, "{s:?}");
+        assert_eq!(s.processes(), 2);
+        assert_eq!(s.exited.len(), 2);
+        // `exec` stops the process before the exec runs: the reader ends with an error.
+        let plugin = PluginFile::write().unwrap();
+        let cmd = QemuCommand::new(
+            plugin.path().to_owned(),
+            ["sh", "-c", "exec true"]
+                .iter()
+                .map(OsString::from)
+                .collect(),
+        );
+        let (rec, pipe) = cmd.spawn().unwrap();
+        let r = QemuReader::new(pipe, "qemu");
+        let h = r.status_handle();
+        let last = r.last().unwrap();
+        assert!(last.is_err());
+        assert_eq!(h.lock().unwrap().exec.map(|e| e.syscall), Some(59));
+        assert_eq!(rec.wait().unwrap().code(), Some(127));
+    }
+
+    #[test]
+    fn scripts_are_refused_before_qemu_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("wrapper");
+        std::fs::write(&script, "#!/bin/sh\nexec true\n").unwrap();
+        let e = check_elf(&script).unwrap_err().to_string();
+        assert!(
+            e.contains("#! script") && e.contains("--tracer lackey"),
+            "{e}"
+        );
+        assert!(check_elf(&find_program("sh".as_ref()).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn programs_are_found_in_path() {
+        assert_eq!(find_program("./x".as_ref()).unwrap(), PathBuf::from("./x"));
+        assert!(find_program("sh".as_ref()).unwrap().is_absolute());
+        let e = find_program("no-such-program-xyz".as_ref()).unwrap_err();
+        assert!(e.to_string().contains("no-such-program-xyz"), "{e}");
+    }
+
+    #[test]
+    fn decodes_records_and_streams() {
+        let mut s = Stream::default();
+        s.hello(7)
+            .chunk(
+                CHUNK_RECORDS,
+                7,
+                0,
+                &[rec(0, 0x401000, 3), rec(1, 0x7000, 3)],
+            )
+            .chunk(CHUNK_RECORDS, 7, 1, &[rec(2, 0x8000, 4)])
+            .exit(7);
+        let (v, st) = read_all(&s.0);
+        let v: Vec<Record> = v.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            v,
+            vec![
+                Record::new(RecordKind::Instr, 0x401000, 3),
+                Record::new(RecordKind::Load, 0x7000, 8),
+                Record::new(RecordKind::Store, 0x8000, 16),
+            ]
+        );
+        assert_eq!(st.main_pid, Some(7));
+        assert!(st.fetches);
+        assert_eq!(st.records(), 3);
+        assert_eq!(st.streams[&StreamId { pid: 7, vcpu: 1 }], 1);
+        assert_eq!(st.processes(), 1);
+    }
+
+    #[test]
+    fn stays_ended_after_the_exit_chunk() {
+        // Regression: a consumer that polls again after the end (TeeSource does) must not get
+        // the exit chunk's payload back as a record.
+        let mut s = Stream::default();
+        s.hello(7)
+            .chunk(CHUNK_RECORDS, 7, 0, &[rec(1, 0x7000, 3)])
+            .exit(7);
+        let mut r = QemuReader::new(&s.0[..], "t");
+        assert!(r.next().unwrap().is_ok());
+        assert!(r.next().is_none());
+        assert!(r.next().is_none());
+    }
+
+    #[test]
+    fn missing_exit_chunk_is_an_error() {
+        let mut s = Stream::default();
+        s.hello(7).chunk(CHUNK_RECORDS, 7, 0, &[rec(1, 0x7000, 3)]);
+        let (v, _) = read_all(&s.0);
+        assert!(v[0].is_ok());
+        let e = v.last().unwrap().as_ref().unwrap_err().to_string();
+        assert!(e.contains("before the program's exit chunk"), "{e}");
+    }
+
+    #[test]
+    fn exec_is_an_error_and_recorded() {
+        let mut s = Stream::default();
+        s.hello(7).chunk(CHUNK_EXEC, 7, 0, &[59]).exit(7);
+        let (v, st) = read_all(&s.0);
+        assert_eq!(v.len(), 1);
+        let e = format!("{:#}", anyhow_like(v[0].as_ref().unwrap_err()));
+        assert!(e.contains("called execve"), "{e}");
+        assert_eq!(
+            st.exec,
+            Some(ExecEvent {
+                pid: 7,
+                syscall: 59
+            })
+        );
+    }
+
+    fn anyhow_like(e: &TraceError) -> String {
+        let mut s = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(x) = src {
+            s.push_str(": ");
+            s.push_str(&x.to_string());
+            src = x.source();
+        }
+        s
+    }
+
+    #[test]
+    fn garbage_truncation_and_bad_records_are_errors_not_panics() {
+        let (v, _) = read_all(b"this is not a chunk header");
+        assert!(v[0].as_ref().unwrap_err().to_string().contains("bad magic"));
+        let mut s = Stream::default();
+        s.hello(7)
+            .chunk(CHUNK_RECORDS, 7, 0, &[rec(3, 0, 0)])
+            .exit(7);
+        let (v, _) = read_all(&s.0);
+        assert!(
+            v[0].as_ref()
+                .unwrap_err()
+                .to_string()
+                .contains("bad record")
+        );
+        let mut s = Stream::default();
+        s.hello(7)
+            .chunk(CHUNK_RECORDS, 7, 0, &[rec(1, 0, 0), rec(1, 8, 0)]);
+        for cut in 0..s.0.len() {
+            let (v, _) = read_all(&s.0[..cut]);
+            assert!(v.last().is_some_and(Result::is_err), "cut {cut}");
+        }
+        // A records chunk before the hello.
+        let mut s = Stream::default();
+        s.chunk(CHUNK_RECORDS, 7, 0, &[rec(1, 0, 0)]);
+        let (v, _) = read_all(&s.0);
+        assert!(v[0].as_ref().unwrap_err().to_string().contains("hello"));
+    }
+
+    #[test]
+    fn threads_share_a_process_and_forks_switch() {
+        let mut s = Stream::default();
+        s.hello(7)
+            .chunk(CHUNK_RECORDS, 7, 0, &[rec(1, 0x10, 3)])
+            .chunk(CHUNK_RECORDS, 7, 1, &[rec(2, 0x20, 3)])
+            .chunk(CHUNK_FORK, 9, 0, &[7])
+            .chunk(CHUNK_RECORDS, 9, 0, &[rec(1, 0x30, 3)])
+            .chunk(CHUNK_RECORDS, 7, 0, &[rec(1, 0x40, 3)])
+            .exit(9)
+            .exit(7);
+        let QemuOpStream { ops, status, .. } =
+            qemu_ops(std::io::Cursor::new(s.0.clone()), "t", None);
+        let ops: Vec<Op> = ops.map(Result::unwrap).collect();
+        let a = |g, kind| Op::Access {
+            gva: Gva(g),
+            kind,
+            instrs: 0,
+        };
+        assert_eq!(
+            ops,
+            vec![
+                a(0x10, AccessKind::Load),
+                a(0x20, AccessKind::Store),
+                Op::Switch { pid: 1 },
+                a(0x30, AccessKind::Load),
+                Op::Switch { pid: 0 },
+                a(0x40, AccessKind::Load),
+            ]
+        );
+        let st = status.lock().unwrap();
+        assert_eq!(st.forks, vec![(9, 7)]);
+        assert_eq!(st.processes(), 2);
+        assert_eq!(st.streams.len(), 3);
+    }
+}
