@@ -4,7 +4,7 @@
 
 use anyhow::Result;
 use compromis_types::{ByteSize, PageSize};
-use compromis_vmm::memory::Backing;
+use compromis_vmm::memory::HostBacking;
 use compromis_vmm::{Config, Workload, output};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -20,7 +20,7 @@ pub struct KvmArgs {
     pub guest_pages: Vec<PageSize>,
     /// Host backings of guest RAM, comma-separated: 4k, thp, 2m (hugetlbfs), 1g (hugetlbfs).
     #[arg(long, value_delimiter = ',', default_value = "4k,2m,1g")]
-    pub backing: Vec<Backing>,
+    pub backing: Vec<HostBacking>,
     /// Data footprint, e.g. 512MiB, 1GiB (as `compromis sim --footprint`).
     #[arg(long, default_value = "256MiB")]
     pub footprint: ByteSize,

@@ -59,7 +59,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Sim(a) => sim::run(a),
-        Command::Record(a) => record::run(a),
+        Command::Record(a) => match record_qemu::run_if_qemu(a) {
+            Ok(Some(code)) => Ok(code),
+            Ok(None) => record::run(a),
+            Err(e) => Err(e),
+        },
         Command::Trace(a) => tracecmd::run(a),
         Command::Config(a) => config::run(a),
         Command::Hv(a) => hv::run(a),

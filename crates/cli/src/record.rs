@@ -32,7 +32,7 @@ pub struct RecordArgs {
     pub no_follow: Vec<String>,
     /// Tracer choice (`--tracer qemu|lackey`) and QEMU options.
     #[command(flatten)]
-    pub tracer: crate::record_qemu::TracerArgs,
+    pub tracer: TracerArgs,
     /// Simulation options (as for `compromis sim`).
     #[command(flatten)]
     pub sim: crate::sim::SimOptions,
@@ -63,11 +63,36 @@ impl Iterator for Ops {
     }
 }
 
-/// Runs the subcommand.
+/// The program that runs the recorded program and reports its accesses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tracer {
+    /// QEMU user-mode emulation (`qemu-x86_64`) with our TCG plugin: binary records, fast.
+    Qemu,
+    /// valgrind lackey: text records, slow, follows what valgrind follows.
+    Lackey,
+}
+
+/// Tracer options of `compromis record`.
+#[derive(clap::Args, Debug)]
+pub struct TracerArgs {
+    /// Which tracer runs the program [default: qemu when `qemu-x86_64` with plugin support is
+    /// installed, lackey otherwise].
+    #[arg(long, value_enum)]
+    pub tracer: Option<Tracer>,
+    /// qemu: record data accesses only, no instruction fetches (faster; lackey always records
+    /// fetches, and without them the simulator counts no instructions).
+    #[arg(long)]
+    pub no_fetches: bool,
+    /// qemu: only save the trace (`--save`), do not simulate it.
+    #[arg(long, requires = "save")]
+    pub no_simulate: bool,
+    /// qemu: the guest CPU model (`max` makes glibc pick the code paths it uses natively).
+    #[arg(long, default_value = "max", value_name = "MODEL")]
+    pub qemu_cpu: String,
+}
+
+/// Runs the subcommand under lackey (`main` first offers it to the QEMU path).
 pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
-    if let Some(code) = crate::record_qemu::run_if_qemu(args)? {
-        return Ok(code);
-    }
     // The output file first: a bad --save path fails before the program runs.
     let save = match &args.save {
         Some(path) => Some(SaveTo::create(path)?),

@@ -1,44 +1,16 @@
 //! `compromis record --tracer qemu|lackey`: the tracer choice, and the QEMU path (glue over
 //! `compromis_trace::qemu`). The lackey path stays in `record.rs`.
 
-use crate::record::RecordArgs;
+use crate::record::{RecordArgs, Tracer, TracerArgs};
 use anyhow::Context;
 use compromis_trace::qemu::{
     KillHandle, PluginFile, QemuCommand, QemuOpStream, QemuStatus, qemu_available, qemu_ops,
 };
-use compromis_trace::{Format, TraceError, TraceFileWriter};
+use compromis_trace::{MemTraceFormat, TraceError, TraceFileWriter};
 use compromis_types::Op;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
-
-/// The program that runs the recorded program and reports its accesses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Tracer {
-    /// QEMU user-mode emulation (`qemu-x86_64`) with our TCG plugin: binary records, fast.
-    Qemu,
-    /// valgrind lackey: text records, slow, follows what valgrind follows.
-    Lackey,
-}
-
-/// Tracer options of `compromis record`.
-#[derive(clap::Args, Debug)]
-pub struct TracerArgs {
-    /// Which tracer runs the program [default: qemu when `qemu-x86_64` with plugin support is
-    /// installed, lackey otherwise].
-    #[arg(long, value_enum)]
-    pub tracer: Option<Tracer>,
-    /// qemu: record data accesses only, no instruction fetches (faster; lackey always records
-    /// fetches, and without them the simulator counts no instructions).
-    #[arg(long)]
-    pub no_fetches: bool,
-    /// qemu: only save the trace (`--save`), do not simulate it.
-    #[arg(long, requires = "save")]
-    pub no_simulate: bool,
-    /// qemu: the guest CPU model (`max` makes glibc pick the code paths it uses natively).
-    #[arg(long, default_value = "max", value_name = "MODEL")]
-    pub qemu_cpu: String,
-}
 
 /// Chooses the tracer and says which on stderr. Runs the QEMU path and returns its exit code
 /// when QEMU is chosen; `None` lets `record.rs` run lackey.
@@ -134,7 +106,7 @@ impl Iterator for Ops {
 fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     // The output file first: a bad --save path fails before the program runs.
     let writer = match &args.save {
-        Some(path) => Some(TraceFileWriter::create(path, Format::Native)?),
+        Some(path) => Some(TraceFileWriter::create(path, MemTraceFormat::Native)?),
         None => None,
     };
     let plugin = PluginFile::write()?;

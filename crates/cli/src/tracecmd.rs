@@ -3,7 +3,8 @@
 use anyhow::{Context, bail};
 use compromis_report::Format as OutputFormat;
 use compromis_trace::{
-    Format, ReadOptions, RecordSource, StatsBuilder, TraceFileWriter, TraceStats, open_records,
+    MemTraceFormat, ReadOptions, RecordSource, StatsBuilder, TraceFileWriter, TraceStats,
+    open_records,
 };
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -30,7 +31,7 @@ pub enum TraceCommand {
 pub struct InputOptions {
     /// Input trace format: lackey, champsim or native (default: detected from the content).
     #[arg(long, alias = "from", value_name = "FORMAT")]
-    pub trace_format: Option<Format>,
+    pub trace_format: Option<MemTraceFormat>,
     /// Skip records that do not parse and report how many, instead of stopping with an error.
     #[arg(long)]
     pub skip_bad_records: bool,
@@ -69,7 +70,7 @@ pub struct ConvertArgs {
     /// Output format: lackey, champsim or native (default: from the output name: `.ctrace` is
     /// native, `.champsim`/`.champsimtrace` ChampSim, `.lackey`/`.txt` lackey).
     #[arg(long, value_name = "FORMAT")]
-    pub to: Option<Format>,
+    pub to: Option<MemTraceFormat>,
     /// Input options.
     #[command(flatten)]
     pub input_opts: InputOptions,
@@ -196,7 +197,7 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// The output format a file name asks for.
-fn format_from_name(path: &Path) -> Option<Format> {
+fn format_from_name(path: &Path) -> Option<MemTraceFormat> {
     let name = path.file_name()?.to_str()?.to_ascii_lowercase();
     let name = ["gz", "xz", "zst", "zstd"]
         .iter()
@@ -204,11 +205,11 @@ fn format_from_name(path: &Path) -> Option<Format> {
         .unwrap_or(&name)
         .to_owned();
     if name.ends_with(".ctrace") {
-        Some(Format::Native)
+        Some(MemTraceFormat::Native)
     } else if name.ends_with(".champsim") || name.ends_with(".champsimtrace") {
-        Some(Format::ChampSim)
+        Some(MemTraceFormat::ChampSim)
     } else if name.ends_with(".lackey") || name.ends_with(".txt") {
-        Some(Format::Lackey)
+        Some(MemTraceFormat::Lackey)
     } else {
         None
     }
@@ -255,15 +256,15 @@ mod tests {
     fn output_format_from_name() {
         assert_eq!(
             format_from_name(Path::new("a/x.ctrace")),
-            Some(Format::Native)
+            Some(MemTraceFormat::Native)
         );
         assert_eq!(
             format_from_name(Path::new("x.champsim.xz")),
-            Some(Format::ChampSim)
+            Some(MemTraceFormat::ChampSim)
         );
         assert_eq!(
             format_from_name(Path::new("x.lackey.gz")),
-            Some(Format::Lackey)
+            Some(MemTraceFormat::Lackey)
         );
         assert_eq!(format_from_name(Path::new("x.bin")), None);
     }

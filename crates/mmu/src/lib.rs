@@ -21,5 +21,6 @@ pub mod tlb;
 
 pub use cache::{DataCaches, Level};
 pub use config::{ConfigError, Geometry, MachineConfig};
-pub use scheme::{Scheme, SchemeKind, perfect_tlb};
+pub use scheme::{Scheme, SchemeKind};
+pub use schemes::perfect_tlb;
 pub use stats::{ExitCause, Stats};

@@ -256,26 +256,6 @@ impl SchemeKind {
             SchemeKind::Compromis => "compromis",
         }
     }
-
-    /// Builds the scheme for a VM.
-    pub fn build(self, cfg: &MachineConfig) -> Box<dyn Scheme> {
-        use crate::schemes::*;
-        match self {
-            SchemeKind::Native => Box::new(Mmu::new(self.name(), cfg, native::Native::new(cfg))),
-            SchemeKind::Ept => Box::new(Mmu::new(self.name(), cfg, ept::Ept::new(cfg))),
-            SchemeKind::Shadow => Box::new(Mmu::new(self.name(), cfg, shadow::Shadow::new(cfg))),
-            SchemeKind::Compromis => {
-                Box::new(Mmu::new(self.name(), cfg, compromis::Compromis::new(cfg)))
-            }
-        }
-    }
-}
-
-/// A perfect TLB: every access translated at no cost, the data accesses through the data caches
-/// as in every scheme. Not a translation scheme but the baseline of overheads (named `ideal`).
-pub fn perfect_tlb(cfg: &MachineConfig) -> Box<dyn Scheme> {
-    use crate::schemes::ept::Ept;
-    Box::new(Mmu::perfect("ideal", cfg, Ept::new(cfg)))
 }
 
 impl std::fmt::Display for SchemeKind {

@@ -5,7 +5,7 @@
 
 use crate::ReproError;
 use compromis_types::ByteSize;
-use compromis_vmm::memory::Backing;
+use compromis_vmm::memory::HostBacking;
 use compromis_vmm::{Config, output};
 use std::path::{Path, PathBuf};
 
@@ -26,7 +26,7 @@ pub fn measured_section(quick: bool, seed: u64) -> String {
     if quick {
         cfg.footprint = ByteSize::mib(64);
         cfg.iterations = 20_000;
-        cfg.backings = vec![Backing::Page4K, Backing::Huge2M];
+        cfg.backings = vec![HostBacking::Page4K, HostBacking::Huge2M];
     }
     s += &format!(
         "`compromis kvm --footprint {} --iterations {} --backing {} --seed {seed}`: gups and pointer-chase in a real \

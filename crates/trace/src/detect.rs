@@ -4,7 +4,7 @@ use crate::champsim::{ChampSimReader, ChampSimRecords};
 use crate::error::{Location, TraceError, read_up_to};
 use crate::lackey::LackeyReader;
 use crate::native::{NATIVE_MAGIC, NativeReader};
-use crate::{Format, ReadOptions, RecordSource};
+use crate::{MemTraceFormat, ReadOptions, RecordSource};
 use std::io::{BufReader, Cursor, Read};
 use std::path::Path;
 
@@ -121,7 +121,7 @@ fn open_reader(
 ) -> Result<Box<dyn RecordSource>, TraceError> {
     let (head, input) = peek(input, 16, name)?;
     let native = match opts.format {
-        Some(f) => f == Format::Native,
+        Some(f) => f == MemTraceFormat::Native,
         None => head.starts_with(NATIVE_MAGIC) || native_hint,
     };
     if native {
@@ -135,19 +135,19 @@ fn open_reader(
     let input = decompress(input, Compression::detect(&head), name)?;
     let (head, input) = peek(input, SNIFF_BYTES, name)?;
     let format = opts.format.unwrap_or(if looks_like_text(&head) {
-        Format::Lackey
+        MemTraceFormat::Lackey
     } else {
-        Format::ChampSim
+        MemTraceFormat::ChampSim
     });
     let input = BufReader::with_capacity(BUF_BYTES, input);
     Ok(match format {
-        Format::Lackey => Box::new(LackeyReader::new(input, name, opts.skip_bad_records)),
-        Format::ChampSim => Box::new(ChampSimRecords::new(ChampSimReader::new(
+        MemTraceFormat::Lackey => Box::new(LackeyReader::new(input, name, opts.skip_bad_records)),
+        MemTraceFormat::ChampSim => Box::new(ChampSimRecords::new(ChampSimReader::new(
             input,
             name,
             opts.skip_bad_records,
         ))),
-        Format::Native => Box::new(NativeReader::new(input, name)?),
+        MemTraceFormat::Native => Box::new(NativeReader::new(input, name)?),
     })
 }
 

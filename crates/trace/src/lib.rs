@@ -6,7 +6,7 @@
 //! - the native compact format ([`native`]): a versioned header, delta/varint-encoded records,
 //!   zstd-compressed (specified in `docs/traces.md`).
 //!
-//! Format and compression are detected from magic bytes ([`open_records`], [`open_ops`]); the
+//! MemTraceFormat and compression are detected from magic bytes ([`open_records`], [`open_ops`]); the
 //! simulator consumes [`compromis_types::Op`]s through [`OpReader`]. Writers for the three
 //! formats back `compromis trace convert` ([`TraceFileWriter`]), [`TraceStats`] backs
 //! `compromis trace inspect`, and [`valgrind`] runs a program under lackey (following exec and
@@ -46,7 +46,7 @@ use std::str::FromStr;
 
 /// A trace file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Format {
+pub enum MemTraceFormat {
     /// valgrind lackey text.
     Lackey,
     /// ChampSim 64-byte `input_instr` records.
@@ -55,25 +55,25 @@ pub enum Format {
     Native,
 }
 
-impl Format {
+impl MemTraceFormat {
     /// Every format, with the name [`FromStr`] accepts.
-    pub const ALL: [(Format, &'static str); 3] = [
-        (Format::Lackey, "lackey"),
-        (Format::ChampSim, "champsim"),
-        (Format::Native, "native"),
+    pub const ALL: [(MemTraceFormat, &'static str); 3] = [
+        (MemTraceFormat::Lackey, "lackey"),
+        (MemTraceFormat::ChampSim, "champsim"),
+        (MemTraceFormat::Native, "native"),
     ];
 
     /// The name of the format.
     pub fn name(self) -> &'static str {
         match self {
-            Format::Lackey => "lackey",
-            Format::ChampSim => "champsim",
-            Format::Native => "native",
+            MemTraceFormat::Lackey => "lackey",
+            MemTraceFormat::ChampSim => "champsim",
+            MemTraceFormat::Native => "native",
         }
     }
 }
 
-impl std::fmt::Display for Format {
+impl std::fmt::Display for MemTraceFormat {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
@@ -84,10 +84,10 @@ impl std::fmt::Display for Format {
 #[error("Unknown trace format {0:?}; valid formats: lackey, champsim, native")]
 pub struct UnknownFormat(pub String);
 
-impl FromStr for Format {
+impl FromStr for MemTraceFormat {
     type Err = UnknownFormat;
-    fn from_str(s: &str) -> Result<Format, UnknownFormat> {
-        Format::ALL
+    fn from_str(s: &str) -> Result<MemTraceFormat, UnknownFormat> {
+        MemTraceFormat::ALL
             .iter()
             .find(|(_, n)| n.eq_ignore_ascii_case(s))
             .map(|&(f, _)| f)
@@ -102,7 +102,7 @@ pub struct ReadOptions {
     /// the stream itself (a truncated compressed file, a corrupt native block) still stops it.
     pub skip_bad_records: bool,
     /// The format; `None` detects it from the content (and the file name as a hint).
-    pub format: Option<Format>,
+    pub format: Option<MemTraceFormat>,
 }
 
 /// A stream of [`Record`]s that knows how many bad records it skipped.
@@ -199,11 +199,11 @@ mod tests {
 
     #[test]
     fn format_names_round_trip_and_errors_list_values() {
-        for (f, n) in Format::ALL {
-            assert_eq!(n.parse::<Format>().unwrap(), f);
+        for (f, n) in MemTraceFormat::ALL {
+            assert_eq!(n.parse::<MemTraceFormat>().unwrap(), f);
             assert_eq!(f.to_string(), n);
         }
-        let e = "csv".parse::<Format>().unwrap_err().to_string();
+        let e = "csv".parse::<MemTraceFormat>().unwrap_err().to_string();
         assert!(e.contains("lackey, champsim, native"), "{e}");
     }
 

@@ -20,6 +20,43 @@ use crate::lackey::{Line, MAX_LINE, parse_line};
 use crate::rec::Record;
 use std::collections::{BTreeMap, VecDeque};
 
+/// What to do with the processes the traced program starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Children {
+    /// Simulate only the process `record` started (through its execs).
+    #[default]
+    None,
+    /// Simulate each traced process as its own guest process; save one trace per process.
+    Separate,
+    /// Simulate every record of every process in one address space.
+    All,
+}
+
+impl Children {
+    /// Every value, with the name [`FromStr`] accepts.
+    pub const ALL: [(Children, &'static str); 3] = [
+        (Children::None, "none"),
+        (Children::Separate, "separate"),
+        (Children::All, "all"),
+    ];
+
+    /// The name of the value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Children::None => "none",
+            Children::Separate => "separate",
+            Children::All => "all",
+        }
+    }
+}
+
+impl std::fmt::Display for Children {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One program run by a process: from its start (or the exec that loaded it) to its exit (or the
 /// next exec).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]

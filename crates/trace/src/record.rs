@@ -13,7 +13,7 @@
 //!   `F.PID.ctrace` for each other.
 //! - [`Children::All`]: every record of every process, as one address space (no switches).
 
-use crate::Format;
+use crate::MemTraceFormat;
 use crate::error::{Location, TraceError};
 use crate::process::{Image, Tagged, TracedProcess};
 use crate::valgrind::ProcessStream;
@@ -24,42 +24,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-/// What to do with the processes the traced program starts.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Children {
-    /// Simulate only the process `record` started (through its execs).
-    #[default]
-    None,
-    /// Simulate each traced process as its own guest process; save one trace per process.
-    Separate,
-    /// Simulate every record of every process in one address space.
-    All,
-}
-
-impl Children {
-    /// Every value, with the name [`FromStr`] accepts.
-    pub const ALL: [(Children, &'static str); 3] = [
-        (Children::None, "none"),
-        (Children::Separate, "separate"),
-        (Children::All, "all"),
-    ];
-
-    /// The name of the value.
-    pub fn name(self) -> &'static str {
-        match self {
-            Children::None => "none",
-            Children::Separate => "separate",
-            Children::All => "all",
-        }
-    }
-}
-
-impl std::fmt::Display for Children {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::process::Children;
 
 /// An unknown `--children` value.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +114,7 @@ impl Saver {
                 let taken: Vec<&PathBuf> = self.writers.values().map(|(_, p, _)| p).collect();
                 sibling(&self.base, pid, &taken)
             };
-            let w = TraceFileWriter::create(&path, Format::Native)?;
+            let w = TraceFileWriter::create(&path, MemTraceFormat::Native)?;
             self.writers
                 .insert(key, (w, path, self.per_process.then_some(pid)));
         }
@@ -207,7 +172,7 @@ impl SaveTo {
     pub fn create(path: &Path) -> Result<SaveTo, TraceError> {
         Ok(SaveTo {
             path: path.to_path_buf(),
-            first: TraceFileWriter::create(path, Format::Native)?,
+            first: TraceFileWriter::create(path, MemTraceFormat::Native)?,
         })
     }
 }

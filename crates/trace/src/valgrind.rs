@@ -24,8 +24,8 @@
 //! and waits for it: no process is left behind.
 
 use crate::error::{Location, TraceError};
+use crate::process::Children;
 use crate::process::{Demux, Tagged, TracedProcess};
-use crate::record::Children;
 use crate::sys;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};

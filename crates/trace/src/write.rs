@@ -7,7 +7,7 @@ use crate::error::TraceError;
 use crate::lackey::LackeyWriter;
 use crate::native::NativeWriter;
 use crate::rec::Record;
-use crate::{Format, RecordSink, RecordSource};
+use crate::{MemTraceFormat, RecordSink, RecordSource};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -93,7 +93,7 @@ pub struct TraceFileWriter {
 
 impl TraceFileWriter {
     /// Starts writing `path` in `format`.
-    pub fn create(path: &Path, format: Format) -> Result<TraceFileWriter, TraceError> {
+    pub fn create(path: &Path, format: MemTraceFormat) -> Result<TraceFileWriter, TraceError> {
         let name = path.display().to_string();
         let werr = |source| TraceError::Write {
             path: name.clone(),
@@ -109,13 +109,13 @@ impl TraceFileWriter {
             .map_err(werr)?
             .into_parts();
         let sink = match format {
-            Format::Native => Sink::Native(
+            MemTraceFormat::Native => Sink::Native(
                 NativeWriter::new(BufWriter::with_capacity(1 << 18, file)).map_err(werr)?,
             ),
-            Format::Lackey => Sink::Lackey(LackeyWriter::new(
+            MemTraceFormat::Lackey => Sink::Lackey(LackeyWriter::new(
                 Compressed::new(file, Compression::from_name(path)).map_err(werr)?,
             )),
-            Format::ChampSim => Sink::ChampSim(ChampSimWriter::new(
+            MemTraceFormat::ChampSim => Sink::ChampSim(ChampSimWriter::new(
                 Compressed::new(file, Compression::from_name(path)).map_err(werr)?,
             )),
         };
@@ -242,7 +242,7 @@ impl<S: RecordSource> RecordSource for TeeSource<S> {
 pub fn convert(
     src: &mut dyn RecordSource,
     out: &Path,
-    format: Format,
+    format: MemTraceFormat,
 ) -> Result<WriteSummary, TraceError> {
     let mut w = TraceFileWriter::create(out, format)?;
     for r in src {

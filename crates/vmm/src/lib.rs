@@ -28,7 +28,7 @@ pub mod sequence;
 pub mod vm;
 
 use crate::code::Params;
-use crate::memory::{Backing, MemoryError, Ram};
+use crate::memory::{HostBacking, MemoryError, Ram};
 use crate::paging::PageTables;
 use crate::vm::{Vm, VmError, layout};
 use compromis_hostmem::{
@@ -115,8 +115,8 @@ pub enum VmmError {
         workload: Workload,
         /// Guest page size name.
         guest_page: &'static str,
-        /// Backing.
-        backing: Backing,
+        /// HostBacking.
+        backing: HostBacking,
         /// Guest's checksum.
         guest: u64,
         /// Native checksum.
@@ -139,7 +139,7 @@ pub struct Config {
     /// Guest page sizes (4 KiB, 2 MiB).
     pub guest_pages: Vec<PageSize>,
     /// Host backings of guest RAM.
-    pub backings: Vec<Backing>,
+    pub backings: Vec<HostBacking>,
     /// Data footprint (as `compromis sim --footprint`).
     pub footprint: ByteSize,
     /// Updates (gups) or nodes visited (pointer-chase) per run.
@@ -157,7 +157,11 @@ impl Default for Config {
         Config {
             workloads: Workload::ALL.to_vec(),
             guest_pages: vec![PageSize::Size4K, PageSize::Size2M],
-            backings: vec![Backing::Page4K, Backing::Huge2M, Backing::Huge1G],
+            backings: vec![
+                HostBacking::Page4K,
+                HostBacking::Huge2M,
+                HostBacking::Huge1G,
+            ],
             footprint: ByteSize::mib(256),
             iterations: 100_000,
             seed: 42,
@@ -425,7 +429,7 @@ fn read_stamps(mem: &GuestMemoryMmap, at: u64, n: u64) -> Result<Vec<u64>, VmmEr
 #[derive(Clone, Debug, Serialize)]
 pub struct HostReport {
     /// The backing.
-    pub backing: Backing,
+    pub backing: HostBacking,
     /// Guest RAM bytes.
     pub ram: u64,
     /// The memory manager's decision for this VM (model of this host, before allocating).
@@ -450,9 +454,9 @@ pub struct Row {
     /// Guest page size.
     pub guest_page: PageSize,
     /// Host backing of guest RAM.
-    pub backing: Backing,
+    pub backing: HostBacking,
     /// The native baseline's backing (4 KiB for 4 KiB guest pages, THP for 2 MiB).
-    pub native_backing: Backing,
+    pub native_backing: HostBacking,
     /// Native timing.
     pub native: Timing,
     /// In the VM.
@@ -549,7 +553,7 @@ pub fn registers_for(layout: &GuestLayout, extents: &[Extent]) -> (Vec<Segment>,
 
 /// Guest RAM for a workload image with `backing`: low memory, the tables (sized for 4 KiB guest
 /// pages, the larger case), the image; rounded up to the backing's page.
-fn guest_ram(image: u64, backing: Backing) -> u64 {
+fn guest_ram(image: u64, backing: HostBacking) -> u64 {
     let tables = paging::tables_bytes(image + (64 << 20), PageSize::Size4K);
     let need = layout::TABLES + tables + TWO_MIB + image;
     // At least 2 MiB granularity, so 2 MiB guest pages map all of it.
@@ -564,13 +568,13 @@ fn data_base(ram: u64) -> u64 {
     end.div_ceil(TWO_MIB) * TWO_MIB
 }
 
-/// Progress observer (the CLI prints these lines on stderr).
-pub trait Progress {
+/// RunProgress observer (the CLI prints these lines on stderr).
+pub trait RunProgress {
     /// A step starts or a note is made.
     fn note(&self, line: &str);
 }
 
-impl<F: Fn(&str)> Progress for F {
+impl<F: Fn(&str)> RunProgress for F {
     fn note(&self, line: &str) {
         self(line);
     }
@@ -600,7 +604,7 @@ pub fn calibrate(
 ) -> Result<Calibration, VmmError> {
     let chunks = 20;
     let code = code::register_loop().map_err(|e| VmError::Asm(e.to_string()))?;
-    let ram = Ram::new(Backing::Page4K, TWO_MIB)?;
+    let ram = Ram::new(HostBacking::Page4K, TWO_MIB)?;
     let p = Params {
         data: ram.host_ptr() as u64,
         chunks,
@@ -623,7 +627,7 @@ pub fn calibrate(
         tsc_khz,
     );
     let len = 8 << 20;
-    let vram = Ram::new(Backing::Page4K, len)?;
+    let vram = Ram::new(HostBacking::Page4K, len)?;
     let tables = PageTables::identity(len, PageSize::Size4K, Gpa(layout::TABLES))
         .map_err(|e| VmmError::Config(e.to_string()))?;
     let base = data_base(len);
@@ -655,7 +659,7 @@ pub fn kvm_is_pvm() -> bool {
 }
 
 /// Runs the kernel of `prep` natively over fresh memory with `backing`.
-pub fn run_native(prep: &Prepared, backing: Backing, tsc_khz: f64) -> Result<Timing, VmmError> {
+pub fn run_native(prep: &Prepared, backing: HostBacking, tsc_khz: f64) -> Result<Timing, VmmError> {
     let ram = Ram::new(backing, prep.image_len())?;
     let (warm, params) = prep.write(ram.mem(), 0, ram.host_ptr() as u64)?;
     let kernel = code::kernel(prep.workload).map_err(|e| VmError::Asm(e.to_string()))?;
@@ -708,7 +712,7 @@ pub fn run_vm(
 
 /// Measures every configuration of `cfg`. A backing the host cannot give is skipped with a note;
 /// a guest failure is an error.
-pub fn run(cfg: &Config, progress: &dyn Progress) -> Result<Report, VmmError> {
+pub fn run(cfg: &Config, progress: &dyn RunProgress) -> Result<Report, VmmError> {
     cfg.validate()?;
     let start = std::time::Instant::now();
     let progress = &|line: &str| {
@@ -761,12 +765,12 @@ pub fn run(cfg: &Config, progress: &dyn Progress) -> Result<Report, VmmError> {
     // Native baselines: 4 KiB pages for 4 KiB guest pages, THP for 2 MiB.
     let native_backing = |g: PageSize| {
         if g == PageSize::Size4K {
-            Backing::Page4K
+            HostBacking::Page4K
         } else {
-            Backing::Thp
+            HostBacking::Thp
         }
     };
-    let mut natives: HashMap<(Workload, Backing), Timing> = HashMap::new();
+    let mut natives: HashMap<(Workload, HostBacking), Timing> = HashMap::new();
     for p in &preps {
         for &g in &cfg.guest_pages {
             let b = native_backing(g);

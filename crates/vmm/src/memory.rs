@@ -16,7 +16,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap, GuestRegionMmap, MmapRegion};
 
 /// How host memory backs a range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub enum Backing {
+pub enum HostBacking {
     /// 4 KiB pages (THP disabled on the range).
     #[serde(rename = "4k")]
     Page4K,
@@ -31,45 +31,45 @@ pub enum Backing {
     Huge1G,
 }
 
-impl Backing {
+impl HostBacking {
     /// The values `--backing` accepts.
-    pub const ALL: [Backing; 4] = [
-        Backing::Page4K,
-        Backing::Thp,
-        Backing::Huge2M,
-        Backing::Huge1G,
+    pub const ALL: [HostBacking; 4] = [
+        HostBacking::Page4K,
+        HostBacking::Thp,
+        HostBacking::Huge2M,
+        HostBacking::Huge1G,
     ];
 
     /// Short name (`4k`, `thp`, `2m`, `1g`).
     pub fn name(self) -> &'static str {
         match self {
-            Backing::Page4K => "4k",
-            Backing::Thp => "thp",
-            Backing::Huge2M => "2m",
-            Backing::Huge1G => "1g",
+            HostBacking::Page4K => "4k",
+            HostBacking::Thp => "thp",
+            HostBacking::Huge2M => "2m",
+            HostBacking::Huge1G => "1g",
         }
     }
 
     /// The page size the host maps with (the granularity sizes are rounded to).
     pub fn page(self) -> PageSize {
         match self {
-            Backing::Page4K => PageSize::Size4K,
-            Backing::Thp | Backing::Huge2M => PageSize::Size2M,
-            Backing::Huge1G => PageSize::Size1G,
+            HostBacking::Page4K => PageSize::Size4K,
+            HostBacking::Thp | HostBacking::Huge2M => PageSize::Size2M,
+            HostBacking::Huge1G => PageSize::Size1G,
         }
     }
 }
 
-impl fmt::Display for Backing {
+impl fmt::Display for HostBacking {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl FromStr for Backing {
+impl FromStr for HostBacking {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Backing::ALL
+        HostBacking::ALL
             .into_iter()
             .find(|b| b.name() == s.to_ascii_lowercase())
             .ok_or_else(|| format!("unknown backing '{s}': valid values are 4k, thp, 2m, 1g"))
@@ -101,7 +101,7 @@ pub struct Ram {
     mem: GuestMemoryMmap,
     ptr: *mut u8,
     len: usize,
-    backing: Backing,
+    backing: HostBacking,
     // Keeps the huge-page pool raised while the range is mapped; declared after `mem` so the
     // range is unmapped first.
     _reservation: Option<Reservation>,
@@ -129,12 +129,12 @@ fn madvise(ptr: *mut u8, len: usize, advice: libc::c_int) -> std::io::Result<()>
 
 impl Ram {
     /// Maps and populates `len` bytes (a multiple of the backing's page) with `backing`.
-    pub fn new(backing: Backing, len: u64) -> Result<Ram, MemoryError> {
+    pub fn new(backing: HostBacking, len: u64) -> Result<Ram, MemoryError> {
         let page = backing.page().bytes();
         let len = usize::try_from(len.div_ceil(page) * page)
             .map_err(|_| MemoryError::Unavailable(format!("{len} bytes do not fit in memory")))?;
         let reservation = match backing {
-            Backing::Huge2M | Backing::Huge1G => Some(
+            HostBacking::Huge2M | HostBacking::Huge1G => Some(
                 Reservation::reserve(backing.page(), len as u64 / page)
                     .map_err(MemoryError::Unavailable)?,
             ),
@@ -142,14 +142,14 @@ impl Ram {
         };
         let mut flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
         match backing {
-            Backing::Huge2M => flags |= libc::MAP_HUGETLB | libc::MAP_HUGE_2MB,
-            Backing::Huge1G => flags |= libc::MAP_HUGETLB | libc::MAP_HUGE_1GB,
+            HostBacking::Huge2M => flags |= libc::MAP_HUGETLB | libc::MAP_HUGE_2MB,
+            HostBacking::Huge1G => flags |= libc::MAP_HUGETLB | libc::MAP_HUGE_1GB,
             _ => flags |= libc::MAP_NORESERVE,
         }
         // THP needs 2 MiB-aligned virtual addresses: Linux aligns large anonymous mappings.
         let region = MmapRegion::build(None, len, libc::PROT_READ | libc::PROT_WRITE, flags)
             .map_err(|e| match backing {
-                Backing::Huge2M | Backing::Huge1G => MemoryError::Unavailable(format!(
+                HostBacking::Huge2M | HostBacking::Huge1G => MemoryError::Unavailable(format!(
                     "mmap of {len} bytes of {} hugetlbfs pages failed: {e}",
                     backing.page().name()
                 )),
@@ -161,12 +161,14 @@ impl Ram {
         let ptr = region.as_ptr();
         let os = |what| move |source| MemoryError::Os { what, source };
         match backing {
-            Backing::Page4K => madvise(ptr, len, libc::MADV_NOHUGEPAGE).map_err(os("madvise"))?,
-            Backing::Thp => madvise(ptr, len, libc::MADV_HUGEPAGE).map_err(os("madvise"))?,
+            HostBacking::Page4K => {
+                madvise(ptr, len, libc::MADV_NOHUGEPAGE).map_err(os("madvise"))?
+            }
+            HostBacking::Thp => madvise(ptr, len, libc::MADV_HUGEPAGE).map_err(os("madvise"))?,
             _ => {}
         }
         madvise(ptr, len, libc::MADV_POPULATE_WRITE).map_err(|e| match backing {
-            Backing::Huge2M | Backing::Huge1G => {
+            HostBacking::Huge2M | HostBacking::Huge1G => {
                 MemoryError::Unavailable(format!("populating the hugetlbfs range failed: {e}"))
             }
             _ => MemoryError::Os {
@@ -209,7 +211,7 @@ impl Ram {
     }
 
     /// The backing.
-    pub fn backing(&self) -> Backing {
+    pub fn backing(&self) -> HostBacking {
         self.backing
     }
 

@@ -3,7 +3,7 @@
 
 use compromis_types::{ByteSize, Gpa, PageSize};
 use compromis_vmm::code::Params;
-use compromis_vmm::memory::{Backing, MemoryError, Ram};
+use compromis_vmm::memory::{HostBacking, MemoryError, Ram};
 use compromis_vmm::paging::PageTables;
 use compromis_vmm::vm::{Vm, VmError, layout};
 use compromis_vmm::{Config, Prepared, Workload, open_kvm, run_native, run_vm};
@@ -28,9 +28,9 @@ fn guest_checksums_equal_native_for_both_workloads_and_guest_page_sizes() {
     };
     for w in Workload::ALL {
         let p = Prepared::new(w, ByteSize::mib(64), 100_000, 42).unwrap();
-        let native = run_native(&p, Backing::Page4K, TSC_KHZ).unwrap();
+        let native = run_native(&p, HostBacking::Page4K, TSC_KHZ).unwrap();
         assert_eq!(native.checksum, p.expected_checksum(), "{w} native");
-        let ram = Ram::new(Backing::Page4K, p.image_len() + (16 << 20)).unwrap();
+        let ram = Ram::new(HostBacking::Page4K, p.image_len() + (16 << 20)).unwrap();
         for g in [PageSize::Size4K, PageSize::Size2M] {
             let vm = run_vm(&kvm, &ram, &p, g, Duration::from_secs(30), TSC_KHZ).unwrap();
             assert_eq!(vm.checksum, native.checksum, "{w} guest {g:?}");
@@ -43,7 +43,7 @@ fn impossible_backing_is_skipped_with_a_note() {
     let pool = compromis_vmm::hugepages::pool_path(PageSize::Size1G).unwrap();
     let before = std::fs::read_to_string(pool).ok();
     // A petabyte of 1 GiB pages: the reservation must fail with a note, without touching the pool.
-    match Ram::new(Backing::Huge1G, 1 << 50) {
+    match Ram::new(HostBacking::Huge1G, 1 << 50) {
         Err(MemoryError::Unavailable(note)) => {
             assert!(note.contains("1g pages"), "{note}");
             eprintln!("note: {note}");
@@ -60,7 +60,7 @@ fn too_large_a_footprint_is_refused_before_anything_runs() {
     let cfg = Config {
         workloads: vec![Workload::Gups],
         guest_pages: vec![PageSize::Size4K],
-        backings: vec![Backing::Page4K],
+        backings: vec![HostBacking::Page4K],
         footprint: ByteSize::gib(8),
         iterations: 1000,
         predict: false,
@@ -73,7 +73,7 @@ fn too_large_a_footprint_is_refused_before_anything_runs() {
 /// A small VM running `kernel` (raw machine code) instead of a workload.
 fn run_raw(kvm: &kvm_ioctls::Kvm, kernel: &[u8], budget: Duration) -> Result<(), VmError> {
     let len = 8 << 20;
-    let ram = Ram::new(Backing::Page4K, len).unwrap();
+    let ram = Ram::new(HostBacking::Page4K, len).unwrap();
     let tables = PageTables::identity(len, PageSize::Size4K, Gpa(layout::TABLES)).unwrap();
     Vm::new(
         kvm,

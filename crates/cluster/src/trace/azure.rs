@@ -9,7 +9,7 @@
 //! compact record (about 40 bytes per VM: 80 MB for the 2 M VMs of V1), sorts them, then streams
 //! them through [`DepartureMerger`]. Row errors are reported (with their line) before any event.
 
-use super::merge::{DepartureMerger, VmRecord};
+use super::merge::{DepartureMerger, VmTraceRecord};
 use super::{Lines, f64_to_u64, field, gb_to_bytes, parse_u64};
 use crate::event::{Event, VmTraceError};
 use std::path::Path;
@@ -38,14 +38,14 @@ pub fn bucket_value(label: &str) -> Option<f64> {
 /// Reader of a vmtable file (plain or gzip).
 pub struct AzureReader {
     errors: std::vec::IntoIter<VmTraceError>,
-    merger: DepartureMerger<std::vec::IntoIter<Result<(u64, VmRecord), VmTraceError>>>,
+    merger: DepartureMerger<std::vec::IntoIter<Result<(u64, VmTraceRecord), VmTraceError>>>,
 }
 
 impl AzureReader {
     /// Reads and sorts the table.
     pub fn open(path: &Path) -> Result<AzureReader, VmTraceError> {
         let mut lines = Lines::open(path)?;
-        let mut recs: Vec<(u64, VmRecord)> = Vec::new();
+        let mut recs: Vec<(u64, VmTraceRecord)> = Vec::new();
         let mut errors = Vec::new();
         while let Some(l) = lines.next_line() {
             let l = l?.to_owned();
@@ -68,7 +68,8 @@ impl AzureReader {
             }
         }
         recs.sort_by_key(|(line, r)| (r.arrival, *line));
-        let it: Vec<Result<(u64, VmRecord), VmTraceError>> = recs.into_iter().map(Ok).collect();
+        let it: Vec<Result<(u64, VmTraceRecord), VmTraceError>> =
+            recs.into_iter().map(Ok).collect();
         Ok(AzureReader {
             errors: errors.into_iter(),
             merger: DepartureMerger::new(it.into_iter(), path.to_path_buf()),
@@ -76,7 +77,7 @@ impl AzureReader {
     }
 }
 
-fn parse_row(fields: &[&str], vm: u64) -> Result<VmRecord, String> {
+fn parse_row(fields: &[&str], vm: u64) -> Result<VmTraceRecord, String> {
     let created = parse_u64(field(fields, 3, "vmcreated")?, "vmcreated")?;
     let deleted = parse_u64(field(fields, 4, "vmdeleted")?, "vmdeleted")?;
     let cores_s = field(fields, 9, "vmcorecount")?;
@@ -91,7 +92,7 @@ fn parse_row(fields: &[&str], vm: u64) -> Result<VmRecord, String> {
     }
     let vcpus = u32::try_from(f64_to_u64(cores.ceil()))
         .map_err(|_| format!("bad vmcorecount '{}'", cores_s.trim()))?;
-    Ok(VmRecord {
+    Ok(VmTraceRecord {
         vm,
         arrival: created,
         departure: Some(deleted),

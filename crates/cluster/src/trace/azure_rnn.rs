@@ -12,7 +12,7 @@
 //!   stays until the end of the replay;
 //! - `|` closes a tenant batch and carries no VM.
 
-use super::merge::{DepartureMerger, VmRecord};
+use super::merge::{DepartureMerger, VmTraceRecord};
 use super::{Lines, gb_to_bytes, list_dir, parse_f64, parse_u64};
 use crate::event::{Event, VmTraceError};
 use rand::{Rng, SeedableRng};
@@ -249,7 +249,7 @@ struct RnnRecords {
     bins: Vec<(u64, u64)>,
     flav: Lines,
     dur: Lines,
-    queue: VecDeque<(u64, VmRecord)>,
+    queue: VecDeque<(u64, VmTraceRecord)>,
     rule: DurationRule,
     rng: ChaCha8Rng,
     next_vm: u64,
@@ -348,7 +348,7 @@ impl RnnRecords {
             self.next_vm += 1;
             self.queue.push_back((
                 line,
-                VmRecord {
+                VmTraceRecord {
                     vm,
                     arrival: time,
                     departure,
@@ -363,7 +363,7 @@ impl RnnRecords {
 }
 
 impl Iterator for RnnRecords {
-    type Item = Result<(u64, VmRecord), VmTraceError>;
+    type Item = Result<(u64, VmTraceRecord), VmTraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             if let Some(r) = self.queue.pop_front() {

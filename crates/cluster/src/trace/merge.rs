@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 /// One VM of an arrival-sorted trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VmRecord {
+pub struct VmTraceRecord {
     /// The VM.
     pub vm: VmKey,
     /// Arrival time (seconds).
@@ -29,14 +29,14 @@ pub struct VmRecord {
 pub struct DepartureMerger<I> {
     inner: I,
     heap: BinaryHeap<Reverse<(u64, u64, VmKey)>>,
-    pending: Option<VmRecord>,
+    pending: Option<VmTraceRecord>,
     seq: u64,
     last_arrival: Option<u64>,
     done: bool,
     path: PathBuf,
 }
 
-impl<I: Iterator<Item = Result<(u64, VmRecord), VmTraceError>>> DepartureMerger<I> {
+impl<I: Iterator<Item = Result<(u64, VmTraceRecord), VmTraceError>>> DepartureMerger<I> {
     /// Wraps records tagged with their line number; `path` names the trace in order errors.
     pub fn new(inner: I, path: PathBuf) -> Self {
         DepartureMerger {
@@ -56,7 +56,9 @@ impl<I: Iterator<Item = Result<(u64, VmRecord), VmTraceError>>> DepartureMerger<
     }
 }
 
-impl<I: Iterator<Item = Result<(u64, VmRecord), VmTraceError>>> Iterator for DepartureMerger<I> {
+impl<I: Iterator<Item = Result<(u64, VmTraceRecord), VmTraceError>>> Iterator
+    for DepartureMerger<I>
+{
     type Item = Result<Event, VmTraceError>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -124,10 +126,10 @@ impl<I: Iterator<Item = Result<(u64, VmRecord), VmTraceError>>> Iterator for Dep
 mod tests {
     use super::*;
 
-    fn rec(vm: u64, a: u64, d: Option<u64>) -> Result<(u64, VmRecord), VmTraceError> {
+    fn rec(vm: u64, a: u64, d: Option<u64>) -> Result<(u64, VmTraceRecord), VmTraceError> {
         Ok((
             vm + 1,
-            VmRecord {
+            VmTraceRecord {
                 vm,
                 arrival: a,
                 departure: d,

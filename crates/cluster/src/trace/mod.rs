@@ -17,7 +17,7 @@ pub use azure::{AzureReader, bucket_value};
 pub use azure_rnn::{AzureRnnReader, DurationRule};
 pub use bitbrains::BitbrainsReader;
 pub use google::GoogleReader;
-pub use merge::{DepartureMerger, VmRecord};
+pub use merge::{DepartureMerger, VmTraceRecord};
 pub use synthetic::{SyntheticConfig, SyntheticTrace};
 
 use crate::event::{Event, VmTraceError};

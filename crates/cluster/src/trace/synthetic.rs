@@ -10,7 +10,7 @@
 //! - lifetimes: 5.5 % of the VMs outlive the window (censored: no departure); the others draw a
 //!   duration bin from [`LIFETIME_BINS`] and a uniform lifetime inside it.
 
-use super::merge::{DepartureMerger, VmRecord};
+use super::merge::{DepartureMerger, VmTraceRecord};
 use crate::event::{Event, VmTraceError};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -127,7 +127,7 @@ impl SyntheticTrace {
 }
 
 impl Iterator for SyntheticRecords {
-    type Item = Result<(u64, VmRecord), VmTraceError>;
+    type Item = Result<(u64, VmTraceRecord), VmTraceError>;
     fn next(&mut self) -> Option<Self::Item> {
         if self.next_vm >= self.cfg.vms {
             return None;
@@ -154,7 +154,7 @@ impl Iterator for SyntheticRecords {
         self.next_vm += 1;
         Some(Ok((
             vm + 1,
-            VmRecord {
+            VmTraceRecord {
                 vm,
                 arrival,
                 departure,

@@ -9,7 +9,7 @@ pub mod shadow;
 
 use crate::config::MachineConfig;
 use crate::mem::{Mem, Shortcut};
-use crate::scheme::{Ctx, WalkResult};
+use crate::scheme::{Ctx, Mmu, Scheme, SchemeKind, WalkResult};
 use crate::setassoc::SetAssoc;
 use crate::stats::Stats;
 use crate::tlb::WalkCaches;
@@ -171,4 +171,26 @@ pub(crate) fn guest_pwc(cfg: &MachineConfig) -> WalkCaches {
     let w = &cfg.walk_caches;
     let b = |g: crate::config::Geometry| g.build("").unwrap_or_else(|_| SetAssoc::disabled());
     WalkCaches::new(&b(w.pml4), &b(w.pdpt), &b(w.pd))
+}
+
+// The factory lives beside the schemes it builds, so `scheme` (the interface) does not depend on
+// `schemes` (the implementations).
+impl SchemeKind {
+    /// Builds the scheme for a VM.
+    pub fn build(self, cfg: &MachineConfig) -> Box<dyn Scheme> {
+        match self {
+            SchemeKind::Native => Box::new(Mmu::new(self.name(), cfg, native::Native::new(cfg))),
+            SchemeKind::Ept => Box::new(Mmu::new(self.name(), cfg, ept::Ept::new(cfg))),
+            SchemeKind::Shadow => Box::new(Mmu::new(self.name(), cfg, shadow::Shadow::new(cfg))),
+            SchemeKind::Compromis => {
+                Box::new(Mmu::new(self.name(), cfg, compromis::Compromis::new(cfg)))
+            }
+        }
+    }
+}
+
+/// A perfect TLB: every access translated at no cost, the data accesses through the data caches
+/// as in every scheme. Not a translation scheme but the baseline of overheads (named `ideal`).
+pub fn perfect_tlb(cfg: &MachineConfig) -> Box<dyn Scheme> {
+    Box::new(Mmu::perfect("ideal", cfg, ept::Ept::new(cfg)))
 }

@@ -526,7 +526,7 @@ fn fork4(dir: &Path) -> Option<std::path::PathBuf> {
     let src = write(
         dir,
         "fork4.c",
-        include_str!("../../trace/tests/data/fork4.c"),
+        include_str!("../../../trace/tests/data/fork4.c"),
     );
     let bin = dir.join("fork4");
     let ok = std::process::Command::new("cc")

@@ -1,7 +1,7 @@
 //! Opening trace files: compression and format detection, conversion through files, bad input.
 
 use compromis_trace::{
-    ChampSimInstr, Format, ReadOptions, Record, RecordKind, TraceError, TraceFileWriter,
+    ChampSimInstr, MemTraceFormat, ReadOptions, Record, RecordKind, TraceError, TraceFileWriter,
     TraceStats, convert, open_ops, open_records,
 };
 use compromis_types::{AccessKind, Gva, Op};
@@ -142,7 +142,7 @@ fn convert_round_trips_through_every_format() {
     let s = convert(
         &mut open_records(&src, &ReadOptions::default()).unwrap(),
         &native,
-        Format::Native,
+        MemTraceFormat::Native,
     )
     .unwrap();
     assert_eq!(s.records, 5);
@@ -151,7 +151,7 @@ fn convert_round_trips_through_every_format() {
     convert(
         &mut open_records(&native, &ReadOptions::default()).unwrap(),
         &back,
-        Format::Lackey,
+        MemTraceFormat::Lackey,
     )
     .unwrap();
     assert_eq!(read(&back).unwrap(), expected());
@@ -160,7 +160,7 @@ fn convert_round_trips_through_every_format() {
     let s = convert(
         &mut open_records(&native, &ReadOptions::default()).unwrap(),
         &cs,
-        Format::ChampSim,
+        MemTraceFormat::ChampSim,
     )
     .unwrap();
     assert_eq!(s.dropped, 0);
@@ -189,7 +189,7 @@ fn convert_round_trips_through_every_format() {
 fn unfinished_writer_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("o.ctrace");
-    let mut w = TraceFileWriter::create(&out, Format::Native).unwrap();
+    let mut w = TraceFileWriter::create(&out, MemTraceFormat::Native).unwrap();
     w.write(&Record::new(RecordKind::Instr, 1, 1)).unwrap();
     drop(w);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -232,7 +232,7 @@ fn wrong_magic_for_native() {
     let p = write(dir.path(), "bad.bin", b"I  10,1\n");
     let opts = ReadOptions {
         skip_bad_records: false,
-        format: Some(Format::Native),
+        format: Some(MemTraceFormat::Native),
     };
     assert!(matches!(
         open_records(&p, &opts).err(),

@@ -1,0 +1,6 @@
+//! Integration tests of `compromis-sim`, gathered into one test binary (link time is most of
+//! a CI run on two cores).
+
+mod cycles;
+mod translation;
+mod workloads;
