@@ -1,10 +1,9 @@
-//! Experiments: one command's worth of simulation.
+//! Experiments: one command's worth of simulation, and the engine that runs it.
 //!
-//! Builds a VM (guest-physical layout with the MMIO hole, the hypervisor's backing of it), runs a
-//! synthetic workload or a trace through every selected translation scheme and the perfect-TLB
-//! baseline ([`engine`]), and derives the figures users read: miss rates, references per walk,
-//! exits, cycles, overheads and speedups. The CLI and the reproduction report both call this
-//! crate.
+//! [`ExperimentRequest::build`] validates a request and sets every default once (accesses, warm-up,
+//! VM memory, host); [`run`] provisions the VM through `compromis-hostmem` (one conversion,
+//! [`backing_of`]), runs the workload or trace through every scheme and the perfect-TLB baseline
+//! ([`engine`]) and derives cycles, overheads and speedups. The CLI, `repro` and `vmm` call it.
 
 use compromis_hostmem::{AllocError, Fallback};
 use compromis_mmu::{MachineConfig, SchemeKind, Stats};
