@@ -43,8 +43,8 @@ pub struct PlaceArgs {
     #[arg(long)]
     skip_bad_rows: bool,
     /// Output: table, json, csv.
-    #[arg(long, default_value = "table")]
-    output: String,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    output: Format,
     /// Write single_segment_share.svg and fragmentation.svg into this folder.
     #[arg(long, value_name = "DIR")]
     svg: Option<PathBuf>,
@@ -67,11 +67,7 @@ pub struct PlaceArgs {
 
 /// Runs the subcommand.
 pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
-    let output: Format = args
-        .output
-        .parse()
-        .map_err(anyhow::Error::msg)
-        .map_err(|e| e.context("bad --output"))?;
+    let output = args.output;
     let req = PlaceRequest {
         source: match (&args.trace, args.trace_format) {
             (Some(path), Some(format)) => PlaceSource::Trace {

@@ -108,7 +108,7 @@ pub struct SimOptions {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Output format: table, json, csv.
-    #[arg(long, alias = "format", default_value = "table")]
+    #[arg(long, alias = "format", value_enum, default_value_t = Format::Table)]
     pub output: Format,
     /// Check every translation against the reference composition (slower).
     #[arg(long)]
