@@ -25,6 +25,7 @@ pub mod qemu;
 mod rec;
 pub mod record;
 mod stats;
+pub mod supervise;
 #[allow(unsafe_code)]
 mod sys;
 pub mod valgrind;

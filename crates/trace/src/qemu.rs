@@ -20,18 +20,17 @@
 
 use crate::error::{Location, TraceError};
 use crate::rec::{Record, RecordKind};
+pub use crate::supervise::{KillHandle, Recording};
 use crate::{RecordSource, TraceFileWriter};
 use compromis_types::{Op, Pid};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
-use std::io::{PipeReader, PipeWriter, Read};
+use std::io::{PipeReader, Read};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 /// The plugin library, built from `crates/qemu-plugin` by the build script (x86_64 Linux only).
 #[cfg(compromis_qemu_plugin)]
@@ -57,8 +56,6 @@ const CHUNK_EXEC: u8 = 2;
 const CHUNK_EXIT: u8 = 3;
 const CHUNK_FORK: u8 = 4;
 const ADDR_MASK: u64 = (1 << 56) - 1;
-/// How often the waiter thread polls QEMU.
-const POLL: Duration = Duration::from_millis(5);
 
 /// An error preparing, starting or waiting for QEMU.
 #[derive(Debug, thiserror::Error)]
@@ -100,9 +97,6 @@ pub enum QemuError {
         /// It starts with `#!`.
         script: bool,
     },
-    /// Waiting for QEMU failed.
-    #[error("Cannot wait for qemu")]
-    Wait(#[source] std::io::Error),
 }
 
 /// The embedded plugin written to a private temporary file (mode 0600, removed on drop).
@@ -243,7 +237,8 @@ impl QemuCommand {
                 qemu: self.qemu.clone(),
                 source,
             })?;
-        Ok((Recording::start(child, writer), reader))
+        // QEMU gone: end-of-file for the reader once the plugin's descriptors closed too.
+        Ok((Recording::start(child, move || drop(writer)), reader))
     }
 }
 
@@ -279,112 +274,6 @@ fn check_elf(path: &Path) -> Result<(), QemuError> {
         path: path.to_owned(),
         script: n >= 2 && head[..2] == *b"#!",
     })
-}
-
-/// Kills the recorded process from anywhere (a Ctrl-C handler, another thread).
-#[derive(Clone, Debug)]
-pub struct KillHandle {
-    child: Arc<Mutex<Child>>,
-    killed: Arc<AtomicBool>,
-}
-
-impl KillHandle {
-    /// Kills QEMU (and with it the program) if it still runs. Idempotent.
-    pub fn kill(&self) {
-        self.killed.store(true, Ordering::SeqCst);
-        let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
-        // Ignore "already exited": std never signals a reaped pid.
-        let _ = child.kill();
-    }
-
-    /// Whether [`KillHandle::kill`] was called.
-    pub fn was_killed(&self) -> bool {
-        self.killed.load(Ordering::SeqCst)
-    }
-
-    /// The process id of QEMU (the traced program's main process).
-    pub fn pid(&self) -> u32 {
-        self.child
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .id()
-    }
-}
-
-/// A running QEMU. Dropping it kills QEMU and waits for it.
-#[derive(Debug)]
-pub struct Recording {
-    handle: KillHandle,
-    waiter: Option<JoinHandle<std::io::Result<ExitStatus>>>,
-}
-
-impl Recording {
-    fn start(child: Child, writer: PipeWriter) -> Recording {
-        let child = Arc::new(Mutex::new(child));
-        let handle = KillHandle {
-            child: child.clone(),
-            killed: Arc::new(AtomicBool::new(false)),
-        };
-        let waiter = std::thread::spawn(move || {
-            let status = loop {
-                let polled = child
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .try_wait();
-                match polled {
-                    Ok(Some(status)) => break Ok(status),
-                    Ok(None) => std::thread::sleep(POLL),
-                    Err(e) => break Err(e),
-                }
-            };
-            // QEMU is gone: end-of-file for the reader once the plugin's descriptors closed too.
-            drop(writer);
-            status
-        });
-        Recording {
-            handle,
-            waiter: Some(waiter),
-        }
-    }
-
-    /// A handle that can kill QEMU from another thread.
-    pub fn kill_handle(&self) -> KillHandle {
-        self.handle.clone()
-    }
-
-    /// Waits for QEMU to exit and returns its status (the program's: QEMU exits with the
-    /// program's code, or dies of the program's signal).
-    pub fn wait(mut self) -> Result<ExitStatus, QemuError> {
-        self.join()
-    }
-
-    fn join(&mut self) -> Result<ExitStatus, QemuError> {
-        let Some(w) = self.waiter.take() else {
-            return Err(QemuError::Wait(std::io::Error::other("already waited")));
-        };
-        match w.join() {
-            Ok(r) => r.map_err(QemuError::Wait),
-            Err(_) => Err(QemuError::Wait(std::io::Error::other(
-                "waiter thread panicked",
-            ))),
-        }
-    }
-}
-
-impl Drop for Recording {
-    fn drop(&mut self) {
-        if self.waiter.is_some() {
-            let running = self
-                .handle
-                .child
-                .lock()
-                .map(|mut c| matches!(c.try_wait(), Ok(None)));
-            if running.unwrap_or(true) {
-                self.handle.kill();
-            }
-            let _ = self.join();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -915,7 +804,10 @@ mod tests {
     }
 
     /// Records `command` under QEMU with the embedded plugin; `None` (reason printed) without QEMU.
-    fn record(command: &[&str], fetches: bool) -> Option<(Vec<Record>, QemuStatus, ExitStatus)> {
+    fn record(
+        command: &[&str],
+        fetches: bool,
+    ) -> Option<(Vec<Record>, QemuStatus, std::process::ExitStatus)> {
         if let Err(why) = qemu_available("qemu-x86_64".as_ref()) {
             eprintln!("skipping: {why}");
             return None;

@@ -26,18 +26,15 @@
 use crate::error::{Location, TraceError};
 use crate::process::Children;
 use crate::process::{Demux, Tagged, TracedProcess};
+pub use crate::supervise::{KillHandle, Recording};
 use crate::sys;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 use std::time::Duration;
-
-/// How often the waiter thread polls valgrind.
-const POLL: Duration = Duration::from_millis(5);
 
 /// How long the reader waits for output before it checks whether the stream should end.
 const READ_TICK: Duration = Duration::from_millis(20);
@@ -60,9 +57,6 @@ pub enum RecordError {
         #[source]
         source: std::io::Error,
     },
-    /// Waiting for valgrind failed.
-    #[error("Cannot wait for valgrind")]
-    Wait(#[source] std::io::Error),
 }
 
 /// How to run the program.
@@ -140,15 +134,17 @@ impl LackeyCommand {
         // Only valgrind and its descendants hold the write end now: end-of-file when they are gone.
         drop(writer);
         let root = child.id();
-        let recording = Recording::start(child);
+        let root_done = Arc::new(AtomicBool::new(false));
+        let done = root_done.clone();
+        let recording = Recording::start(child, move || done.store(true, Ordering::SeqCst));
         let stream = ProcessStream {
             sock: Some(reader),
             demux: Demux::new("valgrind output", self.skip_bad_records),
             buf: vec![0; 1 << 16],
             root,
             children: self.children,
-            root_done: recording.done.clone(),
-            killed: recording.handle.killed.clone(),
+            root_done,
+            killed: recording.kill_handle(),
             ended: false,
             eof: false,
             last_pass: false,
@@ -168,7 +164,7 @@ pub struct ProcessStream {
     root: u32,
     children: Children,
     root_done: Arc<AtomicBool>,
-    killed: Arc<AtomicBool>,
+    killed: KillHandle,
     ended: bool,
     eof: bool,
     /// The end condition held at the last empty read.
@@ -223,7 +219,7 @@ impl Iterator for ProcessStream {
             if self.ended {
                 return None;
             }
-            if self.killed.load(Ordering::SeqCst) {
+            if self.killed.was_killed() {
                 // Stopped (Ctrl-C): an error, so no partial trace passes for a whole one.
                 self.ended = true;
                 return Some(Err(self.error(std::io::Error::new(
@@ -295,108 +291,6 @@ impl Drop for ProcessStream {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn();
-        }
-    }
-}
-
-/// Kills the recorded process from anywhere (a Ctrl-C handler, another thread).
-#[derive(Clone, Debug)]
-pub struct KillHandle {
-    child: Arc<Mutex<Child>>,
-    killed: Arc<AtomicBool>,
-}
-
-impl KillHandle {
-    /// Kills valgrind (and with it the program) if it still runs. Idempotent.
-    pub fn kill(&self) {
-        self.killed.store(true, Ordering::SeqCst);
-        let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
-        // Ignore "already exited": std never signals a reaped pid.
-        let _ = child.kill();
-    }
-
-    /// Whether [`KillHandle::kill`] was called.
-    pub fn was_killed(&self) -> bool {
-        self.killed.load(Ordering::SeqCst)
-    }
-}
-
-/// A running valgrind. Dropping it kills valgrind and waits for it.
-#[derive(Debug)]
-pub struct Recording {
-    handle: KillHandle,
-    /// Set once valgrind (the traced program's process) has been reaped.
-    done: Arc<AtomicBool>,
-    waiter: Option<JoinHandle<std::io::Result<ExitStatus>>>,
-}
-
-impl Recording {
-    fn start(child: Child) -> Recording {
-        let child = Arc::new(Mutex::new(child));
-        let handle = KillHandle {
-            child: child.clone(),
-            killed: Arc::new(AtomicBool::new(false)),
-        };
-        let done = Arc::new(AtomicBool::new(false));
-        let done2 = done.clone();
-        let waiter = std::thread::spawn(move || {
-            let status = loop {
-                let polled = child
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .try_wait();
-                match polled {
-                    Ok(Some(status)) => break Ok(status),
-                    Ok(None) => std::thread::sleep(POLL),
-                    Err(e) => break Err(e),
-                }
-            };
-            done2.store(true, Ordering::SeqCst);
-            status
-        });
-        Recording {
-            handle,
-            done,
-            waiter: Some(waiter),
-        }
-    }
-
-    /// A handle that can kill valgrind from another thread.
-    pub fn kill_handle(&self) -> KillHandle {
-        self.handle.clone()
-    }
-
-    /// Waits for valgrind to exit and returns its status (the program's own: valgrind exits
-    /// with the program's code, or dies of the program's signal).
-    pub fn wait(mut self) -> Result<ExitStatus, RecordError> {
-        self.join()
-    }
-
-    fn join(&mut self) -> Result<ExitStatus, RecordError> {
-        let Some(w) = self.waiter.take() else {
-            return Err(RecordError::Wait(std::io::Error::other("already waited")));
-        };
-        match w.join() {
-            Ok(r) => r.map_err(RecordError::Wait),
-            Err(_) => Err(RecordError::Wait(std::io::Error::other(
-                "waiter thread panicked",
-            ))),
-        }
-    }
-}
-
-impl Drop for Recording {
-    fn drop(&mut self) {
-        if self.waiter.is_some() {
-            let running = self
-                .handle
-                .child
-                .lock()
-                .map(|mut c| matches!(c.try_wait(), Ok(None)));
-            if running.unwrap_or(true) {
-                self.handle.kill();
-            }
-            let _ = self.join();
         }
     }
 }
