@@ -5,6 +5,7 @@ use crate::record::{RecordArgs, Tracer, TracerArgs};
 use anyhow::Context;
 use compromis_trace::qemu::{
     KillHandle, PluginFile, QemuCommand, QemuOpStream, QemuStatus, qemu_available, qemu_ops,
+    wrapper_reason,
 };
 use compromis_trace::{MemTraceFormat, TraceError, TraceFileWriter};
 use compromis_types::Op;
@@ -17,6 +18,16 @@ use std::time::Instant;
 pub fn run_if_qemu(args: &RecordArgs) -> anyhow::Result<Option<ExitCode>> {
     let t = &args.tracer;
     let probe = qemu_available("qemu-x86_64".as_ref());
+    // Without an explicit choice, a wrapper goes to lackey: only lackey follows exec, and the
+    // trace must be of the program that ends up running (not of its launcher).
+    if t.tracer.is_none()
+        && probe.is_ok()
+        && let Some(why) = args.command.first().and_then(|c| wrapper_reason(c))
+    {
+        eprintln!("compromis record: tracer lackey ({why}; lackey follows exec, QEMU cannot)");
+        lackey_options(t)?;
+        return Ok(None);
+    }
     match (t.tracer, probe) {
         (Some(Tracer::Lackey), _) => {
             eprintln!("compromis record: tracer lackey (--tracer lackey)");

@@ -259,6 +259,27 @@ pub fn find_program(name: &OsStr) -> Result<PathBuf, QemuError> {
         .ok_or_else(|| QemuError::NotFound(name.to_owned()))
 }
 
+/// Launchers that run another program by `exec` (QEMU user mode cannot follow an exec).
+pub const LAUNCHERS: [&str; 14] = [
+    "env", "nice", "nohup", "time", "timeout", "taskset", "stdbuf", "chrt", "ionice", "setsid",
+    "sh", "bash", "dash", "exec",
+];
+
+/// Why `command` is a wrapper that ends up `exec`ing another program, if it is one: a `#!`
+/// script (a pyenv/rbenv/asdf shim, any launcher script) or a known launcher ([`LAUNCHERS`]).
+/// `record` picks the lackey tracer for these when no tracer was chosen, since only lackey follows
+/// exec.
+pub fn wrapper_reason(command: &OsStr) -> Option<String> {
+    let path = find_program(command).ok()?;
+    if let Err(QemuError::NotElf { script: true, .. }) = check_elf(&path) {
+        return Some(format!("{} is a #! script", path.display()));
+    }
+    let base = path.file_name()?.to_str()?;
+    LAUNCHERS
+        .contains(&base)
+        .then(|| format!("{base} is a launcher that execs another program"))
+}
+
 /// Refuses a program QEMU cannot load: anything that does not start with the ELF magic (a file
 /// that cannot be read is left to QEMU, which reports it).
 fn check_elf(path: &Path) -> Result<(), QemuError> {
@@ -871,6 +892,20 @@ mod tests {
         assert!(last.is_err());
         assert_eq!(h.lock().unwrap().exec.map(|e| e.syscall), Some(59));
         assert_eq!(rec.wait().unwrap().code(), Some(127));
+    }
+
+    #[test]
+    fn wrappers_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("wrapper");
+        std::fs::write(&script, "#!/bin/sh\nexec true\n").unwrap();
+        assert!(wrapper_reason(script.as_os_str()).is_some_and(|w| w.contains("#! script")));
+        if find_program(OsStr::new("env")).is_ok() {
+            assert!(wrapper_reason(OsStr::new("env")).is_some_and(|w| w.contains("launcher")));
+        }
+        if find_program(OsStr::new("true")).is_ok() {
+            assert_eq!(wrapper_reason(OsStr::new("true")), None);
+        }
     }
 
     #[test]

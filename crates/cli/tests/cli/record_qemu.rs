@@ -291,3 +291,40 @@ fn killed_record_leaves_nothing_behind() {
         assert!(left.is_empty(), "{left:?}");
     }
 }
+
+/// Issue 16 with QEMU installed: without `--tracer`, a wrapper (a `#!` script, `env`) is recorded
+/// with lackey, which follows its exec, so the trace is of the program it starts.
+#[test]
+fn wrappers_default_to_lackey_which_follows_exec() {
+    if qemu_missing() || valgrind_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("wrap.sh");
+    std::fs::write(&script, "#!/bin/sh\nexec true \"$@\"\n").unwrap();
+    let mut perm = std::fs::metadata(&script).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&script, perm).unwrap();
+    for cmd in [vec![script.to_str().unwrap()], vec!["env", "A=1", "true"]] {
+        let out = compromis()
+            .args(["record", "--output", "json", "--schemes", "native", "--"])
+            .args(&cmd)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{cmd:?}: {err}");
+        assert!(err.contains("tracer lackey"), "{cmd:?}: {err}");
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let procs = j["record"]["processes"].as_array().unwrap();
+        let images = procs[0]["images"].as_array().unwrap();
+        // The wrapper's image, then `true` after its exec.
+        assert!(images.len() >= 2, "{cmd:?}: {j}");
+        assert!(
+            images
+                .last()
+                .and_then(|i| i["command"].as_str())
+                .is_some_and(|c| c.contains("true")),
+            "{cmd:?}: {j}"
+        );
+    }
+}
