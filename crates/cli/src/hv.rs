@@ -5,7 +5,6 @@
 use anyhow::Context;
 use compromis_hostmem::{Scenario, StepReport, scenario::DEMO};
 use compromis_report::{hv, write_atomic};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -43,26 +42,24 @@ pub fn run(args: &HvArgs) -> anyhow::Result<ExitCode> {
         None => (DEMO.to_owned(), "<demo>".to_owned()),
     };
     let scenario = Scenario::parse(&text, &name)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
     let mut steps: Vec<StepReport> = Vec::new();
-    let mut io: std::io::Result<()> = Ok(());
+    let mut io: anyhow::Result<()> = Ok(());
     scenario.run_with(|r, h| {
         steps.push(r.clone());
         if io.is_err() {
             return;
         }
         let map = (!args.quiet).then_some((h, usize::from(args.width)));
-        io = out.write_all(hv::step(&name, r, map).as_bytes());
+        io = crate::emit(&hv::step(&name, r, map));
     })?;
     io.context("cannot write to stdout")?;
-    out.write_all(hv::summary(&steps).as_bytes())?;
+    crate::emit(&hv::summary(&steps)).context("cannot write to stdout")?;
     if let Some(dir) = &args.svg {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create folder {}", dir.display()))?;
         let p = &dir.join("hostmap.svg");
         write_atomic(p, hv::map_svg(&steps)?.as_bytes())?;
-        eprintln!("wrote {}", p.display());
+        note!("wrote {}", p.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -54,7 +54,7 @@ pub fn run(a: &KvmArgs) -> Result<ExitCode> {
     // Ctrl-C: give the huge-page pools back before leaving (guest memory goes with the process).
     let _ = ctrlc::set_handler(|| {
         compromis_vmm::restore_hugepages();
-        eprintln!("interrupted: huge-page pools restored");
+        note!("interrupted: huge-page pools restored");
         std::process::exit(130);
     });
     let cfg = Config {
@@ -67,7 +67,7 @@ pub fn run(a: &KvmArgs) -> Result<ExitCode> {
         budget: Duration::from_secs(a.budget),
         predict: !a.no_predict,
     };
-    let progress = |line: &str| eprintln!("kvm: {line}");
+    let progress = |line: &str| note!("kvm: {line}");
     let result = compromis_vmm::run(&cfg, &progress);
     compromis_vmm::restore_hugepages();
     let report = result?;

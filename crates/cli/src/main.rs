@@ -6,6 +6,14 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// `eprintln!` that never panics: a failed write to stderr (`2>/dev/full`, closed pipe) is
+/// ignored, since there is nowhere left to report it.
+macro_rules! note {
+    ($($arg:tt)*) => {
+        $crate::note_text(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod config;
 mod hv;
 mod kvm;
@@ -55,6 +63,13 @@ pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Writes `text` to stderr, ignoring write errors (see `note!`).
+pub(crate) fn note_text(text: &str) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
@@ -74,7 +89,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            note!("error: {e:#}");
             ExitCode::from(2)
         }
     }

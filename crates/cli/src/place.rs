@@ -113,7 +113,7 @@ pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
     if let Some(dir) = &args.svg {
         let files = compromis_report::place::write_svgs(&reports, dir)?;
         for f in files {
-            eprintln!("wrote {}", f.display());
+            note!("wrote {}", f.display());
         }
     }
     Ok(ExitCode::SUCCESS)

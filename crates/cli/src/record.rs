@@ -107,7 +107,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     {
         let killer = killer.clone();
         if let Err(e) = ctrlc::set_handler(move || killer.kill()) {
-            eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+            note!("warning: cannot install the Ctrl-C handler: {e}");
         }
     }
     let ops = RecordOps::new(stream, args.children, save);
@@ -134,18 +134,18 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("record state poisoned"))?
         .clone();
     let report = RecordReport::new(args.children, &state, root_exit);
-    eprint!("{}", report_text(&report));
+    crate::note_text(&report_text(&report));
     if state.skipped > 0 {
-        eprintln!("skipped {} bad trace lines", state.skipped);
+        note!("skipped {} bad trace lines", state.skipped);
     }
     for s in &report.saved {
-        eprintln!("saved {} records to {}", s.records, s.path.display());
+        note!("saved {} records to {}", s.records, s.path.display());
     }
     print(&outcome, &report, args.sim.output)?;
     if status.success() {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("{program} failed: {status}");
+        note!("{program} failed: {status}");
         Ok(ExitCode::from(1))
     }
 }

@@ -30,12 +30,12 @@ pub fn run_if_qemu(args: &RecordArgs) -> anyhow::Result<Option<ExitCode>> {
     }
     match (t.tracer, probe) {
         (Some(Tracer::Lackey), _) => {
-            eprintln!("compromis record: tracer lackey (--tracer lackey)");
+            note!("compromis record: tracer lackey (--tracer lackey)");
             lackey_options(t)?;
             Ok(None)
         }
         (None, Err(why)) => {
-            eprintln!("compromis record: tracer lackey ({why})");
+            note!("compromis record: tracer lackey ({why})");
             lackey_options(t)?;
             Ok(None)
         }
@@ -48,7 +48,7 @@ pub fn run_if_qemu(args: &RecordArgs) -> anyhow::Result<Option<ExitCode>> {
             } else {
                 "the default where QEMU has plugin support"
             };
-            eprintln!("compromis record: tracer qemu ({version}, {how})");
+            note!("compromis record: tracer qemu ({version}, {how})");
             run(args).map(Some)
         }
     }
@@ -130,7 +130,7 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     {
         let killer = killer.clone();
         if let Err(e) = ctrlc::set_handler(move || killer.kill()) {
-            eprintln!("warning: cannot install the Ctrl-C handler: {e}");
+            note!("warning: cannot install the Ctrl-C handler: {e}");
         }
     }
     let QemuOpStream { ops, status, saved } = qemu_ops(pipe, "qemu plugin stream", writer);
@@ -166,13 +166,13 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             .lock()
             .map_err(|_| anyhow::anyhow!("save state poisoned"))?;
         if let Some(s) = summary {
-            eprintln!("saved {} records to {}", s.records, path.display());
+            note!("saved {} records to {}", s.records, path.display());
         }
     }
     if exit.success() {
         Ok(code)
     } else {
-        eprintln!("{program} failed: {exit}");
+        note!("{program} failed: {exit}");
         Ok(ExitCode::from(1))
     }
 }
@@ -190,7 +190,7 @@ fn report(s: &QemuStatus, seconds: f64) {
     let n = s.records();
     #[allow(clippy::cast_precision_loss)]
     let rate = n as f64 / seconds.max(1e-9) / 1e6;
-    eprintln!(
+    note!(
         "qemu: {n} records ({}) in {seconds:.2} s, {rate:.1} M records/s; {} process(es), {} thread stream(s)",
         if s.fetches {
             "fetches, loads, stores"
@@ -202,14 +202,15 @@ fn report(s: &QemuStatus, seconds: f64) {
     );
     if s.streams.len() > 1 {
         for (id, count) in &s.streams {
-            eprintln!(
+            note!(
                 "  process {} thread (vCPU) {}: {count} records",
-                id.pid, id.vcpu
+                id.pid,
+                id.vcpu
             );
         }
     }
     if s.lost > 0 {
-        eprintln!(
+        note!(
             "warning: the plugin lost {} records (too many threads)",
             s.lost
         );

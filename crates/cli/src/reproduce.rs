@@ -92,14 +92,16 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
     files.push(compromis_repro::write_measured(
         &args.out, args.quick, args.seed,
     )?);
+    let mut text = String::new();
     for f in &files {
-        println!("wrote {}", f.display());
+        text += &format!("wrote {}\n", f.display());
     }
     for c in &results.claims {
-        println!("{}\n  ours: {}", c.paper, c.ours);
+        text += &format!("{}\n  ours: {}\n", c.paper, c.ours);
     }
+    crate::emit(&text).context("cannot write to stdout")?;
     if !results.closed_form_mismatches().is_empty() {
-        eprintln!(
+        note!(
             "warning: simulated walk references differ from the closed form (see section 1 of the report)"
         );
     }

@@ -1,6 +1,6 @@
 //! `compromis sim`: simulate a synthetic workload or a trace under several translation schemes.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use compromis_hostmem::Fallback;
 use compromis_mmu::{MachineConfig, SchemeKind};
 use compromis_report::Format;
@@ -234,7 +234,7 @@ pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
         Format::Json => serde_json::to_string_pretty(o)? + "\n",
         Format::Csv => compromis_sim::table::csv_rows(o).to_csv()?,
     };
-    crate::emit(&text)
+    crate::emit(&text).context("cannot write to stdout")
 }
 
 /// An op source error carried through the simulator.

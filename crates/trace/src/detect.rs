@@ -91,7 +91,8 @@ fn name_says_native(path: &Path) -> bool {
 ///
 /// The native format is recognised by its magic number (or a `.ctrace` name, which then must carry
 /// the magic); otherwise gzip, xz and zstd compression are detected by magic and the content is
-/// lackey text if its first 512 bytes are printable ASCII, else ChampSim records.
+/// native if it opens with the native magic, lackey text if its first 512 bytes are printable
+/// ASCII, else ChampSim records.
 /// `opts.format` overrides content detection.
 pub fn open_records(path: &Path, opts: &ReadOptions) -> Result<Box<dyn RecordSource>, TraceError> {
     let name = path.display().to_string();
@@ -134,7 +135,10 @@ fn open_reader(
     }
     let input = decompress(input, Compression::detect(&head), name)?;
     let (head, input) = peek(input, SNIFF_BYTES, name)?;
-    let format = opts.format.unwrap_or(if looks_like_text(&head) {
+    let format = opts.format.unwrap_or(if head.starts_with(NATIVE_MAGIC) {
+        // A compressed native trace (`trace.ctrace.gz`).
+        MemTraceFormat::Native
+    } else if looks_like_text(&head) {
         MemTraceFormat::Lackey
     } else {
         MemTraceFormat::ChampSim
@@ -172,5 +176,32 @@ mod tests {
         assert!(looks_like_text(b"==1== x\nI  10,1\n"));
         assert!(looks_like_text(b""));
         assert!(!looks_like_text(&[0x00, 0x10, 0x40]));
+    }
+
+    #[test]
+    fn gzip_of_a_native_trace_reads_as_native() {
+        use crate::rec::{Record, RecordKind};
+        use std::io::Write;
+        let recs: Vec<Record> = (0..2000)
+            .map(|i| Record::new(RecordKind::Load, 0x1000 + i * 64, 8))
+            .collect();
+        let mut w = crate::native::NativeWriter::new(Vec::new()).unwrap();
+        for r in &recs {
+            crate::RecordSink::write_record(&mut w, r).unwrap();
+        }
+        let native = w.finish().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.trace.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            std::fs::File::create(&p).unwrap(),
+            flate2::Compression::fast(),
+        );
+        gz.write_all(&native).unwrap();
+        gz.finish().unwrap();
+        let back: Vec<Record> = open_records(&p, &ReadOptions::default())
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(back, recs);
     }
 }

@@ -7,7 +7,8 @@
 //!   8  version u16 LE (1)
 //!   10 flags   u16 LE (0, reserved)
 //!   12 reserved u32 LE (0)
-//! body: one zstd stream holding blocks
+//! body: one zstd frame (with a content checksum since this build; older files have none)
+//!   holding blocks; nothing may follow the frame
 //!   block      = varint n (1..=65536 records), varint len (payload bytes), payload
 //!   end marker = varint 0, varint total record count
 //! record (in a payload; the predictions restart at 0 in every block)
@@ -292,7 +293,9 @@ impl<W: Write> NativeWriter<W> {
         header[..8].copy_from_slice(NATIVE_MAGIC);
         header[8..10].copy_from_slice(&NATIVE_VERSION.to_le_bytes());
         out.write_all(&header)?;
-        let enc = zstd::Encoder::new(out, 3)?;
+        let mut enc = zstd::Encoder::new(out, 3)?;
+        // A content checksum at the end of the frame: a flipped bit in the body is an error.
+        enc.include_checksum(true)?;
         Ok(NativeWriter {
             enc: Some(enc),
             block: Vec::with_capacity(1 << 18),
@@ -422,7 +425,7 @@ impl<R: Read> Read for Counting<R> {
 
 /// Streams [`Record`]s out of a native trace. Errors name the byte offset in the decompressed body.
 pub struct NativeReader<R: Read> {
-    body: Counting<zstd::Decoder<'static, std::io::BufReader<R>>>,
+    body: Counting<zstd::Decoder<'static, std::io::BufReader<Counting<R>>>>,
     path: String,
     /// The current block's payload, its decoding position and state, records left in it.
     payload: Vec<u8>,
@@ -480,11 +483,17 @@ impl<R: Read> NativeReader<R> {
                 supported: NATIVE_VERSION,
             });
         }
-        let dec = zstd::Decoder::new(input).map_err(|source| TraceError::Io {
-            path: path.to_owned(),
-            at: Location::Byte(NATIVE_HEADER_BYTES as u64),
-            source,
-        })?;
+        let file = Counting {
+            inner: input,
+            pos: NATIVE_HEADER_BYTES as u64,
+        };
+        let dec = zstd::Decoder::with_buffer(std::io::BufReader::new(file))
+            .map_err(|source| TraceError::Io {
+                path: path.to_owned(),
+                at: Location::Byte(NATIVE_HEADER_BYTES as u64),
+                source,
+            })?
+            .single_frame();
         Ok(NativeReader {
             body: Counting { inner: dec, pos: 0 },
             path: path.to_owned(),
@@ -563,6 +572,48 @@ impl<R: Read> NativeReader<R> {
         }
     }
 
+    /// After the end marker: the zstd frame must end there (which also checks its content
+    /// checksum, when it has one) and the file must end with the frame.
+    fn check_end(&mut self) -> Result<(), TraceError> {
+        use std::io::BufRead;
+        let at = self.body.pos;
+        let mut extra = [0u8; 16];
+        loop {
+            match self.body.read(&mut extra) {
+                Ok(0) => break,
+                Ok(k) => {
+                    return Err(self.corrupt(
+                        at,
+                        "Bytes after the end marker (offset in the decompressed body)",
+                        &extra[..k],
+                    ));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.io_err(e)),
+            }
+        }
+        let file = self.body.inner.get_mut();
+        let left = match file.fill_buf() {
+            Ok(b) => b.to_vec(),
+            Err(source) => {
+                return Err(TraceError::Io {
+                    path: self.path.clone(),
+                    at: Location::Byte(file.get_ref().pos),
+                    source,
+                });
+            }
+        };
+        if !left.is_empty() {
+            let at = file.get_ref().pos - left.len() as u64;
+            return Err(self.corrupt(
+                at,
+                "Bytes after the compressed body (offset in the file)",
+                &left,
+            ));
+        }
+        Ok(())
+    }
+
     /// Loads the next block; `Ok(false)` at the end marker.
     fn load_block(&mut self) -> Result<bool, TraceError> {
         if self.pos != self.payload_len {
@@ -590,6 +641,7 @@ impl<R: Read> NativeReader<R> {
             if total != self.total {
                 return Err(self.corrupt(at, "End marker's record count does not match", &[]));
             }
+            self.check_end()?;
             return Ok(false);
         }
         if n > u64::from(BLOCK_RECORDS) {
@@ -866,5 +918,90 @@ mod tests {
             };
             assert!(res.is_err(), "cut at {cut} read fine");
         }
+    }
+
+    fn read_all(bytes: &[u8]) -> Result<Vec<Record>, TraceError> {
+        NativeReader::new(bytes, "t.ctrace")?.collect()
+    }
+
+    fn sample() -> Vec<Record> {
+        (0..3000)
+            .map(|i| {
+                if i % 3 == 0 {
+                    Record::new(RecordKind::Instr, 0x40_0000 + i * 5, 4)
+                } else {
+                    Record::new(RecordKind::Store, 0x7f00_0000 + i * 4099, 8)
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bit_flips_in_the_body_never_change_records_silently() {
+        let recs = sample();
+        let bytes = encode(&recs);
+        let body = bytes.len() - NATIVE_HEADER_BYTES;
+        let mut errors = 0;
+        for k in 0..97 {
+            let at = NATIVE_HEADER_BYTES + k * body / 97;
+            for bit in [0u8, 3, 7] {
+                let mut bad = bytes.clone();
+                bad[at] ^= 1 << bit;
+                match read_all(&bad) {
+                    Err(_) => errors += 1,
+                    Ok(back) => assert_eq!(back, recs, "flip of bit {bit} at byte {at} read fine"),
+                }
+            }
+        }
+        // Nearly every flip is detected (the checksum covers the whole content).
+        assert!(errors > 250, "{errors} flips detected");
+        // The last bytes are the checksum itself.
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x10;
+        assert!(read_all(&bad).is_err());
+    }
+
+    #[test]
+    fn files_without_checksum_still_read() {
+        let recs = sample();
+        let bytes = encode(&recs);
+        let plain = zstd::decode_all(&bytes[NATIVE_HEADER_BYTES..]).unwrap();
+        let mut old = bytes[..NATIVE_HEADER_BYTES].to_vec();
+        old.extend(zstd::encode_all(&plain[..], 3).unwrap());
+        assert_eq!(read_all(&old).unwrap(), recs);
+    }
+
+    #[test]
+    fn bytes_after_the_end_are_errors() {
+        let recs = sample();
+        let bytes = encode(&recs);
+        // After the zstd frame, in the file.
+        let mut tail = bytes.clone();
+        tail.extend_from_slice(b"junk");
+        let e = read_all(&tail).unwrap_err().to_string();
+        assert!(
+            e.contains("t.ctrace")
+                && e.contains(&format!("byte {}", bytes.len()))
+                && e.contains("after the compressed body"),
+            "{e}"
+        );
+        // After the end marker, inside the compressed body.
+        let mut plain = zstd::decode_all(&bytes[NATIVE_HEADER_BYTES..]).unwrap();
+        let end = plain.len();
+        plain.extend_from_slice(&[0, 0, 7]);
+        let mut inner = bytes[..NATIVE_HEADER_BYTES].to_vec();
+        inner.extend(zstd::encode_all(&plain[..], 3).unwrap());
+        let e = read_all(&inner).unwrap_err().to_string();
+        assert!(
+            e.contains("t.ctrace")
+                && e.contains(&format!("byte {end}"))
+                && e.contains("after the end marker"),
+            "{e}"
+        );
+        // A second zstd frame appended is trailing bytes too.
+        let mut two = bytes.clone();
+        two.extend(zstd::encode_all(&b"more"[..], 3).unwrap());
+        assert!(read_all(&two).is_err());
     }
 }

@@ -167,3 +167,40 @@ fn bad_fallback_lists_valid_values() {
         .code(2)
         .stderr(predicate::str::contains("segments:K (1 <= K <= 1024), ept"));
 }
+
+/// `/dev/full` opened for writing, or `None` (with a note) where it does not exist.
+fn dev_full() -> Option<std::fs::File> {
+    match std::fs::File::create("/dev/full") {
+        Ok(f) => Some(f),
+        Err(e) => {
+            eprintln!("skipped: cannot open /dev/full: {e}");
+            None
+        }
+    }
+}
+
+#[test]
+fn full_stdout_is_exit_2_without_panic() {
+    let Some(full) = dev_full() else { return };
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("compromis"))
+        .args(["sim", "--accesses", "20000", "--footprint", "64MiB"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("cannot write to stdout"), "{stderr}");
+}
+
+#[test]
+fn full_stderr_on_error_is_exit_2_without_panic() {
+    let Some(full) = dev_full() else { return };
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("compromis"))
+        .args(["sim", "--accesses", "20000", "--footprint", "0"])
+        .stderr(full)
+        .output()
+        .unwrap();
+    // A panic exits 101; the error path must still exit 2 when stderr cannot be written.
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -77,7 +77,17 @@ impl AzureReader {
     }
 }
 
+/// Columns of the Azure V1 `vmtable` (vmid .. vmmemory).
+const AZURE_COLUMNS: usize = 11;
+
 fn parse_row(fields: &[&str], vm: u64) -> Result<VmTraceRecord, String> {
+    if fields.len() > AZURE_COLUMNS {
+        return Err(format!(
+            "expected {AZURE_COLUMNS} columns, the row has {} (extra value '{}')",
+            fields.len(),
+            fields[AZURE_COLUMNS].trim()
+        ));
+    }
     let created = parse_u64(field(fields, 3, "vmcreated")?, "vmcreated")?;
     let deleted = parse_u64(field(fields, 4, "vmdeleted")?, "vmdeleted")?;
     let cores_s = field(fields, 9, "vmcorecount")?;
@@ -96,7 +106,7 @@ fn parse_row(fields: &[&str], vm: u64) -> Result<VmTraceRecord, String> {
         vm,
         arrival: created,
         departure: Some(deleted),
-        mem_bytes: gb_to_bytes(mem),
+        mem_bytes: gb_to_bytes(mem, "vmmemory", mem_s)?,
         vcpus,
         initial: created == 0,
     })
@@ -190,6 +200,34 @@ mod tests {
         assert!(msgs[0].contains("line 1") && msgs[0].contains("negative vmcreated '-5'"));
         assert!(msgs[1].contains("line 2") && msgs[1].contains("before arrival"));
         assert!(msgs[2].contains("line 3") && msgs[2].contains("missing column vmmemory"));
+        assert_eq!(out.iter().filter(|r| r.is_ok()).count(), 2);
+    }
+
+    #[test]
+    fn huge_memory_and_extra_column_are_row_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.csv");
+        std::fs::write(
+            &p,
+            "a,s,d,0,10,1,1,1,x,1,17592186044416\nb,s,d,0,10,1,1,1,x,1,2,9\nc,s,d,0,10,1,1,1,x,1,2\n",
+        )
+        .unwrap();
+        let out: Vec<_> = AzureReader::open(&p).unwrap().collect();
+        let msgs: Vec<String> = out
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+            .collect();
+        assert_eq!(msgs.len(), 2, "{msgs:?}");
+        assert!(
+            msgs[0].contains("t.csv")
+                && msgs[0].contains("line 1")
+                && msgs[0].contains("vmmemory '17592186044416' too large"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[1].contains("line 2") && msgs[1].contains("expected 11 columns, the row has 12"),
+            "{msgs:?}"
+        );
         assert_eq!(out.iter().filter(|r| r.is_ok()).count(), 2);
     }
 }

@@ -149,7 +149,7 @@ fn read_flavors(path: &Path) -> Result<Vec<Option<(u32, u64)>>, VmTraceError> {
             .ok_or_else(|| bad(format!("missing column MEMORY_GB in '{l}'")))?;
         let vcpus = u32::try_from(parse_u64(c, "vcpus").map_err(bad)?)
             .map_err(|_| bad(format!("bad vcpus '{c}'")))?;
-        let mem = gb_to_bytes(parse_f64(m, "memory").map_err(bad)?);
+        let mem = gb_to_bytes(parse_f64(m, "memory").map_err(bad)?, "memory", m).map_err(bad)?;
         let letter = letter.trim();
         if letter.len() != 1 {
             return Err(bad(format!("flavor name '{letter}' must be one letter")));
@@ -158,6 +158,9 @@ fn read_flavors(path: &Path) -> Result<Vec<Option<(u32, u64)>>, VmTraceError> {
     }
     Ok(map)
 }
+
+/// Width in seconds of the last duration bin (one day).
+const LAST_BIN_WIDTH: u64 = 86_400;
 
 /// Bin k -> [lo, hi).
 fn read_bins(path: &Path) -> Result<Vec<(u64, u64)>, VmTraceError> {
@@ -172,7 +175,14 @@ fn read_bins(path: &Path) -> Result<Vec<(u64, u64)>, VmTraceError> {
         let (s, b) = l
             .split_once(' ')
             .ok_or_else(|| bad(format!("expected 'SECONDS BIN', got '{l}'")))?;
+        let raw = s;
         let s = parse_u64(s, "seconds").map_err(bad)?;
+        if s.checked_add(LAST_BIN_WIDTH + 1).is_none() {
+            return Err(bad(format!(
+                "seconds '{}' too large: a bin starting there would end past 2^64 s",
+                raw.trim()
+            )));
+        }
         let b = usize::try_from(parse_u64(b, "bin").map_err(bad)?)
             .map_err(|_| bad("bin too large".into()))?;
         if b > 100_000 {
@@ -200,7 +210,7 @@ fn read_bins(path: &Path) -> Result<Vec<(u64, u64)>, VmTraceError> {
                 lo[k],
                 lo.get(k + 1)
                     .copied()
-                    .unwrap_or(lo[k] + 86_400)
+                    .unwrap_or(lo[k] + LAST_BIN_WIDTH)
                     .max(lo[k] + 1),
             )
         })
@@ -262,7 +272,8 @@ impl RnnRecords {
         Some(match self.rule {
             DurationRule::Lower => lo,
             DurationRule::Mid => lo + (hi - lo) / 2,
-            DurationRule::Uniform => self.rng.gen_range(lo..hi),
+            DurationRule::Uniform if hi > lo => self.rng.gen_range(lo..hi),
+            DurationRule::Uniform => lo,
         })
     }
 
@@ -325,9 +336,18 @@ impl RnnRecords {
                 _ => None,
             }
             .ok_or_else(|| bad(format!("unknown flavor '{f}'")))?;
-            let (kind, bin) = d.split_at(1.min(d.len()));
-            let bin = usize::try_from(parse_u64(bin, "duration bin").map_err(bad)?)
-                .map_err(|_| bad(format!("bad duration '{d}'")))?;
+            let kind_len = d.chars().next().map_or(0, char::len_utf8);
+            let (kind, bin) = d.split_at(kind_len);
+            if kind != "U" && kind != "C" {
+                return Err(bad(format!(
+                    "bad duration token '{d}': expected U<bin> or C<bin>"
+                )));
+            }
+            let bin = usize::try_from(
+                parse_u64(bin, "duration bin")
+                    .map_err(|r| bad(format!("bad duration token '{d}': {r}")))?,
+            )
+            .map_err(|_| bad(format!("bad duration '{d}'")))?;
             let departure = match kind {
                 "U" => {
                     let life = self.lifetime(bin).ok_or_else(|| {
@@ -471,6 +491,76 @@ pub(crate) mod tests {
         );
         assert!(
             errs[1].contains("line 2") && errs[1].contains("bin 9"),
+            "{errs:?}"
+        );
+    }
+
+    fn errors_of(dir: &Path, rule: DurationRule) -> Vec<String> {
+        match AzureRnnReader::open(dir, rule, 1) {
+            Err(e) => vec![e.to_string()],
+            Ok(r) => r.filter_map(|r| r.err().map(|e| e.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn non_ascii_duration_token_is_a_row_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(dir.path());
+        std::fs::write(
+            dir.path().join("x.c1000.txt"),
+            "100 éU0,|,U2,C1,|\n400 U1,|\n",
+        )
+        .unwrap();
+        let errs = errors_of(dir.path(), DurationRule::Lower);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("x.txt") && errs[0].contains("line 1") && errs[0].contains("'éU0'"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn huge_interval_map_second_is_a_row_error() {
+        for rule in [
+            DurationRule::Lower,
+            DurationRule::Mid,
+            DurationRule::Uniform,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            fixture(dir.path());
+            let huge = u64::MAX - 10;
+            std::fs::write(
+                dir.path().join("v1.interval_map.txt"),
+                format!("0 0\n300 1\n600 2\n{huge} 3\n"),
+            )
+            .unwrap();
+            let errs = errors_of(dir.path(), rule);
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert!(
+                errs[0].contains("v1.interval_map.txt")
+                    && errs[0].contains("line 4")
+                    && errs[0].contains(&huge.to_string()),
+                "{errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn huge_flavor_memory_is_a_row_error() {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(dir.path());
+        std::fs::write(
+            dir.path().join("flav_map.txt"),
+            "1,0.75 a\n2,17592186044416 b\n",
+        )
+        .unwrap();
+        let errs = errors_of(dir.path(), DurationRule::Lower);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("flav_map.txt")
+                && errs[0].contains("line 2")
+                && errs[0].contains("17592186044416")
+                && errs[0].contains("too large"),
             "{errs:?}"
         );
     }

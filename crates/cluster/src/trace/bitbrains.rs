@@ -8,7 +8,7 @@
 //! folder is 0; VMs whose first sample is that instant were running when the trace starts. Files
 //! are merged with a k-way merge (one open reader per file, memory proportional to the VMs).
 
-use super::{Lines, f64_to_u64, field, files_of, parse_f64, parse_u64};
+use super::{Lines, field, files_of, kb_to_bytes, parse_f64, parse_u64};
 use crate::event::{Event, VmTraceError};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -54,11 +54,9 @@ impl VmFile {
                 let t = parse_u64(field(&f, 0, "Timestamp")?, "timestamp")?;
                 let cores = u32::try_from(parse_u64(field(&f, 1, "CPU cores")?, "CPU cores")?)
                     .map_err(|_| "too many CPU cores".to_owned())?;
-                let kb = parse_f64(
-                    field(&f, 5, "Memory capacity provisioned [KB]")?,
-                    "provisioned memory",
-                )?;
-                Ok((t, cores, f64_to_u64(kb) * 1024))
+                let kb_s = field(&f, 5, "Memory capacity provisioned [KB]")?;
+                let kb = parse_f64(kb_s, "provisioned memory")?;
+                Ok((t, cores, kb_to_bytes(kb, "provisioned memory", kb_s)?))
             })();
             let (t, cores, mem) = match parsed {
                 Ok(x) => x,
@@ -255,6 +253,28 @@ mod tests {
                 Event::Departure { vm: 1, time: 500 },
                 Event::Departure { vm: 0, time: 600 },
             ]
+        );
+    }
+
+    #[test]
+    fn huge_memory_is_a_row_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("1.csv");
+        std::fs::write(
+            &p,
+            format!("{HDR}1000;\t2;\t1;\t1;\t1;\t18014398509481984;\t1\n"),
+        )
+        .unwrap();
+        let msgs: Vec<String> = BitbrainsReader::open(&p)
+            .unwrap()
+            .filter_map(|r| r.err().map(|e| e.to_string()))
+            .collect();
+        assert_eq!(msgs.len(), 1, "{msgs:?}");
+        assert!(
+            msgs[0].contains("1.csv")
+                && msgs[0].contains("line 2")
+                && msgs[0].contains("'18014398509481984' too large"),
+            "{msgs:?}"
         );
     }
 }

@@ -271,8 +271,31 @@ pub(crate) fn f64_to_u64(x: f64) -> u64 {
 }
 
 /// GB (as the traces write them; we read 1 GB as 1 GiB) to bytes, rounded to whole MiB.
-pub(crate) fn gb_to_bytes(gb: f64) -> u64 {
-    f64_to_u64(gb * 1024.0) << 20
+pub(crate) fn gb_to_bytes(gb: f64, column: &str, raw: &str) -> Result<u64, String> {
+    let mib = gb * 1024.0;
+    if mib >= 1.8e19 {
+        return Err(too_large(column, raw));
+    }
+    f64_to_u64(mib)
+        .checked_mul(1 << 20)
+        .ok_or_else(|| too_large(column, raw))
+}
+
+/// Kibibytes to bytes, an error naming the column and value on overflow.
+pub(crate) fn kb_to_bytes(kb: f64, column: &str, raw: &str) -> Result<u64, String> {
+    if kb >= 1.8e19 {
+        return Err(too_large(column, raw));
+    }
+    f64_to_u64(kb)
+        .checked_mul(1024)
+        .ok_or_else(|| too_large(column, raw))
+}
+
+fn too_large(column: &str, raw: &str) -> String {
+    format!(
+        "{column} '{}' too large: the size in bytes does not fit in 64 bits",
+        raw.trim()
+    )
 }
 
 /// Splits on a delimiter, giving a helpful error when a column is missing.
