@@ -133,7 +133,8 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             note!("warning: cannot install the Ctrl-C handler: {e}");
         }
     }
-    let QemuOpStream { ops, status, saved } = qemu_ops(pipe, "qemu plugin stream", writer);
+    let QemuOpStream { ops, status, saved } =
+        qemu_ops(pipe, "qemu plugin stream", writer, args.children);
     let program = args.command[0].to_string_lossy().into_owned();
     let ops = Ops {
         inner: ops,

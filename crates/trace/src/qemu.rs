@@ -19,6 +19,7 @@
 //! their process's address space and each process is its own simulated process.
 
 use crate::error::{Location, TraceError};
+use crate::process::Children;
 use crate::rec::{Record, RecordKind};
 pub use crate::supervise::{KillHandle, Recording};
 use crate::{RecordSource, TraceFileWriter};
@@ -675,6 +676,8 @@ pub struct QemuOps<S: RecordSource> {
     pids: Vec<u32>,
     current: Option<u32>,
     pending: [Option<Op>; 2],
+    children: Children,
+    root: Option<u32>,
 }
 
 impl<S: RecordSource> std::fmt::Debug for QemuOps<S> {
@@ -694,7 +697,17 @@ impl<S: RecordSource> QemuOps<S> {
             pids: Vec::new(),
             current: None,
             pending: [None, None],
+            children: Children::Separate,
+            root: None,
         }
+    }
+
+    /// What to do with the processes the program forks (as `record --children`): `none` keeps
+    /// only the first process's records, `all` puts every record in one address space,
+    /// `separate` (the default of this type) makes each process its own guest process.
+    pub fn with_children(mut self, children: Children) -> QemuOps<S> {
+        self.children = children;
+        self
     }
 
     /// The simulated process of host process `pid` (0 for the first).
@@ -719,12 +732,24 @@ impl<S: RecordSource> Iterator for QemuOps<S> {
             self.pending[0] = self.pending[1].take();
             return Some(Ok(op));
         }
-        let r = match self.src.next()? {
-            Ok(r) => r,
-            Err(e) => return Some(Err(e)),
+        let (r, pid) = loop {
+            let r = match self.src.next()? {
+                Ok(r) => r,
+                Err(e) => return Some(Err(e)),
+            };
+            let pid = self.cursor.get().pid;
+            let root = *self.root.get_or_insert(pid);
+            match self.children {
+                Children::None if pid != root => continue,
+                Children::All => {
+                    let (a, b) = r.ops();
+                    self.pending[0] = b;
+                    return Some(Ok(a));
+                }
+                _ => break (r, pid),
+            }
         };
         let (a, b) = r.ops();
-        let pid = self.cursor.get().pid;
         if self.current == Some(pid) {
             self.pending[0] = b;
             return Some(Ok(a));
@@ -764,6 +789,7 @@ pub fn qemu_ops<R: Read + Send + 'static>(
     input: R,
     name: &str,
     save: Option<TraceFileWriter>,
+    children: Children,
 ) -> QemuOpStream {
     let reader = QemuReader::new(input, name);
     let status = reader.status_handle();
@@ -773,13 +799,13 @@ pub fn qemu_ops<R: Read + Send + 'static>(
             let tee = crate::TeeSource::new(reader, w);
             let saved = Some(tee.summary_handle());
             QemuOpStream {
-                ops: Box::new(QemuOps::new(tee, cursor)),
+                ops: Box::new(QemuOps::new(tee, cursor).with_children(children)),
                 status,
                 saved,
             }
         }
         None => QemuOpStream {
-            ops: Box::new(QemuOps::new(reader, cursor)),
+            ops: Box::new(QemuOps::new(reader, cursor).with_children(children)),
             status,
             saved: None,
         },
@@ -1050,8 +1076,12 @@ mod tests {
             .chunk(CHUNK_RECORDS, 7, 0, &[rec(1, 0x40, 3)])
             .exit(9)
             .exit(7);
-        let QemuOpStream { ops, status, .. } =
-            qemu_ops(std::io::Cursor::new(s.0.clone()), "t", None);
+        let QemuOpStream { ops, status, .. } = qemu_ops(
+            std::io::Cursor::new(s.0.clone()),
+            "t",
+            None,
+            Children::Separate,
+        );
         let ops: Vec<Op> = ops.map(Result::unwrap).collect();
         let a = |g, kind| Op::Access {
             gva: Gva(g),
@@ -1073,5 +1103,29 @@ mod tests {
         assert_eq!(st.forks, vec![(9, 7)]);
         assert_eq!(st.processes(), 2);
         assert_eq!(st.streams.len(), 3);
+        // --children none: only the first process; all: one address space, no switch.
+        let run = |c| -> Vec<Op> {
+            qemu_ops(std::io::Cursor::new(s.0.clone()), "t", None, c)
+                .ops
+                .map(Result::unwrap)
+                .collect()
+        };
+        assert_eq!(
+            run(Children::None),
+            vec![
+                a(0x10, AccessKind::Load),
+                a(0x20, AccessKind::Store),
+                a(0x40, AccessKind::Load),
+            ]
+        );
+        assert_eq!(
+            run(Children::All),
+            vec![
+                a(0x10, AccessKind::Load),
+                a(0x20, AccessKind::Store),
+                a(0x30, AccessKind::Load),
+                a(0x40, AccessKind::Load),
+            ]
+        );
     }
 }
