@@ -117,7 +117,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         inner: ops,
         killer: killer.clone(),
     };
-    let result = simulate(&args.sim, &program, ops);
+    let result = crate::sim::simulate_stream(&args.sim, &program, ops);
     if killer.was_killed() {
         drop(recording); // kills valgrind if still needed and waits for it
         anyhow::bail!("interrupted: valgrind and {program} were stopped");
@@ -148,39 +148,6 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         note!("{program} failed: {status}");
         Ok(ExitCode::from(1))
     }
-}
-
-/// Simulates the ops, with a spinner on a terminal once the run lasts over a second.
-fn simulate(
-    opts: &crate::sim::SimOptions,
-    name: &str,
-    ops: Ops,
-) -> anyhow::Result<compromis_sim::Outcome> {
-    let plan = opts
-        .request(compromis_sim::Source::Stream {
-            name: name.to_owned(),
-        })?
-        .build()?;
-    let exp = plan.experiment;
-    let pb = indicatif::ProgressBar::new_spinner().with_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {elapsed_precise} {human_pos} ops ({per_sec})",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-    );
-    pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    let start = std::time::Instant::now();
-    let shown = std::sync::atomic::AtomicBool::new(false);
-    let outcome = compromis_sim::run_source(&exp, name, ops, &|done| {
-        use std::sync::atomic::Ordering::Relaxed;
-        if !shown.load(Relaxed) && start.elapsed().as_secs_f64() > 1.0 {
-            shown.store(true, Relaxed);
-            pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        }
-        pb.set_position(done);
-    });
-    pb.finish_and_clear();
-    Ok(outcome?)
 }
 
 /// What was traced, for stderr: one line per process, one per program it ran.

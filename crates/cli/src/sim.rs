@@ -178,26 +178,56 @@ fn progress_bar(total: Option<u64>) -> ProgressBar {
     pb
 }
 
+/// Runs a simulation with a progress bar (on a terminal, once the run lasts over a second).
+fn with_progress(
+    total: Option<u64>,
+    f: impl FnOnce(&(dyn Fn(u64) + Sync)) -> Result<Outcome>,
+) -> Result<Outcome> {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    let pb = progress_bar(total);
+    let start = std::time::Instant::now();
+    let shown = AtomicBool::new(false);
+    let outcome = f(&|done| {
+        if !shown.load(Relaxed) && start.elapsed().as_secs_f64() > 1.0 {
+            shown.store(true, Relaxed);
+            pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+        pb.set_position(done);
+    });
+    pb.finish_and_clear();
+    outcome
+}
+
 /// Runs a simulation with a progress bar and prints the outcome.
 fn run_with_progress(
     opts: &SimOptions,
     total: Option<u64>,
     f: impl FnOnce(&(dyn Fn(u64) + Sync)) -> Result<Outcome>,
 ) -> Result<ExitCode> {
-    let pb = progress_bar(total);
-    let start = std::time::Instant::now();
-    let shown = std::sync::atomic::AtomicBool::new(false);
-    let outcome = f(&|done| {
-        if !shown.load(std::sync::atomic::Ordering::Relaxed) && start.elapsed().as_secs_f64() > 1.0
-        {
-            shown.store(true, std::sync::atomic::Ordering::Relaxed);
-            pb.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        }
-        pb.set_position(done);
-    });
-    pb.finish_and_clear();
-    print_outcome(&outcome?, opts.output)?;
+    print_outcome(&with_progress(total, f)?, opts.output)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Simulates an op stream named `name` (a program being recorded) with `opts`, with a progress
+/// spinner; the caller prints.
+pub fn simulate_stream<I, E>(opts: &SimOptions, name: &str, source: I) -> Result<Outcome>
+where
+    I: IntoIterator<Item = std::result::Result<Op, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let plan = opts
+        .request(Source::Stream {
+            name: name.to_owned(),
+        })?
+        .build()?;
+    with_progress(None, |progress| {
+        Ok(compromis_sim::run_source(
+            &plan.experiment,
+            name,
+            source,
+            progress,
+        )?)
+    })
 }
 
 /// Prints an outcome in `format`.
@@ -253,19 +283,9 @@ pub fn run_source(
     name: &str,
     source: Box<dyn Iterator<Item = anyhow::Result<Op>> + Send>,
 ) -> Result<ExitCode> {
-    let plan = opts
-        .request(Source::Stream {
-            name: name.to_owned(),
-        })?
-        .build()?;
-    run_with_progress(opts, None, |progress| {
-        Ok(compromis_sim::run_source(
-            &plan.experiment,
-            name,
-            source.map(|r| r.map_err(SourceError)),
-            progress,
-        )?)
-    })
+    let o = simulate_stream(opts, name, source.map(|r| r.map_err(SourceError)))?;
+    print_outcome(&o, opts.output)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the subcommand.

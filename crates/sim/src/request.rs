@@ -76,17 +76,6 @@ pub enum HostRequest {
     },
 }
 
-impl HostRequest {
-    /// An aged host with the default fill and fallback.
-    pub const fn aged() -> HostRequest {
-        HostRequest::Aged {
-            memory: None,
-            fill: DEFAULT_HOST_FILL,
-            fallback: DEFAULT_FALLBACK,
-        }
-    }
-}
-
 /// An experiment as asked for. `Default` is `compromis sim` with no flags.
 #[derive(Clone, Debug)]
 pub struct ExperimentRequest {
@@ -208,7 +197,7 @@ pub fn check_fits(w: &WorkloadSpec, ram: ByteSize) -> Result<(), ExperimentError
 impl ExperimentRequest {
     /// Validates the request and fills every default.
     pub fn build(&self) -> Result<Plan, ExperimentError> {
-        let workload = match &self.source {
+        let input = match &self.source {
             Source::Workload {
                 kind,
                 footprint,
@@ -226,9 +215,20 @@ impl ExperimentRequest {
                     seed: self.seed,
                 };
                 spec.validate()?;
-                Some(spec)
+                Input::Workload(spec)
             }
-            Source::Trace { .. } | Source::Stream { .. } => None,
+            Source::Trace {
+                path,
+                skip_bad_records,
+            } => Input::Trace {
+                path: path.clone(),
+                skip_bad_records: *skip_bad_records,
+            },
+            Source::Stream { name } => Input::Stream { name: name.clone() },
+        };
+        let workload = match &input {
+            Input::Workload(w) => Some(w),
+            _ => None,
         };
         let ram = match (&workload, self.vm_memory) {
             (_, Some(r)) => r,
@@ -272,7 +272,7 @@ impl ExperimentRequest {
                 }
             }
         };
-        if let Some(w) = &workload {
+        if let Some(w) = workload {
             check_fits(w, ram)?;
         }
         let experiment = Experiment {
@@ -292,23 +292,6 @@ impl ExperimentRequest {
                 ram,
                 host_page: self.host_page,
                 host,
-            },
-        };
-        let input = match (&self.source, workload) {
-            (_, Some(w)) => Input::Workload(w),
-            (
-                Source::Trace {
-                    path,
-                    skip_bad_records,
-                },
-                None,
-            ) => Input::Trace {
-                path: path.clone(),
-                skip_bad_records: *skip_bad_records,
-            },
-            (Source::Stream { name }, None) => Input::Stream { name: name.clone() },
-            (Source::Workload { kind, .. }, None) => Input::Stream {
-                name: kind.name().to_owned(),
             },
         };
         Ok(Plan { experiment, input })

@@ -98,6 +98,8 @@ impl LackeyCommand {
         let mut args: Vec<OsString> = vec![
             "--tool=lackey".into(),
             "--trace-mem=yes".into(),
+            // No gdbserver: its FIFOs (vgdb-pipe-*) would stay in $TMPDIR when valgrind is killed.
+            "--vgdb=no".into(),
             "--trace-children=yes".into(),
             format!("--child-silent-after-fork={silent}").into(),
             format!("--log-fd={fd}").into(),

@@ -225,71 +225,12 @@ fn qemu_options_are_refused_under_lackey() {
         .stderr(predicate::str::contains("--tracer qemu only"));
 }
 
-/// Processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) {
-                found.push(cmd);
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn killed_record_leaves_nothing_behind() {
     if qemu_missing() {
         return;
     }
-    let needle = "37.4343";
-    let dir = tempfile::tempdir().unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let saved = dir.path().join("partial.ctrace");
-    let bin = assert_cmd::cargo::cargo_bin("compromis");
-    let mut child = std::process::Command::new(bin)
-        .env("TMPDIR", tmp.path())
-        .args(["record", "--tracer", "qemu", "--save"])
-        .arg(&saved)
-        .args(["--", "sleep", needle])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Let qemu start, then interrupt compromis alone (not its process group).
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let st = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "compromis did not stop"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(2), "{err}");
-    assert!(err.contains("interrupted"), "{err}");
-    assert!(
-        processes_with(needle).is_empty(),
-        "{:?}",
-        processes_with(needle)
-    );
-    // No trace (not even a temporary one) and no plugin copy.
-    for d in [dir.path(), tmp.path()] {
-        let left: Vec<_> = std::fs::read_dir(d).unwrap().flatten().collect();
-        assert!(left.is_empty(), "{left:?}");
-    }
+    crate::common::interrupt_record("qemu", "37.4343");
 }
 
 /// Issue 16 with QEMU installed: without `--tracer`, a wrapper (a `#!` script, `env`) is recorded

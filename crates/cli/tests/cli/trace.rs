@@ -328,68 +328,15 @@ fn record_reports_failing_program() {
         .stderr(predicate::str::contains("exit status: 1"));
 }
 
-/// Processes whose command line contains `needle`.
-fn processes_with(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if cmd.contains(needle) {
-                found.push(cmd);
-            }
-        }
-    }
-    found
-}
-
 #[test]
 fn ctrl_c_leaves_no_valgrind_behind() {
     if valgrind_missing() {
         return;
     }
-    let needle = "37.4242";
-    let dir = tempfile::tempdir().unwrap();
-    let saved = dir.path().join("partial.ctrace");
-    let bin = assert_cmd::cargo::cargo_bin("compromis");
-    let mut child = std::process::Command::new(bin)
-        .args(["record", "--tracer", "lackey"])
-        .arg("--save")
-        .arg(&saved)
-        .args(["--", "sleep", needle])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Let valgrind start, then interrupt compromis alone (not its process group).
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let st = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(st.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "compromis did not stop"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(2), "{err}");
-    assert!(err.contains("interrupted"), "{err}");
-    assert!(
-        processes_with(needle).is_empty(),
-        "{:?}",
-        processes_with(needle)
-    );
+    crate::common::interrupt_record("lackey", "37.4242");
 }
 
-/// `compromis record --format json --schemes native ARGS -- CMD`: (stdout JSON, stderr).
+/// `compromis record --tracer lackey --output json --schemes native ARGS -- CMD`: (stdout JSON, stderr).
 fn record_json(dir: &Path, args: &[&str], cmd: &[&str]) -> (serde_json::Value, String) {
     let path = std::env::var("PATH").unwrap_or_default();
     let out = compromis()
