@@ -107,6 +107,10 @@ pub struct SimOptions {
     /// Machine-model file (TOML; `compromis config --defaults` prints one).
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// How shadow paging syncs its tables: oos (out of sync, as KVM and Xen) or eager (every
+    /// guest page-table write trapped). Overrides the machine model's `exits.shadow_sync`.
+    #[arg(long)]
+    pub shadow_sync: Option<compromis_vmem::SyncMode>,
     /// Output format: table, json, csv.
     #[arg(long, alias = "format", value_enum, default_value_t = Format::Table)]
     pub output: Format,
@@ -132,6 +136,9 @@ impl SimOptions {
         };
         if self.untagged_tlb {
             machine.tlb.tagged = false;
+        }
+        if let Some(m) = self.shadow_sync {
+            machine.exits.shadow_sync = m;
         }
         Ok(ExperimentRequest {
             source,

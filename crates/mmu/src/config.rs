@@ -447,6 +447,9 @@ pub struct LatencyConfig {
     pub ntlb_hit: u64,
     /// Per guest-physical address translated by a segment register (compare + add).
     pub segment: u64,
+    /// Fixed cost of every completed page walk (walker start after the STLB miss, and the fill of
+    /// the TLBs with the result), on top of its references.
+    pub walk_start: u64,
 }
 
 impl Default for LatencyConfig {
@@ -469,8 +472,18 @@ pub struct ExitConfig {
     pub page_fault: u64,
     /// Shadow paging: a guest INVLPG.
     pub invlpg: u64,
-    /// The guest kernel's own page-fault handling (paid by every scheme, native included).
+    /// The guest kernel's own page-fault handling, zeroing excluded (paid by every scheme, native
+    /// included, and by the perfect-TLB baseline).
     pub guest_page_fault: u64,
+    /// The guest kernel zeroing 4 KiB of a new page (a 2 MiB fault zeroes 512 times as much).
+    pub zero_4k: u64,
+    /// How the shadow-paging hypervisor keeps its tables in sync (`oos` or `eager`).
+    pub shadow_sync: compromis_vmem::SyncMode,
+    /// Shadow paging, out of sync: first guest write to an in-sync last-level table (the
+    /// hypervisor unprotects it and marks it unsync).
+    pub unsync: u64,
+    /// Shadow paging, out of sync: per guest entry reconciled at INVLPG or CR3 load.
+    pub resync_entry: u64,
 }
 
 impl Default for ExitConfig {
@@ -486,6 +499,13 @@ pub struct CoreConfig {
     /// Cycles per instruction with a perfect memory system (data-access and translation latency
     /// are added on top).
     pub base_cpi: f64,
+    /// Memory accesses in flight at once (L1D fill buffers / MSHRs); 1 = the serial model.
+    pub max_outstanding: u64,
+    /// Instruction window (reorder buffer): an access cannot start before every access this many
+    /// instructions older has completed.
+    pub window: u64,
+    /// Page walks in flight at once (page-miss handlers).
+    pub page_walkers: u64,
 }
 
 impl Default for CoreConfig {
@@ -553,6 +573,7 @@ impl MachineConfig {
                 pwc_hit: 0,
                 ntlb_hit: 0,
                 segment: 0,
+                walk_start: 0,
             },
             exits: ExitConfig {
                 pt_write: 0,
@@ -560,8 +581,17 @@ impl MachineConfig {
                 page_fault: 0,
                 invlpg: 0,
                 guest_page_fault: 0,
+                zero_4k: 0,
+                shadow_sync: compromis_vmem::SyncMode::Oos,
+                unsync: 0,
+                resync_entry: 0,
             },
-            core: CoreConfig { base_cpi: 0.0 },
+            core: CoreConfig {
+                base_cpi: 0.0,
+                max_outstanding: 0,
+                window: 0,
+                page_walkers: 0,
+            },
         }
     };
 
@@ -676,6 +706,10 @@ const HEADER: &str = "\
 # [10] \"Page fault latency measurement\", ddumbying.vercel.app/experiments/pagefault-latency.
 # [11] AnandTech, \"AMD Rome Second Generation EPYC Review\" (2019), page \"Memory Subsystem: Latency\"
 #      (Xeon Platinum 8280: L1D 4 cycles, 1 MB L2 14 cycles).
+# [12] Linux commits \"x86/clear_page: introduce clear_pages()\" and \"mm: folio_zero_user: clear pages
+#      sequentially\" (Ankur Arora, 2026): measured page-clearing bandwidth on AMD Milan and Genoa.
+# [13] Linux KVM, arch/x86/kvm/mmu/mmu.c: unsync shadow pages (mmu_try_to_unsync_pages,
+#      kvm_sync_page, kvm_mmu_sync_roots); commit \"KVM: MMU: out of sync shadow core\" (2008).
 ";
 
 /// 1-based line and column of byte `offset` in `text`.
@@ -987,6 +1021,11 @@ mod tests {
                 Value::Line(l) => Value::Line(l * 2),
                 Value::Flag(b) => Value::Flag(!b),
                 Value::Cpi(c) => Value::Cpi(c * 2.0),
+                Value::Count(n) => Value::Count(n + 1),
+                Value::Sync(m) => Value::Sync(match m {
+                    compromis_vmem::SyncMode::Oos => compromis_vmem::SyncMode::Eager,
+                    compromis_vmem::SyncMode::Eager => compromis_vmem::SyncMode::Oos,
+                }),
             };
             let mut m = d.clone();
             k.set(&mut m, changed);
@@ -1041,8 +1080,10 @@ mod tests {
             #[test]
             fn serialized_configs_read_back(
                 (l1d, l2, llc) in (arb_level(), arb_level(), arb_level()),
-                lat in prop::array::uniform4(0u64..100),
-                exits in prop::array::uniform5(0u64..100_000),
+                lat in prop::array::uniform5(0u64..100),
+                exits in prop::array::uniform8(0u64..100_000),
+                counts in prop::array::uniform3(1u64..100),
+                eager: bool,
                 cpi in 0.01f64..10.0,
                 tagged: bool,
             ) {
@@ -1053,9 +1094,10 @@ mod tests {
                 llc.latency += l2.latency;
                 l1d.latency = l1d.latency.min(l2.latency);
                 m.cache = CacheConfig { l1d, l2, llc, dram_latency: 1000 };
-                m.latency = LatencyConfig { stlb_hit: lat[0], pwc_hit: lat[1], ntlb_hit: lat[2], segment: lat[3] };
-                m.exits = ExitConfig { pt_write: exits[0], cr3_load: exits[1], page_fault: exits[2], invlpg: exits[3], guest_page_fault: exits[4] };
-                m.core.base_cpi = cpi;
+                m.latency = LatencyConfig { stlb_hit: lat[0], pwc_hit: lat[1], ntlb_hit: lat[2], segment: lat[3], walk_start: lat[4] };
+                let shadow_sync = if eager { compromis_vmem::SyncMode::Eager } else { compromis_vmem::SyncMode::Oos };
+                m.exits = ExitConfig { pt_write: exits[0], cr3_load: exits[1], page_fault: exits[2], invlpg: exits[3], guest_page_fault: exits[4], zero_4k: exits[5], shadow_sync, unsync: exits[6], resync_entry: exits[7] };
+                m.core = CoreConfig { base_cpi: cpi, max_outstanding: counts[0], window: counts[1], page_walkers: counts[2] };
                 m.tlb.tagged = tagged;
                 prop_assert!(m.validate().is_ok(), "{:?}", m.validate());
                 let text = toml::to_string(&m).unwrap();

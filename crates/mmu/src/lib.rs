@@ -8,6 +8,8 @@
 //!   [`scheme::Walker`] wrapped by [`scheme::Mmu`] into a [`scheme::Scheme`];
 //! - [`cache`] and [`mem`]: the data caches every walk reference and data access goes through;
 //! - [`stats`]: per-scheme counters (subtractable for warm-up);
+//! - [`timing`]: memory-level parallelism (accesses overlapped up to the fill buffers, walks up
+//!   to the page walkers, dependent accesses in a chain);
 //! - [`config`]: the machine model (sizes, latencies, costs; TOML).
 
 pub mod cache;
@@ -17,6 +19,7 @@ pub mod scheme;
 pub mod schemes;
 pub mod setassoc;
 pub mod stats;
+pub mod timing;
 pub mod tlb;
 
 pub use cache::{DataCaches, Level};

@@ -9,6 +9,7 @@
 use crate::config::MachineConfig;
 use crate::mem::Mem;
 use crate::stats::Stats;
+use crate::timing::{AccessTime, Timeline};
 use crate::tlb::Tlbs;
 use compromis_types::{AccessKind, Address, Gva, Hpa, PageSize};
 use compromis_vmem::{Backing, Fault, GuestOs, Unmapped, Writes};
@@ -91,8 +92,10 @@ pub trait Scheme: Send {
     fn name(&self) -> &'static str;
     /// Translates an access of the running process; `None` if the guest must fault first.
     fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa>;
-    /// Translates, then performs the program's data access through the data caches.
-    fn access(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa>;
+    /// Translates, then performs the program's data access through the data caches, and places
+    /// the access on the memory timeline; `dep` when its address depends on the previous load's
+    /// data ([`crate::timing`]). `None` (the guest must fault first) leaves no trace.
+    fn access(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind, dep: bool) -> Option<Hpa>;
     /// The translation, without changing any state.
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa>;
     /// Speed hint for a coming access (no simulated state changes).
@@ -118,6 +121,9 @@ pub struct Mmu<W: Walker> {
     stats: Stats,
     /// A perfect TLB: every access translated at no cost (see [`perfect_tlb`]).
     perfect: bool,
+    timeline: Timeline,
+    stlb_hit: u64,
+    walk_start: u64,
 }
 
 impl<W: Walker> Mmu<W> {
@@ -130,6 +136,9 @@ impl<W: Walker> Mmu<W> {
             mem: Mem::new(cfg),
             stats: Stats::default(),
             perfect: false,
+            timeline: Timeline::new(&cfg.core),
+            stlb_hit: cfg.latency.stlb_hit,
+            walk_start: cfg.latency.walk_start,
         }
     }
 
@@ -159,14 +168,32 @@ impl<W: Walker> Scheme for Mmu<W> {
         let r = self
             .walker
             .walk(ctx, gva, asid, &mut self.mem, &mut self.stats)?;
+        self.stats.walk_cycles += self.walk_start;
         self.tlbs.fill(gva.raw(), asid, kind, r.frame.raw(), r.size);
         Some(Hpa(r.frame.raw() + gva.page_offset(r.size)))
     }
 
     #[inline]
-    fn access(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
+    fn access(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind, dep: bool) -> Option<Hpa> {
+        let (stlb0, walks0, walk0) = (
+            self.stats.stlb_hits,
+            self.stats.walks,
+            self.stats.walk_cycles,
+        );
         let hpa = self.translate(ctx, gva, kind)?;
+        let data0 = self.stats.data_cycles;
         self.mem.data(hpa, &mut self.stats);
+        let s = &mut self.stats;
+        self.timeline.access(AccessTime {
+            stlb: (s.stlb_hits - stlb0) * self.stlb_hit,
+            walk: s.walk_cycles - walk0,
+            walked: s.walks > walks0,
+            data: s.data_cycles - data0,
+            instr: s.instructions,
+            dep,
+            load: kind != AccessKind::Store,
+        });
+        s.mem_cycles = self.timeline.end();
         Some(hpa)
     }
 
@@ -183,11 +210,14 @@ impl<W: Walker> Scheme for Mmu<W> {
 
     fn on_fault(&mut self, ctx: Ctx<'_>, fault: &Fault) {
         self.stats.page_faults += 1;
+        self.stats.zeroed_4k += fault.leaf.bytes() / PageSize::Size4K.bytes();
+        self.timeline.drain();
         self.walker.on_fault(ctx, fault, &mut self.stats);
     }
 
     fn on_unmap(&mut self, ctx: Ctx<'_>, pages: &[Unmapped], writes: Writes) {
         let asid = ctx.guest.current_pid();
+        self.timeline.drain();
         let flushed = pages.len() > FLUSH_CEILING;
         if flushed {
             self.tlbs.flush();
@@ -205,6 +235,7 @@ impl<W: Walker> Scheme for Mmu<W> {
 
     fn on_switch(&mut self, ctx: Ctx<'_>) {
         self.stats.context_switches += 1;
+        self.timeline.drain();
         if !self.tlbs.tagged {
             self.tlbs.flush();
             self.walker.flush();

@@ -17,15 +17,18 @@ pub enum ExitCause {
     PageFault,
     /// Shadow paging: a guest INVLPG.
     Invlpg,
+    /// Shadow paging, out of sync: first write to an in-sync last-level guest table.
+    Unsync,
 }
 
 impl ExitCause {
     /// All causes.
-    pub const ALL: [ExitCause; 4] = [
+    pub const ALL: [ExitCause; 5] = [
         ExitCause::PtWrite,
         ExitCause::Cr3Load,
         ExitCause::PageFault,
         ExitCause::Invlpg,
+        ExitCause::Unsync,
     ];
     /// Column name.
     pub fn name(self) -> &'static str {
@@ -34,6 +37,7 @@ impl ExitCause {
             ExitCause::Cr3Load => "cr3_load",
             ExitCause::PageFault => "page_fault",
             ExitCause::Invlpg => "invlpg",
+            ExitCause::Unsync => "unsync",
         }
     }
 }
@@ -49,6 +53,8 @@ pub struct Exits {
     pub page_fault: u64,
     /// Guest INVLPG.
     pub invlpg: u64,
+    /// Out-of-sync shadow: first writes to in-sync last-level guest tables.
+    pub unsync: u64,
 }
 
 impl Exits {
@@ -60,6 +66,7 @@ impl Exits {
             ExitCause::Cr3Load => self.cr3_load += n,
             ExitCause::PageFault => self.page_fault += n,
             ExitCause::Invlpg => self.invlpg += n,
+            ExitCause::Unsync => self.unsync += n,
         }
     }
     /// Exits of `cause`.
@@ -69,11 +76,12 @@ impl Exits {
             ExitCause::Cr3Load => self.cr3_load,
             ExitCause::PageFault => self.page_fault,
             ExitCause::Invlpg => self.invlpg,
+            ExitCause::Unsync => self.unsync,
         }
     }
     /// All exits.
     pub fn total(&self) -> u64 {
-        self.pt_write + self.cr3_load + self.page_fault + self.invlpg
+        self.pt_write + self.cr3_load + self.page_fault + self.invlpg + self.unsync
     }
 }
 
@@ -120,8 +128,12 @@ pub struct Stats {
     pub fallback_translations: u64,
     /// VM exits by cause.
     pub exits: Exits,
+    /// Out-of-sync shadow paging: guest entries reconciled at INVLPG or CR3 load.
+    pub resynced: u64,
     /// Guest page faults (first touch).
     pub page_faults: u64,
+    /// 4 KiB pieces the guest zeroed on its page faults (512 per 2 MiB fault).
+    pub zeroed_4k: u64,
     /// Guest context switches (CR3 loads).
     pub context_switches: u64,
     /// Full TLB flushes.
@@ -135,6 +147,10 @@ pub struct Stats {
     pub data_cycles: u64,
     /// Data accesses served by L1D, L2, LLC, DRAM.
     pub data_levels: [u64; 4],
+    /// Cycles of the memory timeline (see `timing`): the STLB-hit, walk and data latencies of
+    /// every access, overlapped as the core's memory-level parallelism allows. With one access in
+    /// flight at a time it is exactly `stlb_hits x latency + walk_cycles + data_cycles`.
+    pub mem_cycles: u64,
 }
 
 impl Stats {
@@ -184,8 +200,11 @@ impl Stats {
                 cr3_load: self.exits.cr3_load - e.cr3_load,
                 page_fault: self.exits.page_fault - e.page_fault,
                 invlpg: self.exits.invlpg - e.invlpg,
+                unsync: self.exits.unsync - e.unsync,
             },
+            resynced: self.resynced - earlier.resynced,
             page_faults: self.page_faults - earlier.page_faults,
+            zeroed_4k: self.zeroed_4k - earlier.zeroed_4k,
             context_switches: self.context_switches - earlier.context_switches,
             tlb_flushes: self.tlb_flushes - earlier.tlb_flushes,
             walk_cycles: self.walk_cycles - earlier.walk_cycles,
@@ -194,6 +213,7 @@ impl Stats {
             }),
             data_cycles: self.data_cycles - earlier.data_cycles,
             data_levels: std::array::from_fn(|i| self.data_levels[i] - earlier.data_levels[i]),
+            mem_cycles: self.mem_cycles - earlier.mem_cycles,
         }
     }
 }

@@ -218,7 +218,12 @@ impl SchemeRun {
     #[inline]
     pub fn step(&mut self, op: &Op) -> Result<Option<Hpa>, EngineError> {
         match *op {
-            Op::Access { gva, kind, instrs } => {
+            Op::Access {
+                gva,
+                kind,
+                instrs,
+                dep,
+            } => {
                 if self.accesses == self.warmup && self.warm.is_none() {
                     self.warm = Some(self.scheme.stats().clone());
                 }
@@ -235,7 +240,7 @@ impl SchemeRun {
                     guest: &self.guest,
                     backing: &self.backing,
                 };
-                let hpa = match self.scheme.access(ctx, gva, kind) {
+                let hpa = match self.scheme.access(ctx, gva, kind, dep) {
                     Some(h) => h,
                     None => {
                         let fault = self.guest.fault(gva)?;
@@ -245,7 +250,7 @@ impl SchemeRun {
                         };
                         self.scheme.on_fault(ctx, &fault);
                         self.scheme
-                            .access(ctx, gva, kind)
+                            .access(ctx, gva, kind, dep)
                             .ok_or(GuestError::Config(format!(
                                 "{}: no translation for {gva} right after its page fault",
                                 self.kind.name()

@@ -109,28 +109,39 @@ pub struct Experiment {
 
 /// The cycle model's account of one scheme's measured phase.
 ///
-/// `total = base + data + translation`, `translation = stlb + walks + exits + faults`;
-/// `ideal` is `base` plus the data-access cycles of the same stream with a perfect TLB.
+/// **Overhead** (one definition, also in docs/machine-model.md): `overhead = total / ideal - 1`,
+/// where `total` is the scheme's cycles and `ideal` the cycles of the same stream behind a perfect
+/// TLB (the `ideal` run), guest page faults included in both. So guest page faults (the same in
+/// every run) are not overhead; what is: STLB hits, page walks, VM exits, and the data caches
+/// shared with page-table entries.
+///
+/// `total = base + memory + exits + faults`: `memory` is the memory timeline (STLB hits, walks and
+/// data accesses, overlapped as far as memory-level parallelism allows; `memory = stlb + walks +
+/// data - overlap`). `translation = stlb + walks + exits`, each at its full (serial) latency.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct CycleAccount {
     /// Instructions x base CPI.
     pub base: f64,
     /// The program's data accesses through the caches (with this scheme's page-table entries
-    /// competing for them).
+    /// competing for them), at their full latency.
     pub data: f64,
     /// Second-level TLB hits x their latency.
     pub stlb: f64,
-    /// Page-walk cycles.
+    /// Page-walk cycles (references, walk-cache hits, the fixed cost per walk).
     pub walks: f64,
-    /// VM exits x their cost by cause.
+    /// Cycles of `stlb + walks + data` hidden by overlapping independent accesses.
+    pub overlap: f64,
+    /// The memory timeline: `stlb + walks + data - overlap`.
+    pub memory: f64,
+    /// VM exits x their cost by cause, plus the out-of-sync shadow entries reconciled.
     pub exits: f64,
-    /// Guest page faults x the guest's handling cost.
+    /// Guest page faults: the guest's handling plus the zeroing of the new pages.
     pub faults: f64,
-    /// `stlb + walks + exits + faults`.
+    /// `stlb + walks + exits`.
     pub translation: f64,
-    /// `base + data + translation`.
+    /// `base + memory + exits + faults`.
     pub total: f64,
-    /// Cycles of the same stream with a perfect TLB.
+    /// The same account's total for the perfect-TLB run.
     pub ideal: f64,
     /// `total / ideal - 1`.
     pub overhead: f64,
@@ -139,31 +150,37 @@ pub struct CycleAccount {
 }
 
 impl CycleAccount {
-    /// The account of `s`, with costs from `m` and the ideal run's counters.
+    /// The account of `s`, with costs from `m` and the perfect-TLB run's counters `ideal`.
     #[allow(clippy::cast_precision_loss)] // counters stay far below 2^53
     pub fn of(s: &Stats, ideal: &Stats, m: &MachineConfig) -> CycleAccount {
         let f = |x: u64| x as f64;
-        let base = f(s.instructions) * m.core.base_cpi;
+        let base = |s: &Stats| f(s.instructions) * m.core.base_cpi;
         let e = &m.exits;
+        let faults =
+            |s: &Stats| f(s.page_faults) * f(e.guest_page_fault) + f(s.zeroed_4k) * f(e.zero_4k);
         let exits = f(s.exits.pt_write) * f(e.pt_write)
             + f(s.exits.cr3_load) * f(e.cr3_load)
             + f(s.exits.page_fault) * f(e.page_fault)
-            + f(s.exits.invlpg) * f(e.invlpg);
+            + f(s.exits.invlpg) * f(e.invlpg)
+            + f(s.exits.unsync) * f(e.unsync)
+            + f(s.resynced) * f(e.resync_entry);
         let stlb = f(s.stlb_hits) * f(m.latency.stlb_hit);
         let walks = f(s.walk_cycles);
-        let faults = f(s.page_faults) * f(e.guest_page_fault);
-        let translation = stlb + walks + exits + faults;
         let data = f(s.data_cycles);
-        let total = base + data + translation;
-        let ideal = f(ideal.instructions) * m.core.base_cpi + f(ideal.data_cycles);
+        let memory = f(s.mem_cycles);
+        let total = base(s) + memory + exits + faults(s);
+        // The perfect-TLB run has no STLB hit, walk or exit.
+        let ideal = base(ideal) + f(ideal.mem_cycles) + faults(ideal);
         CycleAccount {
-            base,
+            base: base(s),
             data,
             stlb,
             walks,
+            overlap: stlb + walks + data - memory,
+            memory,
             exits,
-            faults,
-            translation,
+            faults: faults(s),
+            translation: stlb + walks + exits,
             total,
             ideal,
             overhead: if ideal > 0.0 {
@@ -231,6 +248,19 @@ pub struct Outcome {
     pub schemes: Vec<SchemeOutcome>,
     /// The perfect-TLB baseline run.
     pub ideal: SchemeOutcome<Baseline>,
+    /// Every scheme's speedup over shadow paging, beside shadow's exit rate (when shadow ran).
+    pub over_shadow: Option<OverShadow>,
+}
+
+/// Speedups over shadow paging, and what they rest on: shadow's VM exits.
+#[derive(Clone, Debug, Serialize)]
+pub struct OverShadow {
+    /// How the shadow tables were kept in sync (`exits.shadow_sync`).
+    pub sync: compromis_vmem::SyncMode,
+    /// Shadow paging's VM exits per 1,000 instructions.
+    pub shadow_exits_pki: f64,
+    /// Runtime of shadow / runtime of each scheme.
+    pub speedup: std::collections::BTreeMap<SchemeKind, f64>,
 }
 
 impl Outcome {
@@ -277,12 +307,26 @@ where
         .map(|r| outcome(r, &ideal_stats, m))
         .collect();
     let ideal = outcome(ideal_result, &ideal_stats, m);
-    Ok(Outcome {
+    let mut o = Outcome {
         source: name.to_owned(),
         vm,
         schemes,
         ideal,
-    })
+        over_shadow: None,
+    };
+    o.over_shadow = o.scheme(SchemeKind::Shadow).map(|sh| OverShadow {
+        sync: m.exits.shadow_sync,
+        shadow_exits_pki: sh.derived.exits_pki,
+        speedup: o
+            .schemes
+            .iter()
+            .filter_map(|s| {
+                let k = s.result.scheme;
+                o.speedup(k, SchemeKind::Shadow).map(|x| (k, x))
+            })
+            .collect(),
+    });
+    Ok(o)
 }
 
 /// Runs a planned experiment whose input is a workload or a trace file. A stream

@@ -68,6 +68,9 @@ pub fn results(o: &Outcome) -> Table {
     row(&mut t, "exits per 1k instr", &|s| {
         format!("{:.3}", s.derived.exits_pki)
     });
+    row(&mut t, "shadow entries resynced", &|s| {
+        thousands(s.result.measured.resynced)
+    });
     row(&mut t, "page faults", &|s| {
         thousands(s.result.measured.page_faults)
     });
@@ -101,9 +104,15 @@ pub fn cycles(o: &Outcome) -> Table {
     row(&mut t, "data accesses", &|s| mcycles(s.cycles.data));
     row(&mut t, "STLB hits", &|s| mcycles(s.cycles.stlb));
     row(&mut t, "page walks", &|s| mcycles(s.cycles.walks));
+    row(&mut t, "hidden by overlap", &|s| mcycles(-s.cycles.overlap));
+    row(&mut t, "memory (overlapped)", &|s| mcycles(s.cycles.memory));
     row(&mut t, "VM exits", &|s| mcycles(s.cycles.exits));
-    row(&mut t, "guest page faults", &|s| mcycles(s.cycles.faults));
-    row(&mut t, "translation", &|s| mcycles(s.cycles.translation));
+    row(&mut t, "translation (STLB+walks+exits)", &|s| {
+        mcycles(s.cycles.translation)
+    });
+    row(&mut t, "guest page faults (also ideal)", &|s| {
+        mcycles(s.cycles.faults)
+    });
     row(&mut t, "total", &|s| mcycles(s.cycles.total));
     row(&mut t, "overhead vs ideal", &|s| pct(s.cycles.overhead));
     row(&mut t, "avg walk latency (cycles)", &|s| {
@@ -120,6 +129,17 @@ pub fn cycles(o: &Outcome) -> Table {
     row(&mut t, "walk refs from L2", &|s| lv(s, 1));
     row(&mut t, "walk refs from LLC", &|s| lv(s, 2));
     row(&mut t, "walk refs from DRAM", &|s| lv(s, 3));
+    if let Some(sh) = &o.over_shadow {
+        let name = format!(
+            "speedup over shadow ({} sync, {:.2} exits/1k instr)",
+            sh.sync, sh.shadow_exits_pki
+        );
+        row(&mut t, &name, &|s| {
+            sh.speedup
+                .get(&s.result.scheme)
+                .map_or_else(String::new, |x| format!("{x:.3}x"))
+        });
+    }
     if o.scheme(compromis_mmu::SchemeKind::Compromis).is_some() {
         row(&mut t, "speedup of compromis", &|s| {
             o.speedup(compromis_mmu::SchemeKind::Compromis, s.result.scheme)
@@ -180,18 +200,26 @@ pub fn csv_rows(o: &Outcome) -> Table {
         "exits_cr3_load",
         "exits_page_fault",
         "exits_invlpg",
+        "exits_unsync",
+        "resynced",
         "page_faults",
         "warmup_page_faults",
         "context_switches",
         "tlb_flushes",
         "walk_cycles",
         "data_cycles",
+        "mem_cycles",
+        "fault_cycles",
         "translation_cycles",
         "total_cycles",
         "ideal_cycles",
         "overhead",
         "avg_walk_latency",
+        "shadow_sync",
+        "shadow_exits_pki",
+        "speedup_over_shadow",
     ]);
+    let sh = o.over_shadow.as_ref();
     for s in &o.schemes {
         let m = &s.result.measured;
         t.push([
@@ -217,17 +245,25 @@ pub fn csv_rows(o: &Outcome) -> Table {
             m.exits.cr3_load.to_string(),
             m.exits.page_fault.to_string(),
             m.exits.invlpg.to_string(),
+            m.exits.unsync.to_string(),
+            m.resynced.to_string(),
             m.page_faults.to_string(),
             s.result.warmup.page_faults.to_string(),
             m.context_switches.to_string(),
             m.tlb_flushes.to_string(),
             m.walk_cycles.to_string(),
             m.data_cycles.to_string(),
+            m.mem_cycles.to_string(),
+            format!("{:.0}", s.cycles.faults),
             format!("{:.0}", s.cycles.translation),
             format!("{:.0}", s.cycles.total),
             format!("{:.0}", s.cycles.ideal),
             format!("{:.6}", s.cycles.overhead),
             format!("{:.2}", s.cycles.walk_latency),
+            sh.map_or_else(String::new, |x| x.sync.to_string()),
+            sh.map_or_else(String::new, |x| format!("{:.4}", x.shadow_exits_pki)),
+            sh.and_then(|x| x.speedup.get(&s.result.scheme))
+                .map_or_else(String::new, |x| format!("{x:.6}")),
         ]);
     }
     t

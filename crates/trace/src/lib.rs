@@ -218,6 +218,7 @@ mod tests {
             gva: Gva(g),
             kind,
             instrs,
+            dep: kind == AccessKind::Load,
         };
         assert_eq!(
             ops,

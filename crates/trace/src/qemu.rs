@@ -1087,6 +1087,7 @@ mod tests {
             gva: Gva(g),
             kind,
             instrs: 0,
+            dep: kind == AccessKind::Load,
         };
         assert_eq!(
             ops,

@@ -55,12 +55,17 @@ impl Record {
     /// The simulator ops of this record: an instruction fetch counts one instruction; data
     /// accesses count none; a modify is a load then a store. Returns the first op and, for a
     /// modify, the second.
+    ///
+    /// Traces carry no data flow, so the dependency rule is the conservative one: every load
+    /// depends on the previous load (`dep`, a chain as in pointer chasing); stores and fetches
+    /// depend on nothing (docs/machine-model.md, "Memory-level parallelism").
     #[inline]
     pub fn ops(&self) -> (Op, Option<Op>) {
         let access = |kind, instrs| Op::Access {
             gva: self.addr,
             kind,
             instrs,
+            dep: kind == AccessKind::Load,
         };
         match self.kind {
             RecordKind::Instr => (access(AccessKind::Fetch, 1), None),
@@ -96,7 +101,8 @@ mod tests {
             Op::Access {
                 gva: Gva(0x10),
                 kind: AccessKind::Load,
-                instrs: 0
+                instrs: 0,
+                dep: true
             }
         );
         assert_eq!(
@@ -104,7 +110,8 @@ mod tests {
             Some(Op::Access {
                 gva: Gva(0x10),
                 kind: AccessKind::Store,
-                instrs: 0
+                instrs: 0,
+                dep: false
             })
         );
     }
@@ -117,7 +124,8 @@ mod tests {
             Op::Access {
                 gva: Gva(0x400000),
                 kind: AccessKind::Fetch,
-                instrs: 1
+                instrs: 1,
+                dep: false
             }
         );
         assert!(b.is_none());

@@ -576,6 +576,7 @@ mod tests {
             gva: Gva(a),
             kind: AccessKind::Fetch,
             instrs: 1,
+            dep: false,
         }
     }
 
@@ -591,7 +592,8 @@ mod tests {
                 Op::Access {
                     gva: Gva(0x308),
                     kind: AccessKind::Store,
-                    instrs: 0
+                    instrs: 0,
+                    dep: false
                 },
             ]
         );

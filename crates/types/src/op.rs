@@ -34,6 +34,10 @@ pub enum Op {
         kind: AccessKind,
         /// Instructions retired since the previous access.
         instrs: u32,
+        /// The address depends on the data of the previous load (pointer chasing: the access
+        /// cannot start before that load completes). `false`: independent of earlier loads, free
+        /// to overlap with them. Workloads know it; trace readers apply a stated rule.
+        dep: bool,
     },
     /// The current process maps `[start, start + len)` (an mmap: the region becomes valid; pages
     /// are populated on first touch).
@@ -60,12 +64,22 @@ pub enum Op {
 }
 
 impl Op {
-    /// A load with one instruction.
+    /// An independent load with one instruction.
     pub fn load(gva: u64) -> Op {
         Op::Access {
             gva: Gva(gva),
             kind: AccessKind::Load,
             instrs: 1,
+            dep: false,
+        }
+    }
+    /// A load with one instruction whose address depends on the previous load's data.
+    pub fn load_dep(gva: u64) -> Op {
+        Op::Access {
+            gva: Gva(gva),
+            kind: AccessKind::Load,
+            instrs: 1,
+            dep: true,
         }
     }
     /// A store with one instruction.
@@ -74,6 +88,7 @@ impl Op {
             gva: Gva(gva),
             kind: AccessKind::Store,
             instrs: 1,
+            dep: false,
         }
     }
 }

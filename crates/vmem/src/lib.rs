@@ -22,4 +22,4 @@ pub use compromis_types::{GpaRange, GuestLayout, HIGH_RAM_START, MMIO_HOLE_START
 pub use frames::FramePolicy;
 pub use guest::{Fault, GuestConfig, GuestCounters, GuestError, GuestOs, Unmapped};
 pub use radix::{Leaf, RadixTable, WalkPath, Writes};
-pub use shadow::{ShadowSync, ShadowTables, Traps};
+pub use shadow::{ShadowSync, ShadowTables, SyncMode, Traps};

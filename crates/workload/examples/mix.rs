@@ -40,6 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     gva,
                     kind,
                     instrs: n,
+                    ..
                 } => {
                     match kind {
                         AccessKind::Fetch => f += 1,

@@ -26,9 +26,10 @@
 //! real vertices, so as many stores as the real array has lines),
 //! then the root's parent and queue Stores, then the top-down loop:
 //! - per dequeued vertex `u`: Fetch outer loop (3), Load `queue[head]` (1), Load `row[u]` (1),
-//!   Load `row[u+1]` (1);
+//!   Load `row[u+1]` (1) (the row loads depend on the queue load: `dep`);
 //! - per edge `(u, v)`: Fetch inner loop (2), Load `adj[j]` (1), Load `parent[v]` (2: compare and
-//!   branch); if unvisited: Store `parent[v] = u` (2), Store `queue[tail] = v` (1).
+//!   branch; the frontier load, dependent on the `adj[j]` load: `dep`); if unvisited: Store
+//!   `parent[v] = u` (2), Store `queue[tail] = v` (1).
 //!
 //! When the queue empties, a new root is drawn (seeded) and the search repeats until the access
 //! budget is spent.
@@ -384,8 +385,9 @@ impl Proc for Bfs {
                     let u = self.queue[self.head as usize];
                     buf.fetch(OUTER_PC, 3);
                     buf.load(self.queue_addr(self.head), 1);
-                    buf.load(self.row_addr(u, 0), 1);
-                    buf.load(self.row_addr(u, 1), 1);
+                    // `u` comes from the queue load: the row loads depend on it.
+                    buf.load_dep(self.row_addr(u, 0), 1);
+                    buf.load_dep(self.row_addr(u, 1), 1);
                     self.head += 1;
                     self.phase = Phase::Edges {
                         u,
@@ -399,7 +401,8 @@ impl Proc for Bfs {
                         let v = self.g.adj[j as usize];
                         buf.fetch(INNER_PC, 2);
                         buf.load(self.adj_addr(u, j), 1);
-                        buf.load(self.parent_addr(v), 2);
+                        // `v` comes from the adjacency load: a dependent (frontier) load.
+                        buf.load_dep(self.parent_addr(v), 2);
                         if self.parent[v as usize] == NONE {
                             self.parent[v as usize] = u;
                             buf.store(self.parent_addr(v), 2);

@@ -8,7 +8,8 @@
 //!
 //! Per node, `sum += p->val; p = p->next;` (`add rax,[rdi+8]; mov rdi,[rdi]; dec rcx; jnz`):
 //! a Fetch at the loop head (2 instructions: the previous `dec/jnz`), Load `val` at offset 8 (1),
-//! Load `next` at offset 0 (1). 4 instructions per node.
+//! Load `next` at offset 0 (1). 4 instructions per node. Both loads depend on the previous node's
+//! `next` (marked `dep`: the chain of dependent misses the benchmark measures).
 
 use crate::Proc;
 use crate::feistel::Feistel;
@@ -61,8 +62,9 @@ impl Proc for Chase {
         while buf.room() >= OPS {
             let node = self.perm.apply(self.k) * NODE;
             buf.fetch(LOOP_PC, 2);
-            buf.load(self.nodes.at(node + 8), 1);
-            buf.load(self.nodes.at(node), 1);
+            // Both loads need `p`, the previous node's `next`: a dependent chain.
+            buf.load_dep(self.nodes.at(node + 8), 1);
+            buf.load_dep(self.nodes.at(node), 1);
             self.k += 1;
             if self.k == self.perm.len() {
                 self.k = 0;

@@ -102,6 +102,7 @@ mod tests {
                     gva: s,
                     kind: AccessKind::Store,
                     instrs: 0,
+                    ..
                 },
             ) = (u[0], u[1], u[2])
             else {

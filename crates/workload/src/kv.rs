@@ -16,6 +16,8 @@
 //! Instructions per lookup: a Fetch at the lookup function (30: request handling and hashing
 //! since the previous access), the home-bucket Load (4), each further probe Load (5: compare,
 //! branch, advance, wrap), the value Load (6: key compare and pointer follow). 40 to 50 in all.
+//! The bucket loads are independent (the home bucket comes from the key's hash); the value load
+//! depends on the last bucket load (it follows the bucket's value pointer).
 
 use crate::Proc;
 use crate::feistel::Feistel;
@@ -134,7 +136,8 @@ impl Proc for KvZipf {
                 buf.load(self.buckets.at(b * BUCKET), 5);
             }
             buf.fetch(VALUE_PC, 2);
-            buf.load(self.slab.at(key * VALUE), 4);
+            // The value's address is the bucket's value pointer: it waits for the bucket load.
+            buf.load_dep(self.slab.at(key * VALUE), 4);
         }
     }
 }

@@ -129,7 +129,22 @@ impl OpBuf {
     /// Appends an access.
     #[inline]
     pub fn access(&mut self, gva: Gva, kind: AccessKind, instrs: u32) {
-        self.push(Op::Access { gva, kind, instrs });
+        self.push(Op::Access {
+            gva,
+            kind,
+            instrs,
+            dep: false,
+        });
+    }
+    /// Appends a load whose address comes from the previous load's data (pointer chasing).
+    #[inline]
+    pub fn load_dep(&mut self, gva: Gva, instrs: u32) {
+        self.push(Op::Access {
+            gva,
+            kind: AccessKind::Load,
+            instrs,
+            dep: true,
+        });
     }
     /// Appends a load.
     #[inline]
@@ -230,7 +245,8 @@ mod tests {
             Some(Op::Access {
                 gva: Gva(8),
                 kind: AccessKind::Load,
-                instrs: 1
+                instrs: 1,
+                dep: false
             })
         );
         assert_eq!(
@@ -238,7 +254,8 @@ mod tests {
             Some(Op::Access {
                 gva: Gva(16),
                 kind: AccessKind::Store,
-                instrs: 0
+                instrs: 0,
+                dep: false
             })
         );
         assert_eq!(b.pop(), None);

@@ -61,7 +61,9 @@ pub fn check(spec: &WorkloadSpec, ops: impl Iterator<Item = Op>) -> Seen {
                 seen.switches += 1;
                 last_was_switch = true;
             }
-            Op::Access { gva, kind, instrs } => {
+            Op::Access {
+                gva, kind, instrs, ..
+            } => {
                 let a = gva.0;
                 let inside = maps[cur]
                     .range(..=a)

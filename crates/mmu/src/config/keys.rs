@@ -7,6 +7,9 @@ use super::{ConfigError, Geometry, MAX_CYCLES, MachineConfig};
 use compromis_types::ByteSize;
 use std::fmt::Write as _;
 
+/// Largest value of a [`Value::Count`].
+pub const MAX_COUNT: u64 = 4096;
+
 /// A key's value, tagged with its kind. The kind fixes the valid range.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Value {
@@ -24,6 +27,10 @@ pub enum Value {
     Flag(bool),
     /// Cycles per instruction: in (0, 1000].
     Cpi(f64),
+    /// A number of hardware resources (walkers, fill buffers, window entries): 1 to 4096.
+    Count(u64),
+    /// A shadow-paging sync mode: `"oos"` or `"eager"`.
+    Sync(compromis_vmem::SyncMode),
 }
 
 impl Value {
@@ -51,6 +58,9 @@ impl Value {
                     "{c} is not a number of cycles per instruction in (0, 1000]"
                 ));
             }
+            Value::Count(n) if !(1..=MAX_COUNT).contains(&n) => {
+                return bad(format!("{n} is not a count from 1 to {MAX_COUNT}"));
+            }
             _ => {}
         }
         Ok(())
@@ -65,6 +75,8 @@ impl Value {
             Value::Size(s) => format!("\"{s}\""),
             Value::Flag(b) => b.to_string(),
             Value::Cpi(c) => format!("{c:?}"),
+            Value::Count(n) => n.to_string(),
+            Value::Sync(m) => format!("\"{m}\""),
         }
     }
 }
@@ -328,7 +340,7 @@ const LLC: [Entry; 5] = cache_level!(
     44
 );
 
-const LATENCY: [Entry; 5] = [
+const LATENCY: [Entry; 6] = [
     Entry::Section {
         path: "latency",
         doc: "",
@@ -360,9 +372,17 @@ const LATENCY: [Entry; 5] = [
         "Cycles per gPA translated by a segment register (Compromis: one compare and one add,\n\
          no memory reference; paper: VEE 2021). Our assumption."
     ),
+    key!(
+        Cycles,
+        latency.walk_start,
+        20,
+        "Fixed cycles of every completed page walk on top of its references: the page-miss handler\n\
+         starting after the STLB miss, and the fill of the STLB and L1 TLB with the result. Intel and\n\
+         AMD publish no figure; our assumption (a few pipeline stages at each end of the walk)."
+    ),
 ];
 
-const EXITS: [Entry; 6] = [
+const EXITS: [Entry; 10] = [
     Entry::Section {
         path: "exits",
         doc: "Cycles per VM exit by cause: hardware round trip plus the hypervisor's handler. A bare exit and\n\
@@ -397,14 +417,48 @@ const EXITS: [Entry; 6] = [
     key!(
         Cycles,
         exits.guest_page_fault,
-        3000,
-        "The guest kernel's own handling of a demand-paging fault, paid by every scheme (native\n\
-         included). Source: [10], a minor anonymous fault measured at 1,842 (min) / 3,241 (median)\n\
-         cycles on an 11th-generation Core."
+        2500,
+        "The guest kernel's own handling of a demand-paging fault, zeroing excluded (see zero_4k);\n\
+         paid by every scheme (native included) and by the perfect-TLB baseline. Source: [10], a\n\
+         minor anonymous 4 KiB fault measured at 1,842 (min) / 3,241 (median) cycles on an\n\
+         11th-generation Core, zeroing included: 3,241 - 750 (zero_4k), rounded."
+    ),
+    key!(
+        Cycles,
+        exits.zero_4k,
+        750,
+        "The guest kernel zeroing 4 KiB of a newly faulted page; a 2 MiB fault zeroes 512 x 4 KiB.\n\
+         Source: [12], clear_page (rep stos) at 13.7 GB/s in 4 KiB chunks on AMD Milan, and 2 MiB\n\
+         THP faults zeroed at 11.8 GB/s on AMD Genoa: 4,096 B in about 300 ns, 750 cycles at 2.5 GHz."
+    ),
+    key!(
+        Sync,
+        exits.shadow_sync,
+        compromis_vmem::SyncMode::Oos,
+        "How shadow paging keeps its tables in sync: \"oos\" (out of sync: last-level guest tables\n\
+         writable while unsync, reconciled at INVLPG, CR3 load and hidden faults; KVM unsync shadow\n\
+         pages since 2008 [13], Xen 3.3 Shadow 3 out-of-sync L1s [9]) or \"eager\" (every guest\n\
+         page-table write traps and is synced at once). `compromis sim --shadow-sync` overrides it."
+    ),
+    key!(
+        Cycles,
+        exits.unsync,
+        1500,
+        "Shadow paging, out of sync: the first guest write to an in-sync (write-protected) last-level\n\
+         table, a shadow page fault the hypervisor handles without emulating (it unprotects the table,\n\
+         marks it unsync, the guest retries the write) [13]. Costed like a reflected page fault: our\n\
+         assumption."
+    ),
+    key!(
+        Cycles,
+        exits.resync_entry,
+        100,
+        "Shadow paging, out of sync: per guest entry reconciled at INVLPG or CR3 load (read the\n\
+         guest entry, compare, update or drop the shadow entry; KVM sync_spte [13]). Our assumption."
     ),
 ];
 
-const CORE: [Entry; 2] = [
+const CORE: [Entry; 5] = [
     Entry::Section {
         path: "core",
         doc: "",
@@ -415,6 +469,30 @@ const CORE: [Entry; 2] = [
         0.5,
         "Cycles per instruction with a perfect memory system; data-access and translation latencies\n\
          are added on top. Our assumption (a 4-wide out-of-order core at IPC 2 on non-memory work)."
+    ),
+    key!(
+        Count,
+        core.max_outstanding,
+        10,
+        "Memory accesses in flight at once (L1D fill buffers / MSHRs): independent accesses overlap up\n\
+         to this many; a dependent access (pointer chasing) waits for the load it depends on, and the\n\
+         references of one walk are always a chain. 1 = the serial model (every latency added).\n\
+         Source: [1], 10 L1D fill buffers from Sandy Bridge to Skylake (12 on Skylake-SP per [2])."
+    ),
+    key!(
+        Count,
+        core.window,
+        224,
+        "Instruction window: an access cannot start before every access at least this many\n\
+         instructions older has completed (the reorder buffer is full). Source: [1], Skylake\n\
+         224-entry reorder buffer."
+    ),
+    key!(
+        Count,
+        core.page_walkers,
+        2,
+        "Page walks in flight at once (page-miss handlers). Source: [1], two page walkers since\n\
+         Broadwell (Skylake included)."
     ),
 ];
 

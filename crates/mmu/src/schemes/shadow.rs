@@ -5,7 +5,8 @@
 //! ASPLOS 2006; Bhargava et al., ASPLOS 2008; KVM `arch/x86/kvm/mmu/paging_tmpl.h`.)
 //!
 //! The shadow tables and their sync logic are functional state (`compromis_vmem::shadow`); this
-//! walker only charges for what they report.
+//! walker only charges for what they report. The sync mode (`exits.shadow_sync`: out of sync, the
+//! default, as KVM and Xen do; or eager) is the machine model's.
 
 use super::guest_pwc;
 use crate::config::MachineConfig;
@@ -27,7 +28,7 @@ impl Shadow {
     pub fn new(cfg: &MachineConfig) -> Shadow {
         Shadow {
             pwc: guest_pwc(cfg),
-            shadow: ShadowTables::new(),
+            shadow: ShadowTables::with_mode(cfg.exits.shadow_sync),
         }
     }
 }
@@ -41,6 +42,8 @@ fn charge(sync: &ShadowSync, stats: &mut Stats) {
     stats.exits.add(ExitCause::PtWrite, t.pt_write);
     stats.exits.add(ExitCause::Cr3Load, t.cr3_load);
     stats.exits.add(ExitCause::Invlpg, t.invlpg);
+    stats.exits.add(ExitCause::Unsync, t.unsync);
+    stats.resynced += sync.resynced;
 }
 
 impl Walker for Shadow {
@@ -101,8 +104,8 @@ impl Walker for Shadow {
         charge(&sync, stats);
     }
 
-    fn on_cr3_load(&mut self, _ctx: Ctx<'_>, stats: &mut Stats) {
-        let sync = self.shadow.cr3_load();
+    fn on_cr3_load(&mut self, ctx: Ctx<'_>, stats: &mut Stats) {
+        let sync = self.shadow.cr3_load(ctx.guest.current_pid());
         charge(&sync, stats);
     }
 

@@ -46,7 +46,11 @@ fn run(machine: MachineConfig, ops: &[Op]) -> Vec<SchemeResult> {
 fn hand_built_walk_latencies() {
     let mut m = MachineConfig::no_caches();
     m.cache = CacheConfig::dram_only(200);
-    let (dram, seg) = (m.cache.dram_latency, m.latency.segment);
+    let (dram, seg, start) = (
+        m.cache.dram_latency,
+        m.latency.segment,
+        m.latency.walk_start,
+    );
     let base = 0x7000_0000_0000u64;
     let res = run(
         m,
@@ -65,7 +69,7 @@ fn hand_built_walk_latencies() {
             SchemeKind::Ept => 24 * dram,
             // 4 guest entries; gCR3, 3 table pages and the data page each by one segment add.
             SchemeKind::Compromis => 4 * dram + 5 * seg,
-        };
+        } + start;
         assert_eq!(s.walk_cycles, want_walk, "{}", r.scheme);
         assert_eq!(s.data_cycles, dram, "{}", r.scheme);
         assert_eq!(
@@ -83,7 +87,7 @@ fn second_walk_hits_in_l1d() {
         l1d: CacheLevel::new(compromis_types::ByteSize::kib(32), 8, 64, 4),
         ..CacheConfig::dram_only(200)
     };
-    let l1 = m.cache.l1d.latency;
+    let (l1, start) = (m.cache.l1d.latency, m.latency.walk_start);
     let base = 0x7000_0000_0000u64;
     // Two accesses to one page: the first walk fills L1D with its entries, the second reads
     // them from L1D (no TLB: both walk). The data line is in L1D the second time too.
@@ -102,7 +106,7 @@ fn second_walk_hits_in_l1d() {
         assert_eq!(b.measured.walks, 2);
         let extra_walk = b.measured.walk_cycles - a.measured.walk_cycles;
         let segs = b.measured.segment_translations - a.measured.segment_translations;
-        assert_eq!(extra_walk, refs / 2 * l1 + segs, "{}", b.scheme);
+        assert_eq!(extra_walk, refs / 2 * l1 + segs + start, "{}", b.scheme);
         assert_eq!(
             b.measured.data_cycles - a.measured.data_cycles,
             l1,

@@ -2,5 +2,7 @@
 //! a CI run on two cores).
 
 mod cycles;
+mod mlp;
+mod shadow_sync;
 mod translation;
 mod workloads;

@@ -141,16 +141,19 @@ fn to_ops(steps: &[Step]) -> Vec<Op> {
                         gva,
                         kind: compromis_types::AccessKind::Load,
                         instrs: 1,
+                        dep: true,
                     },
                     1 => Op::Access {
                         gva,
                         kind: compromis_types::AccessKind::Store,
                         instrs: 1,
+                        dep: false,
                     },
                     _ => Op::Access {
                         gva,
                         kind: compromis_types::AccessKind::Fetch,
                         instrs: 1,
+                        dep: false,
                     },
                 }
             }
@@ -280,10 +283,13 @@ fn compromis_fallback_outside_segments() {
 }
 
 /// Shadow paging exits on guest page-table writes, CR3 loads and faults; EPT and Compromis never.
+/// Eager sync here; both modes in closed form: `shadow_sync.rs`.
 #[test]
 fn exits_by_cause() {
+    let mut machine = MachineConfig::default();
+    machine.exits.shadow_sync = compromis_vmem::SyncMode::Eager;
     let cfg = SimConfig {
-        machine: MachineConfig::default(),
+        machine,
         guest: GuestConfig::default(),
         schemes: SchemeKind::ALL.to_vec(),
         warmup: 0,

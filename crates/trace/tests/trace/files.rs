@@ -113,22 +113,26 @@ fn champsim_plain_xz_gz() {
             Op::Access {
                 gva: Gva(0x401000),
                 kind: AccessKind::Fetch,
-                instrs: 1
+                instrs: 1,
+                dep: false
             },
             Op::Access {
                 gva: Gva(0x7000),
                 kind: AccessKind::Load,
-                instrs: 0
+                instrs: 0,
+                dep: true
             },
             Op::Access {
                 gva: Gva(0x401004),
                 kind: AccessKind::Fetch,
-                instrs: 1
+                instrs: 1,
+                dep: false
             },
             Op::Access {
                 gva: Gva(0x8000),
                 kind: AccessKind::Store,
-                instrs: 0
+                instrs: 0,
+                dep: false
             },
         ]
     );

@@ -1,0 +1,303 @@
+//! Memory-level parallelism: when each access of a scheme's stream starts and ends.
+//!
+//! Every access has a latency made of its STLB-hit cost, its page walk (a dependent chain of
+//! references, plus the walk's fixed cost) and its data access. Accesses are issued in program
+//! order; access `i` starts at the latest of
+//!
+//! - the start of access `i - 1` (in-order issue);
+//! - when one of the `max_outstanding` slots is free: the `max_outstanding`-th latest completion
+//!   among earlier accesses (L1D fill buffers / MSHRs; hits take a slot too, a simplification);
+//! - when it is dependent ([`compromis_types::Op`]'s `dep`): the completion of the previous load
+//!   (pointer chasing: the address comes from that load's data);
+//! - the completion of every access at least `window` instructions older, or `window` accesses
+//!   older (the reorder buffer is full);
+//! - the last serialising event (a guest page fault, a VM exit on unmap or CR3 load drains the
+//!   pipeline: [`Timeline::drain`]).
+//!
+//! Its walk, if any, starts after its STLB lookup and when one of `page_walkers` walkers is free
+//! (the `page_walkers`-th latest walk end); the data access follows the walk. The timeline's clock
+//! is the latest completion so far ([`Timeline::end`]), monotone, so warm-up is a subtraction.
+//!
+//! Every constraint is a maximum of earlier completions, each non-decreasing in the latencies and
+//! in the constraints; so a dependent access is never faster than the same access independent,
+//! more slots or walkers never slow a stream down, and with `max_outstanding = 1` every access
+//! starts when the previous one ends: the end is the sum of the latencies (the serial model).
+//! Exit and fault costs are not on this clock: they are added to it by the cycle account.
+
+use crate::config::CoreConfig;
+use std::collections::VecDeque;
+
+/// The latency of one access, by part (cycles).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccessTime {
+    /// STLB-hit latency (0 on an L1 TLB hit or an STLB miss).
+    pub stlb: u64,
+    /// The page walk (0 when there was none).
+    pub walk: u64,
+    /// Whether a walk happened (it takes a walker even when every reference hit a cache).
+    pub walked: bool,
+    /// The data access.
+    pub data: u64,
+    /// Position of the access in the instruction stream (instructions retired so far).
+    pub instr: u64,
+    /// Waits for the previous load's data.
+    pub dep: bool,
+    /// A load or fetch (a later dependent access waits for it); stores produce no data.
+    pub load: bool,
+}
+
+/// The `k` latest times seen: the `k`-th latest is when one of `k` resources is free.
+#[derive(Clone, Debug)]
+struct Latest {
+    times: Vec<u64>,
+    k: usize,
+}
+
+impl Latest {
+    fn new(k: u64) -> Latest {
+        let k = usize::try_from(k.max(1)).unwrap_or(usize::MAX).min(4096);
+        Latest {
+            times: Vec::with_capacity(k),
+            k,
+        }
+    }
+
+    /// When a resource is free: the `k`-th latest time (0 while fewer than `k` were used).
+    #[inline]
+    fn free_at(&self) -> u64 {
+        if self.times.len() < self.k {
+            0
+        } else {
+            self.times.iter().copied().min().unwrap_or(0)
+        }
+    }
+
+    /// Records a use ending at `t`.
+    #[inline]
+    fn push(&mut self, t: u64) {
+        if self.times.len() < self.k {
+            self.times.push(t);
+        } else if let Some((i, &m)) = self.times.iter().enumerate().min_by_key(|&(_, &v)| v)
+            && t > m
+        {
+            self.times[i] = t;
+        }
+    }
+}
+
+/// One scheme's memory timeline (see the module docs).
+#[derive(Clone, Debug)]
+pub struct Timeline {
+    slots: Latest,
+    walkers: Latest,
+    window: u64,
+    /// Accesses still in the window: (instruction position, completion).
+    in_window: VecDeque<(u64, u64)>,
+    /// Latest completion of the accesses that left the window.
+    retired: u64,
+    /// Start of the previous access.
+    last_start: u64,
+    /// Completion of the previous load.
+    last_load: u64,
+    /// Last serialising event.
+    floor: u64,
+    /// Latest completion so far.
+    end: u64,
+}
+
+impl Timeline {
+    /// An empty timeline for `core`.
+    pub fn new(core: &CoreConfig) -> Timeline {
+        let window = core.window.clamp(1, 4096);
+        Timeline {
+            slots: Latest::new(core.max_outstanding),
+            walkers: Latest::new(core.page_walkers),
+            window,
+            in_window: VecDeque::with_capacity(usize::try_from(window).unwrap_or(4096)),
+            retired: 0,
+            last_start: 0,
+            last_load: 0,
+            floor: 0,
+            end: 0,
+        }
+    }
+
+    /// Schedules one access; returns its completion time.
+    #[inline]
+    pub fn access(&mut self, a: AccessTime) -> u64 {
+        while let Some(&(pos, done)) = self.in_window.front() {
+            if pos + self.window <= a.instr || self.in_window.len() as u64 >= self.window {
+                self.retired = self.retired.max(done);
+                self.in_window.pop_front();
+            } else {
+                break;
+            }
+        }
+        let mut start = self
+            .last_start
+            .max(self.floor)
+            .max(self.retired)
+            .max(self.slots.free_at());
+        if a.dep {
+            start = start.max(self.last_load);
+        }
+        let mut t = start + a.stlb;
+        if a.walked {
+            t = t.max(self.walkers.free_at()) + a.walk;
+            self.walkers.push(t);
+        }
+        let done = t + a.data;
+        self.slots.push(done);
+        self.in_window.push_back((a.instr, done));
+        self.last_start = start;
+        if a.load {
+            self.last_load = done;
+        }
+        self.end = self.end.max(done);
+        done
+    }
+
+    /// A serialising event: later accesses start after every access so far has completed.
+    #[inline]
+    pub fn drain(&mut self) {
+        self.floor = self.end;
+    }
+
+    /// The latest completion so far (non-decreasing).
+    #[inline]
+    pub fn end(&self) -> u64 {
+        self.end
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn core(slots: u64, walkers: u64, window: u64) -> CoreConfig {
+        CoreConfig {
+            base_cpi: 0.5,
+            max_outstanding: slots,
+            window,
+            page_walkers: walkers,
+        }
+    }
+
+    fn run(c: &CoreConfig, accesses: &[AccessTime]) -> u64 {
+        let mut t = Timeline::new(c);
+        for &a in accesses {
+            t.access(a);
+        }
+        t.end()
+    }
+
+    fn serial(accesses: &[AccessTime]) -> u64 {
+        accesses.iter().map(|a| a.stlb + a.walk + a.data).sum()
+    }
+
+    prop_compose! {
+        fn arb_access()(stlb in 0u64..10, walked in any::<bool>(), walk in 0u64..300,
+                        data in 0u64..250, instrs in 0u64..40, dep in any::<bool>(),
+                        load in any::<bool>()) -> (AccessTime, u64) {
+            (AccessTime { stlb, walk: if walked { walk } else { 0 }, walked, data, instr: 0, dep,
+                          load }, instrs)
+        }
+    }
+
+    fn stream(v: &[(AccessTime, u64)]) -> Vec<AccessTime> {
+        let mut pos = 0;
+        v.iter()
+            .map(|&(a, n)| {
+                pos += n;
+                AccessTime { instr: pos, ..a }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn independent_misses_overlap_up_to_the_slots() {
+        let a = AccessTime {
+            data: 200,
+            instr: 1,
+            load: true,
+            ..AccessTime::default()
+        };
+        let ten: Vec<AccessTime> = (0..10).map(|i| AccessTime { instr: i, ..a }).collect();
+        assert_eq!(run(&core(10, 2, 224), &ten), 200);
+        assert_eq!(run(&core(5, 2, 224), &ten), 400);
+        assert_eq!(run(&core(1, 2, 224), &ten), 2000);
+        let chain: Vec<AccessTime> = ten.iter().map(|&x| AccessTime { dep: true, ..x }).collect();
+        assert_eq!(run(&core(10, 2, 224), &chain), 2000);
+    }
+
+    #[test]
+    fn walks_are_limited_by_the_walkers_and_the_window_by_instructions() {
+        let a = AccessTime {
+            walk: 100,
+            walked: true,
+            load: true,
+            ..AccessTime::default()
+        };
+        let four: Vec<AccessTime> = (0..4).map(|i| AccessTime { instr: i, ..a }).collect();
+        assert_eq!(run(&core(10, 2, 224), &four), 200);
+        assert_eq!(run(&core(10, 4, 224), &four), 100);
+        // 100 instructions apart with a 100-instruction window: one at a time.
+        let far: Vec<AccessTime> = (0..4)
+            .map(|i| AccessTime {
+                instr: 100 * i,
+                ..a
+            })
+            .collect();
+        assert_eq!(run(&core(10, 4, 100), &far), 400);
+    }
+
+    #[test]
+    fn a_drain_serialises() {
+        let a = AccessTime {
+            data: 50,
+            load: true,
+            ..AccessTime::default()
+        };
+        let mut t = Timeline::new(&core(10, 2, 224));
+        t.access(a);
+        t.drain();
+        t.access(a);
+        assert_eq!(t.end(), 100);
+    }
+
+    proptest! {
+        #[test]
+        fn one_slot_is_the_serial_model(v in prop::collection::vec(arb_access(), 0..60),
+                                        walkers in 1u64..4, window in 1u64..300) {
+            let s = stream(&v);
+            prop_assert_eq!(run(&core(1, walkers, window), &s), serial(&s));
+        }
+
+        #[test]
+        fn a_dependent_chain_is_never_faster(v in prop::collection::vec(arb_access(), 0..60),
+                                             slots in 1u64..16, walkers in 1u64..4,
+                                             window in 1u64..300) {
+            let s = stream(&v);
+            let c = core(slots, walkers, window);
+            let indep: Vec<AccessTime> = s.iter().map(|&a| AccessTime { dep: false, ..a }).collect();
+            let chain: Vec<AccessTime> =
+                s.iter().map(|&a| AccessTime { dep: true, load: true, ..a }).collect();
+            let mixed = run(&c, &s);
+            prop_assert!(run(&c, &indep) <= mixed);
+            prop_assert!(mixed <= run(&c, &chain));
+            prop_assert!(run(&c, &chain) <= serial(&s));
+        }
+
+        #[test]
+        fn more_slots_walkers_or_window_never_slow_down(
+            v in prop::collection::vec(arb_access(), 0..60), slots in 1u64..16,
+            walkers in 1u64..4, window in 1u64..300) {
+            let s = stream(&v);
+            let base = run(&core(slots, walkers, window), &s);
+            prop_assert!(run(&core(slots + 1, walkers, window), &s) <= base);
+            prop_assert!(run(&core(slots, walkers + 1, window), &s) <= base);
+            prop_assert!(run(&core(slots, walkers, window + 1), &s) <= base);
+        }
+    }
+}
