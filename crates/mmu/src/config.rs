@@ -706,9 +706,10 @@ const HEADER: &str = "\
 # [10] \"Page fault latency measurement\", ddumbying.vercel.app/experiments/pagefault-latency.
 # [11] AnandTech, \"AMD Rome Second Generation EPYC Review\" (2019), page \"Memory Subsystem: Latency\"
 #      (Xeon Platinum 8280: L1D 4 cycles, 1 MB L2 14 cycles).
-# [12] Linux commits \"x86/clear_page: introduce clear_pages()\" and \"mm: folio_zero_user: clear pages
+# [12] Team notes, ../shared/docs/compromis.md: typical sizes used by recent papers.
+# [13] Linux commits \"x86/clear_page: introduce clear_pages()\" and \"mm: folio_zero_user: clear pages
 #      sequentially\" (Ankur Arora, 2026): measured page-clearing bandwidth on AMD Milan and Genoa.
-# [13] Linux KVM, arch/x86/kvm/mmu/mmu.c: unsync shadow pages (mmu_try_to_unsync_pages,
+# [14] Linux KVM, arch/x86/kvm/mmu/mmu.c: unsync shadow pages (mmu_try_to_unsync_pages,
 #      kvm_sync_page, kvm_mmu_sync_roots); commit \"KVM: MMU: out of sync shadow core\" (2008).
 ";
 

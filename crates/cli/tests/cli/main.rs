@@ -8,5 +8,6 @@ mod kvm;
 mod place;
 mod record_qemu;
 mod reproduce;
+mod shadow_sync;
 mod sim;
 mod trace;

@@ -428,7 +428,7 @@ const EXITS: [Entry; 10] = [
         exits.zero_4k,
         750,
         "The guest kernel zeroing 4 KiB of a newly faulted page; a 2 MiB fault zeroes 512 x 4 KiB.\n\
-         Source: [12], clear_page (rep stos) at 13.7 GB/s in 4 KiB chunks on AMD Milan, and 2 MiB\n\
+         Source: [13], clear_page (rep stos) at 13.7 GB/s in 4 KiB chunks on AMD Milan, and 2 MiB\n\
          THP faults zeroed at 11.8 GB/s on AMD Genoa: 4,096 B in about 300 ns, 750 cycles at 2.5 GHz."
     ),
     key!(
@@ -437,7 +437,7 @@ const EXITS: [Entry; 10] = [
         compromis_vmem::SyncMode::Oos,
         "How shadow paging keeps its tables in sync: \"oos\" (out of sync: last-level guest tables\n\
          writable while unsync, reconciled at INVLPG, CR3 load and hidden faults; KVM unsync shadow\n\
-         pages since 2008 [13], Xen 3.3 Shadow 3 out-of-sync L1s [9]) or \"eager\" (every guest\n\
+         pages since 2008 [14], Xen 3.3 Shadow 3 out-of-sync L1s [9]) or \"eager\" (every guest\n\
          page-table write traps and is synced at once). `compromis sim --shadow-sync` overrides it."
     ),
     key!(
@@ -446,7 +446,7 @@ const EXITS: [Entry; 10] = [
         1500,
         "Shadow paging, out of sync: the first guest write to an in-sync (write-protected) last-level\n\
          table, a shadow page fault the hypervisor handles without emulating (it unprotects the table,\n\
-         marks it unsync, the guest retries the write) [13]. Costed like a reflected page fault: our\n\
+         marks it unsync, the guest retries the write) [14]. Costed like a reflected page fault: our\n\
          assumption."
     ),
     key!(
@@ -454,7 +454,7 @@ const EXITS: [Entry; 10] = [
         exits.resync_entry,
         100,
         "Shadow paging, out of sync: per guest entry reconciled at INVLPG or CR3 load (read the\n\
-         guest entry, compare, update or drop the shadow entry; KVM sync_spte [13]). Our assumption."
+         guest entry, compare, update or drop the shadow entry; KVM sync_spte [14]). Our assumption."
     ),
 ];
 
