@@ -2,7 +2,6 @@
 //! speedup over shadow printed beside shadow's exit rate (table, JSON, CSV).
 
 use assert_cmd::Command;
-use predicates::prelude::*;
 
 fn churn(extra: &[&str]) -> std::process::Output {
     let mut c = Command::cargo_bin("compromis").unwrap();
