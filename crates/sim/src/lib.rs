@@ -107,13 +107,13 @@ pub struct Experiment {
     pub vm: VmSpec,
 }
 
+/// The one definition of overhead, word for word the same in docs/machine-model.md (tested).
+pub const OVERHEAD_DEFINITION: &str = "Overhead = total / ideal - 1, where total is a scheme's cycles and ideal the cycles of the same stream behind a perfect TLB (no STLB hit, page walk or VM exit; the same data caches and the same memory-level parallelism), guest page faults included in both. So guest page faults are not overhead; STLB hits, page walks, VM exits and the cache lines that page-table entries take from data are.";
+
 /// The cycle model's account of one scheme's measured phase.
 ///
-/// **Overhead** (one definition, also in docs/machine-model.md): `overhead = total / ideal - 1`,
-/// where `total` is the scheme's cycles and `ideal` the cycles of the same stream behind a perfect
-/// TLB (the `ideal` run), guest page faults included in both. So guest page faults (the same in
-/// every run) are not overhead; what is: STLB hits, page walks, VM exits, and the data caches
-/// shared with page-table entries.
+/// **Overhead**: see [`OVERHEAD_DEFINITION`] (`overhead = total / ideal - 1`, guest page faults
+/// in `total` and in `ideal`).
 ///
 /// `total = base + memory + exits + faults`: `memory` is the memory timeline (STLB hits, walks and
 /// data accesses, overlapped as far as memory-level parallelism allows; `memory = stlb + walks +
@@ -370,4 +370,18 @@ pub fn run_workload(
         ops.map(Ok::<_, std::convert::Infallible>),
         progress,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn overhead_is_defined_word_for_word_as_in_the_docs() {
+        let docs = include_str!("../../../docs/machine-model.md");
+        let flat = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            flat(docs).contains(super::OVERHEAD_DEFINITION),
+            "docs/machine-model.md must state: {}",
+            super::OVERHEAD_DEFINITION
+        );
+    }
 }
