@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use compromis_cluster::TraceFormat;
+use compromis_mmu::config::presets::Machine;
 use compromis_repro::{Options, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -30,6 +31,9 @@ pub struct ReproduceArgs {
     /// Folder of the real VM traces (used only if it exists).
     #[arg(long, default_value = "../shared/data")]
     pub data: PathBuf,
+    /// Machine preset of every simulation (`compromis config --list`).
+    #[arg(long, default_value_t = Machine::default_machine())]
+    pub machine: Machine,
 }
 
 /// One indicatif bar per stage, on stderr.
@@ -82,6 +86,7 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
         seed: args.seed,
         data_dir: args.data.is_dir().then(|| args.data.clone()),
         extra_trace,
+        machine: args.machine,
     };
     let bars = Bars {
         bar: Mutex::new(None),

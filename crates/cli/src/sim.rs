@@ -2,7 +2,8 @@
 
 use anyhow::{Context, Result};
 use compromis_hostmem::Fallback;
-use compromis_mmu::{MachineConfig, SchemeKind};
+use compromis_mmu::SchemeKind;
+use compromis_mmu::config::presets::{self, Machine};
 use compromis_report::Format;
 use compromis_sim::{ExperimentRequest, HostRequest, Outcome, Source};
 use compromis_types::{ByteSize, Op, PageSize};
@@ -104,7 +105,12 @@ pub struct SimOptions {
     /// Untagged TLBs: every context switch flushes the TLBs and walk caches (no PCID/VPID).
     #[arg(long)]
     pub untagged_tlb: bool,
-    /// Machine-model file (TOML; `compromis config --defaults` prints one).
+    /// Machine preset (`compromis config --list` lists them). With --config, the preset is
+    /// read first and the file's keys replace the preset's.
+    #[arg(long, default_value_t = Machine::default_machine())]
+    pub machine: Machine,
+    /// Machine-model file (TOML; `compromis config --defaults` prints one): its keys replace those
+    /// of the --machine preset (the default preset when --machine is not given).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Output format: table, json, csv.
@@ -126,10 +132,7 @@ fn parse_guest_page(s: &str) -> Result<PageSize, String> {
 impl SimOptions {
     /// The experiment request these options describe, reading `source`.
     pub fn request(&self, source: Source) -> Result<ExperimentRequest> {
-        let mut machine = match &self.config {
-            Some(p) => MachineConfig::load(p)?,
-            None => MachineConfig::default(),
-        };
+        let mut machine = presets::resolve(self.machine, self.config.as_deref())?;
         if self.untagged_tlb {
             machine.tlb.tagged = false;
         }

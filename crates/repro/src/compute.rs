@@ -85,6 +85,7 @@ fn config_of(opts: &Options) -> RunConfig {
         (4u64 << 30, 8_000_000, 10_000, None, 20_000)
     };
     RunConfig {
+        machine: opts.machine.name().to_owned(),
         quick: opts.quick,
         seed: opts.seed,
         footprint,
@@ -108,26 +109,27 @@ fn config_of(opts: &Options) -> RunConfig {
 /// Runs every section.
 pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Results, ReproError> {
     let cfg = config_of(opts);
+    let machine = opts.machine.config()?;
 
     progress.stage(
         "overheads",
         u64::try_from(WorkloadKind::ALL.len() * GUEST_PAGES.len() * HOST_PAGES.len()).unwrap_or(0),
     );
-    let overheads = overheads(&cfg, progress)?;
+    let overheads = overheads(&cfg, &machine, progress)?;
     progress.finish();
 
     progress.stage(
         "walk references",
         u64::try_from(GUEST_PAGES.len() * HOST_PAGES.len()).unwrap_or(0),
     );
-    let walk_refs = walk_refs(&cfg, &overheads, progress)?;
+    let walk_refs = walk_refs(&cfg, &machine, &overheads, progress)?;
     progress.finish();
 
     progress.stage(
         "multi-process",
         u64::try_from(MP_WORKLOADS.len() * 2).unwrap_or(0),
     );
-    let multiprocess = multiprocess(&cfg, progress)?;
+    let multiprocess = multiprocess(&cfg, &machine, progress)?;
     progress.finish();
 
     let (sources, traces_missing) = trace_sources(opts);
@@ -142,7 +144,7 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Results, ReproErro
         "fragmentation",
         u64::try_from(FRAG_HOST_PAGES.len() * FILLS.len() * 2).unwrap_or(0),
     );
-    let fragmentation = fragmentation(&cfg, progress)?;
+    let fragmentation = fragmentation(&cfg, &machine, progress)?;
     progress.finish();
 
     let mut r = Results {
@@ -232,6 +234,7 @@ fn run_row(o: &Outcome, spec: &WorkloadSpec, guest: PageSize, host: PageSize) ->
 
 fn run_spec(
     cfg: &RunConfig,
+    machine: &MachineConfig,
     spec: &WorkloadSpec,
     guest: PageSize,
     host: PageSize,
@@ -242,19 +245,13 @@ fn run_spec(
             spec.kind, spec.processes
         )
     };
-    let o = request(
-        cfg,
-        MachineConfig::default(),
-        guest,
-        host,
-        workload_source(spec),
-    )
-    .build()
-    .and_then(|plan| compromis_sim::run(&plan, &|_| {}))
-    .map_err(|source| ReproError::Experiment {
-        config: config(),
-        source,
-    })?;
+    let o = request(cfg, machine.clone(), guest, host, workload_source(spec))
+        .build()
+        .and_then(|plan| compromis_sim::run(&plan, &|_| {}))
+        .map_err(|source| ReproError::Experiment {
+            config: config(),
+            source,
+        })?;
     Ok(run_row(&o, spec, guest, host))
 }
 
@@ -269,7 +266,11 @@ fn spec(cfg: &RunConfig, kind: WorkloadKind, processes: u16) -> WorkloadSpec {
     }
 }
 
-fn overheads(cfg: &RunConfig, progress: &dyn Progress) -> Result<Vec<RunRow>, ReproError> {
+fn overheads(
+    cfg: &RunConfig,
+    machine: &MachineConfig,
+    progress: &dyn Progress,
+) -> Result<Vec<RunRow>, ReproError> {
     let mut jobs = Vec::new();
     for kind in WorkloadKind::ALL {
         for guest in GUEST_PAGES {
@@ -280,14 +281,18 @@ fn overheads(cfg: &RunConfig, progress: &dyn Progress) -> Result<Vec<RunRow>, Re
     }
     jobs.par_iter()
         .map(|&(kind, guest, host)| {
-            let r = run_spec(cfg, &spec(cfg, kind, 1), guest, host);
+            let r = run_spec(cfg, machine, &spec(cfg, kind, 1), guest, host);
             progress.step();
             r
         })
         .collect()
 }
 
-fn multiprocess(cfg: &RunConfig, progress: &dyn Progress) -> Result<Vec<RunRow>, ReproError> {
+fn multiprocess(
+    cfg: &RunConfig,
+    machine: &MachineConfig,
+    progress: &dyn Progress,
+) -> Result<Vec<RunRow>, ReproError> {
     let mut jobs = Vec::new();
     for kind in MP_WORKLOADS {
         for host in [PageSize::Size4K, PageSize::Size2M] {
@@ -298,6 +303,7 @@ fn multiprocess(cfg: &RunConfig, progress: &dyn Progress) -> Result<Vec<RunRow>,
         .map(|&(kind, host)| {
             let r = run_spec(
                 cfg,
+                machine,
                 &spec(cfg, kind, cfg.mp_processes),
                 PageSize::Size4K,
                 host,
@@ -306,6 +312,17 @@ fn multiprocess(cfg: &RunConfig, progress: &dyn Progress) -> Result<Vec<RunRow>,
             r
         })
         .collect()
+}
+
+/// `machine` with every TLB-like structure off (section 1's closed-form check), as
+/// [`MachineConfig::no_caches`] does to the model's base values.
+fn no_caches(machine: &MachineConfig) -> MachineConfig {
+    let off = MachineConfig::no_caches();
+    MachineConfig {
+        tlb: off.tlb,
+        walk_caches: off.walk_caches,
+        ..machine.clone()
+    }
 }
 
 /// SplitMix64: the caches-off stream's addresses (seeded, no allocation).
@@ -332,6 +349,7 @@ pub(crate) fn closed_form(scheme: SchemeKind, guest: PageSize, host: PageSize) -
 
 fn walk_refs(
     cfg: &RunConfig,
+    machine: &MachineConfig,
     overheads: &[RunRow],
     progress: &dyn Progress,
 ) -> Result<Vec<WalkRefRow>, ReproError> {
@@ -349,7 +367,7 @@ fn walk_refs(
                     vm_memory: Some(ByteSize::gib(1)),
                     ..request(
                         cfg,
-                        MachineConfig::no_caches(),
+                        no_caches(machine),
                         guest,
                         host,
                         SimSource::Stream {
@@ -567,7 +585,11 @@ fn provisioning(
         .collect()
 }
 
-fn fragmentation(cfg: &RunConfig, progress: &dyn Progress) -> Result<Vec<FragRow>, ReproError> {
+fn fragmentation(
+    cfg: &RunConfig,
+    machine: &MachineConfig,
+    progress: &dyn Progress,
+) -> Result<Vec<FragRow>, ReproError> {
     let spec = spec(cfg, WorkloadKind::Gups, 1);
     let ram = compromis_sim::default_ram(compromis_workload::mapped_bytes(&spec));
     let host = ByteSize(ram.bytes() * FRAG_HOST_FACTOR);
@@ -591,7 +613,7 @@ fn fragmentation(cfg: &RunConfig, progress: &dyn Progress) -> Result<Vec<FragRow
                 },
                 ..request(
                     cfg,
-                    MachineConfig::default(),
+                    machine.clone(),
                     PageSize::Size4K,
                     host_page,
                     workload_source(&spec),

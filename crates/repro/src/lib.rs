@@ -24,6 +24,7 @@ pub use measured::{MEASURED_FILE, measured_section, write_measured};
 pub use render::{CSV_FILES, SVG_FILES, readme, write_report};
 
 use compromis_cluster::TraceFormat;
+use compromis_mmu::config::presets::Machine;
 use serde::Serialize;
 use std::path::PathBuf;
 use thiserror::Error;
@@ -40,6 +41,8 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// An extra VM trace for the provisioning section, with its format.
     pub extra_trace: Option<(PathBuf, TraceFormat)>,
+    /// The machine preset every simulation of the report runs on.
+    pub machine: Machine,
 }
 
 impl Default for Options {
@@ -49,6 +52,7 @@ impl Default for Options {
             seed: 42,
             data_dir: None,
             extra_trace: None,
+            machine: Machine::default_machine(),
         }
     }
 }
@@ -118,6 +122,9 @@ pub enum ReproError {
     /// Writing the report failed.
     #[error(transparent)]
     Report(#[from] compromis_report::ReportError),
+    /// The machine preset is invalid (a bug in an embedded preset).
+    #[error("machine model: {0}")]
+    Machine(#[from] compromis_mmu::ConfigError),
     /// Creating the output folder failed.
     #[error("cannot create {path}: {source}")]
     Io {
@@ -132,6 +139,8 @@ pub enum ReproError {
 /// The settings the run used (recorded in the report).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct RunConfig {
+    /// The machine preset every simulation ran on.
+    pub machine: String,
     /// Quick mode.
     pub quick: bool,
     /// Seed.

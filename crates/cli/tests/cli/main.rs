@@ -5,6 +5,7 @@ mod common;
 mod config;
 mod hv;
 mod kvm;
+mod machines;
 mod place;
 mod record_qemu;
 mod reproduce;
