@@ -15,11 +15,17 @@
 //! durations, everything in a fixed order). Independent configurations run in parallel (rayon);
 //! a [`Progress`] observer hears about each stage and each finished configuration.
 
+mod anchors;
 mod compute;
+mod fair;
 mod measured;
 mod render;
 
+pub use anchors::{
+    ANCHOR_MACHINE, ANCHORS, Anchor, AnchorRow, Role, TOLERANCE, anchors_table, run_anchors,
+};
 pub use compute::run;
+pub use fair::{FairRow, Reading};
 pub use measured::{MEASURED_FILE, measured_section, write_measured};
 pub use render::{CSV_FILES, SVG_FILES, readme, write_report};
 
@@ -322,6 +328,9 @@ pub struct Results {
     pub overheads: Vec<RunRow>,
     /// Section 2, multi-process runs.
     pub multiprocess: Vec<RunRow>,
+    /// Section 2b: Compromis against EPT and shadow at every host page size and at the best one
+    /// the VM's contiguity allows (from the single-process runs of section 2).
+    pub fair: Vec<FairRow>,
     /// Section 3 (empty rows are impossible: the synthetic trace always runs).
     pub provisioning: Vec<ProvisioningRow>,
     /// Traces of section 3 that were looked for and not found.
@@ -330,6 +339,8 @@ pub struct Results {
     pub fragmentation: Vec<FragRow>,
     /// Section 5.
     pub claims: Vec<Claim>,
+    /// Section 6: anchors, our figures beside figures measured on hardware.
+    pub anchors: Vec<AnchorRow>,
 }
 
 impl Results {

@@ -3,6 +3,7 @@
 
 mod common;
 mod config;
+mod fair;
 mod hv;
 mod kvm;
 mod machines;
