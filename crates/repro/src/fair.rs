@@ -126,10 +126,10 @@ pub(crate) fn fair_table(rows: &[FairRow]) -> Table {
 }
 
 /// The largest runtime speedup in `pick` over every row, with its row.
-pub(crate) fn best_of<'a>(
-    rows: &'a [FairRow],
+pub(crate) fn best_of(
+    rows: &[FairRow],
     pick: impl Fn(&FairRow) -> Option<Reading>,
-) -> Option<(&'a FairRow, Reading)> {
+) -> Option<(&FairRow, Reading)> {
     rows.iter()
         .filter_map(|r| pick(r).map(|x| (r, x)))
         .max_by(|a, b| a.1.runtime.total_cmp(&b.1.runtime))
