@@ -135,6 +135,14 @@ fn parse_guest_page(s: &str) -> Result<PageSize, String> {
 }
 
 impl SimOptions {
+    /// The machine as printed: the preset, and the file read over it.
+    pub fn machine_label(&self) -> String {
+        match &self.config {
+            Some(p) => format!("{} with {}", self.machine, p.display()),
+            None => self.machine.to_string(),
+        }
+    }
+
     /// The experiment request these options describe, reading `source`.
     pub fn request(&self, source: Source) -> Result<ExperimentRequest> {
         let mut machine = presets::resolve(self.machine, self.config.as_deref())?;
@@ -212,7 +220,11 @@ fn run_with_progress(
     total: Option<u64>,
     f: impl FnOnce(&(dyn Fn(u64) + Sync)) -> Result<Outcome>,
 ) -> Result<ExitCode> {
-    print_outcome(&with_progress(total, f)?, opts.output)?;
+    print_outcome_on(
+        &with_progress(total, f)?,
+        opts.output,
+        Some(&opts.machine_label()),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -240,6 +252,11 @@ where
 
 /// Prints an outcome in `format`.
 pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
+    print_outcome_on(o, format, None)
+}
+
+/// Prints an outcome in `format`; a table names `machine` (the preset and any file over it).
+fn print_outcome_on(o: &Outcome, format: Format, machine: Option<&str>) -> Result<()> {
     let text = match format {
         Format::Table => {
             let ranges: Vec<String> =
@@ -248,8 +265,11 @@ pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
                     .map(|(s, l)| format!("[{s:#x}, +{})", ByteSize(*l)))
                     .collect();
             format!(
-                "{}: VM {} RAM {}, provisioned {} (host fragmentation {:.2}): {} host extent(s), {} segment register set(s) covering {}, EPT leaves 4k/2m/1g = {}/{}/{}\n\n{}\n{}\n{}",
+                "{}{}: VM {} RAM {}, provisioned {} (host fragmentation {:.2}): {} host extent(s), {} segment register set(s) covering {}, EPT leaves 4k/2m/1g = {}/{}/{}\n\n{}\n{}\n{}",
                 o.source,
+                machine
+                    .map(|m| format!(" on machine {m}"))
+                    .unwrap_or_default(),
                 ByteSize(o.vm.ram),
                 ranges.join(" "),
                 o.vm.provisioning,
@@ -292,7 +312,7 @@ pub fn run_source(
     source: Box<dyn Iterator<Item = anyhow::Result<Op>> + Send>,
 ) -> Result<ExitCode> {
     let o = simulate_stream(opts, name, source.map(|r| r.map_err(SourceError)))?;
-    print_outcome(&o, opts.output)?;
+    print_outcome_on(&o, opts.output, Some(&opts.machine_label()))?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -334,14 +354,10 @@ fn compare_host_pages(opts: &SimOptions, request: &ExperimentRequest) -> Result<
     let text = match opts.output {
         Format::Table => {
             let mut s = format!(
-                "{}: guest pages {}, machine {}{}: Compromis against EPT and shadow paging at each host page size\n\n",
+                "{}: guest pages {}, machine {}: Compromis against EPT and shadow paging at each host page size\n\n",
                 cmp.source,
                 cmp.guest_page,
-                opts.machine,
-                opts.config
-                    .as_ref()
-                    .map(|p| format!(" with {}", p.display()))
-                    .unwrap_or_default(),
+                opts.machine_label(),
             );
             s += &cmp.table().to_text();
             if let Some(best) = cmp.best() {

@@ -148,3 +148,19 @@ fn check_over_a_preset_names_the_file_the_line_and_the_machine() {
                 .and(predicate::str::contains("zen3-milan")),
         );
 }
+
+#[test]
+fn the_table_names_the_machine_it_ran_on() {
+    let text = stdout(&[
+        "sim",
+        "--machine",
+        "zen3-milan",
+        "--footprint",
+        "64MiB",
+        "--accesses",
+        "20000",
+        "--schemes",
+        "ept",
+    ]);
+    assert!(text.contains("on machine zen3-milan:"), "{text}");
+}
