@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use compromis_cluster::TraceFormat;
+use compromis_mmu::config::presets::Machine;
 use compromis_repro::{Options, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -30,6 +31,13 @@ pub struct ReproduceArgs {
     /// Folder of the real VM traces (used only if it exists).
     #[arg(long, default_value = "../shared/data")]
     pub data: PathBuf,
+    /// Only simulate the hardware anchors (on the preset closest to the measured machine) and
+    /// print their table; writes nothing.
+    #[arg(long, conflicts_with_all = ["trace", "trace_format"])]
+    pub anchors: bool,
+    /// Machine preset of every simulation (`compromis config --list`).
+    #[arg(long, default_value_t = Machine::default_machine())]
+    pub machine: Machine,
 }
 
 /// One indicatif bar per stage, on stderr.
@@ -82,10 +90,18 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
         seed: args.seed,
         data_dir: args.data.is_dir().then(|| args.data.clone()),
         extra_trace,
+        machine: args.machine,
     };
     let bars = Bars {
         bar: Mutex::new(None),
     };
+    if args.anchors {
+        let rows = compromis_repro::run_anchors(args.quick, args.seed, &bars)
+            .context("anchor runs failed")?;
+        let text = compromis_repro::anchors_table(&rows).to_text();
+        crate::emit(&text).context("cannot write to stdout")?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let results = compromis_repro::run(&opts, &bars).context("reproduction run failed")?;
     let mut files = compromis_repro::write_report(&results, &args.out)
         .with_context(|| format!("cannot write the report to {}", args.out.display()))?;

@@ -7,6 +7,7 @@
 //! parser's spans.
 
 pub mod keys;
+pub mod presets;
 
 use crate::setassoc::{GeometryError, SetAssoc};
 use compromis_types::ByteSize;

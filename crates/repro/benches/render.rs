@@ -100,6 +100,7 @@ fn results() -> Results {
         .collect();
     Results {
         config: RunConfig {
+            machine: "skylake-sp".into(),
             quick: false,
             seed: 42,
             footprint: 4 << 30,
@@ -119,6 +120,8 @@ fn results() -> Results {
         provisioning,
         traces_missing: Vec::new(),
         fragmentation,
+        fair: vec![],
+        anchors: vec![],
         claims: vec![Claim {
             paper: "p".into(),
             ours: "o".into(),

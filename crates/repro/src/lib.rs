@@ -15,15 +15,22 @@
 //! durations, everything in a fixed order). Independent configurations run in parallel (rayon);
 //! a [`Progress`] observer hears about each stage and each finished configuration.
 
+mod anchors;
 mod compute;
+mod fair;
 mod measured;
 mod render;
 
+pub use anchors::{
+    ANCHOR_MACHINE, ANCHORS, Anchor, AnchorRow, Role, TOLERANCE, anchors_table, run_anchors,
+};
 pub use compute::run;
+pub use fair::{FairRow, Reading};
 pub use measured::{MEASURED_FILE, measured_section, write_measured};
 pub use render::{CSV_FILES, SVG_FILES, readme, write_report};
 
 use compromis_cluster::TraceFormat;
+use compromis_mmu::config::presets::Machine;
 use serde::Serialize;
 use std::path::PathBuf;
 use thiserror::Error;
@@ -40,6 +47,8 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     /// An extra VM trace for the provisioning section, with its format.
     pub extra_trace: Option<(PathBuf, TraceFormat)>,
+    /// The machine preset every simulation of the report runs on.
+    pub machine: Machine,
 }
 
 impl Default for Options {
@@ -49,6 +58,7 @@ impl Default for Options {
             seed: 42,
             data_dir: None,
             extra_trace: None,
+            machine: Machine::default_machine(),
         }
     }
 }
@@ -118,6 +128,9 @@ pub enum ReproError {
     /// Writing the report failed.
     #[error(transparent)]
     Report(#[from] compromis_report::ReportError),
+    /// The machine preset is invalid (a bug in an embedded preset).
+    #[error("machine model: {0}")]
+    Machine(#[from] compromis_mmu::ConfigError),
     /// Creating the output folder failed.
     #[error("cannot create {path}: {source}")]
     Io {
@@ -132,6 +145,8 @@ pub enum ReproError {
 /// The settings the run used (recorded in the report).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct RunConfig {
+    /// The machine preset every simulation ran on.
+    pub machine: String,
     /// Quick mode.
     pub quick: bool,
     /// Seed.
@@ -313,6 +328,9 @@ pub struct Results {
     pub overheads: Vec<RunRow>,
     /// Section 2, multi-process runs.
     pub multiprocess: Vec<RunRow>,
+    /// Section 2b: Compromis against EPT and shadow at every host page size and at the best one
+    /// the VM's contiguity allows (from the single-process runs of section 2).
+    pub fair: Vec<FairRow>,
     /// Section 3 (empty rows are impossible: the synthetic trace always runs).
     pub provisioning: Vec<ProvisioningRow>,
     /// Traces of section 3 that were looked for and not found.
@@ -321,6 +339,8 @@ pub struct Results {
     pub fragmentation: Vec<FragRow>,
     /// Section 5.
     pub claims: Vec<Claim>,
+    /// Section 6: anchors, our figures beside figures measured on hardware.
+    pub anchors: Vec<AnchorRow>,
 }
 
 impl Results {

@@ -13,6 +13,7 @@ use compromis_workload::{WorkloadError, WorkloadSpec};
 use serde::Serialize;
 use thiserror::Error;
 
+pub mod compare;
 pub mod engine;
 mod request;
 pub mod table;

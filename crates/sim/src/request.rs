@@ -81,7 +81,8 @@ pub enum HostRequest {
 pub struct ExperimentRequest {
     /// The accesses.
     pub source: Source,
-    /// The machine model.
+    /// The machine model (default: the default machine preset,
+    /// [`compromis_mmu::config::presets::DEFAULT_MACHINE`]).
     pub machine: MachineConfig,
     /// Schemes to simulate, in output order.
     pub schemes: Vec<SchemeKind>,
@@ -115,7 +116,7 @@ impl Default for ExperimentRequest {
                 processes: None,
                 quantum: None,
             },
-            machine: MachineConfig::default(),
+            machine: compromis_mmu::config::presets::default_config(),
             schemes: SchemeKind::ALL.to_vec(),
             guest: GuestConfig::default(),
             host_page: PageSize::Size4K,
@@ -313,6 +314,13 @@ mod tests {
             default_ram(compromis_workload::mapped_bytes(&w))
         );
         assert_eq!(p.experiment.sim.guest.seed, DEFAULT_SEED);
+        // The default machine is the default preset, not the model's base values.
+        assert_eq!(
+            p.experiment.sim.machine,
+            compromis_mmu::config::presets::Machine::default_machine()
+                .config()
+                .unwrap()
+        );
         let t = ExperimentRequest {
             source: Source::Stream { name: "x".into() },
             ..ExperimentRequest::default()

@@ -1,8 +1,8 @@
 //! The simulator's prediction for a measured configuration, through the `compromis_sim` library
 //! (the one place this crate touches the simulator, so an API move changes only this file).
 //!
-//! The machine model is the default one (`MachineConfig::default()`): machine presets closer to
-//! a given CPU are a separate piece of work; the output labels the model it used.
+//! The machine model is the default machine preset (`ExperimentRequest::default()`, preset
+//! `compromis_mmu::config::presets::DEFAULT_MACHINE`); the output labels the model it used.
 
 use crate::Workload;
 use crate::sequence;
@@ -13,7 +13,7 @@ use compromis_vmem::GuestConfig;
 use serde::Serialize;
 
 /// Label of the machine model used for predictions.
-pub const MACHINE_LABEL: &str = "default machine model (no CPU preset yet)";
+pub const MACHINE_LABEL: &str = "machine preset skylake-sp (the default)";
 
 /// Predicted slowdowns over native for one configuration.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq)]
@@ -62,4 +62,12 @@ pub fn predict(
         ept: total(SchemeKind::Ept) / native,
         compromis: total(SchemeKind::Compromis) / native,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_label_names_the_default_preset() {
+        assert!(super::MACHINE_LABEL.contains(compromis_mmu::config::presets::DEFAULT_MACHINE));
+    }
 }

@@ -3,8 +3,10 @@
 
 mod common;
 mod config;
+mod fair;
 mod hv;
 mod kvm;
+mod machines;
 mod place;
 mod record_qemu;
 mod reproduce;
