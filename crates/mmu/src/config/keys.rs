@@ -67,7 +67,7 @@ impl Value {
     }
 
     /// The value as written in a TOML file.
-    fn toml(self) -> String {
+    pub(crate) fn toml(self) -> String {
         match self {
             Value::Geometry(g) => format!("{{ entries = {}, ways = {} }}", g.entries, g.ways),
             Value::Cycles(v) | Value::Line(v) => v.to_string(),

@@ -166,7 +166,7 @@ pub fn resolved_toml(machine: Machine) -> String {
         if t.contains_key(leaf) {
             continue;
         }
-        let Ok(value) = value_text(k.get(&base)).parse::<toml_edit::Value>() else {
+        let Ok(value) = Value::toml(k.get(&base)).parse::<toml_edit::Value>() else {
             continue;
         };
         t.insert(leaf, toml_edit::Item::Value(value));
@@ -217,18 +217,6 @@ pub fn unset_keys(preset: &Preset) -> Vec<&'static str> {
         })
         .map(|k| k.path)
         .collect()
-}
-
-/// A value as written in a TOML file.
-fn value_text(v: Value) -> String {
-    match v {
-        Value::Geometry(g) => format!("{{ entries = {}, ways = {} }}", g.entries, g.ways),
-        Value::Cycles(c) | Value::Line(c) => c.to_string(),
-        Value::Ways(w) => w.to_string(),
-        Value::Size(s) => format!("\"{s}\""),
-        Value::Flag(b) => b.to_string(),
-        Value::Cpi(c) => format!("{c:?}"),
-    }
 }
 
 fn parse_error(text: &str, path: &str, e: &toml::de::Error) -> ConfigError {
