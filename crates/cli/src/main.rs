@@ -22,6 +22,7 @@ mod record;
 mod record_qemu;
 mod reproduce;
 mod sim;
+mod sweep;
 mod tracecmd;
 
 /// Compromis: memory virtualization with one host-physical segment per VM (VEE 2021).
@@ -50,6 +51,9 @@ enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// Run gups and pointer-chase in a real VM on /dev/kvm with Compromis-provisioned RAM.
     Kvm(kvm::KvmArgs),
+    /// Run a sweep spec (a grid of sim or place configurations and seeds), resumably, locally,
+    /// as one shard, or as a Slurm job array; `sweep merge` combines shard folders.
+    Sweep(sweep::SweepArgs),
 }
 
 /// Writes `text` to stdout. A closed pipe (`compromis ... | head`) ends the output quietly instead
@@ -85,6 +89,7 @@ fn main() -> ExitCode {
         Command::Place(a) => place::run(a),
         Command::Reproduce(a) => reproduce::run(a),
         Command::Kvm(a) => kvm::run(a),
+        Command::Sweep(a) => sweep::run(a),
     };
     match result {
         Ok(code) => code,

@@ -65,10 +65,9 @@ pub struct PlaceArgs {
     extent_policy: ExtentPolicy,
 }
 
-/// Runs the subcommand.
-pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
-    let output = args.output;
-    let req = PlaceRequest {
+/// The placement study these arguments describe.
+pub fn request(args: &PlaceArgs) -> PlaceRequest {
+    PlaceRequest {
         source: match (&args.trace, args.trace_format) {
             (Some(path), Some(format)) => PlaceSource::Trace {
                 path: path.clone(),
@@ -89,7 +88,13 @@ pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
         extent_policy: args.extent_policy,
         norm_mem: args.norm_mem.map(ByteSize::bytes),
         duration_rule: args.duration_rule,
-    };
+    }
+}
+
+/// Runs the subcommand.
+pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
+    let output = args.output;
+    let req = request(args);
     let multi = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
     let style =
         ProgressStyle::with_template("{spinner} {prefix:>18} {human_pos} events, {elapsed}")

@@ -288,8 +288,8 @@ pub fn run_source(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs the subcommand.
-pub fn run(args: &SimArgs) -> Result<ExitCode> {
+/// The experiment request of `compromis sim` with these arguments.
+pub fn request(args: &SimArgs) -> Result<ExperimentRequest> {
     let source = match &args.trace {
         Some(path) => Source::Trace {
             path: path.clone(),
@@ -303,7 +303,12 @@ pub fn run(args: &SimArgs) -> Result<ExitCode> {
             quantum: args.quantum,
         },
     };
-    let plan = args.opts.request(source)?.build()?;
+    args.opts.request(source)
+}
+
+/// Runs the subcommand.
+pub fn run(args: &SimArgs) -> Result<ExitCode> {
+    let plan = request(args)?.build()?;
     run_with_progress(&args.opts, plan.accesses(), |progress| {
         Ok(compromis_sim::run(&plan, progress)?)
     })
