@@ -56,6 +56,25 @@ enum Command {
     Sweep(sweep::SweepArgs),
 }
 
+/// Where a command's results go: stdout, or `-o/--output-file FILE`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OutputFile {
+    /// Write the results to FILE instead of stdout (through a temporary file renamed over FILE,
+    /// so a failed run leaves no half-written file).
+    #[arg(short = 'o', long = "output-file", value_name = "FILE")]
+    pub output_file: Option<std::path::PathBuf>,
+}
+
+impl OutputFile {
+    /// Writes the results to the file (atomically) or to stdout.
+    pub fn deliver(&self, text: &str) -> anyhow::Result<()> {
+        match &self.output_file {
+            Some(p) => Ok(compromis_report::write_atomic(p, text.as_bytes())?),
+            None => emit(text),
+        }
+    }
+}
+
 /// Writes `text` to stdout. A closed pipe (`compromis ... | head`) ends the output quietly instead
 /// of panicking as `print!` does.
 pub(crate) fn emit(text: &str) -> anyhow::Result<()> {

@@ -63,6 +63,9 @@ pub struct PlaceArgs {
     /// Extent choice inside a host: first-fit, best-fit, worst-fit, next-fit.
     #[arg(long, default_value = "best-fit")]
     extent_policy: ExtentPolicy,
+    /// Results file (`-o`).
+    #[command(flatten)]
+    file: crate::OutputFile,
 }
 
 /// The placement study these arguments describe.
@@ -114,7 +117,22 @@ pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
     for b in &bars {
         b.finish_and_clear();
     }
-    crate::emit(&compromis_report::place::render(&reports, output)?)?;
+    let prov = compromis_sweep::provenance::Provenance::of_process();
+    let text = match output {
+        // Each report object gets the `provenance` object (the document stays an array).
+        Format::Json => {
+            let v: serde_json::Value =
+                serde_json::from_str(&compromis_report::place::json(&reports)?)?;
+            let v: Vec<serde_json::Value> = match v {
+                serde_json::Value::Array(a) => a.into_iter().map(|r| prov.attach_json(r)).collect(),
+                other => vec![other],
+            };
+            serde_json::to_string_pretty(&v)? + "\n"
+        }
+        Format::Csv => prov.attach_csv(&compromis_report::place::csv(&reports))?,
+        Format::Table => compromis_report::place::render(&reports, output)?,
+    };
+    args.file.deliver(&text)?;
     if let Some(dir) = &args.svg {
         let files = compromis_report::place::write_svgs(&reports, dir)?;
         for f in files {

@@ -113,6 +113,9 @@ pub struct SimOptions {
     /// Check every translation against the reference composition (slower).
     #[arg(long)]
     pub verify: bool,
+    /// Results file (`-o`).
+    #[command(flatten)]
+    pub file: crate::OutputFile,
 }
 
 fn parse_guest_page(s: &str) -> Result<PageSize, String> {
@@ -204,7 +207,7 @@ fn run_with_progress(
     total: Option<u64>,
     f: impl FnOnce(&(dyn Fn(u64) + Sync)) -> Result<Outcome>,
 ) -> Result<ExitCode> {
-    print_outcome(&with_progress(total, f)?, opts.output)?;
+    print_outcome(&with_progress(total, f)?, opts)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -230,9 +233,18 @@ where
     })
 }
 
-/// Prints an outcome in `format`.
-pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
-    let text = match format {
+/// Prints an outcome as `opts` ask (format, file).
+pub fn print_outcome(o: &Outcome, opts: &SimOptions) -> Result<()> {
+    opts.file
+        .deliver(&render_outcome(o, opts.output)?)
+        .context("cannot write the results")
+}
+
+/// An outcome in `format`. JSON and CSV carry the provenance (version, git commit, command line):
+/// JSON as a `provenance` object, CSV as trailing columns (see docs/sweep.md).
+pub fn render_outcome(o: &Outcome, format: Format) -> Result<String> {
+    let prov = compromis_sweep::provenance::Provenance::of_process();
+    Ok(match format {
         Format::Table => {
             let ranges: Vec<String> =
                 o.vm.ram_ranges
@@ -261,10 +273,11 @@ pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
                     .to_text(),
             )
         }
-        Format::Json => serde_json::to_string_pretty(o)? + "\n",
-        Format::Csv => compromis_sim::table::csv_rows(o).to_csv()?,
-    };
-    crate::emit(&text).context("cannot write to stdout")
+        Format::Json => {
+            serde_json::to_string_pretty(&prov.attach_json(serde_json::to_value(o)?))? + "\n"
+        }
+        Format::Csv => prov.attach_csv(&compromis_sim::table::csv_rows(o).to_csv()?)?,
+    })
 }
 
 /// An op source error carried through the simulator.
@@ -277,15 +290,13 @@ impl std::fmt::Display for SourceError {
 }
 impl std::error::Error for SourceError {}
 
-/// Simulates an op stream named `name` with `opts` and prints the outcome (`record --tracer qemu`).
+/// Simulates an op stream named `name` with `opts` (`record --tracer qemu`); the caller prints.
 pub fn run_source(
     opts: &SimOptions,
     name: &str,
     source: Box<dyn Iterator<Item = anyhow::Result<Op>> + Send>,
-) -> Result<ExitCode> {
-    let o = simulate_stream(opts, name, source.map(|r| r.map_err(SourceError)))?;
-    print_outcome(&o, opts.output)?;
-    Ok(ExitCode::SUCCESS)
+) -> Result<Outcome> {
+    simulate_stream(opts, name, source.map(|r| r.map_err(SourceError)))
 }
 
 /// The experiment request of `compromis sim` with these arguments.

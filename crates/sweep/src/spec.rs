@@ -14,7 +14,7 @@
 //!
 //! [sweep]                         # one list per flag or `machine.` key: the cross product runs
 //! host-pages = ["4k", "2m"]
-//! "machine.latency.memory" = [150, 300]
+//! "machine.cache.dram_latency" = [150, 300]
 //! ```
 //!
 //! Points are enumerated in the order of the `[sweep]` keys (the first varies slowest), seeds
@@ -131,12 +131,9 @@ impl Point {
             line: None,
             message: e.to_string(),
         })?;
-        MachineConfig::from_toml_str(&text, &format!("machine keys of point {}", self.id))
+        MachineConfig::from_toml_str(&text, "the machine model with the spec's keys")
             .map(Some)
-            .map_err(|e| SweepError::Point {
-                id: self.id.clone(),
-                message: e.to_string(),
-            })
+            .map_err(|e| SweepError::Mismatch(e.to_string()))
     }
 
     /// `key=value` of the swept values and the seed, for messages.
@@ -290,6 +287,48 @@ impl Spec {
                 "[machine] keys apply to `sim` only (place has no machine model)".into(),
             ));
         }
+        // Machine keys must name keys of the machine model (checked against its defaults).
+        let known = toml::Table::try_from(MachineConfig::default()).unwrap_or_default();
+        let check_key = |dotted: &str, k: &str| -> Result<(), SweepError> {
+            let mut t = &known;
+            let parts: Vec<&str> = dotted.split('.').collect();
+            for (i, p) in parts.iter().enumerate() {
+                match t.get(*p) {
+                    Some(toml::Value::Table(sub)) if i + 1 < parts.len() => t = sub,
+                    Some(_) if i + 1 == parts.len() => return Ok(()),
+                    _ => {
+                        let mut valid: Vec<&str> = t.keys().map(String::as_str).collect();
+                        valid.sort_unstable();
+                        return Err(err(
+                            line_of(text, k),
+                            format!(
+                                "unknown machine key `{dotted}`: valid keys here are {}",
+                                valid.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        };
+        fn leaves(t: &toml::Table, prefix: &str, out: &mut Vec<(String, String)>) {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                match v {
+                    toml::Value::Table(sub) => leaves(sub, &key, out),
+                    _ => out.push((key, k.clone())),
+                }
+            }
+        }
+        let mut fixed_machine = Vec::new();
+        leaves(&file.machine, "", &mut fixed_machine);
+        for (dotted, k) in &fixed_machine {
+            check_key(dotted, k)?;
+        }
         let path_value = |flag: &str, v: String| -> String {
             if PATH_FLAGS.contains(&flag) && Path::new(&v).is_relative() {
                 dir.join(&v).display().to_string()
@@ -349,6 +388,7 @@ impl Spec {
                             format!("sweep `{k}`: machine keys apply to `sim` only"),
                         ));
                     }
+                    check_key(m, k)?;
                     format!("machine.{m}")
                 }
                 None => {
@@ -532,8 +572,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 2"), "{e}");
-        let s = parse("command = \"sim\"\n[sweep]\n\"machine.tlb.nope\" = [1]\n").unwrap();
+        let e = parse("command = \"sim\"\n[sweep]\n\"machine.tlb.nope\" = [1]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 3") && e.contains("tlb.nope") && e.contains("stlb"),
+            "{e}"
+        );
+        let e = parse("command = \"sim\"\n[machine]\ncache.l9 = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cache.l9"), "{e}");
+        let s =
+            parse("command = \"sim\"\n[sweep]\n\"machine.cache.dram_latency\" = [-1]\n").unwrap();
         let e = s.points[0].machine_config().unwrap_err().to_string();
-        assert!(e.contains("nope"), "{e}");
+        assert!(e.contains("-1"), "{e}");
     }
 }

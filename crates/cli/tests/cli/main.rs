@@ -9,4 +9,5 @@ mod place;
 mod record_qemu;
 mod reproduce;
 mod sim;
+mod sweep;
 mod trace;
