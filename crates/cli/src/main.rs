@@ -70,7 +70,7 @@ impl OutputFile {
     pub fn deliver(&self, text: &str) -> anyhow::Result<()> {
         match &self.output_file {
             Some(p) => Ok(compromis_report::write_atomic(p, text.as_bytes())?),
-            None => emit(text),
+            None => emit(text).map_err(|e| e.context("cannot write to stdout")),
         }
     }
 }

@@ -30,6 +30,9 @@ pub struct ReproduceArgs {
     /// Folder of the real VM traces (used only if it exists).
     #[arg(long, default_value = "../shared/data")]
     pub data: PathBuf,
+    /// Write the summary (files written, claims with our figures) to FILE instead of stdout.
+    #[command(flatten)]
+    pub file: crate::OutputFile,
 }
 
 /// One indicatif bar per stage, on stderr.
@@ -99,7 +102,9 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
     for c in &results.claims {
         text += &format!("{}\n  ours: {}\n", c.paper, c.ours);
     }
-    crate::emit(&text).context("cannot write to stdout")?;
+    args.file
+        .deliver(&text)
+        .context("cannot write the summary")?;
     if !results.closed_form_mismatches().is_empty() {
         note!(
             "warning: simulated walk references differ from the closed form (see section 1 of the report)"

@@ -1,6 +1,6 @@
 //! `compromis sim`: simulate a synthetic workload or a trace under several translation schemes.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use compromis_hostmem::Fallback;
 use compromis_mmu::{MachineConfig, SchemeKind};
 use compromis_report::Format;
@@ -235,9 +235,7 @@ where
 
 /// Prints an outcome as `opts` ask (format, file).
 pub fn print_outcome(o: &Outcome, opts: &SimOptions) -> Result<()> {
-    opts.file
-        .deliver(&render_outcome(o, opts.output)?)
-        .context("cannot write the results")
+    opts.file.deliver(&render_outcome(o, opts.output)?)
 }
 
 /// An outcome in `format`. JSON and CSV carry the provenance (version, git commit, command line):

@@ -272,7 +272,7 @@ pub fn run(spec: &Spec, exec: &dyn Executor, opts: &RunOptions) -> Result<RunSum
         }
     }
     if spec.points.iter().all(|p| is_finished(&opts.out, &p.id)) {
-        summary.table = Some(write_table(&[opts.out.clone()], &opts.out)?);
+        summary.table = Some(write_table(std::slice::from_ref(&opts.out), &opts.out)?);
     }
     Ok(summary)
 }

@@ -165,7 +165,7 @@ fn killed_sweep_resumes_to_the_same_table() {
     child.wait().unwrap();
     let done = finished(&out);
     assert!(
-        done >= 1 && done < 8,
+        (1..8).contains(&done),
         "{done} points finished before the kill"
     );
     assert!(!out.join("table.csv").exists());
