@@ -540,3 +540,36 @@ fn record_keeps_program_output_apart() {
             .stderr(predicate::str::contains("/nonexistent/program"));
     }
 }
+
+#[test]
+fn hv_and_trace_inspect_write_their_results_to_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("hv.txt");
+    compromis()
+        .args(["hv", "--quiet", "-o"])
+        .arg(&f)
+        .assert()
+        .success()
+        .stdout(predicate::str::is_empty());
+    let text = std::fs::read_to_string(&f).unwrap();
+    let stdout = compromis().args(["hv", "--quiet"]).output().unwrap().stdout;
+    assert_eq!(text, String::from_utf8(stdout).unwrap());
+    let trace = dir.path().join("t.lackey");
+    std::fs::write(&trace, "I  00400000,4\n L 7ff000000,8\n S 7ff001000,8\n").unwrap();
+    let out = dir.path().join("stats.json");
+    compromis()
+        .args(["trace", "inspect", "--output", "json"])
+        .arg(&trace)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(predicate::str::is_empty());
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(
+        (v["records"].as_u64(), v["stores"].as_u64()),
+        (Some(3), Some(1)),
+        "{v}"
+    );
+}
