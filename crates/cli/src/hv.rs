@@ -25,6 +25,9 @@ pub struct HvArgs {
     /// Print the built-in demo scenario and exit.
     #[arg(long)]
     pub print_demo: bool,
+    /// Results file (`-o`): the steps, maps and summary go there instead of stdout.
+    #[command(flatten)]
+    pub file: crate::OutputFile,
 }
 
 /// Runs the subcommand.
@@ -44,16 +47,28 @@ pub fn run(args: &HvArgs) -> anyhow::Result<ExitCode> {
     let scenario = Scenario::parse(&text, &name)?;
     let mut steps: Vec<StepReport> = Vec::new();
     let mut io: anyhow::Result<()> = Ok(());
+    let to_file = args.file.output_file.is_some();
+    let mut kept = String::new();
     scenario.run_with(|r, h| {
         steps.push(r.clone());
         if io.is_err() {
             return;
         }
         let map = (!args.quiet).then_some((h, usize::from(args.width)));
-        io = crate::emit(&hv::step(&name, r, map));
+        let text = hv::step(&name, r, map);
+        if to_file {
+            kept += &text;
+        } else {
+            io = crate::emit(&text);
+        }
     })?;
     io.context("cannot write to stdout")?;
-    crate::emit(&hv::summary(&steps)).context("cannot write to stdout")?;
+    kept += &hv::summary(&steps);
+    if to_file {
+        args.file.deliver(&kept)?;
+    } else {
+        crate::emit(&hv::summary(&steps)).context("cannot write to stdout")?;
+    }
     if let Some(dir) = &args.svg {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create folder {}", dir.display()))?;

@@ -39,6 +39,9 @@ pub struct KvmArgs {
     /// Output: table, json, csv.
     #[arg(long, default_value = "table")]
     pub output: compromis_report::Format,
+    /// Results file (`-o`).
+    #[command(flatten)]
+    pub file: crate::OutputFile,
 }
 
 fn parse_guest_page(s: &str) -> Result<PageSize, String> {
@@ -76,6 +79,6 @@ pub fn run(a: &KvmArgs) -> Result<ExitCode> {
         compromis_report::Format::Json => output::json(&report)? + "\n",
         compromis_report::Format::Csv => output::csv(&report)?,
     };
-    crate::emit(&text)?;
+    a.file.deliver(&text)?;
     Ok(ExitCode::SUCCESS)
 }

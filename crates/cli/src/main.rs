@@ -22,6 +22,7 @@ mod record;
 mod record_qemu;
 mod reproduce;
 mod sim;
+mod sweep;
 mod tracecmd;
 
 /// Compromis: memory virtualization with one host-physical segment per VM (VEE 2021).
@@ -50,6 +51,28 @@ enum Command {
     Reproduce(reproduce::ReproduceArgs),
     /// Run gups and pointer-chase in a real VM on /dev/kvm with Compromis-provisioned RAM.
     Kvm(kvm::KvmArgs),
+    /// Run a sweep spec (a grid of sim or place configurations and seeds), resumably, locally,
+    /// as one shard, or as a Slurm job array; `sweep merge` combines shard folders.
+    Sweep(sweep::SweepArgs),
+}
+
+/// Where a command's results go: stdout, or `-o/--output-file FILE`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct OutputFile {
+    /// Write the results to FILE instead of stdout (through a temporary file renamed over FILE,
+    /// so a failed run leaves no half-written file).
+    #[arg(short = 'o', long = "output-file", value_name = "FILE")]
+    pub output_file: Option<std::path::PathBuf>,
+}
+
+impl OutputFile {
+    /// Writes the results to the file (atomically) or to stdout.
+    pub fn deliver(&self, text: &str) -> anyhow::Result<()> {
+        match &self.output_file {
+            Some(p) => Ok(compromis_report::write_atomic(p, text.as_bytes())?),
+            None => emit(text).map_err(|e| e.context("cannot write to stdout")),
+        }
+    }
 }
 
 /// Writes `text` to stdout. A closed pipe (`compromis ... | head`) ends the output quietly instead
@@ -85,6 +108,7 @@ fn main() -> ExitCode {
         Command::Place(a) => place::run(a),
         Command::Reproduce(a) => reproduce::run(a),
         Command::Kvm(a) => kvm::run(a),
+        Command::Sweep(a) => sweep::run(a),
     };
     match result {
         Ok(code) => code,

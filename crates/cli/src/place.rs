@@ -63,12 +63,14 @@ pub struct PlaceArgs {
     /// Extent choice inside a host: first-fit, best-fit, worst-fit, next-fit.
     #[arg(long, default_value = "best-fit")]
     extent_policy: ExtentPolicy,
+    /// Results file (`-o`).
+    #[command(flatten)]
+    file: crate::OutputFile,
 }
 
-/// Runs the subcommand.
-pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
-    let output = args.output;
-    let req = PlaceRequest {
+/// The placement study these arguments describe.
+pub fn request(args: &PlaceArgs) -> PlaceRequest {
+    PlaceRequest {
         source: match (&args.trace, args.trace_format) {
             (Some(path), Some(format)) => PlaceSource::Trace {
                 path: path.clone(),
@@ -89,7 +91,13 @@ pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
         extent_policy: args.extent_policy,
         norm_mem: args.norm_mem.map(ByteSize::bytes),
         duration_rule: args.duration_rule,
-    };
+    }
+}
+
+/// Runs the subcommand.
+pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
+    let output = args.output;
+    let req = request(args);
     let multi = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
     let style =
         ProgressStyle::with_template("{spinner} {prefix:>18} {human_pos} events, {elapsed}")
@@ -109,7 +117,22 @@ pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
     for b in &bars {
         b.finish_and_clear();
     }
-    crate::emit(&compromis_report::place::render(&reports, output)?)?;
+    let prov = compromis_sweep::provenance::Provenance::of_process();
+    let text = match output {
+        // Each report object gets the `provenance` object (the document stays an array).
+        Format::Json => {
+            let v: serde_json::Value =
+                serde_json::from_str(&compromis_report::place::json(&reports)?)?;
+            let v: Vec<serde_json::Value> = match v {
+                serde_json::Value::Array(a) => a.into_iter().map(|r| prov.attach_json(r)).collect(),
+                other => vec![other],
+            };
+            serde_json::to_string_pretty(&v)? + "\n"
+        }
+        Format::Csv => prov.attach_csv(&compromis_report::place::csv(&reports))?,
+        Format::Table => compromis_report::place::render(&reports, output)?,
+    };
+    args.file.deliver(&text)?;
     if let Some(dir) = &args.svg {
         let files = compromis_report::place::write_svgs(&reports, dir)?;
         for f in files {

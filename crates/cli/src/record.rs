@@ -30,6 +30,10 @@ pub struct RecordArgs {
     /// valgrind's --trace-children-skip). Repeatable.
     #[arg(long, value_name = "GLOB")]
     pub no_follow: Vec<String>,
+    /// Write the program's stdout and stderr to FILE [default: both to stderr, so that stdout (or
+    /// -o FILE) holds only the results].
+    #[arg(long, value_name = "FILE")]
+    pub program_output: Option<PathBuf>,
     /// Tracer choice (`--tracer qemu|lackey`) and QEMU options.
     #[command(flatten)]
     pub tracer: TracerArgs,
@@ -102,6 +106,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     cmd.children = args.children;
     cmd.no_follow.clone_from(&args.no_follow);
     cmd.skip_bad_records = args.skip_bad_records;
+    cmd.program_output = program_output(args);
     let (recording, stream) = cmd.spawn()?;
     let killer = recording.kill_handle();
     {
@@ -141,12 +146,25 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     for s in &report.saved {
         note!("saved {} records to {}", s.records, s.path.display());
     }
-    print(&outcome, &report, args.sim.output)?;
+    if !status.success() && report.simulated_records == 0 {
+        // The program did not start (or died before its first access): no results to print.
+        note!("{program} failed: {status}; nothing was recorded");
+        return Ok(ExitCode::from(1));
+    }
+    print(&outcome, &report, &args.sim)?;
     if status.success() {
         Ok(ExitCode::SUCCESS)
     } else {
         note!("{program} failed: {status}");
         Ok(ExitCode::from(1))
+    }
+}
+
+/// Where the program's stdout and stderr go: `--program-output FILE`, or stderr.
+pub fn program_output(args: &RecordArgs) -> compromis_trace::ProgramOutput {
+    match &args.program_output {
+        Some(p) => compromis_trace::ProgramOutput::File(p.clone()),
+        None => compromis_trace::ProgramOutput::Stderr,
     }
 }
 
@@ -223,19 +241,27 @@ fn report_csv(r: &RecordReport) -> String {
 
 /// Prints the simulation results; JSON and CSV also carry what was traced (JSON: a `record`
 /// object; CSV: a second table, after a blank line, one row per program each process ran).
-fn print(o: &compromis_sim::Outcome, r: &RecordReport, format: Format) -> anyhow::Result<()> {
-    match format {
+/// Both carry the provenance (JSON: a `provenance` object; CSV: trailing columns on both tables).
+fn print(
+    o: &compromis_sim::Outcome,
+    r: &RecordReport,
+    opts: &crate::sim::SimOptions,
+) -> anyhow::Result<()> {
+    let prov = compromis_sweep::provenance::Provenance::of_process();
+    let text = match opts.output {
         Format::Json => {
             let mut v = serde_json::to_value(o)?;
             if let Some(m) = v.as_object_mut() {
                 m.insert("record".into(), serde_json::to_value(r)?);
             }
-            crate::emit(&(serde_json::to_string_pretty(&v)? + "\n"))
+            serde_json::to_string_pretty(&prov.attach_json(v))? + "\n"
         }
-        Format::Csv => {
-            crate::sim::print_outcome(o, format)?;
-            crate::emit(&format!("\n{}", report_csv(r)))
-        }
-        _ => crate::sim::print_outcome(o, format),
-    }
+        Format::Csv => prov.attach_csv(&format!(
+            "{}\n{}",
+            compromis_sim::table::csv_rows(o).to_csv()?,
+            report_csv(r)
+        ))?,
+        Format::Table => crate::sim::render_outcome(o, Format::Table, Some(&opts.machine_label()))?,
+    };
+    opts.file.deliver(&text)
 }

@@ -120,10 +120,24 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(TraceFileWriter::create(path, MemTraceFormat::Native)?),
         None => None,
     };
+    // A program that cannot start: its error, exit 1, no results (as the lackey path).
+    match compromis_trace::qemu::find_program(&args.command[0]) {
+        Ok(p) => {
+            if let Err(e) = std::fs::metadata(&p) {
+                note!("cannot start {}: {e}", p.display());
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Err(e) => {
+            note!("cannot start the program: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    }
     let plugin = PluginFile::write()?;
     let mut cmd = QemuCommand::new(plugin.path().to_owned(), args.command.clone());
     cmd.cpu.clone_from(&args.tracer.qemu_cpu);
     cmd.fetches = !args.tracer.no_fetches;
+    cmd.program_output = crate::record::program_output(args);
     let start = Instant::now();
     let (recording, pipe) = cmd.spawn()?;
     let killer = recording.kill_handle();
@@ -143,17 +157,36 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         program: program.clone(),
         failed: false,
     };
+    // The results are printed once QEMU has exited (none if the program did not start).
     let result = if args.tracer.no_simulate {
-        drain(ops)
+        drain(ops).map(|()| None)
     } else {
-        crate::sim::run_source(&args.sim, &program, Box::new(ops))
+        crate::sim::run_source(&args.sim, &program, Box::new(ops)).map(Some)
     };
     if killer.was_killed() {
         drop(recording); // kills qemu if still needed and waits for it
         anyhow::bail!("interrupted: qemu and {program} were stopped");
     }
     // An error here drops `recording`, which kills qemu and waits for it.
-    let code = result?;
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            // A program that did not start ends the stream early: report the program's failure.
+            let started = status
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .records()
+                > 0;
+            if !started {
+                let exit = recording.wait().context("waiting for qemu")?;
+                if !exit.success() {
+                    note!("{program} failed: {exit}; nothing was recorded");
+                    return Ok(ExitCode::from(1));
+                }
+            }
+            return Err(e);
+        }
+    };
     let exit = recording.wait().context("waiting for qemu")?;
     let seconds = start.elapsed().as_secs_f64();
     drop(plugin);
@@ -170,8 +203,15 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             note!("saved {} records to {}", s.records, path.display());
         }
     }
+    if !exit.success() && s.records() == 0 {
+        note!("{program} failed: {exit}; nothing was recorded");
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(o) = &outcome {
+        crate::sim::print_outcome(o, &args.sim)?;
+    }
     if exit.success() {
-        Ok(code)
+        Ok(ExitCode::SUCCESS)
     } else {
         note!("{program} failed: {exit}");
         Ok(ExitCode::from(1))
@@ -179,11 +219,11 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Consumes the ops without simulating them (`--no-simulate`: the trace is only saved).
-fn drain(ops: Ops) -> anyhow::Result<ExitCode> {
+fn drain(ops: Ops) -> anyhow::Result<()> {
     for op in ops {
         op?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// The stream summary on stderr: records, rate, processes and thread streams.

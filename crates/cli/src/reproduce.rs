@@ -38,6 +38,9 @@ pub struct ReproduceArgs {
     /// Machine preset of every simulation (`compromis config --list`).
     #[arg(long, default_value_t = Machine::default_machine())]
     pub machine: Machine,
+    /// Write the summary (files written, claims with our figures) to FILE instead of stdout.
+    #[command(flatten)]
+    pub file: crate::OutputFile,
 }
 
 /// One indicatif bar per stage, on stderr.
@@ -98,8 +101,8 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
     if args.anchors {
         let rows = compromis_repro::run_anchors(args.quick, args.seed, &bars)
             .context("anchor runs failed")?;
-        let text = compromis_repro::anchors_table(&rows).to_text();
-        crate::emit(&text).context("cannot write to stdout")?;
+        args.file
+            .deliver(&compromis_repro::anchors_table(&rows).to_text())?;
         return Ok(ExitCode::SUCCESS);
     }
     let results = compromis_repro::run(&opts, &bars).context("reproduction run failed")?;
@@ -115,7 +118,9 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
     for c in &results.claims {
         text += &format!("{}\n  ours: {}\n", c.paper, c.ours);
     }
-    crate::emit(&text).context("cannot write to stdout")?;
+    args.file
+        .deliver(&text)
+        .context("cannot write the summary")?;
     if !results.closed_form_mismatches().is_empty() {
         note!(
             "warning: simulated walk references differ from the closed form (see section 1 of the report)"

@@ -1,6 +1,6 @@
 //! `compromis sim`: simulate a synthetic workload or a trace under several translation schemes.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use compromis_hostmem::Fallback;
 use compromis_mmu::SchemeKind;
 use compromis_mmu::config::presets::{self, Machine};
@@ -128,6 +128,9 @@ pub struct SimOptions {
     /// Check every translation against the reference composition (slower).
     #[arg(long)]
     pub verify: bool,
+    /// Results file (`-o`).
+    #[command(flatten)]
+    pub file: crate::OutputFile,
 }
 
 fn parse_guest_page(s: &str) -> Result<PageSize, String> {
@@ -227,11 +230,7 @@ fn run_with_progress(
     total: Option<u64>,
     f: impl FnOnce(&(dyn Fn(u64) + Sync)) -> Result<Outcome>,
 ) -> Result<ExitCode> {
-    print_outcome_on(
-        &with_progress(total, f)?,
-        opts.output,
-        Some(&opts.machine_label()),
-    )?;
+    print_outcome(&with_progress(total, f)?, opts)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -257,14 +256,21 @@ where
     })
 }
 
-/// Prints an outcome in `format`.
-pub fn print_outcome(o: &Outcome, format: Format) -> Result<()> {
-    print_outcome_on(o, format, None)
+/// Prints an outcome as `opts` ask (format, file); a table names the machine.
+pub fn print_outcome(o: &Outcome, opts: &SimOptions) -> Result<()> {
+    opts.file.deliver(&render_outcome(
+        o,
+        opts.output,
+        Some(&opts.machine_label()),
+    )?)
 }
 
-/// Prints an outcome in `format`; a table names `machine` (the preset and any file over it).
-fn print_outcome_on(o: &Outcome, format: Format, machine: Option<&str>) -> Result<()> {
-    let text = match format {
+/// An outcome in `format`; a table names `machine` (the preset and any file over it). JSON and
+/// CSV carry the provenance (version, git commit, command line): JSON as a `provenance` object,
+/// CSV as trailing columns (see docs/sweep.md).
+pub fn render_outcome(o: &Outcome, format: Format, machine: Option<&str>) -> Result<String> {
+    let prov = compromis_sweep::provenance::Provenance::of_process();
+    Ok(match format {
         Format::Table => {
             let ranges: Vec<String> =
                 o.vm.ram_ranges
@@ -296,10 +302,11 @@ fn print_outcome_on(o: &Outcome, format: Format, machine: Option<&str>) -> Resul
                     .to_text(),
             )
         }
-        Format::Json => serde_json::to_string_pretty(o)? + "\n",
-        Format::Csv => compromis_sim::table::csv_rows(o).to_csv()?,
-    };
-    crate::emit(&text).context("cannot write to stdout")
+        Format::Json => {
+            serde_json::to_string_pretty(&prov.attach_json(serde_json::to_value(o)?))? + "\n"
+        }
+        Format::Csv => prov.attach_csv(&compromis_sim::table::csv_rows(o).to_csv()?)?,
+    })
 }
 
 /// An op source error carried through the simulator.
@@ -312,19 +319,17 @@ impl std::fmt::Display for SourceError {
 }
 impl std::error::Error for SourceError {}
 
-/// Simulates an op stream named `name` with `opts` and prints the outcome (`record --tracer qemu`).
+/// Simulates an op stream named `name` with `opts` (`record --tracer qemu`); the caller prints.
 pub fn run_source(
     opts: &SimOptions,
     name: &str,
     source: Box<dyn Iterator<Item = anyhow::Result<Op>> + Send>,
-) -> Result<ExitCode> {
-    let o = simulate_stream(opts, name, source.map(|r| r.map_err(SourceError)))?;
-    print_outcome_on(&o, opts.output, Some(&opts.machine_label()))?;
-    Ok(ExitCode::SUCCESS)
+) -> Result<Outcome> {
+    simulate_stream(opts, name, source.map(|r| r.map_err(SourceError)))
 }
 
-/// Runs the subcommand.
-pub fn run(args: &SimArgs) -> Result<ExitCode> {
+/// The experiment request of `compromis sim` with these arguments.
+pub fn request(args: &SimArgs) -> Result<ExperimentRequest> {
     let source = match &args.trace {
         Some(path) => Source::Trace {
             path: path.clone(),
@@ -338,7 +343,12 @@ pub fn run(args: &SimArgs) -> Result<ExitCode> {
             quantum: args.quantum,
         },
     };
-    let request = args.opts.request(source)?;
+    args.opts.request(source)
+}
+
+/// Runs the subcommand.
+pub fn run(args: &SimArgs) -> Result<ExitCode> {
+    let request = request(args)?;
     if args.compare_host_pages {
         return compare_host_pages(&args.opts, &request);
     }
@@ -358,6 +368,7 @@ fn compare_host_pages(opts: &SimOptions, request: &ExperimentRequest) -> Result<
         .map(|n| n.saturating_mul(HOST_PAGES.len() as u64));
     let outcomes = with_progress(total, |progress| Ok(run_host_pages(request, progress)?))?;
     let cmp = HostPageComparison::of(request.guest.page, &outcomes);
+    let prov = compromis_sweep::provenance::Provenance::of_process();
     let text = match opts.output {
         Format::Table => {
             let mut s = format!(
@@ -378,9 +389,11 @@ fn compare_host_pages(opts: &SimOptions, request: &ExperimentRequest) -> Result<
             }
             s
         }
-        Format::Json => serde_json::to_string_pretty(&cmp)? + "\n",
-        Format::Csv => cmp.table().to_csv()?,
+        Format::Json => {
+            serde_json::to_string_pretty(&prov.attach_json(serde_json::to_value(&cmp)?))? + "\n"
+        }
+        Format::Csv => prov.attach_csv(&cmp.table().to_csv()?)?,
     };
-    crate::emit(&text).context("cannot write to stdout")?;
+    opts.file.deliver(&text)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -57,6 +57,9 @@ pub struct InspectArgs {
     /// Input options.
     #[command(flatten)]
     pub input: InputOptions,
+    /// Results file (`-o`).
+    #[command(flatten)]
+    pub results: crate::OutputFile,
 }
 
 /// Arguments of `compromis trace convert`.
@@ -128,10 +131,11 @@ fn inspect(a: &InspectArgs) -> anyhow::Result<ExitCode> {
                 file: a.file.display().to_string(),
                 stats: &s,
             };
-            crate::emit(&(serde_json::to_string_pretty(&out)? + "\n"))?;
+            a.results
+                .deliver(&(serde_json::to_string_pretty(&out)? + "\n"))?;
         }
-        OutputFormat::Table => crate::emit(&table(&a.file, &s))?,
-        OutputFormat::Csv => crate::emit(&csv(&a.file, &s).to_csv()?)?,
+        OutputFormat::Table => a.results.deliver(&table(&a.file, &s))?,
+        OutputFormat::Csv => a.results.deliver(&csv(&a.file, &s).to_csv()?)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -73,6 +73,9 @@ pub enum QemuError {
     /// The pipe could not be created.
     #[error("Cannot create the trace pipe")]
     Pipe(#[source] std::io::Error),
+    /// The program's output file could not be created.
+    #[error("Cannot open the program's output file")]
+    ProgramOutput(#[source] std::io::Error),
     /// QEMU could not be started.
     #[error("Cannot start {qemu:?} (is qemu-user installed?)")]
     Spawn {
@@ -184,6 +187,8 @@ pub struct QemuCommand {
     pub fetches: bool,
     /// The program and its arguments.
     pub command: Vec<OsString>,
+    /// Where the program's stdout and stderr go.
+    pub program_output: crate::ProgramOutput,
 }
 
 impl QemuCommand {
@@ -195,6 +200,7 @@ impl QemuCommand {
             cpu: "max".into(),
             fetches: false,
             command,
+            program_output: crate::ProgramOutput::Inherit,
         }
     }
 
@@ -226,13 +232,17 @@ impl QemuCommand {
         check_elf(&program)?;
         let (reader, writer) = std::io::pipe().map_err(QemuError::Pipe)?;
         let out = format!("/proc/{}/fd/{}", std::process::id(), reader.as_raw_fd());
+        let (stdout, stderr) = self
+            .program_output
+            .stdio()
+            .map_err(QemuError::ProgramOutput)?;
         let child = Command::new(&self.qemu)
             .args(self.qemu_args(&out, &self.command[0]))
             .arg(program)
             .args(&self.command[1..])
             .stdin(Stdio::inherit())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .map_err(|source| QemuError::Spawn {
                 qemu: self.qemu.clone(),

@@ -48,6 +48,9 @@ pub enum RecordError {
     /// The socket could not be created.
     #[error("Cannot create the trace socket")]
     Socket(#[source] std::io::Error),
+    /// The program's output file could not be created.
+    #[error("Cannot open the program's output file")]
+    ProgramOutput(#[source] std::io::Error),
     /// valgrind could not be started.
     #[error("Cannot start {valgrind:?} (is valgrind installed?)")]
     Spawn {
@@ -73,6 +76,8 @@ pub struct LackeyCommand {
     pub no_follow: Vec<String>,
     /// Count bad lines instead of stopping at the first.
     pub skip_bad_records: bool,
+    /// Where the program's stdout and stderr go.
+    pub program_output: crate::ProgramOutput,
 }
 
 impl LackeyCommand {
@@ -85,6 +90,7 @@ impl LackeyCommand {
             children: Children::None,
             no_follow: Vec::new(),
             skip_bad_records: false,
+            program_output: crate::ProgramOutput::Inherit,
         }
     }
 
@@ -121,13 +127,17 @@ impl LackeyCommand {
             .set_read_timeout(Some(READ_TICK))
             .map_err(RecordError::Socket)?;
         let fd = writer.as_raw_fd();
+        let (stdout, stderr) = self
+            .program_output
+            .stdio()
+            .map_err(RecordError::ProgramOutput)?;
         let mut cmd = Command::new(&self.valgrind);
         cmd.args(self.valgrind_args(fd))
             .arg("--")
             .args(&self.command)
             .stdin(Stdio::inherit())
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit());
+            .stdout(stdout)
+            .stderr(stderr);
         sys::inherit_fd(&mut cmd, fd);
         let child = cmd.spawn().map_err(|source| RecordError::Spawn {
             valgrind: self.valgrind.clone(),

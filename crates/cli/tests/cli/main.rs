@@ -12,4 +12,5 @@ mod record_qemu;
 mod reproduce;
 mod shadow_sync;
 mod sim;
+mod sweep;
 mod trace;

@@ -63,7 +63,22 @@ contig-first-fit,segments:8,2,10,5,1,5,5,1.000000,1:5,0,0,0,0,0,0,5,0,0,0,0,0,4,
             .unwrap()
             .starts_with("policy,fallback,hosts,events,arrivals")
     );
-    assert_eq!(lines.collect::<Vec<_>>().join("\n") + "\n", expected);
+    // Every row ends with the provenance columns (version, commit, command line): left out here.
+    let rows: Vec<String> = lines
+        .map(|l| {
+            let rec = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .from_reader(l.as_bytes())
+                .records()
+                .next()
+                .unwrap()
+                .unwrap();
+            assert_eq!(&rec[rec.len() - 3], env!("CARGO_PKG_VERSION"));
+            assert!(rec[rec.len() - 1].starts_with("compromis place --format azure"));
+            rec.iter().take(rec.len() - 3).collect::<Vec<_>>().join(",")
+        })
+        .collect();
+    assert_eq!(rows.join("\n") + "\n", expected);
 }
 
 #[test]

@@ -279,11 +279,16 @@ fn record_sort_matches_lackey() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    // The program's own stdout is intact and not mixed with valgrind's commentary.
+    // The program's own stdout is intact, on stderr (issue 14: stdout holds only the results),
+    // and not mixed with valgrind's commentary.
     let stdout = String::from_utf8_lossy(&out.stdout);
     let sorted: String = (0..300u32).map(|i| format!("{i}\n")).collect();
-    assert!(stdout.starts_with(&sorted), "{stdout}");
-    assert!(!stdout.contains("=="), "valgrind commentary in stdout");
+    assert!(stderr.contains(&sorted), "{stderr}");
+    assert!(stdout.starts_with('{'), "{stdout}");
+    assert!(
+        !stderr.contains("=="),
+        "valgrind commentary in the program's output"
+    );
 
     // The same run, straight under lackey (same environment, arguments and directory).
     let log = dir.path().join("lackey.log");
@@ -306,7 +311,7 @@ fn record_sort_matches_lackey() {
     assert_eq!(j["accesses"], want);
     assert_eq!(j["skipped"], 0);
     // The simulator saw exactly those accesses, under every scheme.
-    let json: serde_json::Value = serde_json::from_str(&stdout[sorted.len()..]).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let schemes = json["schemes"].as_array().unwrap();
     assert_eq!(schemes.len(), 4, "{json}");
     for s in schemes {
@@ -650,15 +655,16 @@ fn record_csv_lists_the_processes() {
     let lines: Vec<&str> = procs.lines().collect();
     assert_eq!(
         lines[0],
-        "pid,parent,image,command,records,exited,simulated"
+        "pid,parent,image,command,records,exited,simulated,compromis_version,git_commit,command_line"
     );
     assert_eq!(lines.len(), 3, "{procs}");
+    // Rows end with the provenance columns (version, commit, command line).
     assert!(
-        lines[1].contains(",0,env A=1 true,") && lines[1].ends_with(",false,true"),
+        lines[1].contains(",0,env A=1 true,") && lines[1].contains(",false,true,"),
         "{procs}"
     );
     assert!(
-        lines[2].contains(",1,") && lines[2].ends_with(",true,true"),
+        lines[2].contains(",1,") && lines[2].contains(",true,true,"),
         "{procs}"
     );
 }
