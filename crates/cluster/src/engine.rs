@@ -96,6 +96,15 @@ impl Hasher for VmHasher {
 
 type VmHash = BuildHasherDefault<VmHasher>;
 
+/// How a VM was placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// In this many segments (1: the paper's single segment).
+    Segments(usize),
+    /// On EPT paging (the last resort of every fallback but `refuse`).
+    Paged,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Live {
     host: HostId,
@@ -110,6 +119,7 @@ pub struct Cluster {
     live: HashMap<VmKey, Live, VmHash>,
     host_vms: Vec<Vec<VmKey>>,
     rejected: HashSet<VmKey, VmHash>,
+    paged: HashSet<VmKey, VmHash>,
     max_cap: u64,
     max_cores: u32,
     total_cap: u64,
@@ -128,6 +138,7 @@ impl Cluster {
             live: HashMap::default(),
             host_vms: vec![Vec::new(); specs.len()],
             rejected: HashSet::default(),
+            paged: HashSet::default(),
             max_cap: fleet.max_vm_capacity(),
             max_cores: specs.iter().map(|s| s.cores).max().unwrap_or(0),
             total_cap: fleet.total_vm_capacity(),
@@ -142,6 +153,11 @@ impl Cluster {
     /// Number of live VMs.
     pub fn live_vms(&self) -> usize {
         self.live.len()
+    }
+
+    /// Whether a live VM runs on EPT paging (placed without segments).
+    pub fn is_paged(&self, vm: VmKey) -> bool {
+        self.paged.contains(&vm)
     }
 
     /// The host a live VM runs on.
@@ -205,7 +221,8 @@ impl Cluster {
         true
     }
 
-    /// Places on host `h`: one extent, else the fallback on that host.
+    /// Places on host `h`: one extent, else the fallback on that host, else (unless the fallback
+    /// is `refuse`) EPT paging over whatever free memory the host has.
     fn provision(
         &mut self,
         h: HostId,
@@ -214,31 +231,41 @@ impl Cluster {
         vcpus: u32,
         fb: Fallback,
         rep: &mut PlacementReport,
-    ) -> Result<usize, RejectReason> {
+    ) -> Result<Placed, RejectReason> {
         if let Some(n) = self.try_create(h, vm, need, vcpus, 1) {
-            return Ok(n);
+            return Ok(Placed::Segments(n));
         }
-        match fb {
-            Fallback::Refuse => Err(RejectReason::NoSingleExtent),
-            Fallback::Segments(k) => self
-                .try_create(h, vm, need, vcpus, k)
-                .ok_or(RejectReason::TooFragmented),
-            // Paged (EPT) memory: any free memory of the host, in as many pieces as it takes.
-            Fallback::Ept => self
-                .try_create(h, vm, need, vcpus, usize::MAX)
-                .ok_or(RejectReason::NoCapacity),
+        let failed = match fb {
+            Fallback::Refuse => return Err(RejectReason::NoSingleExtent),
+            Fallback::Segments(k) => match self.try_create(h, vm, need, vcpus, k) {
+                Some(n) => return Ok(Placed::Segments(n)),
+                None => RejectReason::TooFragmented,
+            },
+            Fallback::Ept => RejectReason::NoCapacity,
             Fallback::Compact => {
                 if self.compact(h, need, rep) {
-                    self.try_create(h, vm, need, vcpus, 1)
-                        .ok_or(RejectReason::CompactionFailed)
-                } else {
-                    Err(RejectReason::CompactionFailed)
+                    if let Some(n) = self.try_create(h, vm, need, vcpus, 1) {
+                        return Ok(Placed::Segments(n));
+                    }
                 }
+                RejectReason::CompactionFailed
             }
-        }
+        };
+        self.page(h, vm, need, vcpus).ok_or(failed)
     }
 
-    /// Places a VM with the policy and fallback; returns its number of segments.
+    /// EPT paging: the VM's memory from any free memory of the host, in as many pieces as it takes.
+    fn page(&mut self, h: HostId, vm: VmKey, need: u64, vcpus: u32) -> Option<Placed> {
+        let s = self.index.host(h);
+        if s.free < need || s.free_cores < vcpus {
+            return None;
+        }
+        self.try_create(h, vm, need, vcpus, usize::MAX)?;
+        self.paged.insert(vm);
+        Some(Placed::Paged)
+    }
+
+    /// Places a VM with the policy and fallback: one segment, K segments or paged.
     pub fn place(
         &mut self,
         vm: VmKey,
@@ -247,7 +274,7 @@ impl Cluster {
         pol: &mut dyn PlacementPolicy,
         fb: Fallback,
         rep: &mut PlacementReport,
-    ) -> Result<usize, RejectReason> {
+    ) -> Result<Placed, RejectReason> {
         let need = round_vm(mem);
         if need > self.max_cap || vcpus > self.max_cores {
             return Err(RejectReason::LargerThanAnyHost);
@@ -256,14 +283,12 @@ impl Cluster {
             return self.provision(h, vm, need, vcpus, fb, rep);
         }
         let any = self.index.first_by_free(0, need, vcpus);
-        if !pol.contiguity_aware() || any.is_none() {
+        let Some(any) = any.filter(|_| pol.contiguity_aware()) else {
             return Err(RejectReason::NoCapacity);
-        }
+        };
         match fb {
             Fallback::Refuse => Err(RejectReason::NoSingleExtent),
-            Fallback::Segments(_) | Fallback::Ept => {
-                self.provision(any.unwrap_or(0), vm, need, vcpus, fb, rep)
-            }
+            Fallback::Segments(_) | Fallback::Ept => self.provision(any, vm, need, vcpus, fb, rep),
             Fallback::Compact => {
                 // The cheapest plan among the (up to) four hosts with the most free memory.
                 let cands: Vec<HostId> = self
@@ -280,7 +305,9 @@ impl Cluster {
                     .min();
                 match best {
                     Some((_, h)) => self.provision(h, vm, need, vcpus, fb, rep),
-                    None => Err(RejectReason::CompactionFailed),
+                    None => self
+                        .page(any, vm, need, vcpus)
+                        .ok_or(RejectReason::CompactionFailed),
                 }
             }
         }
@@ -291,6 +318,7 @@ impl Cluster {
         let Some(l) = self.live.remove(&vm) else {
             return false;
         };
+        self.paged.remove(&vm);
         let mem = &mut self.mems[l.host as usize];
         self.index
             .on_destroy(l.host, mem.extents(VmId(vm)).unwrap_or_default(), l.vcpus);
@@ -476,6 +504,7 @@ where
     let mut last_time: Option<u64> = None;
     let mut index = 0u64;
     let mut first_time = None;
+    let mut peak_used = 0u64;
     for item in events {
         let ev = match item {
             Ok(ev) => ev,
@@ -552,13 +581,7 @@ where
                     rep.initial_vms += 1;
                 }
                 match cl.place(vm, mem_bytes, vcpus, pol.as_mut(), *fallback, &mut rep) {
-                    Ok(n) => {
-                        rep.placed += 1;
-                        if n == 1 {
-                            rep.single_segment += 1;
-                        }
-                        *rep.segments_histogram.entry(n).or_insert(0) += 1;
-                    }
+                    Ok(p) => rep.count_placed(p),
                     Err(r) => {
                         *rep.rejections.entry(r).or_insert(0) += 1;
                         cl.rejected.insert(vm);
@@ -599,6 +622,7 @@ where
         rep.events += 1;
         rep.peak_live_vms = rep.peak_live_vms.max(cl.live.len() as u64);
         rep.peak_hosts_in_use = rep.peak_hosts_in_use.max(cl.index.hosts_in_use());
+        peak_used = peak_used.max(cl.total_cap - cl.index.free_bytes());
         if opts.check_every_event {
             cl.check()
                 .map_err(|reason| ReplayError::Check { index, reason })?;
@@ -612,6 +636,11 @@ where
         rep.series.push(cl.sample(t, &rep));
     }
     rep.time_span = (first_time.unwrap_or(0), last_time.unwrap_or(0));
+    rep.peak_mem_utilisation = if cl.total_cap == 0 {
+        0.0
+    } else {
+        peak_used as f64 / cl.total_cap as f64
+    };
     progress(index);
     Ok(rep)
 }

@@ -73,7 +73,11 @@ fn fleets() -> [Fleet; 2] {
 
 fn conserved(r: &PlacementReport) {
     assert_eq!(r.placed + r.rejected(), r.arrivals);
-    assert_eq!(r.segments_histogram.values().sum::<u64>(), r.placed);
+    assert_eq!(
+        r.segments_histogram.values().sum::<u64>() + r.paged,
+        r.placed
+    );
+    assert_eq!(r.single_segment + r.multi_segment() + r.paged, r.placed);
     assert_eq!(
         r.segments_histogram.get(&1).copied().unwrap_or(0),
         r.single_segment
@@ -87,7 +91,7 @@ proptest! {
         let ev = stream(&spec);
         for fleet in fleets() {
             for p in PolicyKind::ALL {
-                for fb in [Fallback::Refuse, Fallback::Compact, Fallback::Segments(3)] {
+                for fb in [Fallback::Refuse, Fallback::Compact, Fallback::Segments(3), Fallback::Ept] {
                     let opts = ReplayOptions { check_every_event: true, sample_interval: 50, ..ReplayOptions::default() };
                     let r = simulate_with(ev.iter().copied().map(Ok), &fleet, &p, &fb, &opts);
                     let r = r.unwrap_or_else(|e| panic!("{p} {fb}: {e}"));
@@ -95,6 +99,9 @@ proptest! {
                     prop_assert_eq!(r.events, ev.len() as u64);
                     if fb == Fallback::Refuse && p.build(0).contiguity_aware() {
                         prop_assert_eq!(r.single_segment, r.placed);
+                    }
+                    if fb == Fallback::Refuse {
+                        prop_assert_eq!(r.paged, 0);
                     }
                 }
             }
