@@ -7,7 +7,7 @@ use crate::hm::{HostMemory, Policy as ExtentPolicy, VmId};
 use crate::index::{ClusterIndex, HostId};
 use crate::metrics::{PlacementReport, RejectReason, Sample};
 use crate::policy::{PlacementPolicy, PolicyKind};
-use compromis_hostmem::Fallback;
+use compromis_hostmem::{Fallback, one_set_span, register_sets};
 use compromis_types::PageSize;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -170,18 +170,26 @@ impl Cluster {
         &self.mems[h as usize]
     }
 
+    /// Creates the VM on `h` in at most `sets` register sets (1: one allocation, by the
+    /// register-set rule of `compromis_hostmem::segments_for`, a VM across the MMIO hole gets one
+    /// set when a range of its RAM plus the hole is free, else two sets in one extent;
+    /// `usize::MAX`: paging, any pieces); returns the register sets it got.
     fn try_create(
         &mut self,
         h: HostId,
         vm: VmKey,
         need: u64,
         vcpus: u32,
-        k: usize,
+        sets: usize,
     ) -> Option<usize> {
-        let ext = self.mems[h as usize]
-            .create(VmId(vm), need, SEGMENT_ALIGN, k)
-            .ok()?;
-        let n = ext.len();
+        let mem = &mut self.mems[h as usize];
+        let ext = match sets {
+            1 => mem.create_one_set(VmId(vm), need, SEGMENT_ALIGN),
+            usize::MAX => mem.create(VmId(vm), need, SEGMENT_ALIGN, usize::MAX),
+            k => mem.create_in_sets(VmId(vm), need, SEGMENT_ALIGN, k),
+        }
+        .ok()?;
+        let n = register_sets(need, ext);
         self.index.on_create(h, ext, vcpus);
         self.live.insert(
             vm,
@@ -279,7 +287,16 @@ impl Cluster {
         if need > self.max_cap || vcpus > self.max_cores {
             return Err(RejectReason::LargerThanAnyHost);
         }
-        if let Some(h) = pol.choose(&self.index, need, vcpus) {
+        // A contiguity-aware policy looks for one register set first (RAM plus the MMIO hole
+        // for a VM across it), then for one extent (two register sets).
+        let span = one_set_span(need);
+        let chosen = if pol.contiguity_aware() && span > need {
+            pol.choose(&self.index, span, vcpus)
+                .or_else(|| pol.choose(&self.index, need, vcpus))
+        } else {
+            pol.choose(&self.index, need, vcpus)
+        };
+        if let Some(h) = chosen {
             return self.provision(h, vm, need, vcpus, fb, rep);
         }
         let any = self.index.first_by_free(0, need, vcpus);

@@ -118,6 +118,7 @@ fn results() -> Results {
         multiprocess: Vec::new(),
         provisioning,
         traces_missing: Vec::new(),
+        utilisation: Vec::new(),
         fragmentation,
         claims: vec![Claim {
             paper: "p".into(),

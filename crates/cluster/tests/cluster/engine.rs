@@ -97,8 +97,10 @@ proptest! {
                     let r = r.unwrap_or_else(|e| panic!("{p} {fb}: {e}"));
                     conserved(&r);
                     prop_assert_eq!(r.events, ev.len() as u64);
-                    if fb == Fallback::Refuse && p.build(0).contiguity_aware() {
-                        prop_assert_eq!(r.single_segment, r.placed);
+                    // Under `refuse` a VM gets one allocation: one register set, or two when
+                    // its RAM straddles the MMIO hole and only an extent of its RAM size is free.
+                    if fb == Fallback::Refuse {
+                        prop_assert!(r.segments_histogram.keys().all(|&k| k <= 2));
                     }
                     if fb == Fallback::Refuse {
                         prop_assert_eq!(r.paged, 0);
