@@ -2,9 +2,9 @@
 //! [`ClusterIndex`] for the policies, and counts everything in a [`PlacementReport`].
 
 use crate::event::{Event, VmKey, VmTraceError};
-use crate::fleet::{Fleet, round_vm};
+use crate::fleet::{Fleet, HostSpec, round_vm};
 use crate::hm::{HostMemory, Policy as ExtentPolicy, VmId};
-use crate::index::{ClusterIndex, HostId};
+use crate::index::{ClusterIndex, HostId, IndexNeeds};
 use crate::metrics::{PlacementReport, RejectReason, Sample};
 use crate::policy::{PlacementPolicy, PolicyKind};
 use compromis_hostmem::{Fallback, one_set_span, register_sets};
@@ -32,6 +32,8 @@ pub struct ReplayOptions {
     pub check_every_event: bool,
     /// Extent choice inside each host.
     pub extent_policy: ExtentPolicy,
+    /// Keep every ordered index, not only those the policy reads (tests: results must not change).
+    pub keep_all_indexes: bool,
 }
 
 impl Default for ReplayOptions {
@@ -43,6 +45,7 @@ impl Default for ReplayOptions {
             skip_bad_rows: false,
             check_every_event: false,
             extent_policy: ExtentPolicy::BestFit,
+            keep_all_indexes: false,
         }
     }
 }
@@ -114,7 +117,11 @@ struct Live {
 
 /// The fleet's state: each host's memory manager, the index, the live VMs.
 pub struct Cluster {
-    mems: Vec<HostMemory>,
+    /// Each host's memory manager, made on the host's first VM (idle hosts cost nothing).
+    mems: Vec<Option<HostMemory>>,
+    /// A never-used host of each capacity, what [`Cluster::host_memory`] shows for idle hosts.
+    pristine: Vec<HostMemory>,
+    extent_policy: ExtentPolicy,
     index: ClusterIndex,
     live: HashMap<VmKey, Live, VmHash>,
     host_vms: Vec<Vec<VmKey>>,
@@ -126,15 +133,30 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// An empty cluster.
+    /// An empty cluster keeping every ordered index.
     pub fn new(fleet: &Fleet, extent_policy: ExtentPolicy) -> Cluster {
+        Cluster::with_needs(fleet, extent_policy, IndexNeeds::ALL)
+    }
+
+    /// An empty cluster keeping only the ordered indexes in `needs` (those its policy and
+    /// fallback read).
+    pub fn with_needs(fleet: &Fleet, extent_policy: ExtentPolicy, needs: IndexNeeds) -> Cluster {
         let specs: Vec<_> = fleet.hosts().collect();
         Cluster {
-            mems: specs
-                .iter()
-                .map(|s| HostMemory::new(s.vm_capacity(), extent_policy))
-                .collect(),
-            index: ClusterIndex::new(specs.iter().map(|s| (s.vm_capacity(), s.cores))),
+            mems: vec![None; specs.len()],
+            pristine: {
+                let mut caps: Vec<u64> = specs.iter().map(HostSpec::vm_capacity).collect();
+                caps.sort_unstable();
+                caps.dedup();
+                caps.into_iter()
+                    .map(|c| HostMemory::new(c, extent_policy))
+                    .collect()
+            },
+            extent_policy,
+            index: ClusterIndex::with_needs(
+                specs.iter().map(|s| (s.vm_capacity(), s.cores)),
+                needs,
+            ),
             live: HashMap::default(),
             host_vms: vec![Vec::new(); specs.len()],
             rejected: HashSet::default(),
@@ -167,7 +189,22 @@ impl Cluster {
 
     /// A host's memory manager.
     pub fn host_memory(&self, h: HostId) -> &HostMemory {
-        &self.mems[h as usize]
+        match &self.mems[h as usize] {
+            Some(m) => m,
+            None => self.pristine_of(h),
+        }
+    }
+
+    fn pristine_of(&self, h: HostId) -> &HostMemory {
+        let cap = self.index.host(h).capacity;
+        let i = self.pristine.partition_point(|m| m.capacity() < cap);
+        &self.pristine[i.min(self.pristine.len() - 1)]
+    }
+
+    /// Host `h`'s memory manager, made on first use.
+    fn mem_mut(&mut self, h: HostId) -> &mut HostMemory {
+        let (cap, pol) = (self.index.host(h).capacity, self.extent_policy);
+        self.mems[h as usize].get_or_insert_with(|| HostMemory::new(cap, pol))
     }
 
     /// Creates the VM on `h` in at most `sets` register sets (1: one allocation, by the
@@ -182,7 +219,8 @@ impl Cluster {
         vcpus: u32,
         sets: usize,
     ) -> Option<usize> {
-        let mem = &mut self.mems[h as usize];
+        let (cap, pol) = (self.index.host(h).capacity, self.extent_policy);
+        let mem = self.mems[h as usize].get_or_insert_with(|| HostMemory::new(cap, pol));
         let ext = match sets {
             1 => mem.create_one_set(VmId(vm), need, SEGMENT_ALIGN),
             usize::MAX => mem.create(VmId(vm), need, SEGMENT_ALIGN, usize::MAX),
@@ -204,21 +242,21 @@ impl Cluster {
     }
 
     fn compact_plan_cost(&self, h: HostId, need: u64) -> Option<u64> {
-        self.mems[h as usize]
+        self.host_memory(h)
             .plan_compaction(need, SEGMENT_ALIGN)
             .map(|p| p.bytes_moved())
     }
 
     fn compact(&mut self, h: HostId, need: u64, rep: &mut PlacementReport) -> bool {
-        let Some(plan) = self.mems[h as usize].plan_compaction(need, SEGMENT_ALIGN) else {
+        let Some(plan) = self.host_memory(h).plan_compaction(need, SEGMENT_ALIGN) else {
             return false;
         };
-        if self.mems[h as usize].apply(&plan).is_err() {
+        if self.mem_mut(h).apply(&plan).is_err() {
             return false;
         }
         rep.compactions += 1;
         rep.bytes_moved += plan.bytes_moved();
-        let mem = &self.mems[h as usize];
+        let mem = self.host_memory(h);
         let all: Vec<_> = self.host_vms[h as usize]
             .iter()
             .filter_map(|&v| mem.extents(VmId(v)))
@@ -336,7 +374,9 @@ impl Cluster {
             return false;
         };
         self.paged.remove(&vm);
-        let mem = &mut self.mems[l.host as usize];
+        let (cap, pol) = (self.index.host(l.host).capacity, self.extent_policy);
+        // A live VM's host always has its memory manager; get_or_insert never makes one here.
+        let mem = self.mems[l.host as usize].get_or_insert_with(|| HostMemory::new(cap, pol));
         self.index
             .on_destroy(l.host, mem.extents(VmId(vm)).unwrap_or_default(), l.vcpus);
         let _ = mem.destroy(VmId(vm));
@@ -354,7 +394,7 @@ impl Cluster {
         for (h, vms) in self.host_vms.iter().enumerate() {
             let hid = HostId::try_from(h).map_err(|e| e.to_string())?;
             let s = self.index.host(hid);
-            let mem = &self.mems[h];
+            let mem = self.host_memory(hid);
             let mut exts = Vec::new();
             let mut cores = 0u32;
             for &vm in vms {
@@ -508,8 +548,17 @@ pub fn simulate_observed<I>(
 where
     I: IntoIterator<Item = Result<Event, VmTraceError>>,
 {
-    let mut cl = Cluster::new(fleet, opts.extent_policy);
     let mut pol = policy.build(opts.seed);
+    // The compaction fallback reads hosts by free memory.
+    let needs = if opts.keep_all_indexes {
+        IndexNeeds::ALL
+    } else {
+        pol.needs().union(IndexNeeds {
+            by_free: *fallback == Fallback::Compact,
+            ..IndexNeeds::TREES
+        })
+    };
+    let mut cl = Cluster::with_needs(fleet, opts.extent_policy, needs);
     let mut rep = PlacementReport {
         policy: policy.name().to_owned(),
         fallback: fallback.to_string(),

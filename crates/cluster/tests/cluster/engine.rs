@@ -301,3 +301,28 @@ fn inconsistent_events_are_errors_or_counted() {
         assert!(r.bad_row_examples[0].contains(msg));
     }
 }
+
+/// Issue 13: keeping only the indexes a policy reads changes no result.
+#[test]
+fn index_needs_change_nothing() {
+    let ev: Vec<Event> = SyntheticTrace::new(SyntheticConfig {
+        vms: 3_000,
+        ..SyntheticConfig::default()
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect();
+    let fleet: Fleet = "12x192GiB/128c".parse().unwrap();
+    for p in PolicyKind::ALL {
+        for fb in [Fallback::Segments(8), Fallback::Compact, Fallback::Refuse] {
+            let run = |all: bool| {
+                let opts = ReplayOptions {
+                    keep_all_indexes: all,
+                    ..ReplayOptions::default()
+                };
+                simulate_with(ev.iter().copied().map(Ok), &fleet, &p, &fb, &opts).unwrap()
+            };
+            assert_eq!(run(false), run(true), "{p} {fb}");
+        }
+    }
+}
