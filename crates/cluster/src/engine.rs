@@ -289,10 +289,10 @@ impl Cluster {
             },
             Fallback::Ept => RejectReason::NoCapacity,
             Fallback::Compact => {
-                if self.compact(h, need, rep) {
-                    if let Some(n) = self.try_create(h, vm, need, vcpus, 1) {
-                        return Ok(Placed::Segments(n));
-                    }
+                if self.compact(h, need, rep)
+                    && let Some(n) = self.try_create(h, vm, need, vcpus, 1)
+                {
+                    return Ok(Placed::Segments(n));
                 }
                 RejectReason::CompactionFailed
             }

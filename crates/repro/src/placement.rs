@@ -287,7 +287,7 @@ mod tests {
             rejected: 0,
             share: 0.7,
         };
-        let s = section(&[row.clone()], |t| t.to_text());
+        let s = section(std::slice::from_ref(&row), |t| t.to_text());
         assert!(
             s.contains("VM traces: none") && s.contains("google-2011 (tasks)"),
             "{s}"

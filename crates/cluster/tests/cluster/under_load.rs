@@ -88,6 +88,11 @@ fn a_vm_beyond_the_free_memory_is_refused_not_paged() {
 }
 
 #[test]
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    clippy::cast_precision_loss
+)] // reason: the oracle's host count is a small positive whole number
 fn target_utilisation_sizes_the_fleet() {
     for target in [0.3, 0.6, 0.95] {
         let req = PlaceRequest {
