@@ -30,9 +30,14 @@ pub struct PlaceArgs {
     /// Placement policy: first-fit, best-fit, worst-fit, random, contig-first-fit, segment-best-fit, frag-aware.
     #[arg(long, default_value = "contig-first-fit")]
     policy: PolicyKind,
-    /// When no single extent is available: refuse, segments:K, ept (paged), compact.
+    /// When no single extent is available: refuse (or reject), segments:K, ept, compact. Every
+    /// fallback but refuse ends in EPT paging over the host's free memory (counted as "paged").
     #[arg(long, default_value = "segments:8")]
     fallback: Fallback,
+    /// Size the fleet so that the trace's peak memory demand is this share (0 < U <= 1) of it; the
+    /// host kind comes from --hosts (one group, its count is replaced) or the default fleet.
+    #[arg(long, value_name = "U")]
+    target_utilization: Option<f64>,
     /// Seed of every random choice (synthetic trace, duration draws, random policy).
     #[arg(long, default_value_t = compromis_types::DEFAULT_SEED)]
     seed: u64,
@@ -91,6 +96,7 @@ pub fn request(args: &PlaceArgs) -> PlaceRequest {
         extent_policy: args.extent_policy,
         norm_mem: args.norm_mem.map(ByteSize::bytes),
         duration_rule: args.duration_rule,
+        target_utilization: args.target_utilization,
     }
 }
 

@@ -8,6 +8,7 @@ use crate::event::VmTraceError;
 use crate::fleet::{DEFAULT_SYNTHETIC_FLEET, Fleet, FleetError};
 use crate::metrics::PlacementReport;
 use crate::policy::PolicyKind;
+use crate::sizing::{SizingError, check_target, fleet_for_peak, peak_demand};
 use crate::trace::{
     DurationRule, EventStream, SyntheticConfig, SyntheticTrace, TraceFormat, TraceOptions,
     open_trace,
@@ -62,6 +63,9 @@ pub struct PlaceRequest {
     pub norm_mem: Option<u64>,
     /// Lifetime inside an azure-rnn duration bin.
     pub duration_rule: DurationRule,
+    /// Size the fleet so that the trace's peak memory demand is this utilisation of it: the host
+    /// kind comes from [`PlaceRequest::fleet`] (one group; its count is replaced).
+    pub target_utilization: Option<f64>,
 }
 
 impl Default for PlaceRequest {
@@ -80,6 +84,7 @@ impl Default for PlaceRequest {
             extent_policy: r.extent_policy,
             norm_mem: None,
             duration_rule: DurationRule::Uniform,
+            target_utilization: None,
         }
     }
 }
@@ -110,6 +115,17 @@ pub enum PlaceError {
     /// The generator's settings are invalid.
     #[error(transparent)]
     Synthetic(VmTraceError),
+    /// The target utilisation cannot size a fleet.
+    #[error(transparent)]
+    Sizing(#[from] SizingError),
+    /// A target utilisation with a fleet of several host kinds.
+    #[error(
+        "--target-utilization sizes a fleet of one host kind; '{0}' has several (give one, e.g. 1x192GiB/24c)"
+    )]
+    MixedFleet(Fleet),
+    /// The trace could not be read to measure its peak demand.
+    #[error("cannot measure the peak memory demand of the trace")]
+    Demand(#[source] VmTraceError),
     /// A replay failed.
     #[error("replay under {policy} failed")]
     Replay {
@@ -122,6 +138,23 @@ pub enum PlaceError {
 }
 
 impl PlaceRequest {
+    /// The fleet the replays run on: [`PlaceRequest::fleet`], or with a target utilisation that
+    /// host kind sized to the trace's peak demand (returned too).
+    pub fn sized_fleet(&self) -> Result<(Fleet, Option<u64>), PlaceError> {
+        let fleet = self.fleet()?;
+        let Some(target) = self.target_utilization else {
+            return Ok((fleet, None));
+        };
+        check_target(target)?;
+        let [(_, spec)] = fleet.groups[..] else {
+            return Err(PlaceError::MixedFleet(fleet));
+        };
+        let topts = self.trace_options(&fleet)?;
+        let peak =
+            peak_demand(self.open(&topts)?, self.skip_bad_rows).map_err(PlaceError::Demand)?;
+        Ok((fleet_for_peak(spec, peak, target)?, Some(peak)))
+    }
+
     /// The fleet, with the default applied.
     pub fn fleet(&self) -> Result<Fleet, PlaceError> {
         match (&self.fleet, &self.source) {
@@ -180,7 +213,7 @@ impl PlaceRequest {
         if self.policies.is_empty() {
             return Err(PlaceError::NoPolicy);
         }
-        let fleet = self.fleet()?;
+        let (fleet, peak) = self.sized_fleet()?;
         let topts = self.trace_options(&fleet)?;
         // Open once up front so a bad path or layout fails before any thread starts.
         drop(self.open(&topts)?);
@@ -196,10 +229,13 @@ impl PlaceRequest {
             .enumerate()
             .map(|(i, p)| {
                 let events = self.open(&topts)?;
-                simulate_observed(events, &fleet, p, &self.fallback, &opts, &|n| {
+                let mut rep = simulate_observed(events, &fleet, p, &self.fallback, &opts, &|n| {
                     progress(i, n)
                 })
-                .map_err(|source| PlaceError::Replay { policy: *p, source })
+                .map_err(|source| PlaceError::Replay { policy: *p, source })?;
+                rep.target_utilisation = self.target_utilization;
+                rep.peak_demand_bytes = peak;
+                Ok(rep)
             })
             .collect()
     }

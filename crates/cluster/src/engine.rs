@@ -2,12 +2,12 @@
 //! [`ClusterIndex`] for the policies, and counts everything in a [`PlacementReport`].
 
 use crate::event::{Event, VmKey, VmTraceError};
-use crate::fleet::{Fleet, round_vm};
+use crate::fleet::{Fleet, HostSpec, round_vm};
 use crate::hm::{HostMemory, Policy as ExtentPolicy, VmId};
-use crate::index::{ClusterIndex, HostId};
+use crate::index::{ClusterIndex, HostId, IndexNeeds};
 use crate::metrics::{PlacementReport, RejectReason, Sample};
 use crate::policy::{PlacementPolicy, PolicyKind};
-use compromis_hostmem::Fallback;
+use compromis_hostmem::{Fallback, one_set_span, register_sets};
 use compromis_types::PageSize;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -32,6 +32,8 @@ pub struct ReplayOptions {
     pub check_every_event: bool,
     /// Extent choice inside each host.
     pub extent_policy: ExtentPolicy,
+    /// Keep every ordered index, not only those the policy reads (tests: results must not change).
+    pub keep_all_indexes: bool,
 }
 
 impl Default for ReplayOptions {
@@ -43,6 +45,7 @@ impl Default for ReplayOptions {
             skip_bad_rows: false,
             check_every_event: false,
             extent_policy: ExtentPolicy::BestFit,
+            keep_all_indexes: false,
         }
     }
 }
@@ -96,6 +99,15 @@ impl Hasher for VmHasher {
 
 type VmHash = BuildHasherDefault<VmHasher>;
 
+/// How a VM was placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// In this many segments (1: the paper's single segment).
+    Segments(usize),
+    /// On EPT paging (the last resort of every fallback but `refuse`).
+    Paged,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Live {
     host: HostId,
@@ -105,29 +117,50 @@ struct Live {
 
 /// The fleet's state: each host's memory manager, the index, the live VMs.
 pub struct Cluster {
-    mems: Vec<HostMemory>,
+    /// Each host's memory manager, made on the host's first VM (idle hosts cost nothing).
+    mems: Vec<Option<HostMemory>>,
+    /// A never-used host of each capacity, what [`Cluster::host_memory`] shows for idle hosts.
+    pristine: Vec<HostMemory>,
+    extent_policy: ExtentPolicy,
     index: ClusterIndex,
     live: HashMap<VmKey, Live, VmHash>,
     host_vms: Vec<Vec<VmKey>>,
     rejected: HashSet<VmKey, VmHash>,
+    paged: HashSet<VmKey, VmHash>,
     max_cap: u64,
     max_cores: u32,
     total_cap: u64,
 }
 
 impl Cluster {
-    /// An empty cluster.
+    /// An empty cluster keeping every ordered index.
     pub fn new(fleet: &Fleet, extent_policy: ExtentPolicy) -> Cluster {
+        Cluster::with_needs(fleet, extent_policy, IndexNeeds::ALL)
+    }
+
+    /// An empty cluster keeping only the ordered indexes in `needs` (those its policy and
+    /// fallback read).
+    pub fn with_needs(fleet: &Fleet, extent_policy: ExtentPolicy, needs: IndexNeeds) -> Cluster {
         let specs: Vec<_> = fleet.hosts().collect();
         Cluster {
-            mems: specs
-                .iter()
-                .map(|s| HostMemory::new(s.vm_capacity(), extent_policy))
-                .collect(),
-            index: ClusterIndex::new(specs.iter().map(|s| (s.vm_capacity(), s.cores))),
+            mems: vec![None; specs.len()],
+            pristine: {
+                let mut caps: Vec<u64> = specs.iter().map(HostSpec::vm_capacity).collect();
+                caps.sort_unstable();
+                caps.dedup();
+                caps.into_iter()
+                    .map(|c| HostMemory::new(c, extent_policy))
+                    .collect()
+            },
+            extent_policy,
+            index: ClusterIndex::with_needs(
+                specs.iter().map(|s| (s.vm_capacity(), s.cores)),
+                needs,
+            ),
             live: HashMap::default(),
             host_vms: vec![Vec::new(); specs.len()],
             rejected: HashSet::default(),
+            paged: HashSet::default(),
             max_cap: fleet.max_vm_capacity(),
             max_cores: specs.iter().map(|s| s.cores).max().unwrap_or(0),
             total_cap: fleet.total_vm_capacity(),
@@ -144,6 +177,11 @@ impl Cluster {
         self.live.len()
     }
 
+    /// Whether a live VM runs on EPT paging (placed without segments).
+    pub fn is_paged(&self, vm: VmKey) -> bool {
+        self.paged.contains(&vm)
+    }
+
     /// The host a live VM runs on.
     pub fn host_of(&self, vm: VmKey) -> Option<HostId> {
         self.live.get(&vm).map(|l| l.host)
@@ -151,21 +189,45 @@ impl Cluster {
 
     /// A host's memory manager.
     pub fn host_memory(&self, h: HostId) -> &HostMemory {
-        &self.mems[h as usize]
+        match &self.mems[h as usize] {
+            Some(m) => m,
+            None => self.pristine_of(h),
+        }
     }
 
+    fn pristine_of(&self, h: HostId) -> &HostMemory {
+        let cap = self.index.host(h).capacity;
+        let i = self.pristine.partition_point(|m| m.capacity() < cap);
+        &self.pristine[i.min(self.pristine.len() - 1)]
+    }
+
+    /// Host `h`'s memory manager, made on first use.
+    fn mem_mut(&mut self, h: HostId) -> &mut HostMemory {
+        let (cap, pol) = (self.index.host(h).capacity, self.extent_policy);
+        self.mems[h as usize].get_or_insert_with(|| HostMemory::new(cap, pol))
+    }
+
+    /// Creates the VM on `h` in at most `sets` register sets (1: one allocation, by the
+    /// register-set rule of `compromis_hostmem::segments_for`, a VM across the MMIO hole gets one
+    /// set when a range of its RAM plus the hole is free, else two sets in one extent;
+    /// `usize::MAX`: paging, any pieces); returns the register sets it got.
     fn try_create(
         &mut self,
         h: HostId,
         vm: VmKey,
         need: u64,
         vcpus: u32,
-        k: usize,
+        sets: usize,
     ) -> Option<usize> {
-        let ext = self.mems[h as usize]
-            .create(VmId(vm), need, SEGMENT_ALIGN, k)
-            .ok()?;
-        let n = ext.len();
+        let (cap, pol) = (self.index.host(h).capacity, self.extent_policy);
+        let mem = self.mems[h as usize].get_or_insert_with(|| HostMemory::new(cap, pol));
+        let ext = match sets {
+            1 => mem.create_one_set(VmId(vm), need, SEGMENT_ALIGN),
+            usize::MAX => mem.create(VmId(vm), need, SEGMENT_ALIGN, usize::MAX),
+            k => mem.create_in_sets(VmId(vm), need, SEGMENT_ALIGN, k),
+        }
+        .ok()?;
+        let n = register_sets(need, ext);
         self.index.on_create(h, ext, vcpus);
         self.live.insert(
             vm,
@@ -180,21 +242,21 @@ impl Cluster {
     }
 
     fn compact_plan_cost(&self, h: HostId, need: u64) -> Option<u64> {
-        self.mems[h as usize]
+        self.host_memory(h)
             .plan_compaction(need, SEGMENT_ALIGN)
             .map(|p| p.bytes_moved())
     }
 
     fn compact(&mut self, h: HostId, need: u64, rep: &mut PlacementReport) -> bool {
-        let Some(plan) = self.mems[h as usize].plan_compaction(need, SEGMENT_ALIGN) else {
+        let Some(plan) = self.host_memory(h).plan_compaction(need, SEGMENT_ALIGN) else {
             return false;
         };
-        if self.mems[h as usize].apply(&plan).is_err() {
+        if self.mem_mut(h).apply(&plan).is_err() {
             return false;
         }
         rep.compactions += 1;
         rep.bytes_moved += plan.bytes_moved();
-        let mem = &self.mems[h as usize];
+        let mem = self.host_memory(h);
         let all: Vec<_> = self.host_vms[h as usize]
             .iter()
             .filter_map(|&v| mem.extents(VmId(v)))
@@ -205,7 +267,8 @@ impl Cluster {
         true
     }
 
-    /// Places on host `h`: one extent, else the fallback on that host.
+    /// Places on host `h`: one extent, else the fallback on that host, else (unless the fallback
+    /// is `refuse`) EPT paging over whatever free memory the host has.
     fn provision(
         &mut self,
         h: HostId,
@@ -214,31 +277,41 @@ impl Cluster {
         vcpus: u32,
         fb: Fallback,
         rep: &mut PlacementReport,
-    ) -> Result<usize, RejectReason> {
+    ) -> Result<Placed, RejectReason> {
         if let Some(n) = self.try_create(h, vm, need, vcpus, 1) {
-            return Ok(n);
+            return Ok(Placed::Segments(n));
         }
-        match fb {
-            Fallback::Refuse => Err(RejectReason::NoSingleExtent),
-            Fallback::Segments(k) => self
-                .try_create(h, vm, need, vcpus, k)
-                .ok_or(RejectReason::TooFragmented),
-            // Paged (EPT) memory: any free memory of the host, in as many pieces as it takes.
-            Fallback::Ept => self
-                .try_create(h, vm, need, vcpus, usize::MAX)
-                .ok_or(RejectReason::NoCapacity),
+        let failed = match fb {
+            Fallback::Refuse => return Err(RejectReason::NoSingleExtent),
+            Fallback::Segments(k) => match self.try_create(h, vm, need, vcpus, k) {
+                Some(n) => return Ok(Placed::Segments(n)),
+                None => RejectReason::TooFragmented,
+            },
+            Fallback::Ept => RejectReason::NoCapacity,
             Fallback::Compact => {
-                if self.compact(h, need, rep) {
-                    self.try_create(h, vm, need, vcpus, 1)
-                        .ok_or(RejectReason::CompactionFailed)
-                } else {
-                    Err(RejectReason::CompactionFailed)
+                if self.compact(h, need, rep)
+                    && let Some(n) = self.try_create(h, vm, need, vcpus, 1)
+                {
+                    return Ok(Placed::Segments(n));
                 }
+                RejectReason::CompactionFailed
             }
-        }
+        };
+        self.page(h, vm, need, vcpus).ok_or(failed)
     }
 
-    /// Places a VM with the policy and fallback; returns its number of segments.
+    /// EPT paging: the VM's memory from any free memory of the host, in as many pieces as it takes.
+    fn page(&mut self, h: HostId, vm: VmKey, need: u64, vcpus: u32) -> Option<Placed> {
+        let s = self.index.host(h);
+        if s.free < need || s.free_cores < vcpus {
+            return None;
+        }
+        self.try_create(h, vm, need, vcpus, usize::MAX)?;
+        self.paged.insert(vm);
+        Some(Placed::Paged)
+    }
+
+    /// Places a VM with the policy and fallback: one segment, K segments or paged.
     pub fn place(
         &mut self,
         vm: VmKey,
@@ -247,23 +320,30 @@ impl Cluster {
         pol: &mut dyn PlacementPolicy,
         fb: Fallback,
         rep: &mut PlacementReport,
-    ) -> Result<usize, RejectReason> {
+    ) -> Result<Placed, RejectReason> {
         let need = round_vm(mem);
         if need > self.max_cap || vcpus > self.max_cores {
             return Err(RejectReason::LargerThanAnyHost);
         }
-        if let Some(h) = pol.choose(&self.index, need, vcpus) {
+        // A contiguity-aware policy looks for one register set first (RAM plus the MMIO hole
+        // for a VM across it), then for one extent (two register sets).
+        let span = one_set_span(need);
+        let chosen = if pol.contiguity_aware() && span > need {
+            pol.choose(&self.index, span, vcpus)
+                .or_else(|| pol.choose(&self.index, need, vcpus))
+        } else {
+            pol.choose(&self.index, need, vcpus)
+        };
+        if let Some(h) = chosen {
             return self.provision(h, vm, need, vcpus, fb, rep);
         }
         let any = self.index.first_by_free(0, need, vcpus);
-        if !pol.contiguity_aware() || any.is_none() {
+        let Some(any) = any.filter(|_| pol.contiguity_aware()) else {
             return Err(RejectReason::NoCapacity);
-        }
+        };
         match fb {
             Fallback::Refuse => Err(RejectReason::NoSingleExtent),
-            Fallback::Segments(_) | Fallback::Ept => {
-                self.provision(any.unwrap_or(0), vm, need, vcpus, fb, rep)
-            }
+            Fallback::Segments(_) | Fallback::Ept => self.provision(any, vm, need, vcpus, fb, rep),
             Fallback::Compact => {
                 // The cheapest plan among the (up to) four hosts with the most free memory.
                 let cands: Vec<HostId> = self
@@ -280,7 +360,9 @@ impl Cluster {
                     .min();
                 match best {
                     Some((_, h)) => self.provision(h, vm, need, vcpus, fb, rep),
-                    None => Err(RejectReason::CompactionFailed),
+                    None => self
+                        .page(any, vm, need, vcpus)
+                        .ok_or(RejectReason::CompactionFailed),
                 }
             }
         }
@@ -291,7 +373,10 @@ impl Cluster {
         let Some(l) = self.live.remove(&vm) else {
             return false;
         };
-        let mem = &mut self.mems[l.host as usize];
+        self.paged.remove(&vm);
+        let (cap, pol) = (self.index.host(l.host).capacity, self.extent_policy);
+        // A live VM's host always has its memory manager; get_or_insert never makes one here.
+        let mem = self.mems[l.host as usize].get_or_insert_with(|| HostMemory::new(cap, pol));
         self.index
             .on_destroy(l.host, mem.extents(VmId(vm)).unwrap_or_default(), l.vcpus);
         let _ = mem.destroy(VmId(vm));
@@ -309,7 +394,7 @@ impl Cluster {
         for (h, vms) in self.host_vms.iter().enumerate() {
             let hid = HostId::try_from(h).map_err(|e| e.to_string())?;
             let s = self.index.host(hid);
-            let mem = &self.mems[h];
+            let mem = self.host_memory(hid);
             let mut exts = Vec::new();
             let mut cores = 0u32;
             for &vm in vms {
@@ -463,8 +548,17 @@ pub fn simulate_observed<I>(
 where
     I: IntoIterator<Item = Result<Event, VmTraceError>>,
 {
-    let mut cl = Cluster::new(fleet, opts.extent_policy);
     let mut pol = policy.build(opts.seed);
+    // The compaction fallback reads hosts by free memory.
+    let needs = if opts.keep_all_indexes {
+        IndexNeeds::ALL
+    } else {
+        pol.needs().union(IndexNeeds {
+            by_free: *fallback == Fallback::Compact,
+            ..IndexNeeds::TREES
+        })
+    };
+    let mut cl = Cluster::with_needs(fleet, opts.extent_policy, needs);
     let mut rep = PlacementReport {
         policy: policy.name().to_owned(),
         fallback: fallback.to_string(),
@@ -476,6 +570,7 @@ where
     let mut last_time: Option<u64> = None;
     let mut index = 0u64;
     let mut first_time = None;
+    let mut peak_used = 0u64;
     for item in events {
         let ev = match item {
             Ok(ev) => ev,
@@ -552,13 +647,7 @@ where
                     rep.initial_vms += 1;
                 }
                 match cl.place(vm, mem_bytes, vcpus, pol.as_mut(), *fallback, &mut rep) {
-                    Ok(n) => {
-                        rep.placed += 1;
-                        if n == 1 {
-                            rep.single_segment += 1;
-                        }
-                        *rep.segments_histogram.entry(n).or_insert(0) += 1;
-                    }
+                    Ok(p) => rep.count_placed(p),
                     Err(r) => {
                         *rep.rejections.entry(r).or_insert(0) += 1;
                         cl.rejected.insert(vm);
@@ -599,6 +688,7 @@ where
         rep.events += 1;
         rep.peak_live_vms = rep.peak_live_vms.max(cl.live.len() as u64);
         rep.peak_hosts_in_use = rep.peak_hosts_in_use.max(cl.index.hosts_in_use());
+        peak_used = peak_used.max(cl.total_cap - cl.index.free_bytes());
         if opts.check_every_event {
             cl.check()
                 .map_err(|reason| ReplayError::Check { index, reason })?;
@@ -612,6 +702,11 @@ where
         rep.series.push(cl.sample(t, &rep));
     }
     rep.time_span = (first_time.unwrap_or(0), last_time.unwrap_or(0));
+    rep.peak_mem_utilisation = if cl.total_cap == 0 {
+        0.0
+    } else {
+        peak_used as f64 / cl.total_cap as f64
+    };
     progress(index);
     Ok(rep)
 }

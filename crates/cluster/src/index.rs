@@ -135,9 +135,45 @@ impl MaxTree {
     }
 }
 
+/// Which ordered indexes a replay keeps up to date (the max-trees, sums and per-host summaries
+/// are always kept): a policy declares what it reads, so each update touches only those.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IndexNeeds {
+    /// Hosts ordered by free bytes ([`ClusterIndex::by_free_from`]).
+    pub by_free: bool,
+    /// Hosts ordered by largest extent ([`ClusterIndex::by_largest_from`]).
+    pub by_largest: bool,
+    /// Every free extent of the cluster ([`ClusterIndex::extents_from`]).
+    pub extents: bool,
+}
+
+impl IndexNeeds {
+    /// Every index.
+    pub const ALL: IndexNeeds = IndexNeeds {
+        by_free: true,
+        by_largest: true,
+        extents: true,
+    };
+    /// Only the max-trees (first-fit searches).
+    pub const TREES: IndexNeeds = IndexNeeds {
+        by_free: false,
+        by_largest: false,
+        extents: false,
+    };
+    /// Both sets of needs.
+    pub fn union(self, o: IndexNeeds) -> IndexNeeds {
+        IndexNeeds {
+            by_free: self.by_free || o.by_free,
+            by_largest: self.by_largest || o.by_largest,
+            extents: self.extents || o.extents,
+        }
+    }
+}
+
 /// The cluster-wide index.
 #[derive(Clone, Debug)]
 pub struct ClusterIndex {
+    needs: IndexNeeds,
     hosts: Vec<HostSummary>,
     tree_free: MaxTree,
     tree_largest: MaxTree,
@@ -150,14 +186,23 @@ pub struct ClusterIndex {
 }
 
 impl ClusterIndex {
-    /// An index of empty hosts of the given `(capacity, cores)`.
+    /// An index of empty hosts of the given `(capacity, cores)`, every ordered index kept.
     pub fn new(hosts: impl IntoIterator<Item = (u64, u32)>) -> ClusterIndex {
+        ClusterIndex::with_needs(hosts, IndexNeeds::ALL)
+    }
+
+    /// An index that keeps only the ordered indexes in `needs` (the others stay empty).
+    pub fn with_needs(
+        hosts: impl IntoIterator<Item = (u64, u32)>,
+        needs: IndexNeeds,
+    ) -> ClusterIndex {
         let hosts: Vec<HostSummary> = hosts
             .into_iter()
             .map(|(m, c)| HostSummary::new(m, c))
             .collect();
         let n = hosts.len();
         let mut ix = ClusterIndex {
+            needs,
             tree_free: MaxTree::new(n),
             tree_largest: MaxTree::new(n),
             by_free: BTreeSet::new(),
@@ -172,9 +217,15 @@ impl ClusterIndex {
             let id = host_id(i);
             ix.tree_free.set(i, h.free, h.free_cores);
             ix.tree_largest.set(i, h.largest, h.free_cores);
-            ix.by_free.insert((h.free, id));
-            ix.by_largest.insert((h.largest, id));
-            *ix.extents.entry((h.capacity, id)).or_insert(0) += 1;
+            if needs.by_free {
+                ix.by_free.insert((h.free, id));
+            }
+            if needs.by_largest {
+                ix.by_largest.insert((h.largest, id));
+            }
+            if needs.extents {
+                *ix.extents.entry((h.capacity, id)).or_insert(0) += 1;
+            }
             ix.sum_free += h.free;
             ix.sum_largest += h.largest;
         }
@@ -215,17 +266,23 @@ impl ClusterIndex {
 
     /// Hosts ordered by free bytes (ascending), from the first with `free >= mem`.
     pub fn by_free_from(&self, mem: u64) -> impl DoubleEndedIterator<Item = (u64, HostId)> + '_ {
+        debug_assert!(self.needs.by_free, "by_free is not kept by this index");
         self.by_free.range((mem, 0)..).copied()
     }
 
     /// Hosts ordered by largest free extent (ascending), from the first with `largest >= mem`.
     pub fn by_largest_from(&self, mem: u64) -> impl DoubleEndedIterator<Item = (u64, HostId)> + '_ {
+        debug_assert!(
+            self.needs.by_largest,
+            "by_largest is not kept by this index"
+        );
         self.by_largest.range((mem, 0)..).copied()
     }
 
     /// Every free extent of the cluster as `(len, host)` ascending, from the first with `len >= mem`
     /// (one entry per distinct length per host).
     pub fn extents_from(&self, mem: u64) -> impl Iterator<Item = (u64, HostId)> + '_ {
+        debug_assert!(self.needs.extents, "extents are not kept by this index");
         self.extents.range((mem, 0)..).map(|(&k, _)| k)
     }
 
@@ -253,7 +310,9 @@ impl ClusterIndex {
     fn add_len(&mut self, h: HostId, l: u64) {
         if l > 0 {
             *self.hosts[h as usize].lens.entry(l).or_insert(0) += 1;
-            *self.extents.entry((l, h)).or_insert(0) += 1;
+            if self.needs.extents {
+                *self.extents.entry((l, h)).or_insert(0) += 1;
+            }
         }
     }
 
@@ -268,6 +327,9 @@ impl ClusterIndex {
             if *c == 0 {
                 lens.remove(&l);
             }
+        }
+        if !self.needs.extents {
+            return;
         }
         if let Some(c) = self.extents.get_mut(&(l, h)) {
             *c -= 1;
@@ -285,13 +347,17 @@ impl ClusterIndex {
         s.largest = s.lens.keys().next_back().copied().unwrap_or(0);
         let (free, largest, cores, vms) = (s.free, s.largest, s.free_cores, s.vms);
         if free != old_free {
-            self.by_free.remove(&(old_free, h));
-            self.by_free.insert((free, h));
+            if self.needs.by_free {
+                self.by_free.remove(&(old_free, h));
+                self.by_free.insert((free, h));
+            }
             self.sum_free = self.sum_free - old_free + free;
         }
         if largest != old_largest {
-            self.by_largest.remove(&(old_largest, h));
-            self.by_largest.insert((largest, h));
+            if self.needs.by_largest {
+                self.by_largest.remove(&(old_largest, h));
+                self.by_largest.insert((largest, h));
+            }
             self.sum_largest = self.sum_largest - old_largest + largest;
         }
         match (old_vms > 0, vms > 0) {

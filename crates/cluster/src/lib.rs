@@ -11,7 +11,8 @@
 //! - [`policy`]: the placement policies, one per file, and the fallbacks;
 //! - [`engine`]: the event engine ([`simulate`]) and the independent checker;
 //! - [`compare`]: a placement study ([`PlaceRequest`]): defaults, several policies in parallel;
-//! - [`metrics`]: the report of a run and its time series.
+//! - [`metrics`]: the report of a run and its time series;
+//! - [`sizing`]: a fleet sized so the trace's peak demand is a target utilisation.
 //!
 //! ```
 //! use compromis_cluster::{simulate, Fallback, Fleet, PolicyKind, SyntheticConfig, SyntheticTrace};
@@ -30,11 +31,14 @@ pub mod hm;
 pub mod index;
 pub mod metrics;
 pub mod policy;
+pub mod sizing;
 pub mod trace;
 
 pub use compare::{DEFAULT_TRACE_FLEET, PlaceError, PlaceRequest, PlaceSource};
 pub use compromis_hostmem::Fallback;
-pub use engine::{Cluster, ReplayError, ReplayOptions, simulate, simulate_observed, simulate_with};
+pub use engine::{
+    Cluster, Placed, ReplayError, ReplayOptions, simulate, simulate_observed, simulate_with,
+};
 pub use event::{Event, VmKey, VmTraceError};
 pub use fleet::{Fleet, FleetError, HostSpec, VM_GRANULE};
 pub use metrics::{PlacementReport, RejectReason, Sample};

@@ -69,7 +69,9 @@ pub struct PlacementReport {
     pub placed: u64,
     /// VMs placed with exactly one segment.
     pub single_segment: u64,
-    /// Segments per placed VM -> number of VMs.
+    /// VMs placed on EPT paging (no segment: the last resort of every fallback but `refuse`).
+    pub paged: u64,
+    /// Segments per VM placed in segments (paged VMs excluded) -> number of VMs.
     pub segments_histogram: BTreeMap<usize, u64>,
     /// Refused arrivals by reason.
     pub rejections: BTreeMap<RejectReason, u64>,
@@ -93,6 +95,13 @@ pub struct PlacementReport {
     pub peak_live_vms: u64,
     /// Most hosts in use at once (sampled at every event).
     pub peak_hosts_in_use: u32,
+    /// Highest memory utilisation of the fleet (used / offered, at every event).
+    pub peak_mem_utilisation: f64,
+    /// The peak memory utilisation the fleet was sized for (`--target-utilization`), if any.
+    pub target_utilisation: Option<f64>,
+    /// The trace's peak memory demand in bytes (every VM live from arrival to departure, sizes
+    /// rounded to the granule), when the fleet was sized from it.
+    pub peak_demand_bytes: Option<u64>,
     /// First and last event time.
     pub time_span: (u64, u64),
     /// Time of the last arrival: the means below cover samples up to it (the drain after the
@@ -110,6 +119,25 @@ impl PlacementReport {
         } else {
             self.single_segment as f64 / self.placed as f64
         }
+    }
+
+    /// Counts one placed VM.
+    pub fn count_placed(&mut self, p: crate::engine::Placed) {
+        self.placed += 1;
+        match p {
+            crate::engine::Placed::Paged => self.paged += 1,
+            crate::engine::Placed::Segments(n) => {
+                if n == 1 {
+                    self.single_segment += 1;
+                }
+                *self.segments_histogram.entry(n).or_insert(0) += 1;
+            }
+        }
+    }
+
+    /// VMs placed in two or more segments.
+    pub fn multi_segment(&self) -> u64 {
+        self.placed - self.single_segment - self.paged
     }
 
     /// All refused arrivals.

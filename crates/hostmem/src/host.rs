@@ -347,6 +347,16 @@ impl HostMemory {
         Ok(())
     }
 
+    /// The checks of [`HostMemory::create`] for one request (used by other ways of creating).
+    pub(crate) fn validate_request_pub(
+        &self,
+        vm: VmId,
+        len: u64,
+        align: PageSize,
+    ) -> Result<(), AllocError> {
+        self.validate_request(vm, len, align, 1)
+    }
+
     /// Up to `max_extents` aligned pieces covering `len` bytes, largest free extents first, or the
     /// bytes they could cover.
     pub(crate) fn plan_pieces(

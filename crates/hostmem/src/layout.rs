@@ -10,7 +10,10 @@
 
 use crate::extent::{AllocError, aligned_usable};
 use crate::host::{HostMemory, VmMapping, VmRecord};
-use compromis_types::{Address, Extent, Gpa, GuestLayout, Hpa, PageSize, Segment, VmId};
+use compromis_types::{
+    Address, Extent, Gpa, GuestLayout, HIGH_RAM_START, Hpa, MMIO_HOLE_START, PageSize, Segment,
+    VmId,
+};
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
@@ -159,6 +162,10 @@ pub struct VmMemory {
 impl VmMemory {
     /// Translates a gPA (segments first, then a binary search of the pages); `None` outside RAM.
     pub fn translate(&self, gpa: Gpa) -> Option<Hpa> {
+        // The MMIO hole (and anything beyond RAM) traps before any segment is looked at.
+        if !self.layout.is_ram(gpa) {
+            return None;
+        }
         if let Some(h) = self.segments.iter().find_map(|s| s.translate(gpa)) {
             return Some(h);
         }
@@ -174,16 +181,37 @@ impl VmMemory {
     /// else its segments split into pages (what an EPT scheme would map for the same placement).
     pub fn ept_pages(&self, host_page: PageSize) -> Vec<PageMapping> {
         if self.pages.is_empty() {
-            pages_for(&self.segments, host_page)
+            pages_for(&self.ram_pieces(), host_page)
         } else {
             self.pages.clone()
         }
     }
 
+    /// The register sets cut to guest RAM (a set spanning the MMIO hole becomes its two RAM
+    /// parts): the translations an EPT or a backing map for them.
+    pub fn ram_pieces(&self) -> Vec<Segment> {
+        let mut out = Vec::new();
+        for s in &self.segments {
+            for r in &self.layout.ram {
+                let (b, l) = (s.base.max(r.start), s.limit.min(r.end()));
+                if b < l {
+                    out.push(Segment {
+                        base: b,
+                        limit: l,
+                        host_base: Hpa(s.host_base.raw() + (b.raw() - s.base.raw())),
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// What the VM got.
     pub fn outcome(&self) -> Provisioned {
         if self.pages.is_empty() {
-            if self.host_extents.len() <= 1 {
+            // One set spanning the hole is one allocation even though the 256 MiB behind the
+            // hole went back to the free memory.
+            if self.host_extents.len() <= 1 || self.segments.len() == 1 {
                 Provisioned::OneExtent {
                     segments: self.segments.len(),
                 }
@@ -204,8 +232,21 @@ impl VmMemory {
     }
 }
 
-/// Cuts the guest RAM ranges over the host extents (both in order): one segment per piece.
-pub fn segments_for(layout: &GuestLayout, extents: &[Extent]) -> Vec<Segment> {
+/// Bytes of guest RAM below the MMIO hole.
+pub const LOW_RAM: u64 = MMIO_HOLE_START.0;
+/// Bytes of the MMIO hole (from [`MMIO_HOLE_START`] to [`HIGH_RAM_START`]).
+pub const HOLE_BYTES: u64 = HIGH_RAM_START.0 - MMIO_HOLE_START.0;
+
+/// Host-physical bytes one register set needs for `ram` bytes of guest RAM: the RAM, plus the
+/// MMIO hole when RAM straddles it (one OFFSET maps both RAM ranges only if the host range keeps
+/// the hole's distance between them).
+pub const fn one_set_span(ram: u64) -> u64 {
+    if ram > LOW_RAM { ram + HOLE_BYTES } else { ram }
+}
+
+/// Cuts the guest RAM ranges over the host extents (both in order): one piece per (RAM range x
+/// extent) intersection, each a translation `[base, limit) -> host_base`, never crossing the hole.
+pub fn ram_pieces(layout: &GuestLayout, extents: &[Extent]) -> Vec<Segment> {
     let mut out = Vec::new();
     let mut ext = extents.iter().copied();
     let mut cur: Option<Extent> = ext.next();
@@ -229,6 +270,56 @@ pub fn segments_for(layout: &GuestLayout, extents: &[Extent]) -> Vec<Segment> {
         }
     }
     out
+}
+
+/// **The register-set rule** (one rule for `sim`, `hv` and `place`): the [`ram_pieces`] of the
+/// VM, where consecutive pieces with the same OFFSET share one register set. A set may therefore
+/// span the MMIO hole: this happens when the host range behind the hole is the hole's own
+/// distance (the memory manager gives a VM above 3.75 GiB one such range when it can, see
+/// [`HostMemory::create_one_set`], and leaves the 256 MiB behind the hole free for others).
+/// Hole addresses never reach the segment: the MMU checks the hole first and they trap as MMIO
+/// (device emulation), as they fault in an EPT that does not map the hole.
+///
+/// A VM in one host extent of exactly its RAM size still needs two sets when it straddles the
+/// hole (the second OFFSET is 256 MiB lower).
+pub fn segments_for(layout: &GuestLayout, extents: &[Extent]) -> Vec<Segment> {
+    let mut out: Vec<Segment> = Vec::new();
+    for p in ram_pieces(layout, extents) {
+        match out.last_mut() {
+            Some(l) if l.offset() == p.offset() && l.limit <= p.base => l.limit = p.limit,
+            _ => out.push(p),
+        }
+    }
+    out
+}
+
+/// Number of register sets [`segments_for`] gives a VM of `ram` bytes in `extents`, without
+/// allocating (the placement engine counts them for every VM).
+pub fn register_sets(ram: u64, extents: &[Extent]) -> usize {
+    let low = ram.min(LOW_RAM);
+    let ranges = [(0, low), (HIGH_RAM_START.0, ram - low)];
+    let (mut sets, mut last_offset) = (0usize, None::<u64>);
+    let mut ext = extents.iter().copied();
+    let mut cur = ext.next();
+    for (start, len) in ranges {
+        let (mut g, end) = (start, start + len);
+        while g < end {
+            let Some(e) = cur.as_mut() else { return sets };
+            let take = e.len.min(end - g);
+            let off = e.start.raw().wrapping_sub(g);
+            if last_offset != Some(off) {
+                sets += 1;
+                last_offset = Some(off);
+            }
+            g += take;
+            e.start = Hpa(e.start.raw() + take);
+            e.len -= take;
+            if e.len == 0 {
+                cur = ext.next();
+            }
+        }
+    }
+    sets
 }
 
 /// Splits segments into EPT pages: at each step the largest page (at most `host_page`) that the
@@ -259,6 +350,48 @@ pub fn pages_for(segments: &[Segment], host_page: PageSize) -> Vec<PageMapping> 
 }
 
 impl HostMemory {
+    /// Gives the VM `ram` bytes in one allocation that one register set covers: for RAM that
+    /// straddles the MMIO hole, a host range of [`one_set_span`] bytes whose 256 MiB behind the
+    /// hole go back to the free memory (two extents, one OFFSET); when no range that large is
+    /// free, one extent of `ram` bytes (two register sets); else `NoExtent` with the state
+    /// unchanged. Smaller VMs get one extent as [`HostMemory::create`] gives it.
+    pub fn create_one_set(
+        &mut self,
+        vm: VmId,
+        ram: u64,
+        align: PageSize,
+    ) -> Result<&[Extent], AllocError> {
+        let span = one_set_span(ram);
+        if span == ram || self.vms.contains_key(&vm) || !ram.is_multiple_of(align.bytes()) {
+            return self.create(vm, ram, align, 1);
+        }
+        let len = span.next_multiple_of(align.bytes());
+        let Some(e) = (len <= self.capacity())
+            .then(|| self.alloc.find(len, align, self.policy))
+            .flatten()
+        else {
+            return self.create(vm, ram, align, 1);
+        };
+        let base = e.start.raw();
+        let high = ram - LOW_RAM;
+        let extents = vec![
+            Extent::new(base, LOW_RAM),
+            Extent::new(base + HIGH_RAM_START.0, high),
+        ];
+        self.claim_all(&extents)?;
+        self.insert_vm(
+            vm,
+            VmRecord {
+                extents,
+                // 3.75 GiB is a multiple of 2 MiB, not of 1 GiB.
+                align: align.min(PageSize::Size2M),
+                backing: VmMapping::Segments,
+                max_extents: 2,
+            },
+        );
+        self.extents(vm).ok_or(AllocError::UnknownVm(vm))
+    }
+
     /// Provisions a VM of `ram` bytes (a multiple of `host_page`): one host extent aligned to
     /// `host_page` if possible; else the `fallback`. On error the state is unchanged.
     pub fn provision(
@@ -268,7 +401,7 @@ impl HostMemory {
         host_page: PageSize,
         fallback: Fallback,
     ) -> Result<VmMemory, AllocError> {
-        match self.create(vm, ram, host_page, 1) {
+        match self.create_one_set(vm, ram, host_page) {
             Ok(_) => {}
             Err(AllocError::NoExtent { len, largest }) => match fallback {
                 Fallback::Refuse => return Err(AllocError::NoExtent { len, largest }),
@@ -300,6 +433,21 @@ impl HostMemory {
             return Err(e);
         }
         Ok(())
+    }
+
+    /// Gives the VM `ram` bytes in extents that at most `k` register sets cover (the
+    /// [`segments_for`] rule; largest free extents first), without trying one extent first; on
+    /// error the state is unchanged.
+    pub fn create_in_sets(
+        &mut self,
+        vm: VmId,
+        ram: u64,
+        host_page: PageSize,
+        k: usize,
+    ) -> Result<&[Extent], AllocError> {
+        self.validate_request_pub(vm, ram, host_page)?;
+        self.provision_segments(vm, ram, host_page, k)?;
+        self.extents(vm).ok_or(AllocError::UnknownVm(vm))
     }
 
     fn provision_segments(
@@ -436,10 +584,12 @@ impl HostMemory {
     pub fn memory(&self, vm: VmId) -> Option<VmMemory> {
         let rec = self.vm(vm)?;
         let layout = GuestLayout::for_ram(rec.bytes());
-        let segments = segments_for(&layout, &rec.extents);
         let (segments, pages) = match rec.backing {
-            VmMapping::Segments => (segments, Vec::new()),
-            VmMapping::Ept { host_page } => (Vec::new(), pages_for(&segments, host_page)),
+            VmMapping::Segments => (segments_for(&layout, &rec.extents), Vec::new()),
+            VmMapping::Ept { host_page } => (
+                Vec::new(),
+                pages_for(&ram_pieces(&layout, &rec.extents), host_page),
+            ),
         };
         Some(VmMemory {
             layout,
@@ -456,6 +606,92 @@ mod tests {
     use crate::extent::Policy;
     use compromis_types::GpaRange;
     const G: u64 = 1 << 30;
+
+    #[test]
+    fn one_register_set_spans_the_hole() {
+        let mut h = HostMemory::new(16 * G, Policy::FirstFit);
+        let m = h
+            .provision(VmId(1), 8 * G, PageSize::Size2M, Fallback::Refuse)
+            .unwrap();
+        assert_eq!(m.outcome(), Provisioned::OneExtent { segments: 1 });
+        let s = m.segments[0];
+        assert_eq!((s.base, s.limit), (Gpa(0), Gpa(4 * G + (8 * G - LOW_RAM))));
+        // The 256 MiB behind the hole stay free; RAM bytes are exactly 8 GiB.
+        assert_eq!(m.host_extents.iter().map(|e| e.len).sum::<u64>(), 8 * G);
+        assert_eq!(h.free_bytes(), 8 * G);
+        assert!(
+            h.allocator()
+                .free_extents()
+                .any(|e| e == Extent::new(s.host_base.raw() + LOW_RAM, HOLE_BYTES))
+        );
+        // Hole addresses trap (no translation); RAM on both sides takes the one OFFSET.
+        assert_eq!(m.translate(Gpa(LOW_RAM)), None);
+        assert_eq!(
+            m.translate(Gpa(4 * G)),
+            Some(Hpa(s.host_base.raw() + 4 * G))
+        );
+        assert_eq!(
+            m.translate(Gpa(LOW_RAM - 4096)),
+            Some(Hpa(s.host_base.raw() + LOW_RAM - 4096))
+        );
+        // The EPT view maps RAM only.
+        let pages = m.ept_pages(PageSize::Size4K);
+        assert_eq!(pages.len() as u64 * 4096, 8 * G);
+        assert!(pages.iter().all(|p| m.layout.is_ram(p.gpa)));
+        h.check().unwrap();
+        assert_eq!(h.destroy(VmId(1)), Ok(8 * G));
+        assert_eq!(h.largest_free(), 16 * G);
+        // Without room for the 256 MiB: one extent of RAM size, two register sets.
+        let mut t = HostMemory::new(8 * G, Policy::FirstFit);
+        let m = t
+            .provision(VmId(1), 8 * G, PageSize::Size2M, Fallback::Refuse)
+            .unwrap();
+        assert_eq!(m.outcome(), Provisioned::OneExtent { segments: 2 });
+        // 1 GiB host pages: the range starts 1 GiB-aligned; RAM above the hole is 1 GiB-aligned.
+        let mut g = HostMemory::new(32 * G, Policy::FirstFit);
+        let m = g
+            .provision(VmId(1), 8 * G, PageSize::Size1G, Fallback::Refuse)
+            .unwrap();
+        assert_eq!(m.segments.len(), 1);
+        assert!(
+            m.ept_pages(PageSize::Size1G)
+                .iter()
+                .any(|p| p.size == PageSize::Size1G)
+        );
+        g.check().unwrap();
+    }
+
+    #[test]
+    fn register_set_count_equals_the_rule() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for _ in 0..2000 {
+            let ram = rng.gen_range(1..=12u64) * (G / 2);
+            let n = rng.gen_range(1..=4usize);
+            let mut left = ram;
+            let mut exts = Vec::new();
+            let mut at = 0u64;
+            for i in 0..n {
+                let len = if i + 1 == n {
+                    left
+                } else {
+                    (rng.gen_range(0..=left) >> 21) << 21
+                };
+                if len == 0 {
+                    continue;
+                }
+                at += rng.gen_range(0..3u64) * HOLE_BYTES;
+                exts.push(Extent::new(at, len));
+                at += len;
+                left -= len;
+            }
+            let layout = GuestLayout::for_ram(ram);
+            let rule = segments_for(&layout, &exts);
+            assert_eq!(register_sets(ram, &exts), rule.len(), "{ram} {exts:?}");
+            let bytes: u64 = ram_pieces(&layout, &exts).iter().map(Segment::len).sum();
+            assert_eq!(bytes, ram);
+        }
+    }
 
     #[test]
     fn layout_around_the_mmio_hole() {
@@ -497,7 +733,8 @@ mod tests {
 
     #[test]
     fn one_extent_vms_get_one_or_two_register_sets() {
-        let mut h = HostMemory::new(64 * G, Policy::FirstFit);
+        // 11 GiB: after 3 GiB, no room for the 8.25 GiB one set would need.
+        let mut h = HostMemory::new(11 * G, Policy::FirstFit);
         let m = h
             .provision(VmId(1), 3 * G, PageSize::Size2M, Fallback::Refuse)
             .unwrap();

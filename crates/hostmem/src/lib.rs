@@ -23,9 +23,10 @@
 //! use compromis_types::PageSize;
 //! const G: u64 = 1 << 30;
 //! let mut h = HostMemory::new(16 * G, Policy::FirstFit);
-//! // 8 GiB of guest RAM spans the MMIO hole: one host extent, two register sets.
+//! // 8 GiB of guest RAM spans the MMIO hole: one host range of 8.25 GiB whose 256 MiB behind
+//! // the hole stay free, one register set.
 //! let m = h.provision(VmId(1), 8 * G, PageSize::Size2M, Fallback::Refuse).unwrap();
-//! assert_eq!(m.outcome(), Provisioned::OneExtent { segments: 2 });
+//! assert_eq!(m.outcome(), Provisioned::OneExtent { segments: 1 });
 //! assert_eq!(h.free_bytes(), 8 * G);
 //! assert_eq!(h.destroy(VmId(1)), Ok(8 * G));
 //! h.check().unwrap();
@@ -49,8 +50,8 @@ pub use host::{
     VmMapping, VmRecord,
 };
 pub use layout::{
-    Fallback, MAX_SEGMENTS, PageMapping, ParseFallbackError, Provisioned, VmMemory, pages_for,
-    segments_for,
+    Fallback, HOLE_BYTES, LOW_RAM, MAX_SEGMENTS, PageMapping, ParseFallbackError, Provisioned,
+    VmMemory, one_set_span, pages_for, ram_pieces, register_sets, segments_for,
 };
 pub use map::{HostMap, NumaNode, Reserved};
 pub use scenario::{Refusal, Scenario, ScenarioError, StepOutcome, StepReport};

@@ -56,6 +56,9 @@ fn rows(reports: &[PlacementReport]) -> Vec<(String, Vec<String>)> {
     add("arrivals", &|r| r.arrivals.to_string());
     add("initial VMs", &|r| r.initial_vms.to_string());
     add("placed", &|r| r.placed.to_string());
+    add("  one segment", &|r| r.single_segment.to_string());
+    add("  2 or more segments", &|r| r.multi_segment().to_string());
+    add("  paged (EPT fallback)", &|r| r.paged.to_string());
     add("single-segment share", &|r| pct(r.single_segment_share()));
     add("segments per VM (k:VMs)", &|r| histogram(r));
     add("rejected", &|r| r.rejected().to_string());
@@ -72,6 +75,10 @@ fn rows(reports: &[PlacementReport]) -> Vec<(String, Vec<String>)> {
     add("bytes moved", &|r| r.bytes_moved.to_string());
     add("peak live VMs", &|r| r.peak_live_vms.to_string());
     add("peak hosts in use", &|r| r.peak_hosts_in_use.to_string());
+    add("peak memory utilisation", &|r| pct(r.peak_mem_utilisation));
+    add("target peak utilisation", &|r| {
+        r.target_utilisation.map_or_else(|| "-".to_owned(), pct)
+    });
     add("mean memory utilisation (arrival phase)", &|r| {
         pct(r.mean_mem_utilisation())
     });
@@ -116,6 +123,7 @@ pub fn json(reports: &[PlacementReport]) -> Result<String, ReportError> {
                     "single_segment_share".into(),
                     serde_json::json!(r.single_segment_share()),
                 );
+                o.insert("multi_segment".into(), serde_json::json!(r.multi_segment()));
             }
             Ok(v)
         })
@@ -130,13 +138,14 @@ pub fn csv(reports: &[PlacementReport]) -> String {
     let mut out = String::from(
         "policy,fallback,hosts,events,arrivals,initial_vms,placed,single_segment,single_segment_share,segments_histogram,rejected,\
          larger_than_any_host,no_capacity,no_single_extent,too_fragmented,compaction_failed,departures,resizes,resize_migrations,\
-         resize_rejections,compactions,bytes_moved,peak_live_vms,peak_hosts_in_use,mean_mem_utilisation,mean_fragmentation,bad_rows\n",
+         resize_rejections,compactions,bytes_moved,peak_live_vms,peak_hosts_in_use,mean_mem_utilisation,mean_fragmentation,bad_rows,\
+         multi_segment,paged,peak_mem_utilisation,target_utilisation\n",
     );
     for r in reports {
         let rej = |x: RejectReason| r.rejections.get(&x).copied().unwrap_or(0);
         let _ = writeln!(
             out,
-            "{},{},{},{},{},{},{},{},{:.6},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{}",
+            "{},{},{},{},{},{},{},{},{:.6},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{:.6},{:.6},{},{},{},{:.6},{}",
             r.policy,
             r.fallback,
             r.hosts,
@@ -163,7 +172,12 @@ pub fn csv(reports: &[PlacementReport]) -> String {
             r.peak_hosts_in_use,
             r.mean_mem_utilisation(),
             r.mean_fragmentation(),
-            r.bad_rows
+            r.bad_rows,
+            r.multi_segment(),
+            r.paged,
+            r.peak_mem_utilisation,
+            r.target_utilisation
+                .map_or_else(String::new, |t| format!("{t:.6}")),
         );
     }
     out

@@ -119,6 +119,7 @@ fn results() -> Results {
         multiprocess: Vec::new(),
         provisioning,
         traces_missing: Vec::new(),
+        utilisation: Vec::new(),
         fragmentation,
         fair: vec![],
         anchors: vec![],

@@ -141,6 +141,13 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Results, ReproErro
     progress.finish();
 
     progress.stage(
+        "placement under load",
+        crate::placement::jobs(sources.len()),
+    );
+    let utilisation = crate::placement::sweep(&cfg, &sources, progress)?;
+    progress.finish();
+
+    progress.stage(
         "fragmentation",
         u64::try_from(FRAG_HOST_PAGES.len() * FILLS.len() * 2).unwrap_or(0),
     );
@@ -157,6 +164,7 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Results, ReproErro
         multiprocess,
         provisioning,
         traces_missing,
+        utilisation,
         fragmentation,
         claims: Vec::new(),
         anchors,
@@ -449,9 +457,21 @@ fn walk_refs(
 
 /// A trace of section 3: name, fleet, and how to open it.
 pub(crate) struct Source {
-    name: String,
-    fleet: String,
+    pub(crate) name: String,
+    pub(crate) fleet: String,
     kind: SourceKind,
+}
+
+impl Source {
+    /// The fleet, parsed.
+    pub(crate) fn fleet(&self) -> Result<Fleet, ReproError> {
+        self.fleet
+            .parse()
+            .map_err(|e: compromis_cluster::FleetError| ReproError::Fleet {
+                fleet: self.fleet.clone(),
+                message: e.to_string(),
+            })
+    }
 }
 
 enum SourceKind {
@@ -490,7 +510,11 @@ fn trace_sources(opts: &Options) -> (Vec<Source>, Vec<String>) {
     (sources, missing)
 }
 
-fn open_source(s: &Source, fleet: &Fleet, cfg: &RunConfig) -> Result<EventStream, ReproError> {
+pub(crate) fn open_source(
+    s: &Source,
+    fleet: &Fleet,
+    cfg: &RunConfig,
+) -> Result<EventStream, ReproError> {
     let stream: EventStream = match &s.kind {
         SourceKind::Synthetic => {
             let t = SyntheticTrace::new(SyntheticConfig {

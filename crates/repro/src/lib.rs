@@ -7,7 +7,8 @@
 //! 1. walk references per TLB miss: closed form, simulated with caches off, mean with caches on;
 //! 2. overhead versus a perfect TLB and speedups per workload and page-size pair, plus
 //!    multi-process runs where shadow paging's CR3 and page-table exits show;
-//! 3. single-segment provisioning per VM trace and placement policy;
+//! 3. single-segment provisioning per VM trace and placement policy; 3b. the same under load
+//!    (share against the fleet's peak utilisation, [`placement`]);
 //! 4. fragmentation sensitivity on hosts aged to increasing fill;
 //! 5. the paper's claims beside ours.
 //!
@@ -19,6 +20,7 @@ mod anchors;
 mod compute;
 mod fair;
 mod measured;
+pub mod placement;
 mod render;
 
 pub use anchors::{
@@ -27,6 +29,7 @@ pub use anchors::{
 pub use compute::run;
 pub use fair::{FairRow, Reading};
 pub use measured::{MEASURED_FILE, measured_section, write_measured};
+pub use placement::UtilisationRow;
 pub use render::{CSV_FILES, SVG_FILES, readme, write_report};
 
 use compromis_cluster::TraceFormat;
@@ -335,6 +338,8 @@ pub struct Results {
     pub provisioning: Vec<ProvisioningRow>,
     /// Traces of section 3 that were looked for and not found.
     pub traces_missing: Vec<String>,
+    /// Section 3b: single-segment share against peak utilisation ([`placement`]).
+    pub utilisation: Vec<UtilisationRow>,
     /// Section 4.
     pub fragmentation: Vec<FragRow>,
     /// Section 5.

@@ -534,6 +534,7 @@ pub fn readme(r: &Results) -> String {
     }
     s.push_str(&markdown(&provisioning_table(r)));
     let _ = writeln!(s, "\n![provisioning](provisioning.svg)\n");
+    s.push_str(&crate::placement::section(&r.utilisation, markdown));
 
     let _ = writeln!(s, "## 4. Fragmentation sensitivity\n");
     let _ = writeln!(
@@ -604,6 +605,16 @@ pub fn write_report(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, ReproError>
     for (name, svg) in svgs(r)? {
         files.push((name.to_owned(), svg.into_bytes()));
     }
+    files.push((
+        crate::placement::CSV_FILE.to_owned(),
+        crate::placement::table(&r.utilisation)
+            .to_csv()?
+            .into_bytes(),
+    ));
+    files.push((
+        crate::placement::SVG_FILE.to_owned(),
+        crate::placement::svg(&r.utilisation)?.into_bytes(),
+    ));
     let mut json = serde_json::to_string_pretty(r).map_err(compromis_report::ReportError::Json)?;
     json.push('\n');
     files.push(("results.json".to_owned(), json.into_bytes()));
@@ -698,6 +709,7 @@ mod tests {
                 rejected: 0,
             }],
             traces_missing: vec!["azure-v1-rnn".into()],
+            utilisation: Vec::new(),
             fragmentation: vec![
                 FragRow {
                     host_page: "2m".into(),
@@ -767,7 +779,7 @@ mod tests {
         let r = results(true);
         let a = write_report(&r, &dir.path().join("a")).unwrap();
         let b = write_report(&r, &dir.path().join("b")).unwrap();
-        assert_eq!(a.len(), CSV_FILES.len() + SVG_FILES.len() + 2);
+        assert_eq!(a.len(), CSV_FILES.len() + SVG_FILES.len() + 4);
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(
                 std::fs::read(x).unwrap(),

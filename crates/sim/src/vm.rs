@@ -74,8 +74,9 @@ pub const FRESH_HOST_BASE: Hpa = Hpa(4 << 30);
 fn host_for(spec: &VmSpec) -> (HostMemory, Fallback) {
     match spec.host {
         HostState::Fresh => {
-            // RAM up to the end of the VM; everything below FRESH_HOST_BASE is the hypervisor's.
-            let end = FRESH_HOST_BASE.raw() + spec.ram.bytes();
+            // RAM up to the end of the VM's one register set (its RAM plus, above 3.75 GiB, the
+            // 256 MiB behind the MMIO hole); everything below FRESH_HOST_BASE is the hypervisor's.
+            let end = FRESH_HOST_BASE.raw() + compromis_hostmem::one_set_span(spec.ram.bytes());
             let map = HostMap {
                 reserved: vec![Reserved {
                     ext: Extent::new(0, FRESH_HOST_BASE.raw()),
@@ -143,8 +144,10 @@ pub fn build_vm(spec: &VmSpec) -> Result<(Arc<Backing>, VmInfo), ExperimentError
 /// backing: segments become register sets (and runs), EPT pages become runs (adjacent contiguous
 /// pages merged). Page-table pages of the EPT come from the hypervisor's private frames.
 pub fn backing_of(m: &VmMemory, host_page: PageSize) -> Result<Backing, ExperimentError> {
+    // Runs map RAM only: a register set spanning the MMIO hole gives its two RAM parts (the
+    // register-set rule, `compromis_hostmem::segments_for`).
     let mut runs: Vec<Run> = m
-        .segments
+        .ram_pieces()
         .iter()
         .map(|s| Run {
             gpa: s.base,

@@ -116,12 +116,23 @@ impl Backing {
             )));
         }
         for s in &segments {
-            let ok = runs.iter().any(|r| {
-                s.base >= r.gpa
-                    && s.limit.raw() <= r.gpa.raw() + r.len
-                    && s.host_base.raw() == r.hpa.raw() + (s.base.raw() - r.gpa.raw())
+            // Each RAM part of a set (a set may span the MMIO hole, whose addresses trap before
+            // the segment is looked at) lies inside one run with the set's OFFSET.
+            let mut parts = 0;
+            let ok = layout.ram.iter().all(|ram| {
+                let (b, l) = (s.base.max(ram.start), s.limit.min(ram.end()));
+                if b >= l {
+                    return true;
+                }
+                parts += 1;
+                let h = s.host_base.raw() + (b.raw() - s.base.raw());
+                runs.iter().any(|r| {
+                    b >= r.gpa
+                        && l.raw() <= r.gpa.raw() + r.len
+                        && h == r.hpa.raw() + (b.raw() - r.gpa.raw())
+                })
             });
-            if !ok || s.limit <= s.base {
+            if !ok || parts == 0 || s.limit <= s.base {
                 return Err(BackingError::Segment {
                     base: s.base,
                     limit: s.limit,
@@ -229,7 +240,22 @@ impl Backing {
     }
     /// Bytes of RAM covered by segment registers.
     pub fn segment_bytes(&self) -> u64 {
-        self.segments.iter().map(Segment::len).sum()
+        // RAM bytes only: a set spanning the MMIO hole does not count the hole.
+        self.segments
+            .iter()
+            .map(|s| {
+                self.layout
+                    .ram
+                    .iter()
+                    .map(|r| {
+                        s.limit
+                            .min(r.end())
+                            .raw()
+                            .saturating_sub(s.base.max(r.start).raw())
+                    })
+                    .sum::<u64>()
+            })
+            .sum()
     }
 }
 

@@ -27,13 +27,14 @@ fn golden_csv_of_the_hand_scenario() {
     let dir = tempfile::tempdir().unwrap();
     let t = write(dir.path(), "vmtable.csv", SCENARIO);
     // first-fit puts V0..V3 on host 0; after V1 and V3 leave, host 0 has 4 GiB free in two holes
-    // and still takes V4, in 2 segments: 4 of 5 VMs single-segment (0.8), one host used.
+    // and still takes V4, in 2 extents, 3 register sets (its 4 GiB straddle the MMIO hole and the
+    // second extent crosses it): 4 of 5 VMs single-segment (0.8), one host used.
     // contig-first-fit sends V4 to host 1: 5 of 5, two hosts used. Utilisation samples every
     // 600 s up to the last arrival (t=1800): 0, 4/16, 8/16, 4/16 -> mean 0.25; fragmentation
-    // 0, 0, 0 and, at 1800, 1 - (2+8)/(4+8) = 1/6 -> mean 1/24 = 0.041667.
+    // 0, 0, 0 and, at 1800, 1 - (2+8)/(4+8) = 1/6 -> mean 1/24 = 0.041667. Peak use: 8 of 16 GiB.
     let expected = "\
-first-fit,segments:8,2,10,5,1,5,4,0.800000,1:4 2:1,0,0,0,0,0,0,5,0,0,0,0,0,4,1,0.250000,0.041667,0
-contig-first-fit,segments:8,2,10,5,1,5,5,1.000000,1:5,0,0,0,0,0,0,5,0,0,0,0,0,4,2,0.250000,0.041667,0
+first-fit,segments:8,2,10,5,1,5,4,0.800000,1:4 3:1,0,0,0,0,0,0,5,0,0,0,0,0,4,1,0.250000,0.041667,0,1,0,0.500000,
+contig-first-fit,segments:8,2,10,5,1,5,5,1.000000,1:5,0,0,0,0,0,0,5,0,0,0,0,0,4,2,0.250000,0.041667,0,0,0,0.500000,
 ";
     let out = place()
         .args([
@@ -79,6 +80,88 @@ contig-first-fit,segments:8,2,10,5,1,5,5,1.000000,1:5,0,0,0,0,0,0,5,0,0,0,0,0,4,
         })
         .collect();
     assert_eq!(rows.join("\n") + "\n", expected);
+}
+
+#[test]
+fn target_utilization_sizes_the_fleet_and_paging_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = write(dir.path(), "vmtable.csv", SCENARIO);
+    // The scenario's peak demand is 8 GiB (V0..V3 before t=1200, V0 V2 V4 at 1800): at 25 % of
+    // 8-GiB hosts that is 4 hosts, at 100 % one host. On one host V4 fits only in the two 2-GiB
+    // holes: with at most one segment it runs paged, with `reject` it is refused.
+    let run = |u: &str, fb: &str| {
+        let out = place()
+            .args([
+                "--trace-format",
+                "azure",
+                "--hosts",
+                "1x8GiB/8c",
+                "--output",
+                "json",
+            ])
+            .args([
+                "--policy",
+                "first-fit",
+                "--target-utilization",
+                u,
+                "--fallback",
+                fb,
+            ])
+            .arg("--trace")
+            .arg(&t)
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        v[0].clone()
+    };
+    let r = run("0.25", "segments:8");
+    assert_eq!(
+        (r["hosts"].as_u64(), r["peak_demand_bytes"].as_u64()),
+        (Some(4), Some(8 << 30))
+    );
+    assert_eq!(r["peak_mem_utilisation"], 0.25);
+    let r = run("1", "segments:1");
+    assert_eq!(r["hosts"], 1);
+    assert_eq!(
+        (
+            r["placed"].as_u64(),
+            r["paged"].as_u64(),
+            r["multi_segment"].as_u64()
+        ),
+        (Some(5), Some(1), Some(0))
+    );
+    let r = run("1", "reject");
+    assert_eq!(
+        (r["placed"].as_u64(), r["paged"].as_u64()),
+        (Some(4), Some(0))
+    );
+    place()
+        .args([
+            "--trace-format",
+            "azure",
+            "--target-utilization",
+            "1.5",
+            "--trace",
+        ])
+        .arg(&t)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "target utilisation 1.5 is not in (0, 1]",
+        ));
+    place()
+        .args([
+            "--hosts",
+            "1x8GiB/8c,1x16GiB/8c",
+            "--target-utilization",
+            "0.5",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("one host kind"));
 }
 
 #[test]

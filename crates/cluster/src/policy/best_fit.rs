@@ -2,7 +2,7 @@
 //! (ties: lowest host id); the packing most production schedulers approximate.
 
 use super::PlacementPolicy;
-use crate::index::{ClusterIndex, HostId};
+use crate::index::{ClusterIndex, HostId, IndexNeeds};
 
 /// Best-fit on free memory.
 #[derive(Clone, Copy, Debug, Default)]
@@ -14,6 +14,12 @@ impl PlacementPolicy for BestFit {
     }
     fn contiguity_aware(&self) -> bool {
         false
+    }
+    fn needs(&self) -> IndexNeeds {
+        IndexNeeds {
+            by_free: true,
+            ..IndexNeeds::TREES
+        }
     }
     fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
         ix.by_free_from(mem)

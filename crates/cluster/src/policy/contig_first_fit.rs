@@ -2,7 +2,7 @@
 //! host that has one free extent as large as the VM's whole memory.
 
 use super::PlacementPolicy;
-use crate::index::{ClusterIndex, HostId};
+use crate::index::{ClusterIndex, HostId, IndexNeeds};
 
 /// First host with a sufficient extent.
 #[derive(Clone, Copy, Debug, Default)]
@@ -14,6 +14,9 @@ impl PlacementPolicy for ContigFirstFit {
     }
     fn contiguity_aware(&self) -> bool {
         true
+    }
+    fn needs(&self) -> IndexNeeds {
+        IndexNeeds::TREES
     }
     fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
         ix.first_by_extent(0, mem, vcpus)

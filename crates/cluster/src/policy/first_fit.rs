@@ -2,7 +2,7 @@
 //! (the classic bin-packing heuristic, e.g. OpenStack's filter scheduler without weighers).
 
 use super::PlacementPolicy;
-use crate::index::{ClusterIndex, HostId};
+use crate::index::{ClusterIndex, HostId, IndexNeeds};
 
 /// First-fit on free memory.
 #[derive(Clone, Copy, Debug, Default)]
@@ -14,6 +14,9 @@ impl PlacementPolicy for FirstFit {
     }
     fn contiguity_aware(&self) -> bool {
         false
+    }
+    fn needs(&self) -> IndexNeeds {
+        IndexNeeds::TREES
     }
     fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
         ix.first_by_free(0, mem, vcpus)

@@ -6,7 +6,7 @@
 //!    takes the tightest extent.
 
 use super::PlacementPolicy;
-use crate::index::{ClusterIndex, HostId};
+use crate::index::{ClusterIndex, HostId, IndexNeeds};
 
 /// Exact fit, then best-fit on each host's largest extent.
 #[derive(Clone, Copy, Debug, Default)]
@@ -18,6 +18,13 @@ impl PlacementPolicy for FragAware {
     }
     fn contiguity_aware(&self) -> bool {
         true
+    }
+    fn needs(&self) -> IndexNeeds {
+        IndexNeeds {
+            extents: true,
+            by_largest: true,
+            ..IndexNeeds::TREES
+        }
     }
     fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
         let ok = |h: HostId| ix.host(h).free_cores >= vcpus;

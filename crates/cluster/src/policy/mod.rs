@@ -22,7 +22,7 @@ pub use random_fit::RandomFit;
 pub use segment_best_fit::SegmentBestFit;
 pub use worst_fit::WorstFit;
 
-use crate::index::{ClusterIndex, HostId};
+use crate::index::{ClusterIndex, HostId, IndexNeeds};
 use std::fmt;
 use std::str::FromStr;
 use thiserror::Error;
@@ -33,6 +33,10 @@ pub trait PlacementPolicy: Send {
     fn name(&self) -> &'static str;
     /// True when [`PlacementPolicy::choose`] returns only hosts with one sufficient free extent.
     fn contiguity_aware(&self) -> bool;
+    /// The ordered indexes [`PlacementPolicy::choose`] reads (the engine keeps only those).
+    fn needs(&self) -> IndexNeeds {
+        IndexNeeds::ALL
+    }
     /// Picks a host for a VM of `mem` bytes (already rounded to the granule) and `vcpus` cores,
     /// or `None` when no host qualifies.
     fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId>;

@@ -2,7 +2,7 @@
 //! from there (wrapping around) with enough free memory and cores.
 
 use super::PlacementPolicy;
-use crate::index::{ClusterIndex, HostId};
+use crate::index::{ClusterIndex, HostId, IndexNeeds};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -27,6 +27,9 @@ impl PlacementPolicy for RandomFit {
     }
     fn contiguity_aware(&self) -> bool {
         false
+    }
+    fn needs(&self) -> IndexNeeds {
+        IndexNeeds::TREES
     }
     fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
         if ix.is_empty() {

@@ -2,7 +2,7 @@
 //! (ties: lowest host id), i.e. best-fit over every free extent of the cluster.
 
 use super::PlacementPolicy;
-use crate::index::{ClusterIndex, HostId};
+use crate::index::{ClusterIndex, HostId, IndexNeeds};
 
 /// Best-fit over extents.
 #[derive(Clone, Copy, Debug, Default)]
@@ -14,6 +14,12 @@ impl PlacementPolicy for SegmentBestFit {
     }
     fn contiguity_aware(&self) -> bool {
         true
+    }
+    fn needs(&self) -> IndexNeeds {
+        IndexNeeds {
+            extents: true,
+            ..IndexNeeds::TREES
+        }
     }
     fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
         ix.extents_from(mem)

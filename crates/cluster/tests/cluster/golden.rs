@@ -4,8 +4,8 @@
 use compromis_cluster::hm::{Extent, VmId};
 use compromis_cluster::index::ClusterIndex;
 use compromis_cluster::{
-    Cluster, Event, Fallback, Fleet, PlacementReport, PolicyKind, RejectReason, ReplayOptions,
-    simulate_with,
+    Cluster, Event, Fallback, Fleet, Placed, PlacementReport, PolicyKind, RejectReason,
+    ReplayOptions, simulate_with,
 };
 use compromis_types::{Address, Hpa};
 
@@ -119,7 +119,7 @@ fn fleet() -> Fleet {
 /// Replays the scenario on a `Cluster` and returns where V4 went and its extents.
 /// Outcome of V4, its host and extents, and the report.
 type Replay = (
-    Result<usize, RejectReason>,
+    Result<Placed, RejectReason>,
     Option<(u32, Vec<Extent>)>,
     PlacementReport,
 );
@@ -128,7 +128,7 @@ fn replay(p: PolicyKind, fb: Fallback) -> Replay {
     let mut cl = Cluster::new(&fleet(), compromis_cluster::hm::Policy::BestFit);
     let mut pol = p.build(0);
     let mut rep = PlacementReport::default();
-    let mut last = Ok(0);
+    let mut last = Ok(Placed::Segments(0));
     for e in events() {
         match e {
             Event::Arrival {
@@ -155,32 +155,42 @@ fn replay(p: PolicyKind, fb: Fallback) -> Replay {
 fn engine_golden_per_policy() {
     // first-fit and best-fit fill H0 with V0..V3 at [0,2) [2,4) [4,6) [6,8); after V1 and V3 leave,
     // H0 has 4 GiB free in two 2-GiB holes, and both still pick H0 for V4 (free memory suffices):
-    // two segments [2,4) and [6,8).
+    // extents [2,4) and [6,8). V4's 4 GiB of RAM straddle the MMIO hole (guest RAM [0, 3.75) and
+    // [4, 4.25) GiB): the first hole backs gPA [0, 2), the second [2, 3.75) and [4, 4.25), which
+    // the hole cuts into two register sets with different OFFSETs: 3 register sets.
     for p in [PolicyKind::FirstFit, PolicyKind::BestFit] {
         let (r, at, _) = replay(p, Fallback::Segments(8));
-        assert_eq!(r, Ok(2), "{p}");
+        assert_eq!(r, Ok(Placed::Segments(3)), "{p}");
         assert_eq!(at, Some((0, vec![ext(2, 2), ext(6, 2)])), "{p}");
     }
     // worst-fit alternates (ties to the highest id): V0->H1 [0,2), V1->H0 [0,2), V2->H1 [2,4),
-    // V3->H0 [2,4); both leavers are on H0, which is empty again, so V4 -> H0 [0,4).
+    // V3->H0 [2,4); both leavers are on H0, which is empty again, so V4 -> H0 in one register
+    // set: a host range of 4.25 GiB whose 256 MiB behind the hole stay free, [0, 3.75) + [4, 4.25).
+    let one_set = |h: u32| {
+        Some((
+            h,
+            vec![Extent::new(0, 0xF000_0000), Extent::new(4 * G, G / 4)],
+        ))
+    };
     let (r, at, _) = replay(PolicyKind::WorstFit, Fallback::Segments(8));
-    assert_eq!((r, at), (Ok(1), Some((0, vec![ext(0, 4)]))));
+    assert_eq!((r, at), (Ok(Placed::Segments(1)), one_set(0)));
     // The contiguity-aware policies fill H0 the same way but see that its largest hole is 2 GiB:
-    // V4 -> H1 [0,4) in one segment.
+    // V4 -> H1 in one register set.
     for p in [
         PolicyKind::ContigFirstFit,
         PolicyKind::SegmentBestFit,
         PolicyKind::FragAware,
     ] {
         let (r, at, _) = replay(p, Fallback::Segments(8));
-        assert_eq!((r, at), (Ok(1), Some((1, vec![ext(0, 4)]))), "{p}");
+        assert_eq!((r, at), (Ok(Placed::Segments(1)), one_set(1)), "{p}");
     }
     // first-fit with `reject`: V4 is refused (no single extent on the chosen host).
     let (r, at, _) = replay(PolicyKind::FirstFit, Fallback::Refuse);
     assert_eq!((r, at), (Err(RejectReason::NoSingleExtent), None));
-    // first-fit with `compact`: H0 is compacted by moving one 2-GiB VM, then V4 gets one extent.
+    // first-fit with `compact`: H0 is compacted by moving one 2-GiB VM, then V4 gets one extent
+    // of 4 GiB (no room for the 4.25 GiB of one set: two register sets, split at the hole).
     let (r, at, rep) = replay(PolicyKind::FirstFit, Fallback::Compact);
-    assert_eq!(r, Ok(1));
+    assert_eq!(r, Ok(Placed::Segments(2)));
     assert_eq!(
         at.map(|a| (a.0, a.1.len(), a.1[0].len)),
         Some((0, 1, 4 * G))
@@ -215,7 +225,7 @@ fn simulate_counts_golden() {
     );
     assert_eq!(
         r.segments_histogram.clone().into_iter().collect::<Vec<_>>(),
-        vec![(1, 4), (2, 1)]
+        vec![(1, 4), (3, 1)]
     );
     assert!((r.single_segment_share() - 0.8).abs() < 1e-12);
     // Samples at t=0, 2, 4, 6 (state before the first event at or after each) plus the final one.

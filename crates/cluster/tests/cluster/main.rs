@@ -5,3 +5,4 @@ mod engine;
 mod golden;
 mod oracle;
 mod real_data;
+mod under_load;
