@@ -15,9 +15,11 @@ macro_rules! note {
 }
 
 mod config;
+mod data;
 mod hv;
 mod kvm;
 mod place;
+mod plot;
 mod record;
 mod record_qemu;
 mod reproduce;
@@ -48,6 +50,10 @@ enum Command {
     Place(place::PlaceArgs),
     /// Regenerate the paper's claims as a report with figures.
     Reproduce(reproduce::ReproduceArgs),
+    /// Redraw a reproduce report's figures from its tidy CSVs (no simulation).
+    Plot(plot::PlotArgs),
+    /// List the VM-trace families, where to get them and their layout; `data check DIR` validates a folder.
+    Data(data::DataArgs),
     /// Run gups and pointer-chase in a real VM on /dev/kvm with Compromis-provisioned RAM.
     Kvm(kvm::KvmArgs),
 }
@@ -85,6 +91,8 @@ fn main() -> ExitCode {
         Command::Place(a) => place::run(a),
         Command::Reproduce(a) => reproduce::run(a),
         Command::Kvm(a) => kvm::run(a),
+        Command::Plot(a) => plot::run(a),
+        Command::Data(a) => data::run(a),
     };
     match result {
         Ok(code) => code,

@@ -16,12 +16,18 @@
 //! a [`Progress`] observer hears about each stage and each finished configuration.
 
 mod compute;
+pub mod data;
+mod figures;
 mod measured;
 mod render;
 
 pub use compute::run;
+pub use figures::{
+    FIGURES, TEXT_COLUMNS, TIDY_FILES, Tidy, TidyTable, figures, read_tidy, tidy_tables,
+    write_figures,
+};
 pub use measured::{MEASURED_FILE, measured_section, write_measured};
-pub use render::{CSV_FILES, SVG_FILES, readme, write_report};
+pub use render::{CSV_FILES, SVG_FILES, readme, write_report, write_report_with};
 
 use compromis_cluster::TraceFormat;
 use serde::Serialize;
@@ -118,6 +124,16 @@ pub enum ReproError {
     /// Writing the report failed.
     #[error(transparent)]
     Report(#[from] compromis_report::ReportError),
+    /// A report's CSV file (read back by `compromis plot`) is missing or malformed.
+    #[error("{}{}: {message}", path.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// The line (1 is the header; 0 when the whole file is concerned).
+        line: usize,
+        /// What is wrong, with the value.
+        message: String,
+    },
     /// Creating the output folder failed.
     #[error("cannot create {path}: {source}")]
     Io {

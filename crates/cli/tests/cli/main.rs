@@ -3,6 +3,7 @@
 
 mod common;
 mod config;
+mod figures;
 mod hv;
 mod kvm;
 mod place;
