@@ -254,6 +254,8 @@ pub(crate) fn plot_err(e: impl std::fmt::Display) -> ReportError {
 /// Ticks of `[lo, hi]` (data space).
 fn ticks(scale: Scale, lo: f64, hi: f64) -> Vec<f64> {
     if scale == Scale::Log && lo > 0.0 {
+        // Decades of a finite positive range: small integers.
+        #[allow(clippy::cast_possible_truncation)]
         let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
         let mut all = Vec::new();
         let mut decades = Vec::new();
@@ -926,6 +928,7 @@ pub fn bar_chart(c: &BarChart, width: Width) -> Result<String, ReportError> {
                 let gx = lerp(f.x0, f.x1, (gi as f64 + 0.5) / ng as f64);
                 let mut gy = f.y1 + units(2.0) + bar_label_h;
                 let g = &p.groups[gi];
+                #[allow(clippy::cast_possible_truncation)]
                 let fits = theme::text_width(g, theme::TICK_PT) <= (slot * 0.95) as i32;
                 let (a, b) = if fits { (g.clone(), None) } else { wrap2(g) };
                 text_at(&root, &a, (gx, gy), theme::TICK_PT, HPos::Center, VPos::Top)?;

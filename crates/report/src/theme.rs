@@ -192,7 +192,7 @@ mod tests {
         assert!((Width::Page.inches() - 7.0).abs() < 0.01);
         assert_eq!("PAGE".parse::<Width>(), Ok(Width::Page));
         assert!("a4".parse::<Width>().is_err());
-        assert!(TICK_PT >= 7.0);
+        const { assert!(TICK_PT >= 7.0) };
         assert_eq!(units(1.0), 4);
         assert_ne!(color(0), color(1));
         assert_eq!(color(8), color(0));

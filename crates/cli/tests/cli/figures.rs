@@ -142,7 +142,10 @@ fn figures_in_three_formats_tidy_csvs_and_plot_redraws_them() {
     let text = std::fs::read_to_string(bad.join("overheads.csv")).unwrap();
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     // Line 3, column native_overhead (read by the overhead figure) holds a formatted string.
-    let col = lines[0].split(',').position(|h| h == "native_overhead").unwrap();
+    let col = lines[0]
+        .split(',')
+        .position(|h| h == "native_overhead")
+        .unwrap();
     let mut cells: Vec<&str> = lines[2].split(',').collect();
     cells[col] = "8.1%";
     lines[2] = cells.join(",");
