@@ -632,6 +632,7 @@ fn layout(
     title: &str,
     legend_entries: &[(String, Swatch)],
     cell_h: i32,
+    cols: usize,
 ) -> Result<Layout, ReportError> {
     let w = units(width.points());
     let pad = units(3.0);
@@ -648,7 +649,7 @@ fn layout(
         let root = SVGBackend::with_string(&mut dummy, (1, 1)).into_drawing_area();
         legend(&root, (left, 0), w - left - pad, legend_entries, false)?
     };
-    let cols = columns(n_panels.max(1), width);
+    let cols = cols.clamp(1, n_panels.max(1));
     let rows = n_panels.max(1).div_ceil(cols);
     let top = pad + title_h + legend_h + if legend_h > 0 { units(2.0) } else { 0 };
     let cell_w = (w - left - pad) / i32::try_from(cols).unwrap_or(1);
@@ -786,10 +787,28 @@ pub fn bar_chart(c: &BarChart, width: Width) -> Result<String, ReportError> {
     let n = c.panels.len().max(1);
     let plot_h = units(if n > 2 { 70.0 } else { 100.0 });
     let row = units(theme::TICK_PT * 1.3);
+    let plot_w = |cols: usize| {
+        (units(width.points()) - units(16.0)) / i32::try_from(cols).unwrap_or(1) - ylw
+    };
+    // Bar labels that do not fit under their bar are written vertically, unless stacking the
+    // panels in one column lets them fit horizontally.
+    let needs_rotation = |cols: usize| {
+        c.bar_labels
+            && c.panels.iter().any(|p| {
+                let slot = plot_w(cols) / i32::try_from(p.groups.len().max(1)).unwrap_or(1);
+                let bw = slot * 85 / 100 / i32::try_from(p.series.len().max(1)).unwrap_or(1);
+                p.series
+                    .iter()
+                    .any(|s| theme::text_width(&s.name, theme::TICK_PT) > bw * 85 / 100)
+            })
+    };
+    let mut cols = columns(n, width);
+    if needs_rotation(cols) && !needs_rotation(1) {
+        cols = 1;
+    }
+    let rotate = needs_rotation(cols);
     // Group labels may need two lines in narrow slots.
-    let cols = columns(n, width);
-    let approx_plot_w =
-        (units(width.points()) - units(16.0)) / i32::try_from(cols).unwrap_or(1) - ylw;
+    let approx_plot_w = plot_w(cols);
     let wraps = c.panels.iter().any(|p| {
         let slot = approx_plot_w / i32::try_from(p.groups.len().max(1)).unwrap_or(1);
         p.groups
@@ -806,17 +825,6 @@ pub fn bar_chart(c: &BarChart, width: Width) -> Result<String, ReportError> {
     } else {
         units(2.0)
     };
-    // Bar labels that do not fit under their bar are written vertically.
-    let bar_w = |p: &BarPanel| {
-        let slot = approx_plot_w / i32::try_from(p.groups.len().max(1)).unwrap_or(1);
-        slot * 85 / 100 / i32::try_from(p.series.len().max(1)).unwrap_or(1)
-    };
-    let rotate = c.bar_labels
-        && c.panels.iter().any(|p| {
-            p.series
-                .iter()
-                .any(|s| theme::text_width(&s.name, theme::TICK_PT) > bar_w(p) * 85 / 100)
-        });
     let bar_label_h = if !c.bar_labels {
         0
     } else if rotate {
@@ -836,7 +844,7 @@ pub fn bar_chart(c: &BarChart, width: Width) -> Result<String, ReportError> {
         + if has_notes { row } else { 0 }
         + units(4.0);
     let cell_h = title_h + plot_h + label_h;
-    let l = layout(width, n, &c.title, &entries, cell_h)?;
+    let l = layout(width, n, &c.title, &entries, cell_h, cols)?;
     let mut out = String::new();
     {
         let w = l.width.unsigned_abs();
@@ -1026,7 +1034,7 @@ pub fn line_chart(c: &LineChart, width: Width) -> Result<String, ReportError> {
     };
     let label_h = units(2.0 + theme::TICK_PT * 1.3 + theme::AXIS_PT * 1.4 + 3.0);
     let cell_h = title_h + plot_h + label_h;
-    let l = layout(width, n, &c.title, &entries, cell_h)?;
+    let l = layout(width, n, &c.title, &entries, cell_h, columns(n, width))?;
     let mut out = String::new();
     {
         let root =
