@@ -4,7 +4,8 @@
 
 use anyhow::Context;
 use compromis_hostmem::{Scenario, StepReport, scenario::DEMO};
-use compromis_report::{hv, write_atomic};
+use compromis_report::figure::write_figure;
+use compromis_report::hv;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,9 +14,12 @@ use std::process::ExitCode;
 pub struct HvArgs {
     /// Scenario file (see docs/hostmem.md for the format); the built-in demo when omitted.
     pub scenario: Option<PathBuf>,
-    /// Draw the host memory map over time into this folder (`hostmap.svg`).
-    #[arg(long, value_name = "DIR")]
+    /// Draw the host memory map over time into this folder (`hostmap.svg`, and the other
+    /// --figure-format formats).
+    #[arg(long, value_name = "DIR", alias = "figures")]
     pub svg: Option<PathBuf>,
+    #[command(flatten)]
+    pub figures: crate::plot::FigureOpts,
     /// Width of the text bar in columns.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(8..=1000))]
     pub width: u16,
@@ -72,9 +76,10 @@ pub fn run(args: &HvArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.svg {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create folder {}", dir.display()))?;
-        let p = &dir.join("hostmap.svg");
-        write_atomic(p, hv::map_svg(&steps)?.as_bytes())?;
-        note!("wrote {}", p.display());
+        let svg = hv::map_svg_at(&steps, args.figures.figure_width)?;
+        for p in write_figure(dir, "hostmap", &svg, &args.figures.formats())? {
+            note!("wrote {}", p.display());
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

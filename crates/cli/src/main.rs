@@ -15,9 +15,11 @@ macro_rules! note {
 }
 
 mod config;
+mod data;
 mod hv;
 mod kvm;
 mod place;
+mod plot;
 mod record;
 mod record_qemu;
 mod reproduce;
@@ -49,6 +51,10 @@ enum Command {
     Place(place::PlaceArgs),
     /// Regenerate the paper's claims as a report with figures.
     Reproduce(reproduce::ReproduceArgs),
+    /// Redraw a reproduce report's figures from its tidy CSVs (no simulation).
+    Plot(plot::PlotArgs),
+    /// List the VM-trace families, where to get them and their layout; `data check DIR` validates a folder.
+    Data(data::DataArgs),
     /// Run gups and pointer-chase in a real VM on /dev/kvm with Compromis-provisioned RAM.
     Kvm(kvm::KvmArgs),
     /// Run a sweep spec (a grid of sim or place configurations and seeds), resumably, locally,
@@ -109,6 +115,8 @@ fn main() -> ExitCode {
         Command::Reproduce(a) => reproduce::run(a),
         Command::Kvm(a) => kvm::run(a),
         Command::Sweep(a) => sweep::run(a),
+        Command::Plot(a) => plot::run(a),
+        Command::Data(a) => data::run(a),
     };
     match result {
         Ok(code) => code,

@@ -50,9 +50,12 @@ pub struct PlaceArgs {
     /// Output: table, json, csv.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     output: Format,
-    /// Write single_segment_share.svg and fragmentation.svg into this folder.
-    #[arg(long, value_name = "DIR")]
+    /// Write the figures single_segment_share and fragmentation into this folder (formats:
+    /// --figure-format).
+    #[arg(long, value_name = "DIR", alias = "figures")]
     svg: Option<PathBuf>,
+    #[command(flatten)]
+    figures: crate::plot::FigureOpts,
     /// Number of VMs of the synthetic trace.
     #[arg(long, default_value_t = 20_000)]
     vms: u64,
@@ -140,7 +143,12 @@ pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
     };
     args.file.deliver(&text)?;
     if let Some(dir) = &args.svg {
-        let files = compromis_report::place::write_svgs(&reports, dir)?;
+        let files = compromis_report::place::write_figures(
+            &reports,
+            dir,
+            args.figures.figure_width,
+            &args.figures.formats(),
+        )?;
         for f in files {
             note!("wrote {}", f.display());
         }

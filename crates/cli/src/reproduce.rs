@@ -41,6 +41,8 @@ pub struct ReproduceArgs {
     /// Write the summary (files written, claims with our figures) to FILE instead of stdout.
     #[command(flatten)]
     pub file: crate::OutputFile,
+    #[command(flatten)]
+    pub figures: crate::plot::FigureOpts,
 }
 
 /// One indicatif bar per stage, on stderr.
@@ -88,6 +90,12 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
         }
         _ => None,
     };
+    if !args.data.is_dir() {
+        note!(
+            "warning: data folder {} not found: the real VM traces are skipped (see `compromis data`)",
+            args.data.display()
+        );
+    }
     let opts = Options {
         quick: args.quick,
         seed: args.seed,
@@ -106,8 +114,13 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let results = compromis_repro::run(&opts, &bars).context("reproduction run failed")?;
-    let mut files = compromis_repro::write_report(&results, &args.out)
-        .with_context(|| format!("cannot write the report to {}", args.out.display()))?;
+    let mut files = compromis_repro::write_report_with(
+        &results,
+        &args.out,
+        args.figures.figure_width,
+        &args.figures.formats(),
+    )
+    .with_context(|| format!("cannot write the report to {}", args.out.display()))?;
     files.push(compromis_repro::write_measured(
         &args.out, args.quick, args.seed,
     )?);

@@ -3,6 +3,7 @@
 //! read a [`HostMemory`], [`MapSnapshot`]s and [`StepReport`]s.
 
 use crate::svg::plot_err;
+use crate::theme::{Width, units};
 use crate::{ReportError, theme};
 use compromis_hostmem::{
     Extent, GrowOutcome, HostMemory, MapSnapshot, Owner, Provisioned, StepOutcome, StepReport,
@@ -251,64 +252,185 @@ fn fill(owner: &Owner) -> RGBColor {
     }
 }
 
-/// Pixel sizes of the map figure.
-const LABEL_W: i32 = 300;
-const MAP_W: i32 = 900;
-const ROW_H: i32 = 22;
-const TOP: i32 = 40;
+/// Whether text on `c` should be dark (light fills) or white (dark fills).
+fn dark_text_on(c: RGBColor) -> bool {
+    0.299 * f64::from(c.0) + 0.587 * f64::from(c.1) + 0.114 * f64::from(c.2) > 140.0
+}
 
-/// The host memory map over a scenario as SVG: one row per step (top = first), labelled with its
-/// line and statement; host-physical address on the x axis (holes between RAM ranges left blank),
-/// one palette colour per VM (by id), dark grey for reserved, light grey for free.
+/// Shortens `s` to about `max` units wide at `pt` points (with an ellipsis).
+fn fit(s: &str, max: i32, pt: f64) -> String {
+    if theme::text_width(s, pt) <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.to_owned();
+    while !out.is_empty() && theme::text_width(&out, pt) + theme::text_width("…", pt) > max {
+        out.pop();
+    }
+    out.push('…');
+    out
+}
+
+/// The host memory map over a scenario at page width as SVG; see [`map_svg_at`].
 pub fn map_svg(steps: &[StepReport]) -> Result<String, ReportError> {
+    map_svg_at(steps, Width::Page)
+}
+
+/// The host memory map over a scenario as SVG, in the figure theme at `width`: one row per step
+/// (top = first), labelled with its line and statement; host-physical address on the x axis with
+/// GiB ticks (holes between RAM ranges left blank); one palette colour per VM (by id) with the
+/// VM's name written in it where it fits, dark grey for reserved, light grey for free.
+pub fn map_svg_at(steps: &[StepReport], width: Width) -> Result<String, ReportError> {
+    use crate::figure::text_at;
+    use plotters::style::text_anchor::{HPos, VPos};
     let (lo, hi) = steps
         .iter()
         .map(|r| r.map.span())
         .fold((u64::MAX, 0), |(a, b), (l, h)| (a.min(l), b.max(h)));
     let (lo, hi) = if hi > lo { (lo, hi) } else { (0, 1) };
+    let w = units(width.points());
+    let pad = units(3.0);
+    let label_w = w * 2 / 5;
+    let map_x0 = pad + label_w + units(3.0);
+    let map_w = w - map_x0 - units(6.0);
     let x = |a: u64| {
         let off = u128::from(a.saturating_sub(lo).min(hi - lo));
-        let px = off * u128::from(MAP_W.unsigned_abs()) / u128::from(hi - lo);
-        LABEL_W + i32::try_from(px).unwrap_or(MAP_W)
+        let px = off * u128::from(map_w.unsigned_abs()) / u128::from(hi - lo);
+        map_x0 + i32::try_from(px).unwrap_or(map_w)
     };
-    let rows = i32::try_from(steps.len()).unwrap_or(i32::MAX / ROW_H - 100);
-    let width = LABEL_W.unsigned_abs() + MAP_W.unsigned_abs() + 20;
-    let height = (TOP + ROW_H * rows + 30).unsigned_abs();
+    let row_h = units(10.0);
+    let bar_h = units(8.5);
+    let top = pad + units(theme::TITLE_PT * 1.5) + units(theme::TICK_PT * 1.6);
+    let rows = i32::try_from(steps.len()).unwrap_or(i32::MAX / row_h - 100);
+    let axis_h = units(2.0 + theme::TICK_PT * 1.4 + theme::AXIS_PT * 1.4 + 3.0);
+    let height = top + row_h * rows + axis_h;
     let mut out = String::new();
     {
-        let root = SVGBackend::with_string(&mut out, (width, height)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut out, (w.unsigned_abs(), height.unsigned_abs()))
+            .into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        root.draw(&Text::new(
-            format!("Host memory map over time (host-physical {lo:#x} .. {hi:#x})"),
-            (LABEL_W, 10),
-            theme::title(),
-        ))
-        .map_err(plot_err)?;
-        let label = theme::label();
-        for (row, r) in (0..rows).zip(steps) {
-            let y = TOP + ROW_H * row;
-            root.draw(&Text::new(
-                format!("{}: {}", r.line, r.text),
-                (4, y + 4),
-                label.clone(),
+        text_at(
+            &root,
+            "Host memory map after each step",
+            (w / 2, pad),
+            theme::TITLE_PT,
+            HPos::Center,
+            VPos::Top,
+        )?;
+        // Legend of the two non-VM fills.
+        let ly = pad + units(theme::TITLE_PT * 1.5) + units(theme::TICK_PT * 0.8);
+        let mut lx = map_x0;
+        for (name, c) in [("free", theme::FREE), ("reserved", theme::RESERVED)] {
+            root.draw(&Rectangle::new(
+                [(lx, ly - units(3.0)), (lx + units(9.0), ly + units(3.0))],
+                c.filled(),
             ))
             .map_err(plot_err)?;
+            root.draw(&Rectangle::new(
+                [(lx, ly - units(3.0)), (lx + units(9.0), ly + units(3.0))],
+                theme::INK.stroke_width(1),
+            ))
+            .map_err(plot_err)?;
+            text_at(
+                &root,
+                name,
+                (lx + units(11.5), ly),
+                theme::TICK_PT,
+                HPos::Left,
+                VPos::Center,
+            )?;
+            lx += units(11.5 + 6.0) + theme::text_width(name, theme::TICK_PT);
+        }
+        text_at(
+            &root,
+            "VMs: one colour each, named where they fit",
+            (lx, ly),
+            theme::TICK_PT,
+            HPos::Left,
+            VPos::Center,
+        )?;
+        for (row, r) in (0..rows).zip(steps) {
+            let y = top + row_h * row;
+            let label = fit(&format!("{}: {}", r.line, r.text), label_w, theme::TICK_PT);
+            text_at(
+                &root,
+                &label,
+                (pad, y + bar_h / 2),
+                theme::TICK_PT,
+                HPos::Left,
+                VPos::Center,
+            )?;
             for (e, o) in &r.map.spans {
                 let x0 = x(e.start.raw());
                 let x1 = x(e.end().raw()).max(x0 + 1);
-                let corners = [(x0, y), (x1, y + ROW_H - 4)];
-                root.draw(&Rectangle::new(corners, fill(o).filled()))
+                let corners = [(x0, y), (x1, y + bar_h)];
+                let c = fill(o);
+                root.draw(&Rectangle::new(corners, c.filled()))
                     .map_err(plot_err)?;
                 if *o != Owner::Free {
                     // A white outline keeps neighbouring VMs of one colour apart.
-                    root.draw(&Rectangle::new(corners, WHITE.stroke_width(1)))
+                    root.draw(&Rectangle::new(corners, WHITE.stroke_width(2)))
                         .map_err(plot_err)?;
+                }
+                if let Owner::Vm(v) = o {
+                    let name = v.to_string();
+                    if theme::text_width(&name, theme::TICK_PT) + units(2.0) <= x1 - x0 {
+                        let style = theme::text(theme::TICK_PT)
+                            .color(if dark_text_on(c) { &theme::INK } else { &WHITE })
+                            .pos(plotters::style::text_anchor::Pos::new(
+                                HPos::Center,
+                                VPos::Center,
+                            ));
+                        root.draw(&Text::new(name, ((x0 + x1) / 2, y + bar_h / 2), style))
+                            .map_err(plot_err)?;
+                    }
                 }
             }
         }
+        // GiB ticks under the map.
+        let ay = top + row_h * rows;
+        const GIB: f64 = (1u64 << 30) as f64;
+        let (glo, ghi) = (lo as f64 / GIB, hi as f64 / GIB);
+        root.draw(&PathElement::new(
+            vec![(map_x0, ay), (map_x0 + map_w, ay)],
+            theme::INK.stroke_width(units(0.6).unsigned_abs()),
+        ))
+        .map_err(plot_err)?;
+        for t in crate::figure::linear_ticks(glo, ghi, 8) {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let tx = x((t * GIB) as u64);
+            root.draw(&PathElement::new(
+                vec![(tx, ay), (tx, ay + units(1.5))],
+                theme::INK.stroke_width(units(0.5).unsigned_abs()),
+            ))
+            .map_err(plot_err)?;
+            text_at(
+                &root,
+                &format!("{t}"),
+                (tx, ay + units(2.0)),
+                theme::TICK_PT,
+                HPos::Center,
+                VPos::Top,
+            )?;
+        }
+        text_at(
+            &root,
+            "host-physical address (GiB)",
+            (map_x0 + map_w / 2, ay + units(2.0 + theme::TICK_PT * 1.4)),
+            theme::AXIS_PT,
+            HPos::Center,
+            VPos::Top,
+        )?;
         root.present().map_err(plot_err)?;
     }
-    Ok(out)
+    let (pw, ph) = (
+        f64::from(w) / theme::UNITS_PER_PT,
+        f64::from(height) / theme::UNITS_PER_PT,
+    );
+    Ok(out.replacen(
+        &format!("width=\"{w}\" height=\"{height}\""),
+        &format!("width=\"{pw}pt\" height=\"{ph}pt\""),
+        1,
+    ))
 }
 
 #[cfg(test)]
@@ -366,7 +488,12 @@ mod tests {
         let r = s.run().unwrap();
         let svg = map_svg(&r).unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<text x=\"4\"").count(), r.len());
+        // One label per step: "<line>: <statement>" (left-aligned at the padding).
+        let x = format!("<text x=\"{}\"", units(3.0));
+        assert_eq!(svg.matches(&x).count(), r.len());
+        assert!(svg.contains("host-physical address (GiB)"));
+        assert!(svg.contains("vm1"), "VM labels");
+        crate::figure::export(&svg, crate::figure::FigureFormat::Pdf).unwrap();
         let escaped = map_svg(&[StepReport {
             text: "start <&>".into(),
             ..r[0].clone()

@@ -6,8 +6,10 @@
 //! - [`Format`]: the `table|json|csv` output choice shared by the commands;
 //! - [`write_atomic`]: writes an output file through a temporary file and a rename, so a failed
 //!   run never leaves a half-written file;
-//! - [`theme`] and [`svg`]: one palette and one set of font sizes for every figure, and the
-//!   generic charts (grouped bars, lines);
+//! - [`theme`]: one colour-blind-safe palette, one font and its sizes in points, the column and
+//!   page widths of every figure;
+//! - [`figure`]: the plotting API of paper figures (grouped bars in panels, lines over x, time
+//!   series) and their export as SVG, PDF and PNG; [`svg`] keeps the first chart functions;
 //! - [`place`]: printers and plots of `compromis_cluster` placement reports;
 //! - [`hv`]: printers of `compromis_hostmem` (host map as text, table and SVG, scenario steps).
 
@@ -15,6 +17,7 @@ use std::io::Write;
 use std::path::Path;
 use thiserror::Error;
 
+pub mod figure;
 pub mod hv;
 pub mod place;
 pub mod svg;

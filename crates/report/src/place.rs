@@ -2,10 +2,10 @@
 //! side-by-side text table, JSON and CSV, and SVG plots of the time series (single-segment share
 //! and cluster fragmentation over trace time). They only read the reports.
 
-use crate::svg::plot_err;
-use crate::{Format, ReportError, theme, write_atomic};
+use crate::figure::{self, Axis, FigureFormat, Line};
+use crate::theme::Width;
+use crate::{Format, ReportError};
 use compromis_cluster::{PlacementReport, RejectReason, Sample};
-use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -183,86 +183,55 @@ pub fn csv(reports: &[PlacementReport]) -> String {
     out
 }
 
-/// File name, title, y label, value of a sample.
+/// File stem, title, y label, value of a sample.
 type PlotSpec = (&'static str, &'static str, &'static str, fn(&Sample) -> f64);
 
 /// The plots of [`svgs`], by file name.
 pub const SVG_FILES: [&str; 2] = ["single_segment_share.svg", "fragmentation.svg"];
 
+/// A time series of `f` per report, in the figure theme: trace time starts at the first
+/// placement (the first sample with a live VM in any report), the legend sits above the plot.
 fn draw(
     reports: &[PlacementReport],
     title: &str,
     ylabel: &str,
     f: fn(&Sample) -> f64,
+    width: Width,
 ) -> Result<String, ReportError> {
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (900, 500)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let hours = |t: u64| t as f64 / 3600.0;
-        let x0 = reports
-            .iter()
-            .filter_map(|r| r.series.first())
-            .map(|s| hours(s.time))
-            .fold(f64::INFINITY, f64::min);
-        let x1 = reports
-            .iter()
-            .filter_map(|r| r.series.last())
-            .map(|s| hours(s.time))
-            .fold(f64::NEG_INFINITY, f64::max);
-        let (x0, x1) = if x0.is_finite() && x1 > x0 {
-            (x0, x1)
-        } else {
-            (0.0, 1.0)
-        };
-        let ymin = reports
-            .iter()
-            .flat_map(|r| r.series.iter().map(f))
-            .fold(1.0_f64, f64::min)
-            .clamp(0.0, 1.0);
-        let y0 = (ymin - 0.02).clamp(0.0, 0.98);
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, theme::title())
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(x0..x1, y0..1.0)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("trace time (hours)")
-            .y_desc(ylabel)
-            .draw()
-            .map_err(plot_err)?;
-        for (i, r) in reports.iter().enumerate() {
-            let c = theme::color(i);
-            chart
-                .draw_series(LineSeries::new(
-                    r.series
-                        .iter()
-                        .map(|s| (hours(s.time), f(s).clamp(0.0, 1.0))),
-                    c.stroke_width(theme::LINE_WIDTH),
-                ))
-                .map_err(plot_err)?
-                .label(format!("{} / {}", r.policy, r.fallback))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(theme::LINE_WIDTH))
-                });
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_err)?;
-        root.present().map_err(plot_err)?;
-    }
-    Ok(svg)
+    let hours = |t: u64| t as f64 / 3600.0;
+    let start = reports
+        .iter()
+        .filter_map(|r| r.series.iter().find(|s| s.live_vms > 0))
+        .map(|s| s.time)
+        .min();
+    let lines = reports
+        .iter()
+        .map(|r| Line {
+            name: format!("{} / {}", r.policy, r.fallback),
+            points: r
+                .series
+                .iter()
+                .filter(|s| start.is_none_or(|t| s.time >= t))
+                .map(|s| (hours(s.time), f(s).clamp(0.0, 1.0)))
+                .collect(),
+            refused: Vec::new(),
+        })
+        .collect();
+    figure::time_series(
+        title,
+        "trace time (hours)",
+        Axis::linear(ylabel).percent(),
+        lines,
+        width,
+    )
 }
 
-/// The plots as SVG text, with their file names ([`SVG_FILES`]): the share of placed VMs with one
-/// segment and the cluster fragmentation over trace time, one line per report.
-pub fn svgs(reports: &[PlacementReport]) -> Result<Vec<(&'static str, String)>, ReportError> {
+/// The plots as SVG text at `width`, with their file names ([`SVG_FILES`]): the share of placed
+/// VMs with one segment and the cluster fragmentation over trace time, one line per report.
+pub fn svgs_at(
+    reports: &[PlacementReport],
+    width: Width,
+) -> Result<Vec<(&'static str, String)>, ReportError> {
     let plots: [PlotSpec; 2] = [
         (
             SVG_FILES[0],
@@ -280,7 +249,7 @@ pub fn svgs(reports: &[PlacementReport]) -> Result<Vec<(&'static str, String)>, 
     plots
         .into_iter()
         .map(|(file, title, ylabel, f)| {
-            draw(reports, title, ylabel, f)
+            draw(reports, title, ylabel, f, width)
                 .map(|svg| (file, svg))
                 .map_err(|e| match e {
                     ReportError::Plot { message, .. } => ReportError::Plot {
@@ -293,20 +262,34 @@ pub fn svgs(reports: &[PlacementReport]) -> Result<Vec<(&'static str, String)>, 
         .collect()
 }
 
-/// Writes the plots of [`svgs`] into `dir` (created if needed), each with [`write_atomic`];
-/// returns the files written.
-pub fn write_svgs(reports: &[PlacementReport], dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+/// [`svgs_at`] page width.
+pub fn svgs(reports: &[PlacementReport]) -> Result<Vec<(&'static str, String)>, ReportError> {
+    svgs_at(reports, Width::Page)
+}
+
+/// Writes the plots of [`svgs_at`] into `dir` (created if needed) in every format of `formats`
+/// (each file with [`write_atomic`](crate::write_atomic)); returns the files written.
+pub fn write_figures(
+    reports: &[PlacementReport],
+    dir: &Path,
+    width: Width,
+    formats: &[FigureFormat],
+) -> Result<Vec<PathBuf>, ReportError> {
     std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
         path: dir.display().to_string(),
         source,
     })?;
     let mut out = Vec::new();
-    for (file, svg) in svgs(reports)? {
-        let p = dir.join(file);
-        write_atomic(&p, svg.as_bytes())?;
-        out.push(p);
+    for (file, svg) in svgs_at(reports, width)? {
+        let stem = file.trim_end_matches(".svg");
+        out.extend(figure::write_figure(dir, stem, &svg, formats)?);
     }
     Ok(out)
+}
+
+/// Writes the plots of [`svgs`] into `dir` as SVG; returns the files written.
+pub fn write_svgs(reports: &[PlacementReport], dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    write_figures(reports, dir, Width::Page, &[FigureFormat::Svg])
 }
 
 #[cfg(test)]

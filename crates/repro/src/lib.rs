@@ -18,7 +18,9 @@
 
 mod anchors;
 mod compute;
+pub mod data;
 mod fair;
+mod figures;
 mod measured;
 pub mod placement;
 mod render;
@@ -28,9 +30,13 @@ pub use anchors::{
 };
 pub use compute::run;
 pub use fair::{FairRow, Reading};
+pub use figures::{
+    FIGURES, TEXT_COLUMNS, TIDY_FILES, Tidy, TidyTable, figures, read_tidy, tidy_tables,
+    write_figures,
+};
 pub use measured::{MEASURED_FILE, measured_section, write_measured};
 pub use placement::UtilisationRow;
-pub use render::{CSV_FILES, SVG_FILES, readme, write_report};
+pub use render::{CSV_FILES, SVG_FILES, readme, write_report, write_report_with};
 
 use compromis_cluster::TraceFormat;
 use compromis_mmu::config::presets::Machine;
@@ -134,6 +140,16 @@ pub enum ReproError {
     /// The machine preset is invalid (a bug in an embedded preset).
     #[error("machine model: {0}")]
     Machine(#[from] compromis_mmu::ConfigError),
+    /// A report's CSV file (read back by `compromis plot`) is missing or malformed.
+    #[error("{}{}: {message}", path.display(), if *line > 0 { format!(":{line}") } else { String::new() })]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// The line (1 is the header; 0 when the whole file is concerned).
+        line: usize,
+        /// What is wrong, with the value.
+        message: String,
+    },
     /// Creating the output folder failed.
     #[error("cannot create {path}: {source}")]
     Io {

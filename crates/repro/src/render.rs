@@ -1,7 +1,8 @@
 //! Renders [`Results`] as the report's files.
 
 use crate::{FragRow, ReproError, Results, RunRow};
-use compromis_report::svg::{Series, grouped_bars, lines};
+use compromis_report::figure::FigureFormat;
+use compromis_report::theme::Width;
 use compromis_report::{Table, write_atomic};
 use compromis_types::ByteSize;
 use std::fmt::Write as _;
@@ -267,142 +268,6 @@ fn claims_table(r: &Results) -> Table {
     t
 }
 
-/// Short workload names, so the bar labels of a chart do not overlap.
-fn short(workload: &str) -> &str {
-    match workload {
-        "pointer-chase" => "chase",
-        "kv-zipf" => "kv",
-        w => w,
-    }
-}
-
-/// Overhead and speedup charts of the single-process runs with `guest` pages.
-fn run_charts(r: &Results, guest: &str) -> Result<(String, String), ReproError> {
-    let rows: Vec<&RunRow> = r.overheads.iter().filter(|o| o.guest == guest).collect();
-    let groups: Vec<String> = rows
-        .iter()
-        .map(|o| format!("{} {}", short(&o.workload), o.host))
-        .collect();
-    let series: Vec<Series> = SCHEMES
-        .iter()
-        .map(|s| Series {
-            name: (*s).to_owned(),
-            values: rows
-                .iter()
-                .map(|o| {
-                    o.schemes
-                        .iter()
-                        .find(|f| f.scheme == *s)
-                        .map_or(0.0, |f| 100.0 * f.overhead)
-                })
-                .collect(),
-        })
-        .collect();
-    let overheads = grouped_bars(
-        &format!("Overhead vs a perfect TLB, guest {guest} pages (workload, host pages)"),
-        "overhead (%)",
-        &groups,
-        &series,
-    )?;
-    let speed = [
-        Series {
-            name: "vs ept".into(),
-            values: rows.iter().map(|o| o.speedup_vs_ept).collect(),
-        },
-        Series {
-            name: "vs shadow".into(),
-            values: rows.iter().map(|o| o.speedup_vs_shadow).collect(),
-        },
-    ];
-    let speedups = grouped_bars(
-        &format!("Speedup of Compromis (runtime ratio), guest {guest} pages"),
-        "speedup (x)",
-        &groups,
-        &speed,
-    )?;
-    Ok((overheads, speedups))
-}
-
-fn svgs(r: &Results) -> Result<Vec<(&'static str, String)>, ReproError> {
-    let (overheads_4k, speedups_4k) = run_charts(r, "4k")?;
-    let (overheads_2m, speedups_2m) = run_charts(r, "2m")?;
-    let traces: Vec<String> = {
-        let mut v: Vec<String> = Vec::new();
-        for p in &r.provisioning {
-            if !v.contains(&p.trace) {
-                v.push(p.trace.clone());
-            }
-        }
-        v
-    };
-    let mut policies: Vec<String> = Vec::new();
-    for p in &r.provisioning {
-        if !policies.contains(&p.policy) {
-            policies.push(p.policy.clone());
-        }
-    }
-    let prov_series: Vec<Series> = policies
-        .iter()
-        .map(|pol| Series {
-            name: pol.clone(),
-            values: traces
-                .iter()
-                .map(|t| {
-                    r.provisioning
-                        .iter()
-                        .find(|p| &p.trace == t && &p.policy == pol)
-                        .map_or(0.0, |p| 100.0 * p.share)
-                })
-                .collect(),
-        })
-        .collect();
-    let provisioning = grouped_bars(
-        "VMs provisioned with one segment",
-        "share of placed VMs (%)",
-        &traces,
-        &prov_series,
-    )?;
-    let mut frag_series = Vec::new();
-    for hp in &r.config.frag_host_pages {
-        for fb in ["segments:8", "ept"] {
-            for (scheme, pick) in [("ept", 0usize), ("compromis", 1)] {
-                let pts: Vec<(f64, f64)> = r
-                    .fragmentation
-                    .iter()
-                    .filter(|f| f.fallback == fb && &f.host_page == hp)
-                    .filter_map(|f| {
-                        f.outcome.as_ref().ok().map(|o| {
-                            (
-                                f.fill,
-                                if pick == 0 {
-                                    o.ept_cycles
-                                } else {
-                                    o.compromis_cycles
-                                } / 1e6,
-                            )
-                        })
-                    })
-                    .collect();
-                frag_series.push((format!("{scheme}, host {hp}, fallback {fb}"), pts));
-            }
-        }
-    }
-    let fragmentation = lines(
-        "gups on an aged host: cycles vs host fill",
-        "host fill",
-        "Mcycles",
-        &frag_series,
-    )?;
-    Ok(vec![
-        ("overheads_guest4k.svg", overheads_4k),
-        ("overheads_guest2m.svg", overheads_2m),
-        ("speedups_guest4k.svg", speedups_4k),
-        ("speedups_guest2m.svg", speedups_2m),
-        ("provisioning.svg", provisioning),
-        ("fragmentation.svg", fragmentation),
-    ])
-}
-
 /// The report's README.md.
 pub fn readme(r: &Results) -> String {
     let c = &r.config;
@@ -562,8 +427,9 @@ pub fn readme(r: &Results) -> String {
     }
     let _ = writeln!(
         s,
-        "Caveats that apply to every figure: our cycle model has no memory-level parallelism, our workloads are \
-         synthetic, and the VM-exit costs are assumptions (docs/machine-model.md).\n"
+        "Caveats that apply to every figure: our workloads are synthetic, the memory-level parallelism of a \
+         trace follows a stated rule (every load depends on the previous load), and the VM-exit costs are \
+         assumptions (docs/machine-model.md).\n"
     );
 
     let _ = writeln!(s, "## 6. Anchors: ours beside hardware\n");
@@ -581,36 +447,41 @@ pub fn readme(r: &Results) -> String {
     s
 }
 
-/// Writes the report into `dir` (created if needed): README.md, the SVG figures, one CSV per table
-/// and results.json. Returns the files written, in a fixed order.
+/// Writes the report into `dir` (created if needed): README.md, the figures, one tidy CSV per
+/// table and results.json. Returns the files written, in a fixed order. Figures are SVG at page
+/// width; see [`write_report_with`].
 pub fn write_report(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, ReproError> {
+    write_report_with(r, dir, Width::Page, &[FigureFormat::Svg])
+}
+
+/// [`write_report`] with the figures at `width` in SVG (always: the README shows it) and every
+/// other format of `formats`. The CSVs are tidy ([`crate::tidy_tables`]); the figures are drawn
+/// from them ([`crate::figures`]), as `compromis plot` redraws them.
+pub fn write_report_with(
+    r: &Results,
+    dir: &Path,
+    width: Width,
+    formats: &[FigureFormat],
+) -> Result<Vec<PathBuf>, ReproError> {
     std::fs::create_dir_all(dir).map_err(|source| ReproError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
-    let tables = [
-        walk_refs_table(r),
-        run_table(&r.overheads),
-        mp_table(&r.multiprocess),
-        provisioning_table(r),
-        frag_table(&r.fragmentation),
-        claims_table(r),
-        crate::fair::fair_table(&r.fair),
-        crate::anchors::anchors_table(&r.anchors),
-    ];
-    for (name, t) in CSV_FILES.iter().zip(&tables) {
-        files.push(((*name).to_owned(), t.to_csv()?.into_bytes()));
+    for (name, t) in crate::tidy_tables(r) {
+        files.push((name.to_owned(), t.to_csv()?.into_bytes()));
     }
-    for (name, svg) in svgs(r)? {
-        files.push((name.to_owned(), svg.into_bytes()));
+    for (name, t) in [
+        (CSV_FILES[5], claims_table(r)),
+        (CSV_FILES[6], crate::fair::fair_table(&r.fair)),
+        (CSV_FILES[7], crate::anchors::anchors_table(&r.anchors)),
+        (
+            crate::placement::CSV_FILE,
+            crate::placement::table(&r.utilisation),
+        ),
+    ] {
+        files.push((name.to_owned(), t.to_csv()?.into_bytes()));
     }
-    files.push((
-        crate::placement::CSV_FILE.to_owned(),
-        crate::placement::table(&r.utilisation)
-            .to_csv()?
-            .into_bytes(),
-    ));
     files.push((
         crate::placement::SVG_FILE.to_owned(),
         crate::placement::svg(&r.utilisation)?.into_bytes(),
@@ -625,6 +496,16 @@ pub fn write_report(r: &Results, dir: &Path) -> Result<Vec<PathBuf>, ReproError>
         write_atomic(&p, &bytes)?;
         written.push(p);
     }
+    let mut formats = compromis_report::figure::formats_or_svg(formats);
+    if !formats.contains(&FigureFormat::Svg) {
+        formats.insert(0, FigureFormat::Svg);
+    }
+    written.extend(crate::write_figures(
+        &crate::Tidy::from_results(r),
+        dir,
+        width,
+        &formats,
+    )?);
     Ok(written)
 }
 

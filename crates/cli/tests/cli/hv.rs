@@ -105,8 +105,8 @@ fn svg_is_written_and_well_formed() {
         opened > 25 && closed >= opened,
         "{opened} rects, {closed} closes"
     );
-    // One row label per step (25 statements in the demo).
-    assert_eq!(text.matches("<text x=\"4\"").count(), 25);
+    // One row label per step (25 statements in the demo), at the 3 pt padding (12 units).
+    assert_eq!(text.matches("<text x=\"12\"").count(), 25);
     // No temporary file left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }

@@ -4,6 +4,7 @@
 mod common;
 mod config;
 mod fair;
+mod figures;
 mod hv;
 mod kvm;
 mod machines;
