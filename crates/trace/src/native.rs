@@ -207,7 +207,7 @@ const TAGS: [TagInfo; 256] = {
 /// Decodes the record at `*pos` of a block payload whose first `len` bytes are the payload and
 /// whose next [`PAD`] bytes are zero, and advances `*pos`. `pred` holds the predictions
 /// (instruction, then the data bases). The kind selects its prediction through a table, so the
-/// only branches are on rare escapes (sizes that need a varint, deltas of 9 or more bytes).
+/// only branches are on rare escapes and on the delta length.
 #[inline(always)]
 fn decode_one(
     buf: &[u8],
@@ -229,30 +229,32 @@ fn decode_one(
     } else {
         info.size
     };
-    // p <= len here, so p + 8 <= len + PAD: the delta (or, for an exact record, the next
-    // record's bytes) is decoded from one 64-bit load without branching on its length or on the
-    // exact bit, which follow the data and would be mispredicted. Only a delta of 9 or 10 bytes
-    // (rare: a jump across most of the address space) takes the loop.
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&buf[p..p + 8]);
-    let word = u64::from_le_bytes(w);
-    let stop = !word & 0x8080_8080_8080_8080;
-    // All ones when a delta follows, 0 for an exact record.
-    let keep = u64::from(tag & EXACT == 0).wrapping_neg();
-    let (z, n) = if stop == 0 && keep != 0 {
-        let (v, q) = get_varint(&buf[..len], p).ok_or("Bad address delta")?;
-        (v, q - p)
+    // p <= len here, so p + 8 <= len + PAD. Short deltas take predictable branches, which lets
+    // the processor run ahead to the next record; longer ones decode from one 64-bit load.
+    let b0 = buf[p];
+    let (z, n) = if tag & EXACT != 0 {
+        (0, 0)
+    } else if b0 < 0x80 {
+        (u64::from(b0), 1)
+    } else if buf[p + 1] < 0x80 {
+        (u64::from(b0 & 0x7f) | (u64::from(buf[p + 1]) << 7), 2)
     } else {
-        // Bytes up to and including the first without its high bit, as 7-bit groups...
-        let x = word & (stop ^ stop.wrapping_sub(1)) & 0x7f7f_7f7f_7f7f_7f7f;
-        // ...packed together: pairs of groups, then quads, then all eight.
-        let x = ((x & 0x7f00_7f00_7f00_7f00) >> 1) | (x & 0x007f_007f_007f_007f);
-        let x = ((x & 0x3fff_0000_3fff_0000) >> 2) | (x & 0x0000_3fff_0000_3fff);
-        let x = ((x & 0x0fff_ffff_0000_0000) >> 4) | (x & 0x0000_0000_0fff_ffff);
-        // trailing_zeros is at most 64: the cast cannot truncate.
-        #[allow(clippy::cast_possible_truncation)]
-        let n = ((stop.trailing_zeros() + 1) / 8) as usize;
-        (x & keep, n & keep as usize)
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&buf[p..p + 8]);
+        let word = u64::from_le_bytes(w);
+        let stop = !word & 0x8080_8080_8080_8080;
+        if stop != 0 {
+            let n = (stop.trailing_zeros() as usize + 1) / 8;
+            let x = word & (stop ^ (stop - 1)) & 0x7f7f_7f7f_7f7f_7f7f;
+            let mut v = 0u64;
+            for i in 0..8 {
+                v |= (x >> i) & (0x7f << (7 * i));
+            }
+            (v, n)
+        } else {
+            let (v, q) = get_varint(&buf[..len], p).ok_or("Bad address delta")?;
+            (v, q - p)
+        }
     };
     p += n;
     if p > len {
@@ -954,7 +956,7 @@ mod tests {
 
     proptest::proptest! {
         /// Every record survives writing and reading, through the iterator and the batches
-        /// (the branch-free delta decoder against the writer's varints).
+        /// (the decoder's one-load delta path against the writer's varints).
         #[test]
         fn any_records_round_trip(recs in proptest::collection::vec(arb_record(), 0..600)) {
             let bytes = encode(&recs);
