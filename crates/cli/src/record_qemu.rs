@@ -4,8 +4,8 @@
 use crate::record::{RecordArgs, Tracer, TracerArgs};
 use anyhow::Context;
 use compromis_trace::qemu::{
-    KillHandle, PluginFile, QemuCommand, QemuOpStream, QemuStatus, qemu_available, qemu_ops,
-    wrapper_reason,
+    KillHandle, PluginFile, QemuCommand, QemuOpStream, QemuRecordStream, QemuStatus,
+    qemu_available, qemu_ops, qemu_records, wrapper_reason,
 };
 use compromis_trace::{MemTraceFormat, TraceError, TraceFileWriter};
 use compromis_types::Op;
@@ -74,9 +74,15 @@ struct Ops {
 
 impl Ops {
     fn explain(&self, e: TraceError) -> anyhow::Error {
-        let status = self.status.lock().unwrap_or_else(PoisonError::into_inner);
+        explain(&self.status, &self.program, e)
+    }
+}
+
+/// A stream error, or what the program did that stopped the recording (an exec).
+fn explain(status: &Mutex<QemuStatus>, program: &str, e: TraceError) -> anyhow::Error {
+    {
+        let status = status.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(ev) = status.exec {
-            let program = &self.program;
             return anyhow::anyhow!(
                 "{program} (process {}) called exec: under --tracer qemu the new program would run \
                  natively, untraced, so the recording was stopped. If {program} is a wrapper (a \
@@ -85,8 +91,8 @@ impl Ops {
                 ev.pid
             );
         }
-        anyhow::Error::from(e)
     }
+    anyhow::Error::from(e)
 }
 
 impl Iterator for Ops {
@@ -147,21 +153,36 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
             note!("warning: cannot install the Ctrl-C handler: {e}");
         }
     }
-    let QemuOpStream { ops, status, saved } =
-        qemu_ops(pipe, "qemu plugin stream", writer, args.children);
     let program = args.command[0].to_string_lossy().into_owned();
-    let ops = Ops {
-        inner: ops,
-        status: status.clone(),
-        killer: killer.clone(),
-        program: program.clone(),
-        failed: false,
-    };
-    // The results are printed once QEMU has exited (none if the program did not start).
-    let result = if args.tracer.no_simulate {
-        drain(ops).map(|()| None)
-    } else {
-        crate::sim::run_source(&args.sim, &program, Box::new(ops)).map(Some)
+    let name = "qemu plugin stream";
+    let (result, status, saved) = match writer {
+        // Only saved: the records go straight to the writer, no simulator ops are made.
+        Some(w) if args.tracer.no_simulate => {
+            let QemuRecordStream {
+                records,
+                status,
+                saved,
+            } = qemu_records(pipe, name, w);
+            let r = drain_records(records, &status, &killer, &program).map(|()| None);
+            (r, status, Some(saved))
+        }
+        writer => {
+            let QemuOpStream { ops, status, saved } = qemu_ops(pipe, name, writer, args.children);
+            let ops = Ops {
+                inner: ops,
+                status: status.clone(),
+                killer: killer.clone(),
+                program: program.clone(),
+                failed: false,
+            };
+            // The results are printed once QEMU has exited (none if the program did not start).
+            let r = if args.tracer.no_simulate {
+                drain(ops).map(|()| None)
+            } else {
+                crate::sim::run_source(&args.sim, &program, Box::new(ops)).map(Some)
+            };
+            (r, status, saved)
+        }
     };
     if killer.was_killed() {
         drop(recording); // kills qemu if still needed and waits for it
@@ -222,6 +243,24 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
 fn drain(ops: Ops) -> anyhow::Result<()> {
     for op in ops {
         op?;
+    }
+    Ok(())
+}
+
+/// Consumes the records of a recording that is only saved (`--no-simulate --save`).
+fn drain_records(
+    records: Box<dyn compromis_trace::RecordSource>,
+    status: &Mutex<QemuStatus>,
+    killer: &KillHandle,
+    program: &str,
+) -> anyhow::Result<()> {
+    for r in records {
+        if let Err(e) = r {
+            if killer.was_killed() {
+                anyhow::bail!("interrupted: qemu and {program} were stopped");
+            }
+            return Err(explain(status, program, e));
+        }
     }
     Ok(())
 }

@@ -4,6 +4,12 @@
 //! Keys are `u64` tags (already including any page-number / ASID packing the caller wants); the set
 //! index is `key % sets`. Each entry carries a `u64` value. A structure with 0 entries is disabled:
 //! every lookup misses and inserts are dropped. The hot path (`lookup`, `insert`) does not allocate.
+//!
+//! Layout and speed: keys, values and last-use stamps are three flat arrays (structure of arrays,
+//! one set is `ways` consecutive keys), so a lookup scans one short run of keys. Two shortcuts
+//! change no result: a structure that holds nothing answers a miss without looking (a TLB array
+//! of huge pages that the run never uses costs one compare), and the way used last is checked
+//! before the set is scanned (a key lives in one way only, so a match there is the hit).
 
 use thiserror::Error;
 
@@ -55,6 +61,10 @@ pub struct SetAssoc {
     /// Last-use tick of each way (0 = empty).
     stamps: Box<[u64]>,
     clock: u64,
+    /// Ways in use (not `EMPTY`).
+    live: usize,
+    /// Index of the way used last (a hint: checked before the set is scanned).
+    last: usize,
 }
 
 impl SetAssoc {
@@ -85,6 +95,8 @@ impl SetAssoc {
             vals: vec![0; entries].into_boxed_slice(),
             stamps: vec![0; entries].into_boxed_slice(),
             clock: 0,
+            live: 0,
+            last: 0,
         })
     }
 
@@ -98,6 +110,8 @@ impl SetAssoc {
             vals: Box::new([]),
             stamps: Box::new([]),
             clock: 0,
+            live: 0,
+            last: 0,
         }
     }
 
@@ -105,6 +119,18 @@ impl SetAssoc {
     #[inline]
     pub fn is_disabled(&self) -> bool {
         self.sets == 0
+    }
+
+    /// How many entries the structure holds.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// Whether the structure holds no entry (every lookup misses).
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
     }
 
     #[inline]
@@ -118,30 +144,50 @@ impl SetAssoc {
         set * self.ways
     }
 
+    /// The way holding `key` in the set starting at `start`: the way used last first, then the set.
     #[inline]
     fn find(&self, start: usize, key: u64) -> Option<usize> {
+        if self.keys.get(self.last) == Some(&key) {
+            return Some(self.last);
+        }
         self.keys[start..start + self.ways]
             .iter()
             .position(|&k| k == key)
             .map(|w| start + w)
     }
 
-    /// Looks `key` up; on a hit returns its value and makes it most recently used.
+    /// Makes way `i` the most recently used. A way that already is (its stamp is the clock) keeps
+    /// its stamp: the order of every set stays the same, and the set scan is skipped next time.
     #[inline]
+    fn use_way(&mut self, i: usize) {
+        if self.stamps[i] != self.clock {
+            self.clock += 1;
+            self.stamps[i] = self.clock;
+        }
+        self.last = i;
+    }
+
+    /// Looks `key` up; on a hit returns its value and makes it most recently used.
+    #[inline(always)]
     pub fn lookup(&mut self, key: u64) -> Option<u64> {
-        if self.sets == 0 {
+        if self.live == 0 {
             return None;
         }
+        self.lookup_held(key)
+    }
+
+    /// [`SetAssoc::lookup`] of a structure that holds entries.
+    #[inline]
+    fn lookup_held(&mut self, key: u64) -> Option<u64> {
         let i = self.find(self.set_start(key), key)?;
-        self.clock += 1;
-        self.stamps[i] = self.clock;
+        self.use_way(i);
         Some(self.vals[i])
     }
 
     /// Looks `key` up without changing the LRU order.
     #[inline]
     pub fn probe(&self, key: u64) -> Option<u64> {
-        if self.sets == 0 {
+        if self.live == 0 {
             return None;
         }
         self.find(self.set_start(key), key).map(|i| self.vals[i])
@@ -155,8 +201,7 @@ impl SetAssoc {
         }
         let start = self.set_start(key);
         if let Some(i) = self.find(start, key) {
-            self.clock += 1;
-            self.stamps[i] = self.clock;
+            self.use_way(i);
             self.vals[i] = val;
             return None;
         }
@@ -180,10 +225,21 @@ impl SetAssoc {
     /// Looks `key` up and, on a miss, inserts it (value 0): one scan of the set instead of a
     /// lookup followed by a fill. Returns whether it hit. This is how caches that allocate on miss
     /// (data caches, page-walk caches) are accessed.
-    #[inline]
+    #[inline(always)]
     pub fn touch(&mut self, key: u64) -> bool {
+        // A disabled level (a data cache of size 0) costs one compare at the caller.
         if self.sets == 0 {
             return false;
+        }
+        self.touch_enabled(key)
+    }
+
+    /// [`SetAssoc::touch`] of an enabled structure.
+    #[inline]
+    fn touch_enabled(&mut self, key: u64) -> bool {
+        if self.keys[self.last] == key {
+            self.use_way(self.last);
+            return true;
         }
         let start = self.set_start(key);
         let keys = &self.keys[start..start + self.ways];
@@ -192,8 +248,7 @@ impl SetAssoc {
         let mut oldest = u64::MAX;
         for (w, (&k, &s)) in keys.iter().zip(stamps).enumerate() {
             if k == key {
-                self.clock += 1;
-                self.stamps[start + w] = self.clock;
+                self.use_way(start + w);
                 return true;
             }
             if s < oldest {
@@ -202,10 +257,14 @@ impl SetAssoc {
             }
         }
         let i = start + victim;
+        if self.keys[i] == EMPTY {
+            self.live += 1;
+        }
         self.clock += 1;
         self.keys[i] = key;
         self.vals[i] = 0;
         self.stamps[i] = self.clock;
+        self.last = i;
         false
     }
 
@@ -223,32 +282,45 @@ impl SetAssoc {
         }
         let i = start + victim;
         let evicted = (self.keys[i] != EMPTY).then(|| (self.keys[i], self.vals[i]));
+        if evicted.is_none() {
+            self.live += 1;
+        }
         self.clock += 1;
         self.keys[i] = key;
         self.vals[i] = val;
         self.stamps[i] = self.clock;
+        self.last = i;
         evicted
     }
 
     /// Removes `key`; returns whether it was present.
     pub fn invalidate(&mut self, key: u64) -> bool {
-        if self.sets == 0 {
+        if self.live == 0 {
             return false;
         }
         match self.find(self.set_start(key), key) {
             Some(i) => {
                 self.keys[i] = EMPTY;
                 self.stamps[i] = 0;
+                self.live -= 1;
                 true
             }
             None => false,
         }
     }
 
+    /// The keys held, in no particular order (for tests and checks).
+    pub fn keys(&self) -> impl Iterator<Item = u64> + '_ {
+        self.keys.iter().copied().filter(|&k| k != EMPTY)
+    }
+
     /// Removes every entry.
     pub fn flush(&mut self) {
-        self.keys.fill(EMPTY);
-        self.stamps.fill(0);
+        if self.live > 0 {
+            self.keys.fill(EMPTY);
+            self.stamps.fill(0);
+            self.live = 0;
+        }
     }
 }
 
@@ -342,6 +414,8 @@ mod tests {
                     }
                     Step::Invalidate(k) => prop_assert_eq!(sa.invalidate(k), or.invalidate(k)),
                 }
+                let held: usize = or.sets.iter().map(Vec::len).sum();
+                prop_assert_eq!(sa.len(), held);
             }
         }
 

@@ -16,6 +16,12 @@ fn tlb_key(va: u64, size: PageSize, asid: u16) -> u64 {
     (va >> size.shift()) | (u64::from(size.leaf_level()) << 45) | (u64::from(asid & 0x7fff) << 47)
 }
 
+/// Whether a second-level TLB key (see [`tlb_key`]) is of a 2 MiB entry.
+#[inline]
+fn is_2m_key(key: u64) -> bool {
+    (key >> 45) & 3 == u64::from(PageSize::Size2M.leaf_level())
+}
+
 /// Key of a page-walk-cache entry for the entry at `level` (4 = PML4E ...).
 #[inline]
 fn pwc_key(va: u64, level: u8, asid: u16) -> u64 {
@@ -43,6 +49,9 @@ pub struct Tlbs {
     l1d: [SetAssoc; 3],
     l1i: [SetAssoc; 2],
     stlb: SetAssoc,
+    /// How many 2 MiB entries `stlb` holds: with none (a run on 4 KiB pages), a lookup looks for
+    /// the 4 KiB entry only.
+    stlb_2m: usize,
     stlb_1g: SetAssoc,
     /// Whether entries are tagged (PCID/VPID); untagged TLBs are flushed on a CR3 load.
     pub tagged: bool,
@@ -63,6 +72,7 @@ impl Tlbs {
             ],
             l1i: [b(t.l1i_4k, "l1i_4k"), b(t.l1i_2m, "l1i_2m")],
             stlb: b(t.stlb, "stlb"),
+            stlb_2m: 0,
             stlb_1g: b(t.stlb_1g, "stlb_1g"),
             tagged: t.tagged,
         }
@@ -94,9 +104,14 @@ impl Tlbs {
             }
         }
         stats.l1_misses += 1;
-        let hit = [PageSize::Size4K, PageSize::Size2M]
-            .into_iter()
-            .find_map(|size| self.stlb.lookup(tlb_key(va, size, asid)).map(|f| (f, size)))
+        let sizes: &[PageSize] = if self.stlb_2m == 0 {
+            &[PageSize::Size4K]
+        } else {
+            &[PageSize::Size4K, PageSize::Size2M]
+        };
+        let hit = sizes
+            .iter()
+            .find_map(|&size| self.stlb.lookup(tlb_key(va, size, asid)).map(|f| (f, size)))
             .or_else(|| {
                 self.stlb_1g
                     .lookup(tlb_key(va, PageSize::Size1G, asid))
@@ -138,7 +153,14 @@ impl Tlbs {
         if size == PageSize::Size1G {
             self.stlb_1g.fill(key, frame);
         } else {
-            self.stlb.fill(key, frame);
+            if size == PageSize::Size2M {
+                self.stlb_2m += 1;
+            }
+            if let Some((old, _)) = self.stlb.fill(key, frame)
+                && is_2m_key(old)
+            {
+                self.stlb_2m -= 1;
+            }
         }
         self.fill_l1(va, asid, kind, frame, size);
     }
@@ -158,8 +180,8 @@ impl Tlbs {
                 }
                 if size == PageSize::Size1G {
                     self.stlb_1g.invalidate(k);
-                } else {
-                    self.stlb.invalidate(k);
+                } else if self.stlb.invalidate(k) && size == PageSize::Size2M {
+                    self.stlb_2m -= 1;
                 }
                 va += size.bytes();
             }
@@ -173,6 +195,7 @@ impl Tlbs {
             .chain(self.l1i.iter_mut())
             .for_each(SetAssoc::flush);
         self.stlb.flush();
+        self.stlb_2m = 0;
         self.stlb_1g.flush();
     }
 }
@@ -235,6 +258,48 @@ mod tests {
         assert_eq!(w.skip(0x7000_1234_6000, 2, 4, 1), 0);
         // A 2 MiB leaf is read after a PDPTE hit.
         assert_eq!(w.skip(0x7000_1234_6000, 1, 4, 2), 2);
+    }
+
+    proptest::proptest! {
+        /// The count of 2 MiB second-level entries (which lets a lookup skip their probe) stays
+        /// the number of such keys the array holds, through fills, evictions, invalidations and
+        /// flushes; and lookups agree with the entries held.
+        #[test]
+        fn stlb_2m_count_tracks_the_array(
+            steps in proptest::collection::vec((0u8..8, 0u64..64, proptest::bool::ANY), 0..300),
+        ) {
+            // A small second level, so that fills evict.
+            let mut cfg = MachineConfig::default();
+            cfg.tlb.stlb = crate::config::Geometry { entries: 8, ways: 2 };
+            let mut t = Tlbs::new(&cfg);
+            let mut s = Stats::default();
+            for (op, page, huge) in steps {
+                let size = if huge { PageSize::Size2M } else { PageSize::Size4K };
+                // Pages spread over 64 x 2 MiB, several 4 KiB pages per 2 MiB region.
+                let va = 0x7f00_0000_0000 + page * (2 << 20) + (page % 4) * 4096;
+                match op {
+                    0..=3 => {
+                        if t.lookup(va, 1, AccessKind::Load, &mut s).is_none() {
+                            t.fill(va, 1, AccessKind::Load, 0x4000_0000 + page * (2 << 20), size);
+                        }
+                    }
+                    4..=5 => t.invalidate_range(va & !size.mask(), size.bytes(), 1),
+                    6 => {
+                        let hit = t.lookup(va, 1, AccessKind::Load, &mut s);
+                        if let Some(h) = hit {
+                            proptest::prop_assert!(h.frame >= 0x4000_0000);
+                        }
+                    }
+                    _ => {
+                        if page % 16 == 0 {
+                            t.flush();
+                        }
+                    }
+                }
+                let held = t.stlb.keys().filter(|&k| is_2m_key(k)).count();
+                proptest::prop_assert_eq!(t.stlb_2m, held);
+            }
+        }
     }
 
     #[test]

@@ -274,8 +274,27 @@ fn decode_one(
 }
 
 /// Writes [`Record`]s in the native format.
-pub struct NativeWriter<W: Write> {
-    enc: Option<zstd::Encoder<'static, W>>,
+///
+/// Records are collected into blocks of [`BLOCK_RECORDS`]; each full block goes to a worker
+/// thread that encodes and compresses it, so the caller (a recorder reading a tracer's pipe, a
+/// converter reading a file) only copies records. The worker handles blocks in order, one at a
+/// time: the file is byte for byte what a single thread would write.
+pub struct NativeWriter<W: Write + Send + 'static> {
+    /// The block being collected.
+    pending: Vec<Record>,
+    /// Full blocks to the worker; `None` once finished (or after the worker failed).
+    to_worker: Option<std::sync::mpsc::SyncSender<Vec<Record>>>,
+    /// Emptied blocks back from the worker, reused.
+    recycled: std::sync::mpsc::Receiver<Vec<Record>>,
+    worker: Option<std::thread::JoinHandle<std::io::Result<W>>>,
+    /// Set when the writer is dropped unfinished: the worker stops without finishing the stream.
+    abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    total: u64,
+}
+
+/// The encoder state of one stream: what the worker thread of a [`NativeWriter`] runs.
+struct BlockEncoder<W: Write> {
+    enc: zstd::Encoder<'static, W>,
     block: Vec<u8>,
     n: u32,
     ip_next: u64,
@@ -286,34 +305,7 @@ pub struct NativeWriter<W: Write> {
     total: u64,
 }
 
-impl<W: Write> NativeWriter<W> {
-    /// Writes the header to `out` and starts the compressed body (zstd level 3).
-    pub fn new(mut out: W) -> std::io::Result<NativeWriter<W>> {
-        let mut header = [0u8; NATIVE_HEADER_BYTES];
-        header[..8].copy_from_slice(NATIVE_MAGIC);
-        header[8..10].copy_from_slice(&NATIVE_VERSION.to_le_bytes());
-        out.write_all(&header)?;
-        let mut enc = zstd::Encoder::new(out, 3)?;
-        // A content checksum at the end of the frame: a flipped bit in the body is an error.
-        enc.include_checksum(true)?;
-        Ok(NativeWriter {
-            enc: Some(enc),
-            block: Vec::with_capacity(1 << 18),
-            n: 0,
-            ip_next: 0,
-            bases: [0; BASES],
-            used: [0; BASES],
-            clock: 0,
-            total: 0,
-        })
-    }
-
-    fn enc(&mut self) -> std::io::Result<&mut zstd::Encoder<'static, W>> {
-        self.enc
-            .as_mut()
-            .ok_or_else(|| std::io::Error::other("native writer already finished"))
-    }
-
+impl<W: Write> BlockEncoder<W> {
     fn flush_block(&mut self) -> std::io::Result<()> {
         if self.n == 0 {
             return Ok(());
@@ -321,11 +313,8 @@ impl<W: Write> NativeWriter<W> {
         let mut head = Vec::with_capacity(12);
         put_varint(&mut head, u64::from(self.n));
         put_varint(&mut head, self.block.len() as u64);
-        let block = std::mem::take(&mut self.block);
-        let enc = self.enc()?;
-        enc.write_all(&head)?;
-        enc.write_all(&block)?;
-        self.block = block;
+        self.enc.write_all(&head)?;
+        self.enc.write_all(&self.block)?;
         self.block.clear();
         self.n = 0;
         self.ip_next = 0;
@@ -335,33 +324,18 @@ impl<W: Write> NativeWriter<W> {
         Ok(())
     }
 
-    /// Records written so far.
-    pub fn records(&self) -> u64 {
-        self.total
-    }
-
     /// Writes the last block and the end marker, finishes the zstd stream and returns `out`.
-    pub fn finish(mut self) -> std::io::Result<W> {
-        self.finish_inner()?;
-        let enc = self
-            .enc
-            .take()
-            .ok_or_else(|| std::io::Error::other("already finished"))?;
-        enc.finish()
-    }
-
-    fn finish_inner(&mut self) -> std::io::Result<()> {
+    fn finish(mut self) -> std::io::Result<W> {
         self.flush_block()?;
         let mut end = Vec::with_capacity(12);
         put_varint(&mut end, 0);
         put_varint(&mut end, self.total);
-        self.enc()?.write_all(&end)
+        self.enc.write_all(&end)?;
+        self.enc.finish()
     }
-}
 
-impl<W: Write + Send> RecordSink for NativeWriter<W> {
     #[inline]
-    fn write_record(&mut self, r: &Record) -> std::io::Result<()> {
+    fn encode(&mut self, r: &Record) -> std::io::Result<()> {
         let code = kind_code(r.kind);
         let addr = r.addr.0;
         // Reinterpreting the wrapped difference as signed is the intent (small negative deltas).
@@ -404,6 +378,126 @@ impl<W: Write + Send> RecordSink for NativeWriter<W> {
         self.total += 1;
         if self.n == BLOCK_RECORDS {
             self.flush_block()?;
+        }
+        Ok(())
+    }
+}
+
+/// Blocks waiting for the worker at most (bounds memory: a block of records is 1 MiB).
+const QUEUED_BLOCKS: usize = 2;
+
+impl<W: Write + Send + 'static> NativeWriter<W> {
+    /// Writes the header to `out` and starts the compressed body (zstd level 3) and its worker.
+    pub fn new(mut out: W) -> std::io::Result<NativeWriter<W>> {
+        let mut header = [0u8; NATIVE_HEADER_BYTES];
+        header[..8].copy_from_slice(NATIVE_MAGIC);
+        header[8..10].copy_from_slice(&NATIVE_VERSION.to_le_bytes());
+        out.write_all(&header)?;
+        let mut enc = zstd::Encoder::new(out, 3)?;
+        // A content checksum at the end of the frame: a flipped bit in the body is an error.
+        enc.include_checksum(true)?;
+        let mut state = BlockEncoder {
+            enc,
+            block: Vec::with_capacity(1 << 18),
+            n: 0,
+            ip_next: 0,
+            bases: [0; BASES],
+            used: [0; BASES],
+            clock: 0,
+            total: 0,
+        };
+        let (to_worker, blocks) = std::sync::mpsc::sync_channel::<Vec<Record>>(QUEUED_BLOCKS);
+        let (give_back, recycled) = std::sync::mpsc::channel();
+        let abandoned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = abandoned.clone();
+        let worker = std::thread::Builder::new()
+            .name("ctrace-writer".into())
+            .spawn(move || {
+                for mut records in blocks {
+                    for r in &records {
+                        state.encode(r)?;
+                    }
+                    records.clear();
+                    // The writer may be gone already (an error elsewhere): nothing to give back to.
+                    let _ = give_back.send(records);
+                }
+                if stop.load(std::sync::atomic::Ordering::Acquire) {
+                    return Err(std::io::Error::other("native writer dropped unfinished"));
+                }
+                state.finish()
+            })?;
+        Ok(NativeWriter {
+            pending: Vec::with_capacity(BLOCK_RECORDS as usize),
+            to_worker: Some(to_worker),
+            recycled,
+            worker: Some(worker),
+            abandoned,
+            total: 0,
+        })
+    }
+
+    /// The worker's result once it has stopped (its error, if it failed).
+    fn join(&mut self) -> std::io::Result<W> {
+        self.to_worker = None;
+        match self.worker.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("native writer thread panicked"))),
+            None => Err(std::io::Error::other("native writer already finished")),
+        }
+    }
+
+    /// Hands the collected block to the worker.
+    fn send_block(&mut self) -> std::io::Result<()> {
+        let Some(tx) = &self.to_worker else {
+            return Err(std::io::Error::other("native writer already finished"));
+        };
+        let next = self
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BLOCK_RECORDS as usize));
+        let full = std::mem::replace(&mut self.pending, next);
+        if tx.send(full).is_err() {
+            // The worker stopped: it failed; its error says why.
+            return self
+                .join()
+                .and_then(|_| Err(std::io::Error::other("native writer thread stopped early")));
+        }
+        Ok(())
+    }
+
+    /// Records written so far.
+    pub fn records(&self) -> u64 {
+        self.total
+    }
+
+    /// Writes the last block and the end marker, finishes the zstd stream and returns `out`.
+    pub fn finish(mut self) -> std::io::Result<W> {
+        if !self.pending.is_empty() {
+            self.send_block()?;
+        }
+        self.join()
+    }
+}
+
+impl<W: Write + Send + 'static> Drop for NativeWriter<W> {
+    fn drop(&mut self) {
+        if self.worker.is_some() {
+            // Unfinished (an error, or the caller gave up): the worker drops the stream unfinished.
+            self.abandoned
+                .store(true, std::sync::atomic::Ordering::Release);
+            self.to_worker = None;
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> RecordSink for NativeWriter<W> {
+    #[inline]
+    fn write_record(&mut self, r: &Record) -> std::io::Result<()> {
+        self.pending.push(*r);
+        self.total += 1;
+        if self.pending.len() == BLOCK_RECORDS as usize {
+            self.send_block()?;
         }
         Ok(())
     }
@@ -843,6 +937,78 @@ mod tests {
             bytes.len(),
             recs.len()
         );
+    }
+
+    fn arb_record() -> impl proptest::strategy::Strategy<Value = Record> {
+        use proptest::prelude::*;
+        // Addresses near each other (short deltas), anywhere (up to 10-byte deltas), and at the
+        // extremes; sizes in the direct codes and escaped.
+        let addr = prop_oneof![
+            0x40_0000u64..0x40_1000,
+            any::<u64>(),
+            Just(0u64),
+            Just(u64::MAX),
+            (0u32..64).prop_map(|b| 1u64 << b),
+        ];
+        let size = prop_oneof![1u32..9, 0u32..100, any::<u32>()];
+        (0usize..4, addr, size).prop_map(|(k, a, s)| Record::new(KINDS[k], a, s))
+    }
+
+    proptest::proptest! {
+        /// Every record survives writing and reading, through the iterator and the batches
+        /// (the decoder's one-load delta path against the writer's varints).
+        #[test]
+        fn any_records_round_trip(recs in proptest::collection::vec(arb_record(), 0..600)) {
+            let bytes = encode(&recs);
+            let back: Vec<_> = NativeReader::new(&bytes[..], "t")
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            proptest::prop_assert_eq!(&back, &recs);
+            let mut r = NativeReader::new(&bytes[..], "t").unwrap();
+            let mut batched = Vec::new();
+            while let Some(b) = r.next_batch() {
+                batched.extend_from_slice(b.unwrap());
+            }
+            proptest::prop_assert_eq!(&batched, &recs);
+        }
+    }
+
+    /// A writer that fails once `room` bytes are written.
+    struct Full {
+        room: usize,
+    }
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room < buf.len() {
+                return Err(std::io::Error::other("disk full"));
+            }
+            self.room -= buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The worker thread's write error reaches the caller (from a later write or from
+    /// `finish`), and a writer dropped unfinished neither hangs nor panics.
+    #[test]
+    fn write_errors_of_the_worker_are_reported() {
+        let recs: Vec<Record> = (0..(3 * u64::from(BLOCK_RECORDS)))
+            .map(|i| Record::new(RecordKind::Load, i.wrapping_mul(0x9E37_79B9_7F4A_7C15), 8))
+            .collect();
+        let mut w = NativeWriter::new(Full { room: 4096 }).unwrap();
+        let mut failed = recs.iter().any(|r| w.write_record(r).is_err());
+        if !failed {
+            failed = w.finish().is_err();
+        }
+        assert!(failed, "a full disk must be an error");
+        let mut w = NativeWriter::new(Vec::new()).unwrap();
+        for r in &recs {
+            w.write_record(r).unwrap();
+        }
+        drop(w);
     }
 
     #[test]

@@ -822,6 +822,36 @@ pub fn qemu_ops<R: Read + Send + 'static>(
     }
 }
 
+/// What [`qemu_records`] returns: the records (already teed into the saved trace), the reader's
+/// status and the save summary.
+pub struct QemuRecordStream {
+    /// The records, in chunk order, every process and thread.
+    pub records: Box<dyn RecordSource>,
+    /// The stream status ([`QemuReader::status_handle`]).
+    pub status: Arc<Mutex<QemuStatus>>,
+    /// The saved trace's summary once written ([`crate::TeeSource::summary_handle`]).
+    pub saved: Arc<Mutex<Option<crate::WriteSummary>>>,
+}
+
+/// A [`QemuReader`] over `input` teed into `save`, as records: for a recording that is only
+/// saved, not simulated (`record --no-simulate`), which needs no simulator ops. Every record is
+/// saved, as with [`qemu_ops`] (whose `children` choice only selects what is simulated).
+pub fn qemu_records<R: Read + Send + 'static>(
+    input: R,
+    name: &str,
+    save: TraceFileWriter,
+) -> QemuRecordStream {
+    let reader = QemuReader::new(input, name);
+    let status = reader.status_handle();
+    let tee = crate::TeeSource::new(reader, save);
+    let saved = tee.summary_handle();
+    QemuRecordStream {
+        records: Box::new(tee),
+        status,
+        saved,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
