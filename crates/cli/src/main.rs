@@ -21,6 +21,7 @@ mod place;
 mod record;
 mod record_qemu;
 mod reproduce;
+mod signals;
 mod sim;
 mod tracecmd;
 
@@ -72,6 +73,9 @@ pub(crate) fn note_text(text: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = signals::install() {
+        note!("warning: cannot install the signal handlers: {e}");
+    }
     let result = match &cli.command {
         Command::Sim(a) => sim::run(a),
         Command::Record(a) => match record_qemu::run_if_qemu(a) {

@@ -129,9 +129,7 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let killer = recording.kill_handle();
     {
         let killer = killer.clone();
-        if let Err(e) = ctrlc::set_handler(move || killer.kill()) {
-            note!("warning: cannot install the Ctrl-C handler: {e}");
-        }
+        crate::signals::on_signal(move || killer.kill());
     }
     let QemuOpStream { ops, status, saved } =
         qemu_ops(pipe, "qemu plugin stream", writer, args.children);

@@ -38,7 +38,7 @@ pub use lackey::{LackeyReader, LackeyWriter};
 pub use native::{NativeReader, NativeWriter};
 pub use rec::{LackeyRecord, Record, RecordKind};
 pub use stats::{StatsBuilder, TraceStats};
-pub use write::{TeeSource, TraceFileWriter, WriteSummary, convert};
+pub use write::{TeeSource, TraceFileWriter, WriteSummary, check_output_file, convert};
 
 use compromis_types::Op;
 use std::io::BufRead;

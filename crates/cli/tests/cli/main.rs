@@ -8,5 +8,6 @@ mod kvm;
 mod place;
 mod record_qemu;
 mod reproduce;
+mod robust;
 mod sim;
 mod trace;
