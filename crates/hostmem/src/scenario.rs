@@ -629,8 +629,28 @@ impl Scenario {
     /// Runs the scenario, calling `each` after every step with its report and the host state.
     pub fn run_with(
         &self,
+        each: impl FnMut(&StepReport, &HostMemory),
+    ) -> Result<(), ScenarioError> {
+        self.run_each(true, each)
+    }
+
+    /// As [`Scenario::run_with`]; without `maps`, each report's [`StepReport::map`] is left
+    /// empty (no copy of the host map per step: a long scenario keeps its memory flat).
+    pub fn run_each(
+        &self,
+        maps: bool,
         mut each: impl FnMut(&StepReport, &HostMemory),
     ) -> Result<(), ScenarioError> {
+        let snap = |h: &HostMemory| {
+            if maps {
+                MapSnapshot::capture(h)
+            } else {
+                MapSnapshot {
+                    ram: Vec::new(),
+                    spans: Vec::new(),
+                }
+            }
+        };
         let mut h = self.host()?;
         let first = &self.lines[0];
         let r = StepReport {
@@ -640,7 +660,7 @@ impl Scenario {
                 capacity: h.capacity(),
                 policy: h.policy(),
             },
-            map: MapSnapshot::capture(&h),
+            map: snap(&h),
         };
         each(&r, &h);
         for l in &self.lines[1..] {
@@ -649,7 +669,7 @@ impl Scenario {
                 line: l.line,
                 text: l.text.clone(),
                 outcome,
-                map: MapSnapshot::capture(&h),
+                map: snap(&h),
             };
             each(&r, &h);
         }

@@ -218,3 +218,105 @@ fn reproduce_stopped_by_sigterm_keeps_the_old_folder_and_leaves_no_temporary() {
     assert_eq!(names(dir.path()), ["report"]);
     assert_eq!(names(&out), ["old.txt"]);
 }
+
+/// Case 7: every size the tools allocate by has a cap, checked before allocating, and the
+/// message states it.
+#[test]
+fn limits_fail_fast_with_the_cap_in_the_message() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["hv", "/dev/zero"], "16 MiB, the cap on a scenario file"),
+        (
+            &["place", "--trace-format", "azure", "--trace", "/dev/zero"],
+            "1048576 bytes, the cap on a trace line",
+        ),
+        (
+            &[
+                "place",
+                "--trace-format",
+                "google2011",
+                "--trace",
+                "/dev/zero",
+            ],
+            "1048576 bytes, the cap on a trace line",
+        ),
+        (
+            &["config", "--check", "/dev/zero"],
+            "1 MiB, the cap on a machine file",
+        ),
+        (
+            &["sim", "--footprint", "16TiB"],
+            "the most this machine can simulate",
+        ),
+        (
+            &["sim", "--vm-memory", "64TiB", "--accesses", "1000"],
+            "the most this machine can simulate",
+        ),
+        (
+            &["place", "--hosts", "100000000x192GiB/24c"],
+            "more than the 1000000 accepted",
+        ),
+    ];
+    for (args, msg) in cases {
+        Command::cargo_bin("compromis")
+            .unwrap()
+            .args(*args)
+            .timeout(Duration::from_secs(60))
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(*msg));
+    }
+}
+
+#[test]
+fn config_check_refuses_a_huge_stlb_without_allocating_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.toml");
+    std::fs::write(&m, "[tlb]\nstlb = { entries = 1600000000, ways = 8 }\n").unwrap();
+    Command::cargo_bin("compromis")
+        .unwrap()
+        .args(["config", "--check"])
+        .arg(&m)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("more than the 1048576 accepted"))
+        .stderr(predicate::str::contains("line 2"));
+}
+
+/// `hv` keeps no per-step copy of the map unless it draws it, and stops printing at a closed
+/// pipe with status 0 like the other commands.
+#[test]
+fn hv_long_scenario_and_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("big.hv");
+    let mut text = String::from("host 100TiB policy=first-fit\n");
+    for i in 0..10_000 {
+        text += &format!("create vm{i} 1GiB\n");
+    }
+    std::fs::write(&f, text).unwrap();
+    Command::cargo_bin("compromis")
+        .unwrap()
+        .args(["hv", "--quiet"])
+        .arg(&f)
+        .timeout(Duration::from_secs(120))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("10001 steps, 0 refused"));
+    // `hv FILE | head -1`: the reader goes away after the first line.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("compromis"))
+        .arg("hv")
+        .arg(&f)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -153,6 +153,9 @@ fn read_fully(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// The longest line a VM-trace reader accepts (1 MiB; real rows are under 1 KiB).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
 /// Reads a text file line by line, keeping the line number for errors.
 pub(crate) struct Lines {
     pub(crate) path: PathBuf,
@@ -171,11 +174,25 @@ impl Lines {
         })
     }
 
-    /// The next line without its line terminator, or `None` at the end.
+    /// The next line without its line terminator, or `None` at the end. A line longer than
+    /// [`MAX_LINE_BYTES`] is an error (found after reading at most that much, so a file without
+    /// line breaks such as `/dev/zero` fails fast instead of filling memory).
     pub(crate) fn next_line(&mut self) -> Option<Result<&str, VmTraceError>> {
         self.buf.clear();
-        match self.inner.read_line(&mut self.buf) {
+        let cap = MAX_LINE_BYTES as u64 + 1;
+        match (&mut self.inner).take(cap).read_line(&mut self.buf) {
             Ok(0) => None,
+            Ok(n) if n as u64 == cap && !self.buf.ends_with('\n') => {
+                self.line += 1;
+                Some(Err(VmTraceError::Layout {
+                    path: self.path.clone(),
+                    reason: format!(
+                        "line {} is longer than {} bytes, the cap on a trace line (is this a \
+                         text trace?)",
+                        self.line, MAX_LINE_BYTES
+                    ),
+                }))
+            }
             Ok(_) => {
                 self.line += 1;
                 Some(Ok(self.buf.trim_end_matches(['\n', '\r'])))
