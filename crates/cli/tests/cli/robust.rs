@@ -320,3 +320,77 @@ fn hv_long_scenario_and_closed_pipe() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Case 9: degenerate input is a clear error with status 2, not all-zero results.
+#[test]
+fn degenerate_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.lackey");
+    std::fs::write(&empty, b"").unwrap();
+    Command::cargo_bin("compromis")
+        .unwrap()
+        .args(["sim", "--trace"])
+        .arg(&empty)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "empty.lackey holds no memory-access record",
+        ));
+    let csv = dir.path().join("empty.csv");
+    std::fs::write(&csv, b"").unwrap();
+    for format in ["azure", "google2011", "alibaba2018", "bitbrains"] {
+        Command::cargo_bin("compromis")
+            .unwrap()
+            .args(["place", "--trace-format", format, "--trace"])
+            .arg(&csv)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("the trace has no VM"));
+    }
+    // A header only.
+    let header = dir.path().join("header.csv");
+    std::fs::write(
+        &header,
+        b"container_id,machine_id,time_stamp,app_du,status,cpu_request,cpu_limit,mem_size\n",
+    )
+    .unwrap();
+    Command::cargo_bin("compromis")
+        .unwrap()
+        .args(["place", "--trace-format", "alibaba2018", "--trace"])
+        .arg(&header)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("the trace has no VM"));
+    Command::cargo_bin("compromis")
+        .unwrap()
+        .args(["place", "--vms", "0"])
+        .assert()
+        .code(2);
+    let ali = dir.path().join("ali.csv");
+    std::fs::write(
+        &ali,
+        b"c_1,m_1,0,app_1,started,400,400,3.0\nc_1,m_1,100,app_1,z\xc3\xa9bra,400,400,3.0\n",
+    )
+    .unwrap();
+    Command::cargo_bin("compromis")
+        .unwrap()
+        .args(["place", "--trace-format", "alibaba2018", "--trace"])
+        .arg(&ali)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("line 2: status 'zébra'"));
+    Command::cargo_bin("compromis")
+        .unwrap()
+        .args([
+            "place",
+            "--trace-format",
+            "alibaba2018",
+            "--norm-mem",
+            "0",
+            "--trace",
+        ])
+        .arg(&ali)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("above zero").or(predicate::str::contains("is 0")));
+}

@@ -111,7 +111,17 @@ pub fn open_trace(
     format: TraceFormat,
     opts: &TraceOptions,
 ) -> Result<EventStream, VmTraceError> {
-    Ok(match format {
+    if opts.norm_mem_bytes == 0
+        && matches!(format, TraceFormat::Google2011 | TraceFormat::Alibaba2018)
+    {
+        return Err(VmTraceError::Layout {
+            path: path.to_path_buf(),
+            reason: "the normalized memory (--norm-mem) is 0: every VM would be 0 bytes; give \
+                     the memory a normalized 1.0 stands for, e.g. 192GiB"
+                .into(),
+        });
+    }
+    let inner: EventStream = match format {
         TraceFormat::Azure => Box::new(AzureReader::open(path)?),
         TraceFormat::AzureRnn => {
             Box::new(AzureRnnReader::open(path, opts.duration_rule, opts.seed)?)
@@ -119,7 +129,40 @@ pub fn open_trace(
         TraceFormat::Google2011 => Box::new(GoogleReader::open(path, opts.norm_mem_bytes)?),
         TraceFormat::Alibaba2018 => Box::new(AlibabaReader::open(path, opts.norm_mem_bytes)?),
         TraceFormat::Bitbrains => Box::new(BitbrainsReader::open(path)?),
-    })
+    };
+    Ok(Box::new(NonEmpty {
+        inner,
+        path: path.to_path_buf(),
+        seen: false,
+    }))
+}
+
+/// Ends a stream that yielded nothing (an empty or header-only trace) with an error instead of
+/// an empty replay with all-zero results.
+struct NonEmpty {
+    inner: EventStream,
+    path: PathBuf,
+    seen: bool,
+}
+
+impl Iterator for NonEmpty {
+    type Item = Result<Event, VmTraceError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.inner.next() {
+            None if !self.seen => {
+                self.seen = true;
+                Some(Err(VmTraceError::Layout {
+                    path: self.path.clone(),
+                    reason: "the trace has no VM (empty, or a header only)".into(),
+                }))
+            }
+            Some(Ok(e)) => {
+                self.seen = true;
+                Some(Ok(e))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Opens a text file, transparently decompressing gzip (detected by its magic bytes `1f 8b`).
