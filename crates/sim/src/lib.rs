@@ -81,7 +81,7 @@ pub enum ExperimentError {
         what: &'static str,
         /// The size asked for.
         size: compromis_types::ByteSize,
-        /// The cap ([`request::max_simulated_bytes`]).
+        /// The cap (16 x physical memory, at most 64 TiB).
         cap: compromis_types::ByteSize,
     },
     /// The warm-up leaves nothing to measure.
