@@ -316,6 +316,23 @@ impl ExperimentRequest {
     }
 }
 
+/// The largest footprint or VM memory simulated: 16 times the machine's physical memory
+/// (`MemTotal` of `/proc/meminfo`; 1 TiB where it cannot be read), at most 64 TiB. The simulator
+/// keeps about 1/64 of the simulated memory as state (measured: 256 MB for a 16 GiB footprint).
+pub fn max_simulated_bytes() -> u64 {
+    let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib.saturating_mul(1024))
+    });
+    physical
+        .map_or(1 << 40, |p| p.saturating_mul(16))
+        .min(64 << 40)
+        // Whole GiB, so the cap reads well in messages.
+        & !((1 << 30) - 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,21 +400,4 @@ mod tests {
             ExperimentError::FootprintTooLarge { .. }
         ));
     }
-}
-
-/// The largest footprint or VM memory simulated: 16 times the machine's physical memory
-/// (`MemTotal` of `/proc/meminfo`; 1 TiB where it cannot be read), at most 64 TiB. The simulator
-/// keeps about 1/64 of the simulated memory as state (measured: 256 MB for a 16 GiB footprint).
-pub fn max_simulated_bytes() -> u64 {
-    let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
-        m.lines()
-            .find_map(|l| l.strip_prefix("MemTotal:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .map(|kib| kib.saturating_mul(1024))
-    });
-    physical
-        .map_or(1 << 40, |p| p.saturating_mul(16))
-        .min(64 << 40)
-        // Whole GiB, so the cap reads well in messages.
-        & !((1 << 30) - 1)
 }
