@@ -34,6 +34,29 @@ pub struct HvArgs {
     pub file: crate::OutputFile,
 }
 
+/// The largest scenario file read (16 MiB: a million steps; real ones are a few KiB).
+pub const MAX_SCENARIO_BYTES: u64 = 16 << 20;
+
+/// Reads a scenario file of at most [`MAX_SCENARIO_BYTES`] (checked while reading, so
+/// `/dev/zero` fails at once instead of filling memory).
+fn read_capped(p: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(p)?;
+    let mut bytes = Vec::new();
+    f.take(MAX_SCENARIO_BYTES + 1).read_to_end(&mut bytes)?;
+    anyhow::ensure!(
+        bytes.len() as u64 <= MAX_SCENARIO_BYTES,
+        "larger than {} MiB, the cap on a scenario file",
+        MAX_SCENARIO_BYTES >> 20
+    );
+    String::from_utf8(bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "not UTF-8 text (byte {} is invalid)",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 /// Runs the subcommand.
 pub fn run(args: &HvArgs) -> anyhow::Result<ExitCode> {
     if args.print_demo {
@@ -42,8 +65,7 @@ pub fn run(args: &HvArgs) -> anyhow::Result<ExitCode> {
     }
     let (text, name) = match &args.scenario {
         Some(p) => (
-            std::fs::read_to_string(p)
-                .with_context(|| format!("cannot read scenario {}", p.display()))?,
+            read_capped(p).with_context(|| format!("cannot read scenario {}", p.display()))?,
             p.display().to_string(),
         ),
         None => (DEMO.to_owned(), "<demo>".to_owned()),
@@ -53,9 +75,10 @@ pub fn run(args: &HvArgs) -> anyhow::Result<ExitCode> {
     let mut io: anyhow::Result<()> = Ok(());
     let to_file = args.file.output_file.is_some();
     let mut kept = String::new();
-    scenario.run_with(|r, h| {
+    // Each step's copy of the host map is kept only when it is drawn (--svg).
+    scenario.run_each(args.svg.is_some(), |r, h| {
         steps.push(r.clone());
-        if io.is_err() {
+        if io.is_err() || crate::stdout_closed() {
             return;
         }
         let map = (!args.quiet).then_some((h, usize::from(args.width)));

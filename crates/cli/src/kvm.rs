@@ -54,11 +54,11 @@ fn parse_guest_page(s: &str) -> Result<PageSize, String> {
 
 /// Runs `compromis kvm`.
 pub fn run(a: &KvmArgs) -> Result<ExitCode> {
-    // Ctrl-C: give the huge-page pools back before leaving (guest memory goes with the process).
-    let _ = ctrlc::set_handler(|| {
+    // A signal: give the huge-page pools back before leaving (guest memory goes with the
+    // process).
+    crate::signals::on_signal(|| {
         compromis_vmm::restore_hugepages();
         note!("interrupted: huge-page pools restored");
-        std::process::exit(130);
     });
     let cfg = Config {
         workloads: a.workloads.clone(),

@@ -23,6 +23,7 @@ mod plot;
 mod record;
 mod record_qemu;
 mod reproduce;
+mod signals;
 mod sim;
 mod sweep;
 mod tracecmd;
@@ -88,8 +89,19 @@ pub(crate) fn emit(text: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
-        _ => Ok(()),
+        Err(_) => {
+            STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
+        Ok(()) => Ok(()),
     }
+}
+
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether stdout was found closed by [`emit`] (`| head`): what is left to print can be skipped.
+pub(crate) fn stdout_closed() -> bool {
+    STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Writes `text` to stderr, ignoring write errors (see `note!`).
@@ -101,6 +113,9 @@ pub(crate) fn note_text(text: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = signals::install() {
+        note!("warning: cannot install the signal handlers: {e}");
+    }
     let result = match &cli.command {
         Command::Sim(a) => sim::run(a),
         Command::Record(a) => match record_qemu::run_if_qemu(a) {

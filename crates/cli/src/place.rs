@@ -56,8 +56,8 @@ pub struct PlaceArgs {
     svg: Option<PathBuf>,
     #[command(flatten)]
     figures: crate::plot::FigureOpts,
-    /// Number of VMs of the synthetic trace.
-    #[arg(long, default_value_t = 20_000)]
+    /// Number of VMs of the synthetic trace (at least 1).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
     vms: u64,
     /// Memory a normalized 1.0 stands for (google2011, alibaba2018) [default: the largest host].
     #[arg(long)]

@@ -111,9 +111,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let killer = recording.kill_handle();
     {
         let killer = killer.clone();
-        if let Err(e) = ctrlc::set_handler(move || killer.kill()) {
-            note!("warning: cannot install the Ctrl-C handler: {e}");
-        }
+        crate::signals::on_signal(move || killer.kill());
     }
     let ops = RecordOps::new(stream, args.children, save);
     let state = ops.state();

@@ -149,9 +149,7 @@ fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let killer = recording.kill_handle();
     {
         let killer = killer.clone();
-        if let Err(e) = ctrlc::set_handler(move || killer.kill()) {
-            note!("warning: cannot install the Ctrl-C handler: {e}");
-        }
+        crate::signals::on_signal(move || killer.kill());
     }
     let program = args.command[0].to_string_lossy().into_owned();
     let name = "qemu plugin stream";

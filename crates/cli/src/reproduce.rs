@@ -13,9 +13,13 @@ use std::sync::Mutex;
 /// Arguments of `compromis reproduce`.
 #[derive(clap::Args, Debug)]
 pub struct ReproduceArgs {
-    /// Folder the report is written to (created if needed).
+    /// Folder the report is written to (created if needed; written whole, atomically, at the
+    /// end). An existing folder with files in it needs --force.
     #[arg(long, default_value = "reproduce-out")]
     pub out: PathBuf,
+    /// Replace an existing --out folder that has files in it (all of its old files go).
+    #[arg(long)]
+    pub force: bool,
     /// Smaller workloads and truncated traces (about a minute).
     #[arg(long)]
     pub quick: bool,
@@ -113,17 +117,23 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
             .deliver(&compromis_repro::anchors_table(&rows).to_text())?;
         return Ok(ExitCode::SUCCESS);
     }
+    // The destination first: a folder in the way or an unwritable place fails before the run.
+    let staged = compromis_report::StagedDir::prepare(&args.out, args.force)?;
     let results = compromis_repro::run(&opts, &bars).context("reproduction run failed")?;
     let mut files = compromis_repro::write_report_with(
         &results,
-        &args.out,
+        staged.path(),
         args.figures.figure_width,
         &args.figures.formats(),
     )
     .with_context(|| format!("cannot write the report to {}", args.out.display()))?;
     files.push(compromis_repro::write_measured(
-        &args.out, args.quick, args.seed,
+        staged.path(),
+        args.quick,
+        args.seed,
     )?);
+    let files: Vec<PathBuf> = files.iter().map(|f| staged.final_path(f)).collect();
+    staged.commit()?;
     let mut text = String::new();
     for f in &files {
         text += &format!("wrote {}\n", f.display());

@@ -66,7 +66,7 @@ impl Event {
 #[derive(Debug, Error)]
 pub enum VmTraceError {
     /// The file or folder could not be opened.
-    #[error("cannot open {path}: {source}", path = path.display())]
+    #[error("cannot open {path}", path = path.display())]
     Open {
         /// The path.
         path: PathBuf,
@@ -75,7 +75,7 @@ pub enum VmTraceError {
         source: std::io::Error,
     },
     /// A read failed in the middle of a file.
-    #[error("read error in {path} after line {line}: {source}", path = path.display())]
+    #[error("read error in {path} after line {line}", path = path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -110,6 +110,21 @@ pub enum VmTraceError {
     UnknownFormat(String),
 }
 
+/// Longest row-error message kept whole; a longer one (a huge field copied into it) is cut.
+const MAX_REASON: usize = 300;
+
+/// `reason` cut to [`MAX_REASON`] bytes (at a character boundary) with the size it had.
+fn shorten(reason: String) -> String {
+    if reason.len() <= MAX_REASON {
+        return reason;
+    }
+    let mut end = MAX_REASON;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes in all)", &reason[..end], reason.len())
+}
+
 impl VmTraceError {
     /// True for errors after which the reader can continue with the next row.
     pub fn is_row_error(&self) -> bool {
@@ -124,7 +139,7 @@ impl VmTraceError {
         VmTraceError::Row {
             path: path.to_path_buf(),
             line,
-            reason: reason.into(),
+            reason: shorten(reason.into()),
         }
     }
 }

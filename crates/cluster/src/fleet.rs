@@ -159,10 +159,14 @@ impl FromStr for Fleet {
         if f.is_empty() {
             return Err(FleetError::Empty);
         }
-        if f.len() > 100_000_000 {
+        if f.len() > MAX_HOSTS {
             return Err(FleetError::Syntax {
                 group: s.to_owned(),
-                reason: "more than 100 million hosts".into(),
+                reason: format!(
+                    "{} hosts is more than the {MAX_HOSTS} accepted (each host's memory map is \
+                     kept in memory)",
+                    f.len()
+                ),
             });
         }
         Ok(f)
@@ -183,6 +187,9 @@ impl fmt::Display for Fleet {
         Ok(())
     }
 }
+
+/// Most hosts a fleet may have (checked before any host is built).
+pub const MAX_HOSTS: usize = 1_000_000;
 
 /// Fleet of `compromis place` with the synthetic generator and no `--hosts`: sized so the
 /// default 20,000-VM synthetic trace fills its memory at the peak (about 2 % of the VMs are

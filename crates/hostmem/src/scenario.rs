@@ -629,8 +629,28 @@ impl Scenario {
     /// Runs the scenario, calling `each` after every step with its report and the host state.
     pub fn run_with(
         &self,
+        each: impl FnMut(&StepReport, &HostMemory),
+    ) -> Result<(), ScenarioError> {
+        self.run_each(true, each)
+    }
+
+    /// As [`Scenario::run_with`]; without `maps`, each report's [`StepReport::map`] is left
+    /// empty (no copy of the host map per step: a long scenario keeps its memory flat).
+    pub fn run_each(
+        &self,
+        maps: bool,
         mut each: impl FnMut(&StepReport, &HostMemory),
     ) -> Result<(), ScenarioError> {
+        let snap = |h: &HostMemory| {
+            if maps {
+                MapSnapshot::capture(h)
+            } else {
+                MapSnapshot {
+                    ram: Vec::new(),
+                    spans: Vec::new(),
+                }
+            }
+        };
         let mut h = self.host()?;
         let first = &self.lines[0];
         let r = StepReport {
@@ -640,7 +660,7 @@ impl Scenario {
                 capacity: h.capacity(),
                 policy: h.policy(),
             },
-            map: MapSnapshot::capture(&h),
+            map: snap(&h),
         };
         each(&r, &h);
         for l in &self.lines[1..] {
@@ -649,7 +669,7 @@ impl Scenario {
                 line: l.line,
                 text: l.text.clone(),
                 outcome,
-                map: MapSnapshot::capture(&h),
+                map: snap(&h),
             };
             each(&r, &h);
         }
@@ -797,5 +817,113 @@ mod tests {
             r[2].outcome,
             StepOutcome::Refused(Refusal::Alloc(AllocError::UnknownVm(VmId(2))))
         );
+    }
+}
+
+/// Mutation fuzzing of the scenario reader (issue 15): the built-in demo (kept as a seed in
+/// `tests/data/fuzz/demo.hv`) is mutated by bit flips, truncation, insertion and deletion; it must
+/// parse and run, or fail with an error naming the file. 256 cases by default;
+/// `PROPTEST_CASES=100000` for a long local run.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const TOKENS: &[u8] = b"\n #=:createdestroygrowshrinkprovisionvmGiBMiBTiB0123456789";
+
+    #[derive(Clone, Debug)]
+    enum Mutation {
+        Flip(usize, u8),
+        Truncate(usize),
+        Insert(usize, Vec<u8>),
+        Delete(usize, usize),
+    }
+
+    fn mutation() -> impl Strategy<Value = Mutation> {
+        prop_oneof![
+            3 => (any::<usize>(), 0u8..8).prop_map(|(p, b)| Mutation::Flip(p, b)),
+            1 => any::<usize>().prop_map(Mutation::Truncate),
+            2 => (
+                any::<usize>(),
+                prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 1..16),
+                    proptest::collection::vec(
+                        prop::sample::select(TOKENS.to_vec()),
+                        1..16
+                    ),
+                    Just(b"18446744073709551615".to_vec()),
+                    Just(b"99999999TiB".to_vec()),
+                ]
+            )
+                .prop_map(|(p, b)| Mutation::Insert(p, b)),
+            1 => (any::<usize>(), 1usize..32).prop_map(|(p, n)| Mutation::Delete(p, n)),
+        ]
+    }
+
+    fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
+        for m in muts {
+            let len = b.len().max(1);
+            match m {
+                Mutation::Flip(p, bit) => {
+                    if !b.is_empty() {
+                        b[p % len] ^= 1 << bit;
+                    }
+                }
+                Mutation::Truncate(p) => b.truncate(p % len),
+                Mutation::Insert(p, bytes) => {
+                    let at = p % (b.len() + 1);
+                    b.splice(at..at, bytes.iter().copied());
+                }
+                Mutation::Delete(p, n) => {
+                    if !b.is_empty() {
+                        let at = p % len;
+                        let end = (at + n).min(b.len());
+                        b.drain(at..end);
+                    }
+                }
+            }
+        }
+        b
+    }
+
+    fn cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(256)
+    }
+
+    fn seed() -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz/demo.hv"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn seed_is_the_demo_and_runs() {
+        assert_eq!(seed(), DEMO.as_bytes());
+        let s = Scenario::parse(DEMO, "fuzz-input").unwrap();
+        assert!(s.run_each(false, |_, _| {}).is_ok());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        #[test]
+        fn mutated_scenarios_run_or_name_the_file(
+            muts in proptest::collection::vec(mutation(), 1..6),
+        ) {
+            let bytes = apply(seed(), &muts);
+            let text = String::from_utf8_lossy(&bytes);
+            match Scenario::parse(&text, "fuzz-input") {
+                Ok(s) => {
+                    if let Err(e) = s.run_each(false, |_, _| {}) {
+                        prop_assert!(e.to_string().contains("fuzz-input"), "{e}");
+                    }
+                }
+                Err(e) => prop_assert!(e.to_string().contains("fuzz-input"), "{e}"),
+            }
+        }
     }
 }

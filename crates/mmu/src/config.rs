@@ -90,7 +90,57 @@ impl Geometry {
     pub fn build(&self, name: &str) -> Result<SetAssoc, GeometryError> {
         SetAssoc::new(name, self.entries, self.ways)
     }
+
+    /// Checks the shape without allocating anything: at most [`MAX_TLB_ENTRIES`] entries and
+    /// [`MAX_TLB_WAYS`] ways, ways non-zero and dividing the entries. `name` is the TOML key.
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let bad = |reason: String| ConfigError::Value {
+            key: name.to_owned(),
+            reason,
+        };
+        if self.entries == 0 {
+            return Ok(());
+        }
+        if self.entries > MAX_TLB_ENTRIES {
+            return Err(bad(format!(
+                "{} entries is more than the {MAX_TLB_ENTRIES} accepted (the simulator keeps 24 \
+                 bytes per entry)",
+                self.entries
+            )));
+        }
+        if self.ways > MAX_TLB_WAYS {
+            return Err(bad(format!(
+                "{} ways is more than the {MAX_TLB_WAYS} accepted (each lookup scans a set)",
+                self.ways
+            )));
+        }
+        if self.ways == 0 {
+            return Err(GeometryError::ZeroWays {
+                name: name.to_owned(),
+            }
+            .into());
+        }
+        if !self.entries.is_multiple_of(self.ways) {
+            return Err(GeometryError::NotMultiple {
+                name: name.to_owned(),
+                entries: self.entries,
+                ways: self.ways,
+            }
+            .into());
+        }
+        Ok(())
+    }
 }
+
+/// The largest machine file read (1 MiB; the complete default file is a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Most entries a TLB or paging-structure cache may have (1 Mi entries, 24 MiB of simulator
+/// state; real second-level TLBs have a few thousand).
+pub const MAX_TLB_ENTRIES: usize = 1 << 20;
+/// Most ways a TLB may have (a fully associative structure has as many ways as entries; real
+/// ones have at most a few thousand).
+pub const MAX_TLB_WAYS: usize = 4096;
 
 /// TLBs (guest-virtual -> final physical).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -665,12 +715,37 @@ impl MachineConfig {
         Ok(cfg)
     }
 
-    /// Reads, parses and validates a machine-model file.
+    /// Reads, parses and validates a machine-model file (at most [`MAX_CONFIG_BYTES`]).
     pub fn load(path: &std::path::Path) -> Result<MachineConfig, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        // Read at most MAX_CONFIG_BYTES (+1 to tell a longer file): `/dev/zero` fails at once.
+        let io = |source| ConfigError::Io {
             path: shown.clone(),
             source,
+        };
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, MAX_CONFIG_BYTES + 1),
+            &mut bytes,
+        )
+        .map_err(io)?;
+        if bytes.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "larger than {} MiB, the cap on a machine file",
+                    MAX_CONFIG_BYTES >> 20
+                ),
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "not UTF-8 text (byte {} is invalid)",
+                    e.utf8_error().valid_up_to()
+                ),
+            ))
         })?;
         MachineConfig::from_toml_str(&text, &shown)
     }

@@ -27,7 +27,7 @@ pub mod theme;
 #[derive(Debug, Error)]
 pub enum ReportError {
     /// Writing a file failed.
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     Io {
         /// The file.
         path: String,
@@ -41,6 +41,23 @@ pub enum ReportError {
     /// JSON encoding failed.
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),
+    /// The output folder exists with files in it and `--force` was not given.
+    #[error(
+        "output folder {path} exists and is not empty; give --force to replace it (its files are \
+         removed) or choose another folder"
+    )]
+    NotEmpty {
+        /// The folder.
+        path: String,
+    },
+    /// The output folder cannot be replaced (it is the current folder or holds it).
+    #[error("output folder {path} {why}; choose another folder")]
+    Refused {
+        /// The folder.
+        path: String,
+        /// Why.
+        why: &'static str,
+    },
     /// Plotting failed.
     #[error("plot {path}: {message}")]
     Plot {
@@ -220,6 +237,8 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ReportError> {
         builder.permissions(std::fs::Permissions::from_mode(0o666));
     }
     let mut tmp = builder.tempfile_in(dir).map_err(io)?;
+    // Removed by a signal handler if the process is stopped before the rename.
+    let _registered = compromis_types::cleanup::Registered::new(tmp.path());
     if let Ok(meta) = std::fs::metadata(path) {
         tmp.as_file()
             .set_permissions(meta.permissions())
@@ -229,6 +248,120 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<(), ReportError> {
     tmp.as_file().sync_all().map_err(io)?;
     tmp.persist(path).map_err(|e| io(e.error))?;
     Ok(())
+}
+
+/// An output folder written atomically: the files go into a hidden staging folder beside it
+/// (created at once, so an unwritable destination fails before any work), which
+/// [`StagedDir::commit`] renames into place. An existing folder with files in it is refused
+/// unless `force`; with `force` it is replaced whole (none of its old files stay among the
+/// new). Dropped without `commit`, or stopped by a signal, nothing is left behind.
+#[derive(Debug)]
+pub struct StagedDir {
+    out: std::path::PathBuf,
+    staging: tempfile::TempDir,
+    _registered: compromis_types::cleanup::Registered,
+}
+
+impl StagedDir {
+    /// Checks `out` and creates the staging folder next to it.
+    pub fn prepare(out: &Path, force: bool) -> Result<StagedDir, ReportError> {
+        let name = out.display().to_string();
+        let io = |source| ReportError::Io {
+            path: name.clone(),
+            source,
+        };
+        match std::fs::metadata(out) {
+            Ok(m) if !m.is_dir() => {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "it exists and is not a folder",
+                )));
+            }
+            Ok(_) => {
+                let non_empty = std::fs::read_dir(out).map_err(io)?.next().is_some();
+                if non_empty && !force {
+                    return Err(ReportError::NotEmpty { path: name });
+                }
+                let abs = std::fs::canonicalize(out).map_err(io)?;
+                let cwd = std::env::current_dir().ok();
+                if cwd.is_some_and(|c| c.starts_with(&abs)) {
+                    return Err(ReportError::Refused {
+                        path: name,
+                        why: "is the current folder or holds it",
+                    });
+                }
+            }
+            Err(_) => {}
+        }
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let staging = tempfile::Builder::new()
+            .prefix(".compromis-out-")
+            .tempdir_in(parent)
+            .map_err(io)?;
+        Ok(StagedDir {
+            _registered: compromis_types::cleanup::Registered::new(staging.path()),
+            out: out.to_path_buf(),
+            staging,
+        })
+    }
+
+    /// Where to write the files now.
+    pub fn path(&self) -> &Path {
+        self.staging.path()
+    }
+
+    /// The final folder.
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    /// `p` (a path inside the staging folder) as it will be named after [`StagedDir::commit`].
+    pub fn final_path(&self, p: &Path) -> std::path::PathBuf {
+        p.strip_prefix(self.staging.path())
+            .map_or_else(|_| p.to_path_buf(), |rest| self.out.join(rest))
+    }
+
+    /// Renames the staging folder into place, replacing the old folder (checked empty, or
+    /// `force`).
+    pub fn commit(self) -> Result<(), ReportError> {
+        let io = |source| ReportError::Io {
+            path: self.out.display().to_string(),
+            source,
+        };
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(self.staging.path(), std::fs::Permissions::from_mode(0o755))
+                .map_err(io)?;
+        }
+        let staging = self.staging.keep();
+        let old = if self.out.exists() {
+            let parent = staging.parent().unwrap_or(Path::new("."));
+            let old = tempfile::Builder::new()
+                .prefix(".compromis-old-")
+                .tempdir_in(parent)
+                .map_err(io)?
+                .keep();
+            // rename(2) replaces an empty folder: the old folder goes to the (empty) `old` name.
+            std::fs::rename(&self.out, &old).map_err(io)?;
+            Some(old)
+        } else {
+            None
+        };
+        if let Err(e) = std::fs::rename(&staging, &self.out) {
+            if let Some(old) = &old {
+                let _ = std::fs::rename(old, &self.out);
+            }
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(io(e));
+        }
+        if let Some(old) = old {
+            std::fs::remove_dir_all(&old).map_err(io)?;
+        }
+        Ok(())
+    }
 }
 
 /// Formats a count with thousands separators.
@@ -246,6 +379,37 @@ pub fn thousands(n: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn staged_dir_refuses_non_empty_and_replaces_whole_with_force() {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("out");
+        // New folder.
+        let st = StagedDir::prepare(&out, false).unwrap();
+        std::fs::write(st.path().join("a.txt"), b"1").unwrap();
+        assert_eq!(st.final_path(&st.path().join("a.txt")), out.join("a.txt"));
+        st.commit().unwrap();
+        assert_eq!(std::fs::read(out.join("a.txt")).unwrap(), b"1");
+        // Not empty: refused, untouched, no staging left.
+        let e = StagedDir::prepare(&out, false).unwrap_err().to_string();
+        assert!(e.contains("--force"), "{e}");
+        // Forced: the old file does not linger.
+        let st = StagedDir::prepare(&out, true).unwrap();
+        std::fs::write(st.path().join("b.txt"), b"2").unwrap();
+        st.commit().unwrap();
+        assert!(!out.join("a.txt").exists());
+        assert_eq!(std::fs::read(out.join("b.txt")).unwrap(), b"2");
+        // Dropped without commit: nothing left but `out`.
+        let st = StagedDir::prepare(&out, true).unwrap();
+        std::fs::write(st.path().join("c.txt"), b"3").unwrap();
+        drop(st);
+        let names: Vec<_> = std::fs::read_dir(root.path()).unwrap().flatten().collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        // A file in the way, and the current folder, are refused.
+        std::fs::write(root.path().join("f"), b"").unwrap();
+        assert!(StagedDir::prepare(&root.path().join("f"), true).is_err());
+        assert!(StagedDir::prepare(Path::new("."), true).is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -71,6 +71,20 @@ pub enum ExperimentError {
     /// The provisioned memory does not make a valid backing (a bug in the memory manager).
     #[error("the provisioned memory is not a valid backing")]
     Backing(#[from] BackingError),
+    /// A size beyond what the simulator can hold in this machine's memory.
+    #[error(
+        "{what} {size} is more than {cap}, the most this machine can simulate (16 x its physical \
+         memory: the simulator keeps about 1/64 of the simulated memory as page tables and \
+         allocator state)"
+    )]
+    TooLarge {
+        /// Which size (`--footprint`, `--vm-memory`).
+        what: &'static str,
+        /// The size asked for.
+        size: compromis_types::ByteSize,
+        /// The cap (16 x physical memory, at most 64 TiB).
+        cap: compromis_types::ByteSize,
+    },
     /// The warm-up leaves nothing to measure.
     #[error("--warmup {warmup} must be below the number of accesses ({accesses})")]
     Warmup {

@@ -236,6 +236,24 @@ impl ExperimentRequest {
             (Some(w), None) => default_ram(compromis_workload::mapped_bytes(w)),
             (None, None) => TRACE_VM_MEMORY,
         };
+        // Checked before anything is allocated: simulator state grows with the simulated memory.
+        let cap = max_simulated_bytes();
+        if let Some(w) = workload
+            && w.footprint.bytes() > cap
+        {
+            return Err(ExperimentError::TooLarge {
+                what: "footprint",
+                size: w.footprint,
+                cap: ByteSize(cap),
+            });
+        }
+        if ram.bytes() > cap {
+            return Err(ExperimentError::TooLarge {
+                what: "VM memory",
+                size: ram,
+                cap: ByteSize(cap),
+            });
+        }
         let warmup = match (&workload, self.warmup) {
             (Some(w), Some(n)) if n >= w.accesses => {
                 return Err(ExperimentError::Warmup {
@@ -297,6 +315,23 @@ impl ExperimentRequest {
         };
         Ok(Plan { experiment, input })
     }
+}
+
+/// The largest footprint or VM memory simulated: 16 times the machine's physical memory
+/// (`MemTotal` of `/proc/meminfo`; 1 TiB where it cannot be read), at most 64 TiB. The simulator
+/// keeps about 1/64 of the simulated memory as state (measured: 256 MB for a 16 GiB footprint).
+pub fn max_simulated_bytes() -> u64 {
+    let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|kib| kib.saturating_mul(1024))
+    });
+    physical
+        .map_or(1 << 40, |p| p.saturating_mul(16))
+        .min(64 << 40)
+        // Whole GiB, so the cap reads well in messages.
+        & !((1 << 30) - 1)
 }
 
 #[cfg(test)]

@@ -49,6 +49,12 @@ pub enum TraceError {
         /// The offending text (truncated to 80 characters), or a hex dump for binary input.
         text: String,
     },
+    /// The trace holds no record at all.
+    #[error("{path} holds no memory-access record (an empty trace)")]
+    Empty {
+        /// The file.
+        path: String,
+    },
     /// The file ends in the middle of a record or before its end marker.
     #[error("{path} is truncated at {at}: {reason}")]
     Truncated {

@@ -40,7 +40,7 @@ pub use native::{NativeReader, NativeWriter};
 pub use program_output::ProgramOutput;
 pub use rec::{LackeyRecord, Record, RecordKind};
 pub use stats::{StatsBuilder, TraceStats};
-pub use write::{TeeSource, TraceFileWriter, WriteSummary, convert};
+pub use write::{TeeSource, TraceFileWriter, WriteSummary, check_output_file, convert};
 
 use compromis_types::Op;
 use std::io::BufRead;
@@ -134,6 +134,8 @@ pub trait RecordSink: Send {
 pub struct OpReader {
     src: Box<dyn RecordSource>,
     pending: Option<Op>,
+    /// With a name: a source that ends before its first record is an [`TraceError::Empty`].
+    empty_is_error: Option<String>,
 }
 
 impl std::fmt::Debug for OpReader {
@@ -147,7 +149,11 @@ impl std::fmt::Debug for OpReader {
 impl OpReader {
     /// The ops of any record stream.
     pub fn from_records(src: Box<dyn RecordSource>) -> OpReader {
-        OpReader { src, pending: None }
+        OpReader {
+            src,
+            pending: None,
+            empty_is_error: None,
+        }
     }
 
     /// Bad records skipped so far.
@@ -164,13 +170,21 @@ impl Iterator for OpReader {
         if let Some(op) = self.pending.take() {
             return Some(Ok(op));
         }
-        match self.src.next()? {
-            Ok(r) => {
+        match self.src.next() {
+            Some(Ok(r)) => {
+                self.empty_is_error = None;
                 let (a, b) = r.ops();
                 self.pending = b;
                 Some(Ok(a))
             }
-            Err(e) => Some(Err(e)),
+            Some(Err(e)) => {
+                self.empty_is_error = None;
+                Some(Err(e))
+            }
+            None => self
+                .empty_is_error
+                .take()
+                .map(|path| Err(TraceError::Empty { path })),
         }
     }
 }
@@ -178,7 +192,9 @@ impl Iterator for OpReader {
 /// Opens any supported trace as simulator ops (format and compression detected by magic bytes,
 /// not only by name).
 pub fn open_ops(path: &Path, opts: &ReadOptions) -> Result<OpReader, TraceError> {
-    Ok(OpReader::from_records(open_records(path, opts)?))
+    let mut r = OpReader::from_records(open_records(path, opts)?);
+    r.empty_is_error = Some(path.display().to_string());
+    Ok(r)
 }
 
 /// Lackey text from any byte stream as simulator ops (`record` uses it on valgrind's pipe).

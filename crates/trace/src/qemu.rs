@@ -107,6 +107,8 @@ pub enum QemuError {
 #[derive(Debug)]
 pub struct PluginFile {
     file: tempfile::TempPath,
+    /// Removed by a signal handler if the process is stopped.
+    _registered: compromis_types::cleanup::Registered,
 }
 
 impl PluginFile {
@@ -119,8 +121,10 @@ impl PluginFile {
             .tempfile()
             .map_err(QemuError::PluginFile)?;
         std::io::Write::write_all(&mut f, bytes).map_err(QemuError::PluginFile)?;
+        let file = f.into_temp_path();
         Ok(PluginFile {
-            file: f.into_temp_path(),
+            _registered: compromis_types::cleanup::Registered::new(&file),
+            file,
         })
     }
 

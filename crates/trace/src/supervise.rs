@@ -21,10 +21,16 @@ pub struct KillHandle {
 }
 
 impl KillHandle {
-    /// Kills the tracer (and with it the program) if it still runs. Idempotent.
+    /// Kills the tracer (and with it the program) and every process the program started that
+    /// still runs under it, if the tracer still runs. Idempotent.
     pub fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
         let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(child.try_wait(), Ok(None)) {
+            // The descendants first: once the tracer is gone they would be reparented to init
+            // and could no longer be found.
+            crate::sys::kill_descendants(child.id());
+        }
         // Ignore "already exited": std never signals a reaped pid.
         let _ = child.kill();
     }

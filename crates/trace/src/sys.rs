@@ -108,6 +108,57 @@ pub(crate) fn parent_of(pid: u32) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Every descendant of process `root` (children, their children...), from `/proc/*/stat`.
+pub(crate) fn descendants(root: u32) -> Vec<u32> {
+    let mut children: std::collections::HashMap<u32, Vec<u32>> = std::collections::HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses; PPID follows the
+        // last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            children.entry(ppid).or_default().push(pid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for &c in children.get(&p).map(Vec::as_slice).unwrap_or_default() {
+            if c != root && !found.contains(&c) {
+                found.push(c);
+                todo.push(c);
+            }
+        }
+    }
+    found
+}
+
+/// Sends SIGKILL to every descendant of `root` (not to `root` itself), twice over so that a
+/// process forked while the first pass ran is found by the second.
+pub(crate) fn kill_descendants(root: u32) {
+    for _ in 0..2 {
+        for pid in descendants(root) {
+            if let Ok(p) = libc::pid_t::try_from(pid) {
+                // SAFETY: kill(2) with a positive pid and a valid signal number touches no memory.
+                unsafe {
+                    libc::kill(p, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +189,33 @@ mod tests {
             0,
             "end-of-file"
         );
+    }
+
+    #[test]
+    fn descendants_are_found_and_killed() {
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 37 & sleep 37 & wait"])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while descendants(child.id()).len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "sleeps did not start");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let kids = descendants(std::process::id());
+        assert!(kids.contains(&child.id()), "{kids:?}");
+        let sleeps = descendants(child.id());
+        kill_descendants(child.id());
+        // The shell's wait returns once both sleeps are dead.
+        let st = child.wait().unwrap();
+        assert!(st.success() || st.code().is_some(), "{st}");
+        for p in sleeps {
+            assert!(
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .map_or(true, |s| !s.contains("(sleep)")),
+                "sleep {p} still alive"
+            );
+        }
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct WriteSummary {
 pub struct TraceFileWriter {
     sink: Sink,
     tmp: tempfile::TempPath,
+    /// Removed by a signal handler if the process is stopped before `finish`.
+    _registered: compromis_types::cleanup::Registered,
     path: PathBuf,
     records: u64,
 }
@@ -99,6 +101,7 @@ impl TraceFileWriter {
             path: name.clone(),
             source,
         };
+        check_output_file(path).map_err(werr)?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
@@ -119,9 +122,11 @@ impl TraceFileWriter {
                 Compressed::new(file, Compression::from_name(path)).map_err(werr)?,
             )),
         };
+        let registered = compromis_types::cleanup::Registered::new(&tmp);
         Ok(TraceFileWriter {
             sink,
             tmp,
+            _registered: registered,
             path: path.to_owned(),
             records: 0,
         })
@@ -171,6 +176,24 @@ impl TraceFileWriter {
             records: self.records,
             dropped,
         })
+    }
+}
+
+/// Checks, before any work, that `path` can be written as a file: not a folder, and not an
+/// existing read-only file (refused even where the user could override it, as root can: a
+/// read-only file is one its owner asked not to be replaced).
+pub fn check_output_file(path: &Path) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Err(Error::new(
+            ErrorKind::IsADirectory,
+            "it is a folder; give a file name",
+        )),
+        Ok(m) if m.permissions().readonly() => Err(Error::new(
+            ErrorKind::PermissionDenied,
+            "it is read-only; not replaced (make it writable or choose another name)",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -249,4 +272,40 @@ pub fn convert(
         w.write(&r?)?;
     }
     w.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(e: &TraceError) -> String {
+        let mut s = e.to_string();
+        let mut src = std::error::Error::source(e);
+        while let Some(c) = src {
+            s += &format!(": {c}");
+            src = c.source();
+        }
+        s
+    }
+
+    #[test]
+    fn folders_and_read_only_files_are_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = TraceFileWriter::create(dir.path(), MemTraceFormat::Native)
+            .err()
+            .unwrap();
+        assert!(chain(&e).contains("folder"), "{e:?}");
+        let ro = dir.path().join("ro.ctrace");
+        std::fs::write(&ro, b"keep").unwrap();
+        let mut perm = std::fs::metadata(&ro).unwrap().permissions();
+        perm.set_readonly(true);
+        std::fs::set_permissions(&ro, perm).unwrap();
+        let e = TraceFileWriter::create(&ro, MemTraceFormat::Native)
+            .err()
+            .unwrap();
+        assert!(chain(&e).contains("read-only"), "{e:?}");
+        assert_eq!(std::fs::read(&ro).unwrap(), b"keep");
+        // Nothing else was left in the folder.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
 }

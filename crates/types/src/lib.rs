@@ -8,9 +8,11 @@
 //! - a VM's memory vocabulary shared by every layer: [`VmId`], [`GuestLayout`] (RAM around the MMIO
 //!   hole), [`GpaRange`], host-physical [`Extent`]s and the segment register set [`Segment`];
 //! - the access stream record [`Op`] that workloads and trace readers produce and the simulator
-//!   consumes.
+//!   consumes;
+//! - [`cleanup`]: the temporary files and folders a signal handler removes before exiting.
 
 mod addr;
+pub mod cleanup;
 mod op;
 mod size;
 mod vm;

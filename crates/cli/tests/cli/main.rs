@@ -11,6 +11,7 @@ mod machines;
 mod place;
 mod record_qemu;
 mod reproduce;
+mod robust;
 mod shadow_sync;
 mod sim;
 mod sweep;

@@ -44,6 +44,13 @@ impl AlibabaReader {
                 let id = field(&f, 0, "container_id")?.trim().to_owned();
                 let time = parse_u64(field(&f, 2, "time_stamp")?, "time_stamp")?;
                 let status = field(&f, 4, "status")?.trim();
+                // The statuses of the 2018 release; anything else would never depart.
+                if !matches!(status, "started" | "allocated" | "stopped") {
+                    return Err(format!(
+                        "status '{}' is not started, allocated or stopped",
+                        status.chars().take(40).collect::<String>()
+                    ));
+                }
                 let cpu = parse_f64(field(&f, 5, "cpu_request")?, "cpu_request")?;
                 let mem = parse_f64(field(&f, 7, "mem_size")?, "mem_size")?;
                 if mem > 100.0 {

@@ -111,7 +111,17 @@ pub fn open_trace(
     format: TraceFormat,
     opts: &TraceOptions,
 ) -> Result<EventStream, VmTraceError> {
-    Ok(match format {
+    if opts.norm_mem_bytes == 0
+        && matches!(format, TraceFormat::Google2011 | TraceFormat::Alibaba2018)
+    {
+        return Err(VmTraceError::Layout {
+            path: path.to_path_buf(),
+            reason: "the normalized memory (--norm-mem) is 0: every VM would be 0 bytes; give \
+                     the memory a normalized 1.0 stands for, e.g. 192GiB"
+                .into(),
+        });
+    }
+    let inner: EventStream = match format {
         TraceFormat::Azure => Box::new(AzureReader::open(path)?),
         TraceFormat::AzureRnn => {
             Box::new(AzureRnnReader::open(path, opts.duration_rule, opts.seed)?)
@@ -119,7 +129,40 @@ pub fn open_trace(
         TraceFormat::Google2011 => Box::new(GoogleReader::open(path, opts.norm_mem_bytes)?),
         TraceFormat::Alibaba2018 => Box::new(AlibabaReader::open(path, opts.norm_mem_bytes)?),
         TraceFormat::Bitbrains => Box::new(BitbrainsReader::open(path)?),
-    })
+    };
+    Ok(Box::new(NonEmpty {
+        inner,
+        path: path.to_path_buf(),
+        seen: false,
+    }))
+}
+
+/// Ends a stream that yielded nothing (an empty or header-only trace) with an error instead of
+/// an empty replay with all-zero results.
+struct NonEmpty {
+    inner: EventStream,
+    path: PathBuf,
+    seen: bool,
+}
+
+impl Iterator for NonEmpty {
+    type Item = Result<Event, VmTraceError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.inner.next() {
+            None if !self.seen => {
+                self.seen = true;
+                Some(Err(VmTraceError::Layout {
+                    path: self.path.clone(),
+                    reason: "the trace has no VM (empty, or a header only)".into(),
+                }))
+            }
+            Some(Ok(e)) => {
+                self.seen = true;
+                Some(Ok(e))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Opens a text file, transparently decompressing gzip (detected by its magic bytes `1f 8b`).
@@ -153,6 +196,9 @@ fn read_fully(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// The longest line a VM-trace reader accepts (1 MiB; real rows are under 1 KiB).
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
 /// Reads a text file line by line, keeping the line number for errors.
 pub(crate) struct Lines {
     pub(crate) path: PathBuf,
@@ -171,11 +217,25 @@ impl Lines {
         })
     }
 
-    /// The next line without its line terminator, or `None` at the end.
+    /// The next line without its line terminator, or `None` at the end. A line longer than
+    /// [`MAX_LINE_BYTES`] is an error (found after reading at most that much, so a file without
+    /// line breaks such as `/dev/zero` fails fast instead of filling memory).
     pub(crate) fn next_line(&mut self) -> Option<Result<&str, VmTraceError>> {
         self.buf.clear();
-        match self.inner.read_line(&mut self.buf) {
+        let cap = MAX_LINE_BYTES as u64 + 1;
+        match (&mut self.inner).take(cap).read_line(&mut self.buf) {
             Ok(0) => None,
+            Ok(n) if n as u64 == cap && !self.buf.ends_with('\n') => {
+                self.line += 1;
+                Some(Err(VmTraceError::Layout {
+                    path: self.path.clone(),
+                    reason: format!(
+                        "line {} is longer than {} bytes, the cap on a trace line (is this a \
+                         text trace?)",
+                        self.line, MAX_LINE_BYTES
+                    ),
+                }))
+            }
             Ok(_) => {
                 self.line += 1;
                 Some(Ok(self.buf.trim_end_matches(['\n', '\r'])))

@@ -2,6 +2,7 @@
 //! a CI run on two cores).
 
 mod engine;
+mod fuzz;
 mod golden;
 mod oracle;
 mod real_data;

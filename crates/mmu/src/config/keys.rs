@@ -45,7 +45,7 @@ impl Value {
         };
         match self {
             Value::Geometry(g) => {
-                g.build(path)?;
+                g.validate(path)?;
             }
             Value::Cycles(v) if v > MAX_CYCLES => {
                 return bad(format!("{v} cycles is more than the {MAX_CYCLES} accepted"));

@@ -2,4 +2,5 @@
 //! a CI run on two cores).
 
 mod files;
+mod fuzz;
 mod props;

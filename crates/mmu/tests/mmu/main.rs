@@ -1,0 +1,3 @@
+//! Integration tests of `compromis-mmu`.
+
+mod fuzz;
