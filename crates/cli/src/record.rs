@@ -113,7 +113,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         let killer = killer.clone();
         crate::signals::on_signal(move || killer.kill());
     }
-    let ops = RecordOps::new(stream, args.children, save);
+    let ops = RecordOps::new(stream, args.children, save).stop_when_killed(killer.clone());
     let state = ops.state();
     let program = args.command[0].to_string_lossy().into_owned();
     let ops = Ops {

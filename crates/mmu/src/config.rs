@@ -717,37 +717,8 @@ impl MachineConfig {
 
     /// Reads, parses and validates a machine-model file (at most [`MAX_CONFIG_BYTES`]).
     pub fn load(path: &std::path::Path) -> Result<MachineConfig, ConfigError> {
-        let shown = path.display().to_string();
-        // Read at most MAX_CONFIG_BYTES (+1 to tell a longer file): `/dev/zero` fails at once.
-        let io = |source| ConfigError::Io {
-            path: shown.clone(),
-            source,
-        };
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(
-            &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, MAX_CONFIG_BYTES + 1),
-            &mut bytes,
-        )
-        .map_err(io)?;
-        if bytes.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "larger than {} MiB, the cap on a machine file",
-                    MAX_CONFIG_BYTES >> 20
-                ),
-            )));
-        }
-        let text = String::from_utf8(bytes).map_err(|e| {
-            io(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!(
-                    "not UTF-8 text (byte {} is invalid)",
-                    e.utf8_error().valid_up_to()
-                ),
-            ))
-        })?;
-        MachineConfig::from_toml_str(&text, &shown)
+        let text = read_machine_file(path)?;
+        MachineConfig::from_toml_str(&text, &path.display().to_string())
     }
 
     /// The default machine-model file: every key present, each with its meaning and source.
@@ -843,6 +814,40 @@ impl<'de> serde::de::Visitor<'de> for FindSpan<'_> {
         }
         Ok(found)
     }
+}
+
+/// The text of a machine-model file, read with a cap: at most [`MAX_CONFIG_BYTES`] (so
+/// `/dev/zero` fails at once) and UTF-8. Errors name the file.
+pub fn read_machine_file(path: &std::path::Path) -> Result<String, ConfigError> {
+    let shown = path.display().to_string();
+    let io = |source| ConfigError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(std::fs::File::open(path).map_err(io)?, MAX_CONFIG_BYTES + 1),
+        &mut bytes,
+    )
+    .map_err(io)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} MiB, the cap on a machine file",
+                MAX_CONFIG_BYTES >> 20
+            ),
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "not UTF-8 text (byte {} is invalid)",
+                e.utf8_error().valid_up_to()
+            ),
+        ))
+    })
 }
 
 #[cfg(test)]

@@ -197,6 +197,40 @@ pub fn anchors_table(rows: &[AnchorRow]) -> Table {
     t
 }
 
+/// `anchors.csv`: the anchors as a tidy table (plain numbers, snake_case headers).
+pub fn anchors_csv(rows: &[AnchorRow]) -> Table {
+    let mut t = Table::new([
+        "anchor",
+        "measured_cycles",
+        "ours_cycles",
+        "ratio",
+        "within_30pct",
+        "machine",
+        "footprint_bytes",
+        "accesses",
+        "role",
+        "source",
+    ]);
+    for r in rows {
+        t.push([
+            r.anchor.name.to_owned(),
+            r.anchor.measured.to_string(),
+            r.ours.map_or_else(String::new, |x| x.to_string()),
+            r.ratio.map_or_else(String::new, |x| x.to_string()),
+            r.within.to_string(),
+            r.machine.clone(),
+            r.footprint.to_string(),
+            r.accesses.to_string(),
+            match r.anchor.role {
+                Role::Validates => "validates".to_owned(),
+                Role::Calibrates(key) => format!("calibrates {key}"),
+            },
+            r.anchor.source.to_owned(),
+        ]);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

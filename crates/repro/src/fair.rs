@@ -135,6 +135,38 @@ pub(crate) fn best_of(
         .max_by(|a, b| a.1.runtime.total_cmp(&b.1.runtime))
 }
 
+/// `fair.csv`: the same comparison as a tidy table (plain numbers, snake_case headers): per
+/// scheme compared and host page, the run-time ratio and the overhead ratio (empty when
+/// Compromis has no overhead or the run is missing).
+pub(crate) fn fair_csv(rows: &[FairRow]) -> Table {
+    let mut header = vec!["workload".to_owned(), "guest".to_owned()];
+    for other in ["ept", "shadow"] {
+        for h in FAIR_HOST_PAGES {
+            header.push(format!("vs_{other}_{h}_runtime"));
+            header.push(format!("vs_{other}_{h}_overhead_ratio"));
+        }
+    }
+    header.push("vs_ept_best_runtime".to_owned());
+    header.push("vs_ept_best_overhead_ratio".to_owned());
+    let cells = |r: Option<Reading>| {
+        [
+            r.map_or_else(String::new, |r| r.runtime.to_string()),
+            r.and_then(|r| r.overhead)
+                .map_or_else(String::new, |o| o.to_string()),
+        ]
+    };
+    let mut t = Table::new(header);
+    for r in rows {
+        let mut row = vec![r.workload.clone(), r.guest.clone()];
+        for x in r.vs_ept.iter().chain(&r.vs_shadow) {
+            row.extend(cells(*x));
+        }
+        row.extend(cells(r.vs_ept_best));
+        t.push(row);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

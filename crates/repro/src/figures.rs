@@ -212,7 +212,7 @@ pub fn tidy_tables(r: &Results) -> Vec<(&'static str, Table)> {
 
 /// The text (non-numeric) columns of the tidy tables; every other column holds numbers, `true`
 /// or `false`, or nothing.
-pub const TEXT_COLUMNS: [&str; 12] = [
+pub const TEXT_COLUMNS: [&str; 17] = [
     "scheme",
     "guest",
     "host",
@@ -225,6 +225,11 @@ pub const TEXT_COLUMNS: [&str; 12] = [
     "refusal",
     "provisioning",
     "paper",
+    "anchor",
+    "machine",
+    "role",
+    "source",
+    "kind",
 ];
 
 /// One tidy table read back from its CSV file, for the figures.

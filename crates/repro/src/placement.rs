@@ -270,6 +270,43 @@ pub fn section(rows: &[UtilisationRow], markdown: impl Fn(&Table) -> String) -> 
     s
 }
 
+/// `utilisation.csv`: the sweep as a tidy table (plain numbers, snake_case headers).
+pub fn csv_table(rows: &[UtilisationRow]) -> Table {
+    let mut t = Table::new([
+        "trace",
+        "kind",
+        "policy",
+        "contiguity_aware",
+        "target_utilisation",
+        "hosts",
+        "peak_utilisation",
+        "placed",
+        "single_segment",
+        "multi_segment",
+        "paged",
+        "refused",
+        "single_segment_share",
+    ]);
+    for r in rows {
+        t.push([
+            r.trace.clone(),
+            r.kind.clone(),
+            r.policy.clone(),
+            r.contiguity_aware.to_string(),
+            r.target.to_string(),
+            r.hosts.to_string(),
+            r.peak_utilisation.to_string(),
+            r.placed.to_string(),
+            r.single_segment.to_string(),
+            r.multi_segment.to_string(),
+            r.paged.to_string(),
+            r.rejected.to_string(),
+            r.share.to_string(),
+        ]);
+    }
+    t
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 /// The CSV files the report writes, one per table.
-pub const CSV_FILES: [&str; 8] = [
+pub const CSV_FILES: [&str; 9] = [
     "walk_refs.csv",
     "overheads.csv",
     "multiprocess.csv",
@@ -18,6 +18,7 @@ pub const CSV_FILES: [&str; 8] = [
     "claims.csv",
     "fair.csv",
     "anchors.csv",
+    crate::placement::CSV_FILE,
 ];
 /// The SVG figures the report writes.
 pub const SVG_FILES: [&str; 6] = [
@@ -473,12 +474,9 @@ pub fn write_report_with(
     }
     for (name, t) in [
         (CSV_FILES[5], claims_table(r)),
-        (CSV_FILES[6], crate::fair::fair_table(&r.fair)),
-        (CSV_FILES[7], crate::anchors::anchors_table(&r.anchors)),
-        (
-            crate::placement::CSV_FILE,
-            crate::placement::table(&r.utilisation),
-        ),
+        (CSV_FILES[6], crate::fair::fair_csv(&r.fair)),
+        (CSV_FILES[7], crate::anchors::anchors_csv(&r.anchors)),
+        (CSV_FILES[8], crate::placement::csv_table(&r.utilisation)),
     ] {
         files.push((name.to_owned(), t.to_csv()?.into_bytes()));
     }
@@ -660,7 +658,7 @@ mod tests {
         let r = results(true);
         let a = write_report(&r, &dir.path().join("a")).unwrap();
         let b = write_report(&r, &dir.path().join("b")).unwrap();
-        assert_eq!(a.len(), CSV_FILES.len() + SVG_FILES.len() + 4);
+        assert_eq!(a.len(), CSV_FILES.len() + SVG_FILES.len() + 3);
         for (x, y) in a.iter().zip(&b) {
             assert_eq!(
                 std::fs::read(x).unwrap(),

@@ -200,6 +200,8 @@ pub struct RecordOps<S> {
     saver: Option<Saver>,
     state: Arc<Mutex<RecordState>>,
     done: bool,
+    /// When set and killed, the end of the stream is an interruption: nothing is saved.
+    killer: Option<crate::supervise::KillHandle>,
 }
 
 impl<S> std::fmt::Debug for RecordOps<S> {
@@ -238,6 +240,7 @@ impl<S: TaggedSource> RecordOps<S> {
             queue: VecDeque::new(),
             saver,
             state,
+            killer: None,
             done: false,
         }
     }
@@ -304,7 +307,23 @@ impl<S: TaggedSource> RecordOps<S> {
         Ok(())
     }
 
+    /// Ends the stream with an interruption error, saving nothing (the `--save` destination is
+    /// left as it was), when `killer` has killed the tracer.
+    pub fn stop_when_killed(mut self, killer: crate::supervise::KillHandle) -> Self {
+        self.killer = Some(killer);
+        self
+    }
+
     fn end(&mut self) -> Result<(), TraceError> {
+        if self.killer.as_ref().is_some_and(|k| k.was_killed()) {
+            // Dropping the writers removes their temporary files.
+            self.saver = None;
+            return Err(TraceError::Io {
+                path: "tracer output".into(),
+                at: Location::Byte(0),
+                source: std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"),
+            });
+        }
         let saved = match self.saver.take() {
             Some(s) => s.finish()?,
             None => Vec::new(),

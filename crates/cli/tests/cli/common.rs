@@ -67,3 +67,20 @@ fn assert_empty(d: &Path) {
     let left: Vec<_> = std::fs::read_dir(d).unwrap().flatten().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A CSV output without its three trailing provenance columns (version, git commit, command
+/// line), which differ between runs of different command lines.
+pub fn without_provenance(csv_text: &str) -> String {
+    let mut out = String::new();
+    for rec in csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(csv_text.as_bytes())
+        .records()
+    {
+        let rec = rec.unwrap();
+        assert!(rec.len() > 3, "{rec:?}");
+        out += &rec.iter().take(rec.len() - 3).collect::<Vec<_>>().join(",");
+        out.push('\n');
+    }
+    out
+}

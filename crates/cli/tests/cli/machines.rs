@@ -97,7 +97,7 @@ fn sim_csv(extra: &[&str]) -> String {
         "csv",
     ];
     args.extend_from_slice(extra);
-    stdout(&args)
+    crate::common::without_provenance(&stdout(&args))
 }
 
 #[test]

@@ -124,10 +124,7 @@ pub fn resolve(machine: Machine, file: Option<&Path>) -> Result<MachineConfig, C
         return finish(parse_table(preset.text, &shown)?, preset.text, &shown);
     };
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: shown.clone(),
-        source,
-    })?;
+    let text = super::read_machine_file(path)?;
     resolve_text(machine, &text, &shown)
 }
 
