@@ -827,71 +827,11 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
+    use compromis_types::fuzz::{apply, cases, mutation};
     use proptest::prelude::*;
+    const SPECIALS: &[&[u8]] = &[b"18446744073709551615", b"99999999TiB"];
 
     const TOKENS: &[u8] = b"\n #=:createdestroygrowshrinkprovisionvmGiBMiBTiB0123456789";
-
-    #[derive(Clone, Debug)]
-    enum Mutation {
-        Flip(usize, u8),
-        Truncate(usize),
-        Insert(usize, Vec<u8>),
-        Delete(usize, usize),
-    }
-
-    fn mutation() -> impl Strategy<Value = Mutation> {
-        prop_oneof![
-            3 => (any::<usize>(), 0u8..8).prop_map(|(p, b)| Mutation::Flip(p, b)),
-            1 => any::<usize>().prop_map(Mutation::Truncate),
-            2 => (
-                any::<usize>(),
-                prop_oneof![
-                    proptest::collection::vec(any::<u8>(), 1..16),
-                    proptest::collection::vec(
-                        prop::sample::select(TOKENS.to_vec()),
-                        1..16
-                    ),
-                    Just(b"18446744073709551615".to_vec()),
-                    Just(b"99999999TiB".to_vec()),
-                ]
-            )
-                .prop_map(|(p, b)| Mutation::Insert(p, b)),
-            1 => (any::<usize>(), 1usize..32).prop_map(|(p, n)| Mutation::Delete(p, n)),
-        ]
-    }
-
-    fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
-        for m in muts {
-            let len = b.len().max(1);
-            match m {
-                Mutation::Flip(p, bit) => {
-                    if !b.is_empty() {
-                        b[p % len] ^= 1 << bit;
-                    }
-                }
-                Mutation::Truncate(p) => b.truncate(p % len),
-                Mutation::Insert(p, bytes) => {
-                    let at = p % (b.len() + 1);
-                    b.splice(at..at, bytes.iter().copied());
-                }
-                Mutation::Delete(p, n) => {
-                    if !b.is_empty() {
-                        let at = p % len;
-                        let end = (at + n).min(b.len());
-                        b.drain(at..end);
-                    }
-                }
-            }
-        }
-        b
-    }
-
-    fn cases() -> u32 {
-        std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(256)
-    }
 
     fn seed() -> Vec<u8> {
         std::fs::read(
@@ -912,7 +852,7 @@ mod fuzz {
 
         #[test]
         fn mutated_scenarios_run_or_name_the_file(
-            muts in proptest::collection::vec(mutation(), 1..6),
+            muts in proptest::collection::vec(mutation(TOKENS, SPECIALS), 1..6),
         ) {
             let bytes = apply(seed(), &muts);
             let text = String::from_utf8_lossy(&bytes);

@@ -697,7 +697,14 @@ impl MachineConfig {
                 message,
             }
         })?;
-        cfg.validate().map_err(|e| {
+        cfg.validate_in(text, path)?;
+        Ok(cfg)
+    }
+
+    /// [`MachineConfig::validate`], with a problem located in the file `text` (named `path`):
+    /// its line when the file sets the offending key.
+    pub(crate) fn validate_in(&self, text: &str, path: &str) -> Result<(), ConfigError> {
+        self.validate().map_err(|e| {
             let key = match &e {
                 ConfigError::Value { key, .. } => Some(key.as_str()),
                 ConfigError::Geometry(g) => Some(g.name()),
@@ -711,8 +718,7 @@ impl MachineConfig {
                 line,
                 problem: Box::new(e),
             }
-        })?;
-        Ok(cfg)
+        })
     }
 
     /// Reads, parses and validates a machine-model file (at most [`MAX_CONFIG_BYTES`]).

@@ -9,10 +9,13 @@
 //!   hole), [`GpaRange`], host-physical [`Extent`]s and the segment register set [`Segment`];
 //! - the access stream record [`Op`] that workloads and trace readers produce and the simulator
 //!   consumes;
-//! - [`cleanup`]: the temporary files and folders a signal handler removes before exiting.
+//! - [`cleanup`]: the temporary files and folders a signal handler removes before exiting;
+//! - `fuzz` (feature `fuzz`): the mutation fuzzing the input readers' tests share.
 
 mod addr;
 pub mod cleanup;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 mod op;
 mod size;
 mod vm;

@@ -4,7 +4,12 @@
 //! a hang. 256 cases per format by default; `PROPTEST_CASES=100000` for a long local run.
 
 use compromis_cluster::{TraceFormat, TraceOptions, open_trace};
+use compromis_types::fuzz::{Mutation, apply, cases, mutation};
 use proptest::prelude::*;
+
+/// Bytes that matter to the parsers.
+const TOKENS: &[u8] = b",;\t\n|-.0123456789xUC eE";
+const SPECIALS: &[&[u8]] = &[b"99999999999999999999999", "\u{e9}\u{2603}".as_bytes()];
 use std::path::{Path, PathBuf};
 
 /// The format, the path given to the reader (relative to the seed folder) and the file mutated.
@@ -34,72 +39,8 @@ const SEEDS: &[(TraceFormat, &str, &str)] = &[
 /// Events read before a reader is declared unbounded (the seeds have a handful).
 const MAX_EVENTS: usize = 100_000;
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz")
-}
-
-/// One change to a byte string; positions are taken modulo its length.
-#[derive(Clone, Debug)]
-enum Mutation {
-    Flip(usize, u8),
-    Truncate(usize),
-    Insert(usize, Vec<u8>),
-    Delete(usize, usize),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        (any::<usize>(), 0u8..8).prop_map(|(p, b)| Mutation::Flip(p, b)),
-        any::<usize>().prop_map(Mutation::Truncate),
-        (
-            any::<usize>(),
-            prop_oneof![
-                proptest::collection::vec(any::<u8>(), 1..16),
-                // Bytes that matter to the parsers.
-                proptest::collection::vec(
-                    prop::sample::select(b",;\t\n|-.0123456789xUC eE".to_vec()),
-                    1..16
-                ),
-                Just(b"99999999999999999999999".to_vec()),
-                Just("\u{e9}\u{2603}".as_bytes().to_vec()),
-            ]
-        )
-            .prop_map(|(p, b)| Mutation::Insert(p, b)),
-        (any::<usize>(), 1usize..32).prop_map(|(p, n)| Mutation::Delete(p, n)),
-    ]
-}
-
-fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
-    for m in muts {
-        let len = b.len().max(1);
-        match m {
-            Mutation::Flip(p, bit) => {
-                if !b.is_empty() {
-                    b[p % len] ^= 1 << bit;
-                }
-            }
-            Mutation::Truncate(p) => b.truncate(p % len),
-            Mutation::Insert(p, bytes) => {
-                let at = p % (b.len() + 1);
-                b.splice(at..at, bytes.iter().copied());
-            }
-            Mutation::Delete(p, n) => {
-                if !b.is_empty() {
-                    let at = p % len;
-                    let end = (at + n).min(b.len());
-                    b.drain(at..end);
-                }
-            }
-        }
-    }
-    b
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -170,7 +111,7 @@ proptest! {
     #[test]
     fn mutated_vm_traces_end_in_events_or_named_errors(
         which in 0..SEEDS.len(),
-        muts in proptest::collection::vec(mutation(), 1..6),
+        muts in proptest::collection::vec(mutation(TOKENS, SPECIALS), 1..6),
     ) {
         read_mutated(which, &muts)?;
     }

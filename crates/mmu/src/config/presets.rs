@@ -256,21 +256,7 @@ fn finish(table: toml::Table, text: &str, path: &str) -> Result<MachineConfig, C
                 path: path.to_owned(),
                 message: e.message().trim_end().to_owned(),
             })?;
-    cfg.validate().map_err(|e| {
-        let key = match &e {
-            ConfigError::Value { key, .. } => Some(key.as_str()),
-            ConfigError::Geometry(g) => Some(g.name()),
-            _ => None,
-        };
-        let line = key
-            .and_then(|k| super::value_span(text, k))
-            .map(|span| super::line_col(text, span.start).0);
-        ConfigError::InFile {
-            path: path.to_owned(),
-            line,
-            problem: Box::new(e),
-        }
-    })?;
+    cfg.validate_in(text, path)?;
     Ok(cfg)
 }
 

@@ -7,7 +7,11 @@
 //! `PROPTEST_CASES=100000` for a long local run.
 
 use compromis_trace::{MemTraceFormat, ReadOptions, open_stream};
+use compromis_types::fuzz::{apply, cases, mutation};
 use proptest::prelude::*;
+
+const TOKENS: &[u8] = b" ILSMX,\n0123456789abcdefg";
+const SPECIALS: &[&[u8]] = &[b"ffffffffffffffffffff"];
 use std::path::Path;
 
 const SEEDS: &[&str] = &[
@@ -21,13 +25,6 @@ const SEEDS: &[&str] = &[
 /// Records read before a reader is declared unbounded (a seed holds about 10).
 const MAX_RECORDS: usize = 1_000_000;
 
-fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
 fn seed(name: &str) -> Vec<u8> {
     std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -35,60 +32,6 @@ fn seed(name: &str) -> Vec<u8> {
             .join(name),
     )
     .unwrap()
-}
-
-#[derive(Clone, Debug)]
-enum Mutation {
-    Flip(usize, u8),
-    Truncate(usize),
-    Insert(usize, Vec<u8>),
-    Delete(usize, usize),
-}
-
-fn mutation() -> impl Strategy<Value = Mutation> {
-    prop_oneof![
-        3 => (any::<usize>(), 0u8..8).prop_map(|(p, b)| Mutation::Flip(p, b)),
-        1 => any::<usize>().prop_map(Mutation::Truncate),
-        2 => (
-            any::<usize>(),
-            prop_oneof![
-                proptest::collection::vec(any::<u8>(), 1..16),
-                proptest::collection::vec(
-                    prop::sample::select(b" ILSMX,\n0123456789abcdefg".to_vec()),
-                    1..16
-                ),
-                Just(b"ffffffffffffffffffff".to_vec()),
-            ]
-        )
-            .prop_map(|(p, b)| Mutation::Insert(p, b)),
-        1 => (any::<usize>(), 1usize..32).prop_map(|(p, n)| Mutation::Delete(p, n)),
-    ]
-}
-
-fn apply(mut b: Vec<u8>, muts: &[Mutation]) -> Vec<u8> {
-    for m in muts {
-        let len = b.len().max(1);
-        match m {
-            Mutation::Flip(p, bit) => {
-                if !b.is_empty() {
-                    b[p % len] ^= 1 << bit;
-                }
-            }
-            Mutation::Truncate(p) => b.truncate(p % len),
-            Mutation::Insert(p, bytes) => {
-                let at = p % (b.len() + 1);
-                b.splice(at..at, bytes.iter().copied());
-            }
-            Mutation::Delete(p, n) => {
-                if !b.is_empty() {
-                    let at = p % len;
-                    let end = (at + n).min(b.len());
-                    b.drain(at..end);
-                }
-            }
-        }
-    }
-    b
 }
 
 fn read_all(bytes: Vec<u8>, opts: &ReadOptions) -> Result<(), TestCaseError> {
@@ -134,7 +77,7 @@ proptest! {
     #[test]
     fn mutated_traces_end_in_records_or_named_errors(
         which in 0..SEEDS.len(),
-        muts in proptest::collection::vec(mutation(), 1..5),
+        muts in proptest::collection::vec(mutation(TOKENS, SPECIALS), 1..5),
         forced in prop_oneof![
             Just(None),
             Just(Some(MemTraceFormat::Lackey)),
