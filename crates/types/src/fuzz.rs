@@ -83,7 +83,7 @@ mod tests {
     #[test]
     fn mutations_apply_at_any_position_without_panicking() {
         let b = b"abc".to_vec();
-        assert_eq!(apply(b.clone(), &[Mutation::Flip(4, 0)]), b"bbc");
+        assert_eq!(apply(b.clone(), &[Mutation::Flip(4, 0)]), b"acc"); // position 4 mod 3 = 1: b ^ 1 = c
         assert_eq!(apply(b.clone(), &[Mutation::Truncate(5)]), b"ab");
         assert_eq!(
             apply(b.clone(), &[Mutation::Insert(3, b"x".to_vec())]),
