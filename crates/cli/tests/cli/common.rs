@@ -84,3 +84,19 @@ pub fn without_provenance(csv_text: &str) -> String {
     }
     out
 }
+
+/// `compromis trace inspect --output json PATH`, which must succeed, parsed.
+pub fn inspect_json(path: &Path) -> serde_json::Value {
+    let out = assert_cmd::Command::cargo_bin("compromis")
+        .unwrap()
+        .args(["trace", "inspect", "--output", "json"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

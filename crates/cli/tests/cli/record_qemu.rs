@@ -2,6 +2,7 @@
 //! printed, when `qemu-x86_64` with plugin support (package `qemu-user`) is not installed; the
 //! comparison with lackey also needs valgrind.
 
+use crate::common::inspect_json;
 use assert_cmd::Command;
 use predicates::prelude::*;
 use std::path::{Path, PathBuf};
@@ -36,20 +37,6 @@ fn numbers(dir: &Path, n: u32) -> PathBuf {
         .collect();
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn inspect_json(path: &Path) -> serde_json::Value {
-    let out = compromis()
-        .args(["trace", "inspect", "--format", "json"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Records `sort -n IN -o OUT` with `tracer`, saving the trace; returns (trace stats, stderr).

@@ -1,5 +1,6 @@
 //! `compromis trace inspect|convert` and `compromis record` end to end.
 
+use crate::common::inspect_json;
 use assert_cmd::Command;
 use predicates::prelude::*;
 use std::path::Path;
@@ -18,20 +19,6 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn inspect_json(path: &Path) -> serde_json::Value {
-    let out = compromis()
-        .args(["trace", "inspect", "--format", "json"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
