@@ -3,6 +3,7 @@
 //! prediction (thin glue over `compromis_vmm`).
 
 use anyhow::Result;
+use compromis_mmu::config::presets::Machine;
 use compromis_types::{ByteSize, PageSize};
 use compromis_vmm::memory::HostBacking;
 use compromis_vmm::{Config, Workload, output};
@@ -36,6 +37,10 @@ pub struct KvmArgs {
     /// Skip the simulator's predictions.
     #[arg(long)]
     pub no_predict: bool,
+    /// Machine preset of the predictions (`compromis config --list`); zen3-milan is the closest
+    /// to an AMD EPYC host.
+    #[arg(long, default_value_t = Machine::default_machine())]
+    pub machine: Machine,
     /// Output: table, json, csv.
     #[arg(long, default_value = "table")]
     pub output: compromis_report::Format,
@@ -69,6 +74,7 @@ pub fn run(a: &KvmArgs) -> Result<ExitCode> {
         seed: a.seed,
         budget: Duration::from_secs(a.budget),
         predict: !a.no_predict,
+        machine: a.machine,
     };
     let progress = |line: &str| note!("kvm: {line}");
     let result = compromis_vmm::run(&cfg, &progress);

@@ -649,27 +649,13 @@ impl MachineConfig {
     /// Every TLB-like structure disabled: each access walks, and walks see no caching. The data
     /// caches and latencies keep their defaults.
     pub fn no_caches() -> MachineConfig {
-        let off = Geometry::OFF;
+        let blank = MachineConfig::BLANK;
         MachineConfig {
             tlb: TlbConfig {
-                l1d_4k: off,
-                l1d_2m: off,
-                l1d_1g: off,
-                l1i_4k: off,
-                l1i_2m: off,
-                stlb: off,
-                stlb_1g: off,
                 tagged: true,
+                ..blank.tlb
             },
-            walk_caches: WalkCacheConfig {
-                pml4: off,
-                pdpt: off,
-                pd: off,
-                nested_tlb: off,
-                host_pml4: off,
-                host_pdpt: off,
-                host_pd: off,
-            },
+            walk_caches: blank.walk_caches,
             ..MachineConfig::default()
         }
     }

@@ -150,6 +150,8 @@ pub struct Config {
     pub budget: Duration,
     /// Also run the simulator on every configuration.
     pub predict: bool,
+    /// The machine preset the predictions simulate.
+    pub machine: compromis_mmu::config::presets::Machine,
 }
 
 impl Default for Config {
@@ -167,6 +169,7 @@ impl Default for Config {
             seed: 42,
             budget: Duration::from_secs(20),
             predict: true,
+            machine: compromis_mmu::config::presets::Machine::default_machine(),
         }
     }
 }
@@ -483,7 +486,7 @@ pub struct Report {
     /// Seed.
     pub seed: u64,
     /// The machine model of the predictions.
-    pub machine_model: &'static str,
+    pub machine_model: String,
     /// Whether `/dev/kvm` is PVM's (software virtualization).
     pub pvm: bool,
     /// The instruction-rate check.
@@ -747,7 +750,7 @@ pub fn run(cfg: &Config, progress: &dyn RunProgress) -> Result<Report, VmmError>
         footprint: cfg.footprint.bytes(),
         iterations: cfg.iterations,
         seed: cfg.seed,
-        machine_model: predict::MACHINE_LABEL,
+        machine_model: predict::machine_label(cfg.machine),
         pvm: kvm_is_pvm(),
         calibration,
         hosts: Vec::new(),
@@ -870,6 +873,7 @@ pub fn run(cfg: &Config, progress: &dyn RunProgress) -> Result<Report, VmmError>
                 let predicted = if cfg.predict {
                     progress.note("  simulating the same configuration");
                     match predict::predict(
+                        cfg.machine,
                         p.workload,
                         cfg.footprint,
                         cfg.iterations,

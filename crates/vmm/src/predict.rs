@@ -1,19 +1,26 @@
 //! The simulator's prediction for a measured configuration, through the `compromis_sim` library
 //! (the one place this crate touches the simulator, so an API move changes only this file).
 //!
-//! The machine model is the default machine preset (`ExperimentRequest::default()`, preset
+//! The machine model is a machine preset (`compromis kvm --machine`, by default
 //! `compromis_mmu::config::presets::DEFAULT_MACHINE`); the output labels the model it used.
 
 use crate::Workload;
 use crate::sequence;
 use compromis_mmu::SchemeKind;
+use compromis_mmu::config::presets::Machine;
 use compromis_sim::{ExperimentRequest, Source};
 use compromis_types::{ByteSize, PageSize};
 use compromis_vmem::GuestConfig;
 use serde::Serialize;
 
 /// Label of the machine model used for predictions.
-pub const MACHINE_LABEL: &str = "machine preset skylake-sp (the default)";
+pub fn machine_label(machine: Machine) -> String {
+    if machine == Machine::default_machine() {
+        format!("machine preset {machine} (the default)")
+    } else {
+        format!("machine preset {machine}")
+    }
+}
 
 /// Predicted slowdowns over native for one configuration.
 #[derive(Clone, Copy, Debug, Serialize, PartialEq)]
@@ -25,8 +32,9 @@ pub struct Prediction {
 }
 
 /// Simulates `iterations` updates/nodes of `w` (the same stream the hardware ran) with
-/// `guest_page` guest pages on a host mapping the VM with `host_page` pages.
+/// `guest_page` guest pages on a host mapping the VM with `host_page` pages, on `machine`.
 pub fn predict(
+    machine: Machine,
     w: Workload,
     footprint: ByteSize,
     iterations: u64,
@@ -51,6 +59,7 @@ pub fn predict(
         },
         host_page,
         seed,
+        machine: machine.config().map_err(|e| e.to_string())?,
         ..ExperimentRequest::default()
     }
     .build()
@@ -66,8 +75,14 @@ pub fn predict(
 
 #[cfg(test)]
 mod tests {
+    use compromis_mmu::config::presets::Machine;
+
     #[test]
-    fn the_label_names_the_default_preset() {
-        assert!(super::MACHINE_LABEL.contains(compromis_mmu::config::presets::DEFAULT_MACHINE));
+    fn the_label_names_the_preset() {
+        let default = super::machine_label(Machine::default_machine());
+        assert!(default.contains(compromis_mmu::config::presets::DEFAULT_MACHINE));
+        assert!(default.ends_with("(the default)"));
+        let zen: Machine = "zen3-milan".parse().unwrap();
+        assert_eq!(super::machine_label(zen), "machine preset zen3-milan");
     }
 }
