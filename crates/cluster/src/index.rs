@@ -26,13 +26,56 @@ pub struct HostSummary {
     pub largest: u64,
     /// Live VMs.
     pub vms: u32,
-    lens: BTreeMap<u64, u32>,
-    alloc: BTreeMap<u64, u64>,
+    lens: SortedMap<u32>,
+    alloc: SortedMap<u64>,
+}
+
+/// A small map from `u64` keys, kept as a vector sorted by key. A host holds tens of VMs, so a
+/// binary search and a short `memmove` beat a B-tree's node walks and allocations; the vector's
+/// capacity is reused, so a steady replay allocates nothing here.
+#[derive(Clone, Debug, Default)]
+struct SortedMap<V> {
+    v: Vec<(u64, V)>,
+}
+
+impl<V: Copy> SortedMap<V> {
+    fn pos(&self, k: u64) -> Result<usize, usize> {
+        self.v.binary_search_by_key(&k, |e| e.0)
+    }
+    fn get_mut(&mut self, k: u64) -> Option<&mut V> {
+        self.pos(k).ok().map(|i| &mut self.v[i].1)
+    }
+    fn insert(&mut self, k: u64, val: V) {
+        match self.pos(k) {
+            Ok(i) => self.v[i].1 = val,
+            Err(i) => self.v.insert(i, (k, val)),
+        }
+    }
+    fn remove(&mut self, k: u64) {
+        if let Ok(i) = self.pos(k) {
+            self.v.remove(i);
+        }
+    }
+    /// The entry with the largest key below `k`.
+    fn before(&self, k: u64) -> Option<(u64, V)> {
+        let i = self.v.partition_point(|e| e.0 < k);
+        i.checked_sub(1).map(|i| self.v[i])
+    }
+    /// The entry with the smallest key at or above `k`.
+    fn at_or_after(&self, k: u64) -> Option<(u64, V)> {
+        self.v.get(self.v.partition_point(|e| e.0 < k)).copied()
+    }
+    fn last_key(&self) -> Option<u64> {
+        self.v.last().map(|e| e.0)
+    }
+    fn iter(&self) -> impl DoubleEndedIterator<Item = (u64, V)> + '_ {
+        self.v.iter().copied()
+    }
 }
 
 impl HostSummary {
     fn new(capacity: u64, cores: u32) -> HostSummary {
-        let mut lens = BTreeMap::new();
+        let mut lens = SortedMap::default();
         lens.insert(capacity, 1);
         HostSummary {
             capacity,
@@ -42,22 +85,17 @@ impl HostSummary {
             largest: capacity,
             vms: 0,
             lens,
-            alloc: BTreeMap::new(),
+            alloc: SortedMap::default(),
         }
     }
 
     /// The free gap around `s` given the allocated extents: `[end of predecessor, start of successor)`.
     fn gap(&self, s: u64) -> (u64, u64) {
-        let a = self
-            .alloc
-            .range(..s)
-            .next_back()
-            .map_or(0, |(&st, &l)| st + l);
+        let a = self.alloc.before(s).map_or(0, |(st, l)| st + l);
         let b = self
             .alloc
-            .range(s..)
-            .next()
-            .map_or(self.capacity, |(&st, _)| st);
+            .at_or_after(s)
+            .map_or(self.capacity, |(st, _)| st);
         (a, b)
     }
 
@@ -66,26 +104,30 @@ impl HostSummary {
         self.lens
             .iter()
             .rev()
-            .flat_map(|(&l, &c)| std::iter::repeat_n(l, c as usize))
+            .flat_map(|(l, c)| std::iter::repeat_n(l, c as usize))
     }
 
     /// The smallest free extent of at least `len` bytes.
     pub fn smallest_fitting(&self, len: u64) -> Option<u64> {
-        self.lens.range(len..).next().map(|(&l, _)| l)
+        self.lens.at_or_after(len).map(|(l, _)| l)
     }
 
     /// Allocated extents `(start, len)` in address order.
     pub fn allocated(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.alloc.iter().map(|(&s, &l)| (s, l))
+        self.alloc.iter()
     }
 }
 
-/// Max segment tree over hosts of `(value, free cores)`, for first-fit searches.
+/// Max segment tree over hosts of `(value, free cores)`, for first-fit searches. Each node keeps
+/// both maxima side by side (one cache line holds a node's pair and its sibling's); an update
+/// stops climbing at the first ancestor whose pair does not change, so a change on a host that
+/// is not the maximum of its subtree costs a few levels, not the tree's height.
 #[derive(Clone, Debug)]
 struct MaxTree {
     size: usize,
-    val: Vec<u64>,
-    cores: Vec<u32>,
+    /// log2(size).
+    depth: u32,
+    node: Vec<(u64, u32)>,
 }
 
 impl MaxTree {
@@ -93,45 +135,67 @@ impl MaxTree {
         let size = n.next_power_of_two().max(1);
         MaxTree {
             size,
-            val: vec![0; 2 * size],
-            cores: vec![0; 2 * size],
+            depth: size.trailing_zeros(),
+            node: vec![(0, 0); 2 * size],
         }
     }
 
     fn set(&mut self, i: usize, v: u64, c: u32) {
         let mut p = i + self.size;
-        self.val[p] = v;
-        self.cores[p] = c;
+        self.node[p] = (v, c);
         while p > 1 {
-            p /= 2;
-            self.val[p] = self.val[2 * p].max(self.val[2 * p + 1]);
-            self.cores[p] = self.cores[2 * p].max(self.cores[2 * p + 1]);
+            let parent = p / 2;
+            let (a, b) = (self.node[2 * parent], self.node[2 * parent + 1]);
+            let m = (a.0.max(b.0), a.1.max(b.1));
+            if self.node[parent] == m {
+                break;
+            }
+            self.node[parent] = m;
+            p = parent;
         }
     }
 
-    /// First leaf index >= `from` with value >= `v` and cores >= `c`.
+    /// First leaf index >= `from` with value >= `v` and cores >= `c`: a depth-first descent,
+    /// left child first, that backs up to the nearest untried right sibling at a dead end (the two
+    /// maxima of a node may come from different leaves, so a qualifying node can hold no
+    /// qualifying leaf).
     fn first(&self, from: usize, v: u64, c: u32) -> Option<usize> {
-        self.descend(1, 0, self.size, from, v, c)
-    }
-
-    fn descend(
-        &self,
-        node: usize,
-        lo: usize,
-        hi: usize,
-        from: usize,
-        v: u64,
-        c: u32,
-    ) -> Option<usize> {
-        if hi <= from || self.val[node] < v || self.cores[node] < c {
+        let leaf_from = from.checked_add(self.size)?;
+        // Node `n` at depth `d` covers leaves [n << (depth - d), (n + 1) << (depth - d)).
+        let ok = |n: usize| {
+            let (nv, nc) = self.node[n];
+            let d = usize::BITS - 1 - n.leading_zeros();
+            nv >= v && nc >= c && ((n + 1) << (self.depth - d)) > leaf_from
+        };
+        if !ok(1) {
             return None;
         }
-        if hi - lo == 1 {
-            return Some(lo);
+        let mut n = 1;
+        loop {
+            if n >= self.size {
+                return Some(n - self.size);
+            }
+            let l = 2 * n;
+            if ok(l) {
+                n = l;
+                continue;
+            }
+            if ok(l + 1) {
+                n = l + 1;
+                continue;
+            }
+            // Dead end: up to the nearest left child whose right sibling qualifies.
+            loop {
+                if n == 1 {
+                    return None;
+                }
+                if n % 2 == 0 && ok(n + 1) {
+                    n += 1;
+                    break;
+                }
+                n /= 2;
+            }
         }
-        let mid = (lo + hi) / 2;
-        self.descend(2 * node, lo, mid, from, v, c)
-            .or_else(|| self.descend(2 * node + 1, mid, hi, from, v, c))
     }
 }
 
@@ -309,7 +373,11 @@ impl ClusterIndex {
     /// Adds one free extent of length `l` to host `h` (summary and global index).
     fn add_len(&mut self, h: HostId, l: u64) {
         if l > 0 {
-            *self.hosts[h as usize].lens.entry(l).or_insert(0) += 1;
+            let lens = &mut self.hosts[h as usize].lens;
+            match lens.pos(l) {
+                Ok(i) => lens.v[i].1 += 1,
+                Err(i) => lens.v.insert(i, (l, 1)),
+            }
             if self.needs.extents {
                 *self.extents.entry((l, h)).or_insert(0) += 1;
             }
@@ -322,10 +390,10 @@ impl ClusterIndex {
             return;
         }
         let lens = &mut self.hosts[h as usize].lens;
-        if let Some(c) = lens.get_mut(&l) {
+        if let Some(c) = lens.get_mut(l) {
             *c -= 1;
             if *c == 0 {
-                lens.remove(&l);
+                lens.remove(l);
             }
         }
         if !self.needs.extents {
@@ -344,7 +412,7 @@ impl ClusterIndex {
     fn refresh(&mut self, h: HostId, old: (u64, u64, u32, u32)) {
         let (old_free, old_largest, old_cores, old_vms) = old;
         let s = &mut self.hosts[h as usize];
-        s.largest = s.lens.keys().next_back().copied().unwrap_or(0);
+        s.largest = s.lens.last_key().unwrap_or(0);
         let (free, largest, cores, vms) = (s.free, s.largest, s.free_cores, s.vms);
         if free != old_free {
             if self.needs.by_free {
@@ -402,7 +470,7 @@ impl ClusterIndex {
         let old = self.snapshot(h);
         for e in extents {
             let st = e.start.raw();
-            self.hosts[h as usize].alloc.remove(&st);
+            self.hosts[h as usize].alloc.remove(st);
             let (a, b) = self.hosts[h as usize].gap(st);
             self.del_len(h, st - a);
             self.del_len(h, b - st - e.len);
@@ -423,13 +491,13 @@ impl ClusterIndex {
             self.del_len(h, l);
         }
         let s = &mut self.hosts[h as usize];
-        s.alloc.clear();
+        s.alloc.v.clear();
         for e in all_extents {
             s.alloc.insert(e.start.raw(), e.len);
         }
         let mut cur = 0;
-        let mut gaps = Vec::with_capacity(s.alloc.len() + 1);
-        for (&st, &l) in &s.alloc {
+        let mut gaps = Vec::with_capacity(s.alloc.v.len() + 1);
+        for (st, l) in s.alloc.iter() {
             gaps.push(st - cur);
             cur = st + l;
         }
@@ -480,6 +548,33 @@ mod tests {
         ix.on_destroy(0, &[ext(0, 10), ext(10, 10)], 1);
         assert_eq!(ix.host(0).free_lengths().collect::<Vec<_>>(), vec![100]);
         assert_eq!(ix.hosts_in_use(), 0);
+    }
+
+    /// The max-tree's search against a scan of the leaves.
+    mod tree_oracle {
+        use super::super::MaxTree;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn first_matches_a_scan(
+                n in 1usize..70,
+                ops in proptest::collection::vec((0usize..70, 0u64..8, 0u32..5), 0..120),
+                queries in proptest::collection::vec((0usize..80, 0u64..9, 0u32..6), 1..40),
+            ) {
+                let mut t = MaxTree::new(n);
+                let mut leaves = vec![(0u64, 0u32); n];
+                for (i, v, c) in ops {
+                    let i = i % n;
+                    t.set(i, v, c);
+                    leaves[i] = (v, c);
+                }
+                for (from, v, c) in queries {
+                    let want = (from..n).find(|&i| leaves[i].0 >= v && leaves[i].1 >= c);
+                    prop_assert_eq!(t.first(from, v, c).filter(|&i| i < n), want, "from {} v {} c {}", from, v, c);
+                }
+            }
+        }
     }
 
     #[test]
