@@ -47,10 +47,15 @@ pub struct AccessTime {
 }
 
 /// The `k` latest times seen: the `k`-th latest is when one of `k` resources is free.
+///
+/// The smallest held time and its index are kept up to date, so [`Latest::free_at`] is a read
+/// and [`Latest::push`] one scan of the `k` times (only when the smallest is replaced).
 #[derive(Clone, Debug)]
 struct Latest {
     times: Vec<u64>,
     k: usize,
+    /// Index of the smallest time in `times` (meaningful once `times` is full).
+    min_at: usize,
 }
 
 impl Latest {
@@ -59,6 +64,7 @@ impl Latest {
         Latest {
             times: Vec::with_capacity(k),
             k,
+            min_at: 0,
         }
     }
 
@@ -68,26 +74,45 @@ impl Latest {
         if self.times.len() < self.k {
             0
         } else {
-            self.times.iter().copied().min().unwrap_or(0)
+            self.times[self.min_at]
         }
     }
 
-    /// Records a use ending at `t`.
+    /// Records a use ending at `t`: it replaces the smallest time if it is later.
     #[inline]
     fn push(&mut self, t: u64) {
         if self.times.len() < self.k {
             self.times.push(t);
-        } else if let Some((i, &m)) = self.times.iter().enumerate().min_by_key(|&(_, &v)| v)
-            && t > m
-        {
-            self.times[i] = t;
+            if self.times.len() == self.k {
+                self.rescan();
+            }
+        } else if t > self.times[self.min_at] {
+            self.times[self.min_at] = t;
+            self.rescan();
         }
+    }
+
+    /// Finds the smallest time again (the first of equal ones, as a scan would).
+    #[inline]
+    fn rescan(&mut self) {
+        let mut at = 0;
+        let mut min = u64::MAX;
+        for (i, &v) in self.times.iter().enumerate() {
+            if v < min {
+                min = v;
+                at = i;
+            }
+        }
+        self.min_at = at;
     }
 }
 
 /// One scheme's memory timeline (see the module docs).
 #[derive(Clone, Debug)]
 pub struct Timeline {
+    /// `max_outstanding == 1`: every access starts when the previous one ends, the end is the
+    /// sum of the latencies (the module docs), so [`Timeline::access`] only adds.
+    serial: bool,
     slots: Latest,
     walkers: Latest,
     window: u64,
@@ -110,6 +135,7 @@ impl Timeline {
     pub fn new(core: &CoreConfig) -> Timeline {
         let window = core.window.clamp(1, 4096);
         Timeline {
+            serial: core.max_outstanding <= 1,
             slots: Latest::new(core.max_outstanding),
             walkers: Latest::new(core.page_walkers),
             window,
@@ -125,6 +151,12 @@ impl Timeline {
     /// Schedules one access; returns its completion time.
     #[inline]
     pub fn access(&mut self, a: AccessTime) -> u64 {
+        if self.serial {
+            // One slot: the access starts at the latest completion so far (every other
+            // constraint is an earlier completion), and its walk finds a walker free.
+            self.end += a.stlb + a.walk + a.data;
+            return self.end;
+        }
         while let Some(&(pos, done)) = self.in_window.front() {
             if pos + self.window <= a.instr || self.in_window.len() as u64 >= self.window {
                 self.retired = self.retired.max(done);
@@ -267,6 +299,40 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn latest_is_the_kth_latest_time(v in prop::collection::vec(0u64..50, 0..80),
+                                         k in 1u64..12) {
+            let mut l = Latest::new(k);
+            let mut all = Vec::new();
+            for &t in &v {
+                l.push(t);
+                all.push(t);
+                let mut sorted = all.clone();
+                sorted.sort_unstable_by(|a, b| b.cmp(a));
+                let want = sorted.get(usize::try_from(k).unwrap() - 1).copied().unwrap_or(0);
+                prop_assert_eq!(l.free_at(), want);
+            }
+        }
+
+        #[test]
+        fn the_serial_shortcut_is_the_general_path_with_one_slot(
+            v in prop::collection::vec(arb_access(), 0..60), walkers in 1u64..4,
+            window in 1u64..300, drains in prop::collection::vec(any::<bool>(), 60)) {
+            let s = stream(&v);
+            let c = core(1, walkers, window);
+            let mut fast = Timeline::new(&c);
+            let mut general = Timeline { serial: false, ..Timeline::new(&c) };
+            prop_assert!(fast.serial);
+            for (&a, &d) in s.iter().zip(&drains) {
+                prop_assert_eq!(fast.access(a), general.access(a));
+                if d {
+                    fast.drain();
+                    general.drain();
+                }
+                prop_assert_eq!(fast.end(), general.end());
+            }
+        }
+
         #[test]
         fn one_slot_is_the_serial_model(v in prop::collection::vec(arb_access(), 0..60),
                                         walkers in 1u64..4, window in 1u64..300) {

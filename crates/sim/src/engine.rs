@@ -338,6 +338,13 @@ impl SchemeRun {
         // needs no hint again; the check costs far less than the hint.
         let mut recent = [[u64::MAX; 4]; 2];
         let mut next = [0usize; 2];
+        // The perfect TLB ignores hints (it walks nothing): its run skips them.
+        if self.kind == RunKind::Baseline {
+            for op in ops {
+                self.step(op)?;
+            }
+            return Ok(());
+        }
         for (i, op) in ops.iter().enumerate() {
             let ctx = Ctx {
                 guest: &self.guest,
@@ -376,6 +383,19 @@ impl SchemeRun {
     }
 }
 
+/// Up to [`CHUNK`] ops of `source`, into `buf` (cleared first).
+fn read_chunk<I, E>(source: &mut I, mut buf: Vec<Op>) -> Result<Vec<Op>, EngineError>
+where
+    I: Iterator<Item = Result<Op, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    buf.clear();
+    for item in source.by_ref().take(CHUNK) {
+        buf.push(item.map_err(|e| EngineError::Source(Box::new(e)))?);
+    }
+    Ok(buf)
+}
+
 /// Runs `source` through every scheme of `cfg` (and the baseline if asked) on a VM backed by
 /// `backing`. `progress` is called with the number of ops done after each chunk.
 pub fn simulate<I, E>(
@@ -400,20 +420,26 @@ where
     if cfg.baseline {
         runs.push(SchemeRun::baseline(cfg, backing)?);
     }
+    // Reading overlaps simulating: while the runs simulate chunk n (on a scoped thread, through
+    // rayon), this thread reads chunk n + 1. The source need not be `Send`. Errors come out in
+    // the stream's order: a failed run of chunk n before a read error in chunk n + 1.
     let mut source = source.into_iter();
-    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut chunk = read_chunk(&mut source, Vec::with_capacity(CHUNK))?;
+    let mut spare = Vec::with_capacity(CHUNK);
     let mut done = 0u64;
-    loop {
-        chunk.clear();
-        for item in source.by_ref().take(CHUNK) {
-            chunk.push(item.map_err(|e| EngineError::Source(Box::new(e)))?);
-        }
-        if chunk.is_empty() {
-            break;
-        }
-        runs.par_iter_mut().try_for_each(|r| r.run(&chunk))?;
+    while !chunk.is_empty() {
+        let (ran, next) = std::thread::scope(|s| {
+            let sim = s.spawn(|| runs.par_iter_mut().try_for_each(|r| r.run(&chunk)));
+            let next = read_chunk(&mut source, std::mem::take(&mut spare));
+            let ran = sim
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (ran, next)
+        });
+        ran?;
         done += chunk.len() as u64;
         progress(done);
+        spare = std::mem::replace(&mut chunk, next?);
     }
     let mut out = SimResults {
         schemes: Vec::with_capacity(cfg.schemes.len()),
