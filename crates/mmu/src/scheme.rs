@@ -106,6 +106,9 @@ pub trait Scheme: Send {
     fn on_unmap(&mut self, ctx: Ctx<'_>, pages: &[Unmapped], writes: Writes);
     /// The guest switched to another process.
     fn on_switch(&mut self, ctx: Ctx<'_>);
+    /// Every access in flight completes before the next one starts (a serializing event: the
+    /// end of a populate, whose zeroing stores must not overlap the program's first accesses).
+    fn drain(&mut self) {}
     /// Counters so far.
     fn stats(&self) -> &Stats;
     /// Counters so far, mutable (for instruction counts kept by the engine).
@@ -242,6 +245,10 @@ impl<W: Walker> Scheme for Mmu<W> {
             self.stats.tlb_flushes += 1;
         }
         self.walker.on_cr3_load(ctx, &mut self.stats);
+    }
+
+    fn drain(&mut self) {
+        self.timeline.drain();
     }
 
     fn stats(&self) -> &Stats {

@@ -18,6 +18,8 @@ fn fig(scheme: &str, cycles: f64) -> SchemeFigures {
         exits_pt_write: 10,
         exits_cr3_load: 1,
         exits: 11,
+        exits_pki: 0.5,
+        warmup_exits: 3,
         fallback_translations: 0,
     }
 }

@@ -36,6 +36,9 @@ pub struct FairRow {
     pub vs_ept: Vec<Option<Reading>>,
     /// Compromis against shadow paging at 4k, 2m, 1g host pages.
     pub vs_shadow: Vec<Option<Reading>>,
+    /// Shadow paging's measured VM exits per 1,000 instructions at 4k, 2m, 1g host pages (what
+    /// each speedup over shadow rests on).
+    pub shadow_exits_pki: Vec<Option<f64>>,
     /// Compromis (at 4 KiB host pages, where the segment is all it uses) against EPT at the best
     /// host page a VM of one extent allows (1 GiB).
     pub vs_ept_best: Option<Reading>,
@@ -86,6 +89,10 @@ pub(crate) fn fair_rows(overheads: &[RunRow]) -> Vec<FairRow> {
             guest: r.guest.clone(),
             vs_ept: versus("ept"),
             vs_shadow: versus("shadow"),
+            shadow_exits_pki: FAIR_HOST_PAGES
+                .iter()
+                .map(|h| Some(figure(at(h)?, "shadow")?.exits_pki))
+                .collect(),
             vs_ept_best,
         });
     }
@@ -118,7 +125,15 @@ pub(crate) fn fair_table(rows: &[FairRow]) -> Table {
     for r in rows {
         let mut row = vec![r.workload.clone(), r.guest.clone()];
         row.extend(r.vs_ept.iter().map(|x| show(*x)));
-        row.extend(r.vs_shadow.iter().map(|x| show(*x)));
+        row.extend(
+            r.vs_shadow
+                .iter()
+                .zip(&r.shadow_exits_pki)
+                .map(|(x, pki)| match (x, pki) {
+                    (Some(_), Some(p)) => format!("{}, {p:.2} exits/1k", show(*x)),
+                    _ => show(*x),
+                }),
+        );
         row.push(show(r.vs_ept_best));
         t.push(row);
     }
@@ -148,6 +163,9 @@ pub(crate) fn fair_csv(rows: &[FairRow]) -> Table {
     }
     header.push("vs_ept_best_runtime".to_owned());
     header.push("vs_ept_best_overhead_ratio".to_owned());
+    for h in FAIR_HOST_PAGES {
+        header.push(format!("shadow_{h}_exits_pki"));
+    }
     let cells = |r: Option<Reading>| {
         [
             r.map_or_else(String::new, |r| r.runtime.to_string()),
@@ -162,6 +180,11 @@ pub(crate) fn fair_csv(rows: &[FairRow]) -> Table {
             row.extend(cells(*x));
         }
         row.extend(cells(r.vs_ept_best));
+        row.extend(
+            r.shadow_exits_pki
+                .iter()
+                .map(|p| p.map_or_else(String::new, |p| p.to_string())),
+        );
         t.push(row);
     }
     t
@@ -182,6 +205,8 @@ mod tests {
             exits_pt_write: 0,
             exits_cr3_load: 0,
             exits: 0,
+            exits_pki: 0.0,
+            warmup_exits: 0,
             fallback_translations: 0,
         }
     }
@@ -196,7 +221,10 @@ mod tests {
             schemes: vec![
                 fig("native", 105.0),
                 fig("ept", ept),
-                fig("shadow", shadow),
+                SchemeFigures {
+                    exits_pki: 1.5,
+                    ..fig("shadow", shadow)
+                },
                 fig("compromis", 110.0),
             ],
             speedup_vs_ept: ept / 110.0,
@@ -223,6 +251,9 @@ mod tests {
         assert_eq!(b.runtime, 120.0 / 110.0);
         let t = fair_table(&rows).to_text();
         assert!(t.contains("1.818x (10.00x)"), "{t}");
+        // Every speedup over shadow beside shadow's exit rate.
+        assert_eq!(r.shadow_exits_pki, vec![Some(1.5); 3]);
+        assert!(t.contains("1.364x (5.00x), 1.50 exits/1k"), "{t}");
     }
 
     #[test]

@@ -62,6 +62,8 @@ fn run_header(multi: bool) -> Vec<String> {
         h.push("shadow_cr3_exits".into());
         h.push("shadow_pt_write_exits".into());
     }
+    h.push("shadow_warmup_exits".into());
+    h.push("shadow_exits_pki".into());
     h.push("speedup_vs_ept".into());
     h.push("speedup_vs_shadow".into());
     h
@@ -87,6 +89,8 @@ fn run_rows(rows: &[crate::RunRow], multi: bool) -> Table {
             row.push(f("shadow").map_or_else(String::new, |f| f.exits_cr3_load.to_string()));
             row.push(f("shadow").map_or_else(String::new, |f| f.exits_pt_write.to_string()));
         }
+        row.push(f("shadow").map_or_else(String::new, |f| f.warmup_exits.to_string()));
+        row.push(f("shadow").map_or_else(String::new, |f| num(f.exits_pki)));
         row.push(num(r.speedup_vs_ept));
         row.push(num(r.speedup_vs_shadow));
         t.push(row);

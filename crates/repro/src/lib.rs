@@ -241,6 +241,11 @@ pub struct SchemeFigures {
     pub exits_cr3_load: u64,
     /// All VM exits.
     pub exits: u64,
+    /// VM exits per 1,000 instructions (measured phase).
+    pub exits_pki: f64,
+    /// VM exits of the warm-up phase, populate included (under shadow paging: the guest's faults
+    /// and the hidden faults that fill shadow entries as the guest zeroes its pages).
+    pub warmup_exits: u64,
     /// Compromis fallback translations.
     pub fallback_translations: u64,
 }

@@ -69,7 +69,10 @@ pub struct SimConfig {
     /// the first access are always in the warm-up phase).
     pub warmup: u64,
     /// Populate regions when they are mapped (as `mmap(MAP_POPULATE)`, or a benchmark that
-    /// initializes its memory first): every page is faulted in at `Op::Map`.
+    /// initializes its memory first): every page is faulted in at `Op::Map` and then zeroed by
+    /// the guest (one store per page through the scheme, so that whatever the first touch of a
+    /// page fills, such as an out-of-sync shadow entry, is filled there and not in the run).
+    /// These stores are not counted as accesses or instructions.
     pub populate: bool,
     /// Check every translation against the reference composition (slower; for tests).
     pub verify: bool,
@@ -293,11 +296,24 @@ impl SchemeRun {
                                     backing: &self.backing,
                                 };
                                 self.scheme.on_fault(ctx, &fault);
+                                // The guest zeroes the page right after its fault: one store to
+                                // the page, translated like any access (a TLB fill, and under
+                                // out-of-sync shadow paging the hidden fault that fills the
+                                // shadow entry). Every scheme and the baseline do it alike.
+                                self.scheme
+                                    .access(ctx, fault.page, AccessKind::Store, false)
+                                    .ok_or(GuestError::Config(format!(
+                                        "{}: no translation for {} right after its page fault",
+                                        self.kind.name(),
+                                        fault.page
+                                    )))?;
                                 fault.leaf
                             }
                         };
                         va = (va & !(leaf.bytes() - 1)) + leaf.bytes();
                     }
+                    // The populate returns to the program only once its stores are done.
+                    self.scheme.drain();
                 }
                 Ok(None)
             }

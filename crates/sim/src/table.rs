@@ -77,6 +77,9 @@ pub fn results(o: &Outcome) -> Table {
     row(&mut t, "page faults (warm-up)", &|s| {
         thousands(s.result.warmup.page_faults)
     });
+    row(&mut t, "exits (warm-up, incl. populate)", &|s| {
+        thousands(s.result.warmup.exits.total())
+    });
     row(&mut t, "context switches", &|s| {
         thousands(s.result.measured.context_switches)
     });
@@ -204,6 +207,7 @@ pub fn csv_rows(o: &Outcome) -> Table {
         "resynced",
         "page_faults",
         "warmup_page_faults",
+        "warmup_exits",
         "context_switches",
         "tlb_flushes",
         "walk_cycles",
@@ -249,6 +253,7 @@ pub fn csv_rows(o: &Outcome) -> Table {
             m.resynced.to_string(),
             m.page_faults.to_string(),
             s.result.warmup.page_faults.to_string(),
+            s.result.warmup.exits.total().to_string(),
             m.context_switches.to_string(),
             m.tlb_flushes.to_string(),
             m.walk_cycles.to_string(),

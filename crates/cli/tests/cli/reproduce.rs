@@ -110,6 +110,35 @@ fn quick_report_is_consistent_with_its_raw_results() {
     let mp = json["multiprocess"].as_array().unwrap();
     assert!(mp.iter().any(|r| r["schemes"][2]["scheme"] == "shadow"
         && r["schemes"][2]["exits_cr3_load"].as_u64().unwrap() > 0));
+    // Every speedup over shadow stands beside shadow's exit rate; the largest one too.
+    let shadow_of = |r: &serde_json::Value| r["schemes"][2].clone();
+    let mut best_sh = (0.0f64, 0.0f64);
+    for r in runs.iter().chain(mp) {
+        let sh = shadow_of(r);
+        assert_eq!(sh["scheme"], "shadow");
+        let pki = sh["exits_pki"].as_f64().unwrap();
+        assert!(sh["warmup_exits"].as_u64().is_some());
+        let sp = r["speedup_vs_shadow"].as_f64().unwrap();
+        assert!(
+            readme.contains(&format!("| {pki:.2} | {sp:.3}x |")),
+            "{pki} {sp}"
+        );
+        if sp >= best_sh.0 {
+            best_sh = (sp, pki);
+        }
+    }
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("Largest speedup of Compromis over shadow paging"))
+        .unwrap();
+    assert!(line.contains(&format!("**{:.3}x**", best_sh.0)), "{line}");
+    assert!(
+        line.contains(&format!(
+            "shadow: {:.2} VM exits per 1,000 instructions",
+            best_sh.1
+        )),
+        "{line}"
+    );
 
     // Section 3: the synthetic trace under every policy; the real traces reported missing.
     let prov = json["provisioning"].as_array().unwrap();

@@ -3,6 +3,7 @@
 
 mod cycles;
 mod mlp;
+mod shadow_fill;
 mod shadow_sync;
 mod translation;
 mod workloads;
