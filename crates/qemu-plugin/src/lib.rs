@@ -4,10 +4,20 @@
 //!
 //! QEMU loads it with `qemu-x86_64 -plugin libcompromis_qemu_plugin.so,out=PATH[,fetches=on]
 //! [,exec=stop|run] -- PROGRAM ARGS`. At every translated instruction it registers a memory
-//! callback (and, with `fetches=on`, an instruction callback); each callback appends one 8-byte
-//! record to the buffer of the executing vCPU (one vCPU per guest thread in user mode). A full
-//! buffer is written to `out` as one chunk whose header names the process and the vCPU, so the
-//! streams of different threads and processes stay apart and marked.
+//! callback whose user data is the instruction's index in its translation block (TB); each call
+//! appends one 8-byte record (address, size, kind, index) to the buffer of the executing vCPU
+//! (one vCPU per guest thread in user mode). A full buffer is written to `out` as one chunk whose
+//! header names the process and the vCPU, so the streams of different threads and processes stay
+//! apart and marked.
+//!
+//! Instruction fetches (`fetches=on`) are not recorded one callback per instruction, which cost
+//! more than everything else together: each TB is described once, when it is translated (a TB
+//! chunk: its number and its instructions' addresses and lengths), and each execution of it
+//! pushes a start marker, plus an end marker just before its last instruction runs (for TBs of two
+//! or more instructions). The reader (`compromis_trace::qemu`) expands the fetches between the data
+//! records in program order: before a data record of instruction `i` come the fetches up to `i`,
+//! at the end marker the rest. A TB left early (a fault: no end marker before the next start) gets
+//! the fetches up to its last data record's instruction (at least its first instruction).
 //!
 //! # The QEMU API, declared by hand
 //!
@@ -129,39 +139,51 @@ pub static qemu_plugin_version: c_int = 1;
 /// First 32 bits of every chunk: "CQP1" little endian.
 const MAGIC: u64 = 0x3150_5143;
 /// Protocol version, in the hello chunk.
-const PROTOCOL: u64 = 1;
+const PROTOCOL: u64 = 2;
 /// Chunk kinds (bits 56-63 of the second header word).
 const CHUNK_RECORDS: u64 = 0;
 const CHUNK_HELLO: u64 = 1;
 const CHUNK_EXEC: u64 = 2;
 const CHUNK_EXIT: u64 = 3;
 const CHUNK_FORK: u64 = 4;
+const CHUNK_TBS: u64 = 5;
 /// Header words before a chunk's payload.
 const HEADER: usize = 2;
 /// Records a chunk holds at most (64 KiB chunks).
 const CHUNK_RECORDS_MAX: usize = 8192 - HEADER;
-/// Record kinds (bits 62-63).
-const KIND_INSTR: u64 = 0;
+/// TB chunk words buffered before they are written on their own.
+const TBS_WORDS_MAX: usize = 8190;
+/// Record kinds (bits 62-63): a TB marker, a load, a store, a data record whose address does
+/// not fit in 48 bits (the next word is the address).
+const KIND_MARK: u64 = 0;
 const KIND_LOAD: u64 = 1;
 const KIND_STORE: u64 = 2;
-/// Bits 0-55: the guest-virtual address.
-const ADDR_MASK: u64 = (1 << 56) - 1;
+const KIND_WIDE: u64 = 3;
+/// A TB marker's bit 61: the end marker (else the start marker).
+const MARK_END: u64 = 1 << 61;
+/// Bits 0-47 of a data record: the guest-virtual address.
+const ADDR_BITS: u32 = 48;
+/// The most instructions QEMU puts in a TB (`TCG_MAX_INSNS`); the index field has 11 bits.
+const MAX_TB_INSNS: usize = 2047;
 /// vCPUs with their own buffer; records of higher vCPU indices are counted as lost.
 const MAX_VCPUS: usize = 4096;
 /// x86-64 Linux system call numbers.
 const SYS_EXECVE: i64 = 59;
 const SYS_EXECVEAT: i64 = 322;
 
-/// One record: kind in bits 62-63, size field in bits 56-61 (instruction length in bytes, or
-/// log2 of a data access's size), address in bits 0-55.
+/// One data record: kind in bits 62-63, log2 of the access size in bits 59-61, the index of
+/// the instruction in its TB in bits 48-58, the address in bits 0-47.
 #[inline(always)]
-fn record(kind: u64, addr: u64, size_field: u64) -> u64 {
-    (kind << 62) | ((size_field & 0x3f) << 56) | (addr & ADDR_MASK)
+fn record(kind: u64, addr: u64, shift: u64, index: u64) -> u64 {
+    (kind << 62) | ((shift & 7) << 59) | ((index & 0x7ff) << ADDR_BITS) | addr
 }
+
+/// This process's id (refreshed in a forked child): read per chunk, so not a system call.
+static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// The two header words of a chunk.
 fn header(kind: u64, vcpu: u32, count: usize) -> [u64; 2] {
-    let pid = u64::from(std::process::id());
+    let pid = u64::from(PID.load(Ordering::Relaxed));
     [
         MAGIC | ((count as u64) << 32),
         pid | ((u64::from(vcpu) & 0xff_ffff) << 32) | (kind << 56),
@@ -171,8 +193,19 @@ fn header(kind: u64, vcpu: u32, count: usize) -> [u64; 2] {
 // ---------------------------------------------------------------------------------------------
 // State.
 
-/// Where chunks go (the trace pipe), and whether writing failed (the reader is gone: stop).
-static OUT: OnceLock<Mutex<File>> = OnceLock::new();
+/// Where chunks go (the trace pipe), with the TB descriptions not written yet.
+struct Out {
+    file: File,
+    /// TB chunk payload: per TB its number, its instruction count, then per instruction
+    /// `address | length << 56`. Written before any record chunk (under the same lock), so a
+    /// TB is always described before a record of its execution reaches the reader.
+    tbs: Vec<u64>,
+}
+
+/// The output, and whether writing failed (the reader is gone: stop).
+static OUT: OnceLock<Mutex<Out>> = OnceLock::new();
+/// The next TB number of this process.
+static NEXT_TB: AtomicU64 = AtomicU64::new(0);
 static BROKEN: AtomicBool = AtomicBool::new(false);
 static FETCHES: AtomicBool = AtomicBool::new(false);
 static STOP_AT_EXEC: AtomicBool = AtomicBool::new(true);
@@ -210,19 +243,37 @@ fn stream(vcpu: c_uint) -> Option<&'static mut Vec<u64>> {
     Some(unsafe { &mut *(*p).words.get() })
 }
 
-/// Writes `words` (a chunk: header and payload) to the output in one call.
-fn write_words(words: &[u64]) {
+/// Writes `words` (a chunk: header and payload) to `file` in one call.
+fn write_to(file: &mut File, words: &[u64]) {
     if BROKEN.load(Ordering::Relaxed) {
         return;
     }
-    let Some(out) = OUT.get() else { return };
     // SAFETY: u64 has no padding and any byte is a valid u8; the slice covers exactly the
     // words' memory, borrowed for this call only. Records are little endian (checked above).
     let bytes = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) };
-    let mut f = out.lock().unwrap_or_else(PoisonError::into_inner);
-    if f.write_all(bytes).is_err() {
+    if file.write_all(bytes).is_err() {
         BROKEN.store(true, Ordering::Relaxed);
     }
+}
+
+/// Writes the pending TB descriptions as one chunk (the caller holds the output lock).
+fn write_tbs(out: &mut Out) {
+    if out.tbs.is_empty() {
+        return;
+    }
+    let mut words = header(CHUNK_TBS, 0, out.tbs.len()).to_vec();
+    words.extend_from_slice(&out.tbs);
+    write_to(&mut out.file, &words);
+    out.tbs.clear();
+}
+
+/// Writes `words` (a chunk: header and payload) to the output, after the pending TB
+/// descriptions.
+fn write_words(words: &[u64]) {
+    let Some(out) = OUT.get() else { return };
+    let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+    write_tbs(&mut out);
+    write_to(&mut out.file, words);
 }
 
 /// Writes the records buffered in `words` as a chunk of `vcpu` and empties the buffer.
@@ -262,9 +313,30 @@ fn push(vcpu: c_uint, word: u64) {
     match stream(vcpu) {
         Some(words) => {
             words.push(word);
-            if words.len() == HEADER + CHUNK_RECORDS_MAX {
+            if words.len() >= HEADER + CHUNK_RECORDS_MAX {
                 flush(vcpu, words);
             }
+        }
+        None => {
+            LOST.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Pushes a data record, in two words when the address does not fit in 48 bits.
+#[inline(always)]
+fn push_data(vcpu: c_uint, kind: u64, addr: u64, shift: u64, index: u64) {
+    if addr >> ADDR_BITS == 0 {
+        push(vcpu, record(kind, addr, shift, index));
+        return;
+    }
+    match stream(vcpu) {
+        Some(words) => {
+            if words.len() + 2 > HEADER + CHUNK_RECORDS_MAX {
+                flush(vcpu, words);
+            }
+            words.push(record(KIND_WIDE, 0, shift, index) | ((kind - 1) << 47));
+            words.push(addr);
         }
         None => {
             LOST.fetch_add(1, Ordering::Relaxed);
@@ -275,12 +347,13 @@ fn push(vcpu: c_uint, word: u64) {
 // ---------------------------------------------------------------------------------------------
 // Callbacks.
 
-extern "C" fn on_insn(vcpu: c_uint, userdata: *mut c_void) {
-    // The record was encoded at translation time and travels as the user-data pointer.
+/// A TB marker: the word was encoded at translation time and travels as the user-data pointer.
+extern "C" fn on_mark(vcpu: c_uint, userdata: *mut c_void) {
     push(vcpu, userdata as u64);
 }
 
-extern "C" fn on_mem(vcpu: c_uint, info: MemInfo, vaddr: u64, _userdata: *mut c_void) {
+/// A data access of the instruction whose index in its TB is the user data.
+extern "C" fn on_mem(vcpu: c_uint, info: MemInfo, vaddr: u64, userdata: *mut c_void) {
     // SAFETY: `info` is the handle QEMU passed to this callback, valid during it.
     let (shift, store) = unsafe {
         (
@@ -289,7 +362,7 @@ extern "C" fn on_mem(vcpu: c_uint, info: MemInfo, vaddr: u64, _userdata: *mut c_
         )
     };
     let kind = if store { KIND_STORE } else { KIND_LOAD };
-    push(vcpu, record(kind, vaddr, u64::from(shift)));
+    push_data(vcpu, kind, vaddr, u64::from(shift), userdata as u64);
 }
 
 extern "C" fn on_translate(_id: PluginId, tb: *mut Tb) {
@@ -297,19 +370,47 @@ extern "C" fn on_translate(_id: PluginId, tb: *mut Tb) {
     // SAFETY: `tb` and the instruction handles are valid during this translation callback; the
     // callbacks registered are `extern "C"` functions with the signatures QEMU expects.
     unsafe {
-        for i in 0..qemu_plugin_tb_n_insns(tb) {
-            let insn = qemu_plugin_tb_get_insn(tb, i);
-            if fetches {
+        let n = qemu_plugin_tb_n_insns(tb).min(MAX_TB_INSNS);
+        if n == 0 {
+            return;
+        }
+        if fetches {
+            let number = NEXT_TB.fetch_add(1, Ordering::Relaxed) & (MARK_END - 1);
+            let Some(out) = OUT.get() else { return };
+            let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+            out.tbs.push(number);
+            out.tbs.push(n as u64);
+            for i in 0..n {
+                let insn = qemu_plugin_tb_get_insn(tb, i);
                 let size = qemu_plugin_insn_size(insn) as u64;
-                let word = record(KIND_INSTR, qemu_plugin_insn_vaddr(insn), size);
+                out.tbs
+                    .push((qemu_plugin_insn_vaddr(insn) & ((1 << 56) - 1)) | (size << 56));
+            }
+            if out.tbs.len() >= TBS_WORDS_MAX {
+                write_tbs(&mut out);
+            }
+            drop(out);
+            // Markers: start before the first instruction, end before the last (none for a TB
+            // of one instruction: its start is its end).
+            let first = qemu_plugin_tb_get_insn(tb, 0);
+            qemu_plugin_register_vcpu_insn_exec_cb(
+                first,
+                on_mark,
+                CB_NO_REGS,
+                (KIND_MARK << 62 | number) as *mut c_void,
+            );
+            if n > 1 {
                 qemu_plugin_register_vcpu_insn_exec_cb(
-                    insn,
-                    on_insn,
+                    qemu_plugin_tb_get_insn(tb, n - 1),
+                    on_mark,
                     CB_NO_REGS,
-                    word as *mut c_void,
+                    (KIND_MARK << 62 | MARK_END | number) as *mut c_void,
                 );
             }
-            qemu_plugin_register_vcpu_mem_cb(insn, on_mem, CB_NO_REGS, MEM_RW, null_mut());
+        }
+        for i in 0..n {
+            let insn = qemu_plugin_tb_get_insn(tb, i);
+            qemu_plugin_register_vcpu_mem_cb(insn, on_mem, CB_NO_REGS, MEM_RW, i as *mut c_void);
         }
     }
 }
@@ -354,12 +455,15 @@ extern "C" fn on_exit(_id: PluginId, _userdata: *mut c_void) {
 
 thread_local! {
     /// The output lock held across a fork by the forking thread (prepare -> parent/child).
-    static FORK_GUARD: RefCell<Option<MutexGuard<'static, File>>> = const { RefCell::new(None) };
+    static FORK_GUARD: RefCell<Option<MutexGuard<'static, Out>>> = const { RefCell::new(None) };
 }
 
 extern "C" fn before_fork() {
     if let Some(out) = OUT.get() {
-        let g = out.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut g = out.lock().unwrap_or_else(PoisonError::into_inner);
+        // The TBs described so far are the child's too: the reader gives the child a copy of
+        // the parent's TB table when the child's fork chunk arrives, after these.
+        write_tbs(&mut g);
         FORK_GUARD.with(|s| *s.borrow_mut() = Some(g));
     }
 }
@@ -369,6 +473,7 @@ extern "C" fn after_fork_parent() {
 }
 
 extern "C" fn after_fork_child() {
+    PID.store(std::process::id(), Ordering::Relaxed);
     FORK_GUARD.with(|s| drop(s.borrow_mut().take()));
     // The pending records belong to the parent, which writes them itself.
     for slot in &STREAMS {
@@ -458,7 +563,14 @@ pub unsafe extern "C" fn qemu_plugin_install(
             return -1;
         }
     };
-    if OUT.set(Mutex::new(file)).is_err() {
+    PID.store(std::process::id(), Ordering::Relaxed);
+    if OUT
+        .set(Mutex::new(Out {
+            file,
+            tbs: Vec::with_capacity(TBS_WORDS_MAX + 2 * MAX_TB_INSNS),
+        }))
+        .is_err()
+    {
         eprintln!("compromis qemu plugin: loaded twice");
         return -1;
     }
