@@ -65,8 +65,10 @@ const CHUNK_EXIT: u8 = 3;
 const CHUNK_FORK: u8 = 4;
 const CHUNK_TBS: u8 = 5;
 const ADDR_MASK: u64 = (1 << 56) - 1;
-/// A TB marker's end bit.
-const MARK_END: u64 = 1 << 61;
+/// A TB marker's bit 61: "reached instruction i" (i in bits 48-58), else the start marker.
+const MARK_REACH: u64 = 1 << 61;
+/// A TB marker's bits 0-47: the TB number.
+const TB_NUMBER_MASK: u64 = (1 << 48) - 1;
 
 /// The TBs (translation blocks) a process described: per TB number, where its instructions'
 /// fetch records start in `fetches` and how many there are.
@@ -703,7 +705,7 @@ impl<R: Read> QemuReader<R> {
             let kind = w >> 62;
             if kind == 0 {
                 // A TB marker.
-                let number = w & (MARK_END - 1);
+                let number = w & TB_NUMBER_MASK;
                 let block = table.and_then(|t| {
                     let &(start, n) = t.blocks.get(usize::try_from(number).ok()?)?;
                     (n > 0).then_some((t, start, n))
@@ -712,7 +714,7 @@ impl<R: Read> QemuReader<R> {
                     bad = Some((w, "a TB marker of an undescribed TB"));
                     break;
                 };
-                if w & MARK_END == 0 {
+                if w & MARK_REACH == 0 {
                     // Start: the first instruction's fetch now.
                     out.push(t.fetches[start as usize]);
                     running = Some(TbCursor {
@@ -723,13 +725,20 @@ impl<R: Read> QemuReader<R> {
                     });
                 } else {
                     let Some(c) = running.as_mut().filter(|c| c.number == number) else {
-                        bad = Some((w, "a TB end marker without its start"));
+                        bad = Some((w, "a TB marker without its start"));
                         break;
                     };
-                    out.extend_from_slice(
-                        &t.fetches[(c.start + c.next) as usize..(c.start + c.n) as usize],
-                    );
-                    c.next = c.n;
+                    let index = ((w >> 48) & 0x7ff) as u32;
+                    if index >= c.n {
+                        bad = Some((w, "a TB marker of an instruction beyond its TB"));
+                        break;
+                    }
+                    if index >= c.next {
+                        out.extend_from_slice(
+                            &t.fetches[(c.start + c.next) as usize..=(c.start + index) as usize],
+                        );
+                        c.next = index + 1;
+                    }
                 }
                 continue;
             }
@@ -1060,12 +1069,12 @@ mod tests {
         (kind << 62) | (shift << 59) | (index << 48) | addr
     }
 
-    /// The start and end markers of TB `number`.
+    /// The start marker of TB `number`, and its "reached instruction `index`" marker.
     fn start(number: u64) -> u64 {
         number
     }
-    fn end(number: u64) -> u64 {
-        MARK_END | number
+    fn reach(number: u64, index: u64) -> u64 {
+        MARK_REACH | (index << 48) | number
     }
 
     /// A TB description: `number`, then (address, length) per instruction.
@@ -1236,7 +1245,7 @@ mod tests {
                 CHUNK_RECORDS,
                 7,
                 0,
-                &[data(2, 0x11, 2, 1), end(0), data(1, 0x12, 3, 3)],
+                &[data(2, 0x11, 2, 1), reach(0, 3), data(1, 0x12, 3, 3)],
             )
             // TB 0 left early after instruction 1's access (no end marker), then TB 1.
             .chunk(
@@ -1245,6 +1254,8 @@ mod tests {
                 0,
                 &[start(0), data(1, 0x13, 3, 1), start(1)],
             )
+            // A marker on every instruction but a last that never runs (a ghost, see the plugin).
+            .chunk(CHUNK_RECORDS, 7, 1, &[start(0), reach(0, 1), reach(0, 2)])
             // A child inherits the TBs.
             .chunk(CHUNK_FORK, 9, 0, &[7])
             .chunk(CHUNK_RECORDS, 9, 0, &[start(1)])
@@ -1268,6 +1279,9 @@ mod tests {
                 i(a[1]),
                 ld(0x13),
                 i(b[0]),
+                i(a[0]),
+                i(a[1]),
+                i(a[2]),
                 i(b[0]),
             ]
         );
@@ -1287,7 +1301,13 @@ mod tests {
         };
         let t = tb(0, &[(0x1000, 2)]);
         assert!(bad(&[(CHUNK_RECORDS, &[start(0)])]).contains("undescribed TB"));
-        assert!(bad(&[(CHUNK_TBS, &t), (CHUNK_RECORDS, &[end(0)])]).contains("without its start"));
+        assert!(
+            bad(&[(CHUNK_TBS, &t), (CHUNK_RECORDS, &[reach(0, 0)])]).contains("without its start")
+        );
+        assert!(
+            bad(&[(CHUNK_TBS, &t), (CHUNK_RECORDS, &[start(0), reach(0, 1)])])
+                .contains("beyond its TB")
+        );
         assert!(
             bad(&[(CHUNK_TBS, &t), (CHUNK_RECORDS, &[data(1, 0, 3, 0)])])
                 .contains("outside any TB")
