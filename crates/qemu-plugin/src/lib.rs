@@ -10,11 +10,12 @@
 //! header names the process and the vCPU, so the streams of different threads and processes stay
 //! apart and marked.
 //!
-//! Instruction fetches (`fetches=on`) are not recorded one callback per instruction, which cost
-//! more than everything else together: each TB is described once, when it is translated (a TB
+//! Instruction fetches (`fetches=on`): each TB is described once, when it is translated (a TB
 //! chunk: its number and its instructions' addresses and lengths), and each execution of it
-//! pushes a start marker, plus a "reached instruction i" marker just before its last instruction
-//! runs (for TBs of two or more instructions). The reader (`compromis_trace::qemu`) expands the
+//! pushes a start marker and a "reached instruction i" marker before each further instruction.
+//! With `fetches=tb` only the start and a marker just before the last instruction are pushed
+//! (for TBs of two or more instructions): a third fewer callbacks on `sort`, but not exact on
+//! QEMU 7.2 (see below). The reader (`compromis_trace::qemu`) expands the
 //! fetches between the data records in program order: before a data record of instruction `i`,
 //! and at a marker of instruction `i`, come the fetches up to `i`. A TB left early (a fault: no
 //! end marker before the next start) gets the fetches up to its last data record's instruction
@@ -23,10 +24,12 @@
 //! QEMU 7.2's x86 translator drops an instruction that crosses into the next page when it is not
 //! the TB's first (it ends the TB before it), but the plugin API still lists it, with the bytes
 //! read up to the page end: that ghost never runs and its callbacks never fire (and, measured,
-//! neither did a marker on the instruction before it when the ghost had one too). So when the
-//! last listed instruction ends exactly at a page end (a ghost, or a real instruction that ends
-//! there: 19 of 5,375 TBs of a `sort` run), every instruction of the TB gets a marker, as in
-//! protocol 1, which recorded such TBs correctly.
+//! neither did markers on the instructions before it, in one TB of a `sort` run, while they did
+//! when every TB had a marker per instruction). With `fetches=tb`, when the last listed instruction
+//! ends exactly at a page end (a ghost, or a real instruction that ends there: 19 of 5,375 TBs of
+//! a `sort` run), every instruction of the TB gets a marker; one such TB of that run still lost
+//! the fetches of its 3 instructions after the first (25,056,255 records against 25,056,258). The
+//! default, a marker per instruction, gave the same records as protocol 1 on that run.
 //!
 //! # The QEMU API, declared by hand
 //!
@@ -219,6 +222,8 @@ static OUT: OnceLock<Mutex<Out>> = OnceLock::new();
 static NEXT_TB: AtomicU64 = AtomicU64::new(0);
 static BROKEN: AtomicBool = AtomicBool::new(false);
 static FETCHES: AtomicBool = AtomicBool::new(false);
+/// `fetches=tb`: markers at TB starts and ends only (else one per instruction: exact).
+static TB_FETCHES: AtomicBool = AtomicBool::new(false);
 static STOP_AT_EXEC: AtomicBool = AtomicBool::new(true);
 /// Records dropped because their vCPU index was at or above [`MAX_VCPUS`].
 static LOST: AtomicU64 = AtomicU64::new(0);
@@ -451,7 +456,7 @@ extern "C" fn on_translate(_id: PluginId, tb: *mut Tb) {
             };
             let reach = |i: usize| KIND_MARK << 62 | MARK_REACH | (i as u64) << 48 | number;
             mark(0, KIND_MARK << 62 | number);
-            if last_end & 0xfff == 0 {
+            if !TB_FETCHES.load(Ordering::Relaxed) || last_end & 0xfff == 0 {
                 for i in 1..n {
                     mark(i, reach(i));
                 }
@@ -541,10 +546,11 @@ extern "C" fn after_fork_child() {
     );
 }
 
-/// Parses `key=value` options; returns (out path, fetches, stop at exec).
-fn parse_args(args: &[&str]) -> Result<(String, bool, bool), String> {
+/// Parses `key=value` options; returns (out path, fetches, TB fetches, stop at exec).
+fn parse_args(args: &[&str]) -> Result<(String, bool, bool, bool), String> {
     let mut out = None;
     let mut fetches = false;
+    let mut tb = false;
     let mut stop = true;
     for a in args {
         let (k, v) = a
@@ -557,6 +563,7 @@ fn parse_args(args: &[&str]) -> Result<(String, bool, bool), String> {
         };
         match k {
             "out" => out = Some(v.to_owned()),
+            "fetches" if v == "tb" => (fetches, tb) = (true, true),
             "fetches" => fetches = on(v)?,
             "exec" => {
                 stop = match v {
@@ -569,7 +576,7 @@ fn parse_args(args: &[&str]) -> Result<(String, bool, bool), String> {
         }
     }
     let out = out.ok_or("missing option out=PATH")?;
-    Ok((out, fetches, stop))
+    Ok((out, fetches, tb, stop))
 }
 
 /// Called by QEMU when it loads the plugin. Returns 0 on success.
@@ -599,7 +606,7 @@ pub unsafe extern "C" fn qemu_plugin_install(
         eprintln!("compromis qemu plugin: user-mode emulation only (qemu-x86_64)");
         return -1;
     }
-    let (out, fetches, stop) = match parse_args(&args) {
+    let (out, fetches, tb, stop) = match parse_args(&args) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("compromis qemu plugin: {e}");
@@ -626,6 +633,7 @@ pub unsafe extern "C" fn qemu_plugin_install(
         return -1;
     }
     FETCHES.store(fetches, Ordering::Relaxed);
+    TB_FETCHES.store(tb, Ordering::Relaxed);
     check_meminfo();
     STOP_AT_EXEC.store(stop, Ordering::Relaxed);
     control(CHUNK_HELLO, u32::from(fetches), &[PROTOCOL]);
