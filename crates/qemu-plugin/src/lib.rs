@@ -165,6 +165,14 @@ const HEADER: usize = 2;
 const CHUNK_RECORDS_MAX: usize = 8192 - HEADER;
 /// TB chunk words buffered before they are written on their own.
 const TBS_WORDS_MAX: usize = 8190;
+/// Payload words of a chunk that fits in `PIPE_BUF` (4,096 bytes), which the kernel writes to a
+/// pipe atomically.
+const ATOMIC_WORDS: usize = 512 - HEADER;
+/// Most payload words per chunk now: [`CHUNK_RECORDS_MAX`], or [`ATOMIC_WORDS`] once the process
+/// forked or was forked: then two processes write to the same pipe, and only writes of at most
+/// `PIPE_BUF` bytes cannot interleave.
+static CHUNK_LIMIT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(CHUNK_RECORDS_MAX);
 /// Record kinds (bits 62-63): a TB marker, a load, a store, a data record whose address does
 /// not fit in 48 bits (the next word is the address).
 const KIND_MARK: u64 = 0;
@@ -298,10 +306,23 @@ fn flush(vcpu: u32, words: &mut Vec<u64>) {
     if count == 0 {
         return;
     }
-    let [h0, h1] = header(CHUNK_RECORDS, vcpu, count);
-    words[0] = h0;
-    words[1] = h1;
-    write_words(words);
+    let limit = CHUNK_LIMIT.load(Ordering::Relaxed);
+    if count <= limit {
+        let [h0, h1] = header(CHUNK_RECORDS, vcpu, count);
+        words[0] = h0;
+        words[1] = h1;
+        write_words(words);
+    } else {
+        // Buffered before a fork: written in chunks small enough to be atomic.
+        let mut small = [0u64; HEADER + ATOMIC_WORDS];
+        for part in words[HEADER..].chunks(limit.min(ATOMIC_WORDS)) {
+            let [h0, h1] = header(CHUNK_RECORDS, vcpu, part.len());
+            small[0] = h0;
+            small[1] = h1;
+            small[HEADER..HEADER + part.len()].copy_from_slice(part);
+            write_words(&small[..HEADER + part.len()]);
+        }
+    }
     words.truncate(HEADER);
 }
 
@@ -329,7 +350,7 @@ fn push(vcpu: c_uint, word: u64) {
     match stream(vcpu) {
         Some(words) => {
             words.push(word);
-            if words.len() >= HEADER + CHUNK_RECORDS_MAX {
+            if words.len() >= HEADER + CHUNK_LIMIT.load(Ordering::Relaxed) {
                 flush(vcpu, words);
             }
         }
@@ -348,7 +369,7 @@ fn push_data(vcpu: c_uint, kind: u64, addr: u64, shift: u64, index: u64) {
     }
     match stream(vcpu) {
         Some(words) => {
-            if words.len() + 2 > HEADER + CHUNK_RECORDS_MAX {
+            if words.len() + 2 > HEADER + CHUNK_LIMIT.load(Ordering::Relaxed) {
                 flush(vcpu, words);
             }
             words.push(record(KIND_WIDE, 0, shift, index) | ((kind - 1) << 47));
@@ -429,6 +450,10 @@ extern "C" fn on_translate(_id: PluginId, tb: *mut Tb) {
             let number = NEXT_TB.fetch_add(1, Ordering::Relaxed) & TB_NUMBER_MASK;
             let Some(out) = OUT.get() else { return };
             let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+            let limit = CHUNK_LIMIT.load(Ordering::Relaxed).min(TBS_WORDS_MAX);
+            if out.tbs.len() + 2 + n > limit {
+                write_tbs(&mut out);
+            }
             out.tbs.push(number);
             out.tbs.push(n as u64);
             let mut last_end = 0;
@@ -439,7 +464,7 @@ extern "C" fn on_translate(_id: PluginId, tb: *mut Tb) {
                 last_end = vaddr.wrapping_add(size);
                 out.tbs.push((vaddr & ((1 << 56) - 1)) | (size << 56));
             }
-            if out.tbs.len() >= TBS_WORDS_MAX {
+            if out.tbs.len() >= limit {
                 write_tbs(&mut out);
             }
             drop(out);
@@ -525,11 +550,13 @@ extern "C" fn before_fork() {
 }
 
 extern "C" fn after_fork_parent() {
+    CHUNK_LIMIT.store(ATOMIC_WORDS, Ordering::Relaxed);
     FORK_GUARD.with(|s| drop(s.borrow_mut().take()));
 }
 
 extern "C" fn after_fork_child() {
     PID.store(std::process::id(), Ordering::Relaxed);
+    CHUNK_LIMIT.store(ATOMIC_WORDS, Ordering::Relaxed);
     FORK_GUARD.with(|s| drop(s.borrow_mut().take()));
     // The pending records belong to the parent, which writes them itself.
     for slot in &STREAMS {
