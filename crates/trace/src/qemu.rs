@@ -672,27 +672,25 @@ impl<R: Read> QemuReader<R> {
         let mut i = 0;
         while i < words.len() {
             let number = words[i];
-            let n = words.get(i + 1).copied().unwrap_or(0);
+            let n_raw = words.get(i + 1).copied().unwrap_or(0);
+            let n32 = u32::try_from(n_raw).unwrap_or(0);
+            let n = usize::try_from(n32).unwrap_or(0);
             let gap = usize::try_from(number).unwrap_or(usize::MAX);
             if n == 0
-                || n > TB_INSNS_MAX
-                || i + 2 + n as usize > words.len()
+                || n_raw > TB_INSNS_MAX
+                || i + 2 + n > words.len()
                 || gap > table.blocks.len() + TB_NUMBER_GAP_MAX
-                || words[i + 2..i + 2 + n as usize]
-                    .iter()
-                    .any(|w| w >> 62 != 0)
+                || words[i + 2..i + 2 + n].iter().any(|w| w >> 62 != 0)
             {
                 return Err(self.bad(at, "bad TB description", &number.to_le_bytes()));
             }
             let start = u32::try_from(table.fetches.len()).unwrap_or(u32::MAX);
-            table
-                .fetches
-                .extend_from_slice(&words[i + 2..i + 2 + n as usize]);
+            table.fetches.extend_from_slice(&words[i + 2..i + 2 + n]);
             if gap >= table.blocks.len() {
                 table.blocks.resize(gap + 1, (0, 0));
             }
-            table.blocks[gap] = (start, n as u32);
-            i += 2 + n as usize;
+            table.blocks[gap] = (start, n32);
+            i += 2 + n;
         }
         Ok(())
     }
@@ -1239,7 +1237,9 @@ mod tests {
     fn fetches_are_expanded_in_program_order_across_chunks_threads_and_forks() {
         let a = [(0x1000, 2), (0x1002, 3), (0x1005, 1), (0x1006, 5)];
         let b = [(0x2000, 4)];
-        let i = |(addr, len): (u64, u64)| Record::new(RecordKind::Instr, addr, len as u32);
+        let i = |(addr, len): (u64, u64)| {
+            Record::new(RecordKind::Instr, addr, u32::try_from(len).unwrap())
+        };
         let ld = |addr| Record::new(RecordKind::Load, addr, 8);
         let st = |addr| Record::new(RecordKind::Store, addr, 4);
         let mut tbs = tb(0, &a);
