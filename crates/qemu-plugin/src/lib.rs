@@ -4,10 +4,32 @@
 //!
 //! QEMU loads it with `qemu-x86_64 -plugin libcompromis_qemu_plugin.so,out=PATH[,fetches=on]
 //! [,exec=stop|run] -- PROGRAM ARGS`. At every translated instruction it registers a memory
-//! callback (and, with `fetches=on`, an instruction callback); each callback appends one 8-byte
-//! record to the buffer of the executing vCPU (one vCPU per guest thread in user mode). A full
-//! buffer is written to `out` as one chunk whose header names the process and the vCPU, so the
-//! streams of different threads and processes stay apart and marked.
+//! callback whose user data is the instruction's index in its translation block (TB); each call
+//! appends one 8-byte record (address, size, kind, index) to the buffer of the executing vCPU
+//! (one vCPU per guest thread in user mode). A full buffer is written to `out` as one chunk whose
+//! header names the process and the vCPU, so the streams of different threads and processes stay
+//! apart and marked.
+//!
+//! Instruction fetches (`fetches=on`): each TB is described once, when it is translated (a TB
+//! chunk: its number and its instructions' addresses and lengths), and each execution of it
+//! pushes a start marker and a "reached instruction i" marker before each further instruction.
+//! With `fetches=tb` only the start and a marker just before the last instruction are pushed
+//! (for TBs of two or more instructions): 43% fewer stream words on `sort`, but not exact on
+//! QEMU 7.2 (see below). The reader (`compromis_trace::qemu`) expands the
+//! fetches between the data records in program order: before a data record of instruction `i`,
+//! and at a marker of instruction `i`, come the fetches up to `i`. A TB left early (a fault: no
+//! end marker before the next start) gets the fetches up to its last data record's instruction
+//! (at least its first instruction).
+//!
+//! QEMU 7.2's x86 translator drops an instruction that crosses into the next page when it is not
+//! the TB's first (it ends the TB before it), but the plugin API still lists it, with the bytes
+//! read up to the page end: that ghost never runs and its callbacks never fire (and, measured,
+//! neither did markers on the instructions before it, in one TB of a `sort` run, while they did
+//! when every TB had a marker per instruction). With `fetches=tb`, when the last listed instruction
+//! ends exactly at a page end (a ghost, or a real instruction that ends there: 19 of 5,375 TBs of
+//! a `sort` run), every instruction of the TB gets a marker; one such TB of that run still lost
+//! the fetches of its 3 instructions after the first (25,056,255 records against 25,056,258). The
+//! default, a marker per instruction, gave the same records as protocol 1 on that run.
 //!
 //! # The QEMU API, declared by hand
 //!
@@ -129,39 +151,61 @@ pub static qemu_plugin_version: c_int = 1;
 /// First 32 bits of every chunk: "CQP1" little endian.
 const MAGIC: u64 = 0x3150_5143;
 /// Protocol version, in the hello chunk.
-const PROTOCOL: u64 = 1;
+const PROTOCOL: u64 = 2;
 /// Chunk kinds (bits 56-63 of the second header word).
 const CHUNK_RECORDS: u64 = 0;
 const CHUNK_HELLO: u64 = 1;
 const CHUNK_EXEC: u64 = 2;
 const CHUNK_EXIT: u64 = 3;
 const CHUNK_FORK: u64 = 4;
+const CHUNK_TBS: u64 = 5;
 /// Header words before a chunk's payload.
 const HEADER: usize = 2;
 /// Records a chunk holds at most (64 KiB chunks).
 const CHUNK_RECORDS_MAX: usize = 8192 - HEADER;
-/// Record kinds (bits 62-63).
-const KIND_INSTR: u64 = 0;
+/// TB chunk words buffered before they are written on their own.
+const TBS_WORDS_MAX: usize = 8190;
+/// Payload words of a chunk that fits in `PIPE_BUF` (4,096 bytes), which the kernel writes to a
+/// pipe atomically.
+const ATOMIC_WORDS: usize = 512 - HEADER;
+/// Most payload words per chunk now: [`CHUNK_RECORDS_MAX`], or [`ATOMIC_WORDS`] once the process
+/// forked or was forked: then two processes write to the same pipe, and only writes of at most
+/// `PIPE_BUF` bytes cannot interleave.
+static CHUNK_LIMIT: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(CHUNK_RECORDS_MAX);
+/// Record kinds (bits 62-63): a TB marker, a load, a store, a data record whose address does
+/// not fit in 48 bits (the next word is the address).
+const KIND_MARK: u64 = 0;
 const KIND_LOAD: u64 = 1;
 const KIND_STORE: u64 = 2;
-/// Bits 0-55: the guest-virtual address.
-const ADDR_MASK: u64 = (1 << 56) - 1;
+const KIND_WIDE: u64 = 3;
+/// A TB marker's bit 61: "reached instruction i" (i in bits 48-58), else the start marker.
+const MARK_REACH: u64 = 1 << 61;
+/// Bits 0-47 of a TB marker: the TB number.
+const TB_NUMBER_MASK: u64 = (1 << 48) - 1;
+/// Bits 0-47 of a data record: the guest-virtual address.
+const ADDR_BITS: u32 = 48;
+/// The most instructions QEMU puts in a TB (`TCG_MAX_INSNS`); the index field has 11 bits.
+const MAX_TB_INSNS: usize = 2047;
 /// vCPUs with their own buffer; records of higher vCPU indices are counted as lost.
 const MAX_VCPUS: usize = 4096;
 /// x86-64 Linux system call numbers.
 const SYS_EXECVE: i64 = 59;
 const SYS_EXECVEAT: i64 = 322;
 
-/// One record: kind in bits 62-63, size field in bits 56-61 (instruction length in bytes, or
-/// log2 of a data access's size), address in bits 0-55.
+/// One data record: kind in bits 62-63, log2 of the access size in bits 59-61, the index of
+/// the instruction in its TB in bits 48-58, the address in bits 0-47.
 #[inline(always)]
-fn record(kind: u64, addr: u64, size_field: u64) -> u64 {
-    (kind << 62) | ((size_field & 0x3f) << 56) | (addr & ADDR_MASK)
+fn record(kind: u64, addr: u64, shift: u64, index: u64) -> u64 {
+    (kind << 62) | ((shift & 7) << 59) | ((index & 0x7ff) << ADDR_BITS) | addr
 }
+
+/// This process's id (refreshed in a forked child): read per chunk, so not a system call.
+static PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// The two header words of a chunk.
 fn header(kind: u64, vcpu: u32, count: usize) -> [u64; 2] {
-    let pid = u64::from(std::process::id());
+    let pid = u64::from(PID.load(Ordering::Relaxed));
     [
         MAGIC | ((count as u64) << 32),
         pid | ((u64::from(vcpu) & 0xff_ffff) << 32) | (kind << 56),
@@ -171,10 +215,23 @@ fn header(kind: u64, vcpu: u32, count: usize) -> [u64; 2] {
 // ---------------------------------------------------------------------------------------------
 // State.
 
-/// Where chunks go (the trace pipe), and whether writing failed (the reader is gone: stop).
-static OUT: OnceLock<Mutex<File>> = OnceLock::new();
+/// Where chunks go (the trace pipe), with the TB descriptions not written yet.
+struct Out {
+    file: File,
+    /// TB chunk payload: per TB its number, its instruction count, then per instruction
+    /// `address | length << 56`. Written before any record chunk (under the same lock), so a
+    /// TB is always described before a record of its execution reaches the reader.
+    tbs: Vec<u64>,
+}
+
+/// The output, and whether writing failed (the reader is gone: stop).
+static OUT: OnceLock<Mutex<Out>> = OnceLock::new();
+/// The next TB number of this process.
+static NEXT_TB: AtomicU64 = AtomicU64::new(0);
 static BROKEN: AtomicBool = AtomicBool::new(false);
 static FETCHES: AtomicBool = AtomicBool::new(false);
+/// `fetches=tb`: markers at TB starts and ends only (else one per instruction: exact).
+static TB_FETCHES: AtomicBool = AtomicBool::new(false);
 static STOP_AT_EXEC: AtomicBool = AtomicBool::new(true);
 /// Records dropped because their vCPU index was at or above [`MAX_VCPUS`].
 static LOST: AtomicU64 = AtomicU64::new(0);
@@ -210,19 +267,37 @@ fn stream(vcpu: c_uint) -> Option<&'static mut Vec<u64>> {
     Some(unsafe { &mut *(*p).words.get() })
 }
 
-/// Writes `words` (a chunk: header and payload) to the output in one call.
-fn write_words(words: &[u64]) {
+/// Writes `words` (a chunk: header and payload) to `file` in one call.
+fn write_to(file: &mut File, words: &[u64]) {
     if BROKEN.load(Ordering::Relaxed) {
         return;
     }
-    let Some(out) = OUT.get() else { return };
     // SAFETY: u64 has no padding and any byte is a valid u8; the slice covers exactly the
     // words' memory, borrowed for this call only. Records are little endian (checked above).
     let bytes = unsafe { std::slice::from_raw_parts(words.as_ptr().cast::<u8>(), words.len() * 8) };
-    let mut f = out.lock().unwrap_or_else(PoisonError::into_inner);
-    if f.write_all(bytes).is_err() {
+    if file.write_all(bytes).is_err() {
         BROKEN.store(true, Ordering::Relaxed);
     }
+}
+
+/// Writes the pending TB descriptions as one chunk (the caller holds the output lock).
+fn write_tbs(out: &mut Out) {
+    if out.tbs.is_empty() {
+        return;
+    }
+    let mut words = header(CHUNK_TBS, 0, out.tbs.len()).to_vec();
+    words.extend_from_slice(&out.tbs);
+    write_to(&mut out.file, &words);
+    out.tbs.clear();
+}
+
+/// Writes `words` (a chunk: header and payload) to the output, after the pending TB
+/// descriptions.
+fn write_words(words: &[u64]) {
+    let Some(out) = OUT.get() else { return };
+    let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+    write_tbs(&mut out);
+    write_to(&mut out.file, words);
 }
 
 /// Writes the records buffered in `words` as a chunk of `vcpu` and empties the buffer.
@@ -231,10 +306,23 @@ fn flush(vcpu: u32, words: &mut Vec<u64>) {
     if count == 0 {
         return;
     }
-    let [h0, h1] = header(CHUNK_RECORDS, vcpu, count);
-    words[0] = h0;
-    words[1] = h1;
-    write_words(words);
+    let limit = CHUNK_LIMIT.load(Ordering::Relaxed);
+    if count <= limit {
+        let [h0, h1] = header(CHUNK_RECORDS, vcpu, count);
+        words[0] = h0;
+        words[1] = h1;
+        write_words(words);
+    } else {
+        // Buffered before a fork: written in chunks small enough to be atomic.
+        let mut small = [0u64; HEADER + ATOMIC_WORDS];
+        for part in words[HEADER..].chunks(limit.min(ATOMIC_WORDS)) {
+            let [h0, h1] = header(CHUNK_RECORDS, vcpu, part.len());
+            small[0] = h0;
+            small[1] = h1;
+            small[HEADER..HEADER + part.len()].copy_from_slice(part);
+            write_words(&small[..HEADER + part.len()]);
+        }
+    }
     words.truncate(HEADER);
 }
 
@@ -262,9 +350,30 @@ fn push(vcpu: c_uint, word: u64) {
     match stream(vcpu) {
         Some(words) => {
             words.push(word);
-            if words.len() == HEADER + CHUNK_RECORDS_MAX {
+            if words.len() >= HEADER + CHUNK_LIMIT.load(Ordering::Relaxed) {
                 flush(vcpu, words);
             }
+        }
+        None => {
+            LOST.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Pushes a data record, in two words when the address does not fit in 48 bits.
+#[inline(always)]
+fn push_data(vcpu: c_uint, kind: u64, addr: u64, shift: u64, index: u64) {
+    if addr >> ADDR_BITS == 0 {
+        push(vcpu, record(kind, addr, shift, index));
+        return;
+    }
+    match stream(vcpu) {
+        Some(words) => {
+            if words.len() + 2 > HEADER + CHUNK_LIMIT.load(Ordering::Relaxed) {
+                flush(vcpu, words);
+            }
+            words.push(record(KIND_WIDE, 0, shift, index) | ((kind - 1) << 47));
+            words.push(addr);
         }
         None => {
             LOST.fetch_add(1, Ordering::Relaxed);
@@ -275,21 +384,57 @@ fn push(vcpu: c_uint, word: u64) {
 // ---------------------------------------------------------------------------------------------
 // Callbacks.
 
-extern "C" fn on_insn(vcpu: c_uint, userdata: *mut c_void) {
-    // The record was encoded at translation time and travels as the user-data pointer.
+/// A TB marker: the word was encoded at translation time and travels as the user-data pointer.
+extern "C" fn on_mark(vcpu: c_uint, userdata: *mut c_void) {
     push(vcpu, userdata as u64);
 }
 
-extern "C" fn on_mem(vcpu: c_uint, info: MemInfo, vaddr: u64, _userdata: *mut c_void) {
-    // SAFETY: `info` is the handle QEMU passed to this callback, valid during it.
-    let (shift, store) = unsafe {
-        (
-            qemu_plugin_mem_size_shift(info),
-            qemu_plugin_mem_is_store(info),
-        )
+/// QEMU 7.2 packs a `qemu_plugin_meminfo_t` as `MemOpIdx | rw << 16` with `MemOpIdx = memop
+/// << 4 | mmu_idx` and the size's log2 in the memop's low 3 bits: decoded here without two calls
+/// into QEMU per access, once [`check_meminfo`] found that QEMU's functions agree.
+static FAST_MEMINFO: AtomicBool = AtomicBool::new(false);
+
+#[inline(always)]
+fn meminfo_fast(info: MemInfo) -> (u32, bool) {
+    ((info >> 4) & 7, (info >> 16) & 2 != 0)
+}
+
+/// Compares [`meminfo_fast`] with QEMU's decoding on every memop, several MMU indices and each
+/// direction (pure functions of the integer in every API version), and enables it if they agree.
+fn check_meminfo() {
+    let agree = (0..256u32).all(|memop| {
+        [0u32, 1, 2, 15].iter().all(|&mmu| {
+            [1u32, 2, 3].iter().all(|&rw| {
+                let info = (memop << 4) | mmu | (rw << 16);
+                // SAFETY: the functions only decode the integer they are given.
+                let api = unsafe {
+                    (
+                        qemu_plugin_mem_size_shift(info),
+                        qemu_plugin_mem_is_store(info),
+                    )
+                };
+                api == meminfo_fast(info)
+            })
+        })
+    });
+    FAST_MEMINFO.store(agree, Ordering::Relaxed);
+}
+
+/// A data access of the instruction whose index in its TB is the user data.
+extern "C" fn on_mem(vcpu: c_uint, info: MemInfo, vaddr: u64, userdata: *mut c_void) {
+    let (shift, store) = if FAST_MEMINFO.load(Ordering::Relaxed) {
+        meminfo_fast(info)
+    } else {
+        // SAFETY: `info` is the handle QEMU passed to this callback, valid during it.
+        unsafe {
+            (
+                qemu_plugin_mem_size_shift(info),
+                qemu_plugin_mem_is_store(info),
+            )
+        }
     };
     let kind = if store { KIND_STORE } else { KIND_LOAD };
-    push(vcpu, record(kind, vaddr, u64::from(shift)));
+    push_data(vcpu, kind, vaddr, u64::from(shift), userdata as u64);
 }
 
 extern "C" fn on_translate(_id: PluginId, tb: *mut Tb) {
@@ -297,19 +442,56 @@ extern "C" fn on_translate(_id: PluginId, tb: *mut Tb) {
     // SAFETY: `tb` and the instruction handles are valid during this translation callback; the
     // callbacks registered are `extern "C"` functions with the signatures QEMU expects.
     unsafe {
-        for i in 0..qemu_plugin_tb_n_insns(tb) {
-            let insn = qemu_plugin_tb_get_insn(tb, i);
-            if fetches {
+        let n = qemu_plugin_tb_n_insns(tb).min(MAX_TB_INSNS);
+        if n == 0 {
+            return;
+        }
+        if fetches {
+            let number = NEXT_TB.fetch_add(1, Ordering::Relaxed) & TB_NUMBER_MASK;
+            let Some(out) = OUT.get() else { return };
+            let mut out = out.lock().unwrap_or_else(PoisonError::into_inner);
+            let limit = CHUNK_LIMIT.load(Ordering::Relaxed).min(TBS_WORDS_MAX);
+            if out.tbs.len() + 2 + n > limit {
+                write_tbs(&mut out);
+            }
+            out.tbs.push(number);
+            out.tbs.push(n as u64);
+            let mut last_end = 0;
+            for i in 0..n {
+                let insn = qemu_plugin_tb_get_insn(tb, i);
                 let size = qemu_plugin_insn_size(insn) as u64;
-                let word = record(KIND_INSTR, qemu_plugin_insn_vaddr(insn), size);
+                let vaddr = qemu_plugin_insn_vaddr(insn);
+                last_end = vaddr.wrapping_add(size);
+                out.tbs.push((vaddr & ((1 << 56) - 1)) | (size << 56));
+            }
+            if out.tbs.len() >= limit {
+                write_tbs(&mut out);
+            }
+            drop(out);
+            // Markers: start before the first instruction, "reached" before the last (none for
+            // a TB of one instruction: its start is its end); before every instruction when the
+            // last may be a ghost (it ends at a page end; see the crate documentation).
+            let mark = |i: usize, word: u64| {
                 qemu_plugin_register_vcpu_insn_exec_cb(
-                    insn,
-                    on_insn,
+                    qemu_plugin_tb_get_insn(tb, i),
+                    on_mark,
                     CB_NO_REGS,
                     word as *mut c_void,
                 );
+            };
+            let reach = |i: usize| KIND_MARK << 62 | MARK_REACH | (i as u64) << 48 | number;
+            mark(0, KIND_MARK << 62 | number);
+            if !TB_FETCHES.load(Ordering::Relaxed) || last_end & 0xfff == 0 {
+                for i in 1..n {
+                    mark(i, reach(i));
+                }
+            } else if n > 1 {
+                mark(n - 1, reach(n - 1));
             }
-            qemu_plugin_register_vcpu_mem_cb(insn, on_mem, CB_NO_REGS, MEM_RW, null_mut());
+        }
+        for i in 0..n {
+            let insn = qemu_plugin_tb_get_insn(tb, i);
+            qemu_plugin_register_vcpu_mem_cb(insn, on_mem, CB_NO_REGS, MEM_RW, i as *mut c_void);
         }
     }
 }
@@ -354,21 +536,27 @@ extern "C" fn on_exit(_id: PluginId, _userdata: *mut c_void) {
 
 thread_local! {
     /// The output lock held across a fork by the forking thread (prepare -> parent/child).
-    static FORK_GUARD: RefCell<Option<MutexGuard<'static, File>>> = const { RefCell::new(None) };
+    static FORK_GUARD: RefCell<Option<MutexGuard<'static, Out>>> = const { RefCell::new(None) };
 }
 
 extern "C" fn before_fork() {
     if let Some(out) = OUT.get() {
-        let g = out.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut g = out.lock().unwrap_or_else(PoisonError::into_inner);
+        // The TBs described so far are the child's too: the reader gives the child a copy of
+        // the parent's TB table when the child's fork chunk arrives, after these.
+        write_tbs(&mut g);
         FORK_GUARD.with(|s| *s.borrow_mut() = Some(g));
     }
 }
 
 extern "C" fn after_fork_parent() {
+    CHUNK_LIMIT.store(ATOMIC_WORDS, Ordering::Relaxed);
     FORK_GUARD.with(|s| drop(s.borrow_mut().take()));
 }
 
 extern "C" fn after_fork_child() {
+    PID.store(std::process::id(), Ordering::Relaxed);
+    CHUNK_LIMIT.store(ATOMIC_WORDS, Ordering::Relaxed);
     FORK_GUARD.with(|s| drop(s.borrow_mut().take()));
     // The pending records belong to the parent, which writes them itself.
     for slot in &STREAMS {
@@ -385,10 +573,11 @@ extern "C" fn after_fork_child() {
     );
 }
 
-/// Parses `key=value` options; returns (out path, fetches, stop at exec).
-fn parse_args(args: &[&str]) -> Result<(String, bool, bool), String> {
+/// Parses `key=value` options; returns (out path, fetches, TB fetches, stop at exec).
+fn parse_args(args: &[&str]) -> Result<(String, bool, bool, bool), String> {
     let mut out = None;
     let mut fetches = false;
+    let mut tb = false;
     let mut stop = true;
     for a in args {
         let (k, v) = a
@@ -401,6 +590,7 @@ fn parse_args(args: &[&str]) -> Result<(String, bool, bool), String> {
         };
         match k {
             "out" => out = Some(v.to_owned()),
+            "fetches" if v == "tb" => (fetches, tb) = (true, true),
             "fetches" => fetches = on(v)?,
             "exec" => {
                 stop = match v {
@@ -413,7 +603,7 @@ fn parse_args(args: &[&str]) -> Result<(String, bool, bool), String> {
         }
     }
     let out = out.ok_or("missing option out=PATH")?;
-    Ok((out, fetches, stop))
+    Ok((out, fetches, tb, stop))
 }
 
 /// Called by QEMU when it loads the plugin. Returns 0 on success.
@@ -443,7 +633,7 @@ pub unsafe extern "C" fn qemu_plugin_install(
         eprintln!("compromis qemu plugin: user-mode emulation only (qemu-x86_64)");
         return -1;
     }
-    let (out, fetches, stop) = match parse_args(&args) {
+    let (out, fetches, tb, stop) = match parse_args(&args) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("compromis qemu plugin: {e}");
@@ -458,11 +648,20 @@ pub unsafe extern "C" fn qemu_plugin_install(
             return -1;
         }
     };
-    if OUT.set(Mutex::new(file)).is_err() {
+    PID.store(std::process::id(), Ordering::Relaxed);
+    if OUT
+        .set(Mutex::new(Out {
+            file,
+            tbs: Vec::with_capacity(TBS_WORDS_MAX + 2 * MAX_TB_INSNS),
+        }))
+        .is_err()
+    {
         eprintln!("compromis qemu plugin: loaded twice");
         return -1;
     }
     FETCHES.store(fetches, Ordering::Relaxed);
+    TB_FETCHES.store(tb, Ordering::Relaxed);
+    check_meminfo();
     STOP_AT_EXEC.store(stop, Ordering::Relaxed);
     control(CHUNK_HELLO, u32::from(fetches), &[PROTOCOL]);
     // SAFETY: registering `extern "C"` callbacks with the signatures the API declares; `id` is

@@ -46,17 +46,47 @@ pub const PLUGIN: Option<&[u8]> = None;
 /// First 32 bits of every chunk header ("CQP1").
 pub const MAGIC: u32 = 0x3150_5143;
 /// The protocol version this reader speaks (in the hello chunk).
-pub const PROTOCOL: u64 = 1;
-/// Most records in one chunk.
+pub const PROTOCOL: u64 = 2;
+/// Most record words in one chunk.
 pub const CHUNK_RECORDS_MAX: u32 = 8190;
 /// Most payload words of a control chunk.
 const CONTROL_WORDS_MAX: u32 = 16;
+/// Most payload words of a TB chunk.
+const TB_WORDS_MAX: u32 = 16384;
+/// Most instructions in one TB.
+const TB_INSNS_MAX: u64 = 2047;
+/// TB numbers may run ahead of the table by at most this much (garbage would allocate without
+/// bound otherwise).
+const TB_NUMBER_GAP_MAX: usize = 1 << 20;
 const CHUNK_RECORDS: u8 = 0;
 const CHUNK_HELLO: u8 = 1;
 const CHUNK_EXEC: u8 = 2;
 const CHUNK_EXIT: u8 = 3;
 const CHUNK_FORK: u8 = 4;
+const CHUNK_TBS: u8 = 5;
 const ADDR_MASK: u64 = (1 << 56) - 1;
+/// A TB marker's bit 61: "reached instruction i" (i in bits 48-58), else the start marker.
+const MARK_REACH: u64 = 1 << 61;
+/// A TB marker's bits 0-47: the TB number.
+const TB_NUMBER_MASK: u64 = (1 << 48) - 1;
+
+/// The TBs (translation blocks) a process described: per TB number, where its instructions'
+/// fetch records start in `fetches` and how many there are.
+#[derive(Clone, Debug, Default)]
+struct TbTable {
+    blocks: Vec<(u32, u32)>,
+    /// Fetch records in the reader's output encoding (kind 0, length, address).
+    fetches: Vec<u64>,
+}
+
+/// The TB a thread is executing: its fetches `next..` are not yet emitted.
+#[derive(Clone, Copy, Debug)]
+struct TbCursor {
+    number: u64,
+    start: u32,
+    n: u32,
+    next: u32,
+}
 
 /// An error preparing, starting or waiting for QEMU.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +219,10 @@ pub struct QemuCommand {
     pub cpu: String,
     /// Also record instruction fetches.
     pub fetches: bool,
+    /// With `fetches`: mark TB starts and ends only (plugin option `fetches=tb`), about a third
+    /// cheaper for QEMU but not exact on QEMU 7.2 (docs/traces.md, "QEMU plugin stream");
+    /// otherwise an exact marker per instruction.
+    pub tb_fetches: bool,
     /// The program and its arguments.
     pub command: Vec<OsString>,
     /// Where the program's stdout and stderr go.
@@ -203,6 +237,7 @@ impl QemuCommand {
             plugin,
             cpu: "max".into(),
             fetches: false,
+            tb_fetches: false,
             command,
             program_output: crate::ProgramOutput::Inherit,
         }
@@ -214,7 +249,11 @@ impl QemuCommand {
         let mut plugin = self.plugin.as_os_str().to_owned();
         plugin.push(format!(
             ",out={out},fetches={},exec=stop",
-            if self.fetches { "on" } else { "off" }
+            match (self.fetches, self.tb_fetches) {
+                (false, _) => "off",
+                (true, false) => "on",
+                (true, true) => "tb",
+            }
         ));
         vec![
             "-0".into(),
@@ -402,7 +441,13 @@ pub struct QemuReader<R: Read> {
     name: String,
     offset: u64,
     bytes: Vec<u8>,
+    /// The current chunk's records, expanded (fetches inserted), in the one-word encoding
+    /// [`Self::decode`] reads.
     words: Vec<u64>,
+    /// Per process: its TBs.
+    tbs: std::collections::HashMap<u32, TbTable>,
+    /// Per thread: the TB it executes.
+    running: std::collections::HashMap<StreamId, TbCursor>,
     pos: usize,
     cursor: StreamCursor,
     status: Arc<Mutex<QemuStatus>>,
@@ -432,6 +477,8 @@ impl<R: Read> QemuReader<R> {
             offset: 0,
             bytes: Vec::with_capacity(CHUNK_RECORDS_MAX as usize * 8),
             words: Vec::with_capacity(CHUNK_RECORDS_MAX as usize),
+            tbs: std::collections::HashMap::new(),
+            running: std::collections::HashMap::new(),
             pos: 0,
             cursor: StreamCursor::default(),
             status: Arc::default(),
@@ -510,10 +557,10 @@ impl<R: Read> QemuReader<R> {
                 vcpu: ((w1 >> 32) & 0xff_ffff) as u32,
             };
             let kind = (w1 >> 56) as u8;
-            let max = if kind == CHUNK_RECORDS {
-                CHUNK_RECORDS_MAX
-            } else {
-                CONTROL_WORDS_MAX
+            let max = match kind {
+                CHUNK_RECORDS => CHUNK_RECORDS_MAX,
+                CHUNK_TBS => TB_WORDS_MAX,
+                _ => CONTROL_WORDS_MAX,
             };
             if count > max {
                 return Err(self.bad(at, "chunk longer than the protocol allows", &self.bytes));
@@ -537,28 +584,26 @@ impl<R: Read> QemuReader<R> {
                 self.bytes.clear();
             }
             self.words.clear();
-            self.words.extend(
-                self.bytes
-                    .chunks_exact(8)
-                    .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default())),
-            );
             self.pos = 0;
-            let first = self.words.first().copied().unwrap_or(0);
-            if kind != CHUNK_RECORDS {
-                // A control chunk's payload is not records.
-                self.words.clear();
-            }
+            let word = |i: usize| {
+                self.bytes
+                    .get(8 * i..8 * i + 8)
+                    .map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+            };
+            let first = word(0);
             match kind {
                 CHUNK_RECORDS => {
                     if count == 0 {
                         continue;
                     }
+                    self.expand(id, at)?;
                     self.cursor.0.store(id.pack(), Ordering::Relaxed);
                     let mut s = self.status();
                     s.chunks += 1;
-                    *s.streams.entry(id).or_default() += u64::from(count);
+                    *s.streams.entry(id).or_default() += self.words.len() as u64;
                     return Ok(Chunk::Records);
                 }
+                CHUNK_TBS => self.describe_tbs(id.pid, at)?,
                 CHUNK_HELLO => {
                     if first != PROTOCOL {
                         return Err(self.bad(
@@ -577,6 +622,11 @@ impl<R: Read> QemuReader<R> {
                 }
                 CHUNK_FORK => {
                     let parent = u32::try_from(first).unwrap_or(u32::MAX);
+                    // The child runs the TBs its parent translated before the fork.
+                    if let Some(t) = self.tbs.get(&parent) {
+                        let t = t.clone();
+                        self.tbs.insert(id.pid, t);
+                    }
                     self.status().forks.push((id.pid, parent));
                 }
                 CHUNK_EXIT => {
@@ -608,6 +658,135 @@ impl<R: Read> QemuReader<R> {
                 _ => return Err(self.bad(at, "unknown chunk kind", &w1.to_le_bytes())),
             }
         }
+    }
+
+    /// Reads a TB chunk (in `self.bytes`) of process `pid` into its table: per TB its number,
+    /// its instruction count, then per instruction `address | length << 56`.
+    fn describe_tbs(&mut self, pid: u32, at: u64) -> Result<(), TraceError> {
+        let words: Vec<u64> = self
+            .bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+            .collect();
+        let table = self.tbs.entry(pid).or_default();
+        let mut i = 0;
+        while i < words.len() {
+            let number = words[i];
+            let n_raw = words.get(i + 1).copied().unwrap_or(0);
+            let n32 = u32::try_from(n_raw).unwrap_or(0);
+            let n = usize::try_from(n32).unwrap_or(0);
+            let gap = usize::try_from(number).unwrap_or(usize::MAX);
+            if n == 0
+                || n_raw > TB_INSNS_MAX
+                || i + 2 + n > words.len()
+                || gap > table.blocks.len() + TB_NUMBER_GAP_MAX
+                || words[i + 2..i + 2 + n].iter().any(|w| w >> 62 != 0)
+            {
+                return Err(self.bad(at, "bad TB description", &number.to_le_bytes()));
+            }
+            let start = u32::try_from(table.fetches.len()).unwrap_or(u32::MAX);
+            table.fetches.extend_from_slice(&words[i + 2..i + 2 + n]);
+            if gap >= table.blocks.len() {
+                table.blocks.resize(gap + 1, (0, 0));
+            }
+            table.blocks[gap] = (start, n32);
+            i += 2 + n;
+        }
+        Ok(())
+    }
+
+    /// Expands the records chunk of stream `id` (in `self.bytes`) into `self.words`: data
+    /// records re-encoded, the fetches of the TBs executed inserted before the data records of
+    /// their instructions and at each TB's end marker (see the plugin's documentation).
+    fn expand(&mut self, id: StreamId, at: u64) -> Result<(), TraceError> {
+        let fetches = self.status().fetches;
+        let mut running = self.running.remove(&id);
+        let table = self.tbs.get(&id.pid);
+        let mut out = std::mem::take(&mut self.words);
+        let mut words = self
+            .bytes
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()));
+        let mut bad = None;
+        while let Some(w) = words.next() {
+            let kind = w >> 62;
+            if kind == 0 {
+                // A TB marker.
+                let number = w & TB_NUMBER_MASK;
+                let block = table.and_then(|t| {
+                    let &(start, n) = t.blocks.get(usize::try_from(number).ok()?)?;
+                    (n > 0).then_some((t, start, n))
+                });
+                let Some((t, start, n)) = block.filter(|_| fetches) else {
+                    bad = Some((w, "a TB marker of an undescribed TB"));
+                    break;
+                };
+                if w & MARK_REACH == 0 {
+                    // Start: the first instruction's fetch now.
+                    out.push(t.fetches[start as usize]);
+                    running = Some(TbCursor {
+                        number,
+                        start,
+                        n,
+                        next: 1,
+                    });
+                } else {
+                    let Some(c) = running.as_mut().filter(|c| c.number == number) else {
+                        bad = Some((w, "a TB marker without its start"));
+                        break;
+                    };
+                    let index = ((w >> 48) & 0x7ff) as u32;
+                    if index >= c.n {
+                        bad = Some((w, "a TB marker of an instruction beyond its TB"));
+                        break;
+                    }
+                    if index >= c.next {
+                        out.extend_from_slice(
+                            &t.fetches[(c.start + c.next) as usize..=(c.start + index) as usize],
+                        );
+                        c.next = index + 1;
+                    }
+                }
+                continue;
+            }
+            let (kind, addr) = if kind == 3 {
+                // A wide data record: the address is the next word.
+                let Some(addr) = words.next() else {
+                    bad = Some((w, "a wide record without its address"));
+                    break;
+                };
+                (1 + ((w >> 47) & 1), addr)
+            } else {
+                (kind, w & ((1 << 48) - 1))
+            };
+            let shift = (w >> 59) & 7;
+            let index = ((w >> 48) & 0x7ff) as u32;
+            if fetches {
+                let (Some(c), Some(t)) = (running.as_mut(), table) else {
+                    bad = Some((w, "a data record outside any TB"));
+                    break;
+                };
+                if index >= c.n {
+                    bad = Some((w, "a data record of an instruction beyond its TB"));
+                    break;
+                }
+                if index >= c.next {
+                    out.extend_from_slice(
+                        &t.fetches[(c.start + c.next) as usize..=(c.start + index) as usize],
+                    );
+                    c.next = index + 1;
+                }
+            }
+            out.push((kind << 62) | (shift << 56) | (addr & ADDR_MASK));
+        }
+        self.words = out;
+        if let Some((w, reason)) = bad {
+            return Err(self.bad(at, reason, &w.to_le_bytes()));
+        }
+        if let Some(c) = running {
+            self.running.insert(id, c);
+        }
+        Ok(())
     }
 
     /// End of input at a chunk boundary: clean only after the main process's exit chunk.
@@ -649,8 +828,8 @@ impl<R: Read> Iterator for QemuReader<R> {
             if let Some(&w) = self.words.get(self.pos) {
                 self.pos += 1;
                 return Some(Self::decode(w).map_err(|w| {
-                    let at = self.offset - 8 * (self.words.len() - self.pos + 1) as u64;
-                    self.bad(at, "bad record kind or size", &w.to_le_bytes())
+                    // (Expanded chunks are longer than their bytes: point at the chunk's end.)
+                    self.bad(self.offset, "bad record kind or size", &w.to_le_bytes())
                 }));
             }
             if self.done {
@@ -874,7 +1053,12 @@ mod tests {
             }
             self
         }
+        /// Hello, data records only.
         fn hello(&mut self, pid: u32) -> &mut Self {
+            self.chunk(CHUNK_HELLO, pid, 0, &[PROTOCOL])
+        }
+        /// Hello, fetches recorded.
+        fn hello_fetches(&mut self, pid: u32) -> &mut Self {
             self.chunk(CHUNK_HELLO, pid, 1, &[PROTOCOL])
         }
         fn exit(&mut self, pid: u32) -> &mut Self {
@@ -882,8 +1066,29 @@ mod tests {
         }
     }
 
-    fn rec(kind: u64, addr: u64, field: u64) -> u64 {
-        (kind << 62) | (field << 56) | addr
+    /// A data record of instruction 0 of its TB (fetches off).
+    fn rec(kind: u64, addr: u64, shift: u64) -> u64 {
+        data(kind, addr, shift, 0)
+    }
+
+    /// A data record of instruction `index` of its TB.
+    fn data(kind: u64, addr: u64, shift: u64, index: u64) -> u64 {
+        (kind << 62) | (shift << 59) | (index << 48) | addr
+    }
+
+    /// The start marker of TB `number`, and its "reached instruction `index`" marker.
+    fn start(number: u64) -> u64 {
+        number
+    }
+    fn reach(number: u64, index: u64) -> u64 {
+        MARK_REACH | (index << 48) | number
+    }
+
+    /// A TB description: `number`, then (address, length) per instruction.
+    fn tb(number: u64, insns: &[(u64, u64)]) -> Vec<u64> {
+        let mut v = vec![number, insns.len() as u64];
+        v.extend(insns.iter().map(|&(a, l)| a | (l << 56)));
+        v
     }
 
     fn read_all(bytes: &[u8]) -> (Vec<Result<Record, TraceError>>, QemuStatus) {
@@ -1002,30 +1207,145 @@ mod tests {
     #[test]
     fn decodes_records_and_streams() {
         let mut s = Stream::default();
-        s.hello(7)
-            .chunk(
-                CHUNK_RECORDS,
-                7,
-                0,
-                &[rec(0, 0x401000, 3), rec(1, 0x7000, 3)],
-            )
-            .chunk(CHUNK_RECORDS, 7, 1, &[rec(2, 0x8000, 4)])
+        s.hello_fetches(7)
+            .chunk(CHUNK_TBS, 7, 0, &tb(0, &[(0x401000, 3)]))
+            .chunk(CHUNK_RECORDS, 7, 0, &[start(0), rec(1, 0x7000, 3)])
+            .chunk(CHUNK_RECORDS, 7, 1, &[start(0), rec(2, 0x8000, 4)])
             .exit(7);
         let (v, st) = read_all(&s.0);
         let v: Vec<Record> = v.into_iter().map(Result::unwrap).collect();
+        let fetch = Record::new(RecordKind::Instr, 0x401000, 3);
         assert_eq!(
             v,
             vec![
-                Record::new(RecordKind::Instr, 0x401000, 3),
+                fetch,
                 Record::new(RecordKind::Load, 0x7000, 8),
+                fetch,
                 Record::new(RecordKind::Store, 0x8000, 16),
             ]
         );
         assert_eq!(st.main_pid, Some(7));
         assert!(st.fetches);
-        assert_eq!(st.records(), 3);
-        assert_eq!(st.streams[&StreamId { pid: 7, vcpu: 1 }], 1);
+        assert_eq!(st.records(), 4);
+        assert_eq!(st.streams[&StreamId { pid: 7, vcpu: 1 }], 2);
         assert_eq!(st.processes(), 1);
+    }
+
+    /// A naive oracle of the fetch expansion: replays per thread which instruction ran, as the
+    /// per-instruction callbacks of protocol 1 recorded it.
+    #[test]
+    fn fetches_are_expanded_in_program_order_across_chunks_threads_and_forks() {
+        let a = [(0x1000, 2), (0x1002, 3), (0x1005, 1), (0x1006, 5)];
+        let b = [(0x2000, 4)];
+        let i = |(addr, len): (u64, u64)| {
+            Record::new(RecordKind::Instr, addr, u32::try_from(len).unwrap())
+        };
+        let ld = |addr| Record::new(RecordKind::Load, addr, 8);
+        let st = |addr| Record::new(RecordKind::Store, addr, 4);
+        let mut tbs = tb(0, &a);
+        tbs.extend(tb(1, &b));
+        let mut s = Stream::default();
+        s.hello_fetches(7)
+            .chunk(CHUNK_TBS, 7, 0, &tbs)
+            // TB 0 in full, its data split over two chunks of thread 0, with thread 1 between.
+            .chunk(CHUNK_RECORDS, 7, 0, &[start(0), data(1, 0x10, 3, 1)])
+            .chunk(CHUNK_RECORDS, 7, 1, &[start(1), data(2, 0x20, 2, 0)])
+            .chunk(
+                CHUNK_RECORDS,
+                7,
+                0,
+                &[data(2, 0x11, 2, 1), reach(0, 3), data(1, 0x12, 3, 3)],
+            )
+            // TB 0 left early after instruction 1's access (no end marker), then TB 1.
+            .chunk(
+                CHUNK_RECORDS,
+                7,
+                0,
+                &[start(0), data(1, 0x13, 3, 1), start(1)],
+            )
+            // A marker on every instruction but a last that never runs (a ghost, see the plugin).
+            .chunk(CHUNK_RECORDS, 7, 1, &[start(0), reach(0, 1), reach(0, 2)])
+            // A child inherits the TBs.
+            .chunk(CHUNK_FORK, 9, 0, &[7])
+            .chunk(CHUNK_RECORDS, 9, 0, &[start(1)])
+            .exit(9)
+            .exit(7);
+        let (v, _) = read_all(&s.0);
+        let v: Vec<Record> = v.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            v,
+            vec![
+                i(a[0]),
+                i(a[1]),
+                ld(0x10),
+                i(b[0]),
+                st(0x20),
+                st(0x11),
+                i(a[2]),
+                i(a[3]),
+                ld(0x12),
+                i(a[0]),
+                i(a[1]),
+                ld(0x13),
+                i(b[0]),
+                i(a[0]),
+                i(a[1]),
+                i(a[2]),
+                i(b[0]),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_tb_streams_are_errors() {
+        let bad = |payloads: &[(u8, &[u64])]| {
+            let mut s = Stream::default();
+            s.hello_fetches(7);
+            for (kind, p) in payloads {
+                s.chunk(*kind, 7, 0, p);
+            }
+            s.exit(7);
+            let (v, _) = read_all(&s.0);
+            v.last().unwrap().as_ref().unwrap_err().to_string()
+        };
+        let t = tb(0, &[(0x1000, 2)]);
+        assert!(bad(&[(CHUNK_RECORDS, &[start(0)])]).contains("undescribed TB"));
+        assert!(
+            bad(&[(CHUNK_TBS, &t), (CHUNK_RECORDS, &[reach(0, 0)])]).contains("without its start")
+        );
+        assert!(
+            bad(&[(CHUNK_TBS, &t), (CHUNK_RECORDS, &[start(0), reach(0, 1)])])
+                .contains("beyond its TB")
+        );
+        assert!(
+            bad(&[(CHUNK_TBS, &t), (CHUNK_RECORDS, &[data(1, 0, 3, 0)])])
+                .contains("outside any TB")
+        );
+        assert!(
+            bad(&[
+                (CHUNK_TBS, &t),
+                (CHUNK_RECORDS, &[start(0), data(1, 0, 3, 1)])
+            ])
+            .contains("beyond its TB")
+        );
+        assert!(bad(&[(CHUNK_TBS, &[0, 2, 0x1000])]).contains("bad TB description"));
+        assert!(bad(&[(CHUNK_TBS, &[0, 0])]).contains("bad TB description"));
+    }
+
+    #[test]
+    fn wide_addresses_take_two_words() {
+        let mut s = Stream::default();
+        s.chunk(CHUNK_HELLO, 7, 0, &[PROTOCOL])
+            .chunk(
+                CHUNK_RECORDS,
+                7,
+                0,
+                &[data(3, 0, 3, 0) | (1 << 47), 1 << 50],
+            )
+            .exit(7);
+        let (v, _) = read_all(&s.0);
+        let v: Vec<Record> = v.into_iter().map(Result::unwrap).collect();
+        assert_eq!(v, vec![Record::new(RecordKind::Store, 1 << 50, 8)]);
     }
 
     #[test]
@@ -1089,12 +1409,8 @@ mod tests {
             .chunk(CHUNK_RECORDS, 7, 0, &[rec(3, 0, 0)])
             .exit(7);
         let (v, _) = read_all(&s.0);
-        assert!(
-            v[0].as_ref()
-                .unwrap_err()
-                .to_string()
-                .contains("bad record")
-        );
+        let e = v[0].as_ref().unwrap_err().to_string();
+        assert!(e.contains("wide record without its address"), "{e}");
         let mut s = Stream::default();
         s.hello(7)
             .chunk(CHUNK_RECORDS, 7, 0, &[rec(1, 0, 0), rec(1, 8, 0)]);

@@ -256,3 +256,42 @@ fn wrappers_default_to_lackey_which_follows_exec() {
         );
     }
 }
+
+/// The fetches are expanded by the reader from TB descriptions and markers (protocol 2): with or
+/// without them, the data records are the same (QEMU's user-mode layout is deterministic), and
+/// the fetches touch the code pages only.
+#[test]
+fn fetches_leave_the_data_records_unchanged() {
+    if qemu_missing() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = numbers(dir.path(), 2000);
+    let record = |name: &str, extra: &[&str]| {
+        let saved = dir.path().join(format!("{name}.ctrace"));
+        let o = compromis()
+            .env("LC_ALL", "C")
+            .args(["record", "--no-simulate", "--save"])
+            .arg(&saved)
+            .args(extra)
+            .args(["--", "sort", "-n"])
+            .arg(&input)
+            .args(["-o", "/dev/null"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        inspect_json(&saved)
+    };
+    let all = record("all", &[]);
+    let data = record("data", &["--no-fetches"]);
+    assert_eq!(data["instructions"], 0, "{data}");
+    assert!(all["instructions"].as_u64().unwrap() > 100_000, "{all}");
+    for field in ["loads", "stores"] {
+        assert_eq!(all[field], data[field], "{field}: {all} {data}");
+    }
+    assert_eq!(
+        all["records"].as_u64().unwrap(),
+        all["instructions"].as_u64().unwrap() + data["records"].as_u64().unwrap(),
+        "{all} {data}"
+    );
+}
