@@ -113,8 +113,11 @@ pub fn run(args: &ReproduceArgs) -> Result<ExitCode> {
     if args.anchors {
         let rows = compromis_repro::run_anchors(args.quick, args.seed, &bars)
             .context("anchor runs failed")?;
-        args.file
-            .deliver(&compromis_repro::anchors_table(&rows).to_text())?;
+        args.file.deliver(&format!(
+            "{}\nThe mean walk of each run, part by part (cycles and references per walk):\n{}",
+            compromis_repro::anchors_table(&rows).to_text(),
+            compromis_repro::breakdown_table(&rows).to_text()
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
     // The destination first: a folder in the way or an unwritable place fails before the run.

@@ -53,14 +53,39 @@ impl Mem {
         stats.walk_ref_levels[level_index(level)] += 1;
     }
 
+    /// A host-dimension (EPT) page-walk reference: as [`Mem::walk_ref`], also counted in the
+    /// host share (`walk_cycles_host`, `walk_ref_levels_host`).
+    #[inline]
+    pub fn host_walk_ref(&mut self, hpa: Hpa, stats: &mut Stats) {
+        let (level, cycles) = self.caches.access(hpa);
+        stats.walk_cycles += cycles;
+        stats.walk_ref_levels[level_index(level)] += 1;
+        stats.walk_cycles_host += cycles;
+        stats.walk_ref_levels_host[level_index(level)] += 1;
+    }
+
     /// Part of a walk answered by `what`.
     #[inline]
     pub fn shortcut(&mut self, what: Shortcut, stats: &mut Stats) {
-        stats.walk_cycles += match what {
+        stats.walk_cycles += self.shortcut_cycles(what);
+    }
+
+    /// Part of the host (EPT) dimension of a walk answered by `what`: as [`Mem::shortcut`], also
+    /// counted in `walk_cycles_host`.
+    #[inline]
+    pub fn host_shortcut(&mut self, what: Shortcut, stats: &mut Stats) {
+        let c = self.shortcut_cycles(what);
+        stats.walk_cycles += c;
+        stats.walk_cycles_host += c;
+    }
+
+    #[inline]
+    fn shortcut_cycles(&self, what: Shortcut) -> u64 {
+        match what {
             Shortcut::Pwc => self.lat.pwc_hit,
             Shortcut::NestedTlb => self.lat.ntlb_hit,
             Shortcut::Segment => self.lat.segment,
-        };
+        }
     }
 
     /// The program's own access of `hpa`.

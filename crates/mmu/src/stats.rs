@@ -143,6 +143,15 @@ pub struct Stats {
     pub walk_cycles: u64,
     /// Walk references served by L1D, L2, LLC, DRAM.
     pub walk_ref_levels: [u64; 4],
+    /// The host (EPT) dimension's share of `walk_cycles`: its references and its nested-TLB and
+    /// host page-walk-cache hits. The rest (`walk_cycles - walk_cycles_host`) is the guest
+    /// dimension plus the fixed cost per walk; Skylake's `dtlb_*_misses.walk_pending` counters
+    /// exclude the EPT part (see `compromis_repro::anchors`).
+    #[serde(default)]
+    pub walk_cycles_host: u64,
+    /// The host (EPT) dimension's share of `walk_ref_levels`.
+    #[serde(default)]
+    pub walk_ref_levels_host: [u64; 4],
     /// Cycles of the program's own data accesses.
     pub data_cycles: u64,
     /// Data accesses served by L1D, L2, LLC, DRAM.
@@ -210,6 +219,10 @@ impl Stats {
             walk_cycles: self.walk_cycles - earlier.walk_cycles,
             walk_ref_levels: std::array::from_fn(|i| {
                 self.walk_ref_levels[i] - earlier.walk_ref_levels[i]
+            }),
+            walk_cycles_host: self.walk_cycles_host - earlier.walk_cycles_host,
+            walk_ref_levels_host: std::array::from_fn(|i| {
+                self.walk_ref_levels_host[i] - earlier.walk_ref_levels_host[i]
             }),
             data_cycles: self.data_cycles - earlier.data_cycles,
             data_levels: std::array::from_fn(|i| self.data_levels[i] - earlier.data_levels[i]),

@@ -26,7 +26,8 @@ pub mod placement;
 mod render;
 
 pub use anchors::{
-    ANCHOR_MACHINE, ANCHORS, Anchor, AnchorRow, Role, TOLERANCE, anchors_table, run_anchors,
+    ANCHOR_MACHINE, ANCHORS, Anchor, AnchorRow, Role, TOLERANCE, WalkBreakdown, anchors_table,
+    breakdown_table, run_anchors,
 };
 pub use compute::run;
 pub use fair::{FairRow, Reading};

@@ -475,6 +475,13 @@ pub fn readme(r: &Results) -> String {
         if c.quick { " --quick" } else { "" }
     );
     s.push_str(&markdown(&crate::anchors::anchors_table(&r.anchors)));
+    let _ = writeln!(
+        s,
+        "\nThe counter behind both measured figures excludes EPT walk duration on Skylake, so \"ours\" is \
+         our walk without its EPT part; the whole two-dimensional walk is beside it. The mean walk of each \
+         run, part by part (cycles and references per walk; docs/machine-model.md explains each part):\n"
+    );
+    s.push_str(&markdown(&crate::anchors::breakdown_table(&r.anchors)));
     s
 }
 

@@ -127,7 +127,7 @@ impl NestedWalker {
             for size in PageSize::ALL {
                 if let Some(base) = self.ntlb.lookup(ntlb_key(gpa, size)) {
                     stats.ntlb_hits += 1;
-                    mem.shortcut(Shortcut::NestedTlb, stats);
+                    mem.host_shortcut(Shortcut::NestedTlb, stats);
                     return HostXlat {
                         hpa: Hpa(base + gpa.page_offset(size)),
                         refs: 0,
@@ -151,10 +151,10 @@ impl NestedWalker {
         let skipped = self.host_pwc.skip(gpa.raw(), 0, ept.levels(), leaf.level);
         if skipped > 0 {
             stats.host_pwc_hits += 1;
-            mem.shortcut(Shortcut::Pwc, stats);
+            mem.host_shortcut(Shortcut::Pwc, stats);
         }
         for &entry in &path.entry_addrs[usize::from(skipped)..usize::from(path.len)] {
-            mem.walk_ref(Hpa(entry), stats);
+            mem.host_walk_ref(Hpa(entry), stats);
         }
         let size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
         self.ntlb.fill(ntlb_key(gpa, size), leaf.target);

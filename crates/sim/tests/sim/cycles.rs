@@ -76,6 +76,11 @@ fn hand_built_walk_latencies() {
             s.walk_ref_levels,
             [0, 0, 0, s.walk_refs_guest + s.walk_refs_host]
         );
+        // The host (EPT) share: 20 of EPT's 24 references (5 translations of 4), none elsewhere
+        // (a segment add is not an EPT reference).
+        let want_host = if r.scheme == SchemeKind::Ept { 20 } else { 0 };
+        assert_eq!(s.walk_ref_levels_host, [0, 0, 0, want_host], "{}", r.scheme);
+        assert_eq!(s.walk_cycles_host, want_host * dram, "{}", r.scheme);
     }
 }
 

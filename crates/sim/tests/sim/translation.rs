@@ -224,6 +224,19 @@ proptest! {
             prop_assert_eq!(r.measured.accesses, res[0].measured.accesses);
             prop_assert_eq!(r.measured.page_faults, res[0].measured.page_faults);
         }
+        // The host (EPT) share of the walk account: every host reference is in it and nothing
+        // else than walk cycles; schemes without an EPT dimension have none.
+        for r in &res {
+            let m = &r.measured;
+            prop_assert_eq!(m.walk_ref_levels_host.iter().sum::<u64>(), m.walk_refs_host);
+            prop_assert!(m.walk_cycles_host <= m.walk_cycles);
+            for (h, t) in m.walk_ref_levels_host.iter().zip(&m.walk_ref_levels) {
+                prop_assert!(h <= t);
+            }
+            if matches!(r.scheme, SchemeKind::Native | SchemeKind::Shadow) {
+                prop_assert_eq!(m.walk_cycles_host, 0);
+            }
+        }
     }
 }
 
