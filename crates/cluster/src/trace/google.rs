@@ -226,7 +226,7 @@ mod tests {
                     time: 0,
                     mem_bytes: 512 << 20,
                     vcpus: 0,
-                    initial: false
+                    initial: true
                 },
                 Event::ImplicitEnd { vm: 0, time: 7 },
                 Event::Arrival {
