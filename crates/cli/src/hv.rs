@@ -18,6 +18,10 @@ pub struct HvArgs {
     /// --figure-format formats).
     #[arg(long, value_name = "DIR", alias = "figures")]
     pub svg: Option<PathBuf>,
+    /// Replace an existing --svg folder that has files in it (the folder is written whole, into
+    /// a hidden folder beside it renamed into place at the end).
+    #[arg(long, requires = "svg")]
+    pub force: bool,
     #[command(flatten)]
     pub figures: crate::plot::FigureOpts,
     /// Width of the text bar in columns.
@@ -70,7 +74,13 @@ pub fn run(args: &HvArgs) -> anyhow::Result<ExitCode> {
         ),
         None => (DEMO.to_owned(), "<demo>".to_owned()),
     };
+    args.file.check()?;
     let scenario = Scenario::parse(&text, &name)?;
+    // The --svg folder is checked (and staged) before the run.
+    let staged = match &args.svg {
+        Some(dir) => Some(crate::plot::stage_dir(dir, args.force)?),
+        None => None,
+    };
     let mut steps: Vec<StepReport> = Vec::new();
     let mut io: anyhow::Result<()> = Ok(());
     let to_file = args.file.output_file.is_some();
@@ -96,11 +106,12 @@ pub fn run(args: &HvArgs) -> anyhow::Result<ExitCode> {
     } else {
         crate::emit(&hv::summary(&steps)).context("cannot write to stdout")?;
     }
-    if let Some(dir) = &args.svg {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+    if let Some(staged) = staged {
         let svg = hv::map_svg_at(&steps, args.figures.figure_width)?;
-        for p in write_figure(dir, "hostmap", &svg, &args.figures.formats())? {
+        let files = write_figure(staged.path(), "hostmap", &svg, &args.figures.formats())?;
+        let files: Vec<PathBuf> = files.iter().map(|f| staged.final_path(f)).collect();
+        staged.commit()?;
+        for p in files {
             note!("wrote {}", p.display());
         }
     }

@@ -73,8 +73,19 @@ pub struct OutputFile {
 }
 
 impl OutputFile {
+    /// Checks, before the work, that the results file can be written: not a folder, and not a
+    /// read-only file (which is never replaced).
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(p) = &self.output_file {
+            compromis_trace::check_output_file(p)
+                .map_err(|e| anyhow::anyhow!("cannot write the results to {}: {e}", p.display()))?;
+        }
+        Ok(())
+    }
+
     /// Writes the results to the file (atomically) or to stdout.
     pub fn deliver(&self, text: &str) -> anyhow::Result<()> {
+        self.check()?;
         match &self.output_file {
             Some(p) => Ok(compromis_report::write_atomic(p, text.as_bytes())?),
             None => emit(text).map_err(|e| e.context("cannot write to stdout")),
@@ -136,8 +147,24 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            note!("error: {e:#}");
+            note!("error: {}", error_text(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes joined by ": ", each cause once: a cause whose text the message
+/// already holds (an error that prints its source itself) is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.is_empty() {
+            text = c;
+        } else if !text.contains(&c) {
+            text += ": ";
+            text += &c;
+        }
+    }
+    text
 }

@@ -54,6 +54,10 @@ pub struct PlaceArgs {
     /// --figure-format).
     #[arg(long, value_name = "DIR", alias = "figures")]
     svg: Option<PathBuf>,
+    /// Replace an existing --svg folder that has files in it (the folder is written whole, into
+    /// a hidden folder beside it renamed into place at the end).
+    #[arg(long, requires = "svg")]
+    force: bool,
     #[command(flatten)]
     figures: crate::plot::FigureOpts,
     /// Number of VMs of the synthetic trace (at least 1).
@@ -105,8 +109,14 @@ pub fn request(args: &PlaceArgs) -> PlaceRequest {
 
 /// Runs the subcommand.
 pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
+    args.file.check()?;
     let output = args.output;
     let req = request(args);
+    // The --svg folder is checked (and staged) before the run.
+    let staged = match &args.svg {
+        Some(dir) => Some(crate::plot::stage_dir(dir, args.force)?),
+        None => None,
+    };
     let multi = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
     let style =
         ProgressStyle::with_template("{spinner} {prefix:>18} {human_pos} events, {elapsed}")
@@ -126,6 +136,13 @@ pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
     for b in &bars {
         b.finish_and_clear();
     }
+    if let Some(n) = reports.first().map(|r| r.implicit_ends).filter(|&n| n > 0) {
+        note!(
+            "note: {n} tasks were scheduled again while running (their end event lies in a shard \
+             that was not read): each is replayed as the end of its previous run (implicit_ends \
+             in --output json)"
+        );
+    }
     let prov = compromis_sweep::provenance::Provenance::of_process();
     let text = match output {
         // Each report object gets the `provenance` object (the document stays an array).
@@ -142,13 +159,15 @@ pub fn run(args: &PlaceArgs) -> Result<ExitCode> {
         Format::Table => compromis_report::place::render(&reports, output)?,
     };
     args.file.deliver(&text)?;
-    if let Some(dir) = &args.svg {
+    if let Some(staged) = staged {
         let files = compromis_report::place::write_figures(
             &reports,
-            dir,
+            staged.path(),
             args.figures.figure_width,
             &args.figures.formats(),
         )?;
+        let files: Vec<PathBuf> = files.iter().map(|f| staged.final_path(f)).collect();
+        staged.commit()?;
         for f in files {
             note!("wrote {}", f.display());
         }

@@ -26,6 +26,21 @@ impl FigureOpts {
     }
 }
 
+/// Stages a figure folder (`place --svg`, `hv --svg`): its parent folders are created, then
+/// [`compromis_report::StagedDir`] checks it (an existing folder with files in it needs `force`)
+/// and the figures are written into a hidden folder beside it, renamed into place whole.
+pub fn stage_dir(
+    dir: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<compromis_report::StagedDir> {
+    use anyhow::Context as _;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create folder {}", parent.display()))?;
+    }
+    Ok(compromis_report::StagedDir::prepare(dir, force)?)
+}
+
 /// Arguments of `compromis plot`.
 #[derive(clap::Args, Debug)]
 pub struct PlotArgs {

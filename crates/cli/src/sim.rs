@@ -31,8 +31,8 @@ pub struct SimArgs {
     /// Processes the workload runs as (the guest switches between them).
     #[arg(long)]
     pub processes: Option<u16>,
-    /// Accesses between two context switches.
-    #[arg(long)]
+    /// Accesses between two context switches (at least 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub quantum: Option<u64>,
     /// Count malformed trace records instead of stopping at the first one.
     #[arg(long)]
@@ -88,8 +88,8 @@ pub struct SimOptions {
     /// Host RAM of an aged host (default: 8 x the VM's memory).
     #[arg(long)]
     pub host_memory: Option<ByteSize>,
-    /// Fraction of an aged host's memory used by other VMs.
-    #[arg(long, default_value_t = compromis_sim::DEFAULT_HOST_FILL)]
+    /// Fraction of an aged host's memory used by other VMs (at least 0, below 1).
+    #[arg(long, default_value_t = compromis_sim::DEFAULT_HOST_FILL, value_parser = parse_fill)]
     pub host_fill: f64,
     /// What the memory manager does when one extent is impossible: `refuse`, `segments:K` (at
     /// most K segment register sets), `ept` (EPT pages from the free memory left) or `compact`.
@@ -230,7 +230,15 @@ fn run_with_progress(
     total: Option<u64>,
     f: impl FnOnce(&(dyn Fn(u64) + Sync)) -> Result<Outcome>,
 ) -> Result<ExitCode> {
-    print_outcome(&with_progress(total, f)?, opts)?;
+    let o = with_progress(total, f)?;
+    if o.skipped_records > 0 {
+        note!(
+            "skipped {} bad records of {} (--skip-bad-records)",
+            o.skipped_records,
+            o.source
+        );
+    }
+    print_outcome(&o, opts)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -346,8 +354,20 @@ pub fn request(args: &SimArgs) -> Result<ExperimentRequest> {
     args.opts.request(source)
 }
 
+/// `--host-fill`: a fraction in `[0, 1)`, checked even when the host is fresh (where it is not
+/// used), so a wrong value is never silently accepted.
+fn parse_fill(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a fraction at least 0 and below 1"))
+    }
+}
+
 /// Runs the subcommand.
 pub fn run(args: &SimArgs) -> Result<ExitCode> {
+    args.opts.file.check()?;
     let request = request(args)?;
     if args.compare_host_pages {
         return compare_host_pages(&args.opts, &request);

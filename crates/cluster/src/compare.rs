@@ -99,7 +99,7 @@ pub enum PlaceError {
     #[error("no placement policy selected")]
     NoPolicy,
     /// A normalization of zero bytes.
-    #[error("the memory a normalized 1.0 stands for must be above zero")]
+    #[error("--norm-mem (the memory a normalized 1.0 stands for) must be above zero")]
     ZeroNormMem,
     /// The trace cannot be opened.
     #[error("cannot read {format} trace {path}")]

@@ -583,6 +583,14 @@ where
             }
             Err(e) => return Err(e.into()),
         };
+        // An implicit end is a departure, counted apart.
+        let ev = match ev {
+            Event::ImplicitEnd { vm, time } => {
+                rep.implicit_ends += 1;
+                Event::Departure { vm, time }
+            }
+            ev => ev,
+        };
         let t = ev.time();
         let bad = |reason: String| ReplayError::BadEvent {
             index,
@@ -602,7 +610,7 @@ where
             Event::Arrival { vm, .. } if cl.live.contains_key(&vm) || cl.rejected.contains(&vm) => {
                 Some("arrival of a VM that already arrived".to_owned())
             }
-            Event::Departure { vm, .. } | Event::Resize { vm, .. }
+            Event::Departure { vm, .. } | Event::ImplicitEnd { vm, .. } | Event::Resize { vm, .. }
                 if !cl.live.contains_key(&vm) && !cl.rejected.contains(&vm) =>
             {
                 Some("departure or resize of a VM that is not running (it never arrived or already left)".to_owned())
@@ -654,7 +662,7 @@ where
                     }
                 }
             }
-            Event::Departure { vm, .. } => {
+            Event::Departure { vm, .. } | Event::ImplicitEnd { vm, .. } => {
                 rep.departures += 1;
                 if !cl.remove(vm) {
                     cl.rejected.remove(&vm);

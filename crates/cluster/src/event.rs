@@ -30,6 +30,15 @@ pub enum Event {
         /// When.
         time: u64,
     },
+    /// A VM's run ends implicitly: its task was scheduled again while running (Google 2011
+    /// shards that are not consecutive: the end event lies in a shard not read). Replayed as a
+    /// [`Event::Departure`] and counted ([`crate::PlacementReport::implicit_ends`]).
+    ImplicitEnd {
+        /// The VM.
+        vm: VmKey,
+        /// When.
+        time: u64,
+    },
     /// A running VM's memory changes.
     Resize {
         /// The VM.
@@ -47,6 +56,7 @@ impl Event {
         match *self {
             Event::Arrival { time, .. }
             | Event::Departure { time, .. }
+            | Event::ImplicitEnd { time, .. }
             | Event::Resize { time, .. } => time,
         }
     }
@@ -54,9 +64,10 @@ impl Event {
     /// The VM the event is about.
     pub fn vm(&self) -> VmKey {
         match *self {
-            Event::Arrival { vm, .. } | Event::Departure { vm, .. } | Event::Resize { vm, .. } => {
-                vm
-            }
+            Event::Arrival { vm, .. }
+            | Event::Departure { vm, .. }
+            | Event::ImplicitEnd { vm, .. }
+            | Event::Resize { vm, .. } => vm,
         }
     }
 }

@@ -89,6 +89,9 @@ pub struct PlacementReport {
     pub bytes_moved: u64,
     /// Rows skipped as bad (with `skip_bad_rows`).
     pub bad_rows: u64,
+    /// Runs ended implicitly: a task scheduled again while running (Google 2011 shards that
+    /// are not consecutive), replayed as the end of its previous run.
+    pub implicit_ends: u64,
     /// The first few bad-row messages.
     pub bad_row_examples: Vec<String>,
     /// Most VMs alive at once.

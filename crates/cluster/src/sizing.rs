@@ -67,7 +67,9 @@ where
                     live.insert(vm, m);
                 }
             }
-            Event::Departure { vm, .. } => cur -= live.remove(&vm).unwrap_or(0),
+            Event::Departure { vm, .. } | Event::ImplicitEnd { vm, .. } => {
+                cur -= live.remove(&vm).unwrap_or(0);
+            }
             Event::Resize { vm, mem_bytes, .. } => {
                 if let Some(m) = live.get_mut(&vm) {
                     let n = round_vm(mem_bytes);

@@ -28,6 +28,18 @@ pub enum EngineError {
     /// The guest OS could not do what the stream asked.
     #[error("guest: {0}")]
     Guest(#[from] GuestError),
+    /// An op of the stream asked the guest what it cannot do (an address beyond the address
+    /// space, more memory than the VM has, a bad region): an error about the stream's content,
+    /// located by its op number (the caller names the file and record, see
+    /// `compromis_trace::locate_op`). Such ops are skipped instead with
+    /// [`simulate_skipping`].
+    #[error("op #{index} of the stream: {source}")]
+    BadOp {
+        /// 0-based index of the op in the stream.
+        index: u64,
+        /// What the guest said.
+        source: GuestError,
+    },
     /// The op source failed (a trace reader's error, with its file and line).
     #[error(transparent)]
     Source(Box<dyn std::error::Error + Send + Sync>),
@@ -142,6 +154,8 @@ pub struct SimResults {
     pub schemes: Vec<SchemeResult>,
     /// The perfect-TLB run, when [`SimConfig::baseline`] asked for it.
     pub baseline: Option<BaselineResult>,
+    /// Ops the guest refused and that were skipped ([`simulate_skipping`]; 0 otherwise).
+    pub skipped: u64,
 }
 
 /// One scheme running over the stream.
@@ -156,6 +170,21 @@ pub struct SchemeRun {
     warm: Option<Stats>,
     verify: bool,
     populate: bool,
+    /// Ops run before the current chunk.
+    done: u64,
+    /// Skip (and count) ops the guest refuses instead of failing ([`simulate_skipping`]).
+    skip_bad: bool,
+    skipped: u64,
+}
+
+/// Whether a guest error is about the op stream's content (not the configuration).
+fn is_content_error(e: &GuestError) -> bool {
+    matches!(
+        e,
+        GuestError::OutOfMemory { .. }
+            | GuestError::BadRegion { .. }
+            | GuestError::NonCanonical { .. }
+    )
 }
 
 impl SchemeRun {
@@ -194,6 +223,9 @@ impl SchemeRun {
             warm: None,
             verify: cfg.verify,
             populate: cfg.populate,
+            done: 0,
+            skip_bad: false,
+            skipped: 0,
         })
     }
 
@@ -376,9 +408,27 @@ impl SchemeRun {
                     }
                 }
             }
-            self.step(op)?;
+            match self.step(op) {
+                Ok(_) => {}
+                Err(EngineError::Guest(g)) if is_content_error(&g) => {
+                    if !self.skip_bad {
+                        return Err(EngineError::BadOp {
+                            index: self.done + i as u64,
+                            source: g,
+                        });
+                    }
+                    self.skipped += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
+        self.done += ops.len() as u64;
         Ok(())
+    }
+
+    /// Ops skipped because the guest refused them ([`simulate_skipping`]).
+    pub fn skipped(&self) -> u64 {
+        self.skipped
     }
 
     /// What this run simulates.
@@ -413,12 +463,31 @@ where
 }
 
 /// Runs `source` through every scheme of `cfg` (and the baseline if asked) on a VM backed by
-/// `backing`. `progress` is called with the number of ops done after each chunk.
+/// `backing`. `progress` is called with the number of ops done after each chunk. An op the
+/// guest refuses stops the run with [`EngineError::BadOp`].
 pub fn simulate<I, E>(
     cfg: &SimConfig,
     backing: &Arc<Backing>,
     source: I,
     progress: &(dyn Fn(u64) + Sync),
+) -> Result<SimResults, EngineError>
+where
+    I: IntoIterator<Item = Result<Op, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    simulate_skipping(cfg, backing, source, progress, false)
+}
+
+/// [`simulate`]; with `skip_bad`, ops the guest refuses (an address beyond the address space,
+/// more memory than the VM has) are skipped and counted in [`SimResults::skipped`] instead.
+/// Every run keeps its own guest, and every guest makes the same choices, so every run skips
+/// the same ops.
+pub fn simulate_skipping<I, E>(
+    cfg: &SimConfig,
+    backing: &Arc<Backing>,
+    source: I,
+    progress: &(dyn Fn(u64) + Sync),
+    skip_bad: bool,
 ) -> Result<SimResults, EngineError>
 where
     I: IntoIterator<Item = Result<Op, E>>,
@@ -436,6 +505,9 @@ where
     if cfg.baseline {
         runs.push(SchemeRun::baseline(cfg, backing)?);
     }
+    for r in &mut runs {
+        r.skip_bad = skip_bad;
+    }
     // Reading overlaps simulating: while the runs simulate chunk n (on a scoped thread, through
     // rayon), this thread reads chunk n + 1. The source need not be `Send`. Errors come out in
     // the stream's order: a failed run of chunk n before a read error in chunk n + 1.
@@ -445,7 +517,21 @@ where
     let mut done = 0u64;
     while !chunk.is_empty() {
         let (ran, next) = std::thread::scope(|s| {
-            let sim = s.spawn(|| runs.par_iter_mut().try_for_each(|r| r.run(&chunk)));
+            let sim = s.spawn(|| {
+                // Every run fails at the same op (same guest); the first op in stream order is
+                // reported.
+                let errors: Vec<EngineError> = runs
+                    .par_iter_mut()
+                    .filter_map(|r| r.run(&chunk).err())
+                    .collect();
+                match errors.into_iter().min_by_key(|e| match e {
+                    EngineError::BadOp { index, .. } => *index,
+                    _ => 0,
+                }) {
+                    Some(e) => Err(e),
+                    None => Ok(()),
+                }
+            });
             let next = read_chunk(&mut source, std::mem::take(&mut spare));
             let ran = sim
                 .join()
@@ -460,6 +546,7 @@ where
     let mut out = SimResults {
         schemes: Vec::with_capacity(cfg.schemes.len()),
         baseline: None,
+        skipped: runs.first().map_or(0, SchemeRun::skipped),
     };
     for r in runs {
         match r.kind() {

@@ -110,6 +110,17 @@ pub enum ExperimentError {
     /// A trace file cannot be opened.
     #[error(transparent)]
     Trace(#[from] compromis_trace::TraceError),
+    /// A record of a trace file asks the guest what it cannot do (an address beyond the
+    /// address space, more memory than the VM has): named by file and line or record number.
+    #[error("{path}, {at}: {source} (--skip-bad-records skips such records)")]
+    TraceContent {
+        /// The trace file.
+        path: String,
+        /// `line N` or `record N`.
+        at: String,
+        /// What the guest said.
+        source: compromis_vmem::GuestError,
+    },
 }
 
 /// An experiment: the simulation settings and the VM.
@@ -265,6 +276,15 @@ pub struct Outcome {
     pub ideal: SchemeOutcome<Baseline>,
     /// Every scheme's speedup over shadow paging, beside shadow's exit rate (when shadow ran).
     pub over_shadow: Option<OverShadow>,
+    /// Bad trace records skipped (`--skip-bad-records`): records that did not decode, and
+    /// accesses the guest refused (beyond the address space, out of memory). Absent when 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped_records: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Speedups over shadow paging, and what they rest on: shadow's VM exits.
@@ -302,10 +322,27 @@ where
     I: IntoIterator<Item = Result<Op, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
+    run_source_skipping(exp, name, source, progress, false)
+}
+
+/// [`run_source`]; with `skip_bad`, accesses the guest refuses are skipped and counted in
+/// [`Outcome::skipped_records`] (see [`engine::simulate_skipping`]).
+pub fn run_source_skipping<I, E>(
+    exp: &Experiment,
+    name: &str,
+    source: I,
+    progress: &(dyn Fn(u64) + Sync),
+    skip_bad: bool,
+) -> Result<Outcome, ExperimentError>
+where
+    I: IntoIterator<Item = Result<Op, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
     let (backing, vm) = build_vm(&exp.vm)?;
     let mut sim = exp.sim.clone();
     sim.baseline = true;
-    let results = simulate(&sim, &backing, source, progress)?;
+    let results = engine::simulate_skipping(&sim, &backing, source, progress, skip_bad)?;
+    let skipped_records = results.skipped;
     let ideal_result = results.baseline.ok_or(EngineError::NoBaseline)?;
     let m = &exp.sim.machine;
     let ideal_stats = ideal_result.measured.clone();
@@ -328,6 +365,7 @@ where
         schemes,
         ideal,
         over_shadow: None,
+        skipped_records,
     };
     o.over_shadow = o.scheme(SchemeKind::Shadow).map(|sh| OverShadow {
         sync: m.exits.shadow_sync,
@@ -358,13 +396,29 @@ pub fn run(plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Outcome, Expe
                 skip_bad_records: *skip_bad_records,
                 format: None,
             };
-            let reader = compromis_trace::open_ops(path, &opts)?;
-            run_source(
+            let mut reader = compromis_trace::open_ops(path, &opts)?;
+            let name = path.display().to_string();
+            match run_source_skipping(
                 &plan.experiment,
-                &path.display().to_string(),
-                reader,
+                &name,
+                reader.by_ref(),
                 progress,
-            )
+                *skip_bad_records,
+            ) {
+                Ok(mut o) => {
+                    o.skipped_records += reader.skipped();
+                    Ok(o)
+                }
+                Err(ExperimentError::Sim(EngineError::BadOp { index, source })) => {
+                    Err(ExperimentError::TraceContent {
+                        at: compromis_trace::locate_op(path, &opts, index)
+                            .unwrap_or_else(|_| format!("access #{}", index + 1)),
+                        path: name,
+                        source,
+                    })
+                }
+                Err(e) => Err(e),
+            }
         }
         Input::Stream { name } => Err(ExperimentError::NoStream(name.clone())),
     }

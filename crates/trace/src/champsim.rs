@@ -178,6 +178,17 @@ impl<R: Read> Iterator for ChampSimReader<R> {
                 reason: "the last 64-byte ChampSim record is incomplete",
             }));
         }
+        // No program runs code at address 0: a record with instruction pointer 0 is zero-filled
+        // input (/dev/zero, a preallocated file), which would otherwise read as endless valid
+        // records.
+        if b[..8] == [0u8; 8] {
+            self.done = true;
+            return Some(Err(TraceError::NotATrace {
+                path: self.path.clone(),
+                at: Location::Byte(self.offset),
+                reason: "a ChampSim record with instruction pointer 0",
+            }));
+        }
         self.offset += CHAMPSIM_RECORD_BYTES as u64;
         Some(Ok(ChampSimInstr::from_bytes(&b)))
     }

@@ -76,9 +76,26 @@ fn decompress(r: DynRead, c: Compression, path: &str) -> Result<DynRead, TraceEr
 }
 
 /// Whether decompressed content looks like lackey text rather than binary records.
+/// Text is printable ASCII throughout, or opens with a complete printable line that is a lackey
+/// record or valgrind's `==pid==` banner (so one garbage line near the start of a lackey file is
+/// reported as a bad line of that file, not read as ChampSim).
 fn looks_like_text(head: &[u8]) -> bool {
-    head.iter()
-        .all(|&b| b == b'\n' || b == b'\r' || b == b'\t' || (0x20..0x7f).contains(&b))
+    let printable = |b: &u8| *b == b'\n' || *b == b'\r' || *b == b'\t' || (0x20..0x7f).contains(b);
+    if head.iter().all(printable) {
+        return true;
+    }
+    match memchr::memchr(b'\n', head) {
+        Some(i) => {
+            let first = &head[..i];
+            first.iter().all(printable)
+                && (first.starts_with(b"==")
+                    || matches!(
+                        crate::lackey::parse_line(first),
+                        Ok(crate::lackey::Line::Record(_))
+                    ))
+        }
+        None => false,
+    }
 }
 
 fn name_says_native(path: &Path) -> bool {

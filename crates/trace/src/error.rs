@@ -49,6 +49,19 @@ pub enum TraceError {
         /// The offending text (truncated to 80 characters), or a hex dump for binary input.
         text: String,
     },
+    /// Input that cannot be a trace at all (zero bytes where a record must be: `/dev/zero`, a
+    /// zero-filled or preallocated file); it stops the read even with `--skip-bad-records`.
+    #[error(
+        "{path}, {at}: {reason}: not a trace (this stops the read even with --skip-bad-records)"
+    )]
+    NotATrace {
+        /// The trace's path.
+        path: String,
+        /// Where.
+        at: Location,
+        /// What was found.
+        reason: &'static str,
+    },
     /// The trace holds no record at all.
     #[error("{path} holds no memory-access record (an empty trace)")]
     Empty {

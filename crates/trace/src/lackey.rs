@@ -147,6 +147,9 @@ impl<R: BufRead> LackeyReader<R> {
     }
 
     fn bad(&mut self, reason: &'static str, text: &[u8]) -> Option<Result<Record, TraceError>> {
+        if text.contains(&0) {
+            return Some(self.not_text());
+        }
         if self.skip_bad {
             self.skipped += 1;
             None
@@ -159,6 +162,17 @@ impl<R: BufRead> LackeyReader<R> {
                 text: excerpt(text),
             }))
         }
+    }
+
+    /// A NUL byte in a line: binary or zero-filled input (`/dev/zero`), not lackey text; it
+    /// stops the read even with `skip_bad`, so an endless such input cannot run forever.
+    fn not_text(&mut self) -> Result<Record, TraceError> {
+        self.done = true;
+        Err(TraceError::NotATrace {
+            path: self.path.clone(),
+            at: Location::Line(self.line),
+            reason: "a NUL byte in a lackey line",
+        })
     }
 
     /// Handles one complete line held in `carry`.
@@ -219,6 +233,10 @@ impl<R: BufRead> Iterator for LackeyReader<R> {
                     let out = match parsed {
                         Ok(Line::Record(r)) => Some(Ok(r)),
                         Ok(Line::Skip) => None,
+                        Err(_) if memchr::memchr(0, &buf[..i]).is_some() => {
+                            self.input.consume(i + 1);
+                            return Some(self.not_text());
+                        }
                         Err(reason) => {
                             let text = excerpt(&buf[..i]);
                             if self.skip_bad {
@@ -256,7 +274,20 @@ impl<R: BufRead> Iterator for LackeyReader<R> {
                         self.carry.extend_from_slice(buf);
                         if self.carry.len() > MAX_LINE {
                             self.overlong = true;
+                            let nul = self.carry.contains(&0);
                             self.carry.truncate(80);
+                            // Without a line end in sight, do not read on (an endless input
+                            // such as /dev/zero would never end the line).
+                            if nul || !self.skip_bad {
+                                self.input.consume(n);
+                                self.line += 1;
+                                if nul {
+                                    return Some(self.not_text());
+                                }
+                                self.overlong = false;
+                                let carry = std::mem::take(&mut self.carry);
+                                return self.bad("Line too long", &carry);
+                            }
                         }
                     }
                     self.input.consume(n);
@@ -269,6 +300,9 @@ impl<R: BufRead> Iterator for LackeyReader<R> {
 impl<R: BufRead + Send> RecordSource for LackeyReader<R> {
     fn skipped(&self) -> u64 {
         self.skipped
+    }
+    fn location(&self) -> Option<crate::Location> {
+        Some(crate::Location::Line(self.line))
     }
 }
 

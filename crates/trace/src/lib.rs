@@ -112,11 +112,19 @@ pub struct ReadOptions {
 pub trait RecordSource: Iterator<Item = Result<Record, TraceError>> + Send {
     /// Bad records skipped so far (always 0 unless [`ReadOptions::skip_bad_records`]).
     fn skipped(&self) -> u64;
+    /// Where the last record returned was read, for formats that say better than its number
+    /// (a text trace's line); `None` by default.
+    fn location(&self) -> Option<Location> {
+        None
+    }
 }
 
 impl RecordSource for Box<dyn RecordSource> {
     fn skipped(&self) -> u64 {
         (**self).skipped()
+    }
+    fn location(&self) -> Option<Location> {
+        (**self).location()
     }
 }
 
@@ -136,6 +144,8 @@ pub struct OpReader {
     pending: Option<Op>,
     /// With a name: a source that ends before its first record is an [`TraceError::Empty`].
     empty_is_error: Option<String>,
+    /// Records returned so far.
+    records: u64,
 }
 
 impl std::fmt::Debug for OpReader {
@@ -153,6 +163,7 @@ impl OpReader {
             src,
             pending: None,
             empty_is_error: None,
+            records: 0,
         }
     }
 
@@ -160,6 +171,31 @@ impl OpReader {
     pub fn skipped(&self) -> u64 {
         self.src.skipped()
     }
+
+    /// Where the record of the last op returned was read: its line in a text trace, else its
+    /// 1-based number among the file's records (bad records skipped included).
+    pub fn location(&self) -> String {
+        match self.src.location() {
+            Some(at) => at.to_string(),
+            None => format!("record {}", self.records + self.src.skipped()),
+        }
+    }
+}
+
+/// Where the record that became op number `op` (0-based, in the order [`open_ops`] returns
+/// them) lies in the trace at `path`: `"line N"` or `"record N"`. The simulator's errors about
+/// trace content (an address beyond the address space, the guest out of memory) are located so,
+/// by reading the trace again up to that op (on the error path only).
+pub fn locate_op(path: &Path, opts: &ReadOptions, op: u64) -> Result<String, TraceError> {
+    let mut r = open_ops(path, opts)?;
+    for _ in 0..=op {
+        match r.next() {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e),
+            None => break,
+        }
+    }
+    Ok(r.location())
 }
 
 impl Iterator for OpReader {
@@ -173,6 +209,7 @@ impl Iterator for OpReader {
         match self.src.next() {
             Some(Ok(r)) => {
                 self.empty_is_error = None;
+                self.records += 1;
                 let (a, b) = r.ops();
                 self.pending = b;
                 Some(Ok(a))

@@ -121,7 +121,7 @@ fn svg_into_a_file_instead_of_a_folder_fails_cleanly() {
         .arg(&file)
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("cannot create folder"));
+        .stderr(predicate::str::contains("is not a folder"));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
 }
 

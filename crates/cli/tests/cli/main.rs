@@ -12,6 +12,7 @@ mod place;
 mod record_qemu;
 mod reproduce;
 mod robust;
+mod robust_more;
 mod shadow_sync;
 mod sim;
 mod sweep;

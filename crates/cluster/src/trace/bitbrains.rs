@@ -112,7 +112,7 @@ pub struct BitbrainsReader {
 
 fn order(e: &Event) -> u8 {
     match e {
-        Event::Departure { .. } => 0,
+        Event::Departure { .. } | Event::ImplicitEnd { .. } => 0,
         Event::Resize { .. } => 1,
         Event::Arrival { .. } => 2,
     }
@@ -190,7 +190,7 @@ impl Iterator for BitbrainsReader {
                 vcpus,
                 initial: time == o,
             },
-            Event::Departure { vm, time } => Event::Departure {
+            Event::Departure { vm, time } | Event::ImplicitEnd { vm, time } => Event::Departure {
                 vm,
                 time: time.saturating_sub(o),
             },

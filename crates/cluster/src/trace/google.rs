@@ -22,6 +22,8 @@ pub struct GoogleReader {
     next_vm: u64,
     norm_mem: u64,
     last_time: u64,
+    /// The arrival that follows an implicit end.
+    pending: Option<Event>,
 }
 
 impl GoogleReader {
@@ -37,6 +39,7 @@ impl GoogleReader {
             next_vm: 0,
             norm_mem: norm_mem_bytes,
             last_time: 0,
+            pending: None,
         })
     }
 
@@ -59,26 +62,37 @@ impl GoogleReader {
         }
         self.last_time = time;
         let mem = || -> Result<u64, String> {
-            Ok(f64_to_u64(
-                parse_f64(mem_s, "memory_request")? * self.norm_mem as f64,
-            ))
+            let v = parse_f64(mem_s, "memory_request")?;
+            let bytes = v * self.norm_mem as f64;
+            if !bytes.is_finite() || bytes >= 1.8e19 {
+                return Err(format!(
+                    "memory_request {v} x --norm-mem is beyond 2^64 bytes (normalized values are \
+                     at most 1)"
+                ));
+            }
+            Ok(f64_to_u64(bytes))
         };
         Ok(match ty {
             1 => {
                 let mem = mem()?;
-                if self.running.contains_key(&(job, idx)) {
-                    return Err(format!("task {job}/{idx} scheduled while already running"));
-                }
                 let vm = self.next_vm;
                 self.next_vm += 1;
-                self.running.insert((job, idx), (vm, mem));
-                Some(Event::Arrival {
+                let arrival = Event::Arrival {
                     vm,
                     time,
                     mem_bytes: mem,
                     vcpus: 0,
                     initial: ts == 0,
-                })
+                };
+                // Scheduled while running: the end of the previous run lies in a shard that is
+                // not read (shards that are not consecutive). It ends now, implicitly.
+                match self.running.insert((job, idx), (vm, mem)) {
+                    Some((old, _)) => {
+                        self.pending = Some(arrival);
+                        Some(Event::ImplicitEnd { vm: old, time })
+                    }
+                    None => Some(arrival),
+                }
             }
             2..=6 => self
                 .running
@@ -109,6 +123,9 @@ impl GoogleReader {
 impl Iterator for GoogleReader {
     type Item = Result<Event, VmTraceError>;
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.pending.take() {
+            return Some(Ok(e));
+        }
         loop {
             let cur = self.cur.as_mut()?;
             match cur.next_line() {
@@ -179,6 +196,47 @@ mod tests {
                     mem_bytes: 256 << 20
                 },
                 Event::Departure { vm: 0, time: 4 },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_task_scheduled_while_running_ends_its_previous_run() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("task_events-part-00000-of-00500.csv"),
+            "0,,1,0,m,1,u,0,0,0.1,0.5,0,0\n",
+        )
+        .unwrap();
+        // Shard 00001 (with the task's end) is missing.
+        std::fs::write(
+            dir.path().join("task_events-part-00002-of-00500.csv"),
+            "7000000,,1,0,m,1,u,0,0,0.1,0.25,0,0\n8000000,,1,0,m,4,u,0,0,0.1,0.25,0,0\n",
+        )
+        .unwrap();
+        let ev: Vec<Event> = GoogleReader::open(dir.path(), 1 << 30)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            ev,
+            vec![
+                Event::Arrival {
+                    vm: 0,
+                    time: 0,
+                    mem_bytes: 512 << 20,
+                    vcpus: 0,
+                    initial: true
+                },
+                Event::ImplicitEnd { vm: 0, time: 7 },
+                Event::Arrival {
+                    vm: 1,
+                    time: 7,
+                    mem_bytes: 256 << 20,
+                    vcpus: 0,
+                    initial: false
+                },
+                Event::Departure { vm: 1, time: 8 },
             ]
         );
     }

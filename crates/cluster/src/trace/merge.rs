@@ -155,7 +155,9 @@ mod tests {
             .iter()
             .map(|e| match e {
                 Event::Arrival { vm, time, .. } => ('A', *vm, *time),
-                Event::Departure { vm, time } => ('D', *vm, *time),
+                Event::Departure { vm, time } | Event::ImplicitEnd { vm, time } => {
+                    ('D', *vm, *time)
+                }
                 Event::Resize { vm, time, .. } => ('R', *vm, *time),
             })
             .collect();

@@ -137,7 +137,7 @@ fn replay(p: PolicyKind, fb: Fallback) -> Replay {
                 vcpus,
                 ..
             } => last = cl.place(vm, mem_bytes, vcpus, pol.as_mut(), fb, &mut rep),
-            Event::Departure { vm, .. } => assert!(cl.remove(vm)),
+            Event::Departure { vm, .. } | Event::ImplicitEnd { vm, .. } => assert!(cl.remove(vm)),
             Event::Resize { .. } => unreachable!(),
         }
         cl.check().unwrap();

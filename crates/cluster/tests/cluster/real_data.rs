@@ -36,7 +36,7 @@ fn count(path: &std::path::Path, f: TraceFormat) -> (u64, u64, u64, u64) {
                 c.0 += 1;
                 c.3 += u64::from(initial);
             }
-            Event::Departure { .. } => c.1 += 1,
+            Event::Departure { .. } | Event::ImplicitEnd { .. } => c.1 += 1,
             Event::Resize { .. } => c.2 += 1,
         }
     }
