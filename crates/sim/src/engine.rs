@@ -387,24 +387,21 @@ impl SchemeRun {
         let mut recent = [[u64::MAX; 4]; 2];
         let mut next = [0usize; 2];
         // The perfect TLB ignores hints (it walks nothing): its run skips them.
-        if self.kind == RunKind::Baseline {
-            for op in ops {
-                self.step(op)?;
-            }
-            return Ok(());
-        }
+        let hints = self.kind != RunKind::Baseline;
         for (i, op) in ops.iter().enumerate() {
-            let ctx = Ctx {
-                guest: &self.guest,
-                backing: &self.backing,
-            };
-            for (s, (ahead, stage)) in STAGES.into_iter().enumerate() {
-                if let Some(Op::Access { gva, .. }) = ops.get(i + ahead) {
-                    let page = gva.raw() >> 12;
-                    if !recent[s].contains(&page) {
-                        recent[s][next[s]] = page;
-                        next[s] = (next[s] + 1) % 4;
-                        self.scheme.prefetch(ctx, *gva, stage);
+            if hints {
+                let ctx = Ctx {
+                    guest: &self.guest,
+                    backing: &self.backing,
+                };
+                for (s, (ahead, stage)) in STAGES.into_iter().enumerate() {
+                    if let Some(Op::Access { gva, .. }) = ops.get(i + ahead) {
+                        let page = gva.raw() >> 12;
+                        if !recent[s].contains(&page) {
+                            recent[s][next[s]] = page;
+                            next[s] = (next[s] + 1) % 4;
+                            self.scheme.prefetch(ctx, *gva, stage);
+                        }
                     }
                 }
             }
@@ -508,36 +505,45 @@ where
     for r in &mut runs {
         r.skip_bad = skip_bad;
     }
+    // Every run fails at the same op (same guest); the first op in stream order is reported.
+    let run_chunk = |runs: &mut Vec<SchemeRun>, chunk: &[Op]| {
+        let errors: Vec<EngineError> = runs
+            .par_iter_mut()
+            .filter_map(|r| r.run(chunk).err())
+            .collect();
+        match errors.into_iter().min_by_key(|e| match e {
+            EngineError::BadOp { index, .. } => *index,
+            _ => 0,
+        }) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    };
     // Reading overlaps simulating: while the runs simulate chunk n (on a scoped thread, through
     // rayon), this thread reads chunk n + 1. The source need not be `Send`. Errors come out in
     // the stream's order: a failed run of chunk n before a read error in chunk n + 1.
+    // Called from a rayon worker (several simulations run in parallel, as `reproduce` does), a
+    // worker blocked joining a plain thread could not run the pool's jobs, and with every worker
+    // so blocked the pool would deadlock: there the runs simulate on this thread, then it reads.
+    let overlap = rayon::current_thread_index().is_none();
     let mut source = source.into_iter();
     let mut chunk = read_chunk(&mut source, Vec::with_capacity(CHUNK))?;
     let mut spare = Vec::with_capacity(CHUNK);
     let mut done = 0u64;
     while !chunk.is_empty() {
-        let (ran, next) = std::thread::scope(|s| {
-            let sim = s.spawn(|| {
-                // Every run fails at the same op (same guest); the first op in stream order is
-                // reported.
-                let errors: Vec<EngineError> = runs
-                    .par_iter_mut()
-                    .filter_map(|r| r.run(&chunk).err())
-                    .collect();
-                match errors.into_iter().min_by_key(|e| match e {
-                    EngineError::BadOp { index, .. } => *index,
-                    _ => 0,
-                }) {
-                    Some(e) => Err(e),
-                    None => Ok(()),
-                }
-            });
-            let next = read_chunk(&mut source, std::mem::take(&mut spare));
-            let ran = sim
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            (ran, next)
-        });
+        let (ran, next) = if overlap {
+            std::thread::scope(|s| {
+                let sim = s.spawn(|| run_chunk(&mut runs, &chunk));
+                let next = read_chunk(&mut source, std::mem::take(&mut spare));
+                let ran = sim
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (ran, next)
+            })
+        } else {
+            let ran = run_chunk(&mut runs, &chunk);
+            (ran, read_chunk(&mut source, std::mem::take(&mut spare)))
+        };
         ran?;
         done += chunk.len() as u64;
         progress(done);
