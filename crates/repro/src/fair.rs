@@ -194,23 +194,6 @@ pub(crate) fn fair_csv(rows: &[FairRow]) -> Table {
 mod tests {
     use super::*;
 
-    fn fig(scheme: &str, cycles: f64) -> SchemeFigures {
-        SchemeFigures {
-            scheme: scheme.into(),
-            cycles,
-            overhead: cycles / 100.0 - 1.0,
-            refs_per_walk: 4.0,
-            walk_latency: 30.0,
-            walks: 1,
-            exits_pt_write: 0,
-            exits_cr3_load: 0,
-            exits: 0,
-            exits_pki: 0.0,
-            warmup_exits: 0,
-            fallback_translations: 0,
-        }
-    }
-
     fn run(host: &str, ept: f64, shadow: f64) -> RunRow {
         RunRow {
             workload: "gups".into(),
@@ -219,13 +202,13 @@ mod tests {
             host: host.into(),
             ideal_cycles: 100.0,
             schemes: vec![
-                fig("native", 105.0),
-                fig("ept", ept),
+                crate::SchemeFigures::for_tests("native", 105.0),
+                crate::SchemeFigures::for_tests("ept", ept),
                 SchemeFigures {
                     exits_pki: 1.5,
-                    ..fig("shadow", shadow)
+                    ..crate::SchemeFigures::for_tests("shadow", shadow)
                 },
-                fig("compromis", 110.0),
+                crate::SchemeFigures::for_tests("compromis", 110.0),
             ],
             speedup_vs_ept: ept / 110.0,
             speedup_vs_shadow: shadow / 110.0,

@@ -251,6 +251,27 @@ pub struct SchemeFigures {
     pub fallback_translations: u64,
 }
 
+#[cfg(test)]
+impl SchemeFigures {
+    /// A run of `cycles` against an ideal of 100 cycles, with no exits: the unit tests' fixture.
+    pub(crate) fn for_tests(scheme: &str, cycles: f64) -> SchemeFigures {
+        SchemeFigures {
+            scheme: scheme.into(),
+            cycles,
+            overhead: cycles / 100.0 - 1.0,
+            refs_per_walk: 4.0,
+            walk_latency: 30.0,
+            walks: 10,
+            exits_pt_write: 0,
+            exits_cr3_load: 0,
+            exits: 0,
+            exits_pki: 0.0,
+            warmup_exits: 0,
+            fallback_translations: 0,
+        }
+    }
+}
+
 /// One workload run (section 2).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct RunRow {

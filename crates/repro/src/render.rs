@@ -547,24 +547,7 @@ pub fn write_report_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Claim, FragOutcome, ProvisioningRow, RunConfig, SchemeFigures, WalkRefRow};
-
-    fn fig(scheme: &str, cycles: f64) -> SchemeFigures {
-        SchemeFigures {
-            scheme: scheme.into(),
-            cycles,
-            overhead: cycles / 100.0 - 1.0,
-            refs_per_walk: 4.0,
-            walk_latency: 30.0,
-            walks: 10,
-            exits_pt_write: 0,
-            exits_cr3_load: 0,
-            exits: 0,
-            exits_pki: 0.0,
-            warmup_exits: 0,
-            fallback_translations: 0,
-        }
-    }
+    use crate::{Claim, FragOutcome, ProvisioningRow, RunConfig, WalkRefRow};
 
     fn results(agrees: bool) -> Results {
         Results {
@@ -606,10 +589,10 @@ mod tests {
                 ideal_cycles: 100.0,
                 // Hand-made: EPT 300 cycles, Compromis 200 -> 1.5x.
                 schemes: vec![
-                    fig("native", 150.0),
-                    fig("ept", 300.0),
-                    fig("shadow", 250.0),
-                    fig("compromis", 200.0),
+                    crate::SchemeFigures::for_tests("native", 150.0),
+                    crate::SchemeFigures::for_tests("ept", 300.0),
+                    crate::SchemeFigures::for_tests("shadow", 250.0),
+                    crate::SchemeFigures::for_tests("compromis", 200.0),
                 ],
                 speedup_vs_ept: 1.5,
                 speedup_vs_shadow: 1.25,

@@ -387,9 +387,12 @@ impl SchemeRun {
         let mut recent = [[u64::MAX; 4]; 2];
         let mut next = [0usize; 2];
         // The perfect TLB ignores hints (it walks nothing): its run skips them.
-        let hints = self.kind != RunKind::Baseline;
-        for (i, op) in ops.iter().enumerate() {
-            if hints {
+        if self.kind == RunKind::Baseline {
+            for (i, op) in ops.iter().enumerate() {
+                self.step_or_skip(op, i)?;
+            }
+        } else {
+            for (i, op) in ops.iter().enumerate() {
                 let ctx = Ctx {
                     guest: &self.guest,
                     backing: &self.backing,
@@ -404,23 +407,32 @@ impl SchemeRun {
                         }
                     }
                 }
-            }
-            match self.step(op) {
-                Ok(_) => {}
-                Err(EngineError::Guest(g)) if is_content_error(&g) => {
-                    if !self.skip_bad {
-                        return Err(EngineError::BadOp {
-                            index: self.done + i as u64,
-                            source: g,
-                        });
-                    }
-                    self.skipped += 1;
-                }
-                Err(e) => return Err(e),
+                self.step_or_skip(op, i)?;
             }
         }
         self.done += ops.len() as u64;
         Ok(())
+    }
+
+    /// [`SchemeRun::step`] of the `i`-th op of the current chunk; an op the guest refuses is
+    /// [`EngineError::BadOp`] (located by its index in the stream), or skipped and counted with
+    /// `skip_bad`.
+    #[inline]
+    fn step_or_skip(&mut self, op: &Op, i: usize) -> Result<(), EngineError> {
+        match self.step(op) {
+            Ok(_) => Ok(()),
+            Err(EngineError::Guest(g)) if is_content_error(&g) => {
+                if !self.skip_bad {
+                    return Err(EngineError::BadOp {
+                        index: self.done + i as u64,
+                        source: g,
+                    });
+                }
+                self.skipped += 1;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Ops skipped because the guest refused them ([`simulate_skipping`]).
