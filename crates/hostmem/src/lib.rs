@@ -39,6 +39,7 @@ mod layout;
 mod map;
 pub mod scenario;
 mod snapshot;
+mod vmtable;
 
 pub use age::{AgeConfig, AgeReport};
 pub use compromis_types::{
