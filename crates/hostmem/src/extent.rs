@@ -198,7 +198,7 @@ fn fit(start: u64, len: u64, need: u64, align: PageSize) -> Option<u64> {
 /// not free. `free` accepts any allocated range (a whole allocation or a piece of it, e.g. the tail
 /// released by a shrink) and refuses, with the state unchanged, a range any byte of which is free or
 /// outside RAM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ExtentAllocator {
     /// RAM ranges `(start, end)` (end exclusive), sorted by start; touching ranges are merged.
     ranges: Vec<(u64, u64)>,
@@ -207,7 +207,10 @@ pub struct ExtentAllocator {
     by_addr: Vec<(u64, u64)>,
     /// Free extents `(len, start)`, sorted.
     by_len: Vec<(u64, u64)>,
-    /// Free extents `(start, len)` per size class `floor(log2(len))`, each sorted by start.
+    /// Free extents `(start, len)` per size class `floor(log2(len))`, each sorted by start. Built
+    /// (64 classes) on the first first-fit or next-fit allocation and kept from then on; empty
+    /// before, when first-fit searches scan `by_addr` (same answer): best-fit users such as the
+    /// placement engine never pay for it.
     classes: Vec<Vec<(u64, u64)>>,
     /// Bit `c` set when `classes[c]` is non-empty.
     nonempty: u64,
@@ -237,7 +240,7 @@ impl ExtentAllocator {
             capacity: 0,
             by_addr: Vec::new(),
             by_len: Vec::new(),
-            classes: vec![Vec::new(); 64],
+            classes: Vec::new(),
             nonempty: 0,
             free: 0,
             cursor: 0,
@@ -292,21 +295,38 @@ impl ExtentAllocator {
     fn insert_free(&mut self, start: u64, len: u64) {
         sorted_insert(&mut self.by_addr, (start, len));
         sorted_insert(&mut self.by_len, (len, start));
-        let c = class_of(len);
-        sorted_insert(&mut self.classes[c], (start, len));
-        self.nonempty |= 1 << c;
+        if !self.classes.is_empty() {
+            let c = class_of(len);
+            sorted_insert(&mut self.classes[c], (start, len));
+            self.nonempty |= 1 << c;
+        }
         self.free += len;
     }
 
     fn remove_free(&mut self, start: u64, len: u64) {
         sorted_remove(&mut self.by_addr, (start, len));
         sorted_remove(&mut self.by_len, (len, start));
-        let c = class_of(len);
-        sorted_remove(&mut self.classes[c], (start, len));
-        if self.classes[c].is_empty() {
-            self.nonempty &= !(1 << c);
+        if !self.classes.is_empty() {
+            let c = class_of(len);
+            sorted_remove(&mut self.classes[c], (start, len));
+            if self.classes[c].is_empty() {
+                self.nonempty &= !(1 << c);
+            }
         }
         self.free -= len;
+    }
+
+    /// Builds the size-class index from `by_addr` (first-fit and next-fit use it from then on).
+    fn build_classes(&mut self) {
+        let mut classes = vec![Vec::new(); 64];
+        let mut nonempty = 0u64;
+        for &(s, l) in &self.by_addr {
+            let c = class_of(l);
+            classes[c].push((s, l));
+            nonempty |= 1 << c;
+        }
+        self.classes = classes;
+        self.nonempty = nonempty;
     }
 
     /// Index in `by_addr` of the first free extent starting after `s` (so the one before it, if
@@ -438,6 +458,9 @@ impl ExtentAllocator {
                 capacity: self.capacity,
             });
         }
+        if self.classes.is_empty() && matches!(policy, Policy::FirstFit | Policy::NextFit) {
+            self.build_classes();
+        }
         let Some((fs, a)) = self.search(len, align, policy) else {
             return Err(AllocError::NoExtent {
                 len,
@@ -483,6 +506,12 @@ impl ExtentAllocator {
         }
         if probed < FIRST_FIT_PROBE {
             return None; // every free extent from `from` on was examined
+        }
+        if self.classes.is_empty() {
+            // No size-class index yet: the rest in address order.
+            return self.by_addr[lo + FIRST_FIT_PROBE..]
+                .iter()
+                .find_map(|&(s, l)| fit(s, l, len, align).map(|a| (s, a)));
         }
         // Then the lowest-addressed fitting member of every large-enough size class.
         let mut best: Option<(u64, u64)> = None;
@@ -588,6 +617,10 @@ impl ExtentAllocator {
 
     /// Checks the allocator's internal indexes against each other (used by [`crate::HostMemory::check`]).
     pub fn check_indexes(&self) -> Result<(), String> {
+        let built = !self.classes.is_empty();
+        if built && self.classes.len() != 64 {
+            return Err("the size-class index is half built".into());
+        }
         let mut total = 0u64;
         let mut prev_end: Option<u64> = None;
         if !self.by_addr.is_sorted_by(|a, b| a.0 < b.0)
@@ -617,7 +650,7 @@ impl ExtentAllocator {
                     "free extent at {s:#x} missing from the length index"
                 ));
             }
-            if self.classes[class_of(l)].binary_search(&(s, l)).is_err() {
+            if built && self.classes[class_of(l)].binary_search(&(s, l)).is_err() {
                 return Err(format!("free extent at {s:#x} missing from its size class"));
             }
             let in_ram = self.range_of(s).is_some_and(|(_, re)| re >= s + l);
@@ -637,7 +670,8 @@ impl ExtentAllocator {
         if bits != self.nonempty {
             return Err("non-empty class mask is stale".into());
         }
-        if self.by_len.len() != self.by_addr.len() || class_count != self.by_addr.len() {
+        if self.by_len.len() != self.by_addr.len() || (built && class_count != self.by_addr.len())
+        {
             return Err("free-extent indexes differ in size".into());
         }
         if total != self.free {
@@ -653,6 +687,20 @@ impl ExtentAllocator {
         Ok(())
     }
 }
+
+/// Equal when the RAM, the free extents and the next-fit cursor are (whether the size-class
+/// index, derived from the free extents, is built yet does not matter).
+impl PartialEq for ExtentAllocator {
+    fn eq(&self, o: &Self) -> bool {
+        self.ranges == o.ranges
+            && self.capacity == o.capacity
+            && self.by_addr == o.by_addr
+            && self.free == o.free
+            && self.cursor == o.cursor
+    }
+}
+
+impl Eq for ExtentAllocator {}
 
 /// Inserts `k` into the sorted vector `v` (a key already present is left alone).
 #[inline]
@@ -682,7 +730,41 @@ pub(crate) fn aligned_usable(start: u64, len: u64, align: PageSize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     const M: u64 = 1 << 20;
+
+    proptest! {
+        /// The size-class index is built lazily: before it exists first-fit and next-fit scan the
+        /// address index. Both ways give the same answer on a fragmented allocator, and an
+        /// allocator with the index equals one without it.
+        #[test]
+        fn lazy_size_classes_change_no_answer(
+            ops in prop::collection::vec((1u64..64, any::<bool>()), 1..120),
+            asks in prop::collection::vec((1u64..256, 0usize..3), 1..20),
+        ) {
+            let mut a = ExtentAllocator::new(4096 * M);
+            let mut held = Vec::new();
+            for (units, free) in ops {
+                if free && !held.is_empty() {
+                    let e = held.swap_remove(units as usize % held.len());
+                    a.free(e).unwrap();
+                } else if let Ok(e) = a.alloc(units * 4 * M, PageSize::Size2M, Policy::BestFit) {
+                    held.push(e);
+                }
+            }
+            prop_assert!(a.classes.is_empty());
+            let mut b = a.clone();
+            b.build_classes();
+            b.check_indexes().unwrap();
+            prop_assert_eq!(&a, &b);
+            for (units, al) in asks {
+                let align = [PageSize::Size4K, PageSize::Size2M, PageSize::Size1G][al];
+                for pol in [Policy::FirstFit, Policy::NextFit] {
+                    prop_assert_eq!(a.find(units * M, align, pol), b.find(units * M, align, pol));
+                }
+            }
+        }
+    }
 
     /// Free extents at 0 (4M), 8M (2M), 16M (8M), 32M (3M), 40M (16M): built from a 64 MiB
     /// allocator by claiming the gaps.
