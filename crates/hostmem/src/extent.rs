@@ -3,9 +3,10 @@
 //! Models the hypervisor half of Compromis (VEE 2021, section "hypervisor"): each VM's memory is one
 //! contiguous range of host-physical memory, so the allocator deals in *extents* (start, length)
 //! rather than pages. Free extents are kept in three ordered indexes, in the spirit of rust-vmm
-//! `vm-allocator`'s `AllocPolicy`. Each index is a sorted vector (binary search, a short
-//! `memmove` on insert and remove): a host holds tens to a few thousand free extents, where a
-//! vector beats a B-tree by several times and a steady replay allocates nothing:
+//! `vm-allocator`'s `AllocPolicy`. Each index is an `OrdSet`: a sorted vector while it holds
+//! at most a few hundred extents (a placement host holds tens, where a binary search and a short
+//! `memmove` beat a B-tree several times over and a steady replay allocates nothing), a B-tree
+//! beyond (an aged 1 TiB host holds ten thousand):
 //! - by address (`start -> len`): coalescing on free, `alloc_at`, next-fit, the ownership check;
 //! - by `(len, start)`: best-fit and worst-fit in O(log n);
 //! - by power-of-two size class, each class ordered by address: first-fit and next-fit first probe
@@ -16,6 +17,7 @@
 //! All lengths and RAM ranges are multiples of 4 KiB; an allocation's start is aligned to the
 //! requested [`PageSize`].
 
+use crate::ordset::OrdSet;
 use compromis_types::{Address, ByteSize, Extent, Hpa, PageSize, VmId};
 use serde::Serialize;
 use std::fmt;
@@ -204,14 +206,14 @@ pub struct ExtentAllocator {
     ranges: Vec<(u64, u64)>,
     capacity: u64,
     /// Free extents `(start, len)`, sorted by start.
-    by_addr: Vec<(u64, u64)>,
+    by_addr: OrdSet,
     /// Free extents `(len, start)`, sorted.
-    by_len: Vec<(u64, u64)>,
+    by_len: OrdSet,
     /// Free extents `(start, len)` per size class `floor(log2(len))`, each sorted by start. Built
     /// (64 classes) on the first first-fit or next-fit allocation and kept from then on; empty
     /// before, when first-fit searches scan `by_addr` (same answer): best-fit users such as the
     /// placement engine never pay for it.
-    classes: Vec<Vec<(u64, u64)>>,
+    classes: Vec<OrdSet>,
     /// Bit `c` set when `classes[c]` is non-empty.
     nonempty: u64,
     free: u64,
@@ -238,8 +240,8 @@ impl ExtentAllocator {
         ExtentAllocator {
             ranges: Vec::new(),
             capacity: 0,
-            by_addr: Vec::new(),
-            by_len: Vec::new(),
+            by_addr: OrdSet::default(),
+            by_len: OrdSet::default(),
             classes: Vec::new(),
             nonempty: 0,
             free: 0,
@@ -293,22 +295,22 @@ impl ExtentAllocator {
     }
 
     fn insert_free(&mut self, start: u64, len: u64) {
-        sorted_insert(&mut self.by_addr, (start, len));
-        sorted_insert(&mut self.by_len, (len, start));
+        self.by_addr.insert((start, len));
+        self.by_len.insert((len, start));
         if !self.classes.is_empty() {
             let c = class_of(len);
-            sorted_insert(&mut self.classes[c], (start, len));
+            self.classes[c].insert((start, len));
             self.nonempty |= 1 << c;
         }
         self.free += len;
     }
 
     fn remove_free(&mut self, start: u64, len: u64) {
-        sorted_remove(&mut self.by_addr, (start, len));
-        sorted_remove(&mut self.by_len, (len, start));
+        self.by_addr.remove((start, len));
+        self.by_len.remove((len, start));
         if !self.classes.is_empty() {
             let c = class_of(len);
-            sorted_remove(&mut self.classes[c], (start, len));
+            self.classes[c].remove((start, len));
             if self.classes[c].is_empty() {
                 self.nonempty &= !(1 << c);
             }
@@ -318,22 +320,21 @@ impl ExtentAllocator {
 
     /// Builds the size-class index from `by_addr` (first-fit and next-fit use it from then on).
     fn build_classes(&mut self) {
-        let mut classes = vec![Vec::new(); 64];
+        let mut classes = vec![OrdSet::default(); 64];
         let mut nonempty = 0u64;
-        for &(s, l) in &self.by_addr {
+        for (s, l) in self.by_addr.iter() {
             let c = class_of(l);
-            classes[c].push((s, l));
+            classes[c].insert((s, l));
             nonempty |= 1 << c;
         }
         self.classes = classes;
         self.nonempty = nonempty;
     }
 
-    /// Index in `by_addr` of the first free extent starting after `s` (so the one before it, if
-    /// any, is the last free extent starting at or before `s`).
+    /// The last free extent starting at or before `s`.
     #[inline]
-    fn after(&self, s: u64) -> usize {
-        self.by_addr.partition_point(|&(fs, _)| fs <= s)
+    fn at_or_before(&self, s: u64) -> Option<(u64, u64)> {
+        self.by_addr.at_or_before((s, u64::MAX))
     }
 
     /// The RAM range `(start, end)` holding `s`, if any.
@@ -357,7 +358,7 @@ impl ExtentAllocator {
     }
     /// Length of the largest free extent (0 when none).
     pub fn largest_free(&self) -> u64 {
-        self.by_len.last().map_or(0, |&(l, _)| l)
+        self.by_len.last().map_or(0, |(l, _)| l)
     }
     /// Number of free extents.
     pub fn free_extent_count(&self) -> usize {
@@ -365,11 +366,11 @@ impl ExtentAllocator {
     }
     /// Free extents in address order.
     pub fn free_extents(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.by_addr.iter().map(|&(s, l)| Extent::new(s, l))
+        self.by_addr.iter().map(|(s, l)| Extent::new(s, l))
     }
     /// Free extents, largest first (ties: highest address first).
     pub fn free_extents_by_len(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.by_len.iter().rev().map(|&(l, s)| Extent::new(s, l))
+        self.by_len.iter().rev().map(|(l, s)| Extent::new(s, l))
     }
     /// RAM ranges in address order (touching ranges merged).
     pub fn ranges(&self) -> impl Iterator<Item = Extent> + '_ {
@@ -377,15 +378,13 @@ impl ExtentAllocator {
     }
     /// The free extent starting exactly at `hpa`, if any.
     pub fn free_at(&self, hpa: Hpa) -> Option<Extent> {
-        self.by_addr
-            .binary_search_by_key(&hpa.raw(), |&(s, _)| s)
-            .ok()
-            .map(|i| Extent::new(hpa.raw(), self.by_addr[i].1))
+        self.at_or_before(hpa.raw())
+            .filter(|&(s, _)| s == hpa.raw())
+            .map(|(s, l)| Extent::new(s, l))
     }
     /// The free extent containing `hpa`, if any.
     pub fn free_containing(&self, hpa: Hpa) -> Option<Extent> {
-        let i = self.after(hpa.raw()).checked_sub(1)?;
-        let (s, l) = self.by_addr[i];
+        let (s, l) = self.at_or_before(hpa.raw())?;
         (hpa.raw() < s + l).then(|| Extent::new(s, l))
     }
     /// Whether every byte of `ext` is free.
@@ -403,7 +402,7 @@ impl ExtentAllocator {
     pub fn largest_aligned_free(&self, align: PageSize) -> u64 {
         // Usable bytes never exceed the length: stop once no longer extent remains.
         let mut best = 0;
-        for &(l, s) in self.by_len.iter().rev() {
+        for (l, s) in self.by_len.iter().rev() {
             if l <= best {
                 break;
             }
@@ -497,8 +496,7 @@ impl ExtentAllocator {
     fn first_fit(&self, len: u64, align: PageSize, from: u64) -> Option<(u64, u64)> {
         // Fast path: the first few free extents in address order (exact if one fits).
         let mut probed = 0;
-        let lo = self.by_addr.partition_point(|&(s, _)| s < from);
-        for &(s, l) in self.by_addr[lo..].iter().take(FIRST_FIT_PROBE) {
+        for (s, l) in self.by_addr.from((from, 0)).take(FIRST_FIT_PROBE) {
             if let Some(a) = fit(s, l, len, align) {
                 return Some((s, a));
             }
@@ -509,9 +507,11 @@ impl ExtentAllocator {
         }
         if self.classes.is_empty() {
             // No size-class index yet: the rest in address order.
-            return self.by_addr[lo + FIRST_FIT_PROBE..]
-                .iter()
-                .find_map(|&(s, l)| fit(s, l, len, align).map(|a| (s, a)));
+            return self
+                .by_addr
+                .from((from, 0))
+                .skip(FIRST_FIT_PROBE)
+                .find_map(|(s, l)| fit(s, l, len, align).map(|a| (s, a)));
         }
         // Then the lowest-addressed fitting member of every large-enough size class.
         let mut best: Option<(u64, u64)> = None;
@@ -519,8 +519,7 @@ impl ExtentAllocator {
         while bits != 0 {
             let class = &self.classes[bits.trailing_zeros() as usize];
             bits &= bits - 1;
-            let lo = class.partition_point(|&(s, _)| s < from);
-            for &(s, l) in &class[lo..] {
+            for (s, l) in class.from((from, 0)) {
                 if best.is_some_and(|(bs, _)| s >= bs) {
                     break;
                 }
@@ -534,18 +533,17 @@ impl ExtentAllocator {
     }
 
     fn best_fit(&self, len: u64, align: PageSize) -> Option<(u64, u64)> {
-        let lo = self.by_len.partition_point(|&k| k < (len, 0));
-        self.by_len[lo..]
-            .iter()
-            .find_map(|&(l, s)| fit(s, l, len, align).map(|a| (s, a)))
+        self.by_len
+            .from((len, 0))
+            .find_map(|(l, s)| fit(s, l, len, align).map(|a| (s, a)))
     }
 
     fn worst_fit(&self, len: u64, align: PageSize) -> Option<(u64, u64)> {
         self.by_len
             .iter()
             .rev()
-            .take_while(|&&(l, _)| l >= len)
-            .find_map(|&(l, s)| fit(s, l, len, align).map(|a| (s, a)))
+            .take_while(|&(l, _)| l >= len)
+            .find_map(|(l, s)| fit(s, l, len, align).map(|a| (s, a)))
     }
 
     /// Takes `[a, a + len)` out of the free extent starting at `fs`.
@@ -565,7 +563,7 @@ impl ExtentAllocator {
     pub fn alloc_at(&mut self, ext: Extent) -> Result<(), AllocError> {
         let end = Self::validate_ext(ext)?;
         let s = ext.start.raw();
-        match self.after(s).checked_sub(1).map(|i| self.by_addr[i]) {
+        match self.at_or_before(s) {
             Some((fs, fl)) if fs + fl >= end => {
                 self.carve(fs, s, ext.len);
                 Ok(())
@@ -583,9 +581,8 @@ impl ExtentAllocator {
         let end = Self::validate_ext(ext)?;
         let s = ext.start.raw();
         let in_ram = self.range_of(s).is_some_and(|(_, re)| re >= end);
-        let i = self.after(s);
-        let pred = i.checked_sub(1).map(|p| self.by_addr[p]);
-        let succ = self.by_addr.get(i).copied();
+        let pred = self.at_or_before(s);
+        let succ = self.by_addr.after((s, u64::MAX));
         let pred_overlaps = pred.is_some_and(|(fs, fl)| fs + fl > s);
         let succ_overlaps = succ.is_some_and(|(fs, _)| fs < end);
         if !in_ram || pred_overlaps || succ_overlaps {
@@ -623,17 +620,10 @@ impl ExtentAllocator {
         }
         let mut total = 0u64;
         let mut prev_end: Option<u64> = None;
-        if !self.by_addr.is_sorted_by(|a, b| a.0 < b.0)
-            || !self.by_len.is_sorted_by(|a, b| a < b)
-            || !self
-                .classes
-                .iter()
-                .all(|c| c.is_sorted_by(|a, b| a.0 < b.0))
-            || !self.ranges.is_sorted_by(|a, b| a.1 < b.0)
-        {
-            return Err("an index is not strictly sorted".into());
+        if !self.ranges.is_sorted_by(|a, b| a.1 < b.0) {
+            return Err("RAM ranges are not sorted apart".into());
         }
-        for &(s, l) in &self.by_addr {
+        for (s, l) in self.by_addr.iter() {
             if l == 0 {
                 return Err(format!("empty free extent at {s:#x}"));
             }
@@ -645,12 +635,12 @@ impl ExtentAllocator {
             if prev_end.is_some_and(|p| p > s) {
                 return Err(format!("free extents overlap at {s:#x}"));
             }
-            if self.by_len.binary_search(&(l, s)).is_err() {
+            if !self.by_len.contains((l, s)) {
                 return Err(format!(
                     "free extent at {s:#x} missing from the length index"
                 ));
             }
-            if built && self.classes[class_of(l)].binary_search(&(s, l)).is_err() {
+            if built && !self.classes[class_of(l)].contains((s, l)) {
                 return Err(format!("free extent at {s:#x} missing from its size class"));
             }
             let in_ram = self.range_of(s).is_some_and(|(_, re)| re >= s + l);
@@ -660,7 +650,7 @@ impl ExtentAllocator {
             total += l;
             prev_end = Some(s + l);
         }
-        let class_count: usize = self.classes.iter().map(Vec::len).sum();
+        let class_count: usize = self.classes.iter().map(OrdSet::len).sum();
         let bits = self
             .classes
             .iter()
@@ -670,8 +660,7 @@ impl ExtentAllocator {
         if bits != self.nonempty {
             return Err("non-empty class mask is stale".into());
         }
-        if self.by_len.len() != self.by_addr.len() || (built && class_count != self.by_addr.len())
-        {
+        if self.by_len.len() != self.by_addr.len() || (built && class_count != self.by_addr.len()) {
             return Err("free-extent indexes differ in size".into());
         }
         if total != self.free {
@@ -701,22 +690,6 @@ impl PartialEq for ExtentAllocator {
 }
 
 impl Eq for ExtentAllocator {}
-
-/// Inserts `k` into the sorted vector `v` (a key already present is left alone).
-#[inline]
-fn sorted_insert(v: &mut Vec<(u64, u64)>, k: (u64, u64)) {
-    if let Err(i) = v.binary_search(&k) {
-        v.insert(i, k);
-    }
-}
-
-/// Removes `k` from the sorted vector `v`, if present.
-#[inline]
-fn sorted_remove(v: &mut Vec<(u64, u64)>, k: (u64, u64)) {
-    if let Ok(i) = v.binary_search(&k) {
-        v.remove(i);
-    }
-}
 
 /// Bytes of `(start, len)` usable for an allocation aligned to `align` whose length is a multiple
 /// of `align`.

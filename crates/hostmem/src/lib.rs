@@ -37,6 +37,7 @@ mod extent;
 mod host;
 mod layout;
 mod map;
+mod ordset;
 pub mod scenario;
 mod snapshot;
 mod vmtable;
