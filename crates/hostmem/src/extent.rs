@@ -719,7 +719,7 @@ mod tests {
             let mut held = Vec::new();
             for (units, free) in ops {
                 if free && !held.is_empty() {
-                    let e = held.swap_remove(units as usize % held.len());
+                    let e = held.swap_remove(usize::try_from(units).unwrap_or(0) % held.len());
                     a.free(e).unwrap();
                 } else if let Ok(e) = a.alloc(units * 4 * M, PageSize::Size2M, Policy::BestFit) {
                     held.push(e);

@@ -183,7 +183,11 @@ mod tests {
                         o.insert(k);
                     }
                     0..=5 => {
-                        let k = o.iter().nth(a as usize % o.len().max(1)).copied().unwrap_or(k);
+                        let k = o
+                            .iter()
+                            .nth(usize::try_from(a).unwrap_or(0) % o.len().max(1))
+                            .copied()
+                            .unwrap_or(k);
                         s.remove(k);
                         o.remove(&k);
                     }
