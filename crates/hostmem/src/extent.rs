@@ -3,7 +3,10 @@
 //! Models the hypervisor half of Compromis (VEE 2021, section "hypervisor"): each VM's memory is one
 //! contiguous range of host-physical memory, so the allocator deals in *extents* (start, length)
 //! rather than pages. Free extents are kept in three ordered indexes, in the spirit of rust-vmm
-//! `vm-allocator`'s `AllocPolicy`:
+//! `vm-allocator`'s `AllocPolicy`. Each index is an `OrdSet`: a sorted vector while it holds
+//! at most a few hundred extents (a placement host holds tens, where a binary search and a short
+//! `memmove` beat a B-tree several times over and a steady replay allocates nothing), a B-tree
+//! beyond (an aged 1 TiB host holds ten thousand):
 //! - by address (`start -> len`): coalescing on free, `alloc_at`, next-fit, the ownership check;
 //! - by `(len, start)`: best-fit and worst-fit in O(log n);
 //! - by power-of-two size class, each class ordered by address: first-fit and next-fit first probe
@@ -14,11 +17,10 @@
 //! All lengths and RAM ranges are multiples of 4 KiB; an allocation's start is aligned to the
 //! requested [`PageSize`].
 
+use crate::ordset::OrdSet;
 use compromis_types::{Address, ByteSize, Extent, Hpa, PageSize, VmId};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::ops::Bound::{Excluded, Unbounded};
 use std::str::FromStr;
 use thiserror::Error;
 
@@ -198,17 +200,20 @@ fn fit(start: u64, len: u64, need: u64, align: PageSize) -> Option<u64> {
 /// not free. `free` accepts any allocated range (a whole allocation or a piece of it, e.g. the tail
 /// released by a shrink) and refuses, with the state unchanged, a range any byte of which is free or
 /// outside RAM.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ExtentAllocator {
-    /// RAM ranges: start -> end (exclusive); touching ranges are merged.
-    ranges: BTreeMap<u64, u64>,
+    /// RAM ranges `(start, end)` (end exclusive), sorted by start; touching ranges are merged.
+    ranges: Vec<(u64, u64)>,
     capacity: u64,
-    /// Free extents: start -> len.
-    by_addr: BTreeMap<u64, u64>,
-    /// Free extents: (len, start).
-    by_len: BTreeSet<(u64, u64)>,
-    /// Free extents per size class `floor(log2(len))`: start -> len.
-    classes: Vec<BTreeMap<u64, u64>>,
+    /// Free extents `(start, len)`, sorted by start.
+    by_addr: OrdSet,
+    /// Free extents `(len, start)`, sorted.
+    by_len: OrdSet,
+    /// Free extents `(start, len)` per size class `floor(log2(len))`, each sorted by start. Built
+    /// (64 classes) on the first first-fit or next-fit allocation and kept from then on; empty
+    /// before, when first-fit searches scan `by_addr` (same answer): best-fit users such as the
+    /// placement engine never pay for it.
+    classes: Vec<OrdSet>,
     /// Bit `c` set when `classes[c]` is non-empty.
     nonempty: u64,
     free: u64,
@@ -233,11 +238,11 @@ impl ExtentAllocator {
 
     fn empty() -> Self {
         ExtentAllocator {
-            ranges: BTreeMap::new(),
+            ranges: Vec::new(),
             capacity: 0,
-            by_addr: BTreeMap::new(),
-            by_len: BTreeSet::new(),
-            classes: vec![BTreeMap::new(); 64],
+            by_addr: OrdSet::default(),
+            by_len: OrdSet::default(),
+            classes: Vec::new(),
             nonempty: 0,
             free: 0,
             cursor: 0,
@@ -282,7 +287,7 @@ impl ExtentAllocator {
             }
         }
         for (s, e) in merged {
-            a.ranges.insert(s, e);
+            a.ranges.push((s, e));
             a.capacity += e - s;
             a.insert_free(s, e - s);
         }
@@ -290,23 +295,53 @@ impl ExtentAllocator {
     }
 
     fn insert_free(&mut self, start: u64, len: u64) {
-        self.by_addr.insert(start, len);
+        self.by_addr.insert((start, len));
         self.by_len.insert((len, start));
-        let c = class_of(len);
-        self.classes[c].insert(start, len);
-        self.nonempty |= 1 << c;
+        if !self.classes.is_empty() {
+            let c = class_of(len);
+            self.classes[c].insert((start, len));
+            self.nonempty |= 1 << c;
+        }
         self.free += len;
     }
 
     fn remove_free(&mut self, start: u64, len: u64) {
-        self.by_addr.remove(&start);
-        self.by_len.remove(&(len, start));
-        let c = class_of(len);
-        self.classes[c].remove(&start);
-        if self.classes[c].is_empty() {
-            self.nonempty &= !(1 << c);
+        self.by_addr.remove((start, len));
+        self.by_len.remove((len, start));
+        if !self.classes.is_empty() {
+            let c = class_of(len);
+            self.classes[c].remove((start, len));
+            if self.classes[c].is_empty() {
+                self.nonempty &= !(1 << c);
+            }
         }
         self.free -= len;
+    }
+
+    /// Builds the size-class index from `by_addr` (first-fit and next-fit use it from then on).
+    fn build_classes(&mut self) {
+        let mut classes = vec![OrdSet::default(); 64];
+        let mut nonempty = 0u64;
+        for (s, l) in self.by_addr.iter() {
+            let c = class_of(l);
+            classes[c].insert((s, l));
+            nonempty |= 1 << c;
+        }
+        self.classes = classes;
+        self.nonempty = nonempty;
+    }
+
+    /// The last free extent starting at or before `s`.
+    #[inline]
+    fn at_or_before(&self, s: u64) -> Option<(u64, u64)> {
+        self.by_addr.at_or_before((s, u64::MAX))
+    }
+
+    /// The RAM range `(start, end)` holding `s`, if any.
+    #[inline]
+    fn range_of(&self, s: u64) -> Option<(u64, u64)> {
+        let i = self.ranges.partition_point(|&(rs, _)| rs <= s);
+        i.checked_sub(1).map(|i| self.ranges[i])
     }
 
     /// Total RAM bytes.
@@ -323,7 +358,7 @@ impl ExtentAllocator {
     }
     /// Length of the largest free extent (0 when none).
     pub fn largest_free(&self) -> u64 {
-        self.by_len.last().map_or(0, |&(l, _)| l)
+        self.by_len.last().map_or(0, |(l, _)| l)
     }
     /// Number of free extents.
     pub fn free_extent_count(&self) -> usize {
@@ -331,25 +366,25 @@ impl ExtentAllocator {
     }
     /// Free extents in address order.
     pub fn free_extents(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.by_addr.iter().map(|(&s, &l)| Extent::new(s, l))
+        self.by_addr.iter().map(|(s, l)| Extent::new(s, l))
     }
     /// Free extents, largest first (ties: highest address first).
     pub fn free_extents_by_len(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.by_len.iter().rev().map(|&(l, s)| Extent::new(s, l))
+        self.by_len.iter().rev().map(|(l, s)| Extent::new(s, l))
     }
     /// RAM ranges in address order (touching ranges merged).
     pub fn ranges(&self) -> impl Iterator<Item = Extent> + '_ {
-        self.ranges.iter().map(|(&s, &e)| Extent::new(s, e - s))
+        self.ranges.iter().map(|&(s, e)| Extent::new(s, e - s))
     }
     /// The free extent starting exactly at `hpa`, if any.
     pub fn free_at(&self, hpa: Hpa) -> Option<Extent> {
-        self.by_addr
-            .get(&hpa.raw())
-            .map(|&l| Extent::new(hpa.raw(), l))
+        self.at_or_before(hpa.raw())
+            .filter(|&(s, _)| s == hpa.raw())
+            .map(|(s, l)| Extent::new(s, l))
     }
     /// The free extent containing `hpa`, if any.
     pub fn free_containing(&self, hpa: Hpa) -> Option<Extent> {
-        let (&s, &l) = self.by_addr.range(..=hpa.raw()).next_back()?;
+        let (s, l) = self.at_or_before(hpa.raw())?;
         (hpa.raw() < s + l).then(|| Extent::new(s, l))
     }
     /// Whether every byte of `ext` is free.
@@ -367,7 +402,7 @@ impl ExtentAllocator {
     pub fn largest_aligned_free(&self, align: PageSize) -> u64 {
         // Usable bytes never exceed the length: stop once no longer extent remains.
         let mut best = 0;
-        for &(l, s) in self.by_len.iter().rev() {
+        for (l, s) in self.by_len.iter().rev() {
             if l <= best {
                 break;
             }
@@ -422,6 +457,9 @@ impl ExtentAllocator {
                 capacity: self.capacity,
             });
         }
+        if self.classes.is_empty() && matches!(policy, Policy::FirstFit | Policy::NextFit) {
+            self.build_classes();
+        }
         let Some((fs, a)) = self.search(len, align, policy) else {
             return Err(AllocError::NoExtent {
                 len,
@@ -458,7 +496,7 @@ impl ExtentAllocator {
     fn first_fit(&self, len: u64, align: PageSize, from: u64) -> Option<(u64, u64)> {
         // Fast path: the first few free extents in address order (exact if one fits).
         let mut probed = 0;
-        for (&s, &l) in self.by_addr.range(from..).take(FIRST_FIT_PROBE) {
+        for (s, l) in self.by_addr.from((from, 0)).take(FIRST_FIT_PROBE) {
             if let Some(a) = fit(s, l, len, align) {
                 return Some((s, a));
             }
@@ -467,13 +505,21 @@ impl ExtentAllocator {
         if probed < FIRST_FIT_PROBE {
             return None; // every free extent from `from` on was examined
         }
+        if self.classes.is_empty() {
+            // No size-class index yet: the rest in address order.
+            return self
+                .by_addr
+                .from((from, 0))
+                .skip(FIRST_FIT_PROBE)
+                .find_map(|(s, l)| fit(s, l, len, align).map(|a| (s, a)));
+        }
         // Then the lowest-addressed fitting member of every large-enough size class.
         let mut best: Option<(u64, u64)> = None;
         let mut bits = self.nonempty & (u64::MAX << class_of(len));
         while bits != 0 {
             let class = &self.classes[bits.trailing_zeros() as usize];
             bits &= bits - 1;
-            for (&s, &l) in class.range(from..) {
+            for (s, l) in class.from((from, 0)) {
                 if best.is_some_and(|(bs, _)| s >= bs) {
                     break;
                 }
@@ -488,21 +534,21 @@ impl ExtentAllocator {
 
     fn best_fit(&self, len: u64, align: PageSize) -> Option<(u64, u64)> {
         self.by_len
-            .range((len, 0)..)
-            .find_map(|&(l, s)| fit(s, l, len, align).map(|a| (s, a)))
+            .from((len, 0))
+            .find_map(|(l, s)| fit(s, l, len, align).map(|a| (s, a)))
     }
 
     fn worst_fit(&self, len: u64, align: PageSize) -> Option<(u64, u64)> {
         self.by_len
             .iter()
             .rev()
-            .take_while(|&&(l, _)| l >= len)
-            .find_map(|&(l, s)| fit(s, l, len, align).map(|a| (s, a)))
+            .take_while(|&(l, _)| l >= len)
+            .find_map(|(l, s)| fit(s, l, len, align).map(|a| (s, a)))
     }
 
     /// Takes `[a, a + len)` out of the free extent starting at `fs`.
     fn carve(&mut self, fs: u64, a: u64, len: u64) {
-        let fl = self.by_addr[&fs];
+        let fl = self.free_at(Hpa(fs)).map_or(0, |f| f.len);
         self.remove_free(fs, fl);
         if a > fs {
             self.insert_free(fs, a - fs);
@@ -517,8 +563,8 @@ impl ExtentAllocator {
     pub fn alloc_at(&mut self, ext: Extent) -> Result<(), AllocError> {
         let end = Self::validate_ext(ext)?;
         let s = ext.start.raw();
-        match self.by_addr.range(..=s).next_back() {
-            Some((&fs, &fl)) if fs + fl >= end => {
+        match self.at_or_before(s) {
+            Some((fs, fl)) if fs + fl >= end => {
                 self.carve(fs, s, ext.len);
                 Ok(())
             }
@@ -534,21 +580,9 @@ impl ExtentAllocator {
     ) -> Result<(Option<(u64, u64)>, Option<(u64, u64)>), AllocError> {
         let end = Self::validate_ext(ext)?;
         let s = ext.start.raw();
-        let in_ram = self
-            .ranges
-            .range(..=s)
-            .next_back()
-            .is_some_and(|(_, &re)| re >= end);
-        let pred = self
-            .by_addr
-            .range(..=s)
-            .next_back()
-            .map(|(&fs, &fl)| (fs, fl));
-        let succ = self
-            .by_addr
-            .range((Excluded(s), Unbounded))
-            .next()
-            .map(|(&fs, &fl)| (fs, fl));
+        let in_ram = self.range_of(s).is_some_and(|(_, re)| re >= end);
+        let pred = self.at_or_before(s);
+        let succ = self.by_addr.after((s, u64::MAX));
         let pred_overlaps = pred.is_some_and(|(fs, fl)| fs + fl > s);
         let succ_overlaps = succ.is_some_and(|(fs, _)| fs < end);
         if !in_ram || pred_overlaps || succ_overlaps {
@@ -580,9 +614,16 @@ impl ExtentAllocator {
 
     /// Checks the allocator's internal indexes against each other (used by [`crate::HostMemory::check`]).
     pub fn check_indexes(&self) -> Result<(), String> {
+        let built = !self.classes.is_empty();
+        if built && self.classes.len() != 64 {
+            return Err("the size-class index is half built".into());
+        }
         let mut total = 0u64;
         let mut prev_end: Option<u64> = None;
-        for (&s, &l) in &self.by_addr {
+        if !self.ranges.is_sorted_by(|a, b| a.1 < b.0) {
+            return Err("RAM ranges are not sorted apart".into());
+        }
+        for (s, l) in self.by_addr.iter() {
             if l == 0 {
                 return Err(format!("empty free extent at {s:#x}"));
             }
@@ -594,26 +635,22 @@ impl ExtentAllocator {
             if prev_end.is_some_and(|p| p > s) {
                 return Err(format!("free extents overlap at {s:#x}"));
             }
-            if !self.by_len.contains(&(l, s)) {
+            if !self.by_len.contains((l, s)) {
                 return Err(format!(
                     "free extent at {s:#x} missing from the length index"
                 ));
             }
-            if self.classes[class_of(l)].get(&s) != Some(&l) {
+            if built && !self.classes[class_of(l)].contains((s, l)) {
                 return Err(format!("free extent at {s:#x} missing from its size class"));
             }
-            let in_ram = self
-                .ranges
-                .range(..=s)
-                .next_back()
-                .is_some_and(|(_, &re)| re >= s + l);
+            let in_ram = self.range_of(s).is_some_and(|(_, re)| re >= s + l);
             if !in_ram {
                 return Err(format!("free extent at {s:#x} is not inside one RAM range"));
             }
             total += l;
             prev_end = Some(s + l);
         }
-        let class_count: usize = self.classes.iter().map(BTreeMap::len).sum();
+        let class_count: usize = self.classes.iter().map(OrdSet::len).sum();
         let bits = self
             .classes
             .iter()
@@ -623,7 +660,7 @@ impl ExtentAllocator {
         if bits != self.nonempty {
             return Err("non-empty class mask is stale".into());
         }
-        if self.by_len.len() != self.by_addr.len() || class_count != self.by_addr.len() {
+        if self.by_len.len() != self.by_addr.len() || (built && class_count != self.by_addr.len()) {
             return Err("free-extent indexes differ in size".into());
         }
         if total != self.free {
@@ -632,13 +669,27 @@ impl ExtentAllocator {
                 self.free
             ));
         }
-        let cap: u64 = self.ranges.iter().map(|(s, e)| e - s).sum();
+        let cap: u64 = self.ranges.iter().map(|&(s, e)| e - s).sum();
         if cap != self.capacity {
             return Err("capacity differs from the RAM ranges".into());
         }
         Ok(())
     }
 }
+
+/// Equal when the RAM, the free extents and the next-fit cursor are (whether the size-class
+/// index, derived from the free extents, is built yet does not matter).
+impl PartialEq for ExtentAllocator {
+    fn eq(&self, o: &Self) -> bool {
+        self.ranges == o.ranges
+            && self.capacity == o.capacity
+            && self.by_addr == o.by_addr
+            && self.free == o.free
+            && self.cursor == o.cursor
+    }
+}
+
+impl Eq for ExtentAllocator {}
 
 /// Bytes of `(start, len)` usable for an allocation aligned to `align` whose length is a multiple
 /// of `align`.
@@ -652,7 +703,41 @@ pub(crate) fn aligned_usable(start: u64, len: u64, align: PageSize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     const M: u64 = 1 << 20;
+
+    proptest! {
+        /// The size-class index is built lazily: before it exists first-fit and next-fit scan the
+        /// address index. Both ways give the same answer on a fragmented allocator, and an
+        /// allocator with the index equals one without it.
+        #[test]
+        fn lazy_size_classes_change_no_answer(
+            ops in prop::collection::vec((1u64..64, any::<bool>()), 1..120),
+            asks in prop::collection::vec((1u64..256, 0usize..3), 1..20),
+        ) {
+            let mut a = ExtentAllocator::new(4096 * M);
+            let mut held = Vec::new();
+            for (units, free) in ops {
+                if free && !held.is_empty() {
+                    let e = held.swap_remove(usize::try_from(units).unwrap_or(0) % held.len());
+                    a.free(e).unwrap();
+                } else if let Ok(e) = a.alloc(units * 4 * M, PageSize::Size2M, Policy::BestFit) {
+                    held.push(e);
+                }
+            }
+            prop_assert!(a.classes.is_empty());
+            let mut b = a.clone();
+            b.build_classes();
+            b.check_indexes().unwrap();
+            prop_assert_eq!(&a, &b);
+            for (units, al) in asks {
+                let align = [PageSize::Size4K, PageSize::Size2M, PageSize::Size1G][al];
+                for pol in [Policy::FirstFit, Policy::NextFit] {
+                    prop_assert_eq!(a.find(units * M, align, pol), b.find(units * M, align, pol));
+                }
+            }
+        }
+    }
 
     /// Free extents at 0 (4M), 8M (2M), 16M (8M), 32M (3M), 40M (16M): built from a 64 MiB
     /// allocator by claiming the gaps.

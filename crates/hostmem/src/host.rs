@@ -8,9 +8,9 @@
 
 use crate::extent::{AllocError, ExtentAllocator, Policy, aligned_usable};
 use crate::map::HostMap;
+use crate::vmtable::VmTable;
 use compromis_types::{Address, Extent, Hpa, PageSize, VmId};
 use serde::Serialize;
-use std::collections::BTreeMap;
 use std::fmt;
 use thiserror::Error;
 
@@ -184,7 +184,7 @@ pub struct HostMemory {
     pub(crate) map: HostMap,
     pub(crate) alloc: ExtentAllocator,
     pub(crate) policy: Policy,
-    pub(crate) vms: BTreeMap<VmId, VmRecord>,
+    pub(crate) vms: VmTable,
 }
 
 #[allow(clippy::cast_precision_loss)] // reason: byte counts below 2^53 are exact; a ratio needs no more
@@ -201,7 +201,7 @@ impl HostMemory {
             map,
             alloc,
             policy,
-            vms: BTreeMap::new(),
+            vms: VmTable::new(),
         }
     }
 
@@ -216,7 +216,7 @@ impl HostMemory {
             map,
             alloc,
             policy,
-            vms: BTreeMap::new(),
+            vms: VmTable::new(),
         })
     }
 
@@ -422,7 +422,7 @@ impl HostMemory {
             backing: VmMapping::Segments,
             max_extents,
         };
-        Ok(&self.vms.entry(vm).or_insert(rec).extents)
+        Ok(&self.vms.insert(vm, rec).extents)
     }
 
     /// Claims every piece or none. On a failure the pieces already claimed are freed again; the

@@ -37,8 +37,10 @@ mod extent;
 mod host;
 mod layout;
 mod map;
+mod ordset;
 pub mod scenario;
 mod snapshot;
+mod vmtable;
 
 pub use age::{AgeConfig, AgeReport};
 pub use compromis_types::{

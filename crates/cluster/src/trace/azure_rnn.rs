@@ -304,16 +304,8 @@ impl RnnRecords {
                 "time {t} differs from the duration stream's time {t2}"
             )));
         }
-        let ft: Vec<&str> = ftoks
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
-        let dt: Vec<&str> = dtoks
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .collect();
+        let ft: Vec<&str> = tokens(ftoks).collect();
+        let dt: Vec<&str> = tokens(dtoks).collect();
         if ft.len() != dt.len() {
             return Err(bad(format!(
                 "{} flavor tokens but {} duration tokens",
@@ -336,6 +328,20 @@ impl RnnRecords {
                 _ => None,
             }
             .ok_or_else(|| bad(format!("unknown flavor '{f}'")))?;
+            if let Some((censored, bin)) = fast_duration(d) {
+                let departure = if censored {
+                    None
+                } else {
+                    let life = self.lifetime(bin).ok_or_else(|| {
+                        bad(format!(
+                            "duration bin {bin} of '{d}' is not in the interval map"
+                        ))
+                    })?;
+                    Some(time.saturating_add(life))
+                };
+                self.push(line, time, departure, mem, vcpus);
+                continue;
+            }
             let kind_len = d.chars().next().map_or(0, char::len_utf8);
             let (kind, bin) = d.split_at(kind_len);
             if kind != "U" && kind != "C" {
@@ -364,22 +370,71 @@ impl RnnRecords {
                     )));
                 }
             };
-            let vm = self.next_vm;
-            self.next_vm += 1;
-            self.queue.push_back((
-                line,
-                VmTraceRecord {
-                    vm,
-                    arrival: time,
-                    departure,
-                    mem_bytes: mem,
-                    vcpus,
-                    initial: false,
-                },
-            ));
+            self.push(line, time, departure, mem, vcpus);
         }
         Ok(true)
     }
+
+    /// Queues the next VM of the trace.
+    fn push(&mut self, line: u64, time: u64, departure: Option<u64>, mem: u64, vcpus: u32) {
+        let vm = self.next_vm;
+        self.next_vm += 1;
+        self.queue.push_back((
+            line,
+            VmTraceRecord {
+                vm,
+                arrival: time,
+                departure,
+                mem_bytes: mem,
+                vcpus,
+                initial: false,
+            },
+        ));
+    }
+}
+
+/// The non-empty comma-separated tokens of `s`, trimmed: the same as
+/// `s.split(',').map(str::trim).filter(|t| !t.is_empty())`, with a byte scan and no Unicode
+/// trimming for the usual plain ASCII token (a `,` byte never occurs inside a UTF-8 sequence).
+fn tokens(s: &str) -> impl Iterator<Item = &str> {
+    let plain = |b: u8| b.is_ascii() && !b.is_ascii_whitespace() && b != 0x0b;
+    let mut rest = Some(s);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.bytes().position(|b| b == b',') {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+    .map(move |t| match (t.as_bytes().first(), t.as_bytes().last()) {
+        (Some(&a), Some(&z)) if plain(a) && plain(z) => t,
+        _ => t.trim(),
+    })
+    .filter(|t| !t.is_empty())
+}
+
+/// `U<bin>` or `C<bin>` with a plain decimal bin of at most 18 digits: `(censored, bin)`. Any
+/// other token (including every malformed one) takes the general path, which reports errors.
+#[inline]
+fn fast_duration(d: &str) -> Option<(bool, usize)> {
+    let (&k, digits) = d.as_bytes().split_first()?;
+    if (k != b'U' && k != b'C') || digits.is_empty() || digits.len() > 18 {
+        return None;
+    }
+    let mut n = 0u64;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    Some((k == b'C', usize::try_from(n).ok()?))
 }
 
 impl Iterator for RnnRecords {
@@ -409,6 +464,30 @@ impl Iterator for RnnRecords {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The byte tokenizer against the naive split / trim / filter it replaces, on strings
+        /// drawn from commas, ASCII and Unicode whitespace (VT, NBSP, NEL) and token bytes.
+        #[test]
+        fn tokens_match_the_naive_split(s in "[,a-zU0-9| \t\u{0b}\u{0c}\u{a0}\u{85}\u{1f}é]{0,40}") {
+            let naive: Vec<&str> = s.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+            prop_assert_eq!(tokens(&s).collect::<Vec<_>>(), naive);
+        }
+
+        /// The duration fast path agrees with the general parse whenever it answers.
+        #[test]
+        fn fast_duration_matches_the_general_parse(d in "[UCX]?[0-9a. +-]{0,22}") {
+            if let Some((censored, bin)) = fast_duration(&d) {
+                prop_assert_eq!(censored, d.starts_with('C'));
+                prop_assert_eq!(Ok(bin as u64), parse_u64(&d[1..], "duration bin"));
+            } else {
+                let plain = d.len() > 1 && d.len() <= 19 && (d.starts_with('U') || d.starts_with('C'))
+                    && d[1..].bytes().all(|b| b.is_ascii_digit());
+                prop_assert!(!plain, "fast path refused {}", d);
+            }
+        }
+    }
 
     /// Writes a tiny azure-rnn trace into `dir`.
     pub(crate) fn fixture(dir: &Path) {
