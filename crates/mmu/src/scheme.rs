@@ -8,6 +8,7 @@
 
 use crate::config::MachineConfig;
 use crate::mem::Mem;
+use crate::pagecache::PageCache;
 use crate::stats::Stats;
 use crate::timing::{AccessTime, Timeline};
 use crate::tlb::Tlbs;
@@ -124,6 +125,8 @@ pub struct Mmu<W: Walker> {
     stats: Stats,
     /// A perfect TLB: every access translated at no cost (see [`perfect_tlb`]).
     perfect: bool,
+    /// The perfect TLB's memory of the translations it found (a simulator speed-up only).
+    pages: Option<PageCache>,
     timeline: Timeline,
     stlb_hit: u64,
     walk_start: u64,
@@ -139,6 +142,7 @@ impl<W: Walker> Mmu<W> {
             mem: Mem::new(cfg),
             stats: Stats::default(),
             perfect: false,
+            pages: None,
             timeline: Timeline::new(&cfg.core),
             stlb_hit: cfg.latency.stlb_hit,
             walk_start: cfg.latency.walk_start,
@@ -149,6 +153,7 @@ impl<W: Walker> Mmu<W> {
     pub fn perfect(name: &'static str, cfg: &MachineConfig, walker: W) -> Mmu<W> {
         Mmu {
             perfect: true,
+            pages: Some(PageCache::new()),
             ..Mmu::new(name, cfg, walker)
         }
     }
@@ -161,8 +166,14 @@ impl<W: Walker> Scheme for Mmu<W> {
 
     #[inline]
     fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
-        if self.perfect {
-            return self.walker.probe(ctx, gva);
+        if let Some(pages) = &mut self.pages {
+            let pid = ctx.guest.current_pid();
+            if let Some(h) = pages.get(gva.raw(), pid) {
+                return Some(Hpa(h));
+            }
+            let h = self.walker.probe(ctx, gva)?;
+            pages.put(gva.raw(), pid, h.raw());
+            return Some(h);
         }
         let asid = ctx.guest.current_pid();
         if let Some(hit) = self.tlbs.lookup(gva.raw(), asid, kind, &mut self.stats) {
@@ -221,6 +232,9 @@ impl<W: Walker> Scheme for Mmu<W> {
     fn on_unmap(&mut self, ctx: Ctx<'_>, pages: &[Unmapped], writes: Writes) {
         let asid = ctx.guest.current_pid();
         self.timeline.drain();
+        if let Some(p) = &mut self.pages {
+            p.invalidate();
+        }
         let flushed = pages.len() > FLUSH_CEILING;
         if flushed {
             self.tlbs.flush();
