@@ -105,8 +105,11 @@ mod tests {
         // page numbers up to 2^45 (57-bit addresses).
         let page = prop_oneof![0u64..300, (0u64..300).prop_map(|p| p << 16), 0u64..1 << 45];
         prop_oneof![
-            (page.clone(), 0u16..4, 0u64..1 << 40)
-                .prop_map(|(page, pid, frame)| Step::Put { page, pid, frame }),
+            (page.clone(), 0u16..4, 0u64..1 << 40).prop_map(|(page, pid, frame)| Step::Put {
+                page,
+                pid,
+                frame
+            }),
             (page, 0u16..4, 0u64..4096).prop_map(|(page, pid, off)| Step::Get { page, pid, off }),
             Just(Step::Invalidate),
         ]

@@ -123,9 +123,8 @@ pub struct Mmu<W: Walker> {
     walker: W,
     mem: Mem,
     stats: Stats,
-    /// A perfect TLB: every access translated at no cost (see [`perfect_tlb`]).
-    perfect: bool,
-    /// The perfect TLB's memory of the translations it found (a simulator speed-up only).
+    /// `Some` for a perfect TLB (every access translated at no cost, see [`perfect_tlb`]): its
+    /// memory of the translations it found (a simulator speed-up only).
     pages: Option<PageCache>,
     timeline: Timeline,
     stlb_hit: u64,
@@ -141,7 +140,6 @@ impl<W: Walker> Mmu<W> {
             walker,
             mem: Mem::new(cfg),
             stats: Stats::default(),
-            perfect: false,
             pages: None,
             timeline: Timeline::new(&cfg.core),
             stlb_hit: cfg.latency.stlb_hit,
@@ -152,7 +150,6 @@ impl<W: Walker> Mmu<W> {
     /// Wraps `walker` behind a perfect TLB.
     pub fn perfect(name: &'static str, cfg: &MachineConfig, walker: W) -> Mmu<W> {
         Mmu {
-            perfect: true,
             pages: Some(PageCache::new()),
             ..Mmu::new(name, cfg, walker)
         }
@@ -217,7 +214,8 @@ impl<W: Walker> Scheme for Mmu<W> {
 
     #[inline]
     fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
-        if !self.perfect {
+        // The perfect TLB reads no table.
+        if self.pages.is_none() {
             self.walker.prefetch(ctx, gva, stage);
         }
     }
