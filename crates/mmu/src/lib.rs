@@ -7,6 +7,7 @@
 //! - [`schemes`]: one file per translation scheme (native, EPT, shadow paging, Compromis), each a
 //!   [`scheme::Walker`] wrapped by [`scheme::Mmu`] into a [`scheme::Scheme`];
 //! - [`cache`] and [`mem`]: the data caches every walk reference and data access goes through;
+//! - [`pagecache`]: the perfect-TLB baseline's memory of whole-page translations (speed only);
 //! - [`stats`]: per-scheme counters (subtractable for warm-up);
 //! - [`timing`]: memory-level parallelism (accesses overlapped up to the fill buffers, walks up
 //!   to the page walkers, dependent accesses in a chain);
@@ -15,6 +16,7 @@
 pub mod cache;
 pub mod config;
 pub mod mem;
+pub mod pagecache;
 pub mod scheme;
 pub mod schemes;
 pub mod setassoc;

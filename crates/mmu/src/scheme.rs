@@ -8,6 +8,7 @@
 
 use crate::config::MachineConfig;
 use crate::mem::Mem;
+use crate::pagecache::PageCache;
 use crate::stats::Stats;
 use crate::timing::{AccessTime, Timeline};
 use crate::tlb::Tlbs;
@@ -122,8 +123,9 @@ pub struct Mmu<W: Walker> {
     walker: W,
     mem: Mem,
     stats: Stats,
-    /// A perfect TLB: every access translated at no cost (see [`perfect_tlb`]).
-    perfect: bool,
+    /// `Some` for a perfect TLB (every access translated at no cost, see [`perfect_tlb`]): its
+    /// memory of the translations it found (a simulator speed-up only).
+    pages: Option<PageCache>,
     timeline: Timeline,
     stlb_hit: u64,
     walk_start: u64,
@@ -138,7 +140,7 @@ impl<W: Walker> Mmu<W> {
             walker,
             mem: Mem::new(cfg),
             stats: Stats::default(),
-            perfect: false,
+            pages: None,
             timeline: Timeline::new(&cfg.core),
             stlb_hit: cfg.latency.stlb_hit,
             walk_start: cfg.latency.walk_start,
@@ -148,7 +150,7 @@ impl<W: Walker> Mmu<W> {
     /// Wraps `walker` behind a perfect TLB.
     pub fn perfect(name: &'static str, cfg: &MachineConfig, walker: W) -> Mmu<W> {
         Mmu {
-            perfect: true,
+            pages: Some(PageCache::new()),
             ..Mmu::new(name, cfg, walker)
         }
     }
@@ -161,8 +163,14 @@ impl<W: Walker> Scheme for Mmu<W> {
 
     #[inline]
     fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
-        if self.perfect {
-            return self.walker.probe(ctx, gva);
+        if let Some(pages) = &mut self.pages {
+            let pid = ctx.guest.current_pid();
+            if let Some(h) = pages.get(gva.raw(), pid) {
+                return Some(Hpa(h));
+            }
+            let h = self.walker.probe(ctx, gva)?;
+            pages.put(gva.raw(), pid, h.raw());
+            return Some(h);
         }
         let asid = ctx.guest.current_pid();
         if let Some(hit) = self.tlbs.lookup(gva.raw(), asid, kind, &mut self.stats) {
@@ -206,7 +214,8 @@ impl<W: Walker> Scheme for Mmu<W> {
 
     #[inline]
     fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
-        if !self.perfect {
+        // The perfect TLB reads no table.
+        if self.pages.is_none() {
             self.walker.prefetch(ctx, gva, stage);
         }
     }
@@ -221,6 +230,9 @@ impl<W: Walker> Scheme for Mmu<W> {
     fn on_unmap(&mut self, ctx: Ctx<'_>, pages: &[Unmapped], writes: Writes) {
         let asid = ctx.guest.current_pid();
         self.timeline.drain();
+        if let Some(p) = &mut self.pages {
+            p.invalidate();
+        }
         let flushed = pages.len() > FLUSH_CEILING;
         if flushed {
             self.tlbs.flush();

@@ -25,7 +25,8 @@
 //! Exit and fault costs are not on this clock: they are added to it by the cycle account.
 
 use crate::config::CoreConfig;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 
 /// The latency of one access, by part (cycles).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,23 +49,21 @@ pub struct AccessTime {
 
 /// The `k` latest times seen: the `k`-th latest is when one of `k` resources is free.
 ///
-/// The smallest held time and its index are kept up to date, so [`Latest::free_at`] is a read
-/// and [`Latest::push`] one scan of the `k` times (only when the smallest is replaced).
+/// A min-heap of the `k` times: [`Latest::free_at`] reads its top, [`Latest::push`] replaces the
+/// top and sifts it down (log k steps; a scan of the `k` times per push cost more than the rest
+/// of the timeline). Only the multiset of times matters, never which resource holds which.
 #[derive(Clone, Debug)]
 struct Latest {
-    times: Vec<u64>,
+    times: BinaryHeap<Reverse<u64>>,
     k: usize,
-    /// Index of the smallest time in `times` (meaningful once `times` is full).
-    min_at: usize,
 }
 
 impl Latest {
     fn new(k: u64) -> Latest {
         let k = usize::try_from(k.max(1)).unwrap_or(usize::MAX).min(4096);
         Latest {
-            times: Vec::with_capacity(k),
+            times: BinaryHeap::with_capacity(k),
             k,
-            min_at: 0,
         }
     }
 
@@ -74,7 +73,7 @@ impl Latest {
         if self.times.len() < self.k {
             0
         } else {
-            self.times[self.min_at]
+            self.times.peek().map_or(0, |r| r.0)
         }
     }
 
@@ -82,28 +81,12 @@ impl Latest {
     #[inline]
     fn push(&mut self, t: u64) {
         if self.times.len() < self.k {
-            self.times.push(t);
-            if self.times.len() == self.k {
-                self.rescan();
-            }
-        } else if t > self.times[self.min_at] {
-            self.times[self.min_at] = t;
-            self.rescan();
+            self.times.push(Reverse(t));
+        } else if let Some(mut min) = self.times.peek_mut()
+            && t > min.0
+        {
+            *min = Reverse(t);
         }
-    }
-
-    /// Finds the smallest time again (the first of equal ones, as a scan would).
-    #[inline]
-    fn rescan(&mut self) {
-        let mut at = 0;
-        let mut min = u64::MAX;
-        for (i, &v) in self.times.iter().enumerate() {
-            if v < min {
-                min = v;
-                at = i;
-            }
-        }
-        self.min_at = at;
     }
 }
 

@@ -3,6 +3,11 @@
 //! with the full cycle model (data caches on) and, for gups, with the data caches off (TLBs and
 //! walk caches only, the structures of a minimal translation model).
 //!
+//! `trace`: a ChampSim trace written at setup (not committed; seeded, 1.5 M instructions: a 16 KiB
+//! code loop, loads 70% in a hot 1 MiB region and 30% over 256 MiB, a store every fourth
+//! instruction), read back through the trace reader into ops, then run with the full cycle
+//! model through every scheme and the perfect-TLB baseline.
+//!
 //! Each scheme runs alone on one thread. The guest is warmed first by 7 M accesses (with gups,
 //! all but ~0.1% of the 1 M pages get touched), so the measured batches are steady-state
 //! translation, not page faults.
@@ -14,10 +19,13 @@ use compromis_mmu::config::CacheConfig;
 use compromis_mmu::{MachineConfig, SchemeKind};
 use compromis_sim::{HostState, VmSpec, build_vm, default_ram};
 use compromis_sim::{SchemeRun, SimConfig};
+use compromis_trace::{ChampSimInstr, ChampSimWriter, ReadOptions, open_ops};
+use compromis_types::Gva;
 use compromis_types::{ByteSize, Op, PageSize};
 use compromis_vmem::GuestConfig;
 use compromis_workload::{WorkloadKind, WorkloadSpec};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rand::{Rng, SeedableRng};
 
 const BATCH: u64 = 1 << 20;
 
@@ -68,7 +76,78 @@ fn bench_workload(c: &mut Criterion, kind: WorkloadKind, footprint: ByteSize, da
     g.finish();
 }
 
+/// Writes the trace described in the module docs to `path`.
+fn write_trace(path: &std::path::Path) -> std::io::Result<()> {
+    const INSTRS: u64 = 1_500_000;
+    const HOT: u64 = 0x10_0000_0000;
+    const COLD: u64 = 0x20_0000_0000;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut w = ChampSimWriter::new(file);
+    for i in 0..INSTRS {
+        let mut instr = ChampSimInstr {
+            ip: Gva(0x40_0000 + (i % 4096) * 4),
+            ..ChampSimInstr::default()
+        };
+        let load = if rng.gen_bool(0.7) {
+            HOT + rng.gen_range(0..1u64 << 17) * 8
+        } else {
+            COLD + rng.gen_range(0..1u64 << 25) * 8
+        };
+        instr.source_memory[0] = Gva(load);
+        if i % 4 == 0 {
+            instr.destination_memory[0] = Gva(HOT + rng.gen_range(0..1u64 << 17) * 8);
+        }
+        w.write_instr(&instr)?;
+    }
+    w.into_inner()?;
+    Ok(())
+}
+
+fn bench_trace(c: &mut Criterion) {
+    let path =
+        std::env::temp_dir().join(format!("compromis-bench-{}.champsim", std::process::id()));
+    write_trace(&path).expect("write the bench trace");
+    let ops: Result<Vec<Op>, _> = open_ops(&path, &ReadOptions::default())
+        .expect("open")
+        .collect();
+    let _ = std::fs::remove_file(&path);
+    let ops = ops.expect("read the bench trace");
+    let vm = VmSpec {
+        ram: default_ram(256 << 20),
+        host_page: PageSize::Size4K,
+        host: HostState::Fresh,
+    };
+    let (backing, _) = build_vm(&vm).expect("vm");
+    let cfg = SimConfig {
+        machine: MachineConfig::default(),
+        guest: GuestConfig::default(),
+        schemes: vec![],
+        warmup: 0,
+        verify: false,
+        populate: false,
+        baseline: false,
+    };
+    let (setup, steady) = ops.split_at(ops.len() - usize::try_from(BATCH).unwrap_or(0));
+    let mut g = c.benchmark_group("trace-champsim-caches");
+    g.throughput(Throughput::Elements(BATCH));
+    g.sample_size(10);
+    let runs = SchemeKind::ALL
+        .into_iter()
+        .map(|k| (k.name(), SchemeRun::new(k, &cfg, &backing).expect("run")))
+        .chain([(
+            "ideal",
+            SchemeRun::baseline(&cfg, &backing).expect("baseline"),
+        )]);
+    for (name, mut run) in runs {
+        run.run(setup).expect("warm-up");
+        g.bench_function(name, |b| b.iter(|| run.run(steady).expect("run")));
+    }
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
+    bench_trace(c);
     // The full model: every data access and walk reference through L1D/L2/LLC.
     bench_workload(c, WorkloadKind::Gups, ByteSize::gib(4), true);
     bench_workload(c, WorkloadKind::Stream, ByteSize::gib(1), true);

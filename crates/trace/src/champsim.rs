@@ -43,6 +43,7 @@ pub struct ChampSimInstr {
     pub source_memory: [Gva; 4],
 }
 
+#[inline]
 fn u64_at(b: &[u8; CHAMPSIM_RECORD_BYTES], off: usize) -> Gva {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[off..off + 8]);
@@ -51,6 +52,7 @@ fn u64_at(b: &[u8; CHAMPSIM_RECORD_BYTES], off: usize) -> Gva {
 
 impl ChampSimInstr {
     /// Decodes a 64-byte record.
+    #[inline]
     pub fn from_bytes(b: &[u8; CHAMPSIM_RECORD_BYTES]) -> ChampSimInstr {
         ChampSimInstr {
             ip: u64_at(b, 0),
@@ -109,14 +111,28 @@ impl ChampSimInstr {
     }
 }
 
+/// Bytes the reader asks its input for at once (1,024 records).
+const READ_BYTES: usize = 1024 * CHAMPSIM_RECORD_BYTES;
+
 /// Streams [`ChampSimInstr`]s out of a (decompressed) ChampSim trace.
+///
+/// Reads its input in blocks of [`READ_BYTES`] (one `read` call gives many records, not one call
+/// per record) and decodes each record from a slice of the block. Reads happen only when the
+/// next record is not complete in the block, so an I/O error comes out after every record that
+/// preceded it, as with a record-by-record reader.
 pub struct ChampSimReader<R> {
     input: R,
     path: String,
+    /// Byte offset of the next record in the input.
     offset: u64,
     skip_bad: bool,
     skipped: u64,
     done: bool,
+    buf: Box<[u8]>,
+    /// Next unread byte of `buf`.
+    pos: usize,
+    /// End of the bytes read into `buf`.
+    end: usize,
 }
 
 impl<R: Read> ChampSimReader<R> {
@@ -130,6 +146,9 @@ impl<R: Read> ChampSimReader<R> {
             skip_bad: skip_bad_records,
             skipped: 0,
             done: false,
+            buf: vec![0; READ_BYTES].into_boxed_slice(),
+            pos: 0,
+            end: 0,
         }
     }
 
@@ -137,33 +156,45 @@ impl<R: Read> ChampSimReader<R> {
     pub fn skipped(&self) -> u64 {
         self.skipped
     }
+
+    /// Reads until the block holds a whole record or the input ends; `Err` on an I/O error.
+    fn fill(&mut self) -> std::io::Result<()> {
+        if self.end - self.pos >= CHAMPSIM_RECORD_BYTES {
+            return Ok(());
+        }
+        self.buf.copy_within(self.pos..self.end, 0);
+        self.end -= self.pos;
+        self.pos = 0;
+        while self.end < CHAMPSIM_RECORD_BYTES {
+            match self.input.read(&mut self.buf[self.end..]) {
+                Ok(0) => break,
+                Ok(n) => self.end += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<R: Read> Iterator for ChampSimReader<R> {
     type Item = Result<ChampSimInstr, TraceError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;
         }
-        let mut b = [0u8; CHAMPSIM_RECORD_BYTES];
-        let mut got = 0;
-        while got < b.len() {
-            match self.input.read(&mut b[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    self.done = true;
-                    return Some(Err(TraceError::Io {
-                        path: self.path.clone(),
-                        at: Location::Byte(self.offset + got as u64),
-                        source,
-                    }));
-                }
-            }
+        if let Err(source) = self.fill() {
+            self.done = true;
+            return Some(Err(TraceError::Io {
+                path: self.path.clone(),
+                at: Location::Byte(self.offset + (self.end - self.pos) as u64),
+                source,
+            }));
         }
-        if got < b.len() {
+        let got = self.end - self.pos;
+        if got < CHAMPSIM_RECORD_BYTES {
             self.done = true;
             if got == 0 {
                 return None;
@@ -178,6 +209,12 @@ impl<R: Read> Iterator for ChampSimReader<R> {
                 reason: "the last 64-byte ChampSim record is incomplete",
             }));
         }
+        let Some(b) = self.buf[self.pos..self.end]
+            .first_chunk::<CHAMPSIM_RECORD_BYTES>()
+            .copied()
+        else {
+            unreachable!("a whole record is buffered (checked above)")
+        };
         // No program runs code at address 0: a record with instruction pointer 0 is zero-filled
         // input (/dev/zero, a preallocated file), which would otherwise read as endless valid
         // records.
@@ -189,6 +226,7 @@ impl<R: Read> Iterator for ChampSimReader<R> {
                 reason: "a ChampSim record with instruction pointer 0",
             }));
         }
+        self.pos += CHAMPSIM_RECORD_BYTES;
         self.offset += CHAMPSIM_RECORD_BYTES as u64;
         Some(Ok(ChampSimInstr::from_bytes(&b)))
     }
@@ -222,6 +260,7 @@ impl<R: Read> ChampSimRecords<R> {
 impl<R: Read> Iterator for ChampSimRecords<R> {
     type Item = Result<Record, TraceError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.pos < self.len {
             let r = self.pending[usize::from(self.pos)];
@@ -232,13 +271,37 @@ impl<R: Read> Iterator for ChampSimRecords<R> {
             Ok(i) => i,
             Err(e) => return Some(Err(e)),
         };
-        self.len = 0;
-        self.pos = 1;
-        for r in instr.records() {
-            self.pending[usize::from(self.len)] = r;
-            self.len += 1;
+        // As `instr.records()`: the fetch, the loads, the stores (written in place).
+        let fetch = Record {
+            kind: RecordKind::Instr,
+            addr: instr.ip,
+            size: 0,
+        };
+        self.pending[0] = fetch;
+        let mut len: u8 = 1;
+        let data = instr
+            .source_memory
+            .iter()
+            .map(|&a| (RecordKind::Load, a))
+            .chain(
+                instr
+                    .destination_memory
+                    .iter()
+                    .map(|&a| (RecordKind::Store, a)),
+            );
+        for (kind, addr) in data {
+            if addr.0 != 0 {
+                self.pending[usize::from(len)] = Record {
+                    kind,
+                    addr,
+                    size: 0,
+                };
+                len += 1;
+            }
         }
-        Some(Ok(self.pending[0]))
+        self.len = len;
+        self.pos = 1;
+        Some(Ok(fetch))
     }
 }
 
@@ -396,6 +459,94 @@ mod tests {
         let mut r = ChampSimReader::new(&bytes[..], "x", true);
         assert_eq!(r.by_ref().count(), 1);
         assert_eq!(r.skipped(), 1);
+    }
+
+    /// Hands out `data` in pieces of the given sizes (cycled), then fails at `fail_at` if set.
+    struct Chunky<'a> {
+        data: &'a [u8],
+        sizes: Vec<usize>,
+        n: usize,
+        at: usize,
+        fail_at: Option<usize>,
+    }
+
+    impl Read for Chunky<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let limit = self.fail_at.unwrap_or(self.data.len()).min(self.data.len());
+            if self.at == limit && self.fail_at.is_some() {
+                return Err(std::io::Error::other("disk on fire"));
+            }
+            let k = self.sizes[self.n % self.sizes.len()]
+                .min(out.len())
+                .min(limit - self.at);
+            self.n += 1;
+            out[..k].copy_from_slice(&self.data[self.at..self.at + k]);
+            self.at += k;
+            Ok(k)
+        }
+    }
+
+    proptest::proptest! {
+        /// The block reader gives what a record-by-record oracle gives: every whole record before
+        /// the end (or the I/O error), then the same error at the same byte, whatever sizes the
+        /// input's reads return.
+        #[test]
+        fn block_reader_matches_a_record_by_record_oracle(
+            ips in proptest::collection::vec(1u64..u64::MAX, 0..40),
+            loads in proptest::collection::vec(0u64..4, 40),
+            tail in 0usize..64,
+            sizes in proptest::collection::vec(1usize..300, 1..5),
+            fail in proptest::option::of(0usize..3000),
+        ) {
+            let mut bytes = Vec::new();
+            for (i, &ip) in ips.iter().enumerate() {
+                let mut r = sample();
+                r.ip = Gva(ip);
+                r.source_memory[1] = Gva(loads[i] * 0x1000);
+                bytes.extend_from_slice(&r.to_bytes());
+            }
+            bytes.extend(std::iter::repeat_n(7u8, tail));
+            let fail_at = fail.filter(|&f| f <= bytes.len());
+            // The oracle: whole records up to the end or the failure point, then the error.
+            let avail = fail_at.unwrap_or(bytes.len());
+            let whole = avail / CHAMPSIM_RECORD_BYTES;
+            let mut want: Vec<Result<ChampSimInstr, String>> = bytes
+                .chunks_exact(CHAMPSIM_RECORD_BYTES)
+                .take(whole)
+                .map(|c| Ok(ChampSimInstr::from_bytes(c.try_into().unwrap())))
+                .collect();
+            if let Some(f) = fail_at {
+                want.push(Err(format!("byte {f}")));
+            } else if tail > 0 {
+                want.push(Err(format!("byte {}", whole * CHAMPSIM_RECORD_BYTES)));
+            }
+            let input = Chunky { data: &bytes, sizes, n: 0, at: 0, fail_at };
+            let got: Vec<Result<ChampSimInstr, String>> = ChampSimReader::new(input, "t", false)
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect();
+            proptest::prop_assert_eq!(got.len(), want.len());
+            for (g, w) in got.iter().zip(&want) {
+                match (g, w) {
+                    (Ok(a), Ok(b)) => proptest::prop_assert_eq!(a, b),
+                    (Err(e), Err(at)) => proptest::prop_assert!(e.contains(at.as_str()), "{} vs {}", e, at),
+                    _ => proptest::prop_assert!(false, "{:?} vs {:?}", g, w),
+                }
+            }
+            // Records: the same as each instruction's `records()`.
+            let input = Chunky { data: &bytes, sizes: vec![64], n: 0, at: 0, fail_at: None };
+            let recs: Vec<Record> = ChampSimRecords::new(ChampSimReader::new(input, "t", true))
+                .map(|r| r.unwrap())
+                .collect();
+            let oracle: Vec<Record> = want
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .take(if fail_at.is_some() { 0 } else { usize::MAX })
+                .flat_map(|i| i.records().collect::<Vec<_>>())
+                .collect();
+            if fail_at.is_none() {
+                proptest::prop_assert_eq!(recs, oracle);
+            }
+        }
     }
 
     #[test]
