@@ -20,7 +20,7 @@
 
 use crate::error::{Location, TraceError};
 use crate::process::Children;
-use crate::rec::{Record, RecordKind};
+use crate::rec::Record;
 pub use crate::supervise::{KillHandle, Recording};
 use crate::{RecordSource, TraceFileWriter};
 use compromis_types::{Op, Pid};
@@ -64,7 +64,7 @@ const CHUNK_EXEC: u8 = 2;
 const CHUNK_EXIT: u8 = 3;
 const CHUNK_FORK: u8 = 4;
 const CHUNK_TBS: u8 = 5;
-const ADDR_MASK: u64 = (1 << 56) - 1;
+const ADDR_MASK: u64 = crate::native::packed::ADDR_MASK;
 /// A TB marker's bit 61: "reached instruction i" (i in bits 48-58), else the start marker.
 const MARK_REACH: u64 = 1 << 61;
 /// A TB marker's bits 0-47: the TB number.
@@ -808,14 +808,35 @@ impl<R: Read> QemuReader<R> {
 
     #[inline]
     fn decode(w: u64) -> Result<Record, u64> {
-        let field = ((w >> 56) & 0x3f) as u32;
-        let addr = w & ADDR_MASK;
-        match w >> 62 {
-            0 => Ok(Record::new(RecordKind::Instr, addr, field)),
-            1 if field < 32 => Ok(Record::new(RecordKind::Load, addr, 1 << field)),
-            2 if field < 32 => Ok(Record::new(RecordKind::Store, addr, 1 << field)),
-            _ => Err(w),
+        crate::native::packed::unpack(w)
+    }
+
+    /// The records of the next chunk (or what is left of the current one) as packed words
+    /// ([`crate::native::packed`]), `None` at the end: the same records as the iterator, in the
+    /// same order, without building a [`Record`] each; [`Self::cursor`] names their stream.
+    /// The expansion only ever produces valid packed words.
+    pub fn next_words(&mut self) -> Option<Result<&[u64], TraceError>> {
+        if self.pos >= self.words.len() {
+            if self.done {
+                return None;
+            }
+            match self.next_chunk() {
+                Ok(Chunk::Records) => {}
+                Ok(Chunk::End) => {
+                    self.done = true;
+                    self.words.clear();
+                    return None;
+                }
+                Err(e) => {
+                    self.done = true;
+                    self.words.clear();
+                    return Some(Err(e));
+                }
+            }
         }
+        let start = self.pos;
+        self.pos = self.words.len();
+        Some(Ok(&self.words[start..]))
     }
 }
 
@@ -1005,31 +1026,65 @@ pub fn qemu_ops<R: Read + Send + 'static>(
     }
 }
 
-/// What [`qemu_records`] returns: the records (already teed into the saved trace), the reader's
-/// status and the save summary.
+/// What [`qemu_records`] returns: the recording to save, the reader's status and the save
+/// summary.
 pub struct QemuRecordStream {
-    /// The records, in chunk order, every process and thread.
-    pub records: Box<dyn RecordSource>,
+    /// The recording, saved as it is read by [`QemuSave::run`].
+    pub records: QemuSave,
     /// The stream status ([`QemuReader::status_handle`]).
     pub status: Arc<Mutex<QemuStatus>>,
-    /// The saved trace's summary once written ([`crate::TeeSource::summary_handle`]).
+    /// The saved trace's summary once written.
     pub saved: Arc<Mutex<Option<crate::WriteSummary>>>,
 }
 
-/// A [`QemuReader`] over `input` teed into `save`, as records: for a recording that is only
-/// saved, not simulated (`record --no-simulate`), which needs no simulator ops. Every record is
-/// saved, as with [`qemu_ops`] (whose `children` choice only selects what is simulated).
+/// A QEMU plugin stream being saved to a trace file, not simulated (`record --no-simulate`):
+/// whole chunks go from the reader's expansion to the writer as packed words
+/// ([`QemuReader::next_words`], [`TraceFileWriter::write_words`]), no [`Record`] is built.
+pub struct QemuSave {
+    reader: QemuReader<Box<dyn Read + Send>>,
+    out: TraceFileWriter,
+    summary: Arc<Mutex<Option<crate::WriteSummary>>>,
+}
+
+impl std::fmt::Debug for QemuSave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QemuSave")
+            .field("reader", &self.reader)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QemuSave {
+    /// Reads the whole stream into the file, then finishes it (atomically: nothing is left
+    /// behind on an error). Every process's and thread's records are saved, in chunk order.
+    pub fn run(mut self) -> Result<crate::WriteSummary, TraceError> {
+        while let Some(words) = self.reader.next_words() {
+            self.out.write_words(words?)?;
+        }
+        let s = self.out.finish()?;
+        *self.summary.lock().unwrap_or_else(PoisonError::into_inner) = Some(s);
+        Ok(s)
+    }
+}
+
+/// A [`QemuReader`] over `input` saved into `save`: for a recording that is only saved, not
+/// simulated (`record --no-simulate`), which needs no simulator ops. Every record is saved, as
+/// with [`qemu_ops`] (whose `children` choice only selects what is simulated).
 pub fn qemu_records<R: Read + Send + 'static>(
     input: R,
     name: &str,
     save: TraceFileWriter,
 ) -> QemuRecordStream {
+    let input: Box<dyn Read + Send> = Box::new(input);
     let reader = QemuReader::new(input, name);
     let status = reader.status_handle();
-    let tee = crate::TeeSource::new(reader, save);
-    let saved = tee.summary_handle();
+    let saved = Arc::default();
     QemuRecordStream {
-        records: Box::new(tee),
+        records: QemuSave {
+            reader,
+            out: save,
+            summary: Arc::clone(&saved),
+        },
         status,
         saved,
     }
@@ -1038,6 +1093,7 @@ pub fn qemu_records<R: Read + Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rec::RecordKind;
     use compromis_types::{AccessKind, Gva};
 
     /// Builds a stream the way the plugin writes it.
@@ -1140,6 +1196,79 @@ mod tests {
             return;
         };
         assert!(data.iter().all(|r| r.kind != RecordKind::Instr));
+    }
+
+    /// The raw plugin stream of `command` under QEMU; `None` (reason printed) without QEMU.
+    fn raw_stream(command: &[&str]) -> Option<Vec<u8>> {
+        if let Err(why) = qemu_available("qemu-x86_64".as_ref()) {
+            eprintln!("skipping: {why}");
+            return None;
+        }
+        let plugin = PluginFile::write().unwrap();
+        let cmd = QemuCommand::new(
+            plugin.path().to_owned(),
+            command.iter().map(OsString::from).collect(),
+        );
+        let (rec, mut pipe) = cmd.spawn().unwrap();
+        let mut bytes = Vec::new();
+        pipe.read_to_end(&mut bytes).unwrap();
+        assert!(rec.wait().unwrap().success());
+        Some(bytes)
+    }
+
+    /// Saving whole chunks as packed words (`record --no-simulate`) writes the very file that
+    /// saving the reader's records one by one writes, on a real program's stream.
+    #[test]
+    fn saving_packed_chunks_writes_the_file_records_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("nums.txt");
+        let nums: String = (0..300u64)
+            .map(|i| format!("{}\n", i.wrapping_mul(0x9E37_79B9) % 100_003))
+            .collect();
+        std::fs::write(&input, nums).unwrap();
+        let Some(bytes) = raw_stream(&["sort", "-n", input.to_str().unwrap(), "-o", "/dev/null"])
+        else {
+            return;
+        };
+        let (one, words) = (
+            dir.path().join("one.ctrace"),
+            dir.path().join("words.ctrace"),
+        );
+        let mut w = TraceFileWriter::create(&one, crate::MemTraceFormat::Native).unwrap();
+        let mut records = Vec::new();
+        for r in QemuReader::new(&bytes[..], "t") {
+            let r = r.unwrap();
+            w.write(&r).unwrap();
+            records.push(r);
+        }
+        w.finish().unwrap();
+        let save = TraceFileWriter::create(&words, crate::MemTraceFormat::Native).unwrap();
+        let stream = qemu_records(std::io::Cursor::new(bytes), "t", save);
+        let summary = stream.records.run().unwrap();
+        assert_eq!(summary.records, records.len() as u64);
+        assert_eq!(*stream.saved.lock().unwrap(), Some(summary));
+        assert!(records.len() > 100_000, "{}", records.len());
+        assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&words).unwrap());
+        let back: Vec<Record> = crate::NativeReader::new(std::fs::File::open(&words).unwrap(), "w")
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(back, records);
+    }
+
+    /// A stream that breaks off saves nothing (no file, no temporary file).
+    #[test]
+    fn a_truncated_stream_saves_nothing() {
+        let mut s = Stream::default();
+        s.hello(7)
+            .chunk(0, 7, 0, &[rec(1, 0x1000, 3), rec(2, 0x2000, 2)]);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("t.ctrace");
+        let save = TraceFileWriter::create(&out, crate::MemTraceFormat::Native).unwrap();
+        let stream = qemu_records(std::io::Cursor::new(s.0), "t", save);
+        assert!(stream.records.run().is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(*stream.saved.lock().unwrap(), None);
     }
 
     #[test]
