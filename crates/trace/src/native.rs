@@ -560,7 +560,7 @@ impl<W: Write> BlockEncoder<W> {
 const QUEUED_BLOCKS: usize = 2;
 
 /// The zstd level of the native body.
-const ZSTD_LEVEL: i32 = 3;
+const ZSTD_LEVEL: i32 = 1;
 
 impl<W: Write + Send + 'static> NativeWriter<W> {
     /// Writes the header to `out` and starts the compressed body (zstd) and its worker.

@@ -65,6 +65,8 @@ const CHUNK_EXIT: u8 = 3;
 const CHUNK_FORK: u8 = 4;
 const CHUNK_TBS: u8 = 5;
 const ADDR_MASK: u64 = crate::native::packed::ADDR_MASK;
+/// The pipe buffer asked for (`F_SETPIPE_SZ`).
+const PIPE_BYTES: i32 = 1 << 20;
 /// A TB marker's bit 61: "reached instruction i" (i in bits 48-58), else the start marker.
 const MARK_REACH: u64 = 1 << 61;
 /// A TB marker's bits 0-47: the TB number.
@@ -274,6 +276,9 @@ impl QemuCommand {
         let program = find_program(&self.command[0])?;
         check_elf(&program)?;
         let (reader, writer) = std::io::pipe().map_err(QemuError::Pipe)?;
+        // A 1 MiB pipe (the default limit for unprivileged users): QEMU writes 16 chunks ahead
+        // before it waits for the reader. Best effort: the default 64 KiB works too.
+        let _ = crate::sys::grow_pipe(reader.as_raw_fd(), PIPE_BYTES);
         let out = format!("/proc/{}/fd/{}", std::process::id(), reader.as_raw_fd());
         let (stdout, stderr) = self
             .program_output
@@ -740,7 +745,11 @@ impl<R: Read> QemuReader<R> {
                         bad = Some((w, "a TB marker of an instruction beyond its TB"));
                         break;
                     }
-                    if index >= c.next {
+                    if index == c.next {
+                        // The usual case (a marker before every instruction): one fetch.
+                        out.push(t.fetches[(c.start + index) as usize]);
+                        c.next = index + 1;
+                    } else if index > c.next {
                         out.extend_from_slice(
                             &t.fetches[(c.start + c.next) as usize..=(c.start + index) as usize],
                         );
