@@ -58,15 +58,27 @@ const NEW_STREAM: u64 = 1 << 20;
 /// The instruction size code of a size, `SIZE_ESCAPE` if it needs a varint.
 #[inline]
 fn size_code(size: u32) -> u8 {
-    match size {
-        // Below 28: fits the code.
-        0..=27 => u8::try_from(size).unwrap_or(SIZE_ESCAPE),
-        32 => 28,
-        48 => 29,
-        64 => 30,
-        _ => SIZE_ESCAPE,
-    }
+    SIZE_CODES
+        .get(size as usize)
+        .copied()
+        .unwrap_or(SIZE_ESCAPE)
 }
+
+/// [`size_code`] of the sizes 0..=64, looked up rather than branched on.
+// Every cast is of a value below 28.
+#[allow(clippy::cast_possible_truncation)]
+const SIZE_CODES: [u8; 65] = {
+    let mut t = [SIZE_ESCAPE; 65];
+    let mut s = 0;
+    while s < 28 {
+        t[s] = s as u8;
+        s += 1;
+    }
+    t[32] = 28;
+    t[48] = 29;
+    t[64] = 30;
+    t
+};
 
 /// The data size code of a size, `DATA_ESCAPE` if it needs a varint.
 #[inline]

@@ -515,46 +515,49 @@ impl<R: Read> QemuReader<R> {
     }
 
     /// Fills `self.bytes` with exactly `n` bytes; `Ok(false)` on end of input before the first.
+    /// (The buffer is only zeroed where it grows: chunks are mostly of one size.)
     fn read_exact_or_eof(&mut self, n: usize, what: &'static str) -> Result<bool, TraceError> {
-        self.bytes.clear();
-        self.bytes.resize(n, 0);
-        let mut got = 0;
-        while got < n {
-            match self.input.read(&mut self.bytes[got..]) {
-                Ok(0) if got == 0 => return Ok(false),
-                Ok(0) => {
-                    return Err(TraceError::Truncated {
-                        path: self.name.clone(),
-                        at: Location::Byte(self.offset + got as u64),
-                        reason: what,
-                    });
-                }
-                Ok(k) => got += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(TraceError::Io {
-                        path: self.name.clone(),
-                        at: Location::Byte(self.offset + got as u64),
-                        source,
-                    });
-                }
-            }
+        if self.bytes.len() > n {
+            self.bytes.truncate(n);
+        } else {
+            self.bytes.resize(n, 0);
         }
-        self.offset += n as u64;
-        Ok(true)
+        let got = fill(
+            &mut self.input,
+            &mut self.bytes,
+            &self.name,
+            self.offset,
+            what,
+        )?;
+        self.offset += got as u64;
+        Ok(got > 0)
+    }
+
+    /// Reads a chunk header; `Ok(None)` on end of input before its first byte.
+    fn read_head(&mut self) -> Result<Option<[u8; 16]>, TraceError> {
+        let mut head = [0u8; 16];
+        let got = fill(
+            &mut self.input,
+            &mut head,
+            &self.name,
+            self.offset,
+            "in a chunk header",
+        )?;
+        self.offset += got as u64;
+        Ok((got > 0).then_some(head))
     }
 
     /// Reads chunks until one with records, or the end.
     fn next_chunk(&mut self) -> Result<Chunk, TraceError> {
         loop {
             let at = self.offset;
-            if !self.read_exact_or_eof(16, "in a chunk header")? {
+            let Some(head) = self.read_head()? else {
                 return self.at_end(at);
-            }
-            let w0 = u64::from_le_bytes(self.bytes[0..8].try_into().unwrap_or_default());
-            let w1 = u64::from_le_bytes(self.bytes[8..16].try_into().unwrap_or_default());
+            };
+            let w0 = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
+            let w1 = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
             if (w0 & 0xffff_ffff) as u32 != MAGIC {
-                return Err(self.bad(at, "not a QEMU plugin chunk (bad magic)", &self.bytes));
+                return Err(self.bad(at, "not a QEMU plugin chunk (bad magic)", &head));
             }
             let count = (w0 >> 32) as u32;
             let id = StreamId {
@@ -568,14 +571,10 @@ impl<R: Read> QemuReader<R> {
                 _ => CONTROL_WORDS_MAX,
             };
             if count > max {
-                return Err(self.bad(at, "chunk longer than the protocol allows", &self.bytes));
+                return Err(self.bad(at, "chunk longer than the protocol allows", &head));
             }
             if self.status().main_pid.is_none() && kind != CHUNK_HELLO {
-                return Err(self.bad(
-                    at,
-                    "the stream does not start with a hello chunk",
-                    &self.bytes,
-                ));
+                return Err(self.bad(at, "the stream does not start with a hello chunk", &head));
             }
             let n = count as usize * 8;
             if n > 0 && !self.read_exact_or_eof(n, "in a chunk's payload")? {
@@ -847,6 +846,40 @@ impl<R: Read> QemuReader<R> {
         self.pos = self.words.len();
         Some(Ok(&self.words[start..]))
     }
+}
+
+/// Fills `buf` from `input` (at byte `offset` of the stream named `name`); returns `buf.len()`,
+/// or 0 on end of input before the first byte; end of input after it is an error (`what`).
+fn fill<R: Read>(
+    input: &mut R,
+    buf: &mut [u8],
+    name: &str,
+    offset: u64,
+    what: &'static str,
+) -> Result<usize, TraceError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(0),
+            Ok(0) => {
+                return Err(TraceError::Truncated {
+                    path: name.to_owned(),
+                    at: Location::Byte(offset + got as u64),
+                    reason: what,
+                });
+            }
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(TraceError::Io {
+                    path: name.to_owned(),
+                    at: Location::Byte(offset + got as u64),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(got)
 }
 
 impl<R: Read> Iterator for QemuReader<R> {
