@@ -372,12 +372,19 @@ struct BlockEncoder<W: Write> {
     block: Box<[u8]>,
     len: usize,
     n: u32,
+    predict: Predict,
+    total: u64,
+}
+
+/// The predictions of a block (reset at every block). Copied into a local for a batch, so that
+/// the compiler keeps it in registers (stores into the byte buffer could otherwise alias it).
+#[derive(Clone, Copy, Default)]
+struct Predict {
     ip_next: u64,
     bases: [u64; BASES],
     /// When each base was last used (for replacing the least recently used one).
     used: [u64; BASES],
     clock: u64,
-    total: u64,
 }
 
 /// Writes `v` as a varint at `buf[*len..]` (room checked by the caller's sizing).
@@ -395,71 +402,29 @@ fn put_varint_at(buf: &mut [u8], len: &mut usize, mut v: u64) {
     *len = l + 1;
 }
 
-impl<W: Write> BlockEncoder<W> {
-    fn new(enc: zstd::Encoder<'static, W>) -> BlockEncoder<W> {
-        BlockEncoder {
-            enc,
-            block: vec![0u8; BLOCK_RECORDS as usize * RECORD_BYTES_MAX].into_boxed_slice(),
-            len: 0,
-            n: 0,
-            ip_next: 0,
-            bases: [0; BASES],
-            used: [0; BASES],
-            clock: 0,
-            total: 0,
-        }
-    }
-
-    fn flush_block(&mut self) -> std::io::Result<()> {
-        if self.n == 0 {
-            return Ok(());
-        }
-        let mut head = Vec::with_capacity(12);
-        put_varint(&mut head, u64::from(self.n));
-        put_varint(&mut head, self.len as u64);
-        self.enc.write_all(&head)?;
-        self.enc.write_all(&self.block[..self.len])?;
-        self.len = 0;
-        self.n = 0;
-        self.ip_next = 0;
-        self.bases = [0; BASES];
-        self.used = [0; BASES];
-        self.clock = 0;
-        Ok(())
-    }
-
-    /// Writes the last block and the end marker, finishes the zstd stream and returns `out`.
-    fn finish(mut self) -> std::io::Result<W> {
-        self.flush_block()?;
-        let mut end = Vec::with_capacity(12);
-        put_varint(&mut end, 0);
-        put_varint(&mut end, self.total);
-        self.enc.write_all(&end)?;
-        self.enc.finish()
-    }
-
-    /// Encodes an instruction fetch (no block-full check).
+impl Predict {
+    /// Encodes an instruction fetch at `buf[*len..]`.
     #[inline(always)]
-    fn put_instr(&mut self, addr: u64, size: u32) {
+    fn put_instr(&mut self, buf: &mut [u8], len: &mut usize, addr: u64, size: u32) {
         // Reinterpreting the wrapped difference as signed is the intent (small negative deltas).
         #[allow(clippy::cast_possible_wrap)]
         let z = zigzag(addr.wrapping_sub(self.ip_next) as i64);
         self.ip_next = addr.wrapping_add(u64::from(size));
         let sc = size_code(size);
         let exact = if z == 0 { EXACT } else { 0 };
-        self.block[self.len] = (sc << 2) | exact;
-        self.len += 1;
+        buf[*len] = (sc << 2) | exact;
+        *len += 1;
         if sc == SIZE_ESCAPE {
-            put_varint_at(&mut self.block, &mut self.len, u64::from(size));
+            put_varint_at(buf, len, u64::from(size));
         }
         if z != 0 {
-            put_varint_at(&mut self.block, &mut self.len, z);
+            put_varint_at(buf, len, z);
         }
     }
 
-    /// Encodes a data access of kind `code` (1 load, 2 store, 3 modify; no block-full check).
+    /// Encodes a data access of kind `code` (1 load, 2 store, 3 modify) at `buf[*len..]`.
     #[inline(always)]
-    fn put_data(&mut self, code: u8, addr: u64, size: u32) {
+    fn put_data(&mut self, buf: &mut [u8], len: &mut usize, code: u8, addr: u64, size: u32) {
         // Reinterpreting the wrapped difference as signed is the intent (small negative deltas).
         #[allow(clippy::cast_possible_wrap)]
         let zz = |d: u64| zigzag(d as i64);
@@ -494,14 +459,52 @@ impl<W: Write> BlockEncoder<W> {
         #[allow(clippy::cast_possible_truncation)]
         let base = best as u8;
         let exact = if z == 0 { EXACT } else { 0 };
-        self.block[self.len] = code | (sc << 2) | (base << 5) | exact;
-        self.len += 1;
+        buf[*len] = code | (sc << 2) | (base << 5) | exact;
+        *len += 1;
         if sc == DATA_ESCAPE {
-            put_varint_at(&mut self.block, &mut self.len, u64::from(size));
+            put_varint_at(buf, len, u64::from(size));
         }
         if z != 0 {
-            put_varint_at(&mut self.block, &mut self.len, z);
+            put_varint_at(buf, len, z);
         }
+    }
+}
+
+impl<W: Write> BlockEncoder<W> {
+    fn new(enc: zstd::Encoder<'static, W>) -> BlockEncoder<W> {
+        BlockEncoder {
+            enc,
+            block: vec![0u8; BLOCK_RECORDS as usize * RECORD_BYTES_MAX].into_boxed_slice(),
+            len: 0,
+            n: 0,
+            predict: Predict::default(),
+            total: 0,
+        }
+    }
+
+    fn flush_block(&mut self) -> std::io::Result<()> {
+        if self.n == 0 {
+            return Ok(());
+        }
+        let mut head = Vec::with_capacity(12);
+        put_varint(&mut head, u64::from(self.n));
+        put_varint(&mut head, self.len as u64);
+        self.enc.write_all(&head)?;
+        self.enc.write_all(&self.block[..self.len])?;
+        self.len = 0;
+        self.n = 0;
+        self.predict = Predict::default();
+        Ok(())
+    }
+
+    /// Writes the last block and the end marker, finishes the zstd stream and returns `out`.
+    fn finish(mut self) -> std::io::Result<W> {
+        self.flush_block()?;
+        let mut end = Vec::with_capacity(12);
+        put_varint(&mut end, 0);
+        put_varint(&mut end, self.total);
+        self.enc.write_all(&end)?;
+        self.enc.finish()
     }
 
     /// Counts `k` records just encoded and ends the block when it is full.
@@ -524,12 +527,14 @@ impl<W: Write> BlockEncoder<W> {
     fn encode_records(&mut self, mut records: &[Record]) -> std::io::Result<()> {
         while !records.is_empty() {
             let (now, rest) = records.split_at(records.len().min(self.room()));
+            let (mut p, mut len, buf) = (self.predict, self.len, &mut self.block[..]);
             for r in now {
                 match r.kind {
-                    RecordKind::Instr => self.put_instr(r.addr.0, r.size),
-                    k => self.put_data(kind_code(k), r.addr.0, r.size),
+                    RecordKind::Instr => p.put_instr(buf, &mut len, r.addr.0, r.size),
+                    k => p.put_data(buf, &mut len, kind_code(k), r.addr.0, r.size),
                 }
             }
+            (self.predict, self.len) = (p, len);
             // now.len() <= room <= BLOCK_RECORDS: the cast cannot truncate.
             #[allow(clippy::cast_possible_truncation)]
             self.count(now.len() as u32)?;
@@ -543,16 +548,18 @@ impl<W: Write> BlockEncoder<W> {
         while !words.is_empty() {
             let (now, rest) = words.split_at(words.len().min(self.room()));
             let mut k = 0u32;
+            let (mut p, mut len, buf) = (self.predict, self.len, &mut self.block[..]);
             for &w in now {
                 // 6 bits and 2 bits: the casts cannot truncate.
                 #[allow(clippy::cast_possible_truncation)]
                 let (field, code) = (((w >> 56) & 0x3f) as u32, (w >> 62) as u8);
                 let addr = w & packed::ADDR_MASK;
                 if code == 0 {
-                    self.put_instr(addr, field);
+                    p.put_instr(buf, &mut len, addr, field);
                 } else if code < 3 && field < 32 {
-                    self.put_data(code, addr, 1 << field);
+                    p.put_data(buf, &mut len, code, addr, 1 << field);
                 } else {
+                    (self.predict, self.len) = (p, len);
                     self.count(k)?;
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::InvalidData,
@@ -561,6 +568,7 @@ impl<W: Write> BlockEncoder<W> {
                 }
                 k += 1;
             }
+            (self.predict, self.len) = (p, len);
             self.count(k)?;
             words = rest;
         }
