@@ -3,10 +3,8 @@
 
 use anyhow::Context;
 use compromis_report::Format;
-use compromis_trace::TraceError;
 use compromis_trace::record::{Children, RecordOps, RecordReport, RootExit, SaveTo};
-use compromis_trace::valgrind::{KillHandle, LackeyCommand, ProcessStream};
-use compromis_types::Op;
+use compromis_trace::valgrind::LackeyCommand;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,28 +41,6 @@ pub struct RecordArgs {
     /// The program to run and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
-}
-
-/// Ops of the recording; ends instead with an error when valgrind was killed (Ctrl-C), so no
-/// partial results are printed.
-struct Ops {
-    inner: RecordOps<ProcessStream>,
-    killer: KillHandle,
-}
-
-impl Iterator for Ops {
-    type Item = Result<Op, TraceError>;
-    fn next(&mut self) -> Option<Self::Item> {
-        let next = self.inner.next();
-        if next.is_none() && self.killer.was_killed() {
-            return Some(Err(TraceError::Io {
-                path: "valgrind output".into(),
-                at: compromis_trace::Location::Byte(0),
-                source: std::io::Error::new(std::io::ErrorKind::Interrupted, "interrupted"),
-            }));
-        }
-        next
-    }
 }
 
 /// The program that runs the recorded program and reports its accesses.
@@ -113,13 +89,11 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         let killer = killer.clone();
         crate::signals::on_signal(move || killer.kill());
     }
+    // Killed (Ctrl-C): the ops end with an interruption error, so no partial results are
+    // printed and nothing is saved.
     let ops = RecordOps::new(stream, args.children, save).stop_when_killed(killer.clone());
     let state = ops.state();
     let program = args.command[0].to_string_lossy().into_owned();
-    let ops = Ops {
-        inner: ops,
-        killer: killer.clone(),
-    };
     let result = crate::sim::simulate_stream(&args.sim, &program, ops);
     if killer.was_killed() {
         drop(recording); // kills valgrind if still needed and waits for it

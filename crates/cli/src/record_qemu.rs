@@ -245,22 +245,20 @@ fn drain(ops: Ops) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Consumes the records of a recording that is only saved (`--no-simulate --save`).
+/// Saves a recording that is only saved (`--no-simulate --save`).
 fn drain_records(
-    records: Box<dyn compromis_trace::RecordSource>,
+    records: compromis_trace::qemu::QemuSave,
     status: &Mutex<QemuStatus>,
     killer: &KillHandle,
     program: &str,
 ) -> anyhow::Result<()> {
-    for r in records {
-        if let Err(e) = r {
-            if killer.was_killed() {
-                anyhow::bail!("interrupted: qemu and {program} were stopped");
-            }
-            return Err(explain(status, program, e));
+    match records.run() {
+        Ok(_) => Ok(()),
+        Err(_) if killer.was_killed() => {
+            anyhow::bail!("interrupted: qemu and {program} were stopped")
         }
+        Err(e) => Err(explain(status, program, e)),
     }
-    Ok(())
 }
 
 /// The stream summary on stderr: records, rate, processes and thread streams.

@@ -58,15 +58,27 @@ const NEW_STREAM: u64 = 1 << 20;
 /// The instruction size code of a size, `SIZE_ESCAPE` if it needs a varint.
 #[inline]
 fn size_code(size: u32) -> u8 {
-    match size {
-        // Below 28: fits the code.
-        0..=27 => u8::try_from(size).unwrap_or(SIZE_ESCAPE),
-        32 => 28,
-        48 => 29,
-        64 => 30,
-        _ => SIZE_ESCAPE,
-    }
+    SIZE_CODES
+        .get(size as usize)
+        .copied()
+        .unwrap_or(SIZE_ESCAPE)
 }
+
+/// [`size_code`] of the sizes 0..=64, looked up rather than branched on.
+// Every cast is of a value below 28.
+#[allow(clippy::cast_possible_truncation)]
+const SIZE_CODES: [u8; 65] = {
+    let mut t = [SIZE_ESCAPE; 65];
+    let mut s = 0;
+    while s < 28 {
+        t[s] = s as u8;
+        s += 1;
+    }
+    t[32] = 28;
+    t[48] = 29;
+    t[64] = 30;
+    t
+};
 
 /// The data size code of a size, `DATA_ESCAPE` if it needs a varint.
 #[inline]
@@ -147,6 +159,46 @@ fn kind_code(k: RecordKind) -> u8 {
         RecordKind::Load => 1,
         RecordKind::Store => 2,
         RecordKind::Modify => 3,
+    }
+}
+
+/// A record packed in one 64-bit word, the form the QEMU plugin stream expands to
+/// ([`crate::qemu::QemuReader::next_words`]) and [`NativeWriter::write_words`] takes:
+/// bits 62-63 the kind (0 instruction, 1 load, 2 store; 3 is not a packed kind), bits 56-61 the
+/// size of an instruction or the log2 of the size of a data access (below 32), bits 0-55 the
+/// address.
+pub mod packed {
+    use crate::rec::{Record, RecordKind};
+
+    /// The address bits of a packed word.
+    pub const ADDR_MASK: u64 = (1 << 56) - 1;
+
+    /// Packs an instruction fetch (`size` below 64) or a load or store of `1 << log2_size`
+    /// bytes (`log2_size` below 32); `None` for what has no packed form (a modify, a size out
+    /// of range, an address above 56 bits).
+    pub fn pack(kind: RecordKind, addr: u64, size_field: u32) -> Option<u64> {
+        let k = match kind {
+            RecordKind::Instr if size_field < 64 => 0,
+            RecordKind::Load if size_field < 32 => 1,
+            RecordKind::Store if size_field < 32 => 2,
+            _ => return None,
+        };
+        (addr <= ADDR_MASK).then_some((k << 62) | (u64::from(size_field) << 56) | addr)
+    }
+
+    /// The record a packed word stands for; `Err(word)` for a word that is not one.
+    #[inline(always)]
+    pub fn unpack(w: u64) -> Result<Record, u64> {
+        // 6 bits: the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        let field = ((w >> 56) & 0x3f) as u32;
+        let addr = w & ADDR_MASK;
+        match w >> 62 {
+            0 => Ok(Record::new(RecordKind::Instr, addr, field)),
+            1 if field < 32 => Ok(Record::new(RecordKind::Load, addr, 1 << field)),
+            2 if field < 32 => Ok(Record::new(RecordKind::Store, addr, 1 << field)),
+            _ => Err(w),
+        }
     }
 }
 
@@ -275,52 +327,173 @@ fn decode_one(
 
 /// Writes [`Record`]s in the native format.
 ///
-/// Records are collected into blocks of [`BLOCK_RECORDS`]; each full block goes to a worker
-/// thread that encodes and compresses it, so the caller (a recorder reading a tracer's pipe, a
-/// converter reading a file) only copies records. The worker handles blocks in order, one at a
-/// time: the file is byte for byte what a single thread would write.
+/// Records are collected into batches of about [`BLOCK_RECORDS`]; each full batch goes to a
+/// worker thread that encodes and compresses it, so the caller (a recorder reading a tracer's
+/// pipe, a converter reading a file) only copies records. The worker handles batches in order,
+/// one at a time, and cuts blocks by its own count: the file is byte for byte what a single
+/// thread would write, however the records were handed over ([`RecordSink::write_record`] one
+/// at a time, or [`NativeWriter::write_words`] in packed slices).
 pub struct NativeWriter<W: Write + Send + 'static> {
-    /// The block being collected.
-    pending: Vec<Record>,
-    /// Full blocks to the worker; `None` once finished (or after the worker failed).
-    to_worker: Option<std::sync::mpsc::SyncSender<Vec<Record>>>,
-    /// Emptied blocks back from the worker, reused.
-    recycled: std::sync::mpsc::Receiver<Vec<Record>>,
+    /// The batch being collected.
+    pending: Batch,
+    /// Full batches to the worker; `None` once finished (or after the worker failed).
+    to_worker: Option<std::sync::mpsc::SyncSender<Batch>>,
+    /// Emptied batches back from the worker, reused.
+    recycled: std::sync::mpsc::Receiver<Batch>,
     worker: Option<std::thread::JoinHandle<std::io::Result<W>>>,
     /// Set when the writer is dropped unfinished: the worker stops without finishing the stream.
     abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
     total: u64,
 }
 
+/// Records handed to the worker: as records, or packed in words (see [`packed`]).
+enum Batch {
+    Records(Vec<Record>),
+    Words(Vec<u64>),
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        match self {
+            Batch::Records(v) => v.len(),
+            Batch::Words(v) => v.len(),
+        }
+    }
+}
+
+/// Most bytes one record's encoding takes in the block buffer (tag, 5-byte size, 10-byte delta).
+const RECORD_BYTES_MAX: usize = 16;
+
 /// The encoder state of one stream: what the worker thread of a [`NativeWriter`] runs.
 struct BlockEncoder<W: Write> {
     enc: zstd::Encoder<'static, W>,
-    block: Vec<u8>,
+    /// The block's payload so far: `block[..len]` (sized for a full block of the longest
+    /// records, so that writing a record needs no growth).
+    block: Box<[u8]>,
+    len: usize,
     n: u32,
+    predict: Predict,
+    total: u64,
+}
+
+/// The predictions of a block (reset at every block). Copied into a local for a batch, so that
+/// the compiler keeps it in registers (stores into the byte buffer could otherwise alias it).
+#[derive(Clone, Copy, Default)]
+struct Predict {
     ip_next: u64,
     bases: [u64; BASES],
     /// When each base was last used (for replacing the least recently used one).
     used: [u64; BASES],
     clock: u64,
-    total: u64,
+}
+
+/// Writes `v` as a varint at `buf[*len..]` (room checked by the caller's sizing).
+#[inline(always)]
+// Each written value is masked or bounded below 0x80 first, so the casts cannot truncate.
+#[allow(clippy::cast_possible_truncation)]
+fn put_varint_at(buf: &mut [u8], len: &mut usize, mut v: u64) {
+    let mut l = *len;
+    while v >= 0x80 {
+        buf[l] = (v & 0x7F) as u8 | 0x80;
+        v >>= 7;
+        l += 1;
+    }
+    buf[l] = v as u8;
+    *len = l + 1;
+}
+
+impl Predict {
+    /// Encodes an instruction fetch at `buf[*len..]`.
+    #[inline(always)]
+    fn put_instr(&mut self, buf: &mut [u8], len: &mut usize, addr: u64, size: u32) {
+        // Reinterpreting the wrapped difference as signed is the intent (small negative deltas).
+        #[allow(clippy::cast_possible_wrap)]
+        let z = zigzag(addr.wrapping_sub(self.ip_next) as i64);
+        self.ip_next = addr.wrapping_add(u64::from(size));
+        let sc = size_code(size);
+        let exact = if z == 0 { EXACT } else { 0 };
+        buf[*len] = (sc << 2) | exact;
+        *len += 1;
+        if sc == SIZE_ESCAPE {
+            put_varint_at(buf, len, u64::from(size));
+        }
+        if z != 0 {
+            put_varint_at(buf, len, z);
+        }
+    }
+
+    /// Encodes a data access of kind `code` (1 load, 2 store, 3 modify) at `buf[*len..]`.
+    #[inline(always)]
+    fn put_data(&mut self, buf: &mut [u8], len: &mut usize, code: u8, addr: u64, size: u32) {
+        // Reinterpreting the wrapped difference as signed is the intent (small negative deltas).
+        #[allow(clippy::cast_possible_wrap)]
+        let zz = |d: u64| zigzag(d as i64);
+        let d = [
+            zz(addr.wrapping_sub(self.bases[0])),
+            zz(addr.wrapping_sub(self.bases[1])),
+            zz(addr.wrapping_sub(self.bases[2])),
+            zz(addr.wrapping_sub(self.bases[3])),
+        ];
+        // The nearest base (the first of equals).
+        let mut best = 0;
+        for i in 1..BASES {
+            if d[i] < d[best] {
+                best = i;
+            }
+        }
+        if d[best] >= NEW_STREAM {
+            // A new stream: the least recently used base (the first of equals).
+            best = 0;
+            for i in 1..BASES {
+                if self.used[i] < self.used[best] {
+                    best = i;
+                }
+            }
+        }
+        let z = d[best];
+        self.bases[best] = addr;
+        self.clock += 1;
+        self.used[best] = self.clock;
+        let sc = data_size_code(size);
+        // best < 4: the cast cannot truncate.
+        #[allow(clippy::cast_possible_truncation)]
+        let base = best as u8;
+        let exact = if z == 0 { EXACT } else { 0 };
+        buf[*len] = code | (sc << 2) | (base << 5) | exact;
+        *len += 1;
+        if sc == DATA_ESCAPE {
+            put_varint_at(buf, len, u64::from(size));
+        }
+        if z != 0 {
+            put_varint_at(buf, len, z);
+        }
+    }
 }
 
 impl<W: Write> BlockEncoder<W> {
+    fn new(enc: zstd::Encoder<'static, W>) -> BlockEncoder<W> {
+        BlockEncoder {
+            enc,
+            block: vec![0u8; BLOCK_RECORDS as usize * RECORD_BYTES_MAX].into_boxed_slice(),
+            len: 0,
+            n: 0,
+            predict: Predict::default(),
+            total: 0,
+        }
+    }
+
     fn flush_block(&mut self) -> std::io::Result<()> {
         if self.n == 0 {
             return Ok(());
         }
         let mut head = Vec::with_capacity(12);
         put_varint(&mut head, u64::from(self.n));
-        put_varint(&mut head, self.block.len() as u64);
+        put_varint(&mut head, self.len as u64);
         self.enc.write_all(&head)?;
-        self.enc.write_all(&self.block)?;
-        self.block.clear();
+        self.enc.write_all(&self.block[..self.len])?;
+        self.len = 0;
         self.n = 0;
-        self.ip_next = 0;
-        self.bases = [0; BASES];
-        self.used = [0; BASES];
-        self.clock = 0;
+        self.predict = Predict::default();
         Ok(())
     }
 
@@ -334,92 +507,112 @@ impl<W: Write> BlockEncoder<W> {
         self.enc.finish()
     }
 
-    #[inline]
-    fn encode(&mut self, r: &Record) -> std::io::Result<()> {
-        let code = kind_code(r.kind);
-        let addr = r.addr.0;
-        // Reinterpreting the wrapped difference as signed is the intent (small negative deltas).
-        #[allow(clippy::cast_possible_wrap)]
-        let zz = |d: u64| zigzag(d as i64);
-        let (z, tag, escape) = if r.kind == RecordKind::Instr {
-            let z = zz(addr.wrapping_sub(self.ip_next));
-            self.ip_next = addr.wrapping_add(u64::from(r.size));
-            let sc = size_code(r.size);
-            (z, code | (sc << 2), sc == SIZE_ESCAPE)
-        } else {
-            let mut best = 0;
-            for i in 1..BASES {
-                if zz(addr.wrapping_sub(self.bases[i])) < zz(addr.wrapping_sub(self.bases[best])) {
-                    best = i;
-                }
-            }
-            if zz(addr.wrapping_sub(self.bases[best])) >= NEW_STREAM {
-                best = (0..BASES).min_by_key(|&i| self.used[i]).unwrap_or(0);
-            }
-            let z = zz(addr.wrapping_sub(self.bases[best]));
-            self.bases[best] = addr;
-            self.clock += 1;
-            self.used[best] = self.clock;
-            let sc = data_size_code(r.size);
-            // best < 4: the cast cannot truncate.
-            #[allow(clippy::cast_possible_truncation)]
-            let base = best as u8;
-            (z, code | (sc << 2) | (base << 5), sc == DATA_ESCAPE)
-        };
-        let exact = if z == 0 { EXACT } else { 0 };
-        self.block.push(tag | exact);
-        if escape {
-            put_varint(&mut self.block, u64::from(r.size));
-        }
-        if z != 0 {
-            put_varint(&mut self.block, z);
-        }
-        self.n += 1;
-        self.total += 1;
+    /// Counts `k` records just encoded and ends the block when it is full.
+    #[inline(always)]
+    fn count(&mut self, k: u32) -> std::io::Result<()> {
+        self.n += k;
+        self.total += u64::from(k);
         if self.n == BLOCK_RECORDS {
             self.flush_block()?;
         }
         Ok(())
     }
+
+    /// The records left before the block is full.
+    #[inline(always)]
+    fn room(&self) -> usize {
+        (BLOCK_RECORDS - self.n) as usize
+    }
+
+    fn encode_records(&mut self, mut records: &[Record]) -> std::io::Result<()> {
+        while !records.is_empty() {
+            let (now, rest) = records.split_at(records.len().min(self.room()));
+            let (mut p, mut len, buf) = (self.predict, self.len, &mut self.block[..]);
+            for r in now {
+                match r.kind {
+                    RecordKind::Instr => p.put_instr(buf, &mut len, r.addr.0, r.size),
+                    k => p.put_data(buf, &mut len, kind_code(k), r.addr.0, r.size),
+                }
+            }
+            (self.predict, self.len) = (p, len);
+            // now.len() <= room <= BLOCK_RECORDS: the cast cannot truncate.
+            #[allow(clippy::cast_possible_truncation)]
+            self.count(now.len() as u32)?;
+            records = rest;
+        }
+        Ok(())
+    }
+
+    /// Encodes packed records ([`packed`]); an invalid word is an `InvalidData` error.
+    fn encode_words(&mut self, mut words: &[u64]) -> std::io::Result<()> {
+        while !words.is_empty() {
+            let (now, rest) = words.split_at(words.len().min(self.room()));
+            let mut k = 0u32;
+            let (mut p, mut len, buf) = (self.predict, self.len, &mut self.block[..]);
+            for &w in now {
+                // 6 bits and 2 bits: the casts cannot truncate.
+                #[allow(clippy::cast_possible_truncation)]
+                let (field, code) = (((w >> 56) & 0x3f) as u32, (w >> 62) as u8);
+                let addr = w & packed::ADDR_MASK;
+                if code == 0 {
+                    p.put_instr(buf, &mut len, addr, field);
+                } else if code < 3 && field < 32 {
+                    p.put_data(buf, &mut len, code, addr, 1 << field);
+                } else {
+                    (self.predict, self.len) = (p, len);
+                    self.count(k)?;
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("not a packed record: {w:#018x}"),
+                    ));
+                }
+                k += 1;
+            }
+            (self.predict, self.len) = (p, len);
+            self.count(k)?;
+            words = rest;
+        }
+        Ok(())
+    }
 }
 
-/// Blocks waiting for the worker at most (bounds memory: a block of records is 1 MiB).
+/// Batches waiting for the worker at most (bounds memory: a batch of records is 1 MiB).
 const QUEUED_BLOCKS: usize = 2;
 
+/// The zstd level of the native body.
+const ZSTD_LEVEL: i32 = 1;
+
 impl<W: Write + Send + 'static> NativeWriter<W> {
-    /// Writes the header to `out` and starts the compressed body (zstd level 3) and its worker.
+    /// Writes the header to `out` and starts the compressed body (zstd) and its worker.
     pub fn new(mut out: W) -> std::io::Result<NativeWriter<W>> {
         let mut header = [0u8; NATIVE_HEADER_BYTES];
         header[..8].copy_from_slice(NATIVE_MAGIC);
         header[8..10].copy_from_slice(&NATIVE_VERSION.to_le_bytes());
         out.write_all(&header)?;
-        let mut enc = zstd::Encoder::new(out, 3)?;
+        let mut enc = zstd::Encoder::new(out, ZSTD_LEVEL)?;
         // A content checksum at the end of the frame: a flipped bit in the body is an error.
         enc.include_checksum(true)?;
-        let mut state = BlockEncoder {
-            enc,
-            block: Vec::with_capacity(1 << 18),
-            n: 0,
-            ip_next: 0,
-            bases: [0; BASES],
-            used: [0; BASES],
-            clock: 0,
-            total: 0,
-        };
-        let (to_worker, blocks) = std::sync::mpsc::sync_channel::<Vec<Record>>(QUEUED_BLOCKS);
+        let mut state = BlockEncoder::new(enc);
+        let (to_worker, batches) = std::sync::mpsc::sync_channel::<Batch>(QUEUED_BLOCKS);
         let (give_back, recycled) = std::sync::mpsc::channel();
         let abandoned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let stop = abandoned.clone();
         let worker = std::thread::Builder::new()
             .name("ctrace-writer".into())
             .spawn(move || {
-                for mut records in blocks {
-                    for r in &records {
-                        state.encode(r)?;
+                for mut batch in batches {
+                    match &mut batch {
+                        Batch::Records(v) => {
+                            state.encode_records(v)?;
+                            v.clear();
+                        }
+                        Batch::Words(v) => {
+                            state.encode_words(v)?;
+                            v.clear();
+                        }
                     }
-                    records.clear();
                     // The writer may be gone already (an error elsewhere): nothing to give back to.
-                    let _ = give_back.send(records);
+                    let _ = give_back.send(batch);
                 }
                 if stop.load(std::sync::atomic::Ordering::Acquire) {
                     return Err(std::io::Error::other("native writer dropped unfinished"));
@@ -427,7 +620,7 @@ impl<W: Write + Send + 'static> NativeWriter<W> {
                 state.finish()
             })?;
         Ok(NativeWriter {
-            pending: Vec::with_capacity(BLOCK_RECORDS as usize),
+            pending: Batch::Records(Vec::new()),
             to_worker: Some(to_worker),
             recycled,
             worker: Some(worker),
@@ -447,21 +640,55 @@ impl<W: Write + Send + 'static> NativeWriter<W> {
         }
     }
 
-    /// Hands the collected block to the worker.
+    /// An emptied batch back from the worker, or a new one.
+    fn fresh(&mut self, words: bool) -> Batch {
+        match self.recycled.try_recv() {
+            Ok(b @ Batch::Words(_)) if words => b,
+            Ok(b @ Batch::Records(_)) if !words => b,
+            _ if words => Batch::Words(Vec::with_capacity(2 * BLOCK_RECORDS as usize)),
+            _ => Batch::Records(Vec::with_capacity(BLOCK_RECORDS as usize)),
+        }
+    }
+
+    /// Hands the collected batch to the worker (if it holds any record).
     fn send_block(&mut self) -> std::io::Result<()> {
-        let Some(tx) = &self.to_worker else {
+        if self.pending.len() == 0 {
+            return Ok(());
+        }
+        if self.to_worker.is_none() {
             return Err(std::io::Error::other("native writer already finished"));
-        };
-        let next = self
-            .recycled
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BLOCK_RECORDS as usize));
+        }
+        let words = matches!(self.pending, Batch::Words(_));
+        let next = self.fresh(words);
         let full = std::mem::replace(&mut self.pending, next);
-        if tx.send(full).is_err() {
+        let sent = self
+            .to_worker
+            .as_ref()
+            .is_some_and(|tx| tx.send(full).is_ok());
+        if !sent {
             // The worker stopped: it failed; its error says why.
             return self
                 .join()
                 .and_then(|_| Err(std::io::Error::other("native writer thread stopped early")));
+        }
+        Ok(())
+    }
+
+    /// Writes records packed in words ([`packed`]), in order: the fast path of a recorder whose
+    /// stream already holds them in that form (the QEMU plugin stream). A word that is not a
+    /// packed record makes the worker fail with an `InvalidData` error (from a later call or
+    /// [`NativeWriter::finish`]).
+    pub fn write_words(&mut self, words: &[u64]) -> std::io::Result<()> {
+        if !matches!(self.pending, Batch::Words(_)) {
+            self.send_block()?;
+            self.pending = self.fresh(true);
+        }
+        if let Batch::Words(v) = &mut self.pending {
+            v.extend_from_slice(words);
+            self.total += words.len() as u64;
+            if v.len() >= BLOCK_RECORDS as usize {
+                self.send_block()?;
+            }
         }
         Ok(())
     }
@@ -473,9 +700,7 @@ impl<W: Write + Send + 'static> NativeWriter<W> {
 
     /// Writes the last block and the end marker, finishes the zstd stream and returns `out`.
     pub fn finish(mut self) -> std::io::Result<W> {
-        if !self.pending.is_empty() {
-            self.send_block()?;
-        }
+        self.send_block()?;
         self.join()
     }
 }
@@ -494,12 +719,17 @@ impl<W: Write + Send + 'static> Drop for NativeWriter<W> {
 impl<W: Write + Send + 'static> RecordSink for NativeWriter<W> {
     #[inline]
     fn write_record(&mut self, r: &Record) -> std::io::Result<()> {
-        self.pending.push(*r);
-        self.total += 1;
-        if self.pending.len() == BLOCK_RECORDS as usize {
-            self.send_block()?;
+        if let Batch::Records(v) = &mut self.pending {
+            v.push(*r);
+            self.total += 1;
+            if v.len() == BLOCK_RECORDS as usize {
+                self.send_block()?;
+            }
+            return Ok(());
         }
-        Ok(())
+        self.send_block()?;
+        self.pending = self.fresh(false);
+        self.write_record(r)
     }
 }
 
@@ -972,6 +1202,62 @@ mod tests {
             }
             proptest::prop_assert_eq!(&batched, &recs);
         }
+    }
+
+    /// A packed word: any kind, size field and address, valid or not.
+    fn arb_word() -> impl proptest::strategy::Strategy<Value = u64> {
+        use proptest::prelude::*;
+        let addr = prop_oneof![0x40_0000u64..0x40_1000, 0..=packed::ADDR_MASK];
+        (0u64..3, 0u64..32, addr).prop_map(|(k, f, a)| (k << 62) | (f << 56) | a)
+    }
+
+    proptest::proptest! {
+        /// Packed words written in slices (any split) make the file their records make one by
+        /// one, and read back as those records.
+        #[test]
+        fn packed_words_write_the_file_of_their_records(
+            words in proptest::collection::vec(arb_word(), 0..3000),
+            cut in 0usize..3000,
+        ) {
+            let recs: Vec<Record> = words.iter().map(|&w| packed::unpack(w).unwrap()).collect();
+            for (r, &word) in recs.iter().zip(&words) {
+                let field = match r.kind {
+                    RecordKind::Instr => r.size,
+                    _ => r.size.trailing_zeros(),
+                };
+                proptest::prop_assert_eq!(packed::pack(r.kind, r.addr.0, field), Some(word));
+            }
+            let mut w = NativeWriter::new(Vec::new()).unwrap();
+            let (a, b) = words.split_at(cut.min(words.len()));
+            w.write_words(a).unwrap();
+            w.write_words(b).unwrap();
+            proptest::prop_assert_eq!(w.records(), words.len() as u64);
+            let bytes = w.finish().unwrap();
+            proptest::prop_assert_eq!(&bytes, &encode(&recs));
+        }
+    }
+
+    /// Mixing one-by-one records and packed words keeps their order; a word that is not a
+    /// packed record is an error, not a panic.
+    #[test]
+    fn mixed_and_invalid_words() {
+        let r1 = Record::new(RecordKind::Modify, 0x1234, 4);
+        let w2 = packed::pack(RecordKind::Load, 0x2000, 3).unwrap();
+        let r3 = Record::new(RecordKind::Instr, 0x40_0000, 5);
+        let mut w = NativeWriter::new(Vec::new()).unwrap();
+        w.write_record(&r1).unwrap();
+        w.write_words(&[w2]).unwrap();
+        w.write_record(&r3).unwrap();
+        let bytes = w.finish().unwrap();
+        let want = [r1, packed::unpack(w2).unwrap(), r3];
+        assert_eq!(bytes, encode(&want));
+        assert_eq!(packed::pack(RecordKind::Modify, 0, 2), None);
+        assert_eq!(packed::pack(RecordKind::Load, 1 << 56, 2), None);
+        assert_eq!(packed::unpack(3 << 62), Err(3 << 62));
+        let mut w = NativeWriter::new(Vec::new()).unwrap();
+        w.write_words(&[w2, 3 << 62]).unwrap();
+        let e = w.finish().unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
     }
 
     /// A writer that fails once `room` bytes are written.

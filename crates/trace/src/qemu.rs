@@ -20,7 +20,7 @@
 
 use crate::error::{Location, TraceError};
 use crate::process::Children;
-use crate::rec::{Record, RecordKind};
+use crate::rec::Record;
 pub use crate::supervise::{KillHandle, Recording};
 use crate::{RecordSource, TraceFileWriter};
 use compromis_types::{Op, Pid};
@@ -64,7 +64,9 @@ const CHUNK_EXEC: u8 = 2;
 const CHUNK_EXIT: u8 = 3;
 const CHUNK_FORK: u8 = 4;
 const CHUNK_TBS: u8 = 5;
-const ADDR_MASK: u64 = (1 << 56) - 1;
+const ADDR_MASK: u64 = crate::native::packed::ADDR_MASK;
+/// The pipe buffer asked for (`F_SETPIPE_SZ`).
+const PIPE_BYTES: i32 = 1 << 20;
 /// A TB marker's bit 61: "reached instruction i" (i in bits 48-58), else the start marker.
 const MARK_REACH: u64 = 1 << 61;
 /// A TB marker's bits 0-47: the TB number.
@@ -274,6 +276,9 @@ impl QemuCommand {
         let program = find_program(&self.command[0])?;
         check_elf(&program)?;
         let (reader, writer) = std::io::pipe().map_err(QemuError::Pipe)?;
+        // A 1 MiB pipe (the default limit for unprivileged users): QEMU writes 16 chunks ahead
+        // before it waits for the reader. Best effort: the default 64 KiB works too.
+        let _ = crate::sys::grow_pipe(reader.as_raw_fd(), PIPE_BYTES);
         let out = format!("/proc/{}/fd/{}", std::process::id(), reader.as_raw_fd());
         let (stdout, stderr) = self
             .program_output
@@ -510,46 +515,49 @@ impl<R: Read> QemuReader<R> {
     }
 
     /// Fills `self.bytes` with exactly `n` bytes; `Ok(false)` on end of input before the first.
+    /// (The buffer is only zeroed where it grows: chunks are mostly of one size.)
     fn read_exact_or_eof(&mut self, n: usize, what: &'static str) -> Result<bool, TraceError> {
-        self.bytes.clear();
-        self.bytes.resize(n, 0);
-        let mut got = 0;
-        while got < n {
-            match self.input.read(&mut self.bytes[got..]) {
-                Ok(0) if got == 0 => return Ok(false),
-                Ok(0) => {
-                    return Err(TraceError::Truncated {
-                        path: self.name.clone(),
-                        at: Location::Byte(self.offset + got as u64),
-                        reason: what,
-                    });
-                }
-                Ok(k) => got += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(source) => {
-                    return Err(TraceError::Io {
-                        path: self.name.clone(),
-                        at: Location::Byte(self.offset + got as u64),
-                        source,
-                    });
-                }
-            }
+        if self.bytes.len() > n {
+            self.bytes.truncate(n);
+        } else {
+            self.bytes.resize(n, 0);
         }
-        self.offset += n as u64;
-        Ok(true)
+        let got = fill(
+            &mut self.input,
+            &mut self.bytes,
+            &self.name,
+            self.offset,
+            what,
+        )?;
+        self.offset += got as u64;
+        Ok(got > 0)
+    }
+
+    /// Reads a chunk header; `Ok(None)` on end of input before its first byte.
+    fn read_head(&mut self) -> Result<Option<[u8; 16]>, TraceError> {
+        let mut head = [0u8; 16];
+        let got = fill(
+            &mut self.input,
+            &mut head,
+            &self.name,
+            self.offset,
+            "in a chunk header",
+        )?;
+        self.offset += got as u64;
+        Ok((got > 0).then_some(head))
     }
 
     /// Reads chunks until one with records, or the end.
     fn next_chunk(&mut self) -> Result<Chunk, TraceError> {
         loop {
             let at = self.offset;
-            if !self.read_exact_or_eof(16, "in a chunk header")? {
+            let Some(head) = self.read_head()? else {
                 return self.at_end(at);
-            }
-            let w0 = u64::from_le_bytes(self.bytes[0..8].try_into().unwrap_or_default());
-            let w1 = u64::from_le_bytes(self.bytes[8..16].try_into().unwrap_or_default());
+            };
+            let w0 = u64::from_le_bytes(head[0..8].try_into().unwrap_or_default());
+            let w1 = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
             if (w0 & 0xffff_ffff) as u32 != MAGIC {
-                return Err(self.bad(at, "not a QEMU plugin chunk (bad magic)", &self.bytes));
+                return Err(self.bad(at, "not a QEMU plugin chunk (bad magic)", &head));
             }
             let count = (w0 >> 32) as u32;
             let id = StreamId {
@@ -563,14 +571,10 @@ impl<R: Read> QemuReader<R> {
                 _ => CONTROL_WORDS_MAX,
             };
             if count > max {
-                return Err(self.bad(at, "chunk longer than the protocol allows", &self.bytes));
+                return Err(self.bad(at, "chunk longer than the protocol allows", &head));
             }
             if self.status().main_pid.is_none() && kind != CHUNK_HELLO {
-                return Err(self.bad(
-                    at,
-                    "the stream does not start with a hello chunk",
-                    &self.bytes,
-                ));
+                return Err(self.bad(at, "the stream does not start with a hello chunk", &head));
             }
             let n = count as usize * 8;
             if n > 0 && !self.read_exact_or_eof(n, "in a chunk's payload")? {
@@ -740,7 +744,11 @@ impl<R: Read> QemuReader<R> {
                         bad = Some((w, "a TB marker of an instruction beyond its TB"));
                         break;
                     }
-                    if index >= c.next {
+                    if index == c.next {
+                        // The usual case (a marker before every instruction): one fetch.
+                        out.push(t.fetches[(c.start + index) as usize]);
+                        c.next = index + 1;
+                    } else if index > c.next {
                         out.extend_from_slice(
                             &t.fetches[(c.start + c.next) as usize..=(c.start + index) as usize],
                         );
@@ -808,15 +816,70 @@ impl<R: Read> QemuReader<R> {
 
     #[inline]
     fn decode(w: u64) -> Result<Record, u64> {
-        let field = ((w >> 56) & 0x3f) as u32;
-        let addr = w & ADDR_MASK;
-        match w >> 62 {
-            0 => Ok(Record::new(RecordKind::Instr, addr, field)),
-            1 if field < 32 => Ok(Record::new(RecordKind::Load, addr, 1 << field)),
-            2 if field < 32 => Ok(Record::new(RecordKind::Store, addr, 1 << field)),
-            _ => Err(w),
+        crate::native::packed::unpack(w)
+    }
+
+    /// The records of the next chunk (or what is left of the current one) as packed words
+    /// ([`crate::native::packed`]), `None` at the end: the same records as the iterator, in the
+    /// same order, without building a [`Record`] each; [`Self::cursor`] names their stream.
+    /// The expansion only ever produces valid packed words.
+    pub fn next_words(&mut self) -> Option<Result<&[u64], TraceError>> {
+        if self.pos >= self.words.len() {
+            if self.done {
+                return None;
+            }
+            match self.next_chunk() {
+                Ok(Chunk::Records) => {}
+                Ok(Chunk::End) => {
+                    self.done = true;
+                    self.words.clear();
+                    return None;
+                }
+                Err(e) => {
+                    self.done = true;
+                    self.words.clear();
+                    return Some(Err(e));
+                }
+            }
+        }
+        let start = self.pos;
+        self.pos = self.words.len();
+        Some(Ok(&self.words[start..]))
+    }
+}
+
+/// Fills `buf` from `input` (at byte `offset` of the stream named `name`); returns `buf.len()`,
+/// or 0 on end of input before the first byte; end of input after it is an error (`what`).
+fn fill<R: Read>(
+    input: &mut R,
+    buf: &mut [u8],
+    name: &str,
+    offset: u64,
+    what: &'static str,
+) -> Result<usize, TraceError> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) if got == 0 => return Ok(0),
+            Ok(0) => {
+                return Err(TraceError::Truncated {
+                    path: name.to_owned(),
+                    at: Location::Byte(offset + got as u64),
+                    reason: what,
+                });
+            }
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(source) => {
+                return Err(TraceError::Io {
+                    path: name.to_owned(),
+                    at: Location::Byte(offset + got as u64),
+                    source,
+                });
+            }
         }
     }
+    Ok(got)
 }
 
 impl<R: Read> Iterator for QemuReader<R> {
@@ -1005,31 +1068,65 @@ pub fn qemu_ops<R: Read + Send + 'static>(
     }
 }
 
-/// What [`qemu_records`] returns: the records (already teed into the saved trace), the reader's
-/// status and the save summary.
+/// What [`qemu_records`] returns: the recording to save, the reader's status and the save
+/// summary.
 pub struct QemuRecordStream {
-    /// The records, in chunk order, every process and thread.
-    pub records: Box<dyn RecordSource>,
+    /// The recording, saved as it is read by [`QemuSave::run`].
+    pub records: QemuSave,
     /// The stream status ([`QemuReader::status_handle`]).
     pub status: Arc<Mutex<QemuStatus>>,
-    /// The saved trace's summary once written ([`crate::TeeSource::summary_handle`]).
+    /// The saved trace's summary once written.
     pub saved: Arc<Mutex<Option<crate::WriteSummary>>>,
 }
 
-/// A [`QemuReader`] over `input` teed into `save`, as records: for a recording that is only
-/// saved, not simulated (`record --no-simulate`), which needs no simulator ops. Every record is
-/// saved, as with [`qemu_ops`] (whose `children` choice only selects what is simulated).
+/// A QEMU plugin stream being saved to a trace file, not simulated (`record --no-simulate`):
+/// whole chunks go from the reader's expansion to the writer as packed words
+/// ([`QemuReader::next_words`], [`TraceFileWriter::write_words`]), no [`Record`] is built.
+pub struct QemuSave {
+    reader: QemuReader<Box<dyn Read + Send>>,
+    out: TraceFileWriter,
+    summary: Arc<Mutex<Option<crate::WriteSummary>>>,
+}
+
+impl std::fmt::Debug for QemuSave {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QemuSave")
+            .field("reader", &self.reader)
+            .finish_non_exhaustive()
+    }
+}
+
+impl QemuSave {
+    /// Reads the whole stream into the file, then finishes it (atomically: nothing is left
+    /// behind on an error). Every process's and thread's records are saved, in chunk order.
+    pub fn run(mut self) -> Result<crate::WriteSummary, TraceError> {
+        while let Some(words) = self.reader.next_words() {
+            self.out.write_words(words?)?;
+        }
+        let s = self.out.finish()?;
+        *self.summary.lock().unwrap_or_else(PoisonError::into_inner) = Some(s);
+        Ok(s)
+    }
+}
+
+/// A [`QemuReader`] over `input` saved into `save`: for a recording that is only saved, not
+/// simulated (`record --no-simulate`), which needs no simulator ops. Every record is saved, as
+/// with [`qemu_ops`] (whose `children` choice only selects what is simulated).
 pub fn qemu_records<R: Read + Send + 'static>(
     input: R,
     name: &str,
     save: TraceFileWriter,
 ) -> QemuRecordStream {
+    let input: Box<dyn Read + Send> = Box::new(input);
     let reader = QemuReader::new(input, name);
     let status = reader.status_handle();
-    let tee = crate::TeeSource::new(reader, save);
-    let saved = tee.summary_handle();
+    let saved = Arc::default();
     QemuRecordStream {
-        records: Box::new(tee),
+        records: QemuSave {
+            reader,
+            out: save,
+            summary: Arc::clone(&saved),
+        },
         status,
         saved,
     }
@@ -1038,6 +1135,7 @@ pub fn qemu_records<R: Read + Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rec::RecordKind;
     use compromis_types::{AccessKind, Gva};
 
     /// Builds a stream the way the plugin writes it.
@@ -1140,6 +1238,79 @@ mod tests {
             return;
         };
         assert!(data.iter().all(|r| r.kind != RecordKind::Instr));
+    }
+
+    /// The raw plugin stream of `command` under QEMU; `None` (reason printed) without QEMU.
+    fn raw_stream(command: &[&str]) -> Option<Vec<u8>> {
+        if let Err(why) = qemu_available("qemu-x86_64".as_ref()) {
+            eprintln!("skipping: {why}");
+            return None;
+        }
+        let plugin = PluginFile::write().unwrap();
+        let cmd = QemuCommand::new(
+            plugin.path().to_owned(),
+            command.iter().map(OsString::from).collect(),
+        );
+        let (rec, mut pipe) = cmd.spawn().unwrap();
+        let mut bytes = Vec::new();
+        pipe.read_to_end(&mut bytes).unwrap();
+        assert!(rec.wait().unwrap().success());
+        Some(bytes)
+    }
+
+    /// Saving whole chunks as packed words (`record --no-simulate`) writes the very file that
+    /// saving the reader's records one by one writes, on a real program's stream.
+    #[test]
+    fn saving_packed_chunks_writes_the_file_records_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("nums.txt");
+        let nums: String = (0..300u64)
+            .map(|i| format!("{}\n", i.wrapping_mul(0x9E37_79B9) % 100_003))
+            .collect();
+        std::fs::write(&input, nums).unwrap();
+        let Some(bytes) = raw_stream(&["sort", "-n", input.to_str().unwrap(), "-o", "/dev/null"])
+        else {
+            return;
+        };
+        let (one, words) = (
+            dir.path().join("one.ctrace"),
+            dir.path().join("words.ctrace"),
+        );
+        let mut w = TraceFileWriter::create(&one, crate::MemTraceFormat::Native).unwrap();
+        let mut records = Vec::new();
+        for r in QemuReader::new(&bytes[..], "t") {
+            let r = r.unwrap();
+            w.write(&r).unwrap();
+            records.push(r);
+        }
+        w.finish().unwrap();
+        let save = TraceFileWriter::create(&words, crate::MemTraceFormat::Native).unwrap();
+        let stream = qemu_records(std::io::Cursor::new(bytes), "t", save);
+        let summary = stream.records.run().unwrap();
+        assert_eq!(summary.records, records.len() as u64);
+        assert_eq!(*stream.saved.lock().unwrap(), Some(summary));
+        assert!(records.len() > 100_000, "{}", records.len());
+        assert_eq!(std::fs::read(&one).unwrap(), std::fs::read(&words).unwrap());
+        let back: Vec<Record> = crate::NativeReader::new(std::fs::File::open(&words).unwrap(), "w")
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(back, records);
+    }
+
+    /// A stream that breaks off saves nothing (no file, no temporary file).
+    #[test]
+    fn a_truncated_stream_saves_nothing() {
+        let mut s = Stream::default();
+        s.hello(7)
+            .chunk(0, 7, 0, &[rec(1, 0x1000, 3), rec(2, 0x2000, 2)]);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("t.ctrace");
+        let save = TraceFileWriter::create(&out, crate::MemTraceFormat::Native).unwrap();
+        let stream = qemu_records(std::io::Cursor::new(s.0), "t", save);
+        assert!(stream.records.run().is_err());
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        assert_eq!(*stream.saved.lock().unwrap(), None);
     }
 
     #[test]

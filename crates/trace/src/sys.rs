@@ -94,6 +94,20 @@ pub(crate) fn inherit_fd(cmd: &mut Command, fd: RawFd) {
     }
 }
 
+/// Asks for a pipe buffer of `bytes` (`F_SETPIPE_SZ`), so that a fast writer runs ahead of
+/// its reader instead of waking it for every 64 KiB; returns the size granted. Best effort:
+/// the caller keeps the default size on an error (a size above `/proc/sys/fs/pipe-max-size`
+/// for an unprivileged user, or an old kernel).
+pub(crate) fn grow_pipe(fd: RawFd, bytes: i32) -> io::Result<i32> {
+    // SAFETY: fcntl with F_SETPIPE_SZ takes an int and touches no memory of ours.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETPIPE_SZ, bytes) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
 /// The executable of process `pid` (`/proc/PID/exe`), `None` once it has exited (or is a zombie).
 pub(crate) fn process_exe(pid: u32) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()

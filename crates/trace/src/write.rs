@@ -147,6 +147,32 @@ impl TraceFileWriter {
         })
     }
 
+    /// Writes records packed in words ([`crate::native::packed`]), in order: for a native
+    /// file they go to the encoder as they are; other formats get them one by one. A word that
+    /// is not a packed record is an error.
+    pub fn write_words(&mut self, words: &[u64]) -> Result<(), TraceError> {
+        let path = &self.path;
+        let werr = |source| TraceError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Sink::Native(w) = &mut self.sink {
+            self.records += words.len() as u64;
+            return w.write_words(words).map_err(werr);
+        }
+        for &word in words {
+            let r = crate::native::packed::unpack(word).map_err(|w| TraceError::Write {
+                path: self.path.display().to_string(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("not a packed record: {w:#018x}"),
+                ),
+            })?;
+            self.write(&r)?;
+        }
+        Ok(())
+    }
+
     /// Finishes the stream, syncs the file and renames it to its final name.
     pub fn finish(self) -> Result<WriteSummary, TraceError> {
         let werr = |source| TraceError::Write {
