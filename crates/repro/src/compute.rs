@@ -845,11 +845,9 @@ fn fragmentation(
         .collect::<Result<_, ReproError>>()?;
     // Rows in host page, fallback, fill order.
     let mut out = Vec::with_capacity(jobs.len() * fallbacks.len());
-    for (h, _) in FRAG_HOST_PAGES.iter().enumerate() {
+    for host_rows in per_job.chunks(FILLS.len()) {
         for f in 0..fallbacks.len() {
-            for (i, _) in FILLS.iter().enumerate() {
-                out.push(per_job[h * FILLS.len() + i][f].clone());
-            }
+            out.extend(host_rows.iter().map(|rows| rows[f].clone()));
         }
     }
     Ok(out)
