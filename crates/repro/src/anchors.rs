@@ -195,6 +195,9 @@ pub fn anchor_size(quick: bool, guest: PageSize) -> (ByteSize, u64) {
     }
 }
 
+/// Progress stage of the anchor runs.
+const STAGE: &str = "anchors";
+
 /// Simulates every anchor on the preset closest to the measured machine.
 pub fn run_anchors(
     quick: bool,
@@ -203,7 +206,7 @@ pub fn run_anchors(
 ) -> Result<Vec<AnchorRow>, ReproError> {
     let machine: Machine = ANCHOR_MACHINE.parse()?;
     let config = machine.config()?;
-    progress.stage("anchors", ANCHORS.len() as u64);
+    progress.stage(STAGE, ANCHORS.len() as u64);
     let rows = ANCHORS
         .par_iter()
         .map(|a| {
@@ -233,7 +236,7 @@ pub fn run_anchors(
                     config: format!("anchor {}", a.name),
                     source,
                 })?;
-            progress.step();
+            progress.step(STAGE);
             let breakdown = o
                 .scheme(SchemeKind::Ept)
                 .and_then(|s| WalkBreakdown::of(&s.result.measured, &config));
@@ -252,7 +255,7 @@ pub fn run_anchors(
             })
         })
         .collect();
-    progress.finish();
+    progress.finish(STAGE);
     rows
 }
 

@@ -106,68 +106,124 @@ fn config_of(opts: &Options) -> RunConfig {
     }
 }
 
-/// Runs every section.
+/// Runs `a` and `b` at the same time on the rayon pool, or one after the other.
+fn both<A: Send, B: Send>(
+    sequential: bool,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    if sequential {
+        let x = a();
+        (x, b())
+    } else {
+        rayon::join(a, b)
+    }
+}
+
+/// Runs `f` as progress stage `name` of `total` configurations.
+fn stage<T>(progress: &dyn Progress, name: &str, total: usize, f: impl FnOnce() -> T) -> T {
+    progress.stage(name, u64::try_from(total).unwrap_or(0));
+    let r = f();
+    progress.finish(name);
+    r
+}
+
+const STAGE_OVERHEADS: &str = "overheads";
+const STAGE_WALK_REFS: &str = "walk references";
+const STAGE_MULTIPROCESS: &str = "multi-process";
+const STAGE_PROVISIONING: &str = "provisioning";
+const STAGE_FRAGMENTATION: &str = "fragmentation";
+
+/// Runs every section. The sections are independent: they run at the same time on the rayon
+/// pool (one after another with [`Options::sequential`]), each collecting its configurations in
+/// a fixed order, so the results are the same either way.
 pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Results, ReproError> {
     let cfg = config_of(opts);
     let machine = opts.machine.config()?;
-
-    progress.stage(
-        "overheads",
-        u64::try_from(WorkloadKind::ALL.len() * GUEST_PAGES.len() * HOST_PAGES.len()).unwrap_or(0),
-    );
-    let overheads = overheads(&cfg, &machine, progress)?;
-    progress.finish();
-
-    progress.stage(
-        "walk references",
-        u64::try_from(GUEST_PAGES.len() * HOST_PAGES.len()).unwrap_or(0),
-    );
-    let walk_refs = walk_refs(&cfg, &machine, &overheads, progress)?;
-    progress.finish();
-
-    progress.stage(
-        "multi-process",
-        u64::try_from(MP_WORKLOADS.len() * 2).unwrap_or(0),
-    );
-    let multiprocess = multiprocess(&cfg, &machine, progress)?;
-    progress.finish();
-
+    let seq = opts.sequential;
     let (sources, traces_missing) = trace_sources(opts);
-    progress.stage(
-        "provisioning",
-        u64::try_from(sources.len() * PolicyKind::ALL.len()).unwrap_or(0),
-    );
-    let provisioning = provisioning(&cfg, &sources, progress)?;
-    progress.finish();
+    // Open every trace once up front so a bad one fails before any simulation starts.
+    for s in &sources {
+        drop(open_source(s, &s.fleet()?, &cfg)?);
+    }
+    let (cfg, machine, sources) = (&cfg, &machine, &sources);
 
-    progress.stage(
-        "placement under load",
-        crate::placement::jobs(sources.len()),
-    );
-    let utilisation = crate::placement::sweep(&cfg, &sources, progress)?;
-    progress.finish();
-
-    progress.stage(
-        "fragmentation",
-        u64::try_from(FRAG_HOST_PAGES.len() * FILLS.len() * 2).unwrap_or(0),
-    );
-    let fragmentation = fragmentation(&cfg, &machine, progress)?;
-    progress.finish();
-
-    let anchors = crate::anchors::run_anchors(opts.quick, opts.seed, progress)?;
+    let overheads = || {
+        stage(
+            progress,
+            STAGE_OVERHEADS,
+            WorkloadKind::ALL.len() * GUEST_PAGES.len() * HOST_PAGES.len(),
+            || overheads(cfg, machine, progress),
+        )
+    };
+    let fragmentation = || {
+        stage(
+            progress,
+            STAGE_FRAGMENTATION,
+            FRAG_HOST_PAGES.len() * FILLS.len() * 2,
+            || fragmentation(cfg, machine, progress),
+        )
+    };
+    let multiprocess = || {
+        stage(progress, STAGE_MULTIPROCESS, MP_WORKLOADS.len() * 2, || {
+            multiprocess(cfg, machine, progress)
+        })
+    };
+    let anchors = || crate::anchors::run_anchors(opts.quick, opts.seed, progress);
+    let walk_refs = || {
+        stage(
+            progress,
+            STAGE_WALK_REFS,
+            GUEST_PAGES.len() * HOST_PAGES.len(),
+            || walk_refs(cfg, machine, progress),
+        )
+    };
+    let provisioning = || {
+        stage(
+            progress,
+            STAGE_PROVISIONING,
+            sources.len() * PolicyKind::ALL.len(),
+            || provisioning(cfg, sources, progress),
+        )
+    };
+    let utilisation = || {
+        let jobs = crate::placement::jobs(sources.len());
+        stage(
+            progress,
+            crate::placement::STAGE,
+            usize::try_from(jobs).unwrap_or(0),
+            || crate::placement::sweep(cfg, sources, progress),
+        )
+    };
+    // The longest sections first: rayon starts the left side of a join at once and the right
+    // side when a worker is free.
+    let (overheads, (fragmentation, (multiprocess, (anchors, rest)))) =
+        both(seq, overheads, || {
+            both(seq, fragmentation, || {
+                both(seq, multiprocess, || {
+                    both(seq, anchors, || {
+                        both(seq, walk_refs, || both(seq, provisioning, utilisation))
+                    })
+                })
+            })
+        });
+    let (walk_refs, (provisioning, utilisation)) = rest;
+    let overheads = overheads?;
+    let mut walk_refs = walk_refs?;
+    caches_on(&mut walk_refs, &overheads);
 
     let mut r = Results {
-        config: cfg,
+        config: cfg.clone(),
         walk_refs,
         fair: crate::fair::fair_rows(&overheads),
         overheads,
-        multiprocess,
-        provisioning,
+        multiprocess: multiprocess?,
+        provisioning: provisioning?,
         traces_missing,
-        utilisation,
-        fragmentation,
+        utilisation: utilisation?,
+        fragmentation: fragmentation?,
         claims: Vec::new(),
-        anchors,
+        anchors: anchors?,
     };
     r.claims = claims(&r);
     Ok(r)
@@ -246,27 +302,96 @@ fn run_row(o: &Outcome, spec: &WorkloadSpec, guest: PageSize, host: PageSize) ->
     }
 }
 
+/// A section-2 run without its native figures when `native` is false, and the perfect-TLB
+/// cycles its overheads divide by.
 fn run_spec(
     cfg: &RunConfig,
     machine: &MachineConfig,
     spec: &WorkloadSpec,
     guest: PageSize,
     host: PageSize,
-) -> Result<RunRow, ReproError> {
+    native: bool,
+) -> Result<(RunRow, f64), ReproError> {
     let config = || {
         format!(
             "{} x{} guest {guest} host {host}",
             spec.kind, spec.processes
         )
     };
-    let o = request(cfg, machine.clone(), guest, host, workload_source(spec))
+    let mut req = request(cfg, machine.clone(), guest, host, workload_source(spec));
+    if !native {
+        req.schemes.retain(|&k| k != SchemeKind::Native);
+    }
+    let o = req
         .build()
         .and_then(|plan| compromis_sim::run(&plan, &|_| {}))
         .map_err(|source| ReproError::Experiment {
             config: config(),
             source,
         })?;
-    Ok(run_row(&o, spec, guest, host))
+    let ideal = o
+        .schemes
+        .first()
+        .map_or(o.ideal.cycles.total, |s| s.cycles.ideal);
+    Ok((run_row(&o, spec, guest, host), ideal))
+}
+
+/// Host page at which section 2 simulates native translation.
+const NATIVE_HOST: PageSize = PageSize::Size4K;
+
+/// Whether the run at `host` simulates native translation itself. Native translation never
+/// looks at the host (guest-physical addresses are its physical ones), so its run is the same at
+/// every host page size: it is simulated once, at [`NATIVE_HOST`], and [`share_native`] copies
+/// its figures into the other host pages' rows.
+fn simulates_native(host: PageSize) -> bool {
+    host == NATIVE_HOST
+}
+
+/// Puts the native figures of each configuration's [`NATIVE_HOST`] run first in its other rows,
+/// with the overhead against that row's own perfect-TLB cycles `ideal` (those depend on the host:
+/// the data caches see host-physical addresses), computed as the cycle model does.
+fn share_native(runs: Vec<(RunRow, f64)>) -> Vec<RunRow> {
+    let native_of = |r: &RunRow| {
+        runs.iter()
+            .map(|(n, _)| n)
+            .find(|n| {
+                n.host == NATIVE_HOST.name()
+                    && n.workload == r.workload
+                    && n.processes == r.processes
+                    && n.guest == r.guest
+            })
+            .and_then(|n| {
+                n.schemes
+                    .iter()
+                    .find(|f| f.scheme == SchemeKind::Native.name())
+            })
+            .cloned()
+    };
+    let copies: Vec<Option<SchemeFigures>> = runs
+        .iter()
+        .map(|(r, ideal)| {
+            if r.host == NATIVE_HOST.name() {
+                return None;
+            }
+            native_of(r).map(|mut f| {
+                f.overhead = if *ideal > 0.0 {
+                    f.cycles / ideal - 1.0
+                } else {
+                    0.0
+                };
+                f
+            })
+        })
+        .collect();
+    runs.into_iter()
+        .zip(copies)
+        .map(|((mut r, _), native)| {
+            if let Some(f) = native {
+                r.schemes.insert(0, f);
+            }
+            r
+        })
+        .collect()
 }
 
 fn spec(cfg: &RunConfig, kind: WorkloadKind, processes: u16) -> WorkloadSpec {
@@ -293,13 +418,22 @@ fn overheads(
             }
         }
     }
-    jobs.par_iter()
+    let runs = jobs
+        .par_iter()
         .map(|&(kind, guest, host)| {
-            let r = run_spec(cfg, machine, &spec(cfg, kind, 1), guest, host);
-            progress.step();
+            let r = run_spec(
+                cfg,
+                machine,
+                &spec(cfg, kind, 1),
+                guest,
+                host,
+                simulates_native(host),
+            );
+            progress.step(STAGE_OVERHEADS);
             r
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(share_native(runs))
 }
 
 fn multiprocess(
@@ -313,7 +447,8 @@ fn multiprocess(
             jobs.push((kind, host));
         }
     }
-    jobs.par_iter()
+    let runs = jobs
+        .par_iter()
         .map(|&(kind, host)| {
             let r = run_spec(
                 cfg,
@@ -321,11 +456,13 @@ fn multiprocess(
                 &spec(cfg, kind, cfg.mp_processes),
                 PageSize::Size4K,
                 host,
+                simulates_native(host),
             );
-            progress.step();
+            progress.step(STAGE_MULTIPROCESS);
             r
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(share_native(runs))
 }
 
 /// `machine` with every TLB-like structure off (section 1's closed-form check), as
@@ -361,10 +498,10 @@ pub(crate) fn closed_form(scheme: SchemeKind, guest: PageSize, host: PageSize) -
     }
 }
 
+/// Section 1's caches-off runs; `caches_on` is filled afterwards from section 2 ([`caches_on`]).
 fn walk_refs(
     cfg: &RunConfig,
     machine: &MachineConfig,
-    overheads: &[RunRow],
     progress: &dyn Progress,
 ) -> Result<Vec<WalkRefRow>, ReproError> {
     let mut jobs = Vec::new();
@@ -412,12 +549,7 @@ fn walk_refs(
                     config: config(),
                     source,
                 })?;
-                progress.step();
-                let on = overheads.iter().find(|r| {
-                    r.workload == WorkloadKind::Gups.name()
-                        && r.guest == guest.name()
-                        && r.host == host.name()
-                });
+                progress.step(STAGE_WALK_REFS);
                 Ok(o.schemes
                     .iter()
                     .map(|s| {
@@ -436,10 +568,7 @@ fn walk_refs(
                             refs_off: refs,
                             caches_off: s.derived.refs_per_walk,
                             agrees: st.walks > 0 && refs == closed * st.walks,
-                            caches_on: on
-                                .and_then(|r| r.schemes.iter().find(|f| f.scheme == kind.name()))
-                                .filter(|f| f.walks > 0)
-                                .map(|f| f.refs_per_walk),
+                            caches_on: None,
                         }
                     })
                     .collect())
@@ -455,6 +584,23 @@ fn walk_refs(
     };
     rows.sort_by_key(|r| rank(&r.scheme));
     Ok(rows)
+}
+
+/// Fills section 1's `caches_on`: the mean references per walk of section 2's gups run at the
+/// same page sizes (`None` when that run made no walk in its measured phase).
+fn caches_on(rows: &mut [WalkRefRow], overheads: &[RunRow]) {
+    for row in rows {
+        row.caches_on = overheads
+            .iter()
+            .find(|r| {
+                r.workload == WorkloadKind::Gups.name()
+                    && r.guest == row.guest
+                    && r.host == row.host
+            })
+            .and_then(|r| r.schemes.iter().find(|f| f.scheme == row.scheme))
+            .filter(|f| f.walks > 0)
+            .map(|f| f.refs_per_walk);
+    }
 }
 
 /// A trace of section 3: name, fleet, and how to open it.
@@ -575,8 +721,6 @@ fn provisioning(
                 fleet: s.fleet.clone(),
                 message: e.to_string(),
             })?;
-        // Open once up front so a bad path fails before any thread starts.
-        drop(open_source(s, &f, cfg)?);
         fleets.push(f);
     }
     let mut jobs = Vec::new();
@@ -599,7 +743,7 @@ fn provisioning(
                     policy: policy.name().to_owned(),
                     source,
                 })?;
-            progress.step();
+            progress.step(STAGE_PROVISIONING);
             Ok(ProvisioningRow {
                 trace: s.name.clone(),
                 fleet: s.fleet.clone(),
@@ -623,59 +767,90 @@ fn fragmentation(
     let spec = spec(cfg, WorkloadKind::Gups, 1);
     let ram = compromis_sim::default_ram(compromis_workload::mapped_bytes(&spec));
     let host = ByteSize(ram.bytes() * FRAG_HOST_FACTOR);
+    let fallbacks = [HostFallback::Segments(FRAG_SEGMENTS), HostFallback::Ept];
+    let plan = |host_page, fill, fallback| ExperimentRequest {
+        schemes: vec![SchemeKind::Ept, SchemeKind::Compromis],
+        host: HostRequest::Aged {
+            memory: Some(host),
+            fill,
+            fallback,
+        },
+        ..request(
+            cfg,
+            machine.clone(),
+            PageSize::Size4K,
+            host_page,
+            workload_source(&spec),
+        )
+    };
+    let row = |host_page: PageSize, fill: f64, fallback: HostFallback| {
+        let fb = fallback.to_string();
+        let outcome = match plan(host_page, fill, fallback)
+            .build()
+            .and_then(|plan| compromis_sim::run(&plan, &|_| {}))
+        {
+            Ok(o) => Ok(frag_outcome(&o)),
+            // The aged host refusing the VM is a result of this section, not an error.
+            Err(source) => match compromis_sim::is_refused(&source) {
+                Some(why) => Err(format!("the aged host cannot provision the VM: {why}")),
+                None => {
+                    return Err(ReproError::Experiment {
+                        config: format!("gups on a host aged to {fill} ({fb}, host {host_page})"),
+                        source,
+                    });
+                }
+            },
+        };
+        progress.step(STAGE_FRAGMENTATION);
+        Ok(FragRow {
+            host_page: host_page.name().to_owned(),
+            fill,
+            fallback: fb,
+            outcome,
+        })
+    };
     let mut jobs = Vec::new();
     for host_page in FRAG_HOST_PAGES {
-        for fallback in [HostFallback::Segments(FRAG_SEGMENTS), HostFallback::Ept] {
-            for fill in FILLS {
-                jobs.push((host_page, fill, fallback));
-            }
+        for fill in FILLS {
+            jobs.push((host_page, fill));
         }
     }
-    jobs.par_iter()
-        .map(|&(host_page, fill, fallback)| {
-            let fb = fallback.to_string();
-            let plan = ExperimentRequest {
-                schemes: vec![SchemeKind::Ept, SchemeKind::Compromis],
-                host: HostRequest::Aged {
-                    memory: Some(host),
-                    fill,
-                    fallback,
-                },
-                ..request(
-                    cfg,
-                    machine.clone(),
-                    PageSize::Size4K,
-                    host_page,
-                    workload_source(&spec),
-                )
-            };
-            let outcome = match plan
+    // Per (host page, fill): the row of each fallback. When the aged host gives the VM one
+    // extent without a fallback, the fallback is never consulted and both runs are the same
+    // simulation: it runs once (a cheap provisioning with `refuse` tells).
+    let per_job: Vec<Vec<FragRow>> = jobs
+        .par_iter()
+        .map(|&(host_page, fill)| {
+            let unneeded = plan(host_page, fill, HostFallback::Refuse)
                 .build()
-                .and_then(|plan| compromis_sim::run(&plan, &|_| {}))
-            {
-                Ok(o) => Ok(frag_outcome(&o)),
-                // The aged host refusing the VM is a result of this section, not an error.
-                Err(source) => match compromis_sim::is_refused(&source) {
-                    Some(why) => Err(format!("the aged host cannot provision the VM: {why}")),
-                    None => {
-                        return Err(ReproError::Experiment {
-                            config: format!(
-                                "gups on a host aged to {fill} ({fb}, host {host_page})"
-                            ),
-                            source,
-                        });
-                    }
-                },
-            };
-            progress.step();
-            Ok(FragRow {
-                host_page: host_page.name().to_owned(),
-                fill,
-                fallback: fb,
-                outcome,
-            })
+                .is_ok_and(|p| compromis_sim::build_vm(&p.experiment.vm).is_ok());
+            if unneeded {
+                let first = row(host_page, fill, fallbacks[0])?;
+                let mut rows = vec![first.clone()];
+                for &fallback in &fallbacks[1..] {
+                    progress.step(STAGE_FRAGMENTATION);
+                    rows.push(FragRow {
+                        fallback: fallback.to_string(),
+                        ..first.clone()
+                    });
+                }
+                Ok(rows)
+            } else {
+                fallbacks
+                    .par_iter()
+                    .map(|&fallback| row(host_page, fill, fallback))
+                    .collect()
+            }
         })
-        .collect()
+        .collect::<Result<_, ReproError>>()?;
+    // Rows in host page, fallback, fill order.
+    let mut out = Vec::with_capacity(jobs.len() * fallbacks.len());
+    for host_rows in per_job.chunks(FILLS.len()) {
+        for f in 0..fallbacks.len() {
+            out.extend(host_rows.iter().map(|rows| rows[f].clone()));
+        }
+    }
+    Ok(out)
 }
 
 fn frag_outcome(o: &Outcome) -> FragOutcome {
@@ -924,6 +1099,49 @@ mod tests {
         assert_eq!(closed_form(SchemeKind::Native, Size2M, Size1G).2, 3);
         assert_eq!(closed_form(SchemeKind::Shadow, Size2M, Size4K).2, 4);
         assert_eq!(closed_form(SchemeKind::Shadow, Size2M, Size1G).2, 3);
+    }
+
+    fn row(host: &str, ideal: f64, schemes: &[(&str, f64)]) -> (RunRow, f64) {
+        let schemes: Vec<SchemeFigures> = schemes
+            .iter()
+            .map(|&(s, c)| SchemeFigures {
+                overhead: c / ideal - 1.0,
+                ..SchemeFigures::for_tests(s, c)
+            })
+            .collect();
+        let row = RunRow {
+            workload: "gups".into(),
+            processes: 1,
+            guest: "4k".into(),
+            host: host.into(),
+            ideal_cycles: ideal,
+            schemes,
+            speedup_vs_ept: 1.0,
+            speedup_vs_shadow: 1.0,
+        };
+        (row, ideal)
+    }
+
+    #[test]
+    fn native_is_copied_with_the_overhead_of_each_row() {
+        let runs = vec![
+            row("4k", 100.0, &[("native", 150.0), ("ept", 300.0)]),
+            row("2m", 120.0, &[("ept", 200.0)]),
+            row("1g", 0.0, &[("ept", 180.0)]),
+        ];
+        let rows = share_native(runs);
+        let native: Vec<&SchemeFigures> = rows.iter().map(|r| &r.schemes[0]).collect();
+        assert!(
+            native
+                .iter()
+                .all(|f| f.scheme == "native" && f.cycles == 150.0)
+        );
+        assert_eq!(native[0].overhead, 0.5);
+        assert_eq!(native[1].overhead, 150.0 / 120.0 - 1.0);
+        assert_eq!(native[2].overhead, 0.0);
+        assert!(rows.iter().all(|r| r.schemes[1].scheme == "ept"));
+        // The 4k row is left as it was.
+        assert_eq!(rows[0].schemes.len(), 2);
     }
 
     #[test]

@@ -13,8 +13,9 @@
 //! 5. the paper's claims beside ours.
 //!
 //! The run is deterministic: the same [`Options`] give byte-identical files (no timestamps, no
-//! durations, everything in a fixed order). Independent configurations run in parallel (rayon);
-//! a [`Progress`] observer hears about each stage and each finished configuration.
+//! durations, everything in a fixed order). The sections run at the same time and independent
+//! configurations inside each run in parallel, all on one rayon pool; results are collected in a
+//! fixed order. A [`Progress`] observer hears about each stage and each finished configuration.
 
 mod anchors;
 mod compute;
@@ -59,6 +60,9 @@ pub struct Options {
     pub extra_trace: Option<(PathBuf, TraceFormat)>,
     /// The machine preset every simulation of the report runs on.
     pub machine: Machine,
+    /// Run the sections one after another instead of at the same time (to time each alone);
+    /// the results are the same either way.
+    pub sequential: bool,
 }
 
 impl Default for Options {
@@ -69,18 +73,21 @@ impl Default for Options {
             data_dir: None,
             extra_trace: None,
             machine: Machine::default_machine(),
+            sequential: false,
         }
     }
 }
 
-/// Observer of the run's progress: one stage at a time, `total` configurations each.
+/// Observer of the run's progress: stages of `total` configurations each. Stages may run at the
+/// same time ([`Options::sequential`] off), so every call names its stage; the calls come from
+/// any thread.
 pub trait Progress: Sync {
     /// A stage starts.
     fn stage(&self, name: &str, total: u64);
-    /// One configuration of the current stage finished.
-    fn step(&self);
-    /// The current stage finished.
-    fn finish(&self);
+    /// One configuration of stage `stage` finished.
+    fn step(&self, stage: &str);
+    /// Stage `stage` finished.
+    fn finish(&self, stage: &str);
 }
 
 /// A [`Progress`] that ignores everything.
@@ -89,8 +96,8 @@ pub struct NoProgress;
 
 impl Progress for NoProgress {
     fn stage(&self, _name: &str, _total: u64) {}
-    fn step(&self) {}
-    fn finish(&self) {}
+    fn step(&self, _stage: &str) {}
+    fn finish(&self, _stage: &str) {}
 }
 
 /// Errors of the reproduction run.

@@ -74,6 +74,9 @@ pub fn trace_kind(name: &str) -> &'static str {
     }
 }
 
+/// Progress stage of the sweep.
+pub(crate) const STAGE: &str = "placement under load";
+
 /// Runs the sweep on every source (each on its own host kind); rows in source, policy, target
 /// order.
 pub(crate) fn sweep(
@@ -141,7 +144,7 @@ pub(crate) fn sweep(
                         source,
                     }
                 })?;
-            progress.step();
+            progress.step(STAGE);
             Ok(UtilisationRow {
                 trace: s.name.clone(),
                 kind: trace_kind(&s.name).to_owned(),

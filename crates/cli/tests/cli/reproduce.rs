@@ -164,16 +164,36 @@ fn quick_report_is_consistent_with_its_raw_results() {
     }
     assert!(readme.contains("## 5. The paper beside us"));
 
-    // Deterministic: the same seed gives byte-identical files.
+    // Deterministic: the same seed gives byte-identical files, with the sections run at the
+    // same time (above) or one after another; --timings writes only to stderr.
     let again = tmp.path().join("again");
-    Command::cargo_bin("compromis")
+    let timed = Command::cargo_bin("compromis")
         .unwrap()
-        .args(["reproduce", "--quick", "--seed", "7", "--data"])
+        .args([
+            "reproduce",
+            "--quick",
+            "--seed",
+            "7",
+            "--sequential",
+            "--timings",
+            "--data",
+        ])
         .arg(tmp.path().join("no-data-here"))
         .arg("--out")
         .arg(&again)
         .assert()
         .success();
+    let stderr = String::from_utf8_lossy(&timed.get_output().stderr).into_owned();
+    for stage in [
+        "overheads",
+        "fragmentation",
+        "provisioning",
+        "anchors",
+        "sections",
+    ] {
+        assert!(stderr.contains(&format!("timing: {stage}")), "{stderr}");
+    }
+    assert!(!String::from_utf8_lossy(&timed.get_output().stdout).contains("timing:"));
     for f in compromis_repro::CSV_FILES
         .iter()
         .chain(&compromis_repro::SVG_FILES)
