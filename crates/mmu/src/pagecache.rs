@@ -12,7 +12,7 @@
 //! cached page) and unmaps (which remove translations: [`PageCache::invalidate`] drops every
 //! entry). The backing is immutable during a run.
 
-use compromis_types::Pid;
+use compromis_types::{Gva, Hpa, Pid};
 
 /// log2 of the number of entries (2^16 entries of 16 bytes: 1 MiB).
 const BITS: u32 = 16;
@@ -60,20 +60,20 @@ impl PageCache {
 
     /// The host address of `va` in process `pid`, if its page is held.
     #[inline]
-    pub fn get(&self, va: u64, pid: Pid) -> Option<u64> {
-        let (i, tag) = PageCache::slot(va >> 12, pid);
+    pub fn get(&self, va: Gva, pid: Pid) -> Option<Hpa> {
+        let (i, tag) = PageCache::slot(va.0 >> 12, pid);
         let e = self.entries[i];
         (e.tag == tag && e.frame & GEN_MASK == self.generation)
-            .then_some((e.frame & !GEN_MASK) | (va & 0xfff))
+            .then_some(Hpa((e.frame & !GEN_MASK) | (va.0 & 0xfff)))
     }
 
     /// Remembers that `va` of process `pid` translates to `hpa`.
     #[inline]
-    pub fn put(&mut self, va: u64, pid: Pid, hpa: u64) {
-        let (i, tag) = PageCache::slot(va >> 12, pid);
+    pub fn put(&mut self, va: Gva, pid: Pid, hpa: Hpa) {
+        let (i, tag) = PageCache::slot(va.0 >> 12, pid);
         self.entries[i] = Entry {
             tag,
-            frame: (hpa & !GEN_MASK) | self.generation,
+            frame: (hpa.0 & !GEN_MASK) | self.generation,
         };
     }
 
@@ -125,11 +125,11 @@ mod tests {
             for s in steps {
                 match s {
                     Step::Put { page, pid, frame } => {
-                        c.put(page << 12, pid, frame << 12);
+                        c.put(Gva(page << 12), pid, Hpa(frame << 12));
                         oracle.insert((page, pid), frame << 12);
                     }
                     Step::Get { page, pid, off } => {
-                        if let Some(h) = c.get((page << 12) | off, pid) {
+                        if let Some(Hpa(h)) = c.get(Gva((page << 12) | off), pid) {
                             prop_assert_eq!(Some(&(h & !0xfff)), oracle.get(&(page, pid)));
                             prop_assert_eq!(h & 0xfff, off);
                         }
@@ -147,11 +147,14 @@ mod tests {
     fn a_put_is_found_until_invalidated_even_across_generation_wraps() {
         let mut c = PageCache::new();
         for round in 0..3 * GEN_MASK {
-            c.put(0x1234_5000, 7, 0xabc_d000 + (round << 12));
-            assert_eq!(c.get(0x1234_5678, 7), Some(0xabc_d678 + (round << 12)));
-            assert_eq!(c.get(0x1234_5678, 8), None, "another process");
+            c.put(Gva(0x1234_5000), 7, Hpa(0xabc_d000 + (round << 12)));
+            assert_eq!(
+                c.get(Gva(0x1234_5678), 7),
+                Some(Hpa(0xabc_d678 + (round << 12)))
+            );
+            assert_eq!(c.get(Gva(0x1234_5678), 8), None, "another process");
             c.invalidate();
-            assert_eq!(c.get(0x1234_5678, 7), None);
+            assert_eq!(c.get(Gva(0x1234_5678), 7), None);
         }
     }
 }

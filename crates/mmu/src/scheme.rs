@@ -165,11 +165,11 @@ impl<W: Walker> Scheme for Mmu<W> {
     fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
         if let Some(pages) = &mut self.pages {
             let pid = ctx.guest.current_pid();
-            if let Some(h) = pages.get(gva.raw(), pid) {
-                return Some(Hpa(h));
+            if let Some(h) = pages.get(gva, pid) {
+                return Some(h);
             }
             let h = self.walker.probe(ctx, gva)?;
-            pages.put(gva.raw(), pid, h.raw());
+            pages.put(gva, pid, h);
             return Some(h);
         }
         let asid = ctx.guest.current_pid();

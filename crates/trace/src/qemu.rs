@@ -819,28 +819,36 @@ impl<R: Read> QemuReader<R> {
         crate::native::packed::unpack(w)
     }
 
+    /// Expands the next records chunk into `words`: `None` at the end of the stream (or after
+    /// an error), `Some(Err)` on an error (the stream then ends).
+    fn advance(&mut self) -> Option<Result<(), TraceError>> {
+        if self.done {
+            return None;
+        }
+        match self.next_chunk() {
+            Ok(Chunk::Records) => Some(Ok(())),
+            Ok(Chunk::End) => {
+                self.done = true;
+                self.words.clear();
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                self.words.clear();
+                Some(Err(e))
+            }
+        }
+    }
+
     /// The records of the next chunk (or what is left of the current one) as packed words
     /// ([`crate::native::packed`]), `None` at the end: the same records as the iterator, in the
     /// same order, without building a [`Record`] each; [`Self::cursor`] names their stream.
     /// The expansion only ever produces valid packed words.
     pub fn next_words(&mut self) -> Option<Result<&[u64], TraceError>> {
-        if self.pos >= self.words.len() {
-            if self.done {
-                return None;
-            }
-            match self.next_chunk() {
-                Ok(Chunk::Records) => {}
-                Ok(Chunk::End) => {
-                    self.done = true;
-                    self.words.clear();
-                    return None;
-                }
-                Err(e) => {
-                    self.done = true;
-                    self.words.clear();
-                    return Some(Err(e));
-                }
-            }
+        if self.pos >= self.words.len()
+            && let Err(e) = self.advance()?
+        {
+            return Some(Err(e));
         }
         let start = self.pos;
         self.pos = self.words.len();
@@ -895,21 +903,8 @@ impl<R: Read> Iterator for QemuReader<R> {
                     self.bad(self.offset, "bad record kind or size", &w.to_le_bytes())
                 }));
             }
-            if self.done {
-                return None;
-            }
-            match self.next_chunk() {
-                Ok(Chunk::Records) => {}
-                Ok(Chunk::End) => {
-                    self.done = true;
-                    self.words.clear();
-                    return None;
-                }
-                Err(e) => {
-                    self.done = true;
-                    self.words.clear();
-                    return Some(Err(e));
-                }
+            if let Err(e) = self.advance()? {
+                return Some(Err(e));
             }
         }
     }
