@@ -205,6 +205,9 @@ impl MaxTree {
 pub struct IndexNeeds {
     /// Hosts ordered by free bytes ([`ClusterIndex::by_free_from`]).
     pub by_free: bool,
+    /// Hosts ordered by free bytes within each count of free cores
+    /// ([`ClusterIndex::best_by_free`], [`ClusterIndex::worst_by_free`]).
+    pub by_free_cores: bool,
     /// Hosts ordered by largest extent ([`ClusterIndex::by_largest_from`]).
     pub by_largest: bool,
     /// Every free extent of the cluster ([`ClusterIndex::extents_from`]).
@@ -215,12 +218,14 @@ impl IndexNeeds {
     /// Every index.
     pub const ALL: IndexNeeds = IndexNeeds {
         by_free: true,
+        by_free_cores: true,
         by_largest: true,
         extents: true,
     };
     /// Only the max-trees (first-fit searches).
     pub const TREES: IndexNeeds = IndexNeeds {
         by_free: false,
+        by_free_cores: false,
         by_largest: false,
         extents: false,
     };
@@ -228,6 +233,7 @@ impl IndexNeeds {
     pub fn union(self, o: IndexNeeds) -> IndexNeeds {
         IndexNeeds {
             by_free: self.by_free || o.by_free,
+            by_free_cores: self.by_free_cores || o.by_free_cores,
             by_largest: self.by_largest || o.by_largest,
             extents: self.extents || o.extents,
         }
@@ -242,6 +248,8 @@ pub struct ClusterIndex {
     tree_free: MaxTree,
     tree_largest: MaxTree,
     by_free: BTreeSet<(u64, HostId)>,
+    /// `by_free_cores[c]`: the hosts with `c` free cores, as `(free, host)`.
+    by_free_cores: Vec<BTreeSet<(u64, HostId)>>,
     by_largest: BTreeSet<(u64, HostId)>,
     extents: BTreeMap<(u64, HostId), u32>,
     sum_free: u64,
@@ -270,6 +278,7 @@ impl ClusterIndex {
             tree_free: MaxTree::new(n),
             tree_largest: MaxTree::new(n),
             by_free: BTreeSet::new(),
+            by_free_cores: Vec::new(),
             by_largest: BTreeSet::new(),
             extents: BTreeMap::new(),
             sum_free: 0,
@@ -283,6 +292,9 @@ impl ClusterIndex {
             ix.tree_largest.set(i, h.largest, h.free_cores);
             if needs.by_free {
                 ix.by_free.insert((h.free, id));
+            }
+            if needs.by_free_cores {
+                ix.cores_bucket(h.free_cores).insert((h.free, id));
             }
             if needs.by_largest {
                 ix.by_largest.insert((h.largest, id));
@@ -332,6 +344,46 @@ impl ClusterIndex {
     pub fn by_free_from(&self, mem: u64) -> impl DoubleEndedIterator<Item = (u64, HostId)> + '_ {
         debug_assert!(self.needs.by_free, "by_free is not kept by this index");
         self.by_free.range((mem, 0)..).copied()
+    }
+
+    /// The host with the least free memory that still has `mem` bytes and `vcpus` free cores
+    /// (ties: lowest id): the first of [`ClusterIndex::by_free_from`] with enough cores, found
+    /// with one ordered lookup per count of free cores instead of a scan.
+    pub fn best_by_free(&self, mem: u64, vcpus: u32) -> Option<HostId> {
+        debug_assert!(
+            self.needs.by_free_cores,
+            "by_free_cores is not kept by this index"
+        );
+        self.by_free_cores
+            .iter()
+            .skip(vcpus as usize)
+            .filter_map(|b| b.range((mem, 0)..).next())
+            .min()
+            .map(|&(_, h)| h)
+    }
+
+    /// The host with the most free memory (ties: highest id) if it has `mem` bytes, among those
+    /// with `vcpus` free cores: the last of [`ClusterIndex::by_free_from`] with enough cores.
+    pub fn worst_by_free(&self, mem: u64, vcpus: u32) -> Option<HostId> {
+        debug_assert!(
+            self.needs.by_free_cores,
+            "by_free_cores is not kept by this index"
+        );
+        self.by_free_cores
+            .iter()
+            .skip(vcpus as usize)
+            .filter_map(|b| b.last().filter(|&&(free, _)| free >= mem))
+            .max()
+            .map(|&(_, h)| h)
+    }
+
+    /// The `(free, host)` set of hosts with `cores` free cores, created on first use.
+    fn cores_bucket(&mut self, cores: u32) -> &mut BTreeSet<(u64, HostId)> {
+        let c = cores as usize;
+        if self.by_free_cores.len() <= c {
+            self.by_free_cores.resize_with(c + 1, BTreeSet::new);
+        }
+        &mut self.by_free_cores[c]
     }
 
     /// Hosts ordered by largest free extent (ascending), from the first with `largest >= mem`.
@@ -427,6 +479,10 @@ impl ClusterIndex {
                 self.by_largest.insert((largest, h));
             }
             self.sum_largest = self.sum_largest - old_largest + largest;
+        }
+        if self.needs.by_free_cores && (free != old_free || cores != old_cores) {
+            self.cores_bucket(old_cores).remove(&(old_free, h));
+            self.cores_bucket(cores).insert((free, h));
         }
         match (old_vms > 0, vms > 0) {
             (false, true) => self.in_use += 1,
@@ -572,6 +628,50 @@ mod tests {
                 for (from, v, c) in queries {
                     let want = (from..n).find(|&i| leaves[i].0 >= v && leaves[i].1 >= c);
                     prop_assert_eq!(t.first(from, v, c).filter(|&i| i < n), want, "from {} v {} c {}", from, v, c);
+                }
+            }
+        }
+    }
+
+    /// Best- and worst-fit lookups by free cores against a scan of `by_free_from`.
+    mod free_cores_oracle {
+        use super::super::{ClusterIndex, HostId};
+        use super::ext;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn best_and_worst_match_a_scan(
+                hosts in proptest::collection::vec((1u64..8, 0u32..6), 1..12),
+                ops in proptest::collection::vec((0usize..12, 0u64..8, 0u32..6, any::<bool>()), 0..60),
+                queries in proptest::collection::vec((0u64..10, 0u32..8), 1..30),
+            ) {
+                let mut ix = ClusterIndex::new(hosts.iter().map(|&(m, c)| (m * 16, c)));
+                // One live VM per host at most: (start, len, vcpus).
+                let mut live: Vec<Option<(u64, u64, u32)>> = vec![None; hosts.len()];
+                for (h, len, vcpus, create) in ops {
+                    let h = h % hosts.len();
+                    let id = HostId::try_from(h).unwrap();
+                    match live[h] {
+                        Some((st, l, c)) if !create => {
+                            ix.on_destroy(id, &[ext(st, l)], c);
+                            live[h] = None;
+                        }
+                        None if create && len > 0 && len * 16 <= ix.host(id).free
+                            && vcpus <= ix.host(id).free_cores => {
+                            ix.on_create(id, &[ext(0, len * 16)], vcpus);
+                            live[h] = Some((0, len * 16, vcpus));
+                        }
+                        _ => {}
+                    }
+                }
+                for (mem, vcpus) in queries {
+                    let mem = mem * 16;
+                    let ok = |h: HostId| ix.host(h).free_cores >= vcpus;
+                    let best = ix.by_free_from(mem).map(|(_, h)| h).find(|&h| ok(h));
+                    let worst = ix.by_free_from(mem).rev().map(|(_, h)| h).find(|&h| ok(h));
+                    prop_assert_eq!(ix.best_by_free(mem, vcpus), best, "best mem {} vcpus {}", mem, vcpus);
+                    prop_assert_eq!(ix.worst_by_free(mem, vcpus), worst, "worst mem {} vcpus {}", mem, vcpus);
                 }
             }
         }

@@ -17,13 +17,11 @@ impl PlacementPolicy for BestFit {
     }
     fn needs(&self) -> IndexNeeds {
         IndexNeeds {
-            by_free: true,
+            by_free_cores: true,
             ..IndexNeeds::TREES
         }
     }
     fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
-        ix.by_free_from(mem)
-            .map(|(_, h)| h)
-            .find(|&h| ix.host(h).free_cores >= vcpus)
+        ix.best_by_free(mem, vcpus)
     }
 }

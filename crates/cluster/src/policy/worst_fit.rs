@@ -17,14 +17,11 @@ impl PlacementPolicy for WorstFit {
     }
     fn needs(&self) -> IndexNeeds {
         IndexNeeds {
-            by_free: true,
+            by_free_cores: true,
             ..IndexNeeds::TREES
         }
     }
     fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
-        ix.by_free_from(mem)
-            .rev()
-            .map(|(_, h)| h)
-            .find(|&h| ix.host(h).free_cores >= vcpus)
+        ix.worst_by_free(mem, vcpus)
     }
 }
