@@ -350,13 +350,7 @@ impl ClusterIndex {
     /// (ties: lowest id): the first of [`ClusterIndex::by_free_from`] with enough cores, found
     /// with one ordered lookup per count of free cores instead of a scan.
     pub fn best_by_free(&self, mem: u64, vcpus: u32) -> Option<HostId> {
-        debug_assert!(
-            self.needs.by_free_cores,
-            "by_free_cores is not kept by this index"
-        );
-        self.by_free_cores
-            .iter()
-            .skip(vcpus as usize)
+        self.with_cores(vcpus)
             .filter_map(|b| b.range((mem, 0)..).next())
             .min()
             .map(|&(_, h)| h)
@@ -365,16 +359,19 @@ impl ClusterIndex {
     /// The host with the most free memory (ties: highest id) if it has `mem` bytes, among those
     /// with `vcpus` free cores: the last of [`ClusterIndex::by_free_from`] with enough cores.
     pub fn worst_by_free(&self, mem: u64, vcpus: u32) -> Option<HostId> {
+        self.with_cores(vcpus)
+            .filter_map(|b| b.last().filter(|&&(free, _)| free >= mem))
+            .max()
+            .map(|&(_, h)| h)
+    }
+
+    /// The `(free, host)` sets of the hosts with at least `vcpus` free cores, one per count.
+    fn with_cores(&self, vcpus: u32) -> impl Iterator<Item = &BTreeSet<(u64, HostId)>> {
         debug_assert!(
             self.needs.by_free_cores,
             "by_free_cores is not kept by this index"
         );
-        self.by_free_cores
-            .iter()
-            .skip(vcpus as usize)
-            .filter_map(|b| b.last().filter(|&&(free, _)| free >= mem))
-            .max()
-            .map(|&(_, h)| h)
+        self.by_free_cores.iter().skip(vcpus as usize)
     }
 
     /// The `(free, host)` set of hosts with `cores` free cores, created on first use.

@@ -127,6 +127,8 @@ mod tests {
                     Step::Put { page, pid, frame } => {
                         c.put(Gva(page << 12), pid, Hpa(frame << 12));
                         oracle.insert((page, pid), frame << 12);
+                        // What was just put is held (a direct-mapped cache may drop it later).
+                        prop_assert_eq!(c.get(Gva(page << 12), pid), Some(Hpa(frame << 12)));
                     }
                     Step::Get { page, pid, off } => {
                         if let Some(Hpa(h)) = c.get(Gva((page << 12) | off), pid) {

@@ -374,11 +374,7 @@ fn share_native(runs: Vec<(RunRow, f64)>) -> Vec<RunRow> {
                 return None;
             }
             native_of(r).map(|mut f| {
-                f.overhead = if *ideal > 0.0 {
-                    f.cycles / ideal - 1.0
-                } else {
-                    0.0
-                };
+                f.overhead = compromis_sim::overhead(f.cycles, *ideal);
                 f
             })
         })
@@ -1105,7 +1101,7 @@ mod tests {
         let schemes: Vec<SchemeFigures> = schemes
             .iter()
             .map(|&(s, c)| SchemeFigures {
-                overhead: c / ideal - 1.0,
+                overhead: compromis_sim::overhead(c, ideal),
                 ..SchemeFigures::for_tests(s, c)
             })
             .collect();

@@ -209,13 +209,19 @@ impl CycleAccount {
             translation: stlb + walks + exits,
             total,
             ideal,
-            overhead: if ideal > 0.0 {
-                total / ideal - 1.0
-            } else {
-                0.0
-            },
+            overhead: overhead(total, ideal),
             walk_latency: if s.walks > 0 { walks / f(s.walks) } else { 0.0 },
         }
+    }
+}
+
+/// Translation overhead of a run of `total` cycles over its perfect-TLB run of `ideal` cycles:
+/// `total / ideal - 1` ([`OVERHEAD_DEFINITION`]), 0 without an ideal run.
+pub fn overhead(total: f64, ideal: f64) -> f64 {
+    if ideal > 0.0 {
+        total / ideal - 1.0
+    } else {
+        0.0
     }
 }
 

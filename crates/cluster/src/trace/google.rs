@@ -165,6 +165,14 @@ impl Iterator for GoogleReader {
 mod tests {
     use super::*;
 
+    /// Every event of the trace folder `dir` (which must read without error).
+    fn all_events(dir: &std::path::Path) -> Vec<Event> {
+        GoogleReader::open(dir, 1 << 30)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
     #[test]
     fn lifecycle() {
         let dir = tempfile::tempdir().unwrap();
@@ -176,10 +184,7 @@ mod tests {
              4000000,,1,0,m,4,u,0,0,0.1,0.25,0,0\n",
         )
         .unwrap();
-        let ev: Vec<Event> = GoogleReader::open(dir.path(), 1 << 30)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let ev = all_events(dir.path());
         assert_eq!(
             ev,
             vec![
@@ -214,10 +219,7 @@ mod tests {
             "7000000,,1,0,m,1,u,0,0,0.1,0.25,0,0\n8000000,,1,0,m,4,u,0,0,0.1,0.25,0,0\n",
         )
         .unwrap();
-        let ev: Vec<Event> = GoogleReader::open(dir.path(), 1 << 30)
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
+        let ev = all_events(dir.path());
         assert_eq!(
             ev,
             vec![
