@@ -67,6 +67,16 @@ impl PageCache {
             .then_some(Hpa((e.frame & !GEN_MASK) | (va.0 & 0xfff)))
     }
 
+    /// Speed hint: starts loading the slot of `va` in process `pid` (a random page's slot misses
+    /// in the host's caches). Nothing is read or changed.
+    #[inline]
+    pub fn prefetch(&self, va: Gva, pid: Pid) {
+        let (i, _) = PageCache::slot(va.0 >> 12, pid);
+        if let Some(e) = self.entries.get(i) {
+            compromis_vmem::radix::prefetch(&e.tag);
+        }
+    }
+
     /// Remembers that `va` of process `pid` translates to `hpa`.
     #[inline]
     pub fn put(&mut self, va: Gva, pid: Pid, hpa: Hpa) {

@@ -12,7 +12,7 @@ use crate::pagecache::PageCache;
 use crate::stats::Stats;
 use crate::timing::{AccessTime, Timeline};
 use crate::tlb::Tlbs;
-use compromis_types::{AccessKind, Address, Gva, Hpa, PageSize};
+use compromis_types::{AccessKind, Address, Gva, Hpa, Op, PageSize};
 use compromis_vmem::{Backing, Fault, GuestOs, Unmapped, Writes};
 
 /// Linux flushes the whole TLB rather than page by page above this many pages
@@ -87,6 +87,70 @@ pub enum Prefetch {
     Mid,
 }
 
+/// What [`Scheme::run_accesses`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batch {
+    /// Accesses run to completion from the start of the slice (counted and translated).
+    pub done: usize,
+    /// The op right after them is an access that was counted (`accesses`, `instructions`, its
+    /// kind) but not translated: the guest must take a page fault first, and the caller retries
+    /// it with [`Scheme::access`] after [`Scheme::on_fault`].
+    pub fault: bool,
+}
+
+/// Pages hinted recently, per [`Prefetch`] stage: a page that was just hinted (a TLB-friendly
+/// stream) needs no hint again; the check costs far less than the hint. Hints only: the state
+/// changes no simulated result.
+#[derive(Clone, Copy, Debug)]
+pub struct Hints {
+    recent: [[u64; 4]; 2],
+    next: [usize; 2],
+}
+
+impl Default for Hints {
+    fn default() -> Hints {
+        Hints {
+            recent: [[u64::MAX; 4]; 2],
+            next: [0; 2],
+        }
+    }
+}
+
+impl Hints {
+    /// How far ahead each stage's hint is given (ops).
+    const STAGES: [(usize, Prefetch); 2] = [(8, Prefetch::Far), (4, Prefetch::Mid)];
+
+    /// Gives `hint` the accesses 8 and 4 ops after `ops[i]` (those not hinted recently).
+    #[inline(always)]
+    pub fn give(&mut self, ops: &[Op], i: usize, mut hint: impl FnMut(Gva, Prefetch)) {
+        for (s, (ahead, stage)) in Hints::STAGES.into_iter().enumerate() {
+            if let Some(Op::Access { gva, .. }) = ops.get(i + ahead) {
+                let page = gva.raw() >> 12;
+                if !self.recent[s].contains(&page) {
+                    self.recent[s][self.next[s]] = page;
+                    self.next[s] = (self.next[s] + 1) % 4;
+                    hint(*gva, stage);
+                }
+            }
+        }
+    }
+}
+
+/// How many ops ahead the perfect TLB's page-cache slot is prefetched.
+const PAGES_AHEAD: usize = 8;
+
+/// Counts an access in `stats` (what the engine counts before translating it).
+#[inline(always)]
+pub fn count_access(stats: &mut Stats, kind: AccessKind, instrs: u32) {
+    stats.accesses += 1;
+    stats.instructions += u64::from(instrs);
+    match kind {
+        AccessKind::Load => stats.loads += 1,
+        AccessKind::Store => stats.stores += 1,
+        AccessKind::Fetch => stats.fetches += 1,
+    }
+}
+
 /// A translation scheme: timed translation, side-effect-free probe, invalidation, statistics.
 pub trait Scheme: Send {
     /// The scheme's name.
@@ -110,6 +174,23 @@ pub trait Scheme: Send {
     /// Every access in flight completes before the next one starts (a serializing event: the
     /// end of a populate, whose zeroing stores must not overlap the program's first accesses).
     fn drain(&mut self) {}
+    /// Runs the accesses at the start of `ops`, at most `limit` of them, as the engine runs an
+    /// access when it verifies nothing: [`count_access`], then [`Scheme::access`]; with prefetch
+    /// hints for the accesses 8 and 4 ops ahead in `ops` ([`Hints`]). Stops before the first op
+    /// that is not an access, and at an access that needs a page fault (see [`Batch`]). One
+    /// dynamic call per run of accesses instead of several per access. The default runs none.
+    fn run_accesses(
+        &mut self,
+        _ctx: Ctx<'_>,
+        _ops: &[Op],
+        _limit: u64,
+        _hints: &mut Hints,
+    ) -> Batch {
+        Batch {
+            done: 0,
+            fault: false,
+        }
+    }
     /// Counters so far.
     fn stats(&self) -> &Stats;
     /// Counters so far, mutable (for instruction counts kept by the engine).
@@ -206,6 +287,46 @@ impl<W: Walker> Scheme for Mmu<W> {
         });
         s.mem_cycles = self.timeline.end();
         Some(hpa)
+    }
+
+    fn run_accesses(&mut self, ctx: Ctx<'_>, ops: &[Op], limit: u64, hints: &mut Hints) -> Batch {
+        let n = usize::try_from(limit).map_or(ops.len(), |l| l.min(ops.len()));
+        // The perfect TLB reads no table: no hints.
+        let hinted = self.pages.is_none();
+        for i in 0..n {
+            let Op::Access {
+                gva,
+                kind,
+                instrs,
+                dep,
+            } = ops[i]
+            else {
+                return Batch {
+                    done: i,
+                    fault: false,
+                };
+            };
+            if hinted {
+                let walker = &self.walker;
+                hints.give(ops, i, |g, stage| walker.prefetch(ctx, g, stage));
+            } else if let (Some(pages), Some(Op::Access { gva, .. })) =
+                (&self.pages, ops.get(i + PAGES_AHEAD))
+            {
+                // The perfect TLB's one memory access: its page-cache slot.
+                pages.prefetch(*gva, ctx.guest.current_pid());
+            }
+            count_access(&mut self.stats, kind, instrs);
+            if self.access(ctx, gva, kind, dep).is_none() {
+                return Batch {
+                    done: i,
+                    fault: true,
+                };
+            }
+        }
+        Batch {
+            done: n,
+            fault: false,
+        }
     }
 
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {

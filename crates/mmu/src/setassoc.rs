@@ -65,6 +65,26 @@ pub struct SetAssoc {
     live: usize,
     /// Index of the way used last (a hint: checked before the set is scanned).
     last: usize,
+    /// The victim the last missed lookup found while scanning its set, for the fill that
+    /// usually follows (a TLB miss, then a walk, then the fill): valid for `victim.key` while
+    /// the clock is `victim.clock` (no stamp changed since) and no entry was removed.
+    victim: Victim,
+}
+
+/// See [`SetAssoc`]'s `victim` field.
+#[derive(Clone, Copy, Debug)]
+struct Victim {
+    key: u64,
+    clock: u64,
+    way: usize,
+}
+
+impl Victim {
+    const NONE: Victim = Victim {
+        key: EMPTY,
+        clock: 0,
+        way: 0,
+    };
 }
 
 impl SetAssoc {
@@ -97,6 +117,7 @@ impl SetAssoc {
             clock: 0,
             live: 0,
             last: 0,
+            victim: Victim::NONE,
         })
     }
 
@@ -112,6 +133,7 @@ impl SetAssoc {
             clock: 0,
             live: 0,
             last: 0,
+            victim: Victim::NONE,
         }
     }
 
@@ -176,12 +198,35 @@ impl SetAssoc {
         self.lookup_held(key)
     }
 
-    /// [`SetAssoc::lookup`] of a structure that holds entries.
+    /// [`SetAssoc::lookup`] of a structure that holds entries. On a miss, the same scan of the
+    /// set finds the way a [`SetAssoc::fill`] of `key` would evict, and remembers it.
     #[inline]
     fn lookup_held(&mut self, key: u64) -> Option<u64> {
-        let i = self.find(self.set_start(key), key)?;
-        self.use_way(i);
-        Some(self.vals[i])
+        if self.keys[self.last] == key {
+            self.use_way(self.last);
+            return Some(self.vals[self.last]);
+        }
+        let start = self.set_start(key);
+        let keys = &self.keys[start..start + self.ways];
+        let stamps = &self.stamps[start..start + self.ways];
+        let mut victim = 0;
+        let mut oldest = u64::MAX;
+        for (w, (&k, &s)) in keys.iter().zip(stamps).enumerate() {
+            if k == key {
+                self.use_way(start + w);
+                return Some(self.vals[start + w]);
+            }
+            if s < oldest {
+                oldest = s;
+                victim = w;
+            }
+        }
+        self.victim = Victim {
+            key,
+            clock: self.clock,
+            way: start + victim,
+        };
+        None
     }
 
     /// Looks `key` up without changing the LRU order.
@@ -271,16 +316,21 @@ impl SetAssoc {
     #[inline]
     fn fill_at(&mut self, start: usize, key: u64, val: u64) -> Option<(u64, u64)> {
         debug_assert_ne!(key, EMPTY, "u64::MAX is reserved");
-        let stamps = &self.stamps[start..start + self.ways];
-        let mut victim = 0;
-        let mut oldest = stamps[0];
-        for (w, &s) in stamps.iter().enumerate() {
-            if s < oldest {
-                oldest = s;
-                victim = w;
+        let i = if self.victim.key == key && self.victim.clock == self.clock {
+            // The lookup that just missed `key` found the victim, and no stamp changed since.
+            self.victim.way
+        } else {
+            let stamps = &self.stamps[start..start + self.ways];
+            let mut victim = 0;
+            let mut oldest = stamps[0];
+            for (w, &s) in stamps.iter().enumerate() {
+                if s < oldest {
+                    oldest = s;
+                    victim = w;
+                }
             }
-        }
-        let i = start + victim;
+            start + victim
+        };
         let evicted = (self.keys[i] != EMPTY).then(|| (self.keys[i], self.vals[i]));
         if evicted.is_none() {
             self.live += 1;
@@ -303,6 +353,7 @@ impl SetAssoc {
                 self.keys[i] = EMPTY;
                 self.stamps[i] = 0;
                 self.live -= 1;
+                self.victim = Victim::NONE;
                 true
             }
             None => false,
@@ -321,6 +372,7 @@ impl SetAssoc {
             self.stamps.fill(0);
             self.live = 0;
         }
+        self.victim = Victim::NONE;
     }
 }
 
@@ -378,6 +430,8 @@ mod tests {
         Touch(u64),
         Insert(u64, u64),
         Invalidate(u64),
+        /// A TLB's miss: a lookup, then on a miss a fill of the same key.
+        LookupFill(u64, u64),
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -386,6 +440,7 @@ mod tests {
             3 => (0u64..64).prop_map(Step::Touch),
             4 => (0u64..64, any::<u64>()).prop_map(|(k, v)| Step::Insert(k, v)),
             1 => (0u64..64).prop_map(Step::Invalidate),
+            4 => (0u64..64, any::<u64>()).prop_map(|(k, v)| Step::LookupFill(k, v)),
         ]
     }
 
@@ -413,6 +468,13 @@ mod tests {
                         prop_assert_eq!(got, or.insert(k, v));
                     }
                     Step::Invalidate(k) => prop_assert_eq!(sa.invalidate(k), or.invalidate(k)),
+                    Step::LookupFill(k, v) => {
+                        let got = sa.lookup(k);
+                        prop_assert_eq!(got, or.lookup(k));
+                        if got.is_none() {
+                            prop_assert_eq!(sa.fill(k, v), or.insert(k, v));
+                        }
+                    }
                 }
                 let held: usize = or.sets.iter().map(Vec::len).sum();
                 prop_assert_eq!(sa.len(), held);

@@ -25,8 +25,7 @@
 //! Exit and fault costs are not on this clock: they are added to it by the cycle account.
 
 use crate::config::CoreConfig;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
 /// The latency of one access, by part (cycles).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,12 +48,17 @@ pub struct AccessTime {
 
 /// The `k` latest times seen: the `k`-th latest is when one of `k` resources is free.
 ///
-/// A min-heap of the `k` times: [`Latest::free_at`] reads its top, [`Latest::push`] replaces the
-/// top and sifts it down (log k steps; a scan of the `k` times per push cost more than the rest
-/// of the timeline). Only the multiset of times matters, never which resource holds which.
+/// The `k` times in ascending order in a ring: [`Latest::free_at`] reads the first,
+/// [`Latest::push`] overwrites it with the new time, which becomes the last, and moves it down
+/// to its place. Completion times come nearly in order, so the place is almost always the last:
+/// a push is one compare (a binary heap's sift-down branched on every level and was half the
+/// timeline's time). Only the multiset of times matters, never which resource holds which.
 #[derive(Clone, Debug)]
 struct Latest {
-    times: BinaryHeap<Reverse<u64>>,
+    /// Ascending from `head` (cyclically); fewer than `k` (and `head` 0) until `k` uses.
+    times: Vec<u64>,
+    /// Where the smallest time is, once there are `k`.
+    head: usize,
     k: usize,
 }
 
@@ -62,7 +66,8 @@ impl Latest {
     fn new(k: u64) -> Latest {
         let k = usize::try_from(k.max(1)).unwrap_or(usize::MAX).min(4096);
         Latest {
-            times: BinaryHeap::with_capacity(k),
+            times: Vec::with_capacity(k),
+            head: 0,
             k,
         }
     }
@@ -73,20 +78,36 @@ impl Latest {
         if self.times.len() < self.k {
             0
         } else {
-            self.times.peek().map_or(0, |r| r.0)
+            self.times[self.head]
         }
     }
 
     /// Records a use ending at `t`: it replaces the smallest time if it is later.
     #[inline]
     fn push(&mut self, t: u64) {
-        if self.times.len() < self.k {
-            self.times.push(Reverse(t));
-        } else if let Some(mut min) = self.times.peek_mut()
-            && t > min.0
-        {
-            *min = Reverse(t);
+        let k = self.k;
+        let times = &mut self.times;
+        if times.len() < k {
+            let p = times.partition_point(|&x| x <= t);
+            times.insert(p, t);
+            return;
         }
+        if t <= times[self.head] {
+            return;
+        }
+        // The smallest time's slot becomes the last of the ring; `t` moves down from there
+        // past the times above it.
+        let mut p = self.head;
+        self.head = if p + 1 == k { 0 } else { p + 1 };
+        for _ in 1..k {
+            let q = if p == 0 { k - 1 } else { p - 1 };
+            if times[q] <= t {
+                break;
+            }
+            times[p] = times[q];
+            p = q;
+        }
+        times[p] = t;
     }
 }
 
@@ -283,8 +304,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn latest_is_the_kth_latest_time(v in prop::collection::vec(0u64..50, 0..80),
-                                         k in 1u64..12) {
+        fn latest_is_the_kth_latest_time(v in prop::collection::vec(0u64..50, 0..120),
+                                         k in 1u64..24) {
             let mut l = Latest::new(k);
             let mut all = Vec::new();
             for &t in &v {

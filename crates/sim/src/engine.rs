@@ -10,7 +10,7 @@
 //! translated at no cost, the data caches as usual): the reference of the cycle model's
 //! overheads, returned in [`SimResults::baseline`] beside the schemes.
 
-use compromis_mmu::scheme::{Ctx, Prefetch};
+use compromis_mmu::scheme::{Ctx, Hints, count_access};
 use compromis_mmu::{ConfigError, MachineConfig, Scheme, SchemeKind, Stats, perfect_tlb};
 use compromis_types::{AccessKind, Address, Gva, Hpa, Op};
 use compromis_vmem::{Backing, GuestConfig, GuestCounters, GuestError, GuestOs, Unmapped};
@@ -263,34 +263,14 @@ impl SchemeRun {
                     self.warm = Some(self.scheme.stats().clone());
                 }
                 self.accesses += 1;
-                let s = self.scheme.stats_mut();
-                s.accesses += 1;
-                s.instructions += u64::from(instrs);
-                match kind {
-                    AccessKind::Load => s.loads += 1,
-                    AccessKind::Store => s.stores += 1,
-                    AccessKind::Fetch => s.fetches += 1,
-                }
+                count_access(self.scheme.stats_mut(), kind, instrs);
                 let ctx = Ctx {
                     guest: &self.guest,
                     backing: &self.backing,
                 };
                 let hpa = match self.scheme.access(ctx, gva, kind, dep) {
                     Some(h) => h,
-                    None => {
-                        let fault = self.guest.fault(gva)?;
-                        let ctx = Ctx {
-                            guest: &self.guest,
-                            backing: &self.backing,
-                        };
-                        self.scheme.on_fault(ctx, &fault);
-                        self.scheme
-                            .access(ctx, gva, kind, dep)
-                            .ok_or(GuestError::Config(format!(
-                                "{}: no translation for {gva} right after its page fault",
-                                self.kind.name()
-                            )))?
-                    }
+                    None => self.fault_and_retry(gva, kind, dep)?,
                 };
                 if self.verify {
                     let want = self.reference(gva);
@@ -373,54 +353,97 @@ impl SchemeRun {
         }
     }
 
+    /// The access at `gva` found no translation: the guest takes its page fault, the scheme is
+    /// told, and the access is retried (it must translate now).
+    fn fault_and_retry(
+        &mut self,
+        gva: Gva,
+        kind: AccessKind,
+        dep: bool,
+    ) -> Result<Hpa, EngineError> {
+        let fault = self.guest.fault(gva)?;
+        let ctx = Ctx {
+            guest: &self.guest,
+            backing: &self.backing,
+        };
+        self.scheme.on_fault(ctx, &fault);
+        Ok(self
+            .scheme
+            .access(ctx, gva, kind, dep)
+            .ok_or(GuestError::Config(format!(
+                "{}: no translation for {gva} right after its page fault",
+                self.kind.name()
+            )))?)
+    }
+
     /// Runs a chunk of ops.
     ///
     /// Simulating a random access reads random entries of the simulated machine's tables and
     /// caches, likely misses in the host's own caches; so each scheme is told, a few ops ahead,
-    /// what accesses are coming (see [`Prefetch`]) and starts loading that memory. Hints only:
-    /// they change no simulated state, and a hint for an op after a context switch or a fault is
-    /// merely useless.
+    /// what accesses are coming (see [`compromis_mmu::scheme::Prefetch`]) and starts loading that
+    /// memory. Hints only: they change no simulated state, and a hint for an op after a context
+    /// switch or a fault is merely useless.
+    ///
+    /// Without verification, runs of accesses go to the scheme in one call
+    /// ([`Scheme::run_accesses`]: one dynamic call per run, not several per access); the engine
+    /// steps the other ops, the page faults and the access at the end of the warm-up itself,
+    /// exactly as [`SchemeRun::step`] would.
     pub fn run(&mut self, ops: &[Op]) -> Result<(), EngineError> {
-        const STAGES: [(usize, Prefetch); 2] = [(8, Prefetch::Far), (4, Prefetch::Mid)];
-        // Pages hinted recently, per stage: a page that was just hinted (a TLB-friendly stream)
-        // needs no hint again; the check costs far less than the hint.
-        let mut recent = [[u64::MAX; 4]; 2];
-        let mut next = [0usize; 2];
+        let mut hints = Hints::default();
         // The perfect TLB ignores hints (it walks nothing): its run skips them.
-        if self.kind == RunKind::Baseline {
-            for (i, op) in ops.iter().enumerate() {
-                self.step_or_skip(op, i)?;
-            }
-        } else {
-            for (i, op) in ops.iter().enumerate() {
+        let hinted = self.kind != RunKind::Baseline;
+        let mut i = 0;
+        while i < ops.len() {
+            if !self.verify {
+                // The access at which the warm-up ends is stepped here (it takes the snapshot).
+                let limit = match self.warm {
+                    None => self.warmup.saturating_sub(self.accesses),
+                    Some(_) => u64::MAX,
+                };
                 let ctx = Ctx {
                     guest: &self.guest,
                     backing: &self.backing,
                 };
-                for (s, (ahead, stage)) in STAGES.into_iter().enumerate() {
-                    if let Some(Op::Access { gva, .. }) = ops.get(i + ahead) {
-                        let page = gva.raw() >> 12;
-                        if !recent[s].contains(&page) {
-                            recent[s][next[s]] = page;
-                            next[s] = (next[s] + 1) % 4;
-                            self.scheme.prefetch(ctx, *gva, stage);
-                        }
-                    }
+                let b = self.scheme.run_accesses(ctx, &ops[i..], limit, &mut hints);
+                self.accesses += b.done as u64;
+                i += b.done;
+                if b.fault {
+                    let Op::Access { gva, kind, dep, .. } = ops[i] else {
+                        unreachable!("run_accesses stops at a fault of an access only")
+                    };
+                    self.accesses += 1;
+                    let r = self.fault_and_retry(gva, kind, dep).map(|_| ());
+                    self.or_skip(r, i)?;
+                    i += 1;
+                    continue;
                 }
-                self.step_or_skip(op, i)?;
+                if i == ops.len() {
+                    break;
+                }
             }
+            if hinted {
+                let ctx = Ctx {
+                    guest: &self.guest,
+                    backing: &self.backing,
+                };
+                let scheme = &self.scheme;
+                hints.give(ops, i, |g, stage| scheme.prefetch(ctx, g, stage));
+            }
+            let r = self.step(&ops[i]).map(|_| ());
+            self.or_skip(r, i)?;
+            i += 1;
         }
         self.done += ops.len() as u64;
         Ok(())
     }
 
-    /// [`SchemeRun::step`] of the `i`-th op of the current chunk; an op the guest refuses is
+    /// The outcome `r` of the `i`-th op of the current chunk; an op the guest refuses is
     /// [`EngineError::BadOp`] (located by its index in the stream), or skipped and counted with
     /// `skip_bad`.
     #[inline]
-    fn step_or_skip(&mut self, op: &Op, i: usize) -> Result<(), EngineError> {
-        match self.step(op) {
-            Ok(_) => Ok(()),
+    fn or_skip(&mut self, r: Result<(), EngineError>, i: usize) -> Result<(), EngineError> {
+        match r {
+            Ok(()) => Ok(()),
             Err(EngineError::Guest(g)) if is_content_error(&g) => {
                 if !self.skip_bad {
                     return Err(EngineError::BadOp {

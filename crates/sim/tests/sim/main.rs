@@ -2,6 +2,7 @@
 //! a CI run on two cores).
 
 mod cycles;
+mod fast_path;
 mod mlp;
 mod shadow_fill;
 mod shadow_sync;
