@@ -118,16 +118,25 @@ impl HostSummary {
     }
 }
 
-/// Max segment tree over hosts of `(value, free cores)`, for first-fit searches. Each node keeps
-/// both maxima side by side (one cache line holds a node's pair and its sibling's); an update
-/// stops climbing at the first ancestor whose pair does not change, so a change on a host that
-/// is not the maximum of its subtree costs a few levels, not the tree's height.
+/// A max-tree node: the maxima of free bytes, largest free extent and free cores below it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Node {
+    free: u64,
+    largest: u64,
+    cores: u32,
+}
+
+/// Max segment tree over hosts of `(free bytes, largest extent, free cores)`, for the first-fit
+/// searches by free bytes and by largest extent. Each node keeps the three maxima side by side,
+/// so one climb serves both searches; an update stops climbing at the first ancestor whose
+/// maxima do not change, so a change on a host that is not the maximum of its subtree costs a
+/// few levels, not the tree's height.
 #[derive(Clone, Debug)]
 struct MaxTree {
     size: usize,
     /// log2(size).
     depth: u32,
-    node: Vec<(u64, u32)>,
+    node: Vec<Node>,
 }
 
 impl MaxTree {
@@ -136,17 +145,25 @@ impl MaxTree {
         MaxTree {
             size,
             depth: size.trailing_zeros(),
-            node: vec![(0, 0); 2 * size],
+            node: vec![Node::default(); 2 * size],
         }
     }
 
-    fn set(&mut self, i: usize, v: u64, c: u32) {
+    fn set(&mut self, i: usize, free: u64, largest: u64, cores: u32) {
         let mut p = i + self.size;
-        self.node[p] = (v, c);
+        self.node[p] = Node {
+            free,
+            largest,
+            cores,
+        };
         while p > 1 {
             let parent = p / 2;
             let (a, b) = (self.node[2 * parent], self.node[2 * parent + 1]);
-            let m = (a.0.max(b.0), a.1.max(b.1));
+            let m = Node {
+                free: a.free.max(b.free),
+                largest: a.largest.max(b.largest),
+                cores: a.cores.max(b.cores),
+            };
             if self.node[parent] == m {
                 break;
             }
@@ -155,17 +172,24 @@ impl MaxTree {
         }
     }
 
-    /// First leaf index >= `from` with value >= `v` and cores >= `c`: a depth-first descent,
-    /// left child first, that backs up to the nearest untried right sibling at a dead end (the two
-    /// maxima of a node may come from different leaves, so a qualifying node can hold no
-    /// qualifying leaf).
-    fn first(&self, from: usize, v: u64, c: u32) -> Option<usize> {
+    /// First leaf index >= `from` whose value (largest extent when `LARGEST`, else free bytes)
+    /// is >= `v` with cores >= `c`: a depth-first descent, left child first, that backs up to the
+    /// nearest untried right sibling at a dead end (the two maxima of a node may come from
+    /// different leaves, so a qualifying node can hold no qualifying leaf).
+    #[inline]
+    fn first<const LARGEST: bool>(&self, from: usize, v: u64, c: u32) -> Option<usize> {
         let leaf_from = from.checked_add(self.size)?;
-        // Node `n` at depth `d` covers leaves [n << (depth - d), (n + 1) << (depth - d)).
+        // Node `n` at depth `d` covers leaves [n << (depth - d), (n + 1) << (depth - d)); from
+        // leaf 0 on (the usual search) every node is in range.
         let ok = |n: usize| {
-            let (nv, nc) = self.node[n];
-            let d = usize::BITS - 1 - n.leading_zeros();
-            nv >= v && nc >= c && ((n + 1) << (self.depth - d)) > leaf_from
+            let x = self.node[n];
+            let value = if LARGEST { x.largest } else { x.free };
+            value >= v
+                && x.cores >= c
+                && (from == 0 || {
+                    let d = usize::BITS - 1 - n.leading_zeros();
+                    ((n + 1) << (self.depth - d)) > leaf_from
+                })
         };
         if !ok(1) {
             return None;
@@ -245,8 +269,7 @@ impl IndexNeeds {
 pub struct ClusterIndex {
     needs: IndexNeeds,
     hosts: Vec<HostSummary>,
-    tree_free: MaxTree,
-    tree_largest: MaxTree,
+    tree: MaxTree,
     by_free: BTreeSet<(u64, HostId)>,
     /// `by_free_cores[c]`: the hosts with `c` free cores, as `(free, host)`.
     by_free_cores: Vec<BTreeSet<(u64, HostId)>>,
@@ -275,8 +298,7 @@ impl ClusterIndex {
         let n = hosts.len();
         let mut ix = ClusterIndex {
             needs,
-            tree_free: MaxTree::new(n),
-            tree_largest: MaxTree::new(n),
+            tree: MaxTree::new(n),
             by_free: BTreeSet::new(),
             by_free_cores: Vec::new(),
             by_largest: BTreeSet::new(),
@@ -288,8 +310,7 @@ impl ClusterIndex {
         };
         for (i, h) in hosts.iter().enumerate() {
             let id = host_id(i);
-            ix.tree_free.set(i, h.free, h.free_cores);
-            ix.tree_largest.set(i, h.largest, h.free_cores);
+            ix.tree.set(i, h.free, h.largest, h.free_cores);
             if needs.by_free {
                 ix.by_free.insert((h.free, id));
             }
@@ -326,16 +347,16 @@ impl ClusterIndex {
 
     /// First host (lowest id >= `from`) with `free >= mem` and enough cores.
     pub fn first_by_free(&self, from: usize, mem: u64, vcpus: u32) -> Option<HostId> {
-        self.tree_free
-            .first(from, mem, vcpus)
+        self.tree
+            .first::<false>(from, mem, vcpus)
             .filter(|&i| i < self.hosts.len())
             .map(host_id)
     }
 
     /// First host (lowest id >= `from`) with a free extent of `mem` bytes and enough cores.
     pub fn first_by_extent(&self, from: usize, mem: u64, vcpus: u32) -> Option<HostId> {
-        self.tree_largest
-            .first(from, mem, vcpus)
+        self.tree
+            .first::<true>(from, mem, vcpus)
             .filter(|&i| i < self.hosts.len())
             .map(host_id)
     }
@@ -486,11 +507,8 @@ impl ClusterIndex {
             (true, false) => self.in_use -= 1,
             _ => {}
         }
-        if free != old_free || cores != old_cores {
-            self.tree_free.set(h as usize, free, cores);
-        }
-        if largest != old_largest || cores != old_cores {
-            self.tree_largest.set(h as usize, largest, cores);
+        if free != old_free || largest != old_largest || cores != old_cores {
+            self.tree.set(h as usize, free, largest, cores);
         }
     }
 
@@ -612,19 +630,21 @@ mod tests {
             #[test]
             fn first_matches_a_scan(
                 n in 1usize..70,
-                ops in proptest::collection::vec((0usize..70, 0u64..8, 0u32..5), 0..120),
+                ops in proptest::collection::vec((0usize..70, 0u64..8, 0u64..8, 0u32..5), 0..120),
                 queries in proptest::collection::vec((0usize..80, 0u64..9, 0u32..6), 1..40),
             ) {
                 let mut t = MaxTree::new(n);
-                let mut leaves = vec![(0u64, 0u32); n];
-                for (i, v, c) in ops {
+                let mut leaves = vec![(0u64, 0u64, 0u32); n];
+                for (i, a, b, c) in ops {
                     let i = i % n;
-                    t.set(i, v, c);
-                    leaves[i] = (v, c);
+                    t.set(i, a, b, c);
+                    leaves[i] = (a, b, c);
                 }
                 for (from, v, c) in queries {
-                    let want = (from..n).find(|&i| leaves[i].0 >= v && leaves[i].1 >= c);
-                    prop_assert_eq!(t.first(from, v, c).filter(|&i| i < n), want, "from {} v {} c {}", from, v, c);
+                    let want = (from..n).find(|&i| leaves[i].0 >= v && leaves[i].2 >= c);
+                    prop_assert_eq!(t.first::<false>(from, v, c).filter(|&i| i < n), want, "free: from {} v {} c {}", from, v, c);
+                    let want = (from..n).find(|&i| leaves[i].1 >= v && leaves[i].2 >= c);
+                    prop_assert_eq!(t.first::<true>(from, v, c).filter(|&i| i < n), want, "largest: from {} v {} c {}", from, v, c);
                 }
             }
         }
