@@ -57,6 +57,7 @@ impl<V: Copy> SortedMap<V> {
         }
     }
     /// The entry with the largest key below `k`.
+    #[cfg(test)]
     fn before(&self, k: u64) -> Option<(u64, V)> {
         let i = self.v.partition_point(|e| e.0 < k);
         i.checked_sub(1).map(|i| self.v[i])
@@ -89,13 +90,51 @@ impl HostSummary {
         }
     }
 
-    /// The free gap around `s` given the allocated extents: `[end of predecessor, start of successor)`.
+    /// The free gap around `s` given the allocated extents: `[end of predecessor, start of
+    /// successor)` (the oracle of [`HostSummary::insert_alloc`] and [`HostSummary::remove_alloc`]).
+    #[cfg(test)]
     fn gap(&self, s: u64) -> (u64, u64) {
         let a = self.alloc.before(s).map_or(0, |(st, l)| st + l);
         let b = self
             .alloc
             .at_or_after(s)
             .map_or(self.capacity, |(st, _)| st);
+        (a, b)
+    }
+
+    /// Records the allocated extent `[st, st + len)` and returns the free gap it was cut from,
+    /// as [`HostSummary::gap`] gave it before the insert (one search for both).
+    fn insert_alloc(&mut self, st: u64, len: u64) -> (u64, u64) {
+        let v = &mut self.alloc.v;
+        let i = v.partition_point(|e| e.0 < st);
+        let a = i.checked_sub(1).map_or(0, |j| v[j].0 + v[j].1);
+        match v.get_mut(i) {
+            Some(e) if e.0 == st => {
+                e.1 = len;
+                (a, st)
+            }
+            Some(e) => {
+                let b = e.0;
+                v.insert(i, (st, len));
+                (a, b)
+            }
+            None => {
+                v.push((st, len));
+                (a, self.capacity)
+            }
+        }
+    }
+
+    /// Forgets the allocated extent starting at `st` and returns the free gap around it, as
+    /// [`HostSummary::gap`] gives it after the removal (one search for both).
+    fn remove_alloc(&mut self, st: u64) -> (u64, u64) {
+        let v = &mut self.alloc.v;
+        let i = v.partition_point(|e| e.0 < st);
+        if v.get(i).is_some_and(|e| e.0 == st) {
+            v.remove(i);
+        }
+        let a = i.checked_sub(1).map_or(0, |j| v[j].0 + v[j].1);
+        let b = v.get(i).map_or(self.capacity, |e| e.0);
         (a, b)
     }
 
@@ -522,13 +561,12 @@ impl ClusterIndex {
         let old = self.snapshot(h);
         for e in extents {
             let st = e.start.raw();
-            let (a, b) = self.hosts[h as usize].gap(st);
+            let s = &mut self.hosts[h as usize];
+            let (a, b) = s.insert_alloc(st, e.len);
+            s.free -= e.len;
             self.del_len(h, b - a);
             self.add_len(h, st - a);
             self.add_len(h, b - st - e.len);
-            let s = &mut self.hosts[h as usize];
-            s.alloc.insert(st, e.len);
-            s.free -= e.len;
         }
         let s = &mut self.hosts[h as usize];
         s.free_cores -= vcpus;
@@ -541,8 +579,7 @@ impl ClusterIndex {
         let old = self.snapshot(h);
         for e in extents {
             let st = e.start.raw();
-            self.hosts[h as usize].alloc.remove(st);
-            let (a, b) = self.hosts[h as usize].gap(st);
+            let (a, b) = self.hosts[h as usize].remove_alloc(st);
             self.del_len(h, st - a);
             self.del_len(h, b - st - e.len);
             self.add_len(h, b - a);
@@ -619,6 +656,33 @@ mod tests {
         ix.on_destroy(0, &[ext(0, 10), ext(10, 10)], 1);
         assert_eq!(ix.host(0).free_lengths().collect::<Vec<_>>(), vec![100]);
         assert_eq!(ix.hosts_in_use(), 0);
+    }
+
+    /// The one-search gap updates against `gap` plus a separate insert or remove.
+    mod gap_oracle {
+        use super::super::HostSummary;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn insert_and_remove_match_gap(
+                ops in proptest::collection::vec((0u64..40, 1u64..4, any::<bool>()), 0..80),
+            ) {
+                let (mut fast, mut slow) = (HostSummary::new(200, 1), HostSummary::new(200, 1));
+                for (st, len, ins) in ops {
+                    if ins {
+                        let want = slow.gap(st);
+                        slow.alloc.insert(st, len);
+                        prop_assert_eq!(fast.insert_alloc(st, len), want);
+                    } else {
+                        slow.alloc.remove(st);
+                        let want = slow.gap(st);
+                        prop_assert_eq!(fast.remove_alloc(st), want);
+                    }
+                    prop_assert_eq!(&fast.alloc.v, &slow.alloc.v);
+                }
+            }
+        }
     }
 
     /// The max-tree's search against a scan of the leaves.
