@@ -246,7 +246,13 @@ impl Cluster {
         }
         .ok()?;
         let n = register_sets(need, ext);
-        self.index.on_create(h, ext, vcpus);
+        if self.index.keeps_host_extents() {
+            self.index.on_create(h, ext, vcpus);
+        } else {
+            let bytes = ext.iter().map(|e| e.len).sum();
+            self.index
+                .on_create_sized(h, bytes, vcpus, mem.largest_free());
+        }
         let paged = sets == usize::MAX;
         let was = self.vms.insert(
             vm,
@@ -282,6 +288,11 @@ impl Cluster {
         rep.compactions += 1;
         rep.bytes_moved += plan.bytes_moved();
         let mem = self.host_memory(h);
+        if !self.index.keeps_host_extents() {
+            let largest = mem.largest_free();
+            self.index.on_moved_sized(h, largest);
+            return true;
+        }
         let all: Vec<_> = self.host_vms[h as usize]
             .iter()
             .filter_map(|&v| mem.extents(VmId(v)))
@@ -401,9 +412,18 @@ impl Cluster {
         let (cap, pol) = (self.index.host(l.host).capacity, self.extent_policy);
         // A live VM's host always has its memory manager; get_or_insert never makes one here.
         let mem = self.mems[l.host as usize].get_or_insert_with(|| HostMemory::new(cap, pol));
-        self.index
-            .on_destroy(l.host, mem.extents(VmId(vm)).unwrap_or_default(), l.vcpus);
-        let _ = mem.destroy(VmId(vm));
+        if self.index.keeps_host_extents() {
+            self.index
+                .on_destroy(l.host, mem.extents(VmId(vm)).unwrap_or_default(), l.vcpus);
+            let _ = mem.destroy(VmId(vm));
+        } else {
+            let bytes = mem
+                .extents(VmId(vm))
+                .map_or(0, |e| e.iter().map(|x| x.len).sum());
+            let _ = mem.destroy(VmId(vm));
+            self.index
+                .on_destroy_sized(l.host, bytes, l.vcpus, mem.largest_free());
+        }
         let list = &mut self.host_vms[l.host as usize];
         if let Some(p) = list.iter().position(|&v| v == vm) {
             list.swap_remove(p);
@@ -474,7 +494,8 @@ impl Cluster {
                 .map_err(|e| format!("host {h}: memory manager invariant: {e}"))?;
             let mut theirs: Vec<u64> = mem.allocator().free_extents().map(|e| e.len).collect();
             theirs.sort_unstable_by(|a, b| b.cmp(a));
-            if theirs != s.free_lengths().collect::<Vec<_>>() {
+            let lists = self.index.keeps_host_extents();
+            if lists && theirs != s.free_lengths().collect::<Vec<_>>() {
                 return Err(format!(
                     "host {h}: index free extents {:?} differ from the memory manager's {theirs:?}",
                     s.free_lengths().collect::<Vec<_>>()
@@ -487,7 +508,7 @@ impl Cluster {
                     mem.largest_free()
                 ));
             }
-            if exts != s.allocated().collect::<Vec<_>>() {
+            if lists && exts != s.allocated().collect::<Vec<_>>() {
                 return Err(format!(
                     "host {h}: index extents differ from the memory manager's"
                 ));
@@ -581,8 +602,10 @@ where
     let needs = if opts.keep_all_indexes {
         IndexNeeds::ALL
     } else {
+        // The independent checker compares each host's extents with the memory manager's.
         pol.needs().union(IndexNeeds {
             by_free: *fallback == Fallback::Compact,
+            host_extents: opts.check_every_event,
             ..IndexNeeds::TREES
         })
     };

@@ -275,6 +275,11 @@ pub struct IndexNeeds {
     pub by_largest: bool,
     /// Every free extent of the cluster ([`ClusterIndex::extents_from`]).
     pub extents: bool,
+    /// Each host's free-extent lengths and allocated extents ([`HostSummary::free_lengths`],
+    /// [`HostSummary::smallest_fitting`], [`HostSummary::allocated`]; always kept with
+    /// `extents`). Without them the caller gives each host's largest free extent
+    /// ([`ClusterIndex::on_create_sized`]): the memory manager already keeps its free extents.
+    pub host_extents: bool,
 }
 
 impl IndexNeeds {
@@ -284,6 +289,7 @@ impl IndexNeeds {
         by_free_cores: true,
         by_largest: true,
         extents: true,
+        host_extents: true,
     };
     /// Only the max-trees (first-fit searches).
     pub const TREES: IndexNeeds = IndexNeeds {
@@ -291,6 +297,7 @@ impl IndexNeeds {
         by_free_cores: false,
         by_largest: false,
         extents: false,
+        host_extents: false,
     };
     /// Both sets of needs.
     pub fn union(self, o: IndexNeeds) -> IndexNeeds {
@@ -299,6 +306,7 @@ impl IndexNeeds {
             by_free_cores: self.by_free_cores || o.by_free_cores,
             by_largest: self.by_largest || o.by_largest,
             extents: self.extents || o.extents,
+            host_extents: self.host_extents || o.host_extents,
         }
     }
 }
@@ -377,6 +385,13 @@ impl ClusterIndex {
     /// True without hosts.
     pub fn is_empty(&self) -> bool {
         self.hosts.is_empty()
+    }
+
+    /// Whether each host's free-extent lengths and allocated extents are kept (see
+    /// [`IndexNeeds::host_extents`]): then [`ClusterIndex::on_create`] and
+    /// [`ClusterIndex::on_destroy`] must be used, else the `_sized` forms suffice.
+    pub fn keeps_host_extents(&self) -> bool {
+        self.needs.host_extents || self.needs.extents
     }
 
     /// One host's summary.
@@ -516,12 +531,16 @@ impl ClusterIndex {
         }
     }
 
-    /// Re-derives host `h`'s largest extent and updates every per-host index, given the values
-    /// before the change.
-    fn refresh(&mut self, h: HostId, old: (u64, u64, u32, u32)) {
-        let (old_free, old_largest, old_cores, old_vms) = old;
+    /// Host `h`'s largest extent from its free-extent lengths.
+    fn largest_from_lens(&mut self, h: HostId) {
         let s = &mut self.hosts[h as usize];
         s.largest = s.lens.last_key().unwrap_or(0);
+    }
+
+    /// Updates every per-host index after a change of host `h`, given the values before it.
+    fn refresh(&mut self, h: HostId, old: (u64, u64, u32, u32)) {
+        let (old_free, old_largest, old_cores, old_vms) = old;
+        let s = &self.hosts[h as usize];
         let (free, largest, cores, vms) = (s.free, s.largest, s.free_cores, s.vms);
         if free != old_free {
             if self.needs.by_free {
@@ -571,6 +590,43 @@ impl ClusterIndex {
         let s = &mut self.hosts[h as usize];
         s.free_cores -= vcpus;
         s.vms += 1;
+        self.largest_from_lens(h);
+        self.refresh(h, old);
+    }
+
+    /// Records a VM of `bytes` provisioned on `h`, after which the host's largest free extent
+    /// is `largest` (from its memory manager). Only for an index that does not keep the hosts'
+    /// extents ([`ClusterIndex::keeps_host_extents`]).
+    pub fn on_create_sized(&mut self, h: HostId, bytes: u64, vcpus: u32, largest: u64) {
+        debug_assert!(!self.keeps_host_extents(), "this index needs the extents");
+        let old = self.snapshot(h);
+        let s = &mut self.hosts[h as usize];
+        s.free -= bytes;
+        s.free_cores -= vcpus;
+        s.vms += 1;
+        s.largest = largest;
+        self.refresh(h, old);
+    }
+
+    /// Records a VM of `bytes` leaving `h`, after which the host's largest free extent is
+    /// `largest`. Only for an index that does not keep the hosts' extents.
+    pub fn on_destroy_sized(&mut self, h: HostId, bytes: u64, vcpus: u32, largest: u64) {
+        debug_assert!(!self.keeps_host_extents(), "this index needs the extents");
+        let old = self.snapshot(h);
+        let s = &mut self.hosts[h as usize];
+        s.free += bytes;
+        s.free_cores += vcpus;
+        s.vms -= 1;
+        s.largest = largest;
+        self.refresh(h, old);
+    }
+
+    /// Records that host `h`'s largest free extent is now `largest` (after a compaction moved its
+    /// VMs). Only for an index that does not keep the hosts' extents.
+    pub fn on_moved_sized(&mut self, h: HostId, largest: u64) {
+        debug_assert!(!self.keeps_host_extents(), "this index needs the extents");
+        let old = self.snapshot(h);
+        self.hosts[h as usize].largest = largest;
         self.refresh(h, old);
     }
 
@@ -588,6 +644,7 @@ impl ClusterIndex {
         let s = &mut self.hosts[h as usize];
         s.free_cores += vcpus;
         s.vms -= 1;
+        self.largest_from_lens(h);
         self.refresh(h, old);
     }
 
@@ -613,6 +670,7 @@ impl ClusterIndex {
         for g in gaps {
             self.add_len(h, g);
         }
+        self.largest_from_lens(h);
         self.refresh(h, old);
     }
 }
