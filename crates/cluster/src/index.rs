@@ -321,6 +321,9 @@ pub struct ClusterIndex {
     /// `by_free_cores[c]`: the hosts with `c` free cores, as `(free, host)`.
     by_free_cores: Vec<BTreeSet<(u64, HostId)>>,
     by_largest: BTreeSet<(u64, HostId)>,
+    /// `largest_by_cores[c]`: the hosts with `c` free cores, as `(largest, host)` (kept with
+    /// `by_largest`).
+    largest_by_cores: Vec<BTreeSet<(u64, HostId)>>,
     extents: BTreeMap<(u64, HostId), u32>,
     sum_free: u64,
     sum_largest: u64,
@@ -349,6 +352,7 @@ impl ClusterIndex {
             by_free: BTreeSet::new(),
             by_free_cores: Vec::new(),
             by_largest: BTreeSet::new(),
+            largest_by_cores: Vec::new(),
             extents: BTreeMap::new(),
             sum_free: 0,
             sum_largest: 0,
@@ -366,6 +370,7 @@ impl ClusterIndex {
             }
             if needs.by_largest {
                 ix.by_largest.insert((h.largest, id));
+                bucket(&mut ix.largest_by_cores, h.free_cores).insert((h.largest, id));
             }
             if needs.extents {
                 *ix.extents.entry((h.capacity, id)).or_insert(0) += 1;
@@ -451,11 +456,23 @@ impl ClusterIndex {
 
     /// The `(free, host)` set of hosts with `cores` free cores, created on first use.
     fn cores_bucket(&mut self, cores: u32) -> &mut BTreeSet<(u64, HostId)> {
-        let c = cores as usize;
-        if self.by_free_cores.len() <= c {
-            self.by_free_cores.resize_with(c + 1, BTreeSet::new);
-        }
-        &mut self.by_free_cores[c]
+        bucket(&mut self.by_free_cores, cores)
+    }
+
+    /// The host with the smallest largest free extent of at least `mem` bytes among those with
+    /// `vcpus` free cores (ties: lowest id): the first of [`ClusterIndex::by_largest_from`] with
+    /// enough cores, with one ordered lookup per count of free cores instead of a scan.
+    pub fn best_by_largest(&self, mem: u64, vcpus: u32) -> Option<HostId> {
+        debug_assert!(
+            self.needs.by_largest,
+            "by_largest is not kept by this index"
+        );
+        self.largest_by_cores
+            .iter()
+            .skip(vcpus as usize)
+            .filter_map(|b| b.range((mem, 0)..).next())
+            .min()
+            .map(|&(_, h)| h)
     }
 
     /// Hosts ordered by largest free extent (ascending), from the first with `largest >= mem`.
@@ -555,6 +572,10 @@ impl ClusterIndex {
                 self.by_largest.insert((largest, h));
             }
             self.sum_largest = self.sum_largest - old_largest + largest;
+        }
+        if self.needs.by_largest && (largest != old_largest || cores != old_cores) {
+            bucket(&mut self.largest_by_cores, old_cores).remove(&(old_largest, h));
+            bucket(&mut self.largest_by_cores, cores).insert((largest, h));
         }
         if self.needs.by_free_cores && (free != old_free || cores != old_cores) {
             self.cores_bucket(old_cores).remove(&(old_free, h));
@@ -673,6 +694,15 @@ impl ClusterIndex {
         self.largest_from_lens(h);
         self.refresh(h, old);
     }
+}
+
+/// `sets[c]`, the set of hosts with `c` free cores, created on first use.
+fn bucket(sets: &mut Vec<BTreeSet<(u64, HostId)>>, cores: u32) -> &mut BTreeSet<(u64, HostId)> {
+    let c = cores as usize;
+    if sets.len() <= c {
+        sets.resize_with(c + 1, BTreeSet::new);
+    }
+    &mut sets[c]
 }
 
 /// Host index to id (fleets are limited to 100 million hosts when parsed).
@@ -811,6 +841,8 @@ mod tests {
                     let worst = ix.by_free_from(mem).rev().map(|(_, h)| h).find(|&h| ok(h));
                     prop_assert_eq!(ix.best_by_free(mem, vcpus), best, "best mem {} vcpus {}", mem, vcpus);
                     prop_assert_eq!(ix.worst_by_free(mem, vcpus), worst, "worst mem {} vcpus {}", mem, vcpus);
+                    let by_largest = ix.by_largest_from(mem).map(|(_, h)| h).find(|&h| ok(h));
+                    prop_assert_eq!(ix.best_by_largest(mem, vcpus), by_largest, "largest mem {} vcpus {}", mem, vcpus);
                 }
             }
         }

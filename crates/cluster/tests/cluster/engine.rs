@@ -315,7 +315,12 @@ fn index_needs_change_nothing() {
     .collect();
     let fleet: Fleet = "12x192GiB/128c".parse().unwrap();
     for p in PolicyKind::ALL {
-        for fb in [Fallback::Segments(8), Fallback::Compact, Fallback::Refuse, Fallback::Ept] {
+        for fb in [
+            Fallback::Segments(8),
+            Fallback::Compact,
+            Fallback::Refuse,
+            Fallback::Ept,
+        ] {
             let run = |all: bool| {
                 let opts = ReplayOptions {
                     keep_all_indexes: all,
