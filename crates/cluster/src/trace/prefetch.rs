@@ -168,7 +168,7 @@ mod tests {
         let mut k = 0u64;
         let odd = std::iter::from_fn(move || {
             k += 1;
-            (k != 4).then(|| Ok(Event::Departure { vm: k, time: k }))
+            (k != 4).then_some(Ok(Event::Departure { vm: k, time: k }))
         })
         .take(10);
         let got: Vec<_> = Prefetch::new(Box::new(odd))
