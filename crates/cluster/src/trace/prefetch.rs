@@ -86,7 +86,10 @@ impl Iterator for Prefetch {
         match &mut self.state {
             State::Inline(s) => s.next(),
             State::Threaded {
-                rx, batch, ended, ..
+                rx,
+                batch,
+                ended,
+                reader,
             } => loop {
                 if let Some(item) = batch.next() {
                     return Some(item);
@@ -100,7 +103,13 @@ impl Iterator for Prefetch {
                         *batch = b.into_iter();
                     }
                     _ => {
+                        // The reader ended without a short batch: the stream's length was a
+                        // multiple of the batch, or the reader panicked (passed on here, as
+                        // the stream read inline would have).
                         *ended = true;
+                        if let Some(Err(panic)) = reader.take().map(JoinHandle::join) {
+                            std::panic::resume_unwind(panic);
+                        }
                         return None;
                     }
                 }
@@ -175,6 +184,19 @@ mod tests {
             .map(|e| e.unwrap().vm())
             .collect();
         assert_eq!(got, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_panicking_reader_is_not_a_short_stream() {
+        let boom = (0..5u64).map(|i| {
+            assert!(i < 3, "reader failed");
+            ev(i)
+        });
+        let got = std::panic::catch_unwind(move || Prefetch::new(Box::new(boom)).count());
+        assert!(
+            got.is_err(),
+            "the panic must reach the consumer, not end the stream"
+        );
     }
 
     #[test]
