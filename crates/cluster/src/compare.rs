@@ -10,8 +10,8 @@ use crate::metrics::PlacementReport;
 use crate::policy::PolicyKind;
 use crate::sizing::{SizingError, check_target, fleet_for_peak, peak_demand};
 use crate::trace::{
-    DurationRule, EventStream, SyntheticConfig, SyntheticTrace, TraceFormat, TraceOptions,
-    open_trace,
+    DurationRule, EventStream, Prefetch, SyntheticConfig, SyntheticTrace, TraceFormat,
+    TraceOptions, open_trace,
 };
 use compromis_hostmem::{Fallback, Policy as ExtentPolicy};
 use compromis_types::DEFAULT_SEED;
@@ -224,11 +224,17 @@ impl PlaceRequest {
             extent_policy: self.extent_policy,
             ..ReplayOptions::default()
         };
+        // With a core to spare (fewer replays than threads), each trace is parsed ahead on its
+        // own thread while its replay places the previous batch; the events are the same.
+        let read_ahead = self.policies.len() < rayon::current_num_threads();
         self.policies
             .par_iter()
             .enumerate()
             .map(|(i, p)| {
-                let events = self.open(&topts)?;
+                let mut events = self.open(&topts)?;
+                if read_ahead {
+                    events = Box::new(Prefetch::new(events));
+                }
                 let mut rep = simulate_observed(events, &fleet, p, &self.fallback, &opts, &|n| {
                     progress(i, n)
                 })

@@ -9,7 +9,7 @@ use crate::metrics::{PlacementReport, RejectReason, Sample};
 use crate::policy::{PlacementPolicy, PolicyKind};
 use compromis_hostmem::{Fallback, one_set_span, register_sets};
 use compromis_types::PageSize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use thiserror::Error;
 
@@ -113,6 +113,17 @@ struct Live {
     host: HostId,
     mem: u64,
     vcpus: u32,
+    /// Placed on EPT paging.
+    paged: bool,
+}
+
+/// What the engine knows of a VM that arrived and has not left: one map, so an event costs one
+/// or two lookups.
+#[derive(Clone, Copy, Debug)]
+enum VmState {
+    Live(Live),
+    /// Refused at arrival (or at a resize): its departure is still expected.
+    Rejected,
 }
 
 /// The fleet's state: each host's memory manager, the index, the live VMs.
@@ -123,10 +134,11 @@ pub struct Cluster {
     pristine: Vec<HostMemory>,
     extent_policy: ExtentPolicy,
     index: ClusterIndex,
-    live: HashMap<VmKey, Live, VmHash>,
+    /// Every VM that arrived and has not left, live or rejected.
+    vms: HashMap<VmKey, VmState, VmHash>,
+    /// The live ones among them.
+    live_count: usize,
     host_vms: Vec<Vec<VmKey>>,
-    rejected: HashSet<VmKey, VmHash>,
-    paged: HashSet<VmKey, VmHash>,
     max_cap: u64,
     max_cores: u32,
     total_cap: u64,
@@ -157,10 +169,9 @@ impl Cluster {
                 specs.iter().map(|s| (s.vm_capacity(), s.cores)),
                 needs,
             ),
-            live: HashMap::default(),
+            vms: HashMap::default(),
+            live_count: 0,
             host_vms: vec![Vec::new(); specs.len()],
-            rejected: HashSet::default(),
-            paged: HashSet::default(),
             max_cap: fleet.max_vm_capacity(),
             max_cores: specs.iter().map(|s| s.cores).max().unwrap_or(0),
             total_cap: fleet.total_vm_capacity(),
@@ -174,17 +185,24 @@ impl Cluster {
 
     /// Number of live VMs.
     pub fn live_vms(&self) -> usize {
-        self.live.len()
+        self.live_count
+    }
+
+    fn live(&self, vm: VmKey) -> Option<Live> {
+        match self.vms.get(&vm) {
+            Some(&VmState::Live(l)) => Some(l),
+            _ => None,
+        }
     }
 
     /// Whether a live VM runs on EPT paging (placed without segments).
     pub fn is_paged(&self, vm: VmKey) -> bool {
-        self.paged.contains(&vm)
+        self.live(vm).is_some_and(|l| l.paged)
     }
 
     /// The host a live VM runs on.
     pub fn host_of(&self, vm: VmKey) -> Option<HostId> {
-        self.live.get(&vm).map(|l| l.host)
+        self.live(vm).map(|l| l.host)
     }
 
     /// A host's memory manager.
@@ -228,15 +246,28 @@ impl Cluster {
         }
         .ok()?;
         let n = register_sets(need, ext);
-        self.index.on_create(h, ext, vcpus);
-        self.live.insert(
+        if self.index.keeps_host_extents() {
+            self.index.on_create(h, ext, vcpus);
+        } else {
+            let bytes = ext.iter().map(|e| e.len).sum();
+            self.index
+                .on_create_sized(h, bytes, vcpus, mem.largest_free());
+        }
+        let paged = sets == usize::MAX;
+        let was = self.vms.insert(
             vm,
-            Live {
+            VmState::Live(Live {
                 host: h,
                 mem: need,
                 vcpus,
-            },
+                paged,
+            }),
         );
+        debug_assert!(
+            !matches!(was, Some(VmState::Live(_))),
+            "VM {vm} placed twice"
+        );
+        self.live_count += 1;
         self.host_vms[h as usize].push(vm);
         Some(n)
     }
@@ -257,6 +288,11 @@ impl Cluster {
         rep.compactions += 1;
         rep.bytes_moved += plan.bytes_moved();
         let mem = self.host_memory(h);
+        if !self.index.keeps_host_extents() {
+            let largest = mem.largest_free();
+            self.index.on_moved_sized(h, largest);
+            return true;
+        }
         let all: Vec<_> = self.host_vms[h as usize]
             .iter()
             .filter_map(|&v| mem.extents(VmId(v)))
@@ -307,7 +343,6 @@ impl Cluster {
             return None;
         }
         self.try_create(h, vm, need, vcpus, usize::MAX)?;
-        self.paged.insert(vm);
         Some(Placed::Paged)
     }
 
@@ -368,18 +403,27 @@ impl Cluster {
         }
     }
 
-    /// Removes a live VM; returns false when it is not live.
+    /// Removes a live VM; returns false when it is not live (a rejected VM is forgotten).
     pub fn remove(&mut self, vm: VmKey) -> bool {
-        let Some(l) = self.live.remove(&vm) else {
+        let Some(VmState::Live(l)) = self.vms.remove(&vm) else {
             return false;
         };
-        self.paged.remove(&vm);
+        self.live_count -= 1;
         let (cap, pol) = (self.index.host(l.host).capacity, self.extent_policy);
         // A live VM's host always has its memory manager; get_or_insert never makes one here.
         let mem = self.mems[l.host as usize].get_or_insert_with(|| HostMemory::new(cap, pol));
-        self.index
-            .on_destroy(l.host, mem.extents(VmId(vm)).unwrap_or_default(), l.vcpus);
-        let _ = mem.destroy(VmId(vm));
+        if self.index.keeps_host_extents() {
+            self.index
+                .on_destroy(l.host, mem.extents(VmId(vm)).unwrap_or_default(), l.vcpus);
+            let _ = mem.destroy(VmId(vm));
+        } else {
+            let bytes = mem
+                .extents(VmId(vm))
+                .map_or(0, |e| e.iter().map(|x| x.len).sum());
+            let _ = mem.destroy(VmId(vm));
+            self.index
+                .on_destroy_sized(l.host, bytes, l.vcpus, mem.largest_free());
+        }
         let list = &mut self.host_vms[l.host as usize];
         if let Some(p) = list.iter().position(|&v| v == vm) {
             list.swap_remove(p);
@@ -399,8 +443,7 @@ impl Cluster {
             let mut cores = 0u32;
             for &vm in vms {
                 let l = self
-                    .live
-                    .get(&vm)
+                    .live(vm)
                     .ok_or_else(|| format!("VM {vm} listed on host {h} but not live"))?;
                 if l.host != hid {
                     return Err(format!(
@@ -451,7 +494,8 @@ impl Cluster {
                 .map_err(|e| format!("host {h}: memory manager invariant: {e}"))?;
             let mut theirs: Vec<u64> = mem.allocator().free_extents().map(|e| e.len).collect();
             theirs.sort_unstable_by(|a, b| b.cmp(a));
-            if theirs != s.free_lengths().collect::<Vec<_>>() {
+            let lists = self.index.keeps_host_extents();
+            if lists && theirs != s.free_lengths().collect::<Vec<_>>() {
                 return Err(format!(
                     "host {h}: index free extents {:?} differ from the memory manager's {theirs:?}",
                     s.free_lengths().collect::<Vec<_>>()
@@ -464,7 +508,7 @@ impl Cluster {
                     mem.largest_free()
                 ));
             }
-            if exts != s.allocated().collect::<Vec<_>>() {
+            if lists && exts != s.allocated().collect::<Vec<_>>() {
                 return Err(format!(
                     "host {h}: index extents differ from the memory manager's"
                 ));
@@ -473,10 +517,15 @@ impl Cluster {
                 return Err(format!("host {h}: core or VM accounting off"));
             }
         }
-        if seen != self.live.len() {
+        let live = self
+            .vms
+            .values()
+            .filter(|s| matches!(s, VmState::Live(_)))
+            .count();
+        if seen != live || live != self.live_count {
             return Err(format!(
-                "{} live VMs but {seen} listed on hosts",
-                self.live.len()
+                "{live} live VMs (counted {}) but {seen} listed on hosts",
+                self.live_count
             ));
         }
         Ok(())
@@ -486,7 +535,7 @@ impl Cluster {
         let used = self.total_cap - self.index.free_bytes();
         Sample {
             time,
-            live_vms: self.live.len() as u64,
+            live_vms: self.live_count as u64,
             hosts_in_use: self.index.hosts_in_use(),
             mem_utilisation: if self.total_cap == 0 {
                 0.0
@@ -553,8 +602,10 @@ where
     let needs = if opts.keep_all_indexes {
         IndexNeeds::ALL
     } else {
+        // The independent checker compares each host's extents with the memory manager's.
         pol.needs().union(IndexNeeds {
             by_free: *fallback == Fallback::Compact,
+            host_extents: opts.check_every_event,
             ..IndexNeeds::TREES
         })
     };
@@ -607,11 +658,11 @@ where
             None
         };
         let problem = problem.or_else(|| match ev {
-            Event::Arrival { vm, .. } if cl.live.contains_key(&vm) || cl.rejected.contains(&vm) => {
+            Event::Arrival { vm, .. } if cl.vms.contains_key(&vm) => {
                 Some("arrival of a VM that already arrived".to_owned())
             }
             Event::Departure { vm, .. } | Event::ImplicitEnd { vm, .. } | Event::Resize { vm, .. }
-                if !cl.live.contains_key(&vm) && !cl.rejected.contains(&vm) =>
+                if !cl.vms.contains_key(&vm) =>
             {
                 Some("departure or resize of a VM that is not running (it never arrived or already left)".to_owned())
             }
@@ -658,19 +709,17 @@ where
                     Ok(p) => rep.count_placed(p),
                     Err(r) => {
                         *rep.rejections.entry(r).or_insert(0) += 1;
-                        cl.rejected.insert(vm);
+                        cl.vms.insert(vm, VmState::Rejected);
                     }
                 }
             }
             Event::Departure { vm, .. } | Event::ImplicitEnd { vm, .. } => {
                 rep.departures += 1;
-                if !cl.remove(vm) {
-                    cl.rejected.remove(&vm);
-                }
+                cl.remove(vm);
             }
             Event::Resize { vm, mem_bytes, .. } => {
                 rep.resizes += 1;
-                if let Some(l) = cl.live.get(&vm).copied() {
+                if let Some(l) = cl.live(vm) {
                     cl.remove(vm);
                     let need = round_vm(mem_bytes);
                     let same = if need <= cl.index.host(l.host).capacity {
@@ -687,14 +736,14 @@ where
                             rep.resize_migrations += 1;
                         } else {
                             rep.resize_rejections += 1;
-                            cl.rejected.insert(vm);
+                            cl.vms.insert(vm, VmState::Rejected);
                         }
                     }
                 }
             }
         }
         rep.events += 1;
-        rep.peak_live_vms = rep.peak_live_vms.max(cl.live.len() as u64);
+        rep.peak_live_vms = rep.peak_live_vms.max(cl.live_count as u64);
         rep.peak_hosts_in_use = rep.peak_hosts_in_use.max(cl.index.hosts_in_use());
         peak_used = peak_used.max(cl.total_cap - cl.index.free_bytes());
         if opts.check_every_event {

@@ -57,6 +57,7 @@ impl<V: Copy> SortedMap<V> {
         }
     }
     /// The entry with the largest key below `k`.
+    #[cfg(test)]
     fn before(&self, k: u64) -> Option<(u64, V)> {
         let i = self.v.partition_point(|e| e.0 < k);
         i.checked_sub(1).map(|i| self.v[i])
@@ -89,13 +90,51 @@ impl HostSummary {
         }
     }
 
-    /// The free gap around `s` given the allocated extents: `[end of predecessor, start of successor)`.
+    /// The free gap around `s` given the allocated extents: `[end of predecessor, start of
+    /// successor)` (the oracle of [`HostSummary::insert_alloc`] and [`HostSummary::remove_alloc`]).
+    #[cfg(test)]
     fn gap(&self, s: u64) -> (u64, u64) {
         let a = self.alloc.before(s).map_or(0, |(st, l)| st + l);
         let b = self
             .alloc
             .at_or_after(s)
             .map_or(self.capacity, |(st, _)| st);
+        (a, b)
+    }
+
+    /// Records the allocated extent `[st, st + len)` and returns the free gap it was cut from,
+    /// as [`HostSummary::gap`] gave it before the insert (one search for both).
+    fn insert_alloc(&mut self, st: u64, len: u64) -> (u64, u64) {
+        let v = &mut self.alloc.v;
+        let i = v.partition_point(|e| e.0 < st);
+        let a = i.checked_sub(1).map_or(0, |j| v[j].0 + v[j].1);
+        match v.get_mut(i) {
+            Some(e) if e.0 == st => {
+                e.1 = len;
+                (a, st)
+            }
+            Some(e) => {
+                let b = e.0;
+                v.insert(i, (st, len));
+                (a, b)
+            }
+            None => {
+                v.push((st, len));
+                (a, self.capacity)
+            }
+        }
+    }
+
+    /// Forgets the allocated extent starting at `st` and returns the free gap around it, as
+    /// [`HostSummary::gap`] gives it after the removal (one search for both).
+    fn remove_alloc(&mut self, st: u64) -> (u64, u64) {
+        let v = &mut self.alloc.v;
+        let i = v.partition_point(|e| e.0 < st);
+        if v.get(i).is_some_and(|e| e.0 == st) {
+            v.remove(i);
+        }
+        let a = i.checked_sub(1).map_or(0, |j| v[j].0 + v[j].1);
+        let b = v.get(i).map_or(self.capacity, |e| e.0);
         (a, b)
     }
 
@@ -118,16 +157,25 @@ impl HostSummary {
     }
 }
 
-/// Max segment tree over hosts of `(value, free cores)`, for first-fit searches. Each node keeps
-/// both maxima side by side (one cache line holds a node's pair and its sibling's); an update
-/// stops climbing at the first ancestor whose pair does not change, so a change on a host that
-/// is not the maximum of its subtree costs a few levels, not the tree's height.
+/// A max-tree node: the maxima of free bytes, largest free extent and free cores below it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Node {
+    free: u64,
+    largest: u64,
+    cores: u32,
+}
+
+/// Max segment tree over hosts of `(free bytes, largest extent, free cores)`, for the first-fit
+/// searches by free bytes and by largest extent. Each node keeps the three maxima side by side,
+/// so one climb serves both searches; an update stops climbing at the first ancestor whose
+/// maxima do not change, so a change on a host that is not the maximum of its subtree costs a
+/// few levels, not the tree's height.
 #[derive(Clone, Debug)]
 struct MaxTree {
     size: usize,
     /// log2(size).
     depth: u32,
-    node: Vec<(u64, u32)>,
+    node: Vec<Node>,
 }
 
 impl MaxTree {
@@ -136,17 +184,25 @@ impl MaxTree {
         MaxTree {
             size,
             depth: size.trailing_zeros(),
-            node: vec![(0, 0); 2 * size],
+            node: vec![Node::default(); 2 * size],
         }
     }
 
-    fn set(&mut self, i: usize, v: u64, c: u32) {
+    fn set(&mut self, i: usize, free: u64, largest: u64, cores: u32) {
         let mut p = i + self.size;
-        self.node[p] = (v, c);
+        self.node[p] = Node {
+            free,
+            largest,
+            cores,
+        };
         while p > 1 {
             let parent = p / 2;
             let (a, b) = (self.node[2 * parent], self.node[2 * parent + 1]);
-            let m = (a.0.max(b.0), a.1.max(b.1));
+            let m = Node {
+                free: a.free.max(b.free),
+                largest: a.largest.max(b.largest),
+                cores: a.cores.max(b.cores),
+            };
             if self.node[parent] == m {
                 break;
             }
@@ -155,17 +211,24 @@ impl MaxTree {
         }
     }
 
-    /// First leaf index >= `from` with value >= `v` and cores >= `c`: a depth-first descent,
-    /// left child first, that backs up to the nearest untried right sibling at a dead end (the two
-    /// maxima of a node may come from different leaves, so a qualifying node can hold no
-    /// qualifying leaf).
-    fn first(&self, from: usize, v: u64, c: u32) -> Option<usize> {
+    /// First leaf index >= `from` whose value (largest extent when `LARGEST`, else free bytes)
+    /// is >= `v` with cores >= `c`: a depth-first descent, left child first, that backs up to the
+    /// nearest untried right sibling at a dead end (the two maxima of a node may come from
+    /// different leaves, so a qualifying node can hold no qualifying leaf).
+    #[inline]
+    fn first<const LARGEST: bool>(&self, from: usize, v: u64, c: u32) -> Option<usize> {
         let leaf_from = from.checked_add(self.size)?;
-        // Node `n` at depth `d` covers leaves [n << (depth - d), (n + 1) << (depth - d)).
+        // Node `n` at depth `d` covers leaves [n << (depth - d), (n + 1) << (depth - d)); from
+        // leaf 0 on (the usual search) every node is in range.
         let ok = |n: usize| {
-            let (nv, nc) = self.node[n];
-            let d = usize::BITS - 1 - n.leading_zeros();
-            nv >= v && nc >= c && ((n + 1) << (self.depth - d)) > leaf_from
+            let x = self.node[n];
+            let value = if LARGEST { x.largest } else { x.free };
+            value >= v
+                && x.cores >= c
+                && (from == 0 || {
+                    let d = usize::BITS - 1 - n.leading_zeros();
+                    ((n + 1) << (self.depth - d)) > leaf_from
+                })
         };
         if !ok(1) {
             return None;
@@ -212,6 +275,11 @@ pub struct IndexNeeds {
     pub by_largest: bool,
     /// Every free extent of the cluster ([`ClusterIndex::extents_from`]).
     pub extents: bool,
+    /// Each host's free-extent lengths and allocated extents ([`HostSummary::free_lengths`],
+    /// [`HostSummary::smallest_fitting`], [`HostSummary::allocated`]; always kept with
+    /// `extents`). Without them the caller gives each host's largest free extent
+    /// ([`ClusterIndex::on_create_sized`]): the memory manager already keeps its free extents.
+    pub host_extents: bool,
 }
 
 impl IndexNeeds {
@@ -221,6 +289,7 @@ impl IndexNeeds {
         by_free_cores: true,
         by_largest: true,
         extents: true,
+        host_extents: true,
     };
     /// Only the max-trees (first-fit searches).
     pub const TREES: IndexNeeds = IndexNeeds {
@@ -228,6 +297,7 @@ impl IndexNeeds {
         by_free_cores: false,
         by_largest: false,
         extents: false,
+        host_extents: false,
     };
     /// Both sets of needs.
     pub fn union(self, o: IndexNeeds) -> IndexNeeds {
@@ -236,6 +306,7 @@ impl IndexNeeds {
             by_free_cores: self.by_free_cores || o.by_free_cores,
             by_largest: self.by_largest || o.by_largest,
             extents: self.extents || o.extents,
+            host_extents: self.host_extents || o.host_extents,
         }
     }
 }
@@ -245,12 +316,14 @@ impl IndexNeeds {
 pub struct ClusterIndex {
     needs: IndexNeeds,
     hosts: Vec<HostSummary>,
-    tree_free: MaxTree,
-    tree_largest: MaxTree,
+    tree: MaxTree,
     by_free: BTreeSet<(u64, HostId)>,
     /// `by_free_cores[c]`: the hosts with `c` free cores, as `(free, host)`.
     by_free_cores: Vec<BTreeSet<(u64, HostId)>>,
     by_largest: BTreeSet<(u64, HostId)>,
+    /// `largest_by_cores[c]`: the hosts with `c` free cores, as `(largest, host)` (kept with
+    /// `by_largest`).
+    largest_by_cores: Vec<BTreeSet<(u64, HostId)>>,
     extents: BTreeMap<(u64, HostId), u32>,
     sum_free: u64,
     sum_largest: u64,
@@ -275,11 +348,11 @@ impl ClusterIndex {
         let n = hosts.len();
         let mut ix = ClusterIndex {
             needs,
-            tree_free: MaxTree::new(n),
-            tree_largest: MaxTree::new(n),
+            tree: MaxTree::new(n),
             by_free: BTreeSet::new(),
             by_free_cores: Vec::new(),
             by_largest: BTreeSet::new(),
+            largest_by_cores: Vec::new(),
             extents: BTreeMap::new(),
             sum_free: 0,
             sum_largest: 0,
@@ -288,8 +361,7 @@ impl ClusterIndex {
         };
         for (i, h) in hosts.iter().enumerate() {
             let id = host_id(i);
-            ix.tree_free.set(i, h.free, h.free_cores);
-            ix.tree_largest.set(i, h.largest, h.free_cores);
+            ix.tree.set(i, h.free, h.largest, h.free_cores);
             if needs.by_free {
                 ix.by_free.insert((h.free, id));
             }
@@ -298,6 +370,7 @@ impl ClusterIndex {
             }
             if needs.by_largest {
                 ix.by_largest.insert((h.largest, id));
+                bucket(&mut ix.largest_by_cores, h.free_cores).insert((h.largest, id));
             }
             if needs.extents {
                 *ix.extents.entry((h.capacity, id)).or_insert(0) += 1;
@@ -319,6 +392,13 @@ impl ClusterIndex {
         self.hosts.is_empty()
     }
 
+    /// Whether each host's free-extent lengths and allocated extents are kept (see
+    /// [`IndexNeeds::host_extents`]): then [`ClusterIndex::on_create`] and
+    /// [`ClusterIndex::on_destroy`] must be used, else the `_sized` forms suffice.
+    pub fn keeps_host_extents(&self) -> bool {
+        self.needs.host_extents || self.needs.extents
+    }
+
     /// One host's summary.
     pub fn host(&self, h: HostId) -> &HostSummary {
         &self.hosts[h as usize]
@@ -326,16 +406,16 @@ impl ClusterIndex {
 
     /// First host (lowest id >= `from`) with `free >= mem` and enough cores.
     pub fn first_by_free(&self, from: usize, mem: u64, vcpus: u32) -> Option<HostId> {
-        self.tree_free
-            .first(from, mem, vcpus)
+        self.tree
+            .first::<false>(from, mem, vcpus)
             .filter(|&i| i < self.hosts.len())
             .map(host_id)
     }
 
     /// First host (lowest id >= `from`) with a free extent of `mem` bytes and enough cores.
     pub fn first_by_extent(&self, from: usize, mem: u64, vcpus: u32) -> Option<HostId> {
-        self.tree_largest
-            .first(from, mem, vcpus)
+        self.tree
+            .first::<true>(from, mem, vcpus)
             .filter(|&i| i < self.hosts.len())
             .map(host_id)
     }
@@ -376,11 +456,23 @@ impl ClusterIndex {
 
     /// The `(free, host)` set of hosts with `cores` free cores, created on first use.
     fn cores_bucket(&mut self, cores: u32) -> &mut BTreeSet<(u64, HostId)> {
-        let c = cores as usize;
-        if self.by_free_cores.len() <= c {
-            self.by_free_cores.resize_with(c + 1, BTreeSet::new);
-        }
-        &mut self.by_free_cores[c]
+        bucket(&mut self.by_free_cores, cores)
+    }
+
+    /// The host with the smallest largest free extent of at least `mem` bytes among those with
+    /// `vcpus` free cores (ties: lowest id): the first of [`ClusterIndex::by_largest_from`] with
+    /// enough cores, with one ordered lookup per count of free cores instead of a scan.
+    pub fn best_by_largest(&self, mem: u64, vcpus: u32) -> Option<HostId> {
+        debug_assert!(
+            self.needs.by_largest,
+            "by_largest is not kept by this index"
+        );
+        self.largest_by_cores
+            .iter()
+            .skip(vcpus as usize)
+            .filter_map(|b| b.range((mem, 0)..).next())
+            .min()
+            .map(|&(_, h)| h)
     }
 
     /// Hosts ordered by largest free extent (ascending), from the first with `largest >= mem`.
@@ -456,12 +548,16 @@ impl ClusterIndex {
         }
     }
 
-    /// Re-derives host `h`'s largest extent and updates every per-host index, given the values
-    /// before the change.
-    fn refresh(&mut self, h: HostId, old: (u64, u64, u32, u32)) {
-        let (old_free, old_largest, old_cores, old_vms) = old;
+    /// Host `h`'s largest extent from its free-extent lengths.
+    fn largest_from_lens(&mut self, h: HostId) {
         let s = &mut self.hosts[h as usize];
         s.largest = s.lens.last_key().unwrap_or(0);
+    }
+
+    /// Updates every per-host index after a change of host `h`, given the values before it.
+    fn refresh(&mut self, h: HostId, old: (u64, u64, u32, u32)) {
+        let (old_free, old_largest, old_cores, old_vms) = old;
+        let s = &self.hosts[h as usize];
         let (free, largest, cores, vms) = (s.free, s.largest, s.free_cores, s.vms);
         if free != old_free {
             if self.needs.by_free {
@@ -477,6 +573,10 @@ impl ClusterIndex {
             }
             self.sum_largest = self.sum_largest - old_largest + largest;
         }
+        if self.needs.by_largest && (largest != old_largest || cores != old_cores) {
+            bucket(&mut self.largest_by_cores, old_cores).remove(&(old_largest, h));
+            bucket(&mut self.largest_by_cores, cores).insert((largest, h));
+        }
         if self.needs.by_free_cores && (free != old_free || cores != old_cores) {
             self.cores_bucket(old_cores).remove(&(old_free, h));
             self.cores_bucket(cores).insert((free, h));
@@ -486,11 +586,8 @@ impl ClusterIndex {
             (true, false) => self.in_use -= 1,
             _ => {}
         }
-        if free != old_free || cores != old_cores {
-            self.tree_free.set(h as usize, free, cores);
-        }
-        if largest != old_largest || cores != old_cores {
-            self.tree_largest.set(h as usize, largest, cores);
+        if free != old_free || largest != old_largest || cores != old_cores {
+            self.tree.set(h as usize, free, largest, cores);
         }
     }
 
@@ -504,17 +601,53 @@ impl ClusterIndex {
         let old = self.snapshot(h);
         for e in extents {
             let st = e.start.raw();
-            let (a, b) = self.hosts[h as usize].gap(st);
+            let s = &mut self.hosts[h as usize];
+            let (a, b) = s.insert_alloc(st, e.len);
+            s.free -= e.len;
             self.del_len(h, b - a);
             self.add_len(h, st - a);
             self.add_len(h, b - st - e.len);
-            let s = &mut self.hosts[h as usize];
-            s.alloc.insert(st, e.len);
-            s.free -= e.len;
         }
         let s = &mut self.hosts[h as usize];
         s.free_cores -= vcpus;
         s.vms += 1;
+        self.largest_from_lens(h);
+        self.refresh(h, old);
+    }
+
+    /// Records a VM of `bytes` provisioned on `h`, after which the host's largest free extent
+    /// is `largest` (from its memory manager). Only for an index that does not keep the hosts'
+    /// extents ([`ClusterIndex::keeps_host_extents`]).
+    pub fn on_create_sized(&mut self, h: HostId, bytes: u64, vcpus: u32, largest: u64) {
+        debug_assert!(!self.keeps_host_extents(), "this index needs the extents");
+        let old = self.snapshot(h);
+        let s = &mut self.hosts[h as usize];
+        s.free -= bytes;
+        s.free_cores -= vcpus;
+        s.vms += 1;
+        s.largest = largest;
+        self.refresh(h, old);
+    }
+
+    /// Records a VM of `bytes` leaving `h`, after which the host's largest free extent is
+    /// `largest`. Only for an index that does not keep the hosts' extents.
+    pub fn on_destroy_sized(&mut self, h: HostId, bytes: u64, vcpus: u32, largest: u64) {
+        debug_assert!(!self.keeps_host_extents(), "this index needs the extents");
+        let old = self.snapshot(h);
+        let s = &mut self.hosts[h as usize];
+        s.free += bytes;
+        s.free_cores += vcpus;
+        s.vms -= 1;
+        s.largest = largest;
+        self.refresh(h, old);
+    }
+
+    /// Records that host `h`'s largest free extent is now `largest` (after a compaction moved its
+    /// VMs). Only for an index that does not keep the hosts' extents.
+    pub fn on_moved_sized(&mut self, h: HostId, largest: u64) {
+        debug_assert!(!self.keeps_host_extents(), "this index needs the extents");
+        let old = self.snapshot(h);
+        self.hosts[h as usize].largest = largest;
         self.refresh(h, old);
     }
 
@@ -523,8 +656,7 @@ impl ClusterIndex {
         let old = self.snapshot(h);
         for e in extents {
             let st = e.start.raw();
-            self.hosts[h as usize].alloc.remove(st);
-            let (a, b) = self.hosts[h as usize].gap(st);
+            let (a, b) = self.hosts[h as usize].remove_alloc(st);
             self.del_len(h, st - a);
             self.del_len(h, b - st - e.len);
             self.add_len(h, b - a);
@@ -533,6 +665,7 @@ impl ClusterIndex {
         let s = &mut self.hosts[h as usize];
         s.free_cores += vcpus;
         s.vms -= 1;
+        self.largest_from_lens(h);
         self.refresh(h, old);
     }
 
@@ -558,8 +691,18 @@ impl ClusterIndex {
         for g in gaps {
             self.add_len(h, g);
         }
+        self.largest_from_lens(h);
         self.refresh(h, old);
     }
+}
+
+/// `sets[c]`, the set of hosts with `c` free cores, created on first use.
+fn bucket(sets: &mut Vec<BTreeSet<(u64, HostId)>>, cores: u32) -> &mut BTreeSet<(u64, HostId)> {
+    let c = cores as usize;
+    if sets.len() <= c {
+        sets.resize_with(c + 1, BTreeSet::new);
+    }
+    &mut sets[c]
 }
 
 /// Host index to id (fleets are limited to 100 million hosts when parsed).
@@ -603,6 +746,33 @@ mod tests {
         assert_eq!(ix.hosts_in_use(), 0);
     }
 
+    /// The one-search gap updates against `gap` plus a separate insert or remove.
+    mod gap_oracle {
+        use super::super::HostSummary;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn insert_and_remove_match_gap(
+                ops in proptest::collection::vec((0u64..40, 1u64..4, any::<bool>()), 0..80),
+            ) {
+                let (mut fast, mut slow) = (HostSummary::new(200, 1), HostSummary::new(200, 1));
+                for (st, len, ins) in ops {
+                    if ins {
+                        let want = slow.gap(st);
+                        slow.alloc.insert(st, len);
+                        prop_assert_eq!(fast.insert_alloc(st, len), want);
+                    } else {
+                        slow.alloc.remove(st);
+                        let want = slow.gap(st);
+                        prop_assert_eq!(fast.remove_alloc(st), want);
+                    }
+                    prop_assert_eq!(&fast.alloc.v, &slow.alloc.v);
+                }
+            }
+        }
+    }
+
     /// The max-tree's search against a scan of the leaves.
     mod tree_oracle {
         use super::super::MaxTree;
@@ -612,19 +782,21 @@ mod tests {
             #[test]
             fn first_matches_a_scan(
                 n in 1usize..70,
-                ops in proptest::collection::vec((0usize..70, 0u64..8, 0u32..5), 0..120),
+                ops in proptest::collection::vec((0usize..70, 0u64..8, 0u64..8, 0u32..5), 0..120),
                 queries in proptest::collection::vec((0usize..80, 0u64..9, 0u32..6), 1..40),
             ) {
                 let mut t = MaxTree::new(n);
-                let mut leaves = vec![(0u64, 0u32); n];
-                for (i, v, c) in ops {
+                let mut leaves = vec![(0u64, 0u64, 0u32); n];
+                for (i, a, b, c) in ops {
                     let i = i % n;
-                    t.set(i, v, c);
-                    leaves[i] = (v, c);
+                    t.set(i, a, b, c);
+                    leaves[i] = (a, b, c);
                 }
                 for (from, v, c) in queries {
-                    let want = (from..n).find(|&i| leaves[i].0 >= v && leaves[i].1 >= c);
-                    prop_assert_eq!(t.first(from, v, c).filter(|&i| i < n), want, "from {} v {} c {}", from, v, c);
+                    let want = (from..n).find(|&i| leaves[i].0 >= v && leaves[i].2 >= c);
+                    prop_assert_eq!(t.first::<false>(from, v, c).filter(|&i| i < n), want, "free: from {} v {} c {}", from, v, c);
+                    let want = (from..n).find(|&i| leaves[i].1 >= v && leaves[i].2 >= c);
+                    prop_assert_eq!(t.first::<true>(from, v, c).filter(|&i| i < n), want, "largest: from {} v {} c {}", from, v, c);
                 }
             }
         }
@@ -669,6 +841,8 @@ mod tests {
                     let worst = ix.by_free_from(mem).rev().map(|(_, h)| h).find(|&h| ok(h));
                     prop_assert_eq!(ix.best_by_free(mem, vcpus), best, "best mem {} vcpus {}", mem, vcpus);
                     prop_assert_eq!(ix.worst_by_free(mem, vcpus), worst, "worst mem {} vcpus {}", mem, vcpus);
+                    let by_largest = ix.by_largest_from(mem).map(|(_, h)| h).find(|&h| ok(h));
+                    prop_assert_eq!(ix.best_by_largest(mem, vcpus), by_largest, "largest mem {} vcpus {}", mem, vcpus);
                 }
             }
         }

@@ -460,13 +460,13 @@ impl ExtentAllocator {
         if self.classes.is_empty() && matches!(policy, Policy::FirstFit | Policy::NextFit) {
             self.build_classes();
         }
-        let Some((fs, a)) = self.search(len, align, policy) else {
+        let Some((fs, fl, a)) = self.search(len, align, policy) else {
             return Err(AllocError::NoExtent {
                 len,
                 largest: self.largest_free(),
             });
         };
-        self.carve(fs, a, len);
+        self.carve(fs, fl, a, len);
         self.cursor = a + len;
         Ok(Extent::new(a, len))
     }
@@ -478,10 +478,10 @@ impl ExtentAllocator {
             return None;
         }
         self.search(len, align, policy)
-            .map(|(_, a)| Extent::new(a, len))
+            .map(|(_, _, a)| Extent::new(a, len))
     }
 
-    fn search(&self, len: u64, align: PageSize, policy: Policy) -> Option<(u64, u64)> {
+    fn search(&self, len: u64, align: PageSize, policy: Policy) -> Option<(u64, u64, u64)> {
         match policy {
             Policy::FirstFit => self.first_fit(len, align, 0),
             Policy::BestFit => self.best_fit(len, align),
@@ -492,13 +492,13 @@ impl ExtentAllocator {
         }
     }
 
-    /// Returns `(free extent start, aligned allocation start)`.
-    fn first_fit(&self, len: u64, align: PageSize, from: u64) -> Option<(u64, u64)> {
+    /// Returns `(free extent start, its length, aligned allocation start)`.
+    fn first_fit(&self, len: u64, align: PageSize, from: u64) -> Option<(u64, u64, u64)> {
         // Fast path: the first few free extents in address order (exact if one fits).
         let mut probed = 0;
         for (s, l) in self.by_addr.from((from, 0)).take(FIRST_FIT_PROBE) {
             if let Some(a) = fit(s, l, len, align) {
-                return Some((s, a));
+                return Some((s, l, a));
             }
             probed += 1;
         }
@@ -511,20 +511,20 @@ impl ExtentAllocator {
                 .by_addr
                 .from((from, 0))
                 .skip(FIRST_FIT_PROBE)
-                .find_map(|(s, l)| fit(s, l, len, align).map(|a| (s, a)));
+                .find_map(|(s, l)| fit(s, l, len, align).map(|a| (s, l, a)));
         }
         // Then the lowest-addressed fitting member of every large-enough size class.
-        let mut best: Option<(u64, u64)> = None;
+        let mut best: Option<(u64, u64, u64)> = None;
         let mut bits = self.nonempty & (u64::MAX << class_of(len));
         while bits != 0 {
             let class = &self.classes[bits.trailing_zeros() as usize];
             bits &= bits - 1;
             for (s, l) in class.from((from, 0)) {
-                if best.is_some_and(|(bs, _)| s >= bs) {
+                if best.is_some_and(|(bs, _, _)| s >= bs) {
                     break;
                 }
                 if let Some(a) = fit(s, l, len, align) {
-                    best = Some((s, a));
+                    best = Some((s, l, a));
                     break;
                 }
             }
@@ -532,23 +532,23 @@ impl ExtentAllocator {
         best
     }
 
-    fn best_fit(&self, len: u64, align: PageSize) -> Option<(u64, u64)> {
+    fn best_fit(&self, len: u64, align: PageSize) -> Option<(u64, u64, u64)> {
         self.by_len
             .from((len, 0))
-            .find_map(|(l, s)| fit(s, l, len, align).map(|a| (s, a)))
+            .find_map(|(l, s)| fit(s, l, len, align).map(|a| (s, l, a)))
     }
 
-    fn worst_fit(&self, len: u64, align: PageSize) -> Option<(u64, u64)> {
+    fn worst_fit(&self, len: u64, align: PageSize) -> Option<(u64, u64, u64)> {
         self.by_len
             .iter()
             .rev()
             .take_while(|&(l, _)| l >= len)
-            .find_map(|(l, s)| fit(s, l, len, align).map(|a| (s, a)))
+            .find_map(|(l, s)| fit(s, l, len, align).map(|a| (s, l, a)))
     }
 
-    /// Takes `[a, a + len)` out of the free extent starting at `fs`.
-    fn carve(&mut self, fs: u64, a: u64, len: u64) {
-        let fl = self.free_at(Hpa(fs)).map_or(0, |f| f.len);
+    /// Takes `[a, a + len)` out of the free extent `[fs, fs + fl)`.
+    fn carve(&mut self, fs: u64, fl: u64, a: u64, len: u64) {
+        debug_assert_eq!(self.free_at(Hpa(fs)).map(|f| f.len), Some(fl));
         self.remove_free(fs, fl);
         if a > fs {
             self.insert_free(fs, a - fs);
@@ -565,7 +565,7 @@ impl ExtentAllocator {
         let s = ext.start.raw();
         match self.at_or_before(s) {
             Some((fs, fl)) if fs + fl >= end => {
-                self.carve(fs, s, ext.len);
+                self.carve(fs, fl, s, ext.len);
                 Ok(())
             }
             _ => Err(AllocError::NotFree(ext)),
@@ -581,8 +581,7 @@ impl ExtentAllocator {
         let end = Self::validate_ext(ext)?;
         let s = ext.start.raw();
         let in_ram = self.range_of(s).is_some_and(|(_, re)| re >= end);
-        let pred = self.at_or_before(s);
-        let succ = self.by_addr.after((s, u64::MAX));
+        let (pred, succ) = self.by_addr.around((s, u64::MAX));
         let pred_overlaps = pred.is_some_and(|(fs, fl)| fs + fl > s);
         let succ_overlaps = succ.is_some_and(|(fs, _)| fs < end);
         if !in_ram || pred_overlaps || succ_overlaps {

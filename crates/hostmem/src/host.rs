@@ -448,6 +448,12 @@ impl HostMemory {
     /// Destroys the VM and returns the bytes freed.
     pub fn destroy(&mut self, vm: VmId) -> Result<u64, AllocError> {
         let rec = self.vms.get(&vm).ok_or(AllocError::UnknownVm(vm))?;
+        if let [e] = rec.extents[..] {
+            // One extent: `free` checks it before changing anything.
+            self.alloc.free(e)?;
+            self.vms.remove(&vm);
+            return Ok(e.len);
+        }
         // Check everything before changing anything (the extents of one VM never overlap).
         if let Some(&bad) = rec.extents.iter().find(|&&e| !self.alloc.is_allocated(e)) {
             return Err(AllocError::NotAllocated(bad));

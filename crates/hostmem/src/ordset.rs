@@ -151,6 +151,18 @@ impl OrdSet {
         }
     }
 
+    /// `(at_or_before(k), after(k))` with one search.
+    #[inline]
+    pub(crate) fn around(&self, k: Key) -> (Option<Key>, Option<Key>) {
+        match self {
+            OrdSet::Small(v) => {
+                let i = v.partition_point(|&x| x <= k);
+                (i.checked_sub(1).map(|i| v[i]), v.get(i).copied())
+            }
+            OrdSet::Large(_) => (self.at_or_before(k), self.after(k)),
+        }
+    }
+
     /// The smallest key `> k`.
     #[inline]
     pub(crate) fn after(&self, k: Key) -> Option<Key> {
@@ -194,6 +206,7 @@ mod tests {
                     6 => {
                         prop_assert_eq!(s.at_or_before(k), o.range(..=k).next_back().copied());
                         prop_assert_eq!(s.after(k), o.range((Excluded(k), Unbounded)).next().copied());
+                        prop_assert_eq!(s.around(k), (s.at_or_before(k), s.after(k)));
                     }
                     _ => {
                         prop_assert!(s.from(k).eq(o.range(k..).copied()));

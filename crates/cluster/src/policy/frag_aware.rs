@@ -32,6 +32,6 @@ impl PlacementPolicy for FragAware {
             .take_while(|&(l, _)| l == mem)
             .map(|(_, h)| h)
             .find(|&h| ok(h))
-            .or_else(|| ix.by_largest_from(mem).map(|(_, h)| h).find(|&h| ok(h)))
+            .or_else(|| ix.best_by_largest(mem, vcpus))
     }
 }

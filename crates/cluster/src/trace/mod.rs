@@ -10,6 +10,7 @@ mod azure_rnn;
 mod bitbrains;
 mod google;
 mod merge;
+mod prefetch;
 pub mod synthetic;
 
 pub use alibaba::AlibabaReader;
@@ -18,6 +19,7 @@ pub use azure_rnn::{AzureRnnReader, DurationRule};
 pub use bitbrains::BitbrainsReader;
 pub use google::GoogleReader;
 pub use merge::{DepartureMerger, VmTraceRecord};
+pub use prefetch::Prefetch;
 pub use synthetic::{SyntheticConfig, SyntheticTrace};
 
 use crate::event::{Event, VmTraceError};
