@@ -88,6 +88,12 @@ impl Mem {
         }
     }
 
+    /// Speed hint for a coming access of `hpa` (see [`DataCaches::prefetch`]); no state changes.
+    #[inline]
+    pub fn prefetch(&self, hpa: Hpa) {
+        self.caches.prefetch(hpa);
+    }
+
     /// The program's own access of `hpa`.
     #[inline]
     pub fn data(&mut self, hpa: Hpa, stats: &mut Stats) {

@@ -85,6 +85,9 @@ pub enum Prefetch {
     Far,
     /// Closer: what needs the far prefetch to have arrived (the EPT leaf of the data page).
     Mid,
+    /// Nearest: what needs the translation (the data-cache sets the data access will look at).
+    /// Handled by [`Mmu`] for every scheme; walkers ignore it.
+    Near,
 }
 
 /// A translation scheme: timed translation, side-effect-free probe, invalidation, statistics.
@@ -216,7 +219,13 @@ impl<W: Walker> Scheme for Mmu<W> {
     fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
         // The perfect TLB reads no table.
         if self.pages.is_none() {
-            self.walker.prefetch(ctx, gva, stage);
+            if stage == Prefetch::Near {
+                if let Some(hpa) = self.walker.probe(ctx, gva) {
+                    self.mem.prefetch(hpa);
+                }
+            } else {
+                self.walker.prefetch(ctx, gva, stage);
+            }
         }
     }
 

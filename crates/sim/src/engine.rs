@@ -381,11 +381,12 @@ impl SchemeRun {
     /// they change no simulated state, and a hint for an op after a context switch or a fault is
     /// merely useless.
     pub fn run(&mut self, ops: &[Op]) -> Result<(), EngineError> {
-        const STAGES: [(usize, Prefetch); 2] = [(8, Prefetch::Far), (4, Prefetch::Mid)];
+        const STAGES: [(usize, Prefetch); 3] =
+            [(8, Prefetch::Far), (4, Prefetch::Mid), (2, Prefetch::Near)];
         // Pages hinted recently, per stage: a page that was just hinted (a TLB-friendly stream)
         // needs no hint again; the check costs far less than the hint.
-        let mut recent = [[u64::MAX; 4]; 2];
-        let mut next = [0usize; 2];
+        let mut recent = [[u64::MAX; 4]; STAGES.len()];
+        let mut next = [0usize; STAGES.len()];
         // The perfect TLB ignores hints (it walks nothing): its run skips them.
         if self.kind == RunKind::Baseline {
             for (i, op) in ops.iter().enumerate() {

@@ -63,6 +63,7 @@ impl Walker for Ept {
                     ctx.backing.ept().prefetch_leaf(gpa.raw());
                 }
             }
+            Prefetch::Near => {}
         }
     }
     fn flush(&mut self) {
