@@ -59,6 +59,17 @@ pub trait Walker: Send {
             ctx.guest.table().prefetch_leaf(gva.raw());
         }
     }
+    /// Speed hint at [`Prefetch::Near`]: the host addresses of the table entries a walk for `gva`
+    /// reads that likely miss the simulator's own caches (the leaf entries), whose data-cache sets
+    /// [`Mmu`] then prefetches. Default: the guest table's leaf entry at the host address the
+    /// backing gives it. No state changes; a wrong answer only makes the hint useless.
+    fn leaf_entries(&self, ctx: Ctx<'_>, gva: Gva) -> [Option<Hpa>; 2] {
+        let e = ctx.guest.table().walk(gva.raw()).last_entry();
+        [
+            e.and_then(|e| ctx.backing.translate(compromis_types::Gpa(e))),
+            None,
+        ]
+    }
     /// The guest handled a page fault (installed a leaf).
     fn on_fault(&mut self, _ctx: Ctx<'_>, _fault: &Fault, _stats: &mut Stats) {}
     /// The guest unmapped pages (`writes` entries written); `flushed` when it reloaded CR3
@@ -222,6 +233,16 @@ impl<W: Walker> Scheme for Mmu<W> {
             if stage == Prefetch::Near {
                 if let Some(hpa) = self.walker.probe(ctx, gva) {
                     self.mem.prefetch(hpa);
+                }
+                // Finding the leaf entries costs a table walk of the simulator's own: worth it
+                // only when walks read entries far out in the simulated caches (one walk in four
+                // so far reads one from the LLC or DRAM), whose sets miss the host's caches too;
+                // the L1D's and L2's few sets stay in the host's caches.
+                let far = self.stats.walk_ref_levels[2] + self.stats.walk_ref_levels[3];
+                if far * 4 > self.stats.walks {
+                    for hpa in self.walker.leaf_entries(ctx, gva).into_iter().flatten() {
+                        self.mem.prefetch(hpa);
+                    }
                 }
             } else {
                 self.walker.prefetch(ctx, gva, stage);
