@@ -304,6 +304,12 @@ impl DataCaches {
         self.levels.iter_mut().for_each(LineSets::flush);
     }
 
+    /// Whether [`DataCaches::prefetch`] has anything to load (an L2 or an LLC is present).
+    #[inline]
+    pub fn prefetches(&self) -> bool {
+        self.levels[1].ways != 0 || self.levels[2].ways != 0
+    }
+
     /// Starts loading, into the host's caches, the sets an access of `hpa` will look at below the
     /// L1D (the L1D's few kilobytes of tags stay in the host's caches anyway). A speed hint for an
     /// access some steps ahead: no simulated state changes.
@@ -674,6 +680,8 @@ mod tests {
         let d = CacheConfig::default();
         assert_eq!((d.l1d.sets(), d.l2.sets(), d.llc.sets()), (64, 1024, 2048));
         let mut c = DataCaches::new(&d);
+        assert!(c.prefetches());
+        assert!(!DataCaches::new(&CacheConfig::dram_only(200)).prefetches());
         assert_eq!(c.latency(Level::Llc), 44);
         // 64 sets x 8 ways: nine lines 4 KiB apart share an L1 set; the first is evicted to the L2.
         for i in 0..9u64 {

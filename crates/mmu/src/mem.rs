@@ -88,6 +88,12 @@ impl Mem {
         }
     }
 
+    /// Whether [`Mem::prefetch`] does anything (the data caches have a level it prefetches).
+    #[inline]
+    pub fn prefetches(&self) -> bool {
+        self.caches.prefetches()
+    }
+
     /// Speed hint for a coming access of `hpa` (see [`DataCaches::prefetch`]); no state changes.
     #[inline]
     pub fn prefetch(&self, hpa: Hpa) {

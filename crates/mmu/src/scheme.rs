@@ -231,6 +231,10 @@ impl<W: Walker> Scheme for Mmu<W> {
         // The perfect TLB reads no table.
         if self.pages.is_none() {
             if stage == Prefetch::Near {
+                // Nothing to prefetch without an L2 or LLC (a translation-only model).
+                if !self.mem.prefetches() {
+                    return;
+                }
                 if let Some(hpa) = self.walker.probe(ctx, gva) {
                     self.mem.prefetch(hpa);
                 }
