@@ -257,7 +257,7 @@ pub struct CacheLevel {
 }
 
 /// Most lines a cache level may hold (4 Mi lines, e.g. 256 MiB of 64 B lines: the simulator
-/// allocates 24 bytes of state per line).
+/// allocates 8 bytes of state per line).
 pub const MAX_CACHE_LINES: u64 = 1 << 22;
 /// Most ways a cache level may have (each access scans a set; hardware caches have at most a few
 /// dozen).

@@ -88,6 +88,18 @@ impl Mem {
         }
     }
 
+    /// Whether [`Mem::prefetch`] does anything (the data caches have a level it prefetches).
+    #[inline]
+    pub fn prefetches(&self) -> bool {
+        self.caches.prefetches()
+    }
+
+    /// Speed hint for a coming access of `hpa` (see [`DataCaches::prefetch`]); no state changes.
+    #[inline]
+    pub fn prefetch(&self, hpa: Hpa) {
+        self.caches.prefetch(hpa);
+    }
+
     /// The program's own access of `hpa`.
     #[inline]
     pub fn data(&mut self, hpa: Hpa, stats: &mut Stats) {

@@ -59,6 +59,17 @@ pub trait Walker: Send {
             ctx.guest.table().prefetch_leaf(gva.raw());
         }
     }
+    /// Speed hint at [`Prefetch::Near`]: the host addresses of the table entries a walk for `gva`
+    /// reads that likely miss the simulator's own caches (the leaf entries), whose data-cache sets
+    /// [`Mmu`] then prefetches. Default: the guest table's leaf entry at the host address the
+    /// backing gives it. No state changes; a wrong answer only makes the hint useless.
+    fn leaf_entries(&self, ctx: Ctx<'_>, gva: Gva) -> [Option<Hpa>; 2] {
+        let e = ctx.guest.table().walk(gva.raw()).last_entry();
+        [
+            e.and_then(|e| ctx.backing.translate(compromis_types::Gpa(e))),
+            None,
+        ]
+    }
     /// The guest handled a page fault (installed a leaf).
     fn on_fault(&mut self, _ctx: Ctx<'_>, _fault: &Fault, _stats: &mut Stats) {}
     /// The guest unmapped pages (`writes` entries written); `flushed` when it reloaded CR3
@@ -85,6 +96,9 @@ pub enum Prefetch {
     Far,
     /// Closer: what needs the far prefetch to have arrived (the EPT leaf of the data page).
     Mid,
+    /// Nearest: what needs the translation (the data-cache sets the data access will look at).
+    /// Handled by [`Mmu`] for every scheme; walkers ignore it.
+    Near,
 }
 
 /// What [`Scheme::run_accesses`] did.
@@ -103,24 +117,25 @@ pub struct Batch {
 /// changes no simulated result.
 #[derive(Clone, Copy, Debug)]
 pub struct Hints {
-    recent: [[u64; 4]; 2],
-    next: [usize; 2],
+    recent: [[u64; 4]; 3],
+    next: [usize; 3],
 }
 
 impl Default for Hints {
     fn default() -> Hints {
         Hints {
-            recent: [[u64::MAX; 4]; 2],
-            next: [0; 2],
+            recent: [[u64::MAX; 4]; 3],
+            next: [0; 3],
         }
     }
 }
 
 impl Hints {
     /// How far ahead each stage's hint is given (ops).
-    const STAGES: [(usize, Prefetch); 2] = [(8, Prefetch::Far), (4, Prefetch::Mid)];
+    const STAGES: [(usize, Prefetch); 3] =
+        [(8, Prefetch::Far), (4, Prefetch::Mid), (2, Prefetch::Near)];
 
-    /// Gives `hint` the accesses 8 and 4 ops after `ops[i]` (those not hinted recently).
+    /// Gives `hint` the accesses 8, 4 and 2 ops after `ops[i]` (those not hinted recently).
     #[inline(always)]
     pub fn give(&mut self, ops: &[Op], i: usize, mut hint: impl FnMut(Gva, Prefetch)) {
         for (s, (ahead, stage)) in Hints::STAGES.into_iter().enumerate() {
@@ -176,7 +191,7 @@ pub trait Scheme: Send {
     fn drain(&mut self) {}
     /// Runs the accesses at the start of `ops`, at most `limit` of them, as the engine runs an
     /// access when it verifies nothing: [`count_access`], then [`Scheme::access`]; with prefetch
-    /// hints for the accesses 8 and 4 ops ahead in `ops` ([`Hints`]). Stops before the first op
+    /// hints for the accesses 8, 4 and 2 ops ahead in `ops` ([`Hints`]). Stops before the first op
     /// that is not an access, and at an access that needs a page fault (see [`Batch`]). One
     /// dynamic call per run of accesses instead of several per access. The default runs none.
     fn run_accesses(
@@ -307,8 +322,8 @@ impl<W: Walker> Scheme for Mmu<W> {
                 };
             };
             if hinted {
-                let walker = &self.walker;
-                hints.give(ops, i, |g, stage| walker.prefetch(ctx, g, stage));
+                let me = &*self;
+                hints.give(ops, i, |g, stage| me.prefetch(ctx, g, stage));
             } else if let (Some(pages), Some(Op::Access { gva, .. })) =
                 (&self.pages, ops.get(i + PAGES_AHEAD))
             {
@@ -337,7 +352,27 @@ impl<W: Walker> Scheme for Mmu<W> {
     fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
         // The perfect TLB reads no table.
         if self.pages.is_none() {
-            self.walker.prefetch(ctx, gva, stage);
+            if stage == Prefetch::Near {
+                // Nothing to prefetch without an L2 or LLC (a translation-only model).
+                if !self.mem.prefetches() {
+                    return;
+                }
+                if let Some(hpa) = self.walker.probe(ctx, gva) {
+                    self.mem.prefetch(hpa);
+                }
+                // Finding the leaf entries costs a table walk of the simulator's own: worth it
+                // only when walks read entries far out in the simulated caches (one walk in four
+                // so far reads one from the LLC or DRAM), whose sets miss the host's caches too;
+                // the L1D's and L2's few sets stay in the host's caches.
+                let far = self.stats.walk_ref_levels[2] + self.stats.walk_ref_levels[3];
+                if far * 4 > self.stats.walks {
+                    for hpa in self.walker.leaf_entries(ctx, gva).into_iter().flatten() {
+                        self.mem.prefetch(hpa);
+                    }
+                }
+            } else {
+                self.walker.prefetch(ctx, gva, stage);
+            }
         }
     }
 

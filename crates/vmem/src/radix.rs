@@ -75,6 +75,15 @@ pub struct WalkPath {
     pub leaf: Option<Leaf>,
 }
 
+impl WalkPath {
+    /// Address of the last entry read (the leaf, when the walk found one).
+    #[inline]
+    pub fn last_entry(&self) -> Option<u64> {
+        let i = usize::from(self.len).checked_sub(1)?;
+        self.entry_addrs.get(i).copied()
+    }
+}
+
 /// What a mapping change wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Writes {
@@ -372,7 +381,13 @@ mod tests {
         t.map(0x4000_0000, 0x20_0000, 2, &mut a).unwrap();
         let p = t.walk(0x4001_2345);
         assert_eq!(p.len, 3);
+        assert_eq!(p.last_entry(), Some(p.entry_addrs[2]));
         assert_eq!(p.leaf.unwrap().translate(0x4001_2345), 0x21_2345);
+        // An unmapped address: the walk stops at the first empty entry, which is the last read.
+        let p = t.walk(0x1234_5000_0000);
+        assert_eq!((p.len, p.leaf), (1, None));
+        assert_eq!(p.last_entry(), Some(p.entry_addrs[0]));
+        assert_eq!(WalkPath::default().last_entry(), None);
         assert!(t.map(0x4000_1000, 0x9000, 1, &mut a).is_err());
         assert_eq!(t.unmap(0x4000_0000).map(|l| l.level), Some(2));
         assert_eq!(t.lookup(0x4000_0000), None);

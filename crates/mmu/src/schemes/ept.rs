@@ -63,7 +63,18 @@ impl Walker for Ept {
                     ctx.backing.ept().prefetch_leaf(gpa.raw());
                 }
             }
+            Prefetch::Near => {}
         }
+    }
+    fn leaf_entries(&self, ctx: Ctx<'_>, gva: Gva) -> [Option<Hpa>; 2] {
+        // The guest leaf entry, and the EPT leaf entry of the data page.
+        let guest = ctx.guest.table().walk(gva.raw());
+        let at = |e: u64| ctx.backing.translate(compromis_types::Gpa(e));
+        let data = guest.leaf.map(|l| l.translate(gva.raw()));
+        [
+            guest.last_entry().and_then(at),
+            data.and_then(|g| ctx.backing.ept().walk(g).last_entry().map(Hpa)),
+        ]
     }
     fn flush(&mut self) {
         // The nested TLB is tagged by VPID and not flushed by a guest CR3 load.

@@ -53,6 +53,12 @@ impl Walker for Native {
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         guest_probe(ctx, gva, |g| Some(Hpa(g.raw())))
     }
+    fn leaf_entries(&self, ctx: Ctx<'_>, gva: Gva) -> [Option<Hpa>; 2] {
+        [
+            ctx.guest.table().walk(gva.raw()).last_entry().map(Hpa),
+            None,
+        ]
+    }
     fn flush(&mut self) {
         self.pwc.flush();
     }

@@ -83,6 +83,14 @@ impl Walker for Shadow {
         }
     }
 
+    fn leaf_entries(&self, ctx: Ctx<'_>, gva: Gva) -> [Option<Hpa>; 2] {
+        let t = self.shadow.table(ctx.guest.current_pid());
+        [
+            t.and_then(|t| t.walk(gva.raw()).last_entry()).map(Hpa),
+            None,
+        ]
+    }
+
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         self.shadow.lookup(ctx.guest.current_pid(), gva)
     }
