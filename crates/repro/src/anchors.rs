@@ -229,17 +229,21 @@ pub fn run_anchors(
                 seed,
                 ..ExperimentRequest::default()
             };
-            let o = req
+            // Only the walk's own counters are compared: no perfect-TLB baseline is run.
+            let r = req
                 .build()
-                .and_then(|p| compromis_sim::run(&p, &|_| {}))
+                .and_then(crate::passes::Vm::build)
+                .and_then(|vm| vm.simulate(&[SchemeKind::Ept], false))
                 .map_err(|source| ReproError::Experiment {
                     config: format!("anchor {}", a.name),
                     source,
                 })?;
             progress.step(STAGE);
-            let breakdown = o
-                .scheme(SchemeKind::Ept)
-                .and_then(|s| WalkBreakdown::of(&s.result.measured, &config));
+            let breakdown = r
+                .schemes
+                .iter()
+                .find(|s| s.scheme == SchemeKind::Ept)
+                .and_then(|s| WalkBreakdown::of(&s.measured, &config));
             let ours = breakdown.as_ref().map(|b| b.without_ept);
             let ratio = ours.map(|x| x / a.measured);
             Ok(AnchorRow {

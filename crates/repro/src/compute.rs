@@ -1,5 +1,6 @@
 //! Computes every section of the report.
 
+use crate::passes::{Vm, total_cycles};
 use crate::{
     Claim, FragOutcome, FragRow, Options, Progress, ProvisioningRow, ReproError, Results,
     RunConfig, RunRow, SchemeFigures, WalkRefRow,
@@ -10,7 +11,7 @@ use compromis_cluster::{
 };
 use compromis_hostmem::Fallback as HostFallback;
 use compromis_mmu::{MachineConfig, SchemeKind};
-use compromis_sim::{ExperimentRequest, HostRequest, Outcome, Source as SimSource};
+use compromis_sim::{ExperimentRequest, HostRequest, Outcome, SimResults, Source as SimSource};
 use compromis_types::{ByteSize, Gva, Op, PageSize};
 use compromis_vmem::GuestConfig;
 use compromis_workload::{WorkloadKind, WorkloadSpec};
@@ -165,9 +166,12 @@ pub fn run(opts: &Options, progress: &dyn Progress) -> Result<Results, ReproErro
         )
     };
     let multiprocess = || {
-        stage(progress, STAGE_MULTIPROCESS, MP_WORKLOADS.len() * 2, || {
-            multiprocess(cfg, machine, progress)
-        })
+        stage(
+            progress,
+            STAGE_MULTIPROCESS,
+            MP_WORKLOADS.len() * MP_HOST_PAGES.len(),
+            || multiprocess(cfg, machine, progress),
+        )
     };
     let anchors = || crate::anchors::run_anchors(opts.quick, opts.seed, progress);
     let walk_refs = || {
@@ -285,7 +289,7 @@ fn figures(o: &Outcome) -> Vec<SchemeFigures> {
         .collect()
 }
 
-fn run_row(o: &Outcome, spec: &WorkloadSpec, guest: PageSize, host: PageSize) -> RunRow {
+pub(crate) fn run_row(o: &Outcome, spec: &WorkloadSpec, guest: PageSize, host: PageSize) -> RunRow {
     RunRow {
         workload: spec.kind.name().to_owned(),
         processes: spec.processes,
@@ -302,94 +306,6 @@ fn run_row(o: &Outcome, spec: &WorkloadSpec, guest: PageSize, host: PageSize) ->
     }
 }
 
-/// A section-2 run without its native figures when `native` is false, and the perfect-TLB
-/// cycles its overheads divide by.
-fn run_spec(
-    cfg: &RunConfig,
-    machine: &MachineConfig,
-    spec: &WorkloadSpec,
-    guest: PageSize,
-    host: PageSize,
-    native: bool,
-) -> Result<(RunRow, f64), ReproError> {
-    let config = || {
-        format!(
-            "{} x{} guest {guest} host {host}",
-            spec.kind, spec.processes
-        )
-    };
-    let mut req = request(cfg, machine.clone(), guest, host, workload_source(spec));
-    if !native {
-        req.schemes.retain(|&k| k != SchemeKind::Native);
-    }
-    let o = req
-        .build()
-        .and_then(|plan| compromis_sim::run(&plan, &|_| {}))
-        .map_err(|source| ReproError::Experiment {
-            config: config(),
-            source,
-        })?;
-    let ideal = o
-        .schemes
-        .first()
-        .map_or(o.ideal.cycles.total, |s| s.cycles.ideal);
-    Ok((run_row(&o, spec, guest, host), ideal))
-}
-
-/// Host page at which section 2 simulates native translation.
-const NATIVE_HOST: PageSize = PageSize::Size4K;
-
-/// Whether the run at `host` simulates native translation itself. Native translation never
-/// looks at the host (guest-physical addresses are its physical ones), so its run is the same at
-/// every host page size: it is simulated once, at [`NATIVE_HOST`], and [`share_native`] copies
-/// its figures into the other host pages' rows.
-fn simulates_native(host: PageSize) -> bool {
-    host == NATIVE_HOST
-}
-
-/// Puts the native figures of each configuration's [`NATIVE_HOST`] run first in its other rows,
-/// with the overhead against that row's own perfect-TLB cycles `ideal` (those depend on the host:
-/// the data caches see host-physical addresses), computed as the cycle model does.
-fn share_native(runs: Vec<(RunRow, f64)>) -> Vec<RunRow> {
-    let native_of = |r: &RunRow| {
-        runs.iter()
-            .map(|(n, _)| n)
-            .find(|n| {
-                n.host == NATIVE_HOST.name()
-                    && n.workload == r.workload
-                    && n.processes == r.processes
-                    && n.guest == r.guest
-            })
-            .and_then(|n| {
-                n.schemes
-                    .iter()
-                    .find(|f| f.scheme == SchemeKind::Native.name())
-            })
-            .cloned()
-    };
-    let copies: Vec<Option<SchemeFigures>> = runs
-        .iter()
-        .map(|(r, ideal)| {
-            if r.host == NATIVE_HOST.name() {
-                return None;
-            }
-            native_of(r).map(|mut f| {
-                f.overhead = compromis_sim::overhead(f.cycles, *ideal);
-                f
-            })
-        })
-        .collect();
-    runs.into_iter()
-        .zip(copies)
-        .map(|((mut r, _), native)| {
-            if let Some(f) = native {
-                r.schemes.insert(0, f);
-            }
-            r
-        })
-        .collect()
-}
-
 fn spec(cfg: &RunConfig, kind: WorkloadKind, processes: u16) -> WorkloadSpec {
     WorkloadSpec {
         kind,
@@ -401,6 +317,8 @@ fn spec(cfg: &RunConfig, kind: WorkloadKind, processes: u16) -> WorkloadSpec {
     }
 }
 
+/// Section 2: every workload at each guest and host page ([`crate::passes::host_rows`]: runs
+/// that are the same at several host pages are simulated once).
 fn overheads(
     cfg: &RunConfig,
     machine: &MachineConfig,
@@ -409,56 +327,48 @@ fn overheads(
     let mut jobs = Vec::new();
     for kind in WorkloadKind::ALL {
         for guest in GUEST_PAGES {
-            for host in HOST_PAGES {
-                jobs.push((kind, guest, host));
-            }
+            jobs.push((kind, guest));
         }
     }
-    let runs = jobs
+    let rows: Vec<Vec<RunRow>> = jobs
         .par_iter()
-        .map(|&(kind, guest, host)| {
-            let r = run_spec(
-                cfg,
-                machine,
-                &spec(cfg, kind, 1),
+        .map(|&(kind, guest)| {
+            let spec = spec(cfg, kind, 1);
+            crate::passes::host_rows(
+                &spec,
                 guest,
-                host,
-                simulates_native(host),
-            );
-            progress.step(STAGE_OVERHEADS);
-            r
+                &HOST_PAGES,
+                &|host| request(cfg, machine.clone(), guest, host, workload_source(&spec)).build(),
+                &|| progress.step(STAGE_OVERHEADS),
+            )
         })
         .collect::<Result<_, _>>()?;
-    Ok(share_native(runs))
+    Ok(rows.into_iter().flatten().collect())
 }
+
+/// Host pages of the multi-process runs.
+const MP_HOST_PAGES: [PageSize; 2] = [PageSize::Size4K, PageSize::Size2M];
 
 fn multiprocess(
     cfg: &RunConfig,
     machine: &MachineConfig,
     progress: &dyn Progress,
 ) -> Result<Vec<RunRow>, ReproError> {
-    let mut jobs = Vec::new();
-    for kind in MP_WORKLOADS {
-        for host in [PageSize::Size4K, PageSize::Size2M] {
-            jobs.push((kind, host));
-        }
-    }
-    let runs = jobs
+    let guest = PageSize::Size4K;
+    let rows: Vec<Vec<RunRow>> = MP_WORKLOADS
         .par_iter()
-        .map(|&(kind, host)| {
-            let r = run_spec(
-                cfg,
-                machine,
-                &spec(cfg, kind, cfg.mp_processes),
-                PageSize::Size4K,
-                host,
-                simulates_native(host),
-            );
-            progress.step(STAGE_MULTIPROCESS);
-            r
+        .map(|&kind| {
+            let spec = spec(cfg, kind, cfg.mp_processes);
+            crate::passes::host_rows(
+                &spec,
+                guest,
+                &MP_HOST_PAGES,
+                &|host| request(cfg, machine.clone(), guest, host, workload_source(&spec)).build(),
+                &|| progress.step(STAGE_MULTIPROCESS),
+            )
         })
         .collect::<Result<_, _>>()?;
-    Ok(share_native(runs))
+    Ok(rows.into_iter().flatten().collect())
 }
 
 /// `machine` with every TLB-like structure off (section 1's closed-form check), as
@@ -781,17 +691,24 @@ fn fragmentation(
     };
     let row = |host_page: PageSize, fill: f64, fallback: HostFallback| {
         let fb = fallback.to_string();
-        let outcome = match plan(host_page, fill, fallback)
-            .build()
-            .and_then(|plan| compromis_sim::run(&plan, &|_| {}))
-        {
-            Ok(o) => Ok(frag_outcome(&o)),
+        let config = || format!("gups on a host aged to {fill} ({fb}, host {host_page})");
+        // Only the two schemes' own cycles are reported: no perfect-TLB baseline is run.
+        let outcome = match plan(host_page, fill, fallback).build().and_then(Vm::build) {
+            Ok(vm) => {
+                let r = vm
+                    .simulate(&[SchemeKind::Ept, SchemeKind::Compromis], false)
+                    .map_err(|source| ReproError::Experiment {
+                        config: config(),
+                        source,
+                    })?;
+                Ok(frag_outcome(&vm, &r))
+            }
             // The aged host refusing the VM is a result of this section, not an error.
             Err(source) => match compromis_sim::is_refused(&source) {
                 Some(why) => Err(format!("the aged host cannot provision the VM: {why}")),
                 None => {
                     return Err(ReproError::Experiment {
-                        config: format!("gups on a host aged to {fill} ({fb}, host {host_page})"),
+                        config: config(),
                         source,
                     });
                 }
@@ -849,22 +766,26 @@ fn fragmentation(
     Ok(out)
 }
 
-fn frag_outcome(o: &Outcome) -> FragOutcome {
-    let cyc = |k| o.scheme(k).map_or(0.0, |s| s.cycles.total);
+fn frag_outcome(vm: &Vm, r: &SimResults) -> FragOutcome {
+    let run = |k| r.schemes.iter().find(|s| s.scheme == k);
+    let cyc = |k| run(k).map_or(0.0, |s| total_cycles(&s.measured, vm.machine()));
+    let (ept, compromis) = (cyc(SchemeKind::Ept), cyc(SchemeKind::Compromis));
+    let info = &vm.info;
     FragOutcome {
-        host_fragmentation: o.vm.host_fragmentation,
-        provisioning: o.vm.provisioning.to_string(),
-        host_extents: o.vm.host_extents,
-        segments: o.vm.segments,
-        ept_leaves: o.vm.ept_leaves,
-        fallback_translations: o
-            .scheme(SchemeKind::Compromis)
-            .map_or(0, |s| s.result.measured.fallback_translations),
-        ept_cycles: cyc(SchemeKind::Ept),
-        compromis_cycles: cyc(SchemeKind::Compromis),
-        speedup_vs_ept: o
-            .speedup(SchemeKind::Compromis, SchemeKind::Ept)
-            .unwrap_or(0.0),
+        host_fragmentation: info.host_fragmentation,
+        provisioning: info.provisioning.to_string(),
+        host_extents: info.host_extents,
+        segments: info.segments,
+        ept_leaves: info.ept_leaves,
+        fallback_translations: run(SchemeKind::Compromis)
+            .map_or(0, |s| s.measured.fallback_translations),
+        ept_cycles: ept,
+        compromis_cycles: compromis,
+        speedup_vs_ept: if compromis > 0.0 {
+            ept / compromis
+        } else {
+            0.0
+        },
     }
 }
 
@@ -1095,49 +1016,6 @@ mod tests {
         assert_eq!(closed_form(SchemeKind::Native, Size2M, Size1G).2, 3);
         assert_eq!(closed_form(SchemeKind::Shadow, Size2M, Size4K).2, 4);
         assert_eq!(closed_form(SchemeKind::Shadow, Size2M, Size1G).2, 3);
-    }
-
-    fn row(host: &str, ideal: f64, schemes: &[(&str, f64)]) -> (RunRow, f64) {
-        let schemes: Vec<SchemeFigures> = schemes
-            .iter()
-            .map(|&(s, c)| SchemeFigures {
-                overhead: compromis_sim::overhead(c, ideal),
-                ..SchemeFigures::for_tests(s, c)
-            })
-            .collect();
-        let row = RunRow {
-            workload: "gups".into(),
-            processes: 1,
-            guest: "4k".into(),
-            host: host.into(),
-            ideal_cycles: ideal,
-            schemes,
-            speedup_vs_ept: 1.0,
-            speedup_vs_shadow: 1.0,
-        };
-        (row, ideal)
-    }
-
-    #[test]
-    fn native_is_copied_with_the_overhead_of_each_row() {
-        let runs = vec![
-            row("4k", 100.0, &[("native", 150.0), ("ept", 300.0)]),
-            row("2m", 120.0, &[("ept", 200.0)]),
-            row("1g", 0.0, &[("ept", 180.0)]),
-        ];
-        let rows = share_native(runs);
-        let native: Vec<&SchemeFigures> = rows.iter().map(|r| &r.schemes[0]).collect();
-        assert!(
-            native
-                .iter()
-                .all(|f| f.scheme == "native" && f.cycles == 150.0)
-        );
-        assert_eq!(native[0].overhead, 0.5);
-        assert_eq!(native[1].overhead, 150.0 / 120.0 - 1.0);
-        assert_eq!(native[2].overhead, 0.0);
-        assert!(rows.iter().all(|r| r.schemes[1].scheme == "ept"));
-        // The 4k row is left as it was.
-        assert_eq!(rows[0].schemes.len(), 2);
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod data;
 mod fair;
 mod figures;
 mod measured;
+mod passes;
 pub mod placement;
 mod render;
 

@@ -21,7 +21,7 @@ mod vm;
 
 pub use request::{
     AGED_HOST_FACTOR, DEFAULT_FALLBACK, DEFAULT_HOST_FILL, DEFAULT_SEED, ExperimentRequest,
-    HostRequest, Input, Plan, Source, TRACE_VM_MEMORY, default_ram,
+    HostRequest, Input, Plan, Source, TRACE_VM_MEMORY, check_fits, default_ram,
 };
 pub use vm::{FRESH_HOST_BASE, HostState, VmInfo, VmSpec, backing_of, build_vm, is_refused};
 
@@ -348,10 +348,25 @@ where
     let mut sim = exp.sim.clone();
     sim.baseline = true;
     let results = engine::simulate_skipping(&sim, &backing, source, progress, skip_bad)?;
-    let skipped_records = results.skipped;
-    let ideal_result = results.baseline.ok_or(EngineError::NoBaseline)?;
-    let m = &exp.sim.machine;
-    let ideal_stats = ideal_result.measured.clone();
+    let ideal = results.baseline.ok_or(EngineError::NoBaseline)?;
+    let mut o = outcome_of(&exp.sim.machine, name, vm, results.schemes, ideal);
+    o.skipped_records = results.skipped;
+    Ok(o)
+}
+
+/// The [`Outcome`] of scheme runs `schemes` and their perfect-TLB run `ideal` over the same
+/// stream (named `name`) in VM `vm`, costed on machine `m`: the cycle model's account of each,
+/// and the speedups over shadow paging. [`run_source`] uses it on one simulation's runs; a
+/// caller that proved a run the same in several configurations (for example the baseline,
+/// which never looks at the host's page size) may simulate it once and pass it to each.
+pub fn outcome_of(
+    m: &MachineConfig,
+    name: &str,
+    vm: VmInfo,
+    schemes: Vec<SchemeResult>,
+    ideal: BaselineResult,
+) -> Outcome {
+    let ideal_stats = ideal.measured.clone();
     fn outcome<K>(r: RunResult<K>, ideal: &Stats, m: &MachineConfig) -> SchemeOutcome<K> {
         SchemeOutcome {
             derived: Derived::of(&r.measured),
@@ -359,19 +374,18 @@ where
             result: r,
         }
     }
-    let schemes = results
-        .schemes
+    let schemes = schemes
         .into_iter()
         .map(|r| outcome(r, &ideal_stats, m))
         .collect();
-    let ideal = outcome(ideal_result, &ideal_stats, m);
+    let ideal = outcome(ideal, &ideal_stats, m);
     let mut o = Outcome {
         source: name.to_owned(),
         vm,
         schemes,
         ideal,
         over_shadow: None,
-        skipped_records,
+        skipped_records: 0,
     };
     o.over_shadow = o.scheme(SchemeKind::Shadow).map(|sh| OverShadow {
         sync: m.exits.shadow_sync,
@@ -385,7 +399,7 @@ where
             })
             .collect(),
     });
-    Ok(o)
+    o
 }
 
 /// Runs a planned experiment whose input is a workload or a trace file. A stream
