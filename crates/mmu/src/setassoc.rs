@@ -206,6 +206,26 @@ impl SetAssoc {
             self.use_way(self.last);
             return Some(self.vals[self.last]);
         }
+        match self.scan(key) {
+            Ok(i) => {
+                self.use_way(i);
+                Some(self.vals[i])
+            }
+            Err(way) => {
+                self.victim = Victim {
+                    key,
+                    clock: self.clock,
+                    way,
+                };
+                None
+            }
+        }
+    }
+
+    /// One scan of `key`'s set: `Ok` with the way that holds it, or `Err` with the least recently
+    /// used way (the one a fill of `key` evicts; an empty way, stamp 0, first).
+    #[inline(always)]
+    fn scan(&self, key: u64) -> Result<usize, usize> {
         let start = self.set_start(key);
         let keys = &self.keys[start..start + self.ways];
         let stamps = &self.stamps[start..start + self.ways];
@@ -213,20 +233,14 @@ impl SetAssoc {
         let mut oldest = u64::MAX;
         for (w, (&k, &s)) in keys.iter().zip(stamps).enumerate() {
             if k == key {
-                self.use_way(start + w);
-                return Some(self.vals[start + w]);
+                return Ok(start + w);
             }
             if s < oldest {
                 oldest = s;
                 victim = w;
             }
         }
-        self.victim = Victim {
-            key,
-            clock: self.clock,
-            way: start + victim,
-        };
-        None
+        Err(start + victim)
     }
 
     /// Looks `key` up without changing the LRU order.
@@ -286,22 +300,13 @@ impl SetAssoc {
             self.use_way(self.last);
             return true;
         }
-        let start = self.set_start(key);
-        let keys = &self.keys[start..start + self.ways];
-        let stamps = &self.stamps[start..start + self.ways];
-        let mut victim = 0;
-        let mut oldest = u64::MAX;
-        for (w, (&k, &s)) in keys.iter().zip(stamps).enumerate() {
-            if k == key {
-                self.use_way(start + w);
+        let i = match self.scan(key) {
+            Ok(i) => {
+                self.use_way(i);
                 return true;
             }
-            if s < oldest {
-                oldest = s;
-                victim = w;
-            }
-        }
-        let i = start + victim;
+            Err(i) => i,
+        };
         if self.keys[i] == EMPTY {
             self.live += 1;
         }
