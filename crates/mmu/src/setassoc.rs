@@ -1,5 +1,6 @@
-//! A set-associative, true-LRU lookup structure: the building block of every TLB, page-walk cache,
-//! nested TLB and data cache in the simulator.
+//! A set-associative, true-LRU lookup structure: the building block of every TLB, page-walk cache
+//! and nested TLB in the simulator (the data caches keep only line numbers, in
+//! [`crate::cache::LineSets`]).
 //!
 //! Keys are `u64` tags (already including any page-number / ASID packing the caller wants); the set
 //! index is `key % sets`. Each entry carries a `u64` value. A structure with 0 entries is disabled:
@@ -283,7 +284,7 @@ impl SetAssoc {
 
     /// Looks `key` up and, on a miss, inserts it (value 0): one scan of the set instead of a
     /// lookup followed by a fill. Returns whether it hit. This is how caches that allocate on miss
-    /// (data caches, page-walk caches) are accessed.
+    /// (the page-walk caches) are accessed.
     #[inline(always)]
     pub fn touch(&mut self, key: u64) -> bool {
         // A disabled level (a data cache of size 0) costs one compare at the caller.

@@ -327,23 +327,12 @@ fn overheads(
     let mut jobs = Vec::new();
     for kind in WorkloadKind::ALL {
         for guest in GUEST_PAGES {
-            jobs.push((kind, guest));
+            jobs.push((spec(cfg, kind, 1), guest));
         }
     }
-    let rows: Vec<Vec<RunRow>> = jobs
-        .par_iter()
-        .map(|&(kind, guest)| {
-            let spec = spec(cfg, kind, 1);
-            crate::passes::host_rows(
-                &spec,
-                guest,
-                &HOST_PAGES,
-                &|host| request(cfg, machine.clone(), guest, host, workload_source(&spec)).build(),
-                &|| progress.step(STAGE_OVERHEADS),
-            )
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(rows.into_iter().flatten().collect())
+    rows_of(cfg, machine, &jobs, &HOST_PAGES, &|| {
+        progress.step(STAGE_OVERHEADS);
+    })
 }
 
 /// Host pages of the multi-process runs.
@@ -354,17 +343,34 @@ fn multiprocess(
     machine: &MachineConfig,
     progress: &dyn Progress,
 ) -> Result<Vec<RunRow>, ReproError> {
-    let guest = PageSize::Size4K;
-    let rows: Vec<Vec<RunRow>> = MP_WORKLOADS
+    let jobs: Vec<(WorkloadSpec, PageSize)> = MP_WORKLOADS
+        .iter()
+        .map(|&kind| (spec(cfg, kind, cfg.mp_processes), PageSize::Size4K))
+        .collect();
+    rows_of(cfg, machine, &jobs, &MP_HOST_PAGES, &|| {
+        progress.step(STAGE_MULTIPROCESS);
+    })
+}
+
+/// The rows of each `(workload, guest page)` job at every host page of `hosts`, jobs in parallel,
+/// in the order of `jobs` ([`crate::passes::host_rows`]); `step` after each simulation pass.
+fn rows_of(
+    cfg: &RunConfig,
+    machine: &MachineConfig,
+    jobs: &[(WorkloadSpec, PageSize)],
+    hosts: &[PageSize],
+    step: &(dyn Fn() + Sync),
+) -> Result<Vec<RunRow>, ReproError> {
+    let rows: Vec<Vec<RunRow>> = jobs
         .par_iter()
-        .map(|&kind| {
-            let spec = spec(cfg, kind, cfg.mp_processes);
+        .map(|(spec, guest)| {
+            let guest = *guest;
             crate::passes::host_rows(
-                &spec,
+                spec,
                 guest,
-                &MP_HOST_PAGES,
-                &|host| request(cfg, machine.clone(), guest, host, workload_source(&spec)).build(),
-                &|| progress.step(STAGE_MULTIPROCESS),
+                hosts,
+                &|host| request(cfg, machine.clone(), guest, host, workload_source(spec)).build(),
+                step,
             )
         })
         .collect::<Result<_, _>>()?;

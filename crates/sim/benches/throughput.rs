@@ -42,11 +42,33 @@ fn bench_workload(c: &mut Criterion, kind: WorkloadKind, footprint: ByteSize, da
         host_page: PageSize::Size4K,
         host: HostState::Fresh,
     };
-    let (backing, _) = build_vm(&vm).expect("vm");
     let mut machine = MachineConfig::default();
     if !data_caches {
         machine.cache = CacheConfig::dram_only(machine.cache.dram_latency);
     }
+    let ops: Vec<Op> = compromis_workload::build(&spec)
+        .expect("workload")
+        .collect();
+    let caches = if data_caches {
+        "caches"
+    } else {
+        "no-data-caches"
+    };
+    let group = format!("{}-{}-{caches}", kind.name(), footprint);
+    bench_runs(c, &group, machine, &vm, &ops, false);
+}
+
+/// One criterion group: each scheme (and the perfect-TLB baseline if `baseline`) on a VM of `vm`
+/// runs all of `ops` but the last [`BATCH`] once, then is timed on those last [`BATCH`] ops.
+fn bench_runs(
+    c: &mut Criterion,
+    group: &str,
+    machine: MachineConfig,
+    vm: &VmSpec,
+    ops: &[Op],
+    baseline: bool,
+) {
+    let (backing, _) = build_vm(vm).expect("vm");
     let cfg = SimConfig {
         machine,
         guest: GuestConfig::default(),
@@ -56,22 +78,22 @@ fn bench_workload(c: &mut Criterion, kind: WorkloadKind, footprint: ByteSize, da
         populate: false,
         baseline: false,
     };
-    let ops: Vec<Op> = compromis_workload::build(&spec)
-        .expect("workload")
-        .collect();
     let (setup, steady) = ops.split_at(ops.len() - usize::try_from(BATCH).unwrap_or(0));
-    let caches = if data_caches {
-        "caches"
-    } else {
-        "no-data-caches"
-    };
-    let mut g = c.benchmark_group(format!("{}-{}-{caches}", kind.name(), footprint));
+    let mut g = c.benchmark_group(group);
     g.throughput(Throughput::Elements(BATCH));
     g.sample_size(10);
-    for scheme in SchemeKind::ALL {
-        let mut run = SchemeRun::new(scheme, &cfg, &backing).expect("run");
+    let runs = SchemeKind::ALL
+        .into_iter()
+        .map(|k| (k.name(), SchemeRun::new(k, &cfg, &backing).expect("run")))
+        .chain(baseline.then(|| {
+            (
+                "ideal",
+                SchemeRun::baseline(&cfg, &backing).expect("baseline"),
+            )
+        }));
+    for (name, mut run) in runs {
         run.run(setup).expect("warm-up");
-        g.bench_function(scheme.name(), |b| b.iter(|| run.run(steady).expect("run")));
+        g.bench_function(name, |b| b.iter(|| run.run(steady).expect("run")));
     }
     g.finish();
 }
@@ -118,32 +140,14 @@ fn bench_trace(c: &mut Criterion) {
         host_page: PageSize::Size4K,
         host: HostState::Fresh,
     };
-    let (backing, _) = build_vm(&vm).expect("vm");
-    let cfg = SimConfig {
-        machine: MachineConfig::default(),
-        guest: GuestConfig::default(),
-        schemes: vec![],
-        warmup: 0,
-        verify: false,
-        populate: false,
-        baseline: false,
-    };
-    let (setup, steady) = ops.split_at(ops.len() - usize::try_from(BATCH).unwrap_or(0));
-    let mut g = c.benchmark_group("trace-champsim-caches");
-    g.throughput(Throughput::Elements(BATCH));
-    g.sample_size(10);
-    let runs = SchemeKind::ALL
-        .into_iter()
-        .map(|k| (k.name(), SchemeRun::new(k, &cfg, &backing).expect("run")))
-        .chain([(
-            "ideal",
-            SchemeRun::baseline(&cfg, &backing).expect("baseline"),
-        )]);
-    for (name, mut run) in runs {
-        run.run(setup).expect("warm-up");
-        g.bench_function(name, |b| b.iter(|| run.run(steady).expect("run")));
-    }
-    g.finish();
+    bench_runs(
+        c,
+        "trace-champsim-caches",
+        MachineConfig::default(),
+        &vm,
+        &ops,
+        true,
+    );
 }
 
 fn benches(c: &mut Criterion) {
