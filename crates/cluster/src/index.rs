@@ -6,6 +6,8 @@
 
 use crate::hm::Extent;
 use compromis_types::Address;
+use std::cell::RefCell;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Host number within the fleet.
@@ -320,11 +322,11 @@ pub struct ClusterIndex {
     by_free: BTreeSet<(u64, HostId)>,
     /// `by_free_cores[c]`: the hosts with `c` free cores, as `(free, host)`.
     by_free_cores: Vec<BTreeSet<(u64, HostId)>>,
-    by_largest: BTreeSet<(u64, HostId)>,
-    /// `largest_by_cores[c]`: the hosts with `c` free cores, as `(largest, host)` (kept with
-    /// `by_largest`).
-    largest_by_cores: Vec<BTreeSet<(u64, HostId)>>,
-    extents: BTreeMap<(u64, HostId), u32>,
+    /// `(largest extent, host)`, walked by [`ClusterIndex::best_by_largest`].
+    by_largest: RefCell<Parking<()>>,
+    /// Every free extent, `(len, host)` to the number of extents of that length on that host,
+    /// walked by [`ClusterIndex::smallest_extent`].
+    extents: RefCell<Parking<u32>>,
     sum_free: u64,
     sum_largest: u64,
     in_use: u32,
@@ -351,9 +353,8 @@ impl ClusterIndex {
             tree: MaxTree::new(n),
             by_free: BTreeSet::new(),
             by_free_cores: Vec::new(),
-            by_largest: BTreeSet::new(),
-            largest_by_cores: Vec::new(),
-            extents: BTreeMap::new(),
+            by_largest: RefCell::new(Parking::new(if needs.by_largest { n } else { 0 })),
+            extents: RefCell::new(Parking::new(if needs.extents { n } else { 0 })),
             sum_free: 0,
             sum_largest: 0,
             in_use: 0,
@@ -369,11 +370,14 @@ impl ClusterIndex {
                 ix.cores_bucket(h.free_cores).insert((h.free, id));
             }
             if needs.by_largest {
-                ix.by_largest.insert((h.largest, id));
-                bucket(&mut ix.largest_by_cores, h.free_cores).insert((h.largest, id));
+                ix.by_largest.get_mut().live.insert((h.largest, id), ());
             }
             if needs.extents {
-                *ix.extents.entry((h.capacity, id)).or_insert(0) += 1;
+                *ix.extents
+                    .get_mut()
+                    .live
+                    .entry((h.capacity, id))
+                    .or_insert(0) += 1;
             }
             ix.sum_free += h.free;
             ix.sum_largest += h.largest;
@@ -461,34 +465,51 @@ impl ClusterIndex {
 
     /// The host with the smallest largest free extent of at least `mem` bytes among those with
     /// `vcpus` free cores (ties: lowest id): the first of [`ClusterIndex::by_largest_from`] with
-    /// enough cores, with one ordered lookup per count of free cores instead of a scan.
+    /// enough cores, found by a walk of `(largest, host)` that parks the hosts it passes with no
+    /// free core (see [`ClusterIndex::smallest_extent`]).
     pub fn best_by_largest(&self, mem: u64, vcpus: u32) -> Option<HostId> {
         debug_assert!(
             self.needs.by_largest,
             "by_largest is not kept by this index"
         );
-        self.largest_by_cores
-            .iter()
-            .skip(vcpus as usize)
-            .filter_map(|b| b.range((mem, 0)..).next())
-            .min()
-            .map(|&(_, h)| h)
+        self.by_largest
+            .borrow_mut()
+            .first(mem, u64::MAX, vcpus, |h| self.hosts[h as usize].free_cores)
+            .map(|(_, h)| h)
     }
 
     /// Hosts ordered by largest free extent (ascending), from the first with `largest >= mem`.
-    pub fn by_largest_from(&self, mem: u64) -> impl DoubleEndedIterator<Item = (u64, HostId)> + '_ {
+    /// Collects them: for tests and checks.
+    pub fn by_largest_from(&self, mem: u64) -> Vec<(u64, HostId)> {
         debug_assert!(
             self.needs.by_largest,
             "by_largest is not kept by this index"
         );
-        self.by_largest.range((mem, 0)..).copied()
+        self.by_largest.borrow().all_from(mem)
     }
 
     /// Every free extent of the cluster as `(len, host)` ascending, from the first with `len >= mem`
-    /// (one entry per distinct length per host).
-    pub fn extents_from(&self, mem: u64) -> impl Iterator<Item = (u64, HostId)> + '_ {
+    /// (one entry per distinct length per host). Collects them: for tests and checks; the
+    /// policies use [`ClusterIndex::smallest_extent`].
+    pub fn extents_from(&self, mem: u64) -> Vec<(u64, HostId)> {
         debug_assert!(self.needs.extents, "extents are not kept by this index");
-        self.extents.range((mem, 0)..).map(|(&k, _)| k)
+        self.extents.borrow().all_from(mem)
+    }
+
+    /// The smallest free extent of `mem..=max` bytes among the hosts with at least `vcpus` free
+    /// cores, as `(len, host)` (ties: lowest host id): the first entry of
+    /// [`ClusterIndex::extents_from`] of a host with enough cores.
+    ///
+    /// The walk parks the entries it passes of hosts with no free core: they cannot take a VM
+    /// of one vCPU or more until a VM leaves them (any change of a host unparks it first), and
+    /// later walks no longer pass them. Parking moves only the entries a walk visits, not every
+    /// extent of a host at each change of its free cores. A VM of 0 vCPUs sees the parked
+    /// entries too.
+    pub fn smallest_extent(&self, mem: u64, max: u64, vcpus: u32) -> Option<(u64, HostId)> {
+        debug_assert!(self.needs.extents, "extents are not kept by this index");
+        self.extents
+            .borrow_mut()
+            .first(mem, max, vcpus, |h| self.hosts[h as usize].free_cores)
     }
 
     /// Hosts with at least one VM.
@@ -520,7 +541,7 @@ impl ClusterIndex {
                 Err(i) => lens.v.insert(i, (l, 1)),
             }
             if self.needs.extents {
-                *self.extents.entry((l, h)).or_insert(0) += 1;
+                *self.extents.get_mut().live.entry((l, h)).or_insert(0) += 1;
             }
         }
     }
@@ -540,10 +561,11 @@ impl ClusterIndex {
         if !self.needs.extents {
             return;
         }
-        if let Some(c) = self.extents.get_mut(&(l, h)) {
-            *c -= 1;
-            if *c == 0 {
-                self.extents.remove(&(l, h));
+        if let Entry::Occupied(mut e) = self.extents.get_mut().live.entry((l, h)) {
+            if *e.get() > 1 {
+                *e.get_mut() -= 1;
+            } else {
+                e.remove();
             }
         }
     }
@@ -568,14 +590,11 @@ impl ClusterIndex {
         }
         if largest != old_largest {
             if self.needs.by_largest {
-                self.by_largest.remove(&(old_largest, h));
-                self.by_largest.insert((largest, h));
+                let set = &mut self.by_largest.get_mut().live;
+                set.remove(&(old_largest, h));
+                set.insert((largest, h), ());
             }
             self.sum_largest = self.sum_largest - old_largest + largest;
-        }
-        if self.needs.by_largest && (largest != old_largest || cores != old_cores) {
-            bucket(&mut self.largest_by_cores, old_cores).remove(&(old_largest, h));
-            bucket(&mut self.largest_by_cores, cores).insert((largest, h));
         }
         if self.needs.by_free_cores && (free != old_free || cores != old_cores) {
             self.cores_bucket(old_cores).remove(&(old_free, h));
@@ -591,8 +610,14 @@ impl ClusterIndex {
         }
     }
 
-    fn snapshot(&self, h: HostId) -> (u64, u64, u32, u32) {
+    /// Unparks host `h` (see [`Parking`]) before a change and returns its values for
+    /// [`ClusterIndex::refresh`].
+    fn snapshot(&mut self, h: HostId) -> (u64, u64, u32, u32) {
         let s = &self.hosts[h as usize];
+        self.extents
+            .get_mut()
+            .unpark(h, s.lens.v.iter().map(|e| e.0));
+        self.by_largest.get_mut().unpark(h, [s.largest]);
         (s.free, s.largest, s.free_cores, s.vms)
     }
 
@@ -696,6 +721,110 @@ impl ClusterIndex {
     }
 }
 
+/// Ordered `(key, host)` entries (a host's largest extent, or its free-extent lengths) that a
+/// policy walks from a key up to the first host with enough free cores, split in two: `live`,
+/// and `parked`, the entries of hosts with no free core that a walk passed, kept out of the way
+/// of later walks until the host changes ([`Parking::unpark`], called before any change of a
+/// host). Each entry is in exactly one of the two maps, and a parked entry's host has no free
+/// core.
+#[derive(Clone, Debug, Default)]
+struct Parking<V> {
+    live: BTreeMap<(u64, HostId), V>,
+    parked: BTreeMap<(u64, HostId), V>,
+    /// Parked entries per host (empty when the index is not kept).
+    n_parked: Vec<u32>,
+    /// The entries a walk passed on hosts with no free core (reused: walks allocate nothing).
+    scratch: Vec<(u64, HostId)>,
+}
+
+impl<V: Copy> Parking<V> {
+    fn new(hosts: usize) -> Parking<V> {
+        Parking {
+            live: BTreeMap::new(),
+            parked: BTreeMap::new(),
+            n_parked: vec![0; hosts],
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The first entry `(key, host)` with `lo <= key <= max` whose host has at least `vcpus`
+    /// free cores (`cores(host)`), in `(key, host)` order. Parks the entries it passes of hosts
+    /// with no free core.
+    fn first(
+        &mut self,
+        lo: u64,
+        max: u64,
+        vcpus: u32,
+        cores: impl Fn(HostId) -> u32,
+    ) -> Option<(u64, HostId)> {
+        let Parking {
+            live,
+            parked,
+            n_parked,
+            scratch,
+        } = self;
+        if vcpus == 0 {
+            let first = |m: &BTreeMap<(u64, HostId), V>| m.range((lo, 0)..).next().map(|(&k, _)| k);
+            return match (first(live), first(parked)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+            .filter(|&(k, _)| k <= max);
+        }
+        scratch.clear();
+        let mut found = None;
+        for (&(k, h), _) in live.range((lo, 0)..) {
+            if k > max {
+                break;
+            }
+            let c = cores(h);
+            if c >= vcpus {
+                found = Some((k, h));
+                break;
+            }
+            if c == 0 {
+                scratch.push((k, h));
+            }
+        }
+        for &k in scratch.iter() {
+            if let Some(v) = live.remove(&k) {
+                parked.insert(k, v);
+                n_parked[k.1 as usize] += 1;
+            }
+        }
+        found
+    }
+
+    /// Moves host `h`'s parked entries back to `live`; `keys` are all of its keys.
+    #[inline]
+    fn unpark(&mut self, h: HostId, keys: impl IntoIterator<Item = u64>) {
+        let Some(n) = self.n_parked.get_mut(h as usize) else {
+            return;
+        };
+        if *n == 0 {
+            return;
+        }
+        *n = 0;
+        for k in keys {
+            if let Some(v) = self.parked.remove(&(k, h)) {
+                self.live.insert((k, h), v);
+            }
+        }
+    }
+
+    /// Every entry from key `lo` on, parked or not, in `(key, host)` order.
+    fn all_from(&self, lo: u64) -> Vec<(u64, HostId)> {
+        let mut v: Vec<(u64, HostId)> = self
+            .live
+            .range((lo, 0)..)
+            .chain(self.parked.range((lo, 0)..))
+            .map(|(&k, _)| k)
+            .collect();
+        v.sort_unstable();
+        v
+    }
+}
+
 /// `sets[c]`, the set of hosts with `c` free cores, created on first use.
 fn bucket(sets: &mut Vec<BTreeSet<(u64, HostId)>>, cores: u32) -> &mut BTreeSet<(u64, HostId)> {
     let c = cores as usize;
@@ -731,10 +860,7 @@ mod tests {
         assert_eq!(ix.host(0).free_lengths().collect::<Vec<_>>(), vec![30, 30]);
         assert_eq!(ix.first_by_extent(0, 40, 1), Some(1));
         assert_eq!(ix.first_by_free(0, 60, 1), Some(0));
-        assert_eq!(
-            ix.extents_from(30).collect::<Vec<_>>(),
-            vec![(30, 0), (50, 1)]
-        );
+        assert_eq!(ix.extents_from(30), vec![(30, 0), (50, 1)]);
         ix.on_destroy(0, &[ext(10, 20)], 1);
         assert_eq!(ix.host(0).free_lengths().collect::<Vec<_>>(), vec![50, 30]);
         assert_eq!(ix.hosts_in_use(), 1);
@@ -841,8 +967,124 @@ mod tests {
                     let worst = ix.by_free_from(mem).rev().map(|(_, h)| h).find(|&h| ok(h));
                     prop_assert_eq!(ix.best_by_free(mem, vcpus), best, "best mem {} vcpus {}", mem, vcpus);
                     prop_assert_eq!(ix.worst_by_free(mem, vcpus), worst, "worst mem {} vcpus {}", mem, vcpus);
-                    let by_largest = ix.by_largest_from(mem).map(|(_, h)| h).find(|&h| ok(h));
+                    let by_largest = ix.by_largest_from(mem).into_iter().map(|(_, h)| h).find(|&h| ok(h));
                     prop_assert_eq!(ix.best_by_largest(mem, vcpus), by_largest, "largest mem {} vcpus {}", mem, vcpus);
+                }
+            }
+        }
+    }
+
+    /// The parked walks ([`ClusterIndex::smallest_extent`], [`ClusterIndex::best_by_largest`])
+    /// against a scan of every host's free runs, computed from its allocated extents, with
+    /// queries interleaved with creations, departures and compactions so that hosts are parked,
+    /// changed while parked and unparked.
+    mod parking_oracle {
+        use super::super::{ClusterIndex, HostId};
+        use super::ext;
+        use proptest::prelude::*;
+
+        /// Each host's free runs from its allocated extents (a scan, independent of the index).
+        fn runs(ix: &ClusterIndex, h: HostId) -> Vec<u64> {
+            let s = ix.host(h);
+            let mut out = Vec::new();
+            let mut cur = 0;
+            for (st, l) in s.allocated() {
+                out.push(st - cur);
+                cur = st + l;
+            }
+            out.push(s.capacity - cur);
+            out.retain(|&l| l > 0);
+            out
+        }
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            /// Host, offset in granules, length in granules, vCPUs.
+            Create(usize, u64, u64, u32),
+            /// Host, which VM of it.
+            Destroy(usize, usize),
+            /// Host: its VMs packed from address 0.
+            Compact(usize),
+            /// Size, upper bound of the size (above the size), vCPUs.
+            Query(u64, u64, u32),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                3 => (0usize..10, 0u64..12, 1u64..5, 0u32..3).prop_map(|(h, o, l, c)| Op::Create(h, o, l, c)),
+                2 => (0usize..10, 0usize..8).prop_map(|(h, i)| Op::Destroy(h, i)),
+                1 => (0usize..10).prop_map(Op::Compact),
+                4 => (1u64..14, 0u64..4, 0u32..4).prop_map(|(m, d, c)| Op::Query(m, d, c)),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn walks_match_a_scan_of_free_runs(
+                hosts in proptest::collection::vec((4u64..14, 0u32..4), 1..10),
+                ops in proptest::collection::vec(op(), 0..150),
+            ) {
+                const G: u64 = 16;
+                let mut ix = ClusterIndex::new(hosts.iter().map(|&(m, c)| (m * G, c)));
+                // Each host's VMs: (start, len, vcpus).
+                let mut vms: Vec<Vec<(u64, u64, u32)>> = vec![Vec::new(); hosts.len()];
+                for op in ops {
+                    match op {
+                        Op::Create(h, off, len, vcpus) => {
+                            let h = h % hosts.len();
+                            let id = HostId::try_from(h).unwrap();
+                            let (st, len) = (off * G, len * G);
+                            let free = st + len <= ix.host(id).capacity
+                                && vms[h].iter().all(|&(s, l, _)| st + len <= s || s + l <= st);
+                            if free && vcpus <= ix.host(id).free_cores {
+                                ix.on_create(id, &[ext(st, len)], vcpus);
+                                vms[h].push((st, len, vcpus));
+                            }
+                        }
+                        Op::Destroy(h, i) => {
+                            let h = h % hosts.len();
+                            if !vms[h].is_empty() {
+                                let i = i % vms[h].len();
+                                let (st, len, vcpus) = vms[h].remove(i);
+                                ix.on_destroy(HostId::try_from(h).unwrap(), &[ext(st, len)], vcpus);
+                            }
+                        }
+                        Op::Compact(h) => {
+                            let h = h % hosts.len();
+                            vms[h].sort_unstable();
+                            let mut cur = 0;
+                            for v in &mut vms[h] {
+                                v.0 = cur;
+                                cur += v.1;
+                            }
+                            ix.on_moved(HostId::try_from(h).unwrap(), vms[h].iter().map(|&(s, l, _)| ext(s, l)));
+                        }
+                        Op::Query(m, d, vcpus) => {
+                            let (mem, max) = (m * G, (m + d) * G);
+                            let ids = (0..hosts.len()).map(|h| HostId::try_from(h).unwrap());
+                            let ok = |h: &HostId| ix.host(*h).free_cores >= vcpus;
+                            let want = ids
+                                .clone()
+                                .filter(ok)
+                                .filter_map(|h| runs(&ix, h).into_iter().filter(|&l| l >= mem && l <= max).min().map(|l| (l, h)))
+                                .min();
+                            prop_assert_eq!(ix.smallest_extent(mem, max, vcpus), want, "smallest {} ..= {} vcpus {}", mem, max, vcpus);
+                            let want = ids
+                                .filter(ok)
+                                .filter_map(|h| runs(&ix, h).into_iter().max().filter(|&l| l >= mem).map(|l| (l, h)))
+                                .min()
+                                .map(|(_, h)| h);
+                            prop_assert_eq!(ix.best_by_largest(mem, vcpus), want, "largest {} vcpus {}", mem, vcpus);
+                        }
+                    }
+                    // Parked or not, every free run is listed once.
+                    let mut all: Vec<(u64, HostId)> = (0..hosts.len())
+                        .map(|h| HostId::try_from(h).unwrap())
+                        .flat_map(|h| runs(&ix, h).into_iter().map(move |l| (l, h)))
+                        .collect();
+                    all.sort_unstable();
+                    all.dedup();
+                    prop_assert_eq!(ix.extents_from(0), all);
                 }
             }
         }

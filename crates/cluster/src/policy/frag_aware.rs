@@ -27,11 +27,8 @@ impl PlacementPolicy for FragAware {
         }
     }
     fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
-        let ok = |h: HostId| ix.host(h).free_cores >= vcpus;
-        ix.extents_from(mem)
-            .take_while(|&(l, _)| l == mem)
+        ix.smallest_extent(mem, mem, vcpus)
             .map(|(_, h)| h)
-            .find(|&h| ok(h))
             .or_else(|| ix.best_by_largest(mem, vcpus))
     }
 }

@@ -22,8 +22,6 @@ impl PlacementPolicy for SegmentBestFit {
         }
     }
     fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId> {
-        ix.extents_from(mem)
-            .map(|(_, h)| h)
-            .find(|&h| ix.host(h).free_cores >= vcpus)
+        ix.smallest_extent(mem, u64::MAX, vcpus).map(|(_, h)| h)
     }
 }
