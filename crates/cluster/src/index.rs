@@ -322,6 +322,9 @@ pub struct ClusterIndex {
     by_free: BTreeSet<(u64, HostId)>,
     /// `by_free_cores[c]`: the hosts with `c` free cores, as `(free, host)`.
     by_free_cores: Vec<BTreeSet<(u64, HostId)>>,
+    /// Each host's free cores, side by side for the walks of [`Parking::first`] (kept with
+    /// `by_largest` or `extents`, else empty: then nothing is ever parked).
+    free_cores: Vec<u32>,
     /// `(largest extent, host)`, walked by [`ClusterIndex::best_by_largest`].
     by_largest: RefCell<Parking<()>>,
     /// Every free extent, `(len, host)` to the number of extents of that length on that host,
@@ -353,6 +356,11 @@ impl ClusterIndex {
             tree: MaxTree::new(n),
             by_free: BTreeSet::new(),
             by_free_cores: Vec::new(),
+            free_cores: if needs.by_largest || needs.extents {
+                hosts.iter().map(|h| h.free_cores).collect()
+            } else {
+                Vec::new()
+            },
             by_largest: RefCell::new(Parking::new(if needs.by_largest { n } else { 0 })),
             extents: RefCell::new(Parking::new(if needs.extents { n } else { 0 })),
             sum_free: 0,
@@ -474,7 +482,7 @@ impl ClusterIndex {
         );
         self.by_largest
             .borrow_mut()
-            .first(mem, u64::MAX, vcpus, |h| self.hosts[h as usize].free_cores)
+            .first(mem, u64::MAX, vcpus, |h| self.free_cores[h as usize])
             .map(|(_, h)| h)
     }
 
@@ -509,7 +517,7 @@ impl ClusterIndex {
         debug_assert!(self.needs.extents, "extents are not kept by this index");
         self.extents
             .borrow_mut()
-            .first(mem, max, vcpus, |h| self.hosts[h as usize].free_cores)
+            .first(mem, max, vcpus, |h| self.free_cores[h as usize])
     }
 
     /// Hosts with at least one VM.
@@ -581,6 +589,11 @@ impl ClusterIndex {
         let (old_free, old_largest, old_cores, old_vms) = old;
         let s = &self.hosts[h as usize];
         let (free, largest, cores, vms) = (s.free, s.largest, s.free_cores, s.vms);
+        if cores != old_cores
+            && let Some(c) = self.free_cores.get_mut(h as usize)
+        {
+            *c = cores;
+        }
         if free != old_free {
             if self.needs.by_free {
                 self.by_free.remove(&(old_free, h));
@@ -612,13 +625,22 @@ impl ClusterIndex {
 
     /// Unparks host `h` (see [`Parking`]) before a change and returns its values for
     /// [`ClusterIndex::refresh`].
+    #[inline]
     fn snapshot(&mut self, h: HostId) -> (u64, u64, u32, u32) {
+        if !self.free_cores.is_empty() {
+            self.unpark(h);
+        }
+        let s = &self.hosts[h as usize];
+        (s.free, s.largest, s.free_cores, s.vms)
+    }
+
+    /// Puts host `h`'s parked entries back (see [`Parking`]).
+    fn unpark(&mut self, h: HostId) {
         let s = &self.hosts[h as usize];
         self.extents
             .get_mut()
             .unpark(h, s.lens.v.iter().map(|e| e.0));
         self.by_largest.get_mut().unpark(h, [s.largest]);
-        (s.free, s.largest, s.free_cores, s.vms)
     }
 
     /// Records a VM provisioned on `h` with these extents.
