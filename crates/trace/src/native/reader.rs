@@ -758,9 +758,9 @@ impl<R: Read> NativeReader<R> {
         let mut st = self.predict;
         let len = self.payload_len;
         let mut k = 0;
-        while k < n {
+        for slot in &mut self.batch[..n] {
             match decode_one(&self.payload, len, &mut pos, &mut st) {
-                Ok(r) => self.batch[k] = r,
+                Ok(r) => *slot = r,
                 Err(reason) => {
                     let bytes = &self.payload[pos.min(len)..len];
                     self.pending = Some(corrupt(
@@ -942,6 +942,9 @@ mod tests {
         Tail(Vec<u8>),
         /// A body of random bytes in a valid zstd frame.
         Random(Vec<u8>),
+        /// One block of random payload bytes (its record count fitting its length), then a
+        /// valid end marker: the record decoder on anything.
+        Payload(prop::sample::Index, Vec<u8>),
     }
 
     fn damage() -> impl Strategy<Value = Damage> {
@@ -953,6 +956,14 @@ mod tests {
             any::<prop::sample::Index>().prop_map(Damage::Cut),
             prop::collection::vec(any::<u8>(), 1..40).prop_map(Damage::Tail),
             prop::collection::vec(any::<u8>(), 0..600).prop_map(Damage::Random),
+            (
+                any::<prop::sample::Index>(),
+                prop::collection::vec(
+                    prop_oneof![any::<u8>(), Just(0x80u8), Just(0xffu8), Just(0u8)],
+                    1..300
+                )
+            )
+                .prop_map(|(n, p)| Damage::Payload(n, p)),
         ]
     }
 
@@ -978,6 +989,18 @@ mod tests {
             Damage::Cut(at) => f.truncate(at.index(f.len() + 1)),
             Damage::Tail(t) => f.extend_from_slice(t),
             Damage::Random(body) => {
+                f.truncate(NATIVE_HEADER_BYTES);
+                f.extend(zstd::encode_all(&body[..], 1).unwrap());
+            }
+            Damage::Payload(n, payload) => {
+                let len = payload.len();
+                let n = (1 + n.index(len)).max(len.div_ceil(16)) as u64;
+                let mut body = Vec::new();
+                super::super::put_varint(&mut body, n);
+                super::super::put_varint(&mut body, len as u64);
+                body.extend_from_slice(payload);
+                body.push(0);
+                super::super::put_varint(&mut body, n);
                 f.truncate(NATIVE_HEADER_BYTES);
                 f.extend(zstd::encode_all(&body[..], 1).unwrap());
             }
