@@ -213,6 +213,10 @@ struct TagInfo {
     escape: bool,
     /// Prediction slot: 0 for instructions, 1 + base for data.
     slot: u8,
+    /// The record's kind.
+    kind: RecordKind,
+    /// All ones for an instruction (whose prediction moves on by its size), 0 for data.
+    step_mask: u32,
 }
 
 /// [`TagInfo`] of every tag byte.
@@ -223,6 +227,8 @@ const TAGS: [TagInfo; 256] = {
         size: 0,
         escape: false,
         slot: 0,
+        kind: RecordKind::Instr,
+        step_mask: 0,
     }; 256];
     let mut tag = 0;
     while tag < 256 {
@@ -239,6 +245,8 @@ const TAGS: [TagInfo; 256] = {
                 size: size as u32,
                 escape: code == 31,
                 slot: 0,
+                kind: RecordKind::Instr,
+                step_mask: u32::MAX,
             }
         } else {
             let code = (tag >> 2) & 7;
@@ -247,6 +255,8 @@ const TAGS: [TagInfo; 256] = {
                 size,
                 escape: code == 7,
                 slot: 1 + ((tag >> 5) & 3) as u8,
+                kind: KINDS[tag & 3],
+                step_mask: 0,
             }
         };
         t[tag] = info;
@@ -315,10 +325,9 @@ fn decode_one(
     let slot = usize::from(info.slot);
     let addr = pred[slot].wrapping_add(unzigzag(z));
     // An instruction predicts the next one at its end; a data access becomes its base.
-    let keep_size = u64::from(info.slot == 0).wrapping_neg();
-    pred[slot] = addr.wrapping_add(u64::from(size) & keep_size);
+    pred[slot] = addr.wrapping_add(u64::from(size & info.step_mask));
     Ok(Record {
-        kind: KINDS[usize::from(tag & 3)],
+        kind: info.kind,
         addr: Gva(addr),
         size,
     })
