@@ -7,7 +7,10 @@
 //! payload in a recycled buffer. The zstd decoder therefore sees the same input pieces and the
 //! same read calls as a single-threaded reader, so every record, every error and every error
 //! position is the same (property-tested against main's single-threaded reader, kept in
-//! `oracle.rs`). If no thread can be started, the same block layer runs inline.
+//! `oracle.rs`). Blocks are independent (the predictions restart in each), so the block thread
+//! also decodes every other block into records, which the caller copies out: each thread does
+//! about half the work. With a single processor, or if no thread can be started, the same
+//! block layer runs inline on the caller's thread.
 
 use super::{BASES, BLOCK_RECORDS, MAX_RECORD_BYTES, NATIVE_HEADER_BYTES, NATIVE_MAGIC};
 use super::{NATIVE_VERSION, PAD, decode_one};
@@ -51,8 +54,8 @@ const PIECE: usize = 8 * 1024;
 const PIECES_PER_GROUP: usize = 8;
 /// Input groups sent ahead of the block thread's needs at most.
 const GROUPS_AHEAD: usize = 4;
-/// Decoded blocks waiting for the caller at most.
-const BLOCKS_AHEAD: usize = 2;
+/// Blocks waiting for the caller at most (a few, to ride out the scheduling of a loaded machine).
+const BLOCKS_AHEAD: usize = 4;
 
 /// Consecutive results of reads of the input, the bytes read concatenated in `data`.
 #[derive(Default)]
@@ -190,12 +193,15 @@ pub(super) enum Split {
     /// Every block (for tests).
     #[cfg_attr(not(test), allow(dead_code))]
     Always,
+    /// No block thread: everything on the caller's (for tests; else only with one processor).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Inline,
 }
 
 impl Split {
     fn takes(self, block: u64) -> bool {
         match self {
-            Split::Never => false,
+            Split::Never | Split::Inline => false,
             Split::Alternate => block % 2 == 0,
             Split::Always => true,
         }
@@ -736,8 +742,14 @@ impl<R: Read> NativeReader<R> {
         })))
     }
 
-    /// The block layer on its own thread; `Err(input)` if the thread cannot start.
+    /// The block layer on its own thread; `Err(input)` if the thread cannot start or there is
+    /// a single processor to run it on.
     fn threaded(input: R, path: &str, split: Split) -> Result<Result<Source<R>, TraceError>, R> {
+        if split == Split::Inline
+            || std::thread::available_parallelism().map_or(1, std::num::NonZero::get) < 2
+        {
+            return Err(input);
+        }
         let (to_blocks, from_caller) = std::sync::mpsc::channel();
         let (give_back, returned) = std::sync::mpsc::channel();
         let (to_caller, from_blocks) = std::sync::mpsc::sync_channel(BLOCKS_AHEAD);
@@ -1016,7 +1028,7 @@ mod tests {
         let old_batches = OracleReader::new(input.clone(), "p.ctrace").ok().map(|mut b| {
             batches(|| b.next_batch().map(|r| r.map(<[Record]>::to_vec)))
         });
-        for split in [Split::Never, Split::Alternate, Split::Always] {
+        for split in [Split::Inline, Split::Never, Split::Alternate, Split::Always] {
             let new = NativeReader::open(input.clone(), "p.ctrace", split).map(items);
             match (&new, &old) {
                 (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{:?}", split),
