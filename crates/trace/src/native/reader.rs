@@ -7,10 +7,8 @@
 //! payload in a recycled buffer. The zstd decoder therefore sees the same input pieces and the
 //! same read calls as a single-threaded reader, so every record, every error and every error
 //! position is the same (property-tested against main's single-threaded reader, kept in
-//! `oracle.rs`). Blocks are independent (the predictions restart in each), so the block thread
-//! also decodes every other block into records, which the caller copies out: each thread does
-//! about half the work. With a single processor, or if no thread can be started, the same
-//! block layer runs inline on the caller's thread.
+//! `oracle.rs`). With a single processor, or if no thread can be started, the same block layer
+//! runs inline on the caller's thread.
 
 use super::{BASES, BLOCK_RECORDS, MAX_RECORD_BYTES, NATIVE_HEADER_BYTES, NATIVE_MAGIC};
 use super::{NATIVE_VERSION, PAD, decode_one};
@@ -182,48 +180,13 @@ enum Loaded {
     End,
 }
 
-/// Which blocks the block thread decodes itself (the caller decodes the others).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Split {
-    /// None: the block thread only decompresses.
-    #[cfg_attr(not(test), allow(dead_code))]
-    Never,
-    /// Every other block, from the first.
-    Alternate,
-    /// Every block (for tests).
-    #[cfg_attr(not(test), allow(dead_code))]
-    Always,
-    /// No block thread: everything on the caller's (for tests; else only with one processor).
-    #[cfg_attr(not(test), allow(dead_code))]
-    Inline,
-}
-
-impl Split {
-    fn takes(self, block: u64) -> bool {
-        match self {
-            Split::Never | Split::Inline => false,
-            Split::Alternate => block % 2 == 0,
-            Split::Always => true,
-        }
-    }
-}
-
-/// A block decoded by the block thread: its records up to the first bad one, then the error
-/// the caller reports after them (a bad record, or bytes after the last record).
-struct Decoded {
-    records: Vec<Record>,
-    then: Option<TraceError>,
-}
-
 /// A message of the block thread to the caller.
 enum Msg {
-    /// A block to decode (`decoded` is `None`), or decoded.
     Block {
         payload: Vec<u8>,
         n: usize,
         len: usize,
         at: u64,
-        decoded: Option<Decoded>,
     },
     End,
     Err(TraceError),
@@ -409,85 +372,27 @@ impl<B: Compressed> Blocks<B> {
     }
 
     /// The block thread: blocks to the caller until the end, an error, or the caller is gone.
-    /// The blocks `split` takes are decoded here, the others by the caller.
-    fn run(
-        mut self,
-        to_caller: &SyncSender<Msg>,
-        recycled: &Receiver<Vec<u8>>,
-        recycled_records: &Receiver<Vec<Record>>,
-        split: Split,
-    ) {
-        let mut own = Vec::new();
-        for block in 0u64.. {
-            let (msg, last) = if split.takes(block) {
-                match self.load(&mut own) {
-                    Ok(Loaded::Block { n, len, at }) => {
-                        let mut records = recycled_records.try_recv().unwrap_or_default();
-                        let then = decode_block(&self.path, &own, len, n, at, &mut records);
-                        let decoded = Some(Decoded { records, then });
-                        let (payload, n, len) = (Vec::new(), 0, 0);
-                        (Msg::Block { payload, n, len, at, decoded }, false)
-                    }
-                    Ok(Loaded::End) => (Msg::End, true),
-                    Err(e) => (Msg::Err(e), true),
-                }
-            } else {
-                let mut payload = recycled.try_recv().unwrap_or_default();
-                match self.load(&mut payload) {
-                    Ok(Loaded::Block { n, len, at }) => {
-                        let decoded = None;
-                        (Msg::Block { payload, n, len, at, decoded }, false)
-                    }
-                    Ok(Loaded::End) => (Msg::End, true),
-                    Err(e) => (Msg::Err(e), true),
-                }
+    fn run(mut self, to_caller: &SyncSender<Msg>, recycled: &Receiver<Vec<u8>>) {
+        loop {
+            let mut payload = recycled.try_recv().unwrap_or_default();
+            let (msg, last) = match self.load(&mut payload) {
+                Ok(Loaded::Block { n, len, at }) => (
+                    Msg::Block {
+                        payload,
+                        n,
+                        len,
+                        at,
+                    },
+                    false,
+                ),
+                Ok(Loaded::End) => (Msg::End, true),
+                Err(e) => (Msg::Err(e), true),
             };
             if to_caller.send(msg).is_err() || last {
                 return;
             }
         }
     }
-}
-
-/// A record decoded nowhere (the batch's initial contents).
-const NO_RECORD: Record = Record {
-    kind: RecordKind::Instr,
-    addr: Gva(0),
-    size: 0,
-};
-
-/// Decodes a whole block (`n` records in `payload[..len]`, at offset `at` of the body) into
-/// `out`, as the caller would: up to the first bad record; returns the error to report after
-/// the records (that record's, or bytes after the last record).
-fn decode_block(
-    path: &str,
-    payload: &[u8],
-    len: usize,
-    n: usize,
-    at: u64,
-    out: &mut Vec<Record>,
-) -> Option<TraceError> {
-    out.clear();
-    out.resize(n, NO_RECORD);
-    let mut pos = 0;
-    let mut st = [0; 1 + BASES];
-    for (k, slot) in out.iter_mut().enumerate() {
-        match decode_one(payload, len, &mut pos, &mut st) {
-            Ok(r) => *slot = r,
-            Err(reason) => {
-                out.truncate(k);
-                return Some(corrupt(path, at + pos as u64, reason, &payload[pos.min(len)..len]));
-            }
-        }
-    }
-    (pos != len).then(|| {
-        corrupt(
-            path,
-            at + pos as u64,
-            "Block has bytes after its last record",
-            &payload[pos.min(len)..len],
-        )
-    })
 }
 
 /// Where the caller's blocks come from.
@@ -509,9 +414,8 @@ struct Feeder<R> {
     in_flight: usize,
     spare: Vec<Group>,
     from_blocks: Receiver<Msg>,
-    /// Payload and record buffers back to the block thread.
+    /// Payload buffers back to the block thread.
     recycle: Sender<Vec<u8>>,
-    recycle_records: Sender<Vec<Record>>,
     worker: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -572,8 +476,13 @@ impl<R: Read> Feeder<R> {
         }
     }
 
-    /// The block thread's next block, `None` at the end marker.
-    fn next_block(&mut self, path: &str) -> Result<Option<Msg>, TraceError> {
+    /// The block thread's next block (its payload, records, length and offset), `None` at the
+    /// end marker.
+    #[allow(clippy::type_complexity)]
+    fn next_block(
+        &mut self,
+        path: &str,
+    ) -> Result<Option<(Vec<u8>, usize, usize, u64)>, TraceError> {
         self.feed_ahead();
         loop {
             match self.from_blocks.recv() {
@@ -581,7 +490,12 @@ impl<R: Read> Feeder<R> {
                     self.take_returned();
                     self.send_group();
                 }
-                Ok(m @ Msg::Block { .. }) => return Ok(Some(m)),
+                Ok(Msg::Block {
+                    payload,
+                    n,
+                    len,
+                    at,
+                }) => return Ok(Some((payload, n, len, at))),
                 Ok(Msg::End) => return Ok(None),
                 Ok(Msg::Err(e)) => return Err(e),
                 Err(_) => {
@@ -630,12 +544,6 @@ pub struct NativeReader<R: Read> {
     /// An error found while decoding ahead, reported after the records before it.
     pending: Option<TraceError>,
     done: bool,
-    /// The block the block thread decoded, if it did the current one: its records (handed
-    /// out through `batch`, `left` of them from `decoded_pos`), then the error to report.
-    decoded: Vec<Record>,
-    decoded_pos: usize,
-    decoded_then: Option<TraceError>,
-    in_decoded: bool,
 }
 
 /// Records decoded per batch (small enough to stay in the L1 cache).
@@ -652,15 +560,11 @@ impl<R: Read> std::fmt::Debug for NativeReader<R> {
 impl<R: Read> NativeReader<R> {
     /// Checks the header of `input` (the whole file) and prepares to decode.
     pub fn new(input: R, path: &str) -> Result<NativeReader<R>, TraceError> {
-        Self::open(input, path, Split::Alternate)
+        Self::open(input, path, true)
     }
 
-    /// [`NativeReader::new`], the block thread decoding the blocks `split` takes.
-    pub(super) fn open(
-        mut input: R,
-        path: &str,
-        split: Split,
-    ) -> Result<NativeReader<R>, TraceError> {
+    /// [`NativeReader::new`], with the block layer on the caller's thread unless `threaded`.
+    fn open(mut input: R, path: &str, threaded: bool) -> Result<NativeReader<R>, TraceError> {
         let mut header = [0u8; NATIVE_HEADER_BYTES];
         let got = crate::error::read_up_to(&mut input, &mut header, path)?;
         if header[..got.min(8)] != NATIVE_MAGIC[..got.min(8)] {
@@ -685,7 +589,8 @@ impl<R: Read> NativeReader<R> {
                 supported: NATIVE_VERSION,
             });
         }
-        let source = match Self::threaded(input, path, split) {
+        let two_cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) > 1;
+        let source = match Self::threaded(input, path, threaded && two_cpus) {
             Ok(source) => source?,
             Err(input) => Self::inline(input, path)?,
         };
@@ -709,10 +614,6 @@ impl<R: Read> NativeReader<R> {
             batch_pos: 0,
             pending: None,
             done: false,
-            decoded: Vec::new(),
-            decoded_pos: 0,
-            decoded_then: None,
-            in_decoded: false,
         })
     }
 
@@ -742,19 +643,16 @@ impl<R: Read> NativeReader<R> {
         })))
     }
 
-    /// The block layer on its own thread; `Err(input)` if the thread cannot start or there is
-    /// a single processor to run it on.
-    fn threaded(input: R, path: &str, split: Split) -> Result<Result<Source<R>, TraceError>, R> {
-        if split == Split::Inline
-            || std::thread::available_parallelism().map_or(1, std::num::NonZero::get) < 2
-        {
+    /// The block layer on its own thread; `Err(input)` if the thread cannot start (or is not
+    /// `wanted`).
+    fn threaded(input: R, path: &str, wanted: bool) -> Result<Result<Source<R>, TraceError>, R> {
+        if !wanted {
             return Err(input);
         }
         let (to_blocks, from_caller) = std::sync::mpsc::channel();
         let (give_back, returned) = std::sync::mpsc::channel();
         let (to_caller, from_blocks) = std::sync::mpsc::sync_channel(BLOCKS_AHEAD);
         let (recycle, recycled) = std::sync::mpsc::channel();
-        let (recycle_records, recycled_records) = std::sync::mpsc::channel();
         let piped = Piped {
             from_caller,
             give_back,
@@ -777,7 +675,7 @@ impl<R: Read> NativeReader<R> {
         };
         let worker = std::thread::Builder::new()
             .name("ctrace-reader".into())
-            .spawn(move || blocks.run(&to_caller, &recycled, &recycled_records, split));
+            .spawn(move || blocks.run(&to_caller, &recycled));
         match worker {
             Ok(h) => Ok(Ok(Source::Threaded(Box::new(Feeder {
                 input,
@@ -787,7 +685,6 @@ impl<R: Read> NativeReader<R> {
                 spare: Vec::new(),
                 from_blocks,
                 recycle,
-                recycle_records,
                 worker: Some(h),
             })))),
             Err(_) => Err(input),
@@ -811,33 +708,14 @@ impl<R: Read> NativeReader<R> {
                 Loaded::End => return Ok(false),
             },
             Source::Threaded(feeder) => match feeder.next_block(&self.path)? {
-                Some(Msg::Block {
-                    payload,
-                    n,
-                    len,
-                    at,
-                    decoded,
-                }) => {
+                Some((payload, n, len, at)) => {
                     let old = std::mem::replace(&mut self.payload, payload);
                     if old.capacity() > 0 {
                         let _ = feeder.recycle.send(old);
                     }
-                    self.in_decoded = false;
-                    if let Some(d) = decoded {
-                        let old = std::mem::replace(&mut self.decoded, d.records);
-                        if old.capacity() > 0 {
-                            let _ = feeder.recycle_records.send(old);
-                        }
-                        self.decoded_pos = 0;
-                        self.decoded_then = d.then;
-                        self.in_decoded = true;
-                        self.left = self.decoded.len();
-                        (self.payload_len, self.pos) = (0, 0);
-                        return Ok(true);
-                    }
                     (n, len, at)
                 }
-                _ => return Ok(false),
+                None => return Ok(false),
             },
         };
         self.payload_len = len;
@@ -884,22 +762,9 @@ impl<R: Read> NativeReader<R> {
         Some(Ok(&self.batch[start..end]))
     }
 
-    /// Decodes up to [`BATCH`] records of the current block (copies them, when the block
-    /// thread has decoded it).
+    /// Decodes up to [`BATCH`] records of the current block.
     fn refill(&mut self) {
         let n = self.left.min(BATCH);
-        if self.in_decoded {
-            let from = self.decoded_pos;
-            self.batch[..n].copy_from_slice(&self.decoded[from..from + n]);
-            self.decoded_pos += n;
-            self.left -= n;
-            if self.left == 0 {
-                self.pending = self.decoded_then.take();
-            }
-            self.batch_len = n;
-            self.batch_pos = 0;
-            return;
-        }
         let mut pos = self.pos;
         let mut st = self.predict;
         let len = self.payload_len;
@@ -1021,24 +886,24 @@ mod tests {
         std::iter::from_fn(|| next().map(|b| b.map_err(|e| format!("{e} / {e:?}")))).collect()
     }
 
-    /// The new reader (whichever blocks its block thread decodes) and main's give the same
+    /// The new reader (its block layer on a second thread, or inline) and main's give the same
     /// records, errors and positions, through the iterator and through batches.
     fn same_as_oracle(input: &Chunky) -> Result<(), TestCaseError> {
         let old = OracleReader::new(input.clone(), "p.ctrace").map(items);
         let old_batches = OracleReader::new(input.clone(), "p.ctrace").ok().map(|mut b| {
             batches(|| b.next_batch().map(|r| r.map(<[Record]>::to_vec)))
         });
-        for split in [Split::Inline, Split::Never, Split::Alternate, Split::Always] {
-            let new = NativeReader::open(input.clone(), "p.ctrace", split).map(items);
+        for threaded in [true, false] {
+            let new = NativeReader::open(input.clone(), "p.ctrace", threaded).map(items);
             match (&new, &old) {
-                (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{:?}", split),
+                (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "threaded {}", threaded),
                 (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
                 _ => prop_assert!(false, "one opened, one failed: {:?} {:?}", new.is_ok(), old.is_ok()),
             }
-            let new_batches = NativeReader::open(input.clone(), "p.ctrace", split).ok().map(|mut a| {
+            let new_batches = NativeReader::open(input.clone(), "p.ctrace", threaded).ok().map(|mut a| {
                 batches(|| a.next_batch().map(|r| r.map(<[Record]>::to_vec)))
             });
-            prop_assert_eq!(&new_batches, &old_batches, "{:?}", split);
+            prop_assert_eq!(&new_batches, &old_batches, "threaded {}", threaded);
         }
         Ok(())
     }
