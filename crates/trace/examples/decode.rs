@@ -7,7 +7,9 @@ use compromis_trace::NativeReader;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let path = args.first().ok_or("usage: decode FILE.ctrace [PASSES] [--batches]")?;
+    let path = args
+        .first()
+        .ok_or("usage: decode FILE.ctrace [PASSES] [--batches]")?;
     let passes: u32 = args.get(1).map_or(Ok(5), |s| s.parse())?;
     let batches = args.iter().any(|a| a == "--batches");
     let bytes = std::fs::read(path)?;

@@ -23,8 +23,8 @@
 //!   instruction (ip + size), a data access at its base, which then becomes the address.
 //! ```
 
-use crate::rec::{Record, RecordKind};
 use crate::RecordSink;
+use crate::rec::{Record, RecordKind};
 use compromis_types::Gva;
 use std::io::Write;
 
@@ -750,8 +750,8 @@ mod oracle;
 #[cfg(test)]
 mod tests {
     use super::reader::BATCH;
-    use crate::error::TraceError;
     use super::*;
+    use crate::error::TraceError;
 
     fn encode(recs: &[Record]) -> Vec<u8> {
         let mut w = NativeWriter::new(Vec::new()).unwrap();

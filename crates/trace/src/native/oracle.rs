@@ -135,11 +135,6 @@ fn decode_one(
     })
 }
 
-/// Writes [`Record`]s in the native format.
-///
-/// Records are collected into batches of about [`BLOCK_RECORDS`]; each full batch goes to a
-/// worker thread that encodes and compresses it, so the caller (a recorder reading a tracer's
-
 /// Counts bytes read, for error offsets.
 struct Counting<R> {
     inner: R,

@@ -858,7 +858,7 @@ mod tests {
     impl Read for Chunky {
         fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
             self.calls += 1;
-            if self.interrupt_every > 0 && self.calls % self.interrupt_every == 0 {
+            if self.interrupt_every > 0 && self.calls.is_multiple_of(self.interrupt_every) {
                 return Err(std::io::ErrorKind::Interrupted.into());
             }
             if self.fail_at.is_some_and(|f| self.pos >= f) {
@@ -890,19 +890,24 @@ mod tests {
     /// records, errors and positions, through the iterator and through batches.
     fn same_as_oracle(input: &Chunky) -> Result<(), TestCaseError> {
         let old = OracleReader::new(input.clone(), "p.ctrace").map(items);
-        let old_batches = OracleReader::new(input.clone(), "p.ctrace").ok().map(|mut b| {
-            batches(|| b.next_batch().map(|r| r.map(<[Record]>::to_vec)))
-        });
+        let old_batches = OracleReader::new(input.clone(), "p.ctrace")
+            .ok()
+            .map(|mut b| batches(|| b.next_batch().map(|r| r.map(<[Record]>::to_vec))));
         for threaded in [true, false] {
             let new = NativeReader::open(input.clone(), "p.ctrace", threaded).map(items);
             match (&new, &old) {
                 (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "threaded {}", threaded),
                 (Err(a), Err(b)) => prop_assert_eq!(a.to_string(), b.to_string()),
-                _ => prop_assert!(false, "one opened, one failed: {:?} {:?}", new.is_ok(), old.is_ok()),
+                _ => prop_assert!(
+                    false,
+                    "one opened, one failed: {:?} {:?}",
+                    new.is_ok(),
+                    old.is_ok()
+                ),
             }
-            let new_batches = NativeReader::open(input.clone(), "p.ctrace", threaded).ok().map(|mut a| {
-                batches(|| a.next_batch().map(|r| r.map(<[Record]>::to_vec)))
-            });
+            let new_batches = NativeReader::open(input.clone(), "p.ctrace", threaded)
+                .ok()
+                .map(|mut a| batches(|| a.next_batch().map(|r| r.map(<[Record]>::to_vec))));
             prop_assert_eq!(&new_batches, &old_batches, "threaded {}", threaded);
         }
         Ok(())
@@ -1020,7 +1025,12 @@ mod tests {
         f
     }
 
-    fn input(data: Vec<u8>, sizes: Vec<usize>, interrupt_every: usize, fail: Option<prop::sample::Index>) -> Chunky {
+    fn input(
+        data: Vec<u8>,
+        sizes: Vec<usize>,
+        interrupt_every: usize,
+        fail: Option<prop::sample::Index>,
+    ) -> Chunky {
         let fail_at = fail.map(|i| i.index(data.len() + 1));
         Chunky {
             data: std::sync::Arc::new(data),
