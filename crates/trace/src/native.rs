@@ -23,11 +23,10 @@
 //!   instruction (ip + size), a data access at its base, which then becomes the address.
 //! ```
 
-use crate::error::{Location, TraceError};
+use crate::RecordSink;
 use crate::rec::{Record, RecordKind};
-use crate::{RecordSink, RecordSource};
 use compromis_types::Gva;
-use std::io::{Read, Write};
+use std::io::Write;
 
 /// The magic number opening every native trace.
 pub const NATIVE_MAGIC: &[u8; 8] = b"CMPTRACE";
@@ -214,6 +213,10 @@ struct TagInfo {
     escape: bool,
     /// Prediction slot: 0 for instructions, 1 + base for data.
     slot: u8,
+    /// The record's kind.
+    kind: RecordKind,
+    /// All ones for an instruction (whose prediction moves on by its size), 0 for data.
+    step_mask: u32,
 }
 
 /// [`TagInfo`] of every tag byte.
@@ -224,6 +227,8 @@ const TAGS: [TagInfo; 256] = {
         size: 0,
         escape: false,
         slot: 0,
+        kind: RecordKind::Instr,
+        step_mask: 0,
     }; 256];
     let mut tag = 0;
     while tag < 256 {
@@ -240,6 +245,8 @@ const TAGS: [TagInfo; 256] = {
                 size: size as u32,
                 escape: code == 31,
                 slot: 0,
+                kind: RecordKind::Instr,
+                step_mask: u32::MAX,
             }
         } else {
             let code = (tag >> 2) & 7;
@@ -248,6 +255,8 @@ const TAGS: [TagInfo; 256] = {
                 size,
                 escape: code == 7,
                 slot: 1 + ((tag >> 5) & 3) as u8,
+                kind: KINDS[tag & 3],
+                step_mask: 0,
             }
         };
         t[tag] = info;
@@ -316,10 +325,9 @@ fn decode_one(
     let slot = usize::from(info.slot);
     let addr = pred[slot].wrapping_add(unzigzag(z));
     // An instruction predicts the next one at its end; a data access becomes its base.
-    let keep_size = u64::from(info.slot == 0).wrapping_neg();
-    pred[slot] = addr.wrapping_add(u64::from(size) & keep_size);
+    pred[slot] = addr.wrapping_add(u64::from(size & info.step_mask));
     Ok(Record {
-        kind: KINDS[usize::from(tag & 3)],
+        kind: info.kind,
         addr: Gva(addr),
         size,
     })
@@ -733,390 +741,17 @@ impl<W: Write + Send + 'static> RecordSink for NativeWriter<W> {
     }
 }
 
-/// Counts bytes read, for error offsets.
-struct Counting<R> {
-    inner: R,
-    pos: u64,
-}
+mod reader;
+pub use reader::NativeReader;
 
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-/// Streams [`Record`]s out of a native trace. Errors name the byte offset in the decompressed body.
-pub struct NativeReader<R: Read> {
-    body: Counting<zstd::Decoder<'static, std::io::BufReader<Counting<R>>>>,
-    path: String,
-    /// The current block's payload, its decoding position and state, records left in it.
-    payload: Vec<u8>,
-    payload_len: usize,
-    pos: usize,
-    left: usize,
-    predict: [u64; 1 + BASES],
-    /// Offset of the payload in the decompressed body.
-    payload_at: u64,
-    /// Records decoded ahead in a tight loop, and the next one to hand out.
-    batch: Box<[Record; BATCH]>,
-    batch_len: usize,
-    batch_pos: usize,
-    /// An error found while decoding ahead, reported after the records before it.
-    pending: Option<TraceError>,
-    total: u64,
-    done: bool,
-}
-
-/// Records decoded per batch (small enough to stay in the L1 cache).
-const BATCH: usize = 256;
-
-impl<R: Read> std::fmt::Debug for NativeReader<R> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NativeReader")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<R: Read> NativeReader<R> {
-    /// Checks the header of `input` (the whole file) and prepares to decode.
-    pub fn new(mut input: R, path: &str) -> Result<NativeReader<R>, TraceError> {
-        let mut header = [0u8; NATIVE_HEADER_BYTES];
-        let got = crate::error::read_up_to(&mut input, &mut header, path)?;
-        if header[..got.min(8)] != NATIVE_MAGIC[..got.min(8)] {
-            return Err(TraceError::BadMagic {
-                path: path.to_owned(),
-                found: header[..got.min(8)].to_vec(),
-                expected: NATIVE_MAGIC,
-            });
-        }
-        if got < NATIVE_HEADER_BYTES {
-            return Err(TraceError::Truncated {
-                path: path.to_owned(),
-                at: Location::Byte(got as u64),
-                reason: "the 16-byte native header is incomplete",
-            });
-        }
-        let version = u16::from_le_bytes([header[8], header[9]]);
-        if version != NATIVE_VERSION {
-            return Err(TraceError::Version {
-                path: path.to_owned(),
-                found: version,
-                supported: NATIVE_VERSION,
-            });
-        }
-        let file = Counting {
-            inner: input,
-            pos: NATIVE_HEADER_BYTES as u64,
-        };
-        let dec = zstd::Decoder::with_buffer(std::io::BufReader::new(file))
-            .map_err(|source| TraceError::Io {
-                path: path.to_owned(),
-                at: Location::Byte(NATIVE_HEADER_BYTES as u64),
-                source,
-            })?
-            .single_frame();
-        Ok(NativeReader {
-            body: Counting { inner: dec, pos: 0 },
-            path: path.to_owned(),
-            payload: Vec::new(),
-            payload_len: 0,
-            pos: 0,
-            left: 0,
-            predict: [0; 1 + BASES],
-            payload_at: 0,
-            batch: Box::new(
-                [Record {
-                    kind: RecordKind::Instr,
-                    addr: Gva(0),
-                    size: 0,
-                }; BATCH],
-            ),
-            batch_len: 0,
-            batch_pos: 0,
-            pending: None,
-            total: 0,
-            done: false,
-        })
-    }
-
-    fn io_err(&self, source: std::io::Error) -> TraceError {
-        TraceError::Io {
-            path: self.path.clone(),
-            at: Location::Byte(self.body.pos),
-            source,
-        }
-    }
-
-    fn corrupt(&self, at: u64, reason: &'static str, bytes: &[u8]) -> TraceError {
-        let text = bytes
-            .iter()
-            .take(16)
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(" ");
-        TraceError::BadRecord {
-            path: self.path.clone(),
-            at: Location::Byte(at),
-            reason,
-            text,
-        }
-    }
-
-    /// Reads a varint from the body; `Ok(None)` at a clean end of stream before its first byte.
-    fn read_varint(&mut self) -> Result<Option<u64>, TraceError> {
-        let mut v: u64 = 0;
-        let mut shift = 0u32;
-        let start = self.body.pos;
-        loop {
-            let mut b = [0u8; 1];
-            match self.body.read(&mut b) {
-                Ok(0) if shift == 0 => return Ok(None),
-                Ok(0) => {
-                    return Err(TraceError::Truncated {
-                        path: self.path.clone(),
-                        at: Location::Byte(start),
-                        reason: "the stream ends inside a block header",
-                    });
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(self.io_err(e)),
-            }
-            if shift == 63 && b[0] > 1 || shift > 63 {
-                return Err(self.corrupt(start, "Bad varint in a block header", &b));
-            }
-            v |= u64::from(b[0] & 0x7F) << shift;
-            if b[0] < 0x80 {
-                return Ok(Some(v));
-            }
-            shift += 7;
-        }
-    }
-
-    /// After the end marker: the zstd frame must end there (which also checks its content
-    /// checksum, when it has one) and the file must end with the frame.
-    fn check_end(&mut self) -> Result<(), TraceError> {
-        use std::io::BufRead;
-        let at = self.body.pos;
-        let mut extra = [0u8; 16];
-        loop {
-            match self.body.read(&mut extra) {
-                Ok(0) => break,
-                Ok(k) => {
-                    return Err(self.corrupt(
-                        at,
-                        "Bytes after the end marker (offset in the decompressed body)",
-                        &extra[..k],
-                    ));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.io_err(e)),
-            }
-        }
-        let file = self.body.inner.get_mut();
-        let left = match file.fill_buf() {
-            Ok(b) => b.to_vec(),
-            Err(source) => {
-                return Err(TraceError::Io {
-                    path: self.path.clone(),
-                    at: Location::Byte(file.get_ref().pos),
-                    source,
-                });
-            }
-        };
-        if !left.is_empty() {
-            let at = file.get_ref().pos - left.len() as u64;
-            return Err(self.corrupt(
-                at,
-                "Bytes after the compressed body (offset in the file)",
-                &left,
-            ));
-        }
-        Ok(())
-    }
-
-    /// Loads the next block; `Ok(false)` at the end marker.
-    fn load_block(&mut self) -> Result<bool, TraceError> {
-        if self.pos != self.payload_len {
-            let bytes = self.payload[self.pos.min(self.payload_len)..self.payload_len].to_vec();
-            return Err(self.corrupt(
-                self.payload_at + self.pos as u64,
-                "Block has bytes after its last record",
-                &bytes,
-            ));
-        }
-        let at = self.body.pos;
-        let Some(n) = self.read_varint()? else {
-            return Err(TraceError::Truncated {
-                path: self.path.clone(),
-                at: Location::Byte(at),
-                reason: "the stream ends before the end marker",
-            });
-        };
-        if n == 0 {
-            let total = self.read_varint()?.ok_or_else(|| TraceError::Truncated {
-                path: self.path.clone(),
-                at: Location::Byte(self.body.pos),
-                reason: "the end marker is incomplete",
-            })?;
-            if total != self.total {
-                return Err(self.corrupt(at, "End marker's record count does not match", &[]));
-            }
-            self.check_end()?;
-            return Ok(false);
-        }
-        if n > u64::from(BLOCK_RECORDS) {
-            return Err(self.corrupt(at, "Block record count too large", &[]));
-        }
-        let len = self.read_varint()?.ok_or_else(|| TraceError::Truncated {
-            path: self.path.clone(),
-            at: Location::Byte(self.body.pos),
-            reason: "the stream ends inside a block header",
-        })?;
-        if len < n || len > MAX_RECORD_BYTES * n {
-            return Err(self.corrupt(at, "Block length does not fit its record count", &[]));
-        }
-        self.payload_at = self.body.pos;
-        // Both bounded above (n <= 65536, len <= 16 n).
-        let (n, len) = (
-            usize::try_from(n).unwrap_or(0),
-            usize::try_from(len).unwrap_or(0),
-        );
-        self.payload.resize(len + PAD, 0);
-        self.payload[len..].fill(0);
-        self.payload_len = len;
-        let mut got = 0;
-        while got < len {
-            match self.body.read(&mut self.payload[got..len]) {
-                Ok(0) => {
-                    return Err(TraceError::Truncated {
-                        path: self.path.clone(),
-                        at: Location::Byte(self.body.pos),
-                        reason: "the stream ends inside a block",
-                    });
-                }
-                Ok(k) => got += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(self.io_err(e)),
-            }
-        }
-        self.total += n as u64;
-        self.left = n;
-        self.pos = 0;
-        self.predict = [0; 1 + BASES];
-        Ok(true)
-    }
-
-    fn fail(&mut self, e: TraceError) -> Option<Result<Record, TraceError>> {
-        self.done = true;
-        self.left = 0;
-        Some(Err(e))
-    }
-
-    /// The next records as a slice (up to 256 at a time), `None` at the end: the same stream as
-    /// the iterator, without its per-record overhead, for consumers that take batches.
-    pub fn next_batch(&mut self) -> Option<Result<&[Record], TraceError>> {
-        let (start, end) = loop {
-            if self.batch_pos < self.batch_len {
-                let start = self.batch_pos;
-                self.batch_pos = self.batch_len;
-                break (start, self.batch_len);
-            }
-            if let Some(e) = self.pending.take() {
-                return self.fail(e).map(|r| r.map(|_| &[][..]));
-            }
-            if self.left == 0 {
-                if self.done {
-                    return None;
-                }
-                match self.load_block() {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        self.done = true;
-                        return None;
-                    }
-                    Err(e) => return self.fail(e).map(|r| r.map(|_| &[][..])),
-                }
-            }
-            self.refill();
-        };
-        Some(Ok(&self.batch[start..end]))
-    }
-
-    /// Decodes up to [`BATCH`] records of the current block.
-    fn refill(&mut self) {
-        let n = self.left.min(BATCH);
-        let mut pos = self.pos;
-        let mut st = self.predict;
-        let len = self.payload_len;
-        let mut k = 0;
-        while k < n {
-            match decode_one(&self.payload, len, &mut pos, &mut st) {
-                Ok(r) => self.batch[k] = r,
-                Err(reason) => {
-                    let bytes = self.payload[pos.min(len)..len].to_vec();
-                    self.pending = Some(self.corrupt(self.payload_at + pos as u64, reason, &bytes));
-                    break;
-                }
-            }
-            k += 1;
-        }
-        self.left = if self.pending.is_some() {
-            0
-        } else {
-            self.left - n
-        };
-        self.pos = pos;
-        self.predict = st;
-        self.batch_len = k;
-        self.batch_pos = 0;
-    }
-}
-
-impl<R: Read> Iterator for NativeReader<R> {
-    type Item = Result<Record, TraceError>;
-
-    #[inline]
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if self.batch_pos < self.batch_len {
-                let r = self.batch[self.batch_pos];
-                self.batch_pos += 1;
-                return Some(Ok(r));
-            }
-            if let Some(e) = self.pending.take() {
-                return self.fail(e);
-            }
-            if self.left == 0 {
-                if self.done {
-                    return None;
-                }
-                match self.load_block() {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        self.done = true;
-                        return None;
-                    }
-                    Err(e) => return self.fail(e),
-                }
-            }
-            self.refill();
-        }
-    }
-}
-
-impl<R: Read + Send> RecordSource for NativeReader<R> {
-    fn skipped(&self) -> u64 {
-        0
-    }
-}
+#[cfg(test)]
+mod oracle;
 
 #[cfg(test)]
 mod tests {
+    use super::reader::BATCH;
     use super::*;
+    use crate::error::TraceError;
 
     fn encode(recs: &[Record]) -> Vec<u8> {
         let mut w = NativeWriter::new(Vec::new()).unwrap();
