@@ -494,6 +494,159 @@ where
     Ok(buf)
 }
 
+/// The first error of a set of runs that failed in the same chunk, as every path reports it:
+/// every run fails at the same op (same guest), so the first op in stream order is reported;
+/// an error without an op index (a verification mismatch) first.
+fn first_error(errors: impl IntoIterator<Item = EngineError>) -> Option<EngineError> {
+    errors.into_iter().min_by_key(|e| match e {
+        EngineError::BadOp { index, .. } => *index,
+        _ => 0,
+    })
+}
+
+/// Runs `source` through `runs` chunk by chunk: every run simulates a chunk (in parallel, on
+/// the current rayon pool), then the next chunk is read.
+fn simulate_in_pool<I, E>(
+    runs: &mut [SchemeRun],
+    source: &mut I,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), EngineError>
+where
+    I: Iterator<Item = Result<Op, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut chunk = read_chunk(source, Vec::with_capacity(CHUNK))?;
+    let mut done = 0u64;
+    while !chunk.is_empty() {
+        let errors: Vec<EngineError> = runs
+            .par_iter_mut()
+            .filter_map(|r| r.run(&chunk).err())
+            .collect();
+        if let Some(e) = first_error(errors) {
+            return Err(e);
+        }
+        done += chunk.len() as u64;
+        progress(done);
+        chunk = read_chunk(source, chunk)?;
+    }
+    Ok(())
+}
+
+/// Chunks read ahead of the slowest run.
+const AHEAD: usize = 4;
+
+/// Runs `source` through `runs` as a pipeline: each run simulates on its own thread, taking the
+/// chunks this thread reads (shared, read-only) as they come, up to [`AHEAD`] chunks behind the
+/// reader; no run waits for another. The result is the same as [`simulate_in_pool`]'s: each run
+/// sees the same chunks in the same order, and errors come out in stream order (runs stop at the
+/// first chunk in which any of them failed, every run finishes that chunk, and the reported
+/// error is the one chunk-by-chunk simulation reports; a read error counts only if no run failed
+/// in an earlier chunk). `progress` is called as the slowest run completes chunks.
+fn simulate_pipelined<I, E>(
+    runs: &mut [SchemeRun],
+    source: &mut I,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), EngineError>
+where
+    I: Iterator<Item = Result<Op, E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc::sync_channel;
+    // The first chunk (0-based) in which a run failed; u64::MAX while none did.
+    let failed = AtomicU64::new(u64::MAX);
+    // Ops each run has completed.
+    let completed: Vec<AtomicU64> = runs.iter().map(|_| AtomicU64::new(0)).collect();
+    let slowest = || completed.iter().map(|c| c.load(Ordering::Acquire)).min();
+    let mut reported = 0u64;
+    let mut report = |done: u64| {
+        if done > reported {
+            reported = done;
+            progress(done);
+        }
+    };
+    std::thread::scope(|s| {
+        let mut senders = Vec::with_capacity(runs.len());
+        let mut workers = Vec::with_capacity(runs.len());
+        for (run, done) in runs.iter_mut().zip(&completed) {
+            let (tx, rx) = sync_channel::<(u64, Arc<Vec<Op>>)>(AHEAD);
+            senders.push(tx);
+            let failed = &failed;
+            workers.push(s.spawn(move || -> Option<(u64, EngineError)> {
+                for (index, chunk) in rx {
+                    if index > failed.load(Ordering::Acquire) {
+                        break;
+                    }
+                    if let Err(e) = run.run(&chunk) {
+                        failed.fetch_min(index, Ordering::AcqRel);
+                        return Some((index, e));
+                    }
+                    done.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+                }
+                None
+            }));
+        }
+        // Chunks sent and maybe still read by a run: a chunk no run holds any more is reused.
+        let mut in_flight: std::collections::VecDeque<Arc<Vec<Op>>> =
+            std::collections::VecDeque::new();
+        let mut read_error = None;
+        let mut index = 0u64;
+        while failed.load(Ordering::Acquire) == u64::MAX {
+            let spare = match in_flight.front_mut().map(Arc::get_mut) {
+                Some(Some(_)) => in_flight
+                    .pop_front()
+                    .and_then(|a| Arc::try_unwrap(a).ok())
+                    .unwrap_or_default(),
+                _ => Vec::with_capacity(CHUNK),
+            };
+            let chunk = match read_chunk(source, spare) {
+                Ok(c) => c,
+                Err(e) => {
+                    read_error = Some((index, e));
+                    break;
+                }
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            let chunk = Arc::new(chunk);
+            for tx in &senders {
+                // A run that stopped (it failed) has dropped its receiver: nothing to send.
+                let _ = tx.send((index, Arc::clone(&chunk)));
+            }
+            in_flight.push_back(chunk);
+            index += 1;
+            if let Some(d) = slowest() {
+                report(d);
+            }
+        }
+        drop(senders);
+        let mut run_errors = Vec::new();
+        for w in workers {
+            match w.join() {
+                Ok(Some(e)) => run_errors.push(e),
+                Ok(None) => {}
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        if let Some(d) = slowest() {
+            report(d);
+        }
+        let first = run_errors.iter().map(|(i, _)| *i).min();
+        match (first, read_error) {
+            (Some(f), r) if r.as_ref().is_none_or(|(i, _)| f < *i) => Err(first_error(
+                run_errors
+                    .into_iter()
+                    .filter(|(i, _)| *i == f)
+                    .map(|(_, e)| e),
+            )
+            .unwrap_or(EngineError::NoScheme)),
+            (_, Some((_, e))) => Err(e),
+            _ => Ok(()),
+        }
+    })
+}
+
 /// Runs `source` through every scheme of `cfg` (and the baseline if asked) on a VM backed by
 /// `backing`. `progress` is called with the number of ops done after each chunk. An op the
 /// guest refuses stops the run with [`EngineError::BadOp`].
@@ -540,49 +693,14 @@ where
     for r in &mut runs {
         r.skip_bad = skip_bad;
     }
-    // Every run fails at the same op (same guest); the first op in stream order is reported.
-    let run_chunk = |runs: &mut Vec<SchemeRun>, chunk: &[Op]| {
-        let errors: Vec<EngineError> = runs
-            .par_iter_mut()
-            .filter_map(|r| r.run(chunk).err())
-            .collect();
-        match errors.into_iter().min_by_key(|e| match e {
-            EngineError::BadOp { index, .. } => *index,
-            _ => 0,
-        }) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    };
-    // Reading overlaps simulating: while the runs simulate chunk n (on a scoped thread, through
-    // rayon), this thread reads chunk n + 1. The source need not be `Send`. Errors come out in
-    // the stream's order: a failed run of chunk n before a read error in chunk n + 1.
-    // Called from a rayon worker (several simulations run in parallel, as `reproduce` does), a
-    // worker blocked joining a plain thread could not run the pool's jobs, and with every worker
-    // so blocked the pool would deadlock: there the runs simulate on this thread, then it reads.
-    let overlap = rayon::current_thread_index().is_none();
     let mut source = source.into_iter();
-    let mut chunk = read_chunk(&mut source, Vec::with_capacity(CHUNK))?;
-    let mut spare = Vec::with_capacity(CHUNK);
-    let mut done = 0u64;
-    while !chunk.is_empty() {
-        let (ran, next) = if overlap {
-            std::thread::scope(|s| {
-                let sim = s.spawn(|| run_chunk(&mut runs, &chunk));
-                let next = read_chunk(&mut source, std::mem::take(&mut spare));
-                let ran = sim
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                (ran, next)
-            })
-        } else {
-            let ran = run_chunk(&mut runs, &chunk);
-            (ran, read_chunk(&mut source, std::mem::take(&mut spare)))
-        };
-        ran?;
-        done += chunk.len() as u64;
-        progress(done);
-        spare = std::mem::replace(&mut chunk, next?);
+    // Called from a rayon worker (several simulations run in parallel, as `reproduce` does), a
+    // worker blocked joining plain threads could not run the pool's jobs, and with every worker
+    // so blocked the pool would deadlock: there the runs simulate chunk by chunk through rayon.
+    if rayon::current_thread_index().is_some() {
+        simulate_in_pool(&mut runs, &mut source, progress)?;
+    } else {
+        simulate_pipelined(&mut runs, &mut source, progress)?;
     }
     let mut out = SimResults {
         schemes: Vec::with_capacity(cfg.schemes.len()),
