@@ -481,16 +481,33 @@ impl SchemeRun {
     }
 }
 
-/// Up to [`CHUNK`] ops of `source`, into `buf` (cleared first).
-fn read_chunk<I, E>(source: &mut I, mut buf: Vec<Op>) -> Result<Vec<Op>, EngineError>
+/// A stream of ops read in chunks: what the engine simulates.
+pub trait OpChunks {
+    /// Appends the next ops to `buf`, up to `max` of them (fewer only at the end of the
+    /// stream); an error of the source ends the stream.
+    fn read_ops(&mut self, buf: &mut Vec<Op>, max: usize) -> Result<(), EngineError>;
+}
+
+/// Any iterator of ops as [`OpChunks`].
+pub struct IterChunks<I>(pub I);
+
+impl<I, E> OpChunks for IterChunks<I>
 where
     I: Iterator<Item = Result<Op, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    buf.clear();
-    for item in source.by_ref().take(CHUNK) {
-        buf.push(item.map_err(|e| EngineError::Source(Box::new(e)))?);
+    fn read_ops(&mut self, buf: &mut Vec<Op>, max: usize) -> Result<(), EngineError> {
+        for item in self.0.by_ref().take(max) {
+            buf.push(item.map_err(|e| EngineError::Source(Box::new(e)))?);
+        }
+        Ok(())
     }
+}
+
+/// Up to [`CHUNK`] ops of `source`, into `buf` (cleared first).
+fn read_chunk(source: &mut dyn OpChunks, mut buf: Vec<Op>) -> Result<Vec<Op>, EngineError> {
+    buf.clear();
+    source.read_ops(&mut buf, CHUNK)?;
     Ok(buf)
 }
 
@@ -506,15 +523,11 @@ fn first_error(errors: impl IntoIterator<Item = EngineError>) -> Option<EngineEr
 
 /// Runs `source` through `runs` chunk by chunk: every run simulates a chunk (in parallel, on
 /// the current rayon pool), then the next chunk is read.
-fn simulate_in_pool<I, E>(
+fn simulate_in_pool(
     runs: &mut [SchemeRun],
-    source: &mut I,
+    source: &mut dyn OpChunks,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(), EngineError>
-where
-    I: Iterator<Item = Result<Op, E>>,
-    E: std::error::Error + Send + Sync + 'static,
-{
+) -> Result<(), EngineError> {
     let mut chunk = read_chunk(source, Vec::with_capacity(CHUNK))?;
     let mut done = 0u64;
     while !chunk.is_empty() {
@@ -542,15 +555,11 @@ const AHEAD: usize = 4;
 /// first chunk in which any of them failed, every run finishes that chunk, and the reported
 /// error is the one chunk-by-chunk simulation reports; a read error counts only if no run failed
 /// in an earlier chunk). `progress` is called as the slowest run completes chunks.
-fn simulate_pipelined<I, E>(
+fn simulate_pipelined(
     runs: &mut [SchemeRun],
-    source: &mut I,
+    source: &mut dyn OpChunks,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(), EngineError>
-where
-    I: Iterator<Item = Result<Op, E>>,
-    E: std::error::Error + Send + Sync + 'static,
-{
+) -> Result<(), EngineError> {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::mpsc::sync_channel;
     // The first chunk (0-based) in which a run failed; u64::MAX while none did.
@@ -678,6 +687,23 @@ where
     I: IntoIterator<Item = Result<Op, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
+    simulate_chunks(
+        cfg,
+        backing,
+        &mut IterChunks(source.into_iter()),
+        progress,
+        skip_bad,
+    )
+}
+
+/// [`simulate_skipping`] of a stream read in chunks.
+pub fn simulate_chunks(
+    cfg: &SimConfig,
+    backing: &Arc<Backing>,
+    source: &mut dyn OpChunks,
+    progress: &(dyn Fn(u64) + Sync),
+    skip_bad: bool,
+) -> Result<SimResults, EngineError> {
     cfg.machine.validate()?;
     if cfg.schemes.is_empty() {
         return Err(EngineError::NoScheme);
@@ -693,14 +719,13 @@ where
     for r in &mut runs {
         r.skip_bad = skip_bad;
     }
-    let mut source = source.into_iter();
     // Called from a rayon worker (several simulations run in parallel, as `reproduce` does), a
     // worker blocked joining plain threads could not run the pool's jobs, and with every worker
     // so blocked the pool would deadlock: there the runs simulate chunk by chunk through rayon.
     if rayon::current_thread_index().is_some() {
-        simulate_in_pool(&mut runs, &mut source, progress)?;
+        simulate_in_pool(&mut runs, source, progress)?;
     } else {
-        simulate_pipelined(&mut runs, &mut source, progress)?;
+        simulate_pipelined(&mut runs, source, progress)?;
     }
     let mut out = SimResults {
         schemes: Vec::with_capacity(cfg.schemes.len()),
