@@ -54,50 +54,52 @@ pub struct AccessTime {
 /// timeline's time). Only the multiset of times matters, never which resource holds which.
 #[derive(Clone, Debug)]
 struct Latest {
-    /// Ascending from `head` (cyclically); fewer than `k` (and `head` 0) until `k` uses.
-    times: Vec<u64>,
-    /// Where the smallest time is, once there are `k`.
+    /// Ascending from `head` (cyclically). Starts as `k` zeros: the `k`-th latest of the times
+    /// pushed (0 while fewer than `k`) is the `k`-th largest of them and `k` zeros, all times
+    /// being at least 0.
+    times: Box<[u64]>,
+    /// Where the smallest time is.
     head: usize,
-    k: usize,
 }
 
 impl Latest {
     fn new(k: u64) -> Latest {
         let k = usize::try_from(k.max(1)).unwrap_or(usize::MAX).min(4096);
         Latest {
-            times: Vec::with_capacity(k),
+            times: vec![0; k].into_boxed_slice(),
             head: 0,
-            k,
         }
     }
 
     /// When a resource is free: the `k`-th latest time (0 while fewer than `k` were used).
-    #[inline]
+    #[inline(always)]
     fn free_at(&self) -> u64 {
-        if self.times.len() < self.k {
-            0
-        } else {
-            self.times[self.head]
-        }
+        self.times[self.head]
     }
 
     /// Records a use ending at `t`: it replaces the smallest time if it is later.
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, t: u64) {
-        let k = self.k;
+        let k = self.times.len();
+        let head = self.head;
+        if t <= self.times[head] {
+            return;
+        }
+        // The smallest time's slot becomes the last of the ring.
+        self.head = if head + 1 == k { 0 } else { head + 1 };
+        let below = if head == 0 { k - 1 } else { head - 1 };
+        if k == 1 || self.times[below] <= t {
+            // The latest time so far (the usual case): it stays the last.
+            self.times[head] = t;
+            return;
+        }
+        self.sink(head, t);
+    }
+
+    /// `t` moves down from slot `p` (the last of the ring) past the times above it.
+    fn sink(&mut self, mut p: usize, t: u64) {
+        let k = self.times.len();
         let times = &mut self.times;
-        if times.len() < k {
-            let p = times.partition_point(|&x| x <= t);
-            times.insert(p, t);
-            return;
-        }
-        if t <= times[self.head] {
-            return;
-        }
-        // The smallest time's slot becomes the last of the ring; `t` moves down from there
-        // past the times above it.
-        let mut p = self.head;
-        self.head = if p + 1 == k { 0 } else { p + 1 };
         for _ in 1..k {
             let q = if p == 0 { k - 1 } else { p - 1 };
             if times[q] <= t {

@@ -60,6 +60,9 @@ pub enum EngineError {
         /// The reference composition.
         want: Option<Hpa>,
     },
+    /// A simulation thread could not be started.
+    #[error("cannot start a simulation thread: {0}")]
+    Thread(std::io::Error),
     /// No scheme to simulate.
     #[error("no scheme selected")]
     NoScheme,
@@ -504,10 +507,14 @@ where
     }
 }
 
-/// Up to [`CHUNK`] ops of `source`, into `buf` (cleared first).
-fn read_chunk(source: &mut dyn OpChunks, mut buf: Vec<Op>) -> Result<Vec<Op>, EngineError> {
+/// Up to `max` ops of `source`, into `buf` (cleared first).
+fn read_chunk(
+    source: &mut dyn OpChunks,
+    mut buf: Vec<Op>,
+    max: usize,
+) -> Result<Vec<Op>, EngineError> {
     buf.clear();
-    source.read_ops(&mut buf, CHUNK)?;
+    source.read_ops(&mut buf, max)?;
     Ok(buf)
 }
 
@@ -528,7 +535,7 @@ fn simulate_in_pool(
     source: &mut dyn OpChunks,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), EngineError> {
-    let mut chunk = read_chunk(source, Vec::with_capacity(CHUNK))?;
+    let mut chunk = read_chunk(source, Vec::with_capacity(CHUNK), CHUNK)?;
     let mut done = 0u64;
     while !chunk.is_empty() {
         let errors: Vec<EngineError> = runs
@@ -540,21 +547,27 @@ fn simulate_in_pool(
         }
         done += chunk.len() as u64;
         progress(done);
-        chunk = read_chunk(source, chunk)?;
+        chunk = read_chunk(source, chunk, CHUNK)?;
     }
     Ok(())
 }
 
+/// Ops per chunk of the pipeline: small enough that the chunks in flight stay in the host's
+/// caches between the reader writing them and the runs reading them.
+const PIPE_CHUNK: usize = CHUNK / 8;
+
 /// Chunks read ahead of the slowest run.
-const AHEAD: usize = 4;
+const AHEAD: usize = 8;
 
 /// Runs `source` through `runs` as a pipeline: each run simulates on its own thread, taking the
 /// chunks this thread reads (shared, read-only) as they come, up to [`AHEAD`] chunks behind the
 /// reader; no run waits for another. The result is the same as [`simulate_in_pool`]'s: each run
-/// sees the same chunks in the same order, and errors come out in stream order (runs stop at the
-/// first chunk in which any of them failed, every run finishes that chunk, and the reported
-/// error is the one chunk-by-chunk simulation reports; a read error counts only if no run failed
-/// in an earlier chunk). `progress` is called as the slowest run completes chunks.
+/// sees the same ops in the same order, and errors are the same: the pipeline's chunks are an
+/// eighth of [`CHUNK`], and errors are placed in the [`CHUNK`] they fall in (runs stop at the end
+/// of the first such chunk in which any of them failed, every run runs up to there, and the
+/// reported error is the one chunk-by-chunk simulation reports; a read error counts only if no
+/// run failed in an earlier such chunk). `progress` is called as the slowest run completes
+/// chunks.
 fn simulate_pipelined(
     runs: &mut [SchemeRun],
     source: &mut dyn OpChunks,
@@ -562,7 +575,8 @@ fn simulate_pipelined(
 ) -> Result<(), EngineError> {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::mpsc::sync_channel;
-    // The first chunk (0-based) in which a run failed; u64::MAX while none did.
+    // The first chunk of `CHUNK` ops (0-based) in which a run failed; u64::MAX while none did.
+    let big = |index: u64| index / (CHUNK / PIPE_CHUNK) as u64;
     let failed = AtomicU64::new(u64::MAX);
     // Ops each run has completed.
     let completed: Vec<AtomicU64> = runs.iter().map(|_| AtomicU64::new(0)).collect();
@@ -581,37 +595,43 @@ fn simulate_pipelined(
             let (tx, rx) = sync_channel::<(u64, Arc<Vec<Op>>)>(AHEAD);
             senders.push(tx);
             let failed = &failed;
-            workers.push(s.spawn(move || -> Option<(u64, EngineError)> {
-                for (index, chunk) in rx {
-                    if index > failed.load(Ordering::Acquire) {
-                        break;
-                    }
-                    if let Err(e) = run.run(&chunk) {
-                        failed.fetch_min(index, Ordering::AcqRel);
-                        return Some((index, e));
-                    }
-                    done.fetch_add(chunk.len() as u64, Ordering::AcqRel);
-                }
-                None
-            }));
+            // Named after the run (profiles tell the runs apart).
+            let thread = std::thread::Builder::new().name(format!("sim-{}", run.kind().name()));
+            workers.push(
+                thread
+                    .spawn_scoped(s, move || -> Option<(u64, EngineError)> {
+                        for (index, chunk) in rx {
+                            if big(index) > failed.load(Ordering::Acquire) {
+                                break;
+                            }
+                            if let Err(e) = run.run(&chunk) {
+                                failed.fetch_min(big(index), Ordering::AcqRel);
+                                return Some((big(index), e));
+                            }
+                            done.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+                        }
+                        None
+                    })
+                    .map_err(EngineError::Thread)?,
+            );
         }
         // Chunks sent and maybe still read by a run: a chunk no run holds any more is reused.
         let mut in_flight: std::collections::VecDeque<Arc<Vec<Op>>> =
             std::collections::VecDeque::new();
         let mut read_error = None;
         let mut index = 0u64;
-        while failed.load(Ordering::Acquire) == u64::MAX {
+        while big(index) <= failed.load(Ordering::Acquire) {
             let spare = match in_flight.front_mut().map(Arc::get_mut) {
                 Some(Some(_)) => in_flight
                     .pop_front()
                     .and_then(|a| Arc::try_unwrap(a).ok())
                     .unwrap_or_default(),
-                _ => Vec::with_capacity(CHUNK),
+                _ => Vec::with_capacity(PIPE_CHUNK),
             };
-            let chunk = match read_chunk(source, spare) {
+            let chunk = match read_chunk(source, spare, PIPE_CHUNK) {
                 Ok(c) => c,
                 Err(e) => {
-                    read_error = Some((index, e));
+                    read_error = Some((big(index), e));
                     break;
                 }
             };

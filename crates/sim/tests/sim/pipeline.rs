@@ -117,6 +117,17 @@ fn a_refused_op_before_a_read_error_is_the_error() {
         .err()
         .unwrap();
         assert!(e.starts_with("op #100 of the stream"), "{e}");
+        // In the same chunk of `CHUNK` ops, the read error comes first (the chunk never ran),
+        // even where the pipeline's smaller chunks put them in two.
+        let e = sim(
+            &config(),
+            stream(2 * CHUNK, &[100], Some(CHUNK - 5)),
+            false,
+            in_pool,
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("broken at"), "{e}");
         // In the same chunk, the read error comes first (the chunk never ran).
         let e = sim(
             &config(),
