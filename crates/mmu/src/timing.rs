@@ -54,43 +54,49 @@ pub struct AccessTime {
 /// timeline's time). Only the multiset of times matters, never which resource holds which.
 #[derive(Clone, Debug)]
 struct Latest {
-    /// Ascending from `head` (cyclically). Starts as `k` zeros: the `k`-th latest of the times
-    /// pushed (0 while fewer than `k`) is the `k`-th largest of them and `k` zeros, all times
-    /// being at least 0.
-    times: Box<[u64]>,
+    /// The first `k` are ascending from `head` (cyclically). Start as `k` zeros: the `k`-th
+    /// latest of the times pushed (0 while fewer than `k`) is the `k`-th largest of them and `k`
+    /// zeros, all times being at least 0. [`MAX_K`] long, so that an index taken modulo
+    /// [`MAX_K`] needs no bounds check.
+    times: Box<[u64; MAX_K]>,
     /// Where the smallest time is.
     head: usize,
+    k: usize,
 }
+
+/// The most resources (slots, walkers) and window entries a [`Timeline`] models.
+const MAX_K: usize = 4096;
 
 impl Latest {
     fn new(k: u64) -> Latest {
-        let k = usize::try_from(k.max(1)).unwrap_or(usize::MAX).min(4096);
+        let k = usize::try_from(k.max(1)).unwrap_or(usize::MAX).min(MAX_K);
         Latest {
-            times: vec![0; k].into_boxed_slice(),
+            times: Box::new([0; MAX_K]),
             head: 0,
+            k,
         }
     }
 
     /// When a resource is free: the `k`-th latest time (0 while fewer than `k` were used).
     #[inline(always)]
     fn free_at(&self) -> u64 {
-        self.times[self.head]
+        self.times[self.head % MAX_K]
     }
 
     /// Records a use ending at `t`: it replaces the smallest time if it is later.
     #[inline(always)]
     fn push(&mut self, t: u64) {
-        let k = self.times.len();
+        let k = self.k;
         let head = self.head;
-        if t <= self.times[head] {
+        if t <= self.times[head % MAX_K] {
             return;
         }
         // The smallest time's slot becomes the last of the ring.
         self.head = if head + 1 == k { 0 } else { head + 1 };
         let below = if head == 0 { k - 1 } else { head - 1 };
-        if k == 1 || self.times[below] <= t {
+        if k == 1 || self.times[below % MAX_K] <= t {
             // The latest time so far (the usual case): it stays the last.
-            self.times[head] = t;
+            self.times[head % MAX_K] = t;
             return;
         }
         self.sink(head, t);
@@ -98,17 +104,17 @@ impl Latest {
 
     /// `t` moves down from slot `p` (the last of the ring) past the times above it.
     fn sink(&mut self, mut p: usize, t: u64) {
-        let k = self.times.len();
+        let k = self.k;
         let times = &mut self.times;
         for _ in 1..k {
             let q = if p == 0 { k - 1 } else { p - 1 };
-            if times[q] <= t {
+            if times[q % MAX_K] <= t {
                 break;
             }
-            times[p] = times[q];
+            times[p % MAX_K] = times[q % MAX_K];
             p = q;
         }
-        times[p] = t;
+        times[p % MAX_K] = t;
     }
 }
 
@@ -123,7 +129,9 @@ pub struct Timeline {
     window: u64,
     /// Accesses still in the window, oldest first: (instruction position, completion), a ring
     /// of a power-of-two size above `window` (at most `window` are held).
-    in_window: Box<[(u64, u64)]>,
+    in_window: Box<[(u64, u64); MAX_K]>,
+    /// The ring's size minus one (a power of two at most [`MAX_K`]).
+    mask: usize,
     /// Index of the oldest access in `in_window`.
     oldest: usize,
     /// How many accesses `in_window` holds.
@@ -150,7 +158,8 @@ impl Timeline {
             walkers: Latest::new(core.page_walkers),
             window,
             // `window` is at most 4096.
-            in_window: vec![(0, 0); (window as usize).next_power_of_two()].into_boxed_slice(),
+            in_window: Box::new([(0, 0); MAX_K]),
+            mask: (window as usize).next_power_of_two() - 1,
             oldest: 0,
             held: 0,
             retired: 0,
@@ -170,9 +179,9 @@ impl Timeline {
             self.end += a.stlb + a.walk + a.data;
             return self.end;
         }
-        let mask = self.in_window.len() - 1;
+        let mask = self.mask;
         while self.held > 0 {
-            let (pos, done) = self.in_window[self.oldest];
+            let (pos, done) = self.in_window[self.oldest % MAX_K];
             if pos + self.window <= a.instr || self.held as u64 >= self.window {
                 self.retired = self.retired.max(done);
                 self.oldest = (self.oldest + 1) & mask;
@@ -196,7 +205,7 @@ impl Timeline {
         }
         let done = t + a.data;
         self.slots.push(done);
-        self.in_window[(self.oldest + self.held) & mask] = (a.instr, done);
+        self.in_window[((self.oldest + self.held) & mask) % MAX_K] = (a.instr, done);
         self.held += 1;
         self.last_start = start;
         if a.load {
