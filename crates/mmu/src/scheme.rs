@@ -59,6 +59,11 @@ pub trait Walker: Send {
             ctx.guest.table().prefetch_leaf(gva.raw());
         }
     }
+    /// Whether [`Walker::prefetch`] does anything at [`Prefetch::Mid`] (when not, [`Mmu`] gives
+    /// no such hint). Default: yes (a hint given for nothing costs only time).
+    fn mid_hints(&self) -> bool {
+        true
+    }
     /// Speed hint at [`Prefetch::Near`]: the host addresses of the table entries a walk for `gva`
     /// reads that likely miss the simulator's own caches (the leaf entries), whose data-cache sets
     /// [`Mmu`] then prefetches. Default: the guest table's leaf entry at the host address the
@@ -137,8 +142,24 @@ impl Hints {
 
     /// Gives `hint` the accesses 8, 4 and 2 ops after `ops[i]` (those not hinted recently).
     #[inline(always)]
-    pub fn give(&mut self, ops: &[Op], i: usize, mut hint: impl FnMut(Gva, Prefetch)) {
+    pub fn give(&mut self, ops: &[Op], i: usize, hint: impl FnMut(Gva, Prefetch)) {
+        self.give_stages(ops, i, [true; 3], hint);
+    }
+
+    /// [`Hints::give`] for the stages marked in `active` only (in the order far, mid, near): a
+    /// stage whose hint does nothing costs nothing.
+    #[inline(always)]
+    pub fn give_stages(
+        &mut self,
+        ops: &[Op],
+        i: usize,
+        active: [bool; 3],
+        mut hint: impl FnMut(Gva, Prefetch),
+    ) {
         for (s, (ahead, stage)) in Hints::STAGES.into_iter().enumerate() {
+            if !active[s] {
+                continue;
+            }
             if let Some(Op::Access { gva, .. }) = ops.get(i + ahead) {
                 let page = gva.raw() >> 12;
                 if !self.recent[s].contains(&page) {
@@ -306,8 +327,10 @@ impl<W: Walker> Scheme for Mmu<W> {
 
     fn run_accesses(&mut self, ctx: Ctx<'_>, ops: &[Op], limit: u64, hints: &mut Hints) -> Batch {
         let n = usize::try_from(limit).map_or(ops.len(), |l| l.min(ops.len()));
-        // The perfect TLB reads no table: no hints.
+        // The perfect TLB reads no table: no hints. Nor stages that do nothing: the near hint
+        // without data caches to prefetch, the mid hint of a walker that ignores it.
         let hinted = self.pages.is_none();
+        let stages = [true, self.walker.mid_hints(), self.mem.prefetches()];
         for i in 0..n {
             let Op::Access {
                 gva,
@@ -323,7 +346,7 @@ impl<W: Walker> Scheme for Mmu<W> {
             };
             if hinted {
                 let me = &*self;
-                hints.give(ops, i, |g, stage| me.prefetch(ctx, g, stage));
+                hints.give_stages(ops, i, stages, |g, stage| me.prefetch(ctx, g, stage));
             } else if let (Some(pages), Some(Op::Access { gva, .. })) =
                 (&self.pages, ops.get(i + PAGES_AHEAD))
             {

@@ -196,17 +196,21 @@ impl SetAssoc {
         if self.live == 0 {
             return None;
         }
+        // The way used last, checked here (repeated fetches from one code page hit it, with
+        // no call); the set is scanned out of line.
+        let last = self.last;
+        if self.keys[last] == key {
+            self.use_way(last);
+            return Some(self.vals[last]);
+        }
         self.lookup_held(key)
     }
 
-    /// [`SetAssoc::lookup`] of a structure that holds entries. On a miss, the same scan of the
-    /// set finds the way a [`SetAssoc::fill`] of `key` would evict, and remembers it.
-    #[inline]
+    /// [`SetAssoc::lookup`] of a structure that holds entries, its way used last not holding
+    /// `key`. On a miss, the same scan of the set finds the way a [`SetAssoc::fill`] of `key`
+    /// would evict, and remembers it.
+    #[inline(never)]
     fn lookup_held(&mut self, key: u64) -> Option<u64> {
-        if self.keys[self.last] == key {
-            self.use_way(self.last);
-            return Some(self.vals[self.last]);
-        }
         match self.scan(key) {
             Ok(i) => {
                 self.use_way(i);

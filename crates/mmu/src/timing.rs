@@ -25,7 +25,6 @@
 //! Exit and fault costs are not on this clock: they are added to it by the cycle account.
 
 use crate::config::CoreConfig;
-use std::collections::VecDeque;
 
 /// The latency of one access, by part (cycles).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,59 +54,67 @@ pub struct AccessTime {
 /// timeline's time). Only the multiset of times matters, never which resource holds which.
 #[derive(Clone, Debug)]
 struct Latest {
-    /// Ascending from `head` (cyclically); fewer than `k` (and `head` 0) until `k` uses.
-    times: Vec<u64>,
-    /// Where the smallest time is, once there are `k`.
+    /// The first `k` are ascending from `head` (cyclically). Start as `k` zeros: the `k`-th
+    /// latest of the times pushed (0 while fewer than `k`) is the `k`-th largest of them and `k`
+    /// zeros, all times being at least 0. [`MAX_K`] long, so that an index taken modulo
+    /// [`MAX_K`] needs no bounds check.
+    times: Box<[u64; MAX_K]>,
+    /// Where the smallest time is.
     head: usize,
     k: usize,
 }
 
+/// The most resources (slots, walkers) and window entries a [`Timeline`] models.
+const MAX_K: usize = 4096;
+
 impl Latest {
     fn new(k: u64) -> Latest {
-        let k = usize::try_from(k.max(1)).unwrap_or(usize::MAX).min(4096);
+        let k = usize::try_from(k.max(1)).unwrap_or(usize::MAX).min(MAX_K);
         Latest {
-            times: Vec::with_capacity(k),
+            times: Box::new([0; MAX_K]),
             head: 0,
             k,
         }
     }
 
     /// When a resource is free: the `k`-th latest time (0 while fewer than `k` were used).
-    #[inline]
+    #[inline(always)]
     fn free_at(&self) -> u64 {
-        if self.times.len() < self.k {
-            0
-        } else {
-            self.times[self.head]
-        }
+        self.times[self.head % MAX_K]
     }
 
     /// Records a use ending at `t`: it replaces the smallest time if it is later.
-    #[inline]
+    #[inline(always)]
     fn push(&mut self, t: u64) {
         let k = self.k;
+        let head = self.head;
+        if t <= self.times[head % MAX_K] {
+            return;
+        }
+        // The smallest time's slot becomes the last of the ring.
+        self.head = if head + 1 == k { 0 } else { head + 1 };
+        let below = if head == 0 { k - 1 } else { head - 1 };
+        if k == 1 || self.times[below % MAX_K] <= t {
+            // The latest time so far (the usual case): it stays the last.
+            self.times[head % MAX_K] = t;
+            return;
+        }
+        self.sink(head, t);
+    }
+
+    /// `t` moves down from slot `p` (the last of the ring) past the times above it.
+    fn sink(&mut self, mut p: usize, t: u64) {
+        let k = self.k;
         let times = &mut self.times;
-        if times.len() < k {
-            let p = times.partition_point(|&x| x <= t);
-            times.insert(p, t);
-            return;
-        }
-        if t <= times[self.head] {
-            return;
-        }
-        // The smallest time's slot becomes the last of the ring; `t` moves down from there
-        // past the times above it.
-        let mut p = self.head;
-        self.head = if p + 1 == k { 0 } else { p + 1 };
         for _ in 1..k {
             let q = if p == 0 { k - 1 } else { p - 1 };
-            if times[q] <= t {
+            if times[q % MAX_K] <= t {
                 break;
             }
-            times[p] = times[q];
+            times[p % MAX_K] = times[q % MAX_K];
             p = q;
         }
-        times[p] = t;
+        times[p % MAX_K] = t;
     }
 }
 
@@ -120,8 +127,15 @@ pub struct Timeline {
     slots: Latest,
     walkers: Latest,
     window: u64,
-    /// Accesses still in the window: (instruction position, completion).
-    in_window: VecDeque<(u64, u64)>,
+    /// Accesses still in the window, oldest first: (instruction position, completion), a ring
+    /// of a power-of-two size above `window` (at most `window` are held).
+    in_window: Box<[(u64, u64); MAX_K]>,
+    /// The ring's size minus one (a power of two at most [`MAX_K`]).
+    mask: usize,
+    /// Index of the oldest access in `in_window`.
+    oldest: usize,
+    /// How many accesses `in_window` holds.
+    held: usize,
     /// Latest completion of the accesses that left the window.
     retired: u64,
     /// Start of the previous access.
@@ -143,7 +157,11 @@ impl Timeline {
             slots: Latest::new(core.max_outstanding),
             walkers: Latest::new(core.page_walkers),
             window,
-            in_window: VecDeque::with_capacity(usize::try_from(window).unwrap_or(4096)),
+            // `window` is at most 4096.
+            in_window: Box::new([(0, 0); MAX_K]),
+            mask: (window as usize).next_power_of_two() - 1,
+            oldest: 0,
+            held: 0,
             retired: 0,
             last_start: 0,
             last_load: 0,
@@ -161,10 +179,13 @@ impl Timeline {
             self.end += a.stlb + a.walk + a.data;
             return self.end;
         }
-        while let Some(&(pos, done)) = self.in_window.front() {
-            if pos + self.window <= a.instr || self.in_window.len() as u64 >= self.window {
+        let mask = self.mask;
+        while self.held > 0 {
+            let (pos, done) = self.in_window[self.oldest % MAX_K];
+            if pos + self.window <= a.instr || self.held as u64 >= self.window {
                 self.retired = self.retired.max(done);
-                self.in_window.pop_front();
+                self.oldest = (self.oldest + 1) & mask;
+                self.held -= 1;
             } else {
                 break;
             }
@@ -184,7 +205,8 @@ impl Timeline {
         }
         let done = t + a.data;
         self.slots.push(done);
-        self.in_window.push_back((a.instr, done));
+        self.in_window[((self.oldest + self.held) & mask) % MAX_K] = (a.instr, done);
+        self.held += 1;
         self.last_start = start;
         if a.load {
             self.last_load = done;
@@ -302,7 +324,98 @@ mod tests {
         assert_eq!(t.end(), 100);
     }
 
+    /// The timeline of the module docs, written plainly: every completion and walk end kept,
+    /// the k-th latest found by sorting, the window a queue. The oracle of [`Timeline`].
+    struct Naive {
+        c: CoreConfig,
+        done: Vec<u64>,
+        walk_ends: Vec<u64>,
+        queue: std::collections::VecDeque<(u64, u64)>,
+        retired: u64,
+        last_start: u64,
+        last_load: u64,
+        floor: u64,
+        end: u64,
+    }
+
+    fn kth_latest(v: &[u64], k: u64) -> u64 {
+        let mut s = v.to_vec();
+        s.sort_unstable_by(|a, b| b.cmp(a));
+        s.get(usize::try_from(k.max(1)).unwrap() - 1)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    impl Naive {
+        fn new(c: &CoreConfig) -> Naive {
+            Naive {
+                c: c.clone(),
+                done: Vec::new(),
+                walk_ends: Vec::new(),
+                queue: std::collections::VecDeque::new(),
+                retired: 0,
+                last_start: 0,
+                last_load: 0,
+                floor: 0,
+                end: 0,
+            }
+        }
+
+        fn access(&mut self, a: AccessTime) -> u64 {
+            let window = self.c.window.clamp(1, 4096);
+            while let Some(&(pos, done)) = self.queue.front() {
+                if pos + window <= a.instr || self.queue.len() as u64 >= window {
+                    self.retired = self.retired.max(done);
+                    self.queue.pop_front();
+                } else {
+                    break;
+                }
+            }
+            let mut start = self
+                .last_start
+                .max(self.floor)
+                .max(self.retired)
+                .max(kth_latest(&self.done, self.c.max_outstanding));
+            if a.dep {
+                start = start.max(self.last_load);
+            }
+            let mut t = start + a.stlb;
+            if a.walked {
+                t = t.max(kth_latest(&self.walk_ends, self.c.page_walkers)) + a.walk;
+                self.walk_ends.push(t);
+            }
+            let done = t + a.data;
+            self.done.push(done);
+            self.queue.push_back((a.instr, done));
+            self.last_start = start;
+            if a.load {
+                self.last_load = done;
+            }
+            self.end = self.end.max(done);
+            done
+        }
+    }
+
     proptest! {
+        #[test]
+        fn the_timeline_is_the_plain_model(
+            v in prop::collection::vec(arb_access(), 0..300), slots in 2u64..12,
+            walkers in 1u64..4, window in 1u64..40,
+            drains in prop::collection::vec(0u8..40, 300)) {
+            let s = stream(&v);
+            let c = core(slots, walkers, window);
+            let mut fast = Timeline::new(&c);
+            let mut naive = Naive::new(&c);
+            for (a, d) in s.into_iter().zip(drains) {
+                prop_assert_eq!(fast.access(a), naive.access(a));
+                prop_assert_eq!(fast.end(), naive.end);
+                if d == 0 {
+                    fast.drain();
+                    naive.floor = naive.end;
+                }
+            }
+        }
+
         #[test]
         fn latest_is_the_kth_latest_time(v in prop::collection::vec(0u64..50, 0..120),
                                          k in 1u64..24) {

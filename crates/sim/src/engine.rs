@@ -60,6 +60,9 @@ pub enum EngineError {
         /// The reference composition.
         want: Option<Hpa>,
     },
+    /// A simulation thread could not be started.
+    #[error("cannot start a simulation thread: {0}")]
+    Thread(std::io::Error),
     /// No scheme to simulate.
     #[error("no scheme selected")]
     NoScheme,
@@ -481,17 +484,196 @@ impl SchemeRun {
     }
 }
 
-/// Up to [`CHUNK`] ops of `source`, into `buf` (cleared first).
-fn read_chunk<I, E>(source: &mut I, mut buf: Vec<Op>) -> Result<Vec<Op>, EngineError>
+/// A stream of ops read in chunks: what the engine simulates.
+pub trait OpChunks {
+    /// Appends the next ops to `buf`, up to `max` of them (fewer only at the end of the
+    /// stream); an error of the source ends the stream.
+    fn read_ops(&mut self, buf: &mut Vec<Op>, max: usize) -> Result<(), EngineError>;
+}
+
+/// Any iterator of ops as [`OpChunks`].
+pub struct IterChunks<I>(pub I);
+
+impl<I, E> OpChunks for IterChunks<I>
 where
     I: Iterator<Item = Result<Op, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    buf.clear();
-    for item in source.by_ref().take(CHUNK) {
-        buf.push(item.map_err(|e| EngineError::Source(Box::new(e)))?);
+    fn read_ops(&mut self, buf: &mut Vec<Op>, max: usize) -> Result<(), EngineError> {
+        for item in self.0.by_ref().take(max) {
+            buf.push(item.map_err(|e| EngineError::Source(Box::new(e)))?);
+        }
+        Ok(())
     }
+}
+
+/// Up to `max` ops of `source`, into `buf` (cleared first).
+fn read_chunk(
+    source: &mut dyn OpChunks,
+    mut buf: Vec<Op>,
+    max: usize,
+) -> Result<Vec<Op>, EngineError> {
+    buf.clear();
+    source.read_ops(&mut buf, max)?;
     Ok(buf)
+}
+
+/// The first error of a set of runs that failed in the same chunk, as every path reports it:
+/// every run fails at the same op (same guest), so the first op in stream order is reported;
+/// an error without an op index (a verification mismatch) first.
+fn first_error(errors: impl IntoIterator<Item = EngineError>) -> Option<EngineError> {
+    errors.into_iter().min_by_key(|e| match e {
+        EngineError::BadOp { index, .. } => *index,
+        _ => 0,
+    })
+}
+
+/// Runs `source` through `runs` chunk by chunk: every run simulates a chunk (in parallel, on
+/// the current rayon pool), then the next chunk is read.
+fn simulate_in_pool(
+    runs: &mut [SchemeRun],
+    source: &mut dyn OpChunks,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), EngineError> {
+    let mut chunk = read_chunk(source, Vec::with_capacity(CHUNK), CHUNK)?;
+    let mut done = 0u64;
+    while !chunk.is_empty() {
+        let errors: Vec<EngineError> = runs
+            .par_iter_mut()
+            .filter_map(|r| r.run(&chunk).err())
+            .collect();
+        if let Some(e) = first_error(errors) {
+            return Err(e);
+        }
+        done += chunk.len() as u64;
+        progress(done);
+        chunk = read_chunk(source, chunk, CHUNK)?;
+    }
+    Ok(())
+}
+
+/// Ops per chunk of the pipeline: small enough that the chunks in flight stay in the host's
+/// caches between the reader writing them and the runs reading them.
+const PIPE_CHUNK: usize = CHUNK / 8;
+
+/// Chunks read ahead of the slowest run.
+const AHEAD: usize = 8;
+
+/// Runs `source` through `runs` as a pipeline: each run simulates on its own thread, taking the
+/// chunks this thread reads (shared, read-only) as they come, up to [`AHEAD`] chunks behind the
+/// reader; no run waits for another. The result is the same as [`simulate_in_pool`]'s: each run
+/// sees the same ops in the same order, and errors are the same: the pipeline's chunks are an
+/// eighth of [`CHUNK`], and errors are placed in the [`CHUNK`] they fall in (runs stop at the end
+/// of the first such chunk in which any of them failed, every run runs up to there, and the
+/// reported error is the one chunk-by-chunk simulation reports; a read error counts only if no
+/// run failed in an earlier such chunk). `progress` is called as the slowest run completes
+/// chunks.
+fn simulate_pipelined(
+    runs: &mut [SchemeRun],
+    source: &mut dyn OpChunks,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), EngineError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc::sync_channel;
+    // The first chunk of `CHUNK` ops (0-based) in which a run failed; u64::MAX while none did.
+    let big = |index: u64| index / (CHUNK / PIPE_CHUNK) as u64;
+    let failed = AtomicU64::new(u64::MAX);
+    // Ops each run has completed.
+    let completed: Vec<AtomicU64> = runs.iter().map(|_| AtomicU64::new(0)).collect();
+    let slowest = || completed.iter().map(|c| c.load(Ordering::Acquire)).min();
+    let mut reported = 0u64;
+    let mut report = |done: u64| {
+        if done > reported {
+            reported = done;
+            progress(done);
+        }
+    };
+    std::thread::scope(|s| {
+        let mut senders = Vec::with_capacity(runs.len());
+        let mut workers = Vec::with_capacity(runs.len());
+        for (run, done) in runs.iter_mut().zip(&completed) {
+            let (tx, rx) = sync_channel::<(u64, Arc<Vec<Op>>)>(AHEAD);
+            senders.push(tx);
+            let failed = &failed;
+            // Named after the run (profiles tell the runs apart).
+            let thread = std::thread::Builder::new().name(format!("sim-{}", run.kind().name()));
+            workers.push(
+                thread
+                    .spawn_scoped(s, move || -> Option<(u64, EngineError)> {
+                        for (index, chunk) in rx {
+                            if big(index) > failed.load(Ordering::Acquire) {
+                                break;
+                            }
+                            if let Err(e) = run.run(&chunk) {
+                                failed.fetch_min(big(index), Ordering::AcqRel);
+                                return Some((big(index), e));
+                            }
+                            done.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+                        }
+                        None
+                    })
+                    .map_err(EngineError::Thread)?,
+            );
+        }
+        // Chunks sent and maybe still read by a run: a chunk no run holds any more is reused.
+        let mut in_flight: std::collections::VecDeque<Arc<Vec<Op>>> =
+            std::collections::VecDeque::new();
+        let mut read_error = None;
+        let mut index = 0u64;
+        while big(index) <= failed.load(Ordering::Acquire) {
+            let spare = match in_flight.front_mut().map(Arc::get_mut) {
+                Some(Some(_)) => in_flight
+                    .pop_front()
+                    .and_then(|a| Arc::try_unwrap(a).ok())
+                    .unwrap_or_default(),
+                _ => Vec::with_capacity(PIPE_CHUNK),
+            };
+            let chunk = match read_chunk(source, spare, PIPE_CHUNK) {
+                Ok(c) => c,
+                Err(e) => {
+                    read_error = Some((big(index), e));
+                    break;
+                }
+            };
+            if chunk.is_empty() {
+                break;
+            }
+            let chunk = Arc::new(chunk);
+            for tx in &senders {
+                // A run that stopped (it failed) has dropped its receiver: nothing to send.
+                let _ = tx.send((index, Arc::clone(&chunk)));
+            }
+            in_flight.push_back(chunk);
+            index += 1;
+            if let Some(d) = slowest() {
+                report(d);
+            }
+        }
+        drop(senders);
+        let mut run_errors = Vec::new();
+        for w in workers {
+            match w.join() {
+                Ok(Some(e)) => run_errors.push(e),
+                Ok(None) => {}
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        if let Some(d) = slowest() {
+            report(d);
+        }
+        let first = run_errors.iter().map(|(i, _)| *i).min();
+        match (first, read_error) {
+            (Some(f), r) if r.as_ref().is_none_or(|(i, _)| f < *i) => Err(first_error(
+                run_errors
+                    .into_iter()
+                    .filter(|(i, _)| *i == f)
+                    .map(|(_, e)| e),
+            )
+            .unwrap_or(EngineError::NoScheme)),
+            (_, Some((_, e))) => Err(e),
+            _ => Ok(()),
+        }
+    })
 }
 
 /// Runs `source` through every scheme of `cfg` (and the baseline if asked) on a VM backed by
@@ -525,6 +707,23 @@ where
     I: IntoIterator<Item = Result<Op, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
+    simulate_chunks(
+        cfg,
+        backing,
+        &mut IterChunks(source.into_iter()),
+        progress,
+        skip_bad,
+    )
+}
+
+/// [`simulate_skipping`] of a stream read in chunks.
+pub fn simulate_chunks(
+    cfg: &SimConfig,
+    backing: &Arc<Backing>,
+    source: &mut dyn OpChunks,
+    progress: &(dyn Fn(u64) + Sync),
+    skip_bad: bool,
+) -> Result<SimResults, EngineError> {
     cfg.machine.validate()?;
     if cfg.schemes.is_empty() {
         return Err(EngineError::NoScheme);
@@ -540,49 +739,13 @@ where
     for r in &mut runs {
         r.skip_bad = skip_bad;
     }
-    // Every run fails at the same op (same guest); the first op in stream order is reported.
-    let run_chunk = |runs: &mut Vec<SchemeRun>, chunk: &[Op]| {
-        let errors: Vec<EngineError> = runs
-            .par_iter_mut()
-            .filter_map(|r| r.run(chunk).err())
-            .collect();
-        match errors.into_iter().min_by_key(|e| match e {
-            EngineError::BadOp { index, .. } => *index,
-            _ => 0,
-        }) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
-    };
-    // Reading overlaps simulating: while the runs simulate chunk n (on a scoped thread, through
-    // rayon), this thread reads chunk n + 1. The source need not be `Send`. Errors come out in
-    // the stream's order: a failed run of chunk n before a read error in chunk n + 1.
     // Called from a rayon worker (several simulations run in parallel, as `reproduce` does), a
-    // worker blocked joining a plain thread could not run the pool's jobs, and with every worker
-    // so blocked the pool would deadlock: there the runs simulate on this thread, then it reads.
-    let overlap = rayon::current_thread_index().is_none();
-    let mut source = source.into_iter();
-    let mut chunk = read_chunk(&mut source, Vec::with_capacity(CHUNK))?;
-    let mut spare = Vec::with_capacity(CHUNK);
-    let mut done = 0u64;
-    while !chunk.is_empty() {
-        let (ran, next) = if overlap {
-            std::thread::scope(|s| {
-                let sim = s.spawn(|| run_chunk(&mut runs, &chunk));
-                let next = read_chunk(&mut source, std::mem::take(&mut spare));
-                let ran = sim
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                (ran, next)
-            })
-        } else {
-            let ran = run_chunk(&mut runs, &chunk);
-            (ran, read_chunk(&mut source, std::mem::take(&mut spare)))
-        };
-        ran?;
-        done += chunk.len() as u64;
-        progress(done);
-        spare = std::mem::replace(&mut chunk, next?);
+    // worker blocked joining plain threads could not run the pool's jobs, and with every worker
+    // so blocked the pool would deadlock: there the runs simulate chunk by chunk through rayon.
+    if rayon::current_thread_index().is_some() {
+        simulate_in_pool(&mut runs, source, progress)?;
+    } else {
+        simulate_pipelined(&mut runs, source, progress)?;
     }
     let mut out = SimResults {
         schemes: Vec::with_capacity(cfg.schemes.len()),

@@ -344,10 +344,35 @@ where
     I: IntoIterator<Item = Result<Op, E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
+    run_chunks_skipping(
+        exp,
+        name,
+        &mut engine::IterChunks(source.into_iter()),
+        progress,
+        skip_bad,
+    )
+}
+
+/// A trace's ops, read in chunks (each format's decoder fills the engine's chunk directly).
+impl engine::OpChunks for compromis_trace::OpReader {
+    fn read_ops(&mut self, buf: &mut Vec<Op>, max: usize) -> Result<(), EngineError> {
+        compromis_trace::OpReader::read_ops(self, buf, max)
+            .map_err(|e| EngineError::Source(Box::new(e)))
+    }
+}
+
+/// [`run_source_skipping`] of a stream read in chunks.
+pub fn run_chunks_skipping(
+    exp: &Experiment,
+    name: &str,
+    source: &mut dyn engine::OpChunks,
+    progress: &(dyn Fn(u64) + Sync),
+    skip_bad: bool,
+) -> Result<Outcome, ExperimentError> {
     let (backing, vm) = build_vm(&exp.vm)?;
     let mut sim = exp.sim.clone();
     sim.baseline = true;
-    let results = engine::simulate_skipping(&sim, &backing, source, progress, skip_bad)?;
+    let results = engine::simulate_chunks(&sim, &backing, source, progress, skip_bad)?;
     let ideal = results.baseline.ok_or(EngineError::NoBaseline)?;
     let mut o = outcome_of(&exp.sim.machine, name, vm, results.schemes, ideal);
     o.skipped_records = results.skipped;
@@ -418,10 +443,10 @@ pub fn run(plan: &Plan, progress: &(dyn Fn(u64) + Sync)) -> Result<Outcome, Expe
             };
             let mut reader = compromis_trace::open_ops(path, &opts)?;
             let name = path.display().to_string();
-            match run_source_skipping(
+            match run_chunks_skipping(
                 &plan.experiment,
                 &name,
-                reader.by_ref(),
+                &mut reader,
                 progress,
                 *skip_bad_records,
             ) {

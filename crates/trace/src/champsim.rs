@@ -18,7 +18,7 @@
 use crate::error::{Location, TraceError};
 use crate::rec::{Record, RecordKind};
 use crate::{RecordSink, RecordSource};
-use compromis_types::Gva;
+use compromis_types::{Gva, Op};
 use std::io::{Read, Write};
 
 /// Size of one ChampSim record.
@@ -111,8 +111,10 @@ impl ChampSimInstr {
     }
 }
 
-/// Bytes the reader asks its input for at once (1,024 records).
-const READ_BYTES: usize = 1024 * CHAMPSIM_RECORD_BYTES;
+/// Bytes the reader asks its input for at once (4,096 records: 256 KiB, as large as the buffer
+/// of the `BufReader` trace files are opened through, which then hands its file's bytes over
+/// without copying them through its own buffer).
+const READ_BYTES: usize = 4096 * CHAMPSIM_RECORD_BYTES;
 
 /// Streams [`ChampSimInstr`]s out of a (decompressed) ChampSim trace.
 ///
@@ -177,11 +179,10 @@ impl<R: Read> ChampSimReader<R> {
     }
 }
 
-impl<R: Read> Iterator for ChampSimReader<R> {
-    type Item = Result<ChampSimInstr, TraceError>;
-
+impl<R: Read> ChampSimReader<R> {
+    /// The bytes of the next record (see [`Iterator::next`]).
     #[inline]
-    fn next(&mut self) -> Option<Self::Item> {
+    fn next_bytes(&mut self) -> Option<Result<&[u8; CHAMPSIM_RECORD_BYTES], TraceError>> {
         if self.done {
             return None;
         }
@@ -209,16 +210,11 @@ impl<R: Read> Iterator for ChampSimReader<R> {
                 reason: "the last 64-byte ChampSim record is incomplete",
             }));
         }
-        let Some(b) = self.buf[self.pos..self.end]
-            .first_chunk::<CHAMPSIM_RECORD_BYTES>()
-            .copied()
-        else {
-            unreachable!("a whole record is buffered (checked above)")
-        };
+        let at = self.pos;
         // No program runs code at address 0: a record with instruction pointer 0 is zero-filled
         // input (/dev/zero, a preallocated file), which would otherwise read as endless valid
         // records.
-        if b[..8] == [0u8; 8] {
+        if self.buf[at..at + 8] == [0u8; 8] {
             self.done = true;
             return Some(Err(TraceError::NotATrace {
                 path: self.path.clone(),
@@ -228,7 +224,18 @@ impl<R: Read> Iterator for ChampSimReader<R> {
         }
         self.pos += CHAMPSIM_RECORD_BYTES;
         self.offset += CHAMPSIM_RECORD_BYTES as u64;
-        Some(Ok(ChampSimInstr::from_bytes(&b)))
+        self.buf[at..self.end]
+            .first_chunk::<CHAMPSIM_RECORD_BYTES>()
+            .map(Ok)
+    }
+}
+
+impl<R: Read> Iterator for ChampSimReader<R> {
+    type Item = Result<ChampSimInstr, TraceError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_bytes().map(|b| b.map(ChampSimInstr::from_bytes))
     }
 }
 
@@ -308,6 +315,56 @@ impl<R: Read> Iterator for ChampSimRecords<R> {
 impl<R: Read + Send> RecordSource for ChampSimRecords<R> {
     fn skipped(&self) -> u64 {
         self.inner.skipped()
+    }
+
+    /// As the default (the ops of the records [`Iterator::next`] gives), decoding the addresses
+    /// of each instruction straight from the read buffer into ops.
+    fn read_ops(&mut self, out: &mut Vec<Op>, max: usize) -> (usize, Option<TraceError>) {
+        let op = |kind, addr| {
+            Record {
+                kind,
+                addr,
+                size: 0,
+            }
+            .ops()
+            .0
+        };
+        let mut n = 0;
+        while n < max {
+            // The rest of an instruction already decoded, and what does not fit whole.
+            if self.pos < self.len || max - n < 7 {
+                match self.next() {
+                    Some(Ok(r)) => out.push(r.ops().0),
+                    Some(Err(e)) => return (n, Some(e)),
+                    None => return (n, None),
+                }
+                n += 1;
+                continue;
+            }
+            let b = match self.inner.next_bytes() {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => return (n, Some(e)),
+                None => return (n, None),
+            };
+            // As `ChampSimInstr::records`: the fetch, the loads, the stores.
+            out.push(op(RecordKind::Instr, u64_at(b, 0)));
+            n += 1;
+            for (kind, off) in [
+                (RecordKind::Load, 32),
+                (RecordKind::Load, 40),
+                (RecordKind::Load, 48),
+                (RecordKind::Load, 56),
+                (RecordKind::Store, 16),
+                (RecordKind::Store, 24),
+            ] {
+                let addr = u64_at(b, off);
+                if addr.0 != 0 {
+                    out.push(op(kind, addr));
+                    n += 1;
+                }
+            }
+        }
+        (n, None)
     }
 }
 
@@ -462,17 +519,18 @@ mod tests {
     }
 
     /// Hands out `data` in pieces of the given sizes (cycled), then fails at `fail_at` if set.
-    struct Chunky<'a> {
-        data: &'a [u8],
+    struct Chunky<D> {
+        data: D,
         sizes: Vec<usize>,
         n: usize,
         at: usize,
         fail_at: Option<usize>,
     }
 
-    impl Read for Chunky<'_> {
+    impl<D: AsRef<[u8]>> Read for Chunky<D> {
         fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-            let limit = self.fail_at.unwrap_or(self.data.len()).min(self.data.len());
+            let data = self.data.as_ref();
+            let limit = self.fail_at.unwrap_or(data.len()).min(data.len());
             if self.at == limit && self.fail_at.is_some() {
                 return Err(std::io::Error::other("disk on fire"));
             }
@@ -480,7 +538,7 @@ mod tests {
                 .min(out.len())
                 .min(limit - self.at);
             self.n += 1;
-            out[..k].copy_from_slice(&self.data[self.at..self.at + k]);
+            out[..k].copy_from_slice(&data[self.at..self.at + k]);
             self.at += k;
             Ok(k)
         }
@@ -582,5 +640,93 @@ mod tests {
                 Record::new(RecordKind::Instr, 0x404, 0),
             ]
         );
+    }
+
+    /// Every op of `r` and the error that ended it, op by op (the oracle).
+    fn ops_one_by_one(mut r: crate::OpReader) -> (Vec<Op>, Option<String>) {
+        let mut ops = Vec::new();
+        for x in r.by_ref() {
+            match x {
+                Ok(op) => ops.push(op),
+                Err(e) => return (ops, Some(e.to_string())),
+            }
+        }
+        (ops, None)
+    }
+
+    /// Every op of `r` and the error that ended it, read with `read_ops` in batches of the
+    /// given sizes (cycled).
+    fn ops_in_batches(mut r: crate::OpReader, sizes: &[usize]) -> (Vec<Op>, Option<String>) {
+        let mut ops = Vec::new();
+        for (i, &max) in sizes.iter().cycle().enumerate() {
+            let before = ops.len();
+            if let Err(e) = r.read_ops(&mut ops, max) {
+                return (ops, Some(e.to_string()));
+            }
+            assert!(ops.len() - before <= max, "more than asked");
+            if ops.len() - before < max || i > 100_000 {
+                return (ops, None);
+            }
+        }
+        unreachable!()
+    }
+
+    proptest::proptest! {
+        /// Batches of ops (`OpReader::read_ops`, the ChampSim decoder's own `read_ops`, and the
+        /// default one of other formats) are the ops `next` gives, in any batch sizes, up to the
+        /// same error: truncated tails, I/O errors at any byte, records with ip 0, empty input.
+        #[test]
+        fn batches_of_ops_are_the_ops_one_by_one(
+            instrs in proptest::collection::vec(
+                (0u64..4, proptest::collection::vec(
+                    proptest::prop_oneof![proptest::strategy::Just(0u64), 1u64..1 << 47], 6)), 0..60),
+            tail in proptest::prop_oneof![proptest::strategy::Just(0usize), 1usize..64],
+            sizes in proptest::collection::vec(1usize..20, 1..4),
+            big in proptest::bool::ANY,
+            fail in proptest::option::of(0usize..4000),
+            skip in proptest::bool::ANY,
+        ) {
+            use proptest::prelude::*;
+            let mut bytes = Vec::new();
+            let mut text = String::new();
+            for (ip, mem) in &instrs {
+                // ip 0 (a zero-filled record) now and then.
+                let ip = if *ip == 0 { 0 } else { 0x40_0000 + ip * 4 };
+                let i = ChampSimInstr {
+                    ip: Gva(ip),
+                    destination_memory: [Gva(mem[4]), Gva(mem[5])],
+                    source_memory: [Gva(mem[0]), Gva(mem[1]), Gva(mem[2]), Gva(mem[3])],
+                    ..ChampSimInstr::default()
+                };
+                bytes.extend_from_slice(&i.to_bytes());
+                text.push_str(&format!("I  {ip:x},4\n"));
+                for (k, a) in ["L", "M", "S", "L", "S", "M"].iter().zip(mem) {
+                    if *a != 0 {
+                        text.push_str(&format!(" {k} {a:x},8\n"));
+                    }
+                }
+            }
+            bytes.extend(std::iter::repeat_n(7u8, tail));
+            let fail_at = fail.filter(|&f| f <= bytes.len());
+            let sizes: Vec<usize> = if big { sizes.iter().map(|s| s * 1000 + 7).collect() } else { sizes };
+            let champsim = || {
+                let input = Chunky {
+                    data: bytes.clone(),
+                    sizes: vec![100, 64, 1 << 20],
+                    n: 0,
+                    at: 0,
+                    fail_at,
+                };
+                crate::OpReader::from_records(Box::new(ChampSimRecords::new(ChampSimReader::new(
+                    input, "t", skip,
+                ))))
+            };
+            prop_assert_eq!(ops_in_batches(champsim(), &sizes), ops_one_by_one(champsim()));
+            let lackey = || {
+                crate::OpReader::from_records(Box::new(crate::lackey::LackeyReader::new(
+                    std::io::Cursor::new(text.clone().into_bytes()), "t", skip)))
+            };
+            prop_assert_eq!(ops_in_batches(lackey(), &sizes), ops_one_by_one(lackey()));
+        }
     }
 }

@@ -117,6 +117,24 @@ pub trait RecordSource: Iterator<Item = Result<Record, TraceError>> + Send {
     fn location(&self) -> Option<Location> {
         None
     }
+    /// Reads up to `max` records and appends their ops ([`Record::ops`]) to `out`; returns how
+    /// many records it read and the error that stopped it, if any (the records before it are
+    /// read and their ops appended). Ends early only at the end of the stream or an error.
+    /// The default calls [`Iterator::next`]; a format may decode faster in batches.
+    fn read_ops(&mut self, out: &mut Vec<Op>, max: usize) -> (usize, Option<TraceError>) {
+        for n in 0..max {
+            match self.next() {
+                Some(Ok(r)) => {
+                    let (a, b) = r.ops();
+                    out.push(a);
+                    out.extend(b);
+                }
+                Some(Err(e)) => return (n, Some(e)),
+                None => return (n, None),
+            }
+        }
+        (max, None)
+    }
 }
 
 impl RecordSource for Box<dyn RecordSource> {
@@ -125,6 +143,9 @@ impl RecordSource for Box<dyn RecordSource> {
     }
     fn location(&self) -> Option<Location> {
         (**self).location()
+    }
+    fn read_ops(&mut self, out: &mut Vec<Op>, max: usize) -> (usize, Option<TraceError>) {
+        (**self).read_ops(out, max)
     }
 }
 
@@ -170,6 +191,44 @@ impl OpReader {
     /// Bad records skipped so far.
     pub fn skipped(&self) -> u64 {
         self.src.skipped()
+    }
+
+    /// Appends the next ops to `out`, up to `max` of them (fewer only at the end of the
+    /// stream): the same ops [`Iterator::next`] gives, in batches (a format's decoder fills
+    /// `out` directly). An error is returned after the ops before it are appended.
+    pub fn read_ops(&mut self, out: &mut Vec<Op>, max: usize) -> Result<(), TraceError> {
+        let end = out.len() + max;
+        if max > 0
+            && let Some(op) = self.pending.take()
+        {
+            out.push(op);
+        }
+        // Whole records while two ops surely fit (a record gives one or two), then op by op.
+        while end - out.len() >= 2 {
+            let records = (end - out.len()) / 2;
+            let (n, err) = self.src.read_ops(out, records);
+            self.records += n as u64;
+            if n > 0 || err.is_some() {
+                self.empty_is_error = None;
+            }
+            if let Some(e) = err {
+                return Err(e);
+            }
+            if n < records {
+                return match self.empty_is_error.take() {
+                    Some(path) => Err(TraceError::Empty { path }),
+                    None => Ok(()),
+                };
+            }
+        }
+        while out.len() < end {
+            match self.next() {
+                Some(Ok(op)) => out.push(op),
+                Some(Err(e)) => return Err(e),
+                None => break,
+            }
+        }
+        Ok(())
     }
 
     /// Where the record of the last op returned was read: its line in a text trace, else its

@@ -53,6 +53,10 @@ impl Walker for Native {
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         guest_probe(ctx, gva, |g| Some(Hpa(g.raw())))
     }
+    fn mid_hints(&self) -> bool {
+        // The default `prefetch` (the guest table's leaf only, at the far stage).
+        false
+    }
     fn leaf_entries(&self, ctx: Ctx<'_>, gva: Gva) -> [Option<Hpa>; 2] {
         [
             ctx.guest.table().walk(gva.raw()).last_entry().map(Hpa),

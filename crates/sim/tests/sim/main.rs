@@ -4,6 +4,7 @@
 mod cycles;
 mod fast_path;
 mod mlp;
+mod pipeline;
 mod shadow_fill;
 mod shadow_sync;
 mod translation;
