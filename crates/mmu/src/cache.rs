@@ -26,6 +26,7 @@
 
 use crate::config::{CacheConfig, CacheLevel};
 use compromis_types::{Address, Hpa};
+use compromis_vmem::huge::HugeWords;
 use serde::{Deserialize, Serialize};
 
 /// Where an access was served.
@@ -112,8 +113,9 @@ const EMPTY: u64 = u64::MAX;
 /// holds nothing.
 #[derive(Clone, Debug)]
 pub struct LineSets {
-    /// `sets * ways` line numbers, set by set.
-    tags: Box<[u64]>,
+    /// `sets * ways` line numbers, set by set (huge pages where the kernel gives them: the LLC's
+    /// tags are megabytes read at random).
+    tags: HugeWords,
     ways: usize,
     /// Line number -> set.
     index: SetIndex,
@@ -149,7 +151,11 @@ impl SetIndex {
             shift,
             odd,
             // ceil(2^128 / odd) = floor((2^128 - 1) / odd) + 1 for odd > 1 (odd does not divide 2^128).
-            m: if odd > 1 { u128::MAX / u128::from(odd) + 1 } else { 0 },
+            m: if odd > 1 {
+                u128::MAX / u128::from(odd) + 1
+            } else {
+                0
+            },
         }
     }
 
@@ -179,7 +185,7 @@ impl LineSets {
         }
         let sets = (lines / ways) as u64;
         LineSets {
-            tags: vec![EMPTY; lines].into_boxed_slice(),
+            tags: HugeWords::new(lines, EMPTY),
             ways,
             index: SetIndex::new(sets),
         }
@@ -188,7 +194,7 @@ impl LineSets {
     /// A level that never hits.
     pub fn absent() -> LineSets {
         LineSets {
-            tags: Box::new([]),
+            tags: HugeWords::new(0, EMPTY),
             ways: 0,
             index: SetIndex::new(1),
         }

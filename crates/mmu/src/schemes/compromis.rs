@@ -72,7 +72,9 @@ impl Walker for Compromis {
             return (self.probe(ctx, gva), [None; 2]);
         }
         let path = ctx.guest.table().walk(gva.raw());
-        let pte = path.last_entry().and_then(|e| ctx.backing.translate(Gpa(e)));
+        let pte = path
+            .last_entry()
+            .and_then(|e| ctx.backing.translate(Gpa(e)));
         let data = path.leaf.and_then(|l| {
             let g = Gpa(l.translate(gva.raw()));
             ctx.backing.segment(g).or_else(|| ctx.backing.translate(g))

@@ -101,4 +101,3 @@ impl Walker for Ept {
         self.pwc.flush();
     }
 }
-

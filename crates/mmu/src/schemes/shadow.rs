@@ -101,7 +101,10 @@ impl Walker for Shadow {
             return (None, [None; 2]);
         };
         if !leaves {
-            return (t.lookup(gva.raw()).map(|l| Hpa(l.translate(gva.raw()))), [None; 2]);
+            return (
+                t.lookup(gva.raw()).map(|l| Hpa(l.translate(gva.raw()))),
+                [None; 2],
+            );
         }
         let path = t.walk(gva.raw());
         (
