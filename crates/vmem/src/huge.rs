@@ -1,5 +1,6 @@
-//! Arrays of words that the simulator reads at random (the data caches' line tags), laid out so that the kernel can back them with 2 MiB transparent huge pages where it
-//! offers them on request (`madvise` mode). Speed only: with 4 KiB pages a random access over
+//! Arrays of words that the simulator reads at random (the data caches' line tags), laid out so
+//! that the kernel can back them with 2 MiB transparent huge pages where it offers them on
+//! request (`madvise` mode). Speed only: with 4 KiB pages a random access over
 //! megabytes also misses the host's TLBs (and, in a virtual machine, pays a two-dimensional walk).
 //! The contents and every result are the same either way.
 
