@@ -169,8 +169,10 @@ impl SetIndex {
         let low = self.m.wrapping_mul(u128::from(n));
         // High 64 bits of the 192-bit product `low * odd`.
         let d = u128::from(self.odd);
-        let lo = (low as u64 as u128 * d) >> 64;
+        let lo = ((low & u128::from(u64::MAX)) * d) >> 64;
         let hi = (low >> 64) * d;
+        // The high part is the remainder: below `odd`, a u64.
+        #[allow(clippy::cast_possible_truncation)]
         let r = ((hi + lo) >> 64) as u64;
         (r << self.shift) | (line & self.low)
     }
