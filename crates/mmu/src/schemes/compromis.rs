@@ -71,11 +71,9 @@ impl Walker for Compromis {
         if !leaves {
             return (self.probe(ctx, gva), [None; 2]);
         }
-        let path = ctx.guest.table().walk(gva.raw());
-        let pte = path
-            .last_entry()
-            .and_then(|e| ctx.backing.translate(Gpa(e)));
-        let data = path.leaf.and_then(|l| {
+        let (entry, leaf) = ctx.guest.table().last_entry(gva.raw());
+        let pte = ctx.backing.translate(Gpa(entry));
+        let data = leaf.and_then(|l| {
             let g = Gpa(l.translate(gva.raw()));
             ctx.backing.segment(g).or_else(|| ctx.backing.translate(g))
         });

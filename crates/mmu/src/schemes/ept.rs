@@ -82,18 +82,16 @@ impl Walker for Ept {
         if !leaves {
             return (self.probe(ctx, gva), [None; 2]);
         }
-        let guest = ctx.guest.table().walk(gva.raw());
-        let pte = guest
-            .last_entry()
-            .and_then(|e| ctx.backing.translate(compromis_types::Gpa(e)));
-        let Some(leaf) = guest.leaf else {
+        let (entry, leaf) = ctx.guest.table().last_entry(gva.raw());
+        let pte = ctx.backing.translate(compromis_types::Gpa(entry));
+        let Some(leaf) = leaf else {
             return (None, [pte, None]);
         };
         let data = leaf.translate(gva.raw());
-        let ept = ctx.backing.ept().walk(data);
+        let (ept_entry, ept_leaf) = ctx.backing.ept().last_entry(data);
         (
-            ept.leaf.map(|l| Hpa(l.translate(data))),
-            [pte, ept.last_entry().map(Hpa)],
+            ept_leaf.map(|l| Hpa(l.translate(data))),
+            [pte, Some(Hpa(ept_entry))],
         )
     }
     fn flush(&mut self) {

@@ -106,10 +106,10 @@ impl Walker for Shadow {
                 [None; 2],
             );
         }
-        let path = t.walk(gva.raw());
+        let (entry, leaf) = t.last_entry(gva.raw());
         (
-            path.leaf.map(|l| Hpa(l.translate(gva.raw()))),
-            [path.last_entry().map(Hpa), None],
+            leaf.map(|l| Hpa(l.translate(gva.raw()))),
+            [Some(Hpa(entry)), None],
         )
     }
 
