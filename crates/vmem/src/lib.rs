@@ -8,12 +8,14 @@
 //! - [`frames`] and [`guest`]: the guest OS (processes, demand paging, THP, unmap, CR3 switches);
 //! - [`backing`]: the hypervisor's gPA -> hPA mapping, as an EPT and as Compromis segment
 //!   registers;
+//! - [`huge`]: word arrays advised for transparent huge pages (speed only);
 //! - [`shadow`]: the hypervisor's shadow tables (gVA -> hPA) and their sync with the guest's,
 //!   reporting the traps each guest event causes.
 
 pub mod backing;
 pub mod frames;
 pub mod guest;
+pub mod huge;
 pub mod radix;
 pub mod shadow;
 

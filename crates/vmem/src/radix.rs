@@ -186,6 +186,28 @@ impl RadixTable {
         }
     }
 
+    /// What a hint needs of a walk for `va`: the address of the last entry read and the leaf,
+    /// as [`RadixTable::walk`]'s `last_entry()` and `leaf`, without recording the path.
+    #[inline]
+    pub fn last_entry(&self, va: u64) -> (u64, Option<Leaf>) {
+        let mut node = 0usize;
+        let mut level = self.levels;
+        loop {
+            let i = index(va, level);
+            let e = self.entry(node, i);
+            if e & PRESENT == 0 || e & LEAF != 0 {
+                let addr = self.bases[node] + 8 * i as u64;
+                let leaf = (e & PRESENT != 0).then_some(Leaf {
+                    target: e & !0xfff,
+                    level,
+                });
+                return (addr, leaf);
+            }
+            node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
+            level -= 1;
+        }
+    }
+
     /// The leaf mapping `va`, if any (no path recorded).
     #[inline]
     pub fn lookup(&self, va: u64) -> Option<Leaf> {
@@ -413,6 +435,14 @@ mod tests {
             }
             for (&va, &target) in &oracle {
                 prop_assert_eq!(t.lookup(va + 7).map(|l| l.translate(va + 7)), Some(target + 7));
+            }
+            // `last_entry` is the walk's last entry and leaf, mapped or not.
+            for page in 0u64..64 {
+                let va = (page * 0x9_1357_3000) & 0xffff_ffff_f000;
+                for va in [va, va ^ 0x1000] {
+                    let w = t.walk(va);
+                    prop_assert_eq!(t.last_entry(va), (w.last_entry().unwrap(), w.leaf));
+                }
             }
             let mut n = 0;
             t.for_each_leaf(|_, _| n += 1);

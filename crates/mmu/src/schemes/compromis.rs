@@ -14,7 +14,7 @@ use crate::mem::{Mem, Shortcut};
 use crate::scheme::{Ctx, WalkResult, Walker};
 use crate::stats::Stats;
 use crate::tlb::WalkCaches;
-use compromis_types::{Gva, Hpa, PageSize};
+use compromis_types::{Address, Gpa, Gva, Hpa, PageSize};
 
 /// Compromis walker.
 pub struct Compromis {
@@ -65,6 +65,19 @@ impl Walker for Compromis {
         guest_probe(ctx, gva, |g| {
             ctx.backing.segment(g).or_else(|| ctx.backing.translate(g))
         })
+    }
+    fn near(&self, ctx: Ctx<'_>, gva: Gva, leaves: bool) -> (Option<Hpa>, [Option<Hpa>; 2]) {
+        // `probe` and the (default) `leaf_entries` from one walk of the guest table.
+        if !leaves {
+            return (self.probe(ctx, gva), [None; 2]);
+        }
+        let (entry, leaf) = ctx.guest.table().last_entry(gva.raw());
+        let pte = ctx.backing.translate(Gpa(entry));
+        let data = leaf.and_then(|l| {
+            let g = Gpa(l.translate(gva.raw()));
+            ctx.backing.segment(g).or_else(|| ctx.backing.translate(g))
+        });
+        (data, [pte, None])
     }
     fn flush(&mut self) {
         self.pwc.flush();

@@ -95,6 +95,24 @@ impl Walker for Shadow {
         self.shadow.lookup(ctx.guest.current_pid(), gva)
     }
 
+    fn near(&self, ctx: Ctx<'_>, gva: Gva, leaves: bool) -> (Option<Hpa>, [Option<Hpa>; 2]) {
+        // `probe` and `leaf_entries` from one walk of the shadow table.
+        let Some(t) = self.shadow.table(ctx.guest.current_pid()) else {
+            return (None, [None; 2]);
+        };
+        if !leaves {
+            return (
+                t.lookup(gva.raw()).map(|l| Hpa(l.translate(gva.raw()))),
+                [None; 2],
+            );
+        }
+        let (entry, leaf) = t.last_entry(gva.raw());
+        (
+            leaf.map(|l| Hpa(l.translate(gva.raw()))),
+            [Some(Hpa(entry)), None],
+        )
+    }
+
     fn on_fault(&mut self, ctx: Ctx<'_>, fault: &Fault, stats: &mut Stats) {
         let sync = self.shadow.guest_fault(ctx.guest, ctx.backing, fault);
         charge(&sync, stats);
