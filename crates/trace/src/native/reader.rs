@@ -726,10 +726,35 @@ impl<R: Read> NativeReader<R> {
         Ok(true)
     }
 
-    fn fail(&mut self, e: TraceError) -> Option<Result<Record, TraceError>> {
+    fn fail<T>(&mut self, e: TraceError) -> Option<Result<T, TraceError>> {
         self.done = true;
         self.left = 0;
         Some(Err(e))
+    }
+
+    /// Refills the used-up batch: the pending error, the next records of this block or the
+    /// next block, or the end (`None`). An error ends the stream. Shared by the iterator and
+    /// [`Self::next_batch`]; runs once per batch, so kept out of their inlined fast path.
+    #[inline(never)]
+    fn advance(&mut self) -> Option<Result<(), TraceError>> {
+        if let Some(e) = self.pending.take() {
+            return self.fail(e);
+        }
+        if self.left == 0 {
+            if self.done {
+                return None;
+            }
+            match self.load_block() {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.done = true;
+                    return None;
+                }
+                Err(e) => return self.fail(e),
+            }
+        }
+        self.refill();
+        Some(Ok(()))
     }
 
     /// The next records as a slice (up to 256 at a time), `None` at the end: the same stream as
@@ -741,23 +766,9 @@ impl<R: Read> NativeReader<R> {
                 self.batch_pos = self.batch_len;
                 break (start, self.batch_len);
             }
-            if let Some(e) = self.pending.take() {
-                return self.fail(e).map(|r| r.map(|_| &[][..]));
+            if let Err(e) = self.advance()? {
+                return Some(Err(e));
             }
-            if self.left == 0 {
-                if self.done {
-                    return None;
-                }
-                match self.load_block() {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        self.done = true;
-                        return None;
-                    }
-                    Err(e) => return self.fail(e).map(|r| r.map(|_| &[][..])),
-                }
-            }
-            self.refill();
         };
         Some(Ok(&self.batch[start..end]))
     }
@@ -808,23 +819,9 @@ impl<R: Read> Iterator for NativeReader<R> {
                 self.batch_pos += 1;
                 return Some(Ok(r));
             }
-            if let Some(e) = self.pending.take() {
-                return self.fail(e);
+            if let Err(e) = self.advance()? {
+                return Some(Err(e));
             }
-            if self.left == 0 {
-                if self.done {
-                    return None;
-                }
-                match self.load_block() {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        self.done = true;
-                        return None;
-                    }
-                    Err(e) => return self.fail(e),
-                }
-            }
-            self.refill();
         }
     }
 }
