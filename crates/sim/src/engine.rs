@@ -661,17 +661,24 @@ fn simulate_pipelined(
         if let Some(d) = slowest() {
             report(d);
         }
-        let first = run_errors.iter().map(|(i, _)| *i).min();
-        match (first, read_error) {
-            (Some(f), r) if r.as_ref().is_none_or(|(i, _)| f < *i) => Err(first_error(
+        // The runs' errors of the first chunk in which any failed, unless the read failed
+        // in an earlier chunk.
+        let first = run_errors
+            .iter()
+            .map(|(i, _)| *i)
+            .min()
+            .filter(|&f| read_error.as_ref().is_none_or(|(i, _)| f < *i));
+        let run_error = first.and_then(|f| {
+            first_error(
                 run_errors
                     .into_iter()
                     .filter(|(i, _)| *i == f)
                     .map(|(_, e)| e),
             )
-            .unwrap_or(EngineError::NoScheme)),
-            (_, Some((_, e))) => Err(e),
-            _ => Ok(()),
+        });
+        match (run_error, read_error) {
+            (Some(e), _) | (None, Some((_, e))) => Err(e),
+            (None, None) => Ok(()),
         }
     })
 }

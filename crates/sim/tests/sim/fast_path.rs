@@ -80,7 +80,9 @@ fn sim(cfg: &SimConfig, ops: &[Op], skip: bool) -> Result<SimResults, String> {
     .map_err(|e| e.to_string())
 }
 
-fn same(a: &SimResults, b: &SimResults) -> Result<(), TestCaseError> {
+/// Two simulations gave the same results: every run's statistics and guest, and the baseline's
+/// (also used by the pipeline tests).
+pub(crate) fn same(a: &SimResults, b: &SimResults) -> Result<(), TestCaseError> {
     prop_assert_eq!(a.skipped, b.skipped);
     prop_assert_eq!(a.schemes.len(), b.schemes.len());
     for (x, y) in a.schemes.iter().zip(&b.schemes) {

@@ -4,6 +4,7 @@
 //! chunks with refused ops (a non-canonical address) and read errors at random places, with and
 //! without skipping refused ops.
 
+use super::fast_path::same;
 use compromis_mmu::{MachineConfig, SchemeKind};
 use compromis_sim::engine::{CHUNK, simulate_skipping};
 use compromis_sim::{SimConfig, SimResults};
@@ -69,21 +70,6 @@ fn sim(
         go()
     };
     r.map(|s| (s, seen.into_inner().unwrap()))
-}
-
-fn same(a: &SimResults, b: &SimResults) -> Result<(), TestCaseError> {
-    prop_assert_eq!(a.skipped, b.skipped);
-    prop_assert_eq!(a.schemes.len(), b.schemes.len());
-    for (x, y) in a.schemes.iter().zip(&b.schemes) {
-        prop_assert_eq!(x.scheme, y.scheme);
-        prop_assert_eq!(&x.warmup, &y.warmup);
-        prop_assert_eq!(&x.measured, &y.measured);
-        prop_assert_eq!(x.guest, y.guest);
-    }
-    let (x, y) = (a.baseline.as_ref().unwrap(), b.baseline.as_ref().unwrap());
-    prop_assert_eq!(&x.warmup, &y.warmup);
-    prop_assert_eq!(&x.measured, &y.measured);
-    Ok(())
 }
 
 fn config() -> SimConfig {
