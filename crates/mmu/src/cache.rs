@@ -28,6 +28,7 @@ use crate::config::{CacheConfig, CacheLevel};
 use compromis_types::{Address, Hpa};
 use compromis_vmem::huge::HugeWords;
 use serde::{Deserialize, Serialize};
+use strength_reduce::StrengthReducedU64;
 
 /// Where an access was served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -117,65 +118,10 @@ pub struct LineSets {
     /// tags are megabytes read at random).
     tags: HugeWords,
     ways: usize,
-    /// Line number -> set.
-    index: SetIndex,
-}
-
-/// `line % sets` without a division (speed only; exact for every `u64` line, see the proptest
-/// `set_index_is_the_remainder`). `sets` is `odd << shift`; the low `shift` bits of the line are
-/// the low bits of the set, and the rest is `(line >> shift) % odd`, computed by Lemire's direct
-/// remainder ("Faster remainder by direct computation", Lemire, Kaser and Kurz, 2019): with
-/// `m = ceil(2^128 / odd)`, the remainder of a 64-bit `n` is the high 64 bits of
-/// `(m * n mod 2^128) * odd`, exact for every 64-bit `n` and divisor. Three multiplications
-/// instead of a 64-bit `div` (14-90 cycles depending on the host); when `odd` is 1 (the L1D's and
-/// L2's power-of-two set counts), a mask.
-#[derive(Clone, Copy, Debug)]
-struct SetIndex {
-    /// `2^shift - 1`.
-    low: u64,
-    shift: u32,
-    /// The odd factor of the set count (1: a power of two).
-    odd: u64,
-    /// `ceil(2^128 / odd)` (unused when `odd` is 1).
-    m: u128,
-}
-
-impl SetIndex {
-    /// For `sets` sets (at least 1).
-    fn new(sets: u64) -> SetIndex {
-        debug_assert!(sets > 0);
-        let shift = sets.trailing_zeros();
-        let odd = sets >> shift;
-        SetIndex {
-            low: (1u64 << shift) - 1,
-            shift,
-            odd,
-            // ceil(2^128 / odd) = floor((2^128 - 1) / odd) + 1 for odd > 1 (odd does not divide 2^128).
-            m: if odd > 1 {
-                u128::MAX / u128::from(odd) + 1
-            } else {
-                0
-            },
-        }
-    }
-
-    /// `line % sets`.
-    #[inline(always)]
-    fn of(&self, line: u64) -> u64 {
-        if self.odd == 1 {
-            return line & self.low;
-        }
-        let n = line >> self.shift;
-        let low = self.m.wrapping_mul(u128::from(n));
-        // High 64 bits of the 192-bit product `low * odd`.
-        let d = u128::from(self.odd);
-        let lo = ((low & u128::from(u64::MAX)) * d) >> 64;
-        let hi = (low >> 64) * d;
-        // The high part is the remainder: below `odd`, a u64.
-        #[allow(clippy::cast_possible_truncation)]
-        let r = ((hi + lo) >> 64) as u64;
-        (r << self.shift) | (line & self.low)
-    }
+    /// Line number -> set: `line % sets` by multiplications instead of a 64-bit `div`
+    /// (14-90 cycles depending on the host; the LLC's 57,344 sets are not a power of two), a
+    /// mask when `sets` is a power of two (the L1D's and L2's).
+    index: StrengthReducedU64,
 }
 
 impl LineSets {
@@ -189,7 +135,7 @@ impl LineSets {
         LineSets {
             tags: HugeWords::new(lines, EMPTY),
             ways,
-            index: SetIndex::new(sets),
+            index: StrengthReducedU64::new(sets),
         }
     }
 
@@ -198,7 +144,7 @@ impl LineSets {
         LineSets {
             tags: HugeWords::new(0, EMPTY),
             ways: 0,
-            index: SetIndex::new(1),
+            index: StrengthReducedU64::new(1),
         }
     }
 
@@ -207,7 +153,7 @@ impl LineSets {
     fn set_range(&self, line: u64) -> std::ops::Range<usize> {
         // The set index is below `sets`, which came from a usize.
         #[allow(clippy::cast_possible_truncation)]
-        let set = self.index.of(line) as usize;
+        let set = (line % self.index) as usize;
         let start = set * self.ways;
         start..start + self.ways
     }
@@ -460,7 +406,8 @@ mod tests {
     }
 
     proptest! {
-        /// The division-free set index is the remainder, for any line and set count (small,
+        /// The strength-reduced set index (results depend on it) is the remainder, for any line and
+        /// set count (small,
         /// odd, powers of two, odd multiples of powers of two, the default LLC's 57,344, huge).
         #[test]
         fn set_index_is_the_remainder(
@@ -468,7 +415,7 @@ mod tests {
             sets in prop_oneof![1u64..100, Just(57_344u64), any::<u64>().prop_map(|s| s.max(1)),
                 (1u64..1 << 20, 0u32..40).prop_map(|(o, k)| (o | 1) << k)],
         ) {
-            prop_assert_eq!(SetIndex::new(sets).of(line), line % sets);
+            prop_assert_eq!(line % StrengthReducedU64::new(sets), line % sets);
         }
 
         /// `LineSets` against a naive LRU: per set a `Vec` of lines, least recently used first;
