@@ -221,6 +221,8 @@ pub struct DataCaches {
     shifts: [u32; 3],
     /// Load-to-use latency per [`Level`] (index = level).
     latency: [u64; 4],
+    /// No level is enabled (a translation-only model): every access goes to DRAM.
+    dram_only: bool,
     stats: CacheStats,
 }
 
@@ -235,8 +237,10 @@ impl DataCaches {
     /// Caches shaped by `cfg`, which was validated beforehand ([`CacheConfig::validate`]); a level
     /// whose geometry is impossible anyway is left out rather than panicking.
     pub fn new(cfg: &CacheConfig) -> DataCaches {
+        let levels = [build(&cfg.l1d), build(&cfg.l2), build(&cfg.llc)];
         DataCaches {
-            levels: [build(&cfg.l1d), build(&cfg.l2), build(&cfg.llc)],
+            dram_only: levels.iter().all(|l| l.ways == 0),
+            levels,
             shifts: [
                 cfg.l1d.line.trailing_zeros(),
                 cfg.l2.line.trailing_zeros(),
@@ -256,6 +260,15 @@ impl DataCaches {
     /// had the line and the load-to-use latency in cycles; fills the line into every level above it.
     #[inline]
     pub fn access(&mut self, hpa: Hpa) -> (Level, u64) {
+        if self.dram_only {
+            // What the loop below gives when no level holds anything, without the loop.
+            let lat = self.latency[3];
+            let s = &mut self.stats;
+            s.accesses += 1;
+            s.cycles += lat;
+            s.misses += 1;
+            return (Level::Dram, lat);
+        }
         let a = hpa.raw();
         // Each level is looked up and, on a miss, filled in the same scan; the first hit stops
         // the search, so the line ends up in every level above the one that had it.

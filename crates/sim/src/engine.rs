@@ -317,11 +317,13 @@ impl SchemeRun {
                                 // shadow entry). Every scheme and the baseline do it alike.
                                 self.scheme
                                     .access(ctx, fault.page, AccessKind::Store, false)
-                                    .ok_or(GuestError::Config(format!(
-                                        "{}: no translation for {} right after its page fault",
-                                        self.kind.name(),
-                                        fault.page
-                                    )))?;
+                                    .ok_or_else(|| {
+                                        GuestError::Config(format!(
+                                            "{}: no translation for {} right after its page fault",
+                                            self.kind.name(),
+                                            fault.page
+                                        ))
+                                    })?;
                                 fault.leaf
                             }
                         };
@@ -370,13 +372,13 @@ impl SchemeRun {
             backing: &self.backing,
         };
         self.scheme.on_fault(ctx, &fault);
-        Ok(self
-            .scheme
-            .access(ctx, gva, kind, dep)
-            .ok_or(GuestError::Config(format!(
+        Ok(self.scheme.access(ctx, gva, kind, dep).ok_or_else(|| {
+            // Built only when needed: a `format!` per page fault was 2% of a run's work.
+            GuestError::Config(format!(
                 "{}: no translation for {gva} right after its page fault",
                 self.kind.name()
-            )))?)
+            ))
+        })?)
     }
 
     /// Runs a chunk of ops.
