@@ -56,7 +56,12 @@ pub trait Walker: Send {
     /// the host memory the walk will read. Must not change any simulated state.
     fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
         if stage == Prefetch::Far {
-            ctx.guest.table().prefetch_leaf(gva.raw());
+            let table = ctx.guest.table();
+            // A table of a few dozen pages stays in the host's caches: finding its leaf (a walk
+            // of the simulator's own radix tree) would cost more than the miss it avoids.
+            if table.table_pages() > SMALL_TABLE_PAGES {
+                table.prefetch_leaf(gva.raw());
+            }
         }
     }
     /// Whether [`Walker::prefetch`] does anything at [`Prefetch::Mid`] (when not, [`Mmu`] gives
@@ -104,6 +109,11 @@ pub trait Walker: Send {
     /// Flush of the walker's own caches (untagged context switch).
     fn flush(&mut self) {}
 }
+
+/// Guest tables of at most this many pages (256 KiB of the simulator's radix entries, the size
+/// of a host L2) get no far hint from [`Walker::prefetch`]'s default: they stay in the host's
+/// caches. A speed choice only (hints change no simulated state).
+pub const SMALL_TABLE_PAGES: usize = 64;
 
 /// How far ahead of an access a prefetch hint is given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -170,8 +170,9 @@ impl Timeline {
         }
     }
 
-    /// Schedules one access; returns its completion time.
-    #[inline]
+    /// Schedules one access; returns its completion time. Inlined into the scheme's loop, the
+    /// access's parts stay in registers (a call took them through memory).
+    #[inline(always)]
     pub fn access(&mut self, a: AccessTime) -> u64 {
         if self.serial {
             // One slot: the access starts at the latest completion so far (every other
