@@ -64,6 +64,12 @@ pub trait Walker: Send {
             }
         }
     }
+    /// Whether [`Walker::prefetch`] does anything at [`Prefetch::Far`] for the running process
+    /// now (when not, [`Mmu`] gives no such hint for the accesses it runs in one call). Default:
+    /// yes.
+    fn far_hints(&self, _ctx: Ctx<'_>) -> bool {
+        true
+    }
     /// Whether [`Walker::prefetch`] does anything at [`Prefetch::Mid`] (when not, [`Mmu`] gives
     /// no such hint). Default: yes (a hint given for nothing costs only time).
     fn mid_hints(&self) -> bool {
@@ -349,9 +355,14 @@ impl<W: Walker> Scheme for Mmu<W> {
     fn run_accesses(&mut self, ctx: Ctx<'_>, ops: &[Op], limit: u64, hints: &mut Hints) -> Batch {
         let n = usize::try_from(limit).map_or(ops.len(), |l| l.min(ops.len()));
         // The perfect TLB reads no table: no hints. Nor stages that do nothing: the near hint
-        // without data caches to prefetch, the mid hint of a walker that ignores it.
-        let hinted = self.pages.is_none();
-        let stages = [true, self.walker.mid_hints(), self.mem.prefetches()];
+        // without data caches to prefetch, the mid hint of a walker that ignores it, the far
+        // hint of a walker that has nothing to prefetch now (a small guest table).
+        let stages = [
+            self.walker.far_hints(ctx),
+            self.walker.mid_hints(),
+            self.mem.prefetches(),
+        ];
+        let hinted = self.pages.is_none() && stages.contains(&true);
         for i in 0..n {
             let Op::Access {
                 gva,
