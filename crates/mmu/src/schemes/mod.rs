@@ -47,12 +47,30 @@ pub(crate) fn guest_walk(
     locate: impl Fn(Gpa) -> Hpa,
 ) -> Option<WalkResult> {
     let table = ctx.guest.table();
-    let path = table.walk(gva.raw());
-    let leaf = path.leaf?;
+    // The leaf and its entry first, without recording the path: when the page-walk caches leave
+    // only the leaf entry to read (the usual case), that is all the walk needs.
+    let (leaf_entry, leaf) = table.last_entry(gva.raw());
+    let leaf = leaf?;
     let skipped = pwc.skip(gva.raw(), asid, table.levels(), leaf.level);
     if skipped > 0 {
         stats.pwc_hits += 1;
         mem.shortcut(Shortcut::Pwc, stats);
+    }
+    let len = table.levels() - leaf.level + 1;
+    let mut path = compromis_vmem::radix::WalkPath {
+        len,
+        ..Default::default()
+    };
+    if skipped > 0 && skipped + 1 == len {
+        path.entry_addrs[usize::from(skipped)] = leaf_entry;
+        // What the full walk records there (checked in every test run).
+        debug_assert!({
+            let full = table.walk(gva.raw());
+            full.len == len
+                && full.entry_addrs[usize::from(skipped)] == path.entry_addrs[usize::from(skipped)]
+        });
+    } else {
+        path = table.walk(gva.raw());
     }
     let mut host_refs = 0;
     for i in skipped..path.len {
