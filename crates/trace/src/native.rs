@@ -266,7 +266,7 @@ const TAGS: [TagInfo; 256] = {
 };
 
 /// Decodes the record at `*pos` of a block payload whose first `len` bytes are the payload and
-/// whose next [`PAD`] bytes are zero, and advances `*pos`. `pred` holds the predictions
+/// whose next [`PAD`] bytes are zero into `out`, and advances `*pos`. `pred` holds the predictions
 /// (instruction, then the data bases). The kind selects its prediction through a table, so the
 /// only branches are on rare escapes and on the delta length.
 #[inline(always)]
@@ -275,11 +275,12 @@ fn decode_one(
     len: usize,
     pos: &mut usize,
     pred: &mut [u64; 1 + BASES],
-) -> Result<Record, &'static str> {
+    out: &mut Record,
+) -> Result<(), &'static str> {
     let mut p = *pos;
-    if p >= len {
-        return Err("Block ends in the middle of a record");
-    }
+    // No test of p < len: p <= len, and at p == len the tag is the PAD's 0 (an instruction of
+    // size 0 with a delta of one byte, also 0), so the test below after the delta fails with
+    // this same error, `*pos` unchanged.
     let tag = buf[p];
     p += 1;
     let info = TAGS[usize::from(tag)];
@@ -326,11 +327,11 @@ fn decode_one(
     let addr = pred[slot].wrapping_add(unzigzag(z));
     // An instruction predicts the next one at its end; a data access becomes its base.
     pred[slot] = addr.wrapping_add(u64::from(size & info.step_mask));
-    Ok(Record {
-        kind: info.kind,
-        addr: Gva(addr),
-        size,
-    })
+    // Field by field: three stores (a whole `Record` is built in a register first).
+    out.kind = info.kind;
+    out.addr = Gva(addr);
+    out.size = size;
+    Ok(())
 }
 
 /// Writes [`Record`]s in the native format.

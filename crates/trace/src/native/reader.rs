@@ -537,9 +537,9 @@ pub struct NativeReader<R: Read> {
     predict: [u64; 1 + BASES],
     /// Offset of the payload in the decompressed body.
     payload_at: u64,
-    /// Records decoded ahead in a tight loop, and the next one to hand out.
+    /// Records decoded ahead in a tight loop, at the end of `batch`, and the next one to hand
+    /// out (`BATCH` when none is left): the iterator's one test is also the bounds check.
     batch: Box<[Record; BATCH]>,
-    batch_len: usize,
     batch_pos: usize,
     /// An error found while decoding ahead, reported after the records before it.
     pending: Option<TraceError>,
@@ -610,8 +610,7 @@ impl<R: Read> NativeReader<R> {
                     size: 0,
                 }; BATCH],
             ),
-            batch_len: 0,
-            batch_pos: 0,
+            batch_pos: BATCH,
             pending: None,
             done: false,
         })
@@ -760,29 +759,29 @@ impl<R: Read> NativeReader<R> {
     /// The next records as a slice (up to 256 at a time), `None` at the end: the same stream as
     /// the iterator, without its per-record overhead, for consumers that take batches.
     pub fn next_batch(&mut self) -> Option<Result<&[Record], TraceError>> {
-        let (start, end) = loop {
-            if self.batch_pos < self.batch_len {
+        let start = loop {
+            if self.batch_pos < BATCH {
                 let start = self.batch_pos;
-                self.batch_pos = self.batch_len;
-                break (start, self.batch_len);
+                self.batch_pos = BATCH;
+                break start;
             }
             if let Err(e) = self.advance()? {
                 return Some(Err(e));
             }
         };
-        Some(Ok(&self.batch[start..end]))
+        Some(Ok(&self.batch[start..]))
     }
 
-    /// Decodes up to [`BATCH`] records of the current block.
+    /// Decodes up to [`BATCH`] records of the current block into the end of the batch.
     fn refill(&mut self) {
         let n = self.left.min(BATCH);
         let mut pos = self.pos;
         let mut st = self.predict;
         let len = self.payload_len;
         let mut k = 0;
-        for slot in &mut self.batch[..n] {
-            match decode_one(&self.payload, len, &mut pos, &mut st) {
-                Ok(r) => *slot = r,
+        for slot in &mut self.batch[BATCH - n..] {
+            match decode_one(&self.payload, len, &mut pos, &mut st, slot) {
+                Ok(()) => {}
                 Err(reason) => {
                     let bytes = &self.payload[pos.min(len)..len];
                     self.pending = Some(corrupt(
@@ -801,10 +800,13 @@ impl<R: Read> NativeReader<R> {
         } else {
             self.left - n
         };
+        if k < n {
+            // Stopped by an error: the records before it move to the end.
+            self.batch.copy_within(BATCH - n..BATCH - n + k, BATCH - k);
+        }
         self.pos = pos;
         self.predict = st;
-        self.batch_len = k;
-        self.batch_pos = 0;
+        self.batch_pos = BATCH - k;
     }
 }
 
@@ -814,8 +816,7 @@ impl<R: Read> Iterator for NativeReader<R> {
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if self.batch_pos < self.batch_len {
-                let r = self.batch[self.batch_pos];
+            if let Some(&r) = self.batch.get(self.batch_pos) {
                 self.batch_pos += 1;
                 return Some(Ok(r));
             }
