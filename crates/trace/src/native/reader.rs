@@ -15,7 +15,7 @@ use super::{NATIVE_VERSION, PAD, decode_one};
 use crate::RecordSource;
 use crate::error::{Location, TraceError};
 use crate::rec::{Record, RecordKind};
-use compromis_types::Gva;
+use compromis_types::{Gva, Op};
 use std::io::{BufRead, Read};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 
@@ -831,6 +831,32 @@ impl<R: Read + Send> RecordSource for NativeReader<R> {
     fn skipped(&self) -> u64 {
         0
     }
+
+    /// As the default (the ops of the records [`Iterator::next`] gives), a batch of decoded
+    /// records at a time: the simulator's path.
+    fn read_ops(&mut self, out: &mut Vec<Op>, max: usize) -> (usize, Option<TraceError>) {
+        let mut n = 0;
+        while n < max {
+            if self.batch_pos == BATCH {
+                match self.advance() {
+                    Some(Ok(())) => continue,
+                    Some(Err(e)) => return (n, Some(e)),
+                    None => return (n, None),
+                }
+            }
+            let take = (BATCH - self.batch_pos).min(max - n);
+            let records = &self.batch[self.batch_pos..self.batch_pos + take];
+            out.reserve(2 * take);
+            for r in records {
+                let (a, b) = r.ops();
+                out.push(a);
+                out.extend(b);
+            }
+            self.batch_pos += take;
+            n += take;
+        }
+        (max, None)
+    }
 }
 
 #[cfg(test)]
@@ -1080,6 +1106,52 @@ mod tests {
             let n = blocks * BLOCK_RECORDS as usize + (seed % 1000) as usize;
             let file = damaged(&encode(&records(seed, n)), &d);
             same_as_oracle(&input(file, sizes, 0, fail))?;
+        }
+    }
+
+    proptest! {
+        /// `read_ops` in batches of any size gives the ops of the iterator's records, up to the
+        /// same error, on damaged traces too.
+        #[test]
+        fn read_ops_are_the_ops_of_the_records(
+            seed in any::<u64>(),
+            n in 0usize..1500,
+            d in damage(),
+            sizes in prop::collection::vec(1usize..600, 1..4),
+        ) {
+            let file = damaged(&encode(&records(seed, n)), &d);
+            let Ok(r) = NativeReader::new(&file[..], "p.ctrace") else {
+                return Ok(());
+            };
+            let (mut want, mut want_err) = (Vec::new(), None);
+            for x in r {
+                match x {
+                    Ok(rec) => {
+                        let (a, b) = rec.ops();
+                        want.push(a);
+                        want.extend(b);
+                    }
+                    Err(e) => {
+                        want_err = Some(format!("{e} / {e:?}"));
+                        break;
+                    }
+                }
+            }
+            let mut r = NativeReader::new(&file[..], "p.ctrace").unwrap();
+            let (mut got, mut got_err) = (Vec::new(), None);
+            for &max in sizes.iter().cycle() {
+                let (k, e) = r.read_ops(&mut got, max);
+                prop_assert!(k <= max);
+                if let Some(e) = e {
+                    got_err = Some(format!("{e} / {e:?}"));
+                    break;
+                }
+                if k < max {
+                    break;
+                }
+            }
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(got_err, want_err);
         }
     }
 
