@@ -207,8 +207,8 @@ const PAD: usize = 16;
 /// What a tag says, looked up rather than branched on (the kind is unpredictable).
 #[derive(Clone, Copy)]
 struct TagInfo {
-    /// The size, when not escaped.
-    size: u32,
+    /// The size, when not escaped (at most 64).
+    size: u8,
     /// A varint size follows.
     escape: bool,
     /// Prediction slot: 0 for instructions, 1 + base for data.
@@ -242,7 +242,7 @@ const TAGS: [TagInfo; 256] = {
                 0
             };
             TagInfo {
-                size: size as u32,
+                size: size as u8,
                 escape: code == 31,
                 slot: 0,
                 kind: RecordKind::Instr,
@@ -252,7 +252,7 @@ const TAGS: [TagInfo; 256] = {
             let code = (tag >> 2) & 7;
             let size = if code < 7 { DATA_SIZES[code] } else { 0 };
             TagInfo {
-                size,
+                size: size as u8,
                 escape: code == 7,
                 slot: 1 + ((tag >> 5) & 3) as u8,
                 kind: KINDS[tag & 3],
@@ -289,16 +289,16 @@ fn decode_one(
         p = q;
         u32::try_from(v).map_err(|_| "Record size does not fit 32 bits")?
     } else {
-        info.size
+        u32::from(info.size)
     };
     // p <= len here, so p + 8 <= len + PAD. Short deltas take predictable branches, which lets
     // the processor run ahead to the next record; longer ones decode from one 64-bit load.
-    let b0 = buf[p];
     let (z, n) = if tag & EXACT != 0 {
         (0, 0)
-    } else if b0 < 0x80 {
-        (u64::from(b0), 1)
+    } else if buf[p] < 0x80 {
+        (u64::from(buf[p]), 1)
     } else if buf[p + 1] < 0x80 {
+        let b0 = buf[p];
         (u64::from(b0 & 0x7f) | (u64::from(buf[p + 1]) << 7), 2)
     } else {
         let mut w = [0u8; 8];
