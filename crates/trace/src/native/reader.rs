@@ -11,7 +11,7 @@
 //! runs inline on the caller's thread.
 
 use super::{BASES, BLOCK_RECORDS, MAX_RECORD_BYTES, NATIVE_HEADER_BYTES, NATIVE_MAGIC};
-use super::{NATIVE_VERSION, PAD, decode_one};
+use super::{NATIVE_VERSION, PAD, WINDOW, Window, decode_one};
 use crate::RecordSource;
 use crate::error::{Location, TraceError};
 use crate::rec::{Record, RecordKind};
@@ -775,25 +775,38 @@ impl<R: Read> NativeReader<R> {
     /// Decodes up to [`BATCH`] records of the current block into the end of the batch.
     fn refill(&mut self) {
         let n = self.left.min(BATCH);
-        let mut pos = self.pos;
-        let mut st = self.predict;
+        let base = self.pos;
         let len = self.payload_len;
+        // The batch's records are in the window from `base` (WINDOW is larger than what they
+        // span), and the window in the payload (PAD is larger than it).
+        let win = self
+            .payload
+            .get(base..base + WINDOW + 16)
+            .and_then(|w| <&Window>::try_from(w).ok());
+        let mut pos = 0;
+        let mut st = self.predict;
         let mut k = 0;
-        for slot in &mut self.batch[BATCH - n..] {
-            match decode_one(&self.payload, len, &mut pos, &mut st, slot) {
-                Ok(()) => {}
-                Err(reason) => {
-                    let bytes = &self.payload[pos.min(len)..len];
-                    self.pending = Some(corrupt(
-                        &self.path,
-                        self.payload_at + pos as u64,
-                        reason,
-                        bytes,
-                    ));
+        let mut failed = None;
+        if let Some(win) = win {
+            for slot in &mut self.batch[BATCH - n..] {
+                if let Err(reason) = decode_one(win, len - base, &mut pos, &mut st, slot) {
+                    failed = Some(reason);
                     break;
                 }
+                k += 1;
             }
-            k += 1;
+        } else {
+            failed = Some("Block ends in the middle of a record");
+        }
+        let pos = base + pos;
+        if let Some(reason) = failed {
+            let bytes = &self.payload[pos.min(len)..len];
+            self.pending = Some(corrupt(
+                &self.path,
+                self.payload_at + pos as u64,
+                reason,
+                bytes,
+            ));
         }
         self.left = if self.pending.is_some() {
             0
