@@ -310,10 +310,34 @@ fn decode_one(
     // p <= len here, so the 8 bytes from p are in the payload or its PAD. Short deltas take
     // predictable branches, which lets the processor run ahead to the next record; longer ones
     // decode from one 64-bit load.
-    let i = at(p);
-    let (z, n) = if tag & EXACT != 0 {
+    let (d, n) = if tag & EXACT != 0 {
         (0, 0)
-    } else if buf[i] < 0x80 {
+    } else {
+        let (z, n) = decode_delta(buf, bounded, p)?;
+        (unzigzag(z), n)
+    };
+    p += n;
+    if p > len {
+        return Err("Block ends in the middle of a record");
+    }
+    *pos = p;
+    let slot = usize::from(info.slot);
+    let addr = pred[slot].wrapping_add(d);
+    // An instruction predicts the next one at its end; a data access becomes its base.
+    pred[slot] = addr.wrapping_add(u64::from(size & info.step_mask));
+    // Field by field: three stores (a whole `Record` is built in a register first).
+    out.kind = info.kind;
+    out.addr = Gva(addr);
+    out.size = size;
+    Ok(())
+}
+
+/// The zigzag delta at `p` (below `WINDOW - 24`) of a [`Window`] and its length in bytes;
+/// `bounded` is the window up to the payload's end.
+#[inline(always)]
+fn decode_delta(buf: &Window, bounded: &[u8], p: usize) -> Result<(u64, usize), &'static str> {
+    let i = p & (WINDOW - 1);
+    Ok(if buf[i] < 0x80 {
         (u64::from(buf[i]), 1)
     } else if buf[i + 1] < 0x80 {
         (u64::from(buf[i] & 0x7f) | (u64::from(buf[i + 1]) << 7), 2)
@@ -334,21 +358,7 @@ fn decode_one(
             let (v, q) = get_varint(bounded, p).ok_or("Bad address delta")?;
             (v, q - p)
         }
-    };
-    p += n;
-    if p > len {
-        return Err("Block ends in the middle of a record");
-    }
-    *pos = p;
-    let slot = usize::from(info.slot);
-    let addr = pred[slot].wrapping_add(unzigzag(z));
-    // An instruction predicts the next one at its end; a data access becomes its base.
-    pred[slot] = addr.wrapping_add(u64::from(size & info.step_mask));
-    // Field by field: three stores (a whole `Record` is built in a register first).
-    out.kind = info.kind;
-    out.addr = Gva(addr);
-    out.size = size;
-    Ok(())
+    })
 }
 
 /// Writes [`Record`]s in the native format.
