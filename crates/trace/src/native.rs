@@ -349,10 +349,10 @@ fn decode_delta(buf: &Window, bounded: &[u8], p: usize) -> Result<(u64, usize), 
         if stop != 0 {
             let n = (stop.trailing_zeros() as usize + 1) / 8;
             let x = word & (stop ^ (stop - 1)) & 0x7f7f_7f7f_7f7f_7f7f;
-            let mut v = 0u64;
-            for i in 0..8 {
-                v |= (x >> i) & (0x7f << (7 * i));
-            }
+            // The 7-bit groups packed: pairs, then quadruples, then all 8.
+            let x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+            let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+            let v = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
             (v, n)
         } else {
             let (v, q) = get_varint(bounded, p).ok_or("Bad address delta")?;
