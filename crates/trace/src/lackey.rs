@@ -43,8 +43,9 @@ pub(crate) enum Line {
     Skip,
 }
 
-/// Parses one line (without its `\n`).
-#[inline]
+/// Parses one line (without its `\n`). Always inlined: left to the inliner, whether the reader's
+/// loop got it changed with unrelated edits of this crate, and parsing ran 13-16% slower without it.
+#[inline(always)]
 pub(crate) fn parse_line(line: &[u8]) -> Result<Line, &'static str> {
     let line = match line.last() {
         Some(b'\r') => &line[..line.len() - 1],

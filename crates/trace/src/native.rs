@@ -201,14 +201,24 @@ pub mod packed {
     }
 }
 
-/// Zero bytes kept after a block payload so the decoder can always load 8 bytes at once.
-const PAD: usize = 16;
+/// Bytes the records of one batch of the reader span at most, plus the bytes read past the
+/// last: each record takes at most 21 bytes (tag, 10-byte size, 10-byte delta) and the decoder
+/// loads 8 bytes at once. A power of two: the decoder indexes its [`Window`] modulo `WINDOW`,
+/// which needs no bounds check.
+const WINDOW: usize = 8192;
+const _: () = assert!(reader::BATCH * 21 + 16 <= WINDOW);
+/// What the decoder sees of a payload: [`WINDOW`] bytes from a batch's first record, and the
+/// 16 more a load near the end may touch.
+type Window = [u8; WINDOW + 16];
+/// Zero bytes kept after a block payload, so that a [`Window`] at any position of the payload
+/// is in it.
+const PAD: usize = WINDOW + 16;
 
 /// What a tag says, looked up rather than branched on (the kind is unpredictable).
 #[derive(Clone, Copy)]
 struct TagInfo {
-    /// The size, when not escaped.
-    size: u32,
+    /// The size, when not escaped (at most 64).
+    size: u8,
     /// A varint size follows.
     escape: bool,
     /// Prediction slot: 0 for instructions, 1 + base for data.
@@ -242,7 +252,7 @@ const TAGS: [TagInfo; 256] = {
                 0
             };
             TagInfo {
-                size: size as u32,
+                size: size as u8,
                 escape: code == 31,
                 slot: 0,
                 kind: RecordKind::Instr,
@@ -252,7 +262,7 @@ const TAGS: [TagInfo; 256] = {
             let code = (tag >> 2) & 7;
             let size = if code < 7 { DATA_SIZES[code] } else { 0 };
             TagInfo {
-                size,
+                size: size as u8,
                 escape: code == 7,
                 slot: 1 + ((tag >> 5) & 3) as u8,
                 kind: KINDS[tag & 3],
@@ -265,57 +275,46 @@ const TAGS: [TagInfo; 256] = {
     t
 };
 
-/// Decodes the record at `*pos` of a block payload whose first `len` bytes are the payload and
-/// whose next [`PAD`] bytes are zero, and advances `*pos`. `pred` holds the predictions
-/// (instruction, then the data bases). The kind selects its prediction through a table, so the
-/// only branches are on rare escapes and on the delta length.
+/// Decodes the record at `*pos` of a [`Window`] of a block payload whose first `len` bytes
+/// (from the window's start) are the payload and whose next bytes are zero into `out`, and
+/// advances `*pos`, which must stay below `WINDOW - 24` (a batch's records are in the window).
+/// `pred` holds the predictions (instruction, then the data bases). The kind selects its
+/// prediction through a table, so the only branches are on rare escapes and on the delta length.
 #[inline(always)]
 fn decode_one(
-    buf: &[u8],
+    buf: &Window,
     len: usize,
     pos: &mut usize,
     pred: &mut [u64; 1 + BASES],
-) -> Result<Record, &'static str> {
+    out: &mut Record,
+) -> Result<(), &'static str> {
+    // Every index is taken modulo WINDOW (positions are below it, so this changes none), which
+    // proves it in bounds without a test.
+    let at = |p: usize| p & (WINDOW - 1);
+    // get_varint reads at most 10 bytes, all in the window: bounding it there reads as `len`.
+    let bounded = &buf[..len.min(buf.len())];
     let mut p = *pos;
-    if p >= len {
-        return Err("Block ends in the middle of a record");
-    }
-    let tag = buf[p];
+    // No test of p < len: p <= len, and at p == len the tag is the PAD's 0 (an instruction of
+    // size 0 with a delta of one byte, also 0), so the test below after the delta fails with
+    // this same error, `*pos` unchanged.
+    let tag = buf[at(p)];
     p += 1;
     let info = TAGS[usize::from(tag)];
     let size = if info.escape {
-        let (v, q) = get_varint(&buf[..len], p).ok_or("Bad record size")?;
+        let (v, q) = get_varint(bounded, p).ok_or("Bad record size")?;
         p = q;
         u32::try_from(v).map_err(|_| "Record size does not fit 32 bits")?
     } else {
-        info.size
+        u32::from(info.size)
     };
-    // p <= len here, so p + 8 <= len + PAD. Short deltas take predictable branches, which lets
-    // the processor run ahead to the next record; longer ones decode from one 64-bit load.
-    let b0 = buf[p];
-    let (z, n) = if tag & EXACT != 0 {
+    // p <= len here, so the 8 bytes from p are in the payload or its PAD. Short deltas take
+    // predictable branches, which lets the processor run ahead to the next record; longer ones
+    // decode from one 64-bit load.
+    let (d, n) = if tag & EXACT != 0 {
         (0, 0)
-    } else if b0 < 0x80 {
-        (u64::from(b0), 1)
-    } else if buf[p + 1] < 0x80 {
-        (u64::from(b0 & 0x7f) | (u64::from(buf[p + 1]) << 7), 2)
     } else {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&buf[p..p + 8]);
-        let word = u64::from_le_bytes(w);
-        let stop = !word & 0x8080_8080_8080_8080;
-        if stop != 0 {
-            let n = (stop.trailing_zeros() as usize + 1) / 8;
-            let x = word & (stop ^ (stop - 1)) & 0x7f7f_7f7f_7f7f_7f7f;
-            let mut v = 0u64;
-            for i in 0..8 {
-                v |= (x >> i) & (0x7f << (7 * i));
-            }
-            (v, n)
-        } else {
-            let (v, q) = get_varint(&buf[..len], p).ok_or("Bad address delta")?;
-            (v, q - p)
-        }
+        let (z, n) = decode_delta(buf, bounded, p)?;
+        (unzigzag(z), n)
     };
     p += n;
     if p > len {
@@ -323,13 +322,42 @@ fn decode_one(
     }
     *pos = p;
     let slot = usize::from(info.slot);
-    let addr = pred[slot].wrapping_add(unzigzag(z));
+    let addr = pred[slot].wrapping_add(d);
     // An instruction predicts the next one at its end; a data access becomes its base.
     pred[slot] = addr.wrapping_add(u64::from(size & info.step_mask));
-    Ok(Record {
-        kind: info.kind,
-        addr: Gva(addr),
-        size,
+    // Field by field: three stores (a whole `Record` is built in a register first).
+    out.kind = info.kind;
+    out.addr = Gva(addr);
+    out.size = size;
+    Ok(())
+}
+
+/// The zigzag delta at `p` (below `WINDOW - 24`) of a [`Window`] and its length in bytes;
+/// `bounded` is the window up to the payload's end.
+#[inline(always)]
+fn decode_delta(buf: &Window, bounded: &[u8], p: usize) -> Result<(u64, usize), &'static str> {
+    let i = p & (WINDOW - 1);
+    Ok(if buf[i] < 0x80 {
+        (u64::from(buf[i]), 1)
+    } else if buf[i + 1] < 0x80 {
+        (u64::from(buf[i] & 0x7f) | (u64::from(buf[i + 1]) << 7), 2)
+    } else {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&buf[i..i + 8]);
+        let word = u64::from_le_bytes(w);
+        let stop = !word & 0x8080_8080_8080_8080;
+        if stop != 0 {
+            let n = (stop.trailing_zeros() as usize + 1) / 8;
+            let x = word & (stop ^ (stop - 1)) & 0x7f7f_7f7f_7f7f_7f7f;
+            // The 7-bit groups packed: pairs, then quadruples, then all 8.
+            let x = (x & 0x007f_007f_007f_007f) | ((x & 0x7f00_7f00_7f00_7f00) >> 1);
+            let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x3fff_0000_3fff_0000) >> 2);
+            let v = (x & 0x0000_0000_0fff_ffff) | ((x & 0x0fff_ffff_0000_0000) >> 4);
+            (v, n)
+        } else {
+            let (v, q) = get_varint(bounded, p).ok_or("Bad address delta")?;
+            (v, q - p)
+        }
     })
 }
 

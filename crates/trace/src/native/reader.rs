@@ -11,11 +11,11 @@
 //! runs inline on the caller's thread.
 
 use super::{BASES, BLOCK_RECORDS, MAX_RECORD_BYTES, NATIVE_HEADER_BYTES, NATIVE_MAGIC};
-use super::{NATIVE_VERSION, PAD, decode_one};
+use super::{NATIVE_VERSION, PAD, WINDOW, Window, decode_one};
 use crate::RecordSource;
 use crate::error::{Location, TraceError};
 use crate::rec::{Record, RecordKind};
-use compromis_types::Gva;
+use compromis_types::{Gva, Op};
 use std::io::{BufRead, Read};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TryRecvError};
 
@@ -537,9 +537,9 @@ pub struct NativeReader<R: Read> {
     predict: [u64; 1 + BASES],
     /// Offset of the payload in the decompressed body.
     payload_at: u64,
-    /// Records decoded ahead in a tight loop, and the next one to hand out.
+    /// Records decoded ahead in a tight loop, at the end of `batch`, and the next one to hand
+    /// out (`BATCH` when none is left): the iterator's one test is also the bounds check.
     batch: Box<[Record; BATCH]>,
-    batch_len: usize,
     batch_pos: usize,
     /// An error found while decoding ahead, reported after the records before it.
     pending: Option<TraceError>,
@@ -610,8 +610,7 @@ impl<R: Read> NativeReader<R> {
                     size: 0,
                 }; BATCH],
             ),
-            batch_len: 0,
-            batch_pos: 0,
+            batch_pos: BATCH,
             pending: None,
             done: false,
         })
@@ -760,51 +759,67 @@ impl<R: Read> NativeReader<R> {
     /// The next records as a slice (up to 256 at a time), `None` at the end: the same stream as
     /// the iterator, without its per-record overhead, for consumers that take batches.
     pub fn next_batch(&mut self) -> Option<Result<&[Record], TraceError>> {
-        let (start, end) = loop {
-            if self.batch_pos < self.batch_len {
+        let start = loop {
+            if self.batch_pos < BATCH {
                 let start = self.batch_pos;
-                self.batch_pos = self.batch_len;
-                break (start, self.batch_len);
+                self.batch_pos = BATCH;
+                break start;
             }
             if let Err(e) = self.advance()? {
                 return Some(Err(e));
             }
         };
-        Some(Ok(&self.batch[start..end]))
+        Some(Ok(&self.batch[start..]))
     }
 
-    /// Decodes up to [`BATCH`] records of the current block.
+    /// Decodes up to [`BATCH`] records of the current block into the end of the batch.
     fn refill(&mut self) {
         let n = self.left.min(BATCH);
-        let mut pos = self.pos;
-        let mut st = self.predict;
+        let base = self.pos;
         let len = self.payload_len;
+        // The batch's records are in the window from `base` (WINDOW is larger than what they
+        // span), and the window in the payload (PAD is larger than it).
+        let win = self
+            .payload
+            .get(base..base + WINDOW + 16)
+            .and_then(|w| <&Window>::try_from(w).ok());
+        let mut pos = 0;
+        let mut st = self.predict;
         let mut k = 0;
-        for slot in &mut self.batch[..n] {
-            match decode_one(&self.payload, len, &mut pos, &mut st) {
-                Ok(r) => *slot = r,
-                Err(reason) => {
-                    let bytes = &self.payload[pos.min(len)..len];
-                    self.pending = Some(corrupt(
-                        &self.path,
-                        self.payload_at + pos as u64,
-                        reason,
-                        bytes,
-                    ));
+        let mut failed = None;
+        if let Some(win) = win {
+            for slot in &mut self.batch[BATCH - n..] {
+                if let Err(reason) = decode_one(win, len - base, &mut pos, &mut st, slot) {
+                    failed = Some(reason);
                     break;
                 }
+                k += 1;
             }
-            k += 1;
+        } else {
+            failed = Some("Block ends in the middle of a record");
+        }
+        let pos = base + pos;
+        if let Some(reason) = failed {
+            let bytes = &self.payload[pos.min(len)..len];
+            self.pending = Some(corrupt(
+                &self.path,
+                self.payload_at + pos as u64,
+                reason,
+                bytes,
+            ));
         }
         self.left = if self.pending.is_some() {
             0
         } else {
             self.left - n
         };
+        if k < n {
+            // Stopped by an error: the records before it move to the end.
+            self.batch.copy_within(BATCH - n..BATCH - n + k, BATCH - k);
+        }
         self.pos = pos;
         self.predict = st;
-        self.batch_len = k;
-        self.batch_pos = 0;
+        self.batch_pos = BATCH - k;
     }
 }
 
@@ -814,8 +829,7 @@ impl<R: Read> Iterator for NativeReader<R> {
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if self.batch_pos < self.batch_len {
-                let r = self.batch[self.batch_pos];
+            if let Some(&r) = self.batch.get(self.batch_pos) {
                 self.batch_pos += 1;
                 return Some(Ok(r));
             }
@@ -829,6 +843,32 @@ impl<R: Read> Iterator for NativeReader<R> {
 impl<R: Read + Send> RecordSource for NativeReader<R> {
     fn skipped(&self) -> u64 {
         0
+    }
+
+    /// As the default (the ops of the records [`Iterator::next`] gives), a batch of decoded
+    /// records at a time: the simulator's path.
+    fn read_ops(&mut self, out: &mut Vec<Op>, max: usize) -> (usize, Option<TraceError>) {
+        let mut n = 0;
+        while n < max {
+            if self.batch_pos == BATCH {
+                match self.advance() {
+                    Some(Ok(())) => continue,
+                    Some(Err(e)) => return (n, Some(e)),
+                    None => return (n, None),
+                }
+            }
+            let take = (BATCH - self.batch_pos).min(max - n);
+            let records = &self.batch[self.batch_pos..self.batch_pos + take];
+            out.reserve(2 * take);
+            for r in records {
+                let (a, b) = r.ops();
+                out.push(a);
+                out.extend(b);
+            }
+            self.batch_pos += take;
+            n += take;
+        }
+        (max, None)
     }
 }
 
@@ -1079,6 +1119,52 @@ mod tests {
             let n = blocks * BLOCK_RECORDS as usize + (seed % 1000) as usize;
             let file = damaged(&encode(&records(seed, n)), &d);
             same_as_oracle(&input(file, sizes, 0, fail))?;
+        }
+    }
+
+    proptest! {
+        /// `read_ops` in batches of any size gives the ops of the iterator's records, up to the
+        /// same error, on damaged traces too.
+        #[test]
+        fn read_ops_are_the_ops_of_the_records(
+            seed in any::<u64>(),
+            n in 0usize..1500,
+            d in damage(),
+            sizes in prop::collection::vec(1usize..600, 1..4),
+        ) {
+            let file = damaged(&encode(&records(seed, n)), &d);
+            let Ok(r) = NativeReader::new(&file[..], "p.ctrace") else {
+                return Ok(());
+            };
+            let (mut want, mut want_err) = (Vec::new(), None);
+            for x in r {
+                match x {
+                    Ok(rec) => {
+                        let (a, b) = rec.ops();
+                        want.push(a);
+                        want.extend(b);
+                    }
+                    Err(e) => {
+                        want_err = Some(format!("{e} / {e:?}"));
+                        break;
+                    }
+                }
+            }
+            let mut r = NativeReader::new(&file[..], "p.ctrace").unwrap();
+            let (mut got, mut got_err) = (Vec::new(), None);
+            for &max in sizes.iter().cycle() {
+                let (k, e) = r.read_ops(&mut got, max);
+                prop_assert!(k <= max);
+                if let Some(e) = e {
+                    got_err = Some(format!("{e} / {e:?}"));
+                    break;
+                }
+                if k < max {
+                    break;
+                }
+            }
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(got_err, want_err);
         }
     }
 
