@@ -6,7 +6,7 @@
 
 use crate::hm::Extent;
 use compromis_types::Address;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// Host number within the fleet.
 pub type HostId = u32;
@@ -26,7 +26,9 @@ pub struct HostSummary {
     pub largest: u64,
     /// Live VMs.
     pub vms: u32,
-    lens: SortedMap<u32>,
+    /// Free-extent length to `(count, slot)`: how many free extents of that length, and the
+    /// length's group in the extent index ([`KeyGroups`], when kept).
+    lens: SortedMap<(u32, u32)>,
     alloc: SortedMap<u64>,
 }
 
@@ -42,15 +44,13 @@ impl<V: Copy> SortedMap<V> {
     fn pos(&self, k: u64) -> Result<usize, usize> {
         self.v.binary_search_by_key(&k, |e| e.0)
     }
-    fn get_mut(&mut self, k: u64) -> Option<&mut V> {
-        self.pos(k).ok().map(|i| &mut self.v[i].1)
-    }
     fn insert(&mut self, k: u64, val: V) {
         match self.pos(k) {
             Ok(i) => self.v[i].1 = val,
             Err(i) => self.v.insert(i, (k, val)),
         }
     }
+    #[cfg(test)]
     fn remove(&mut self, k: u64) {
         if let Ok(i) = self.pos(k) {
             self.v.remove(i);
@@ -77,7 +77,7 @@ impl<V: Copy> SortedMap<V> {
 impl HostSummary {
     fn new(capacity: u64, cores: u32) -> HostSummary {
         let mut lens = SortedMap::default();
-        lens.insert(capacity, 1);
+        lens.insert(capacity, (1, 0));
         HostSummary {
             capacity,
             free: capacity,
@@ -143,7 +143,7 @@ impl HostSummary {
         self.lens
             .iter()
             .rev()
-            .flat_map(|(l, c)| std::iter::repeat_n(l, c as usize))
+            .flat_map(|(l, (c, _))| std::iter::repeat_n(l, c as usize))
     }
 
     /// The smallest free extent of at least `len` bytes.
@@ -325,6 +325,8 @@ pub struct ClusterIndex {
     free_cores: Vec<u32>,
     /// `(largest extent, host)`, walked by [`ClusterIndex::best_by_largest`].
     by_largest: KeyGroups,
+    /// Each host's group in `by_largest`.
+    largest_slot: Vec<u32>,
     /// Every free extent, `(len, host)` (with the number of extents of that length on that
     /// host), walked by [`ClusterIndex::smallest_extent`].
     extents: KeyGroups,
@@ -344,7 +346,7 @@ impl ClusterIndex {
         hosts: impl IntoIterator<Item = (u64, u32)>,
         needs: IndexNeeds,
     ) -> ClusterIndex {
-        let hosts: Vec<HostSummary> = hosts
+        let mut hosts: Vec<HostSummary> = hosts
             .into_iter()
             .map(|(m, c)| HostSummary::new(m, c))
             .collect();
@@ -360,13 +362,18 @@ impl ClusterIndex {
                 Vec::new()
             },
             by_largest: KeyGroups::default(),
+            largest_slot: if needs.by_largest {
+                vec![0; n]
+            } else {
+                Vec::new()
+            },
             extents: KeyGroups::default(),
             sum_free: 0,
             sum_largest: 0,
             in_use: 0,
             hosts: Vec::new(),
         };
-        for (i, h) in hosts.iter().enumerate() {
+        for (i, h) in hosts.iter_mut().enumerate() {
             let id = host_id(i);
             ix.tree.set(i, h.free, h.largest, h.free_cores);
             if needs.by_free {
@@ -376,10 +383,10 @@ impl ClusterIndex {
                 ix.cores_bucket(h.free_cores).insert((h.free, id));
             }
             if needs.by_largest {
-                ix.by_largest.add(h.largest, id, h.free_cores);
+                ix.largest_slot[i] = ix.by_largest.add(h.largest, id, h.free_cores);
             }
             if needs.extents {
-                ix.extents.add(h.capacity, id, h.free_cores);
+                h.lens.v[0].1.1 = ix.extents.add(h.capacity, id, h.free_cores);
             }
             ix.sum_free += h.free;
             ix.sum_largest += h.largest;
@@ -533,11 +540,16 @@ impl ClusterIndex {
         if l > 0 {
             let lens = &mut self.hosts[h as usize].lens;
             match lens.pos(l) {
-                Ok(i) => lens.v[i].1 += 1,
-                Err(i) => lens.v.insert(i, (l, 1)),
-            }
-            if self.needs.extents {
-                self.extents.add(l, h, self.free_cores[h as usize]);
+                Ok(i) => lens.v[i].1.0 += 1,
+                Err(i) => {
+                    // The host's first extent of this length: into the extent index.
+                    let slot = if self.needs.extents {
+                        self.extents.add(l, h, self.free_cores[h as usize])
+                    } else {
+                        0
+                    };
+                    lens.v.insert(i, (l, (1, slot)));
+                }
             }
         }
     }
@@ -548,14 +560,18 @@ impl ClusterIndex {
             return;
         }
         let lens = &mut self.hosts[h as usize].lens;
-        if let Some(c) = lens.get_mut(l) {
-            *c -= 1;
-            if *c == 0 {
-                lens.remove(l);
+        let Ok(i) = lens.pos(l) else {
+            return;
+        };
+        let (c, slot) = &mut lens.v[i].1;
+        *c -= 1;
+        if *c == 0 {
+            let slot = *slot;
+            lens.v.remove(i);
+            // The host's last extent of this length: out of the extent index.
+            if self.needs.extents {
+                self.extents.del(slot, l, h, self.free_cores[h as usize]);
             }
-        }
-        if self.needs.extents {
-            self.extents.del(l, h, self.free_cores[h as usize]);
         }
     }
 
@@ -571,18 +587,19 @@ impl ClusterIndex {
         let s = &self.hosts[h as usize];
         let (free, largest, cores, vms) = (s.free, s.largest, s.free_cores, s.vms);
         if self.needs.by_largest {
+            let slot = &mut self.largest_slot[h as usize];
             if largest != old_largest {
-                self.by_largest.del(old_largest, h, old_cores);
-                self.by_largest.add(largest, h, cores);
+                self.by_largest.del(*slot, old_largest, h, old_cores);
+                *slot = self.by_largest.add(largest, h, cores);
             } else {
-                self.by_largest.refile(largest, h, old_cores, cores);
+                self.by_largest.refile(*slot, old_cores, cores);
             }
         }
         if cores != old_cores && self.needs.extents {
             // The host's free lengths were filed under its old free cores (`add_len` and
             // `del_len` read `free_cores`, not yet updated).
-            for &(l, _) in &s.lens.v {
-                self.extents.refile(l, h, old_cores, cores);
+            for &(_, (_, slot)) in &s.lens.v {
+                self.extents.refile(slot, old_cores, cores);
             }
         }
         if cores != old_cores
@@ -730,16 +747,17 @@ fn class_bit(cores: u32) -> u64 {
     1 << cores.min(CLASS_CAP)
 }
 
-/// Ordered `(key, host)` entries (a host's largest extent, or its free-extent lengths, with a
-/// count per entry), grouped by key: a sorted vector of the distinct keys, each with the bit
-/// mask of the free-core classes of its hosts (bit `k`: a host with `k` free cores, 63 for 63 or
-/// more), and per key the hosts in id order. A walk from a key up to the first host with at
+/// Ordered `(key, host)` entries (a host's largest extent, or its distinct free-extent
+/// lengths), grouped by key: a sorted vector of the distinct keys, each pointing to a group (by
+/// a slot that stays put while the group lives) that holds the key's hosts in id order, the
+/// number of them in each free-core class and the bit mask of the classes present (bit `k`: a
+/// host with `k` free cores, 63 for 63 or more). A walk from a key up to the first host with at
 /// least `c` free cores tests one mask per distinct key, so a key none of whose hosts has `c`
 /// cores costs O(1), and scans hosts only in a key that has one (or, for `c` above 63, may
-/// have one). A host's change of free cores moves it between classes in each of its keys' class
-/// counts (a binary search each), never between ordered maps. There are few distinct keys (VM
-/// sizes are few; about 70-400 lengths live at a time on the Azure trace), so the sorted
-/// vector's inserts are short moves.
+/// have one). A host's change of free cores moves it between classes in the groups of its keys
+/// (the caller keeps each slot: O(1) per key), never between ordered sets. There are few
+/// distinct keys (VM sizes are few; 70-400 lengths live at a time on the Azure trace), so the
+/// sorted vector's inserts are short moves.
 #[derive(Clone, Debug, Default)]
 struct KeyGroups {
     keys: Vec<KeyEntry>,
@@ -752,15 +770,15 @@ struct KeyGroups {
 #[derive(Clone, Copy, Debug)]
 struct KeyEntry {
     key: u64,
-    /// Bit `k` set iff some host of this key has `k` free cores (63: 63 or more).
-    mask: u64,
     slot: u32,
 }
 
 #[derive(Clone, Debug)]
 struct Group {
-    /// The key's hosts to their number of entries of this key.
-    hosts: BTreeMap<HostId, u32>,
+    /// Bit `k` set iff some host of this key has `k` free cores (63: 63 or more).
+    mask: u64,
+    /// The key's hosts.
+    hosts: BTreeSet<HostId>,
     /// Hosts per free-core class.
     classes: [u32; CLASS_CAP as usize + 1],
 }
@@ -768,102 +786,78 @@ struct Group {
 impl Default for Group {
     fn default() -> Group {
         Group {
-            hosts: BTreeMap::new(),
+            mask: 0,
+            hosts: BTreeSet::new(),
             classes: [0; CLASS_CAP as usize + 1],
         }
     }
 }
 
-impl KeyGroups {
-    /// Position of `key` in `keys`.
+impl Group {
+    /// Counts one more host of `cores` free cores.
     #[inline]
-    fn find(&self, key: u64) -> Result<usize, usize> {
-        self.keys.binary_search_by_key(&key, |e| e.key)
+    fn class_in(&mut self, cores: u32) {
+        self.classes[cores.min(CLASS_CAP) as usize] += 1;
+        self.mask |= class_bit(cores);
     }
 
-    /// Counts one more host of `cores` free cores in the key at `i`.
+    /// Counts one host of `cores` free cores less.
     #[inline]
-    fn class_in(&mut self, i: usize, cores: u32) {
-        let e = &mut self.keys[i];
-        self.groups[e.slot as usize].classes[cores.min(CLASS_CAP) as usize] += 1;
-        e.mask |= class_bit(cores);
-    }
-
-    /// Counts one host of `cores` free cores less in the key at `i`.
-    #[inline]
-    fn class_out(&mut self, i: usize, cores: u32) {
-        let e = &mut self.keys[i];
-        let n = &mut self.groups[e.slot as usize].classes[cores.min(CLASS_CAP) as usize];
+    fn class_out(&mut self, cores: u32) {
+        let n = &mut self.classes[cores.min(CLASS_CAP) as usize];
         *n -= 1;
         if *n == 0 {
-            e.mask &= !class_bit(cores);
+            self.mask &= !class_bit(cores);
         }
     }
+}
 
-    /// Adds one entry `(key, h)`; `cores` are `h`'s free cores.
-    fn add(&mut self, key: u64, h: HostId, cores: u32) {
-        let i = match self.find(key) {
-            Ok(i) => i,
+impl KeyGroups {
+    /// Adds host `h` (with `cores` free cores) to `key`'s group, which it is not in, and
+    /// returns the group's slot (stable until the group empties: the caller keeps it for
+    /// [`KeyGroups::del`] and [`KeyGroups::refile`]).
+    fn add(&mut self, key: u64, h: HostId, cores: u32) -> u32 {
+        let slot = match self.keys.binary_search_by_key(&key, |e| e.key) {
+            Ok(i) => self.keys[i].slot,
             Err(i) => {
                 let slot = self.spare.pop().unwrap_or_else(|| {
                     self.groups.push(Group::default());
                     u32::try_from(self.groups.len() - 1).expect("fewer than 2^32 keys")
                 });
-                self.keys.insert(
-                    i,
-                    KeyEntry {
-                        key,
-                        mask: 0,
-                        slot,
-                    },
-                );
-                i
+                self.keys.insert(i, KeyEntry { key, slot });
+                slot
             }
         };
-        let n = self.groups[self.keys[i].slot as usize]
-            .hosts
-            .entry(h)
-            .or_insert(0);
-        *n += 1;
-        if *n == 1 {
-            self.class_in(i, cores);
+        let g = &mut self.groups[slot as usize];
+        g.hosts.insert(h);
+        g.class_in(cores);
+        slot
+    }
+
+    /// Removes host `h` (`cores` free cores as last filed) from `key`'s group, at `slot`.
+    fn del(&mut self, slot: u32, key: u64, h: HostId, cores: u32) {
+        let g = &mut self.groups[slot as usize];
+        let was_in = g.hosts.remove(&h);
+        debug_assert!(was_in, "host {h} is not in the group of {key}");
+        if !was_in {
+            return;
+        }
+        g.class_out(cores);
+        if g.hosts.is_empty() {
+            if let Ok(i) = self.keys.binary_search_by_key(&key, |e| e.key) {
+                self.keys.remove(i);
+            }
+            self.spare.push(slot);
         }
     }
 
-    /// Removes one entry `(key, h)` (nothing if there is none); `cores` are `h`'s free cores
-    /// as last filed.
-    fn del(&mut self, key: u64, h: HostId, cores: u32) {
-        let Ok(i) = self.find(key) else {
-            return;
-        };
-        let slot = self.keys[i].slot as usize;
-        let hosts = &mut self.groups[slot].hosts;
-        let Some(n) = hosts.get_mut(&h) else {
-            return;
-        };
-        if *n > 1 {
-            *n -= 1;
-            return;
-        }
-        hosts.remove(&h);
-        let empty = hosts.is_empty();
-        self.class_out(i, cores);
-        if empty {
-            self.keys.remove(i);
-            self.spare.push(slot as u32);
-        }
-    }
-
-    /// Host `h`, which has entries of `key`, now has `to` free cores instead of `from`.
+    /// A host of the group at `slot` now has `to` free cores instead of `from`.
     #[inline]
-    fn refile(&mut self, key: u64, h: HostId, from: u32, to: u32) {
-        if from.min(CLASS_CAP) == to.min(CLASS_CAP) {
-            return;
-        }
-        if let Ok(i) = self.find(key) {
-            debug_assert!(self.groups[self.keys[i].slot as usize].hosts.contains_key(&h));
-            self.class_out(i, from);
-            self.class_in(i, to);
+    fn refile(&mut self, slot: u32, from: u32, to: u32) {
+        if from.min(CLASS_CAP) != to.min(CLASS_CAP) {
+            let g = &mut self.groups[slot as usize];
+            g.class_out(from);
+            g.class_in(to);
         }
     }
 
@@ -879,11 +873,11 @@ impl KeyGroups {
             if e.key > max {
                 return None;
             }
-            if e.mask & want == 0 {
+            let g = &self.groups[e.slot as usize];
+            if g.mask & want == 0 {
                 continue;
             }
-            let hosts = &self.groups[e.slot as usize].hosts;
-            if let Some(&h) = hosts.keys().find(|&&h| cores[h as usize] >= vcpus) {
+            if let Some(&h) = g.hosts.iter().find(|&&h| cores[h as usize] >= vcpus) {
                 return Some((e.key, h));
             }
         }
@@ -898,7 +892,7 @@ impl KeyGroups {
             .flat_map(|e| {
                 self.groups[e.slot as usize]
                     .hosts
-                    .keys()
+                    .iter()
                     .map(move |&h| (e.key, h))
             })
             .collect()
