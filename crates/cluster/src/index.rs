@@ -761,6 +761,9 @@ fn class_bit(cores: u32) -> u64 {
 #[derive(Clone, Debug, Default)]
 struct KeyGroups {
     keys: Vec<KeyEntry>,
+    /// Each group's class mask, indexed by [`KeyEntry::slot`] (dense, for the walks): bit `k`
+    /// set iff some host of the group has `k` free cores (63: 63 or more).
+    masks: Vec<u64>,
     /// Indexed by [`KeyEntry::slot`].
     groups: Vec<Group>,
     /// Slots of `groups` not in use.
@@ -775,8 +778,6 @@ struct KeyEntry {
 
 #[derive(Clone, Debug)]
 struct Group {
-    /// Bit `k` set iff some host of this key has `k` free cores (63: 63 or more).
-    mask: u64,
     /// The key's hosts.
     hosts: BTreeSet<HostId>,
     /// Hosts per free-core class.
@@ -786,33 +787,30 @@ struct Group {
 impl Default for Group {
     fn default() -> Group {
         Group {
-            mask: 0,
             hosts: BTreeSet::new(),
             classes: [0; CLASS_CAP as usize + 1],
         }
     }
 }
 
-impl Group {
-    /// Counts one more host of `cores` free cores.
+impl KeyGroups {
+    /// Counts one more host of `cores` free cores in the group at `slot`.
     #[inline]
-    fn class_in(&mut self, cores: u32) {
-        self.classes[cores.min(CLASS_CAP) as usize] += 1;
-        self.mask |= class_bit(cores);
+    fn class_in(&mut self, slot: u32, cores: u32) {
+        self.groups[slot as usize].classes[cores.min(CLASS_CAP) as usize] += 1;
+        self.masks[slot as usize] |= class_bit(cores);
     }
 
-    /// Counts one host of `cores` free cores less.
+    /// Counts one host of `cores` free cores less in the group at `slot`.
     #[inline]
-    fn class_out(&mut self, cores: u32) {
-        let n = &mut self.classes[cores.min(CLASS_CAP) as usize];
+    fn class_out(&mut self, slot: u32, cores: u32) {
+        let n = &mut self.groups[slot as usize].classes[cores.min(CLASS_CAP) as usize];
         *n -= 1;
         if *n == 0 {
-            self.mask &= !class_bit(cores);
+            self.masks[slot as usize] &= !class_bit(cores);
         }
     }
-}
 
-impl KeyGroups {
     /// Adds host `h` (with `cores` free cores) to `key`'s group, which it is not in, and
     /// returns the group's slot (stable until the group empties: the caller keeps it for
     /// [`KeyGroups::del`] and [`KeyGroups::refile`]).
@@ -822,15 +820,15 @@ impl KeyGroups {
             Err(i) => {
                 let slot = self.spare.pop().unwrap_or_else(|| {
                     self.groups.push(Group::default());
+                    self.masks.push(0);
                     u32::try_from(self.groups.len() - 1).expect("fewer than 2^32 keys")
                 });
                 self.keys.insert(i, KeyEntry { key, slot });
                 slot
             }
         };
-        let g = &mut self.groups[slot as usize];
-        g.hosts.insert(h);
-        g.class_in(cores);
+        self.groups[slot as usize].hosts.insert(h);
+        self.class_in(slot, cores);
         slot
     }
 
@@ -842,8 +840,9 @@ impl KeyGroups {
         if !was_in {
             return;
         }
-        g.class_out(cores);
-        if g.hosts.is_empty() {
+        let empty = g.hosts.is_empty();
+        self.class_out(slot, cores);
+        if empty {
             if let Ok(i) = self.keys.binary_search_by_key(&key, |e| e.key) {
                 self.keys.remove(i);
             }
@@ -855,9 +854,8 @@ impl KeyGroups {
     #[inline]
     fn refile(&mut self, slot: u32, from: u32, to: u32) {
         if from.min(CLASS_CAP) != to.min(CLASS_CAP) {
-            let g = &mut self.groups[slot as usize];
-            g.class_out(from);
-            g.class_in(to);
+            self.class_out(slot, from);
+            self.class_in(slot, to);
         }
     }
 
@@ -873,11 +871,11 @@ impl KeyGroups {
             if e.key > max {
                 return None;
             }
-            let g = &self.groups[e.slot as usize];
-            if g.mask & want == 0 {
+            if self.masks[e.slot as usize] & want == 0 {
                 continue;
             }
-            if let Some(&h) = g.hosts.iter().find(|&&h| cores[h as usize] >= vcpus) {
+            let hosts = &self.groups[e.slot as usize].hosts;
+            if let Some(&h) = hosts.iter().find(|&&h| cores[h as usize] >= vcpus) {
                 return Some((e.key, h));
             }
         }
