@@ -779,7 +779,7 @@ struct KeyEntry {
 #[derive(Clone, Debug)]
 struct Group {
     /// The key's hosts.
-    hosts: BTreeSet<HostId>,
+    hosts: HostSet,
     /// Hosts per free-core class.
     classes: [u32; CLASS_CAP as usize + 1],
 }
@@ -787,7 +787,7 @@ struct Group {
 impl Default for Group {
     fn default() -> Group {
         Group {
-            hosts: BTreeSet::new(),
+            hosts: HostSet::Small(Vec::new()),
             classes: [0; CLASS_CAP as usize + 1],
         }
     }
@@ -835,7 +835,7 @@ impl KeyGroups {
     /// Removes host `h` (`cores` free cores as last filed) from `key`'s group, at `slot`.
     fn del(&mut self, slot: u32, key: u64, h: HostId, cores: u32) {
         let g = &mut self.groups[slot as usize];
-        let was_in = g.hosts.remove(&h);
+        let was_in = g.hosts.remove(h);
         debug_assert!(was_in, "host {h} is not in the group of {key}");
         if !was_in {
             return;
@@ -875,7 +875,7 @@ impl KeyGroups {
                 continue;
             }
             let hosts = &self.groups[e.slot as usize].hosts;
-            if let Some(&h) = hosts.iter().find(|&&h| cores[h as usize] >= vcpus) {
+            if let Some(h) = hosts.first_with(|h| cores[h as usize] >= vcpus) {
                 return Some((e.key, h));
             }
         }
@@ -885,15 +885,84 @@ impl KeyGroups {
     /// Every entry from key `lo` on, in `(key, host)` order.
     fn all_from(&self, lo: u64) -> Vec<(u64, HostId)> {
         let from = self.keys.partition_point(|e| e.key < lo);
-        self.keys[from..]
-            .iter()
-            .flat_map(|e| {
-                self.groups[e.slot as usize]
-                    .hosts
-                    .iter()
-                    .map(move |&h| (e.key, h))
-            })
-            .collect()
+        let mut out = Vec::new();
+        for e in &self.keys[from..] {
+            match &self.groups[e.slot as usize].hosts {
+                HostSet::Small(v) => out.extend(v.iter().map(|&h| (e.key, h))),
+                HostSet::Large(s) => out.extend(s.iter().map(|&h| (e.key, h))),
+            }
+        }
+        out
+    }
+}
+
+/// A group's hosts in id order: a sorted vector while the group is small (most are: a few hosts
+/// share a free length), a B-tree once it grows past [`HostSet::SMALL_MAX`] (the group of the
+/// hosts' full capacity holds every idle host, and shifting tens of KiB on each change costs
+/// more than the tree), back to a vector below half that.
+#[derive(Clone, Debug)]
+enum HostSet {
+    Small(Vec<HostId>),
+    Large(BTreeSet<HostId>),
+}
+
+impl HostSet {
+    const SMALL_MAX: usize = 64;
+
+    /// Adds `h` (nothing if present).
+    fn insert(&mut self, h: HostId) {
+        match self {
+            HostSet::Small(v) => {
+                if let Err(i) = v.binary_search(&h) {
+                    if v.len() < Self::SMALL_MAX {
+                        v.insert(i, h);
+                    } else {
+                        let mut set: BTreeSet<HostId> = v.drain(..).collect();
+                        set.insert(h);
+                        *self = HostSet::Large(set);
+                    }
+                }
+            }
+            HostSet::Large(s) => {
+                s.insert(h);
+            }
+        }
+    }
+
+    /// Removes `h`; whether it was there.
+    fn remove(&mut self, h: HostId) -> bool {
+        match self {
+            HostSet::Small(v) => match v.binary_search(&h) {
+                Ok(i) => {
+                    v.remove(i);
+                    true
+                }
+                Err(_) => false,
+            },
+            HostSet::Large(s) => {
+                let was_in = s.remove(&h);
+                if s.len() < Self::SMALL_MAX / 2 {
+                    *self = HostSet::Small(std::mem::take(s).into_iter().collect());
+                }
+                was_in
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            HostSet::Small(v) => v.is_empty(),
+            HostSet::Large(s) => s.is_empty(),
+        }
+    }
+
+    /// The lowest host for which `ok` holds.
+    #[inline]
+    fn first_with(&self, ok: impl Fn(HostId) -> bool) -> Option<HostId> {
+        match self {
+            HostSet::Small(v) => v.iter().copied().find(|&h| ok(h)),
+            HostSet::Large(s) => s.iter().copied().find(|&h| ok(h)),
+        }
     }
 }
 
@@ -1160,6 +1229,42 @@ mod tests {
                     all.dedup();
                     prop_assert_eq!(ix.extents_from(0), all);
                 }
+            }
+        }
+    }
+
+    /// A group's host set, small and large (past [`HostSet::SMALL_MAX`] and back), against a
+    /// `BTreeSet`.
+    mod host_set_oracle {
+        use super::super::{HostId, HostSet};
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        proptest! {
+            #[test]
+            fn matches_a_btreeset(
+                ops in proptest::collection::vec((0u32..150, 0u32..3), 0..600),
+                queries in proptest::collection::vec(0u32..150, 1..20),
+            ) {
+                let (mut set, mut want) = (HostSet::Small(Vec::new()), BTreeSet::<HostId>::new());
+                for (h, op) in ops {
+                    // Insert twice as often as remove, so the set grows past SMALL_MAX and back.
+                    if op < 2 {
+                        set.insert(h);
+                        want.insert(h);
+                    } else {
+                        prop_assert_eq!(set.remove(h), want.remove(&h));
+                    }
+                    prop_assert_eq!(set.is_empty(), want.is_empty());
+                }
+                for q in queries {
+                    prop_assert_eq!(set.first_with(|h| h >= q), want.range(q..).next().copied());
+                }
+                let all: Vec<HostId> = match &set {
+                    HostSet::Small(v) => v.clone(),
+                    HostSet::Large(s) => s.iter().copied().collect(),
+                };
+                prop_assert_eq!(all, want.into_iter().collect::<Vec<_>>());
             }
         }
     }
