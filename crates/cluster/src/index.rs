@@ -475,7 +475,7 @@ impl ClusterIndex {
     /// The host with the smallest largest free extent of at least `mem` bytes among those with
     /// `vcpus` free cores (ties: lowest id): the first of [`ClusterIndex::by_largest_from`] with
     /// enough cores, found by a walk of the distinct largest extents that skips those without
-    /// such a host in O(1) (see [`KeyGroups`]).
+    /// such a host in O(1) (`KeyGroups` in this file).
     pub fn best_by_largest(&self, mem: u64, vcpus: u32) -> Option<HostId> {
         debug_assert!(
             self.needs.by_largest,
@@ -509,7 +509,7 @@ impl ClusterIndex {
     /// [`ClusterIndex::extents_from`] of a host with enough cores.
     ///
     /// The walk visits distinct lengths, not extents: a length none of whose hosts has enough
-    /// free cores is skipped in O(1) (see [`KeyGroups`]).
+    /// free cores is skipped in O(1) (`KeyGroups` in this file).
     pub fn smallest_extent(&self, mem: u64, max: u64, vcpus: u32) -> Option<(u64, HostId)> {
         debug_assert!(self.needs.extents, "extents are not kept by this index");
         self.extents.first(mem, max, vcpus, &self.free_cores)
