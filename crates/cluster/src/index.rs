@@ -6,9 +6,7 @@
 
 use crate::hm::Extent;
 use compromis_types::Address;
-use std::cell::RefCell;
-use std::collections::btree_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// Host number within the fleet.
 pub type HostId = u32;
@@ -28,7 +26,9 @@ pub struct HostSummary {
     pub largest: u64,
     /// Live VMs.
     pub vms: u32,
-    lens: SortedMap<u32>,
+    /// Free-extent length to `(count, slot)`: how many free extents of that length, and the
+    /// length's group in the extent index ([`KeyGroups`], when kept).
+    lens: SortedMap<(u32, u32)>,
     alloc: SortedMap<u64>,
 }
 
@@ -44,15 +44,13 @@ impl<V: Copy> SortedMap<V> {
     fn pos(&self, k: u64) -> Result<usize, usize> {
         self.v.binary_search_by_key(&k, |e| e.0)
     }
-    fn get_mut(&mut self, k: u64) -> Option<&mut V> {
-        self.pos(k).ok().map(|i| &mut self.v[i].1)
-    }
     fn insert(&mut self, k: u64, val: V) {
         match self.pos(k) {
             Ok(i) => self.v[i].1 = val,
             Err(i) => self.v.insert(i, (k, val)),
         }
     }
+    #[cfg(test)]
     fn remove(&mut self, k: u64) {
         if let Ok(i) = self.pos(k) {
             self.v.remove(i);
@@ -79,7 +77,7 @@ impl<V: Copy> SortedMap<V> {
 impl HostSummary {
     fn new(capacity: u64, cores: u32) -> HostSummary {
         let mut lens = SortedMap::default();
-        lens.insert(capacity, 1);
+        lens.insert(capacity, (1, 0));
         HostSummary {
             capacity,
             free: capacity,
@@ -145,7 +143,7 @@ impl HostSummary {
         self.lens
             .iter()
             .rev()
-            .flat_map(|(l, c)| std::iter::repeat_n(l, c as usize))
+            .flat_map(|(l, (c, _))| std::iter::repeat_n(l, c as usize))
     }
 
     /// The smallest free extent of at least `len` bytes.
@@ -322,14 +320,16 @@ pub struct ClusterIndex {
     by_free: BTreeSet<(u64, HostId)>,
     /// `by_free_cores[c]`: the hosts with `c` free cores, as `(free, host)`.
     by_free_cores: Vec<BTreeSet<(u64, HostId)>>,
-    /// Each host's free cores, side by side for the walks of [`Parking::first`] (kept with
-    /// `by_largest` or `extents`, else empty: then nothing is ever parked).
+    /// Each host's free cores as `by_largest` and `extents` last filed them, side by side for
+    /// their walks (kept with `by_largest` or `extents`, else empty).
     free_cores: Vec<u32>,
     /// `(largest extent, host)`, walked by [`ClusterIndex::best_by_largest`].
-    by_largest: RefCell<Parking<()>>,
-    /// Every free extent, `(len, host)` to the number of extents of that length on that host,
-    /// walked by [`ClusterIndex::smallest_extent`].
-    extents: RefCell<Parking<u32>>,
+    by_largest: KeyGroups,
+    /// Each host's group in `by_largest`.
+    largest_slot: Vec<u32>,
+    /// Every free extent, `(len, host)` (with the number of extents of that length on that
+    /// host), walked by [`ClusterIndex::smallest_extent`].
+    extents: KeyGroups,
     sum_free: u64,
     sum_largest: u64,
     in_use: u32,
@@ -346,7 +346,7 @@ impl ClusterIndex {
         hosts: impl IntoIterator<Item = (u64, u32)>,
         needs: IndexNeeds,
     ) -> ClusterIndex {
-        let hosts: Vec<HostSummary> = hosts
+        let mut hosts: Vec<HostSummary> = hosts
             .into_iter()
             .map(|(m, c)| HostSummary::new(m, c))
             .collect();
@@ -361,14 +361,19 @@ impl ClusterIndex {
             } else {
                 Vec::new()
             },
-            by_largest: RefCell::new(Parking::new(if needs.by_largest { n } else { 0 })),
-            extents: RefCell::new(Parking::new(if needs.extents { n } else { 0 })),
+            by_largest: KeyGroups::default(),
+            largest_slot: if needs.by_largest {
+                vec![0; n]
+            } else {
+                Vec::new()
+            },
+            extents: KeyGroups::default(),
             sum_free: 0,
             sum_largest: 0,
             in_use: 0,
             hosts: Vec::new(),
         };
-        for (i, h) in hosts.iter().enumerate() {
+        for (i, h) in hosts.iter_mut().enumerate() {
             let id = host_id(i);
             ix.tree.set(i, h.free, h.largest, h.free_cores);
             if needs.by_free {
@@ -378,14 +383,10 @@ impl ClusterIndex {
                 ix.cores_bucket(h.free_cores).insert((h.free, id));
             }
             if needs.by_largest {
-                ix.by_largest.get_mut().live.insert((h.largest, id), ());
+                ix.largest_slot[i] = ix.by_largest.add(h.largest, id, h.free_cores);
             }
             if needs.extents {
-                *ix.extents
-                    .get_mut()
-                    .live
-                    .entry((h.capacity, id))
-                    .or_insert(0) += 1;
+                h.lens.v[0].1.1 = ix.extents.add(h.capacity, id, h.free_cores);
             }
             ix.sum_free += h.free;
             ix.sum_largest += h.largest;
@@ -473,16 +474,15 @@ impl ClusterIndex {
 
     /// The host with the smallest largest free extent of at least `mem` bytes among those with
     /// `vcpus` free cores (ties: lowest id): the first of [`ClusterIndex::by_largest_from`] with
-    /// enough cores, found by a walk of `(largest, host)` that parks the hosts it passes with no
-    /// free core (see [`ClusterIndex::smallest_extent`]).
+    /// enough cores, found by a walk of the distinct largest extents that skips those without
+    /// such a host in O(1) (`KeyGroups` in this file).
     pub fn best_by_largest(&self, mem: u64, vcpus: u32) -> Option<HostId> {
         debug_assert!(
             self.needs.by_largest,
             "by_largest is not kept by this index"
         );
         self.by_largest
-            .borrow_mut()
-            .first(mem, u64::MAX, vcpus, |h| self.free_cores[h as usize])
+            .first(mem, u64::MAX, vcpus, &self.free_cores)
             .map(|(_, h)| h)
     }
 
@@ -493,7 +493,7 @@ impl ClusterIndex {
             self.needs.by_largest,
             "by_largest is not kept by this index"
         );
-        self.by_largest.borrow().all_from(mem)
+        self.by_largest.all_from(mem)
     }
 
     /// Every free extent of the cluster as `(len, host)` ascending, from the first with `len >= mem`
@@ -501,23 +501,18 @@ impl ClusterIndex {
     /// policies use [`ClusterIndex::smallest_extent`].
     pub fn extents_from(&self, mem: u64) -> Vec<(u64, HostId)> {
         debug_assert!(self.needs.extents, "extents are not kept by this index");
-        self.extents.borrow().all_from(mem)
+        self.extents.all_from(mem)
     }
 
     /// The smallest free extent of `mem..=max` bytes among the hosts with at least `vcpus` free
     /// cores, as `(len, host)` (ties: lowest host id): the first entry of
     /// [`ClusterIndex::extents_from`] of a host with enough cores.
     ///
-    /// The walk parks the entries it passes of hosts with no free core: they cannot take a VM
-    /// of one vCPU or more until a VM leaves them (any change of a host unparks it first), and
-    /// later walks no longer pass them. Parking moves only the entries a walk visits, not every
-    /// extent of a host at each change of its free cores. A VM of 0 vCPUs sees the parked
-    /// entries too.
+    /// The walk visits distinct lengths, not extents: a length none of whose hosts has enough
+    /// free cores is skipped in O(1) (`KeyGroups` in this file).
     pub fn smallest_extent(&self, mem: u64, max: u64, vcpus: u32) -> Option<(u64, HostId)> {
         debug_assert!(self.needs.extents, "extents are not kept by this index");
-        self.extents
-            .borrow_mut()
-            .first(mem, max, vcpus, |h| self.free_cores[h as usize])
+        self.extents.first(mem, max, vcpus, &self.free_cores)
     }
 
     /// Hosts with at least one VM.
@@ -545,11 +540,16 @@ impl ClusterIndex {
         if l > 0 {
             let lens = &mut self.hosts[h as usize].lens;
             match lens.pos(l) {
-                Ok(i) => lens.v[i].1 += 1,
-                Err(i) => lens.v.insert(i, (l, 1)),
-            }
-            if self.needs.extents {
-                *self.extents.get_mut().live.entry((l, h)).or_insert(0) += 1;
+                Ok(i) => lens.v[i].1.0 += 1,
+                Err(i) => {
+                    // The host's first extent of this length: into the extent index.
+                    let slot = if self.needs.extents {
+                        self.extents.add(l, h, self.free_cores[h as usize])
+                    } else {
+                        0
+                    };
+                    lens.v.insert(i, (l, (1, slot)));
+                }
             }
         }
     }
@@ -560,20 +560,17 @@ impl ClusterIndex {
             return;
         }
         let lens = &mut self.hosts[h as usize].lens;
-        if let Some(c) = lens.get_mut(l) {
-            *c -= 1;
-            if *c == 0 {
-                lens.remove(l);
-            }
-        }
-        if !self.needs.extents {
+        let Ok(i) = lens.pos(l) else {
             return;
-        }
-        if let Entry::Occupied(mut e) = self.extents.get_mut().live.entry((l, h)) {
-            if *e.get() > 1 {
-                *e.get_mut() -= 1;
-            } else {
-                e.remove();
+        };
+        let (c, slot) = &mut lens.v[i].1;
+        *c -= 1;
+        if *c == 0 {
+            let slot = *slot;
+            lens.v.remove(i);
+            // The host's last extent of this length: out of the extent index.
+            if self.needs.extents {
+                self.extents.del(slot, l, h, self.free_cores[h as usize]);
             }
         }
     }
@@ -589,6 +586,22 @@ impl ClusterIndex {
         let (old_free, old_largest, old_cores, old_vms) = old;
         let s = &self.hosts[h as usize];
         let (free, largest, cores, vms) = (s.free, s.largest, s.free_cores, s.vms);
+        if self.needs.by_largest {
+            let slot = &mut self.largest_slot[h as usize];
+            if largest != old_largest {
+                self.by_largest.del(*slot, old_largest, h, old_cores);
+                *slot = self.by_largest.add(largest, h, cores);
+            } else {
+                self.by_largest.refile(*slot, old_cores, cores);
+            }
+        }
+        if cores != old_cores && self.needs.extents {
+            // The host's free lengths were filed under its old free cores (`add_len` and
+            // `del_len` read `free_cores`, not yet updated).
+            for &(_, (_, slot)) in &s.lens.v {
+                self.extents.refile(slot, old_cores, cores);
+            }
+        }
         if cores != old_cores
             && let Some(c) = self.free_cores.get_mut(h as usize)
         {
@@ -602,11 +615,6 @@ impl ClusterIndex {
             self.sum_free = self.sum_free - old_free + free;
         }
         if largest != old_largest {
-            if self.needs.by_largest {
-                let set = &mut self.by_largest.get_mut().live;
-                set.remove(&(old_largest, h));
-                set.insert((largest, h), ());
-            }
             self.sum_largest = self.sum_largest - old_largest + largest;
         }
         if self.needs.by_free_cores && (free != old_free || cores != old_cores) {
@@ -623,24 +631,11 @@ impl ClusterIndex {
         }
     }
 
-    /// Unparks host `h` (see [`Parking`]) before a change and returns its values for
-    /// [`ClusterIndex::refresh`].
+    /// Host `h`'s values before a change, for [`ClusterIndex::refresh`].
     #[inline]
-    fn snapshot(&mut self, h: HostId) -> (u64, u64, u32, u32) {
-        if !self.free_cores.is_empty() {
-            self.unpark(h);
-        }
+    fn snapshot(&self, h: HostId) -> (u64, u64, u32, u32) {
         let s = &self.hosts[h as usize];
         (s.free, s.largest, s.free_cores, s.vms)
-    }
-
-    /// Puts host `h`'s parked entries back (see [`Parking`]).
-    fn unpark(&mut self, h: HostId) {
-        let s = &self.hosts[h as usize];
-        self.extents
-            .get_mut()
-            .unpark(h, s.lens.v.iter().map(|e| e.0));
-        self.by_largest.get_mut().unpark(h, [s.largest]);
     }
 
     /// Records a VM provisioned on `h` with these extents.
@@ -743,107 +738,231 @@ impl ClusterIndex {
     }
 }
 
-/// Ordered `(key, host)` entries (a host's largest extent, or its free-extent lengths) that a
-/// policy walks from a key up to the first host with enough free cores, split in two: `live`,
-/// and `parked`, the entries of hosts with no free core that a walk passed, kept out of the way
-/// of later walks until the host changes ([`Parking::unpark`], called before any change of a
-/// host). Each entry is in exactly one of the two maps, and a parked entry's host has no free
-/// core.
-#[derive(Clone, Debug, Default)]
-struct Parking<V> {
-    live: BTreeMap<(u64, HostId), V>,
-    parked: BTreeMap<(u64, HostId), V>,
-    /// Parked entries per host (empty when the index is not kept).
-    n_parked: Vec<u32>,
-    /// The entries a walk passed on hosts with no free core (reused: walks allocate nothing).
-    scratch: Vec<(u64, HostId)>,
+/// Free-core classes of [`KeyGroups`]: a host's free cores, capped at 63 (one bit of a `u64`).
+const CLASS_CAP: u32 = 63;
+
+/// The class bit of a host with `cores` free cores.
+#[inline]
+fn class_bit(cores: u32) -> u64 {
+    1 << cores.min(CLASS_CAP)
 }
 
-impl<V: Copy> Parking<V> {
-    fn new(hosts: usize) -> Parking<V> {
-        Parking {
-            live: BTreeMap::new(),
-            parked: BTreeMap::new(),
-            n_parked: vec![0; hosts],
-            scratch: Vec::new(),
+/// Ordered `(key, host)` entries (a host's largest extent, or its distinct free-extent
+/// lengths), grouped by key: a sorted vector of the distinct keys, each pointing to a group (by
+/// a slot that stays put while the group lives) that holds the key's hosts in id order, the
+/// number of them in each free-core class and the bit mask of the classes present (bit `k`: a
+/// host with `k` free cores, 63 for 63 or more). A walk from a key up to the first host with at
+/// least `c` free cores tests one mask per distinct key, so a key none of whose hosts has `c`
+/// cores costs O(1), and scans hosts only in a key that has one (or, for `c` above 63, may
+/// have one). A host's change of free cores moves it between classes in the groups of its keys
+/// (the caller keeps each slot: O(1) per key), never between ordered sets. There are few
+/// distinct keys (VM sizes are few; 70-400 lengths live at a time on the Azure trace), so the
+/// sorted vector's inserts are short moves.
+#[derive(Clone, Debug, Default)]
+struct KeyGroups {
+    keys: Vec<KeyEntry>,
+    /// Each group's class mask, indexed by [`KeyEntry::slot`] (dense, for the walks): bit `k`
+    /// set iff some host of the group has `k` free cores (63: 63 or more).
+    masks: Vec<u64>,
+    /// Indexed by [`KeyEntry::slot`].
+    groups: Vec<Group>,
+    /// Slots of `groups` not in use.
+    spare: Vec<u32>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct KeyEntry {
+    key: u64,
+    slot: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Group {
+    /// The key's hosts.
+    hosts: HostSet,
+    /// Hosts per free-core class.
+    classes: [u32; CLASS_CAP as usize + 1],
+}
+
+impl Default for Group {
+    fn default() -> Group {
+        Group {
+            hosts: HostSet::Small(Vec::new()),
+            classes: [0; CLASS_CAP as usize + 1],
+        }
+    }
+}
+
+impl KeyGroups {
+    /// Counts one more host of `cores` free cores in the group at `slot`.
+    #[inline]
+    fn class_in(&mut self, slot: u32, cores: u32) {
+        self.groups[slot as usize].classes[cores.min(CLASS_CAP) as usize] += 1;
+        self.masks[slot as usize] |= class_bit(cores);
+    }
+
+    /// Counts one host of `cores` free cores less in the group at `slot`.
+    #[inline]
+    fn class_out(&mut self, slot: u32, cores: u32) {
+        let n = &mut self.groups[slot as usize].classes[cores.min(CLASS_CAP) as usize];
+        *n -= 1;
+        if *n == 0 {
+            self.masks[slot as usize] &= !class_bit(cores);
+        }
+    }
+
+    /// Adds host `h` (with `cores` free cores) to `key`'s group, which it is not in, and
+    /// returns the group's slot (stable until the group empties: the caller keeps it for
+    /// [`KeyGroups::del`] and [`KeyGroups::refile`]).
+    fn add(&mut self, key: u64, h: HostId, cores: u32) -> u32 {
+        let slot = match self.keys.binary_search_by_key(&key, |e| e.key) {
+            Ok(i) => self.keys[i].slot,
+            Err(i) => {
+                let slot = self.spare.pop().unwrap_or_else(|| {
+                    self.groups.push(Group::default());
+                    self.masks.push(0);
+                    u32::try_from(self.groups.len() - 1).expect("fewer than 2^32 keys")
+                });
+                self.keys.insert(i, KeyEntry { key, slot });
+                slot
+            }
+        };
+        self.groups[slot as usize].hosts.insert(h);
+        self.class_in(slot, cores);
+        slot
+    }
+
+    /// Removes host `h` (`cores` free cores as last filed) from `key`'s group, at `slot`.
+    fn del(&mut self, slot: u32, key: u64, h: HostId, cores: u32) {
+        let g = &mut self.groups[slot as usize];
+        let was_in = g.hosts.remove(h);
+        debug_assert!(was_in, "host {h} is not in the group of {key}");
+        if !was_in {
+            return;
+        }
+        let empty = g.hosts.is_empty();
+        self.class_out(slot, cores);
+        if empty {
+            if let Ok(i) = self.keys.binary_search_by_key(&key, |e| e.key) {
+                self.keys.remove(i);
+            }
+            self.spare.push(slot);
+        }
+    }
+
+    /// A host of the group at `slot` now has `to` free cores instead of `from`.
+    #[inline]
+    fn refile(&mut self, slot: u32, from: u32, to: u32) {
+        if from.min(CLASS_CAP) != to.min(CLASS_CAP) {
+            self.class_out(slot, from);
+            self.class_in(slot, to);
         }
     }
 
     /// The first entry `(key, host)` with `lo <= key <= max` whose host has at least `vcpus`
-    /// free cores (`cores(host)`), in `(key, host)` order. Parks the entries it passes of hosts
-    /// with no free core.
-    fn first(
-        &mut self,
-        lo: u64,
-        max: u64,
-        vcpus: u32,
-        cores: impl Fn(HostId) -> u32,
-    ) -> Option<(u64, HostId)> {
-        let Parking {
-            live,
-            parked,
-            n_parked,
-            scratch,
-        } = self;
-        if vcpus == 0 {
-            let first = |m: &BTreeMap<(u64, HostId), V>| m.range((lo, 0)..).next().map(|(&k, _)| k);
-            return match (first(live), first(parked)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
-            .filter(|&(k, _)| k <= max);
-        }
-        scratch.clear();
-        let mut found = None;
-        for (&(k, h), _) in live.range((lo, 0)..) {
-            if k > max {
-                break;
-            }
-            let c = cores(h);
-            if c >= vcpus {
-                found = Some((k, h));
-                break;
-            }
-            if c == 0 {
-                scratch.push((k, h));
-            }
-        }
-        for &k in scratch.iter() {
-            if let Some(v) = live.remove(&k) {
-                parked.insert(k, v);
-                n_parked[k.1 as usize] += 1;
-            }
-        }
-        found
-    }
-
-    /// Moves host `h`'s parked entries back to `live`; `keys` are all of its keys.
+    /// free cores (`cores[host]`), in `(key, host)` order.
     #[inline]
-    fn unpark(&mut self, h: HostId, keys: impl IntoIterator<Item = u64>) {
-        let Some(n) = self.n_parked.get_mut(h as usize) else {
-            return;
-        };
-        if *n == 0 {
-            return;
+    fn first(&self, lo: u64, max: u64, vcpus: u32, cores: &[u32]) -> Option<(u64, HostId)> {
+        let from = self.keys.partition_point(|e| e.key < lo);
+        // Classes that may hold a host with `vcpus` cores: `vcpus` and above (63 holds every
+        // count from 63 on, so above 63 a key with that bit is scanned).
+        let want = !0u64 << vcpus.min(CLASS_CAP);
+        for e in &self.keys[from..] {
+            if e.key > max {
+                return None;
+            }
+            if self.masks[e.slot as usize] & want == 0 {
+                continue;
+            }
+            let hosts = &self.groups[e.slot as usize].hosts;
+            if let Some(h) = hosts.first_with(|h| cores[h as usize] >= vcpus) {
+                return Some((e.key, h));
+            }
         }
-        *n = 0;
-        for k in keys {
-            if let Some(v) = self.parked.remove(&(k, h)) {
-                self.live.insert((k, h), v);
+        None
+    }
+
+    /// Every entry from key `lo` on, in `(key, host)` order.
+    fn all_from(&self, lo: u64) -> Vec<(u64, HostId)> {
+        let from = self.keys.partition_point(|e| e.key < lo);
+        let mut out = Vec::new();
+        for e in &self.keys[from..] {
+            match &self.groups[e.slot as usize].hosts {
+                HostSet::Small(v) => out.extend(v.iter().map(|&h| (e.key, h))),
+                HostSet::Large(s) => out.extend(s.iter().map(|&h| (e.key, h))),
+            }
+        }
+        out
+    }
+}
+
+/// A group's hosts in id order: a sorted vector while the group is small (most are: a few hosts
+/// share a free length), a B-tree once it grows past [`HostSet::SMALL_MAX`] (the group of the
+/// hosts' full capacity holds every idle host, and shifting tens of KiB on each change costs
+/// more than the tree), back to a vector below half that.
+#[derive(Clone, Debug)]
+enum HostSet {
+    Small(Vec<HostId>),
+    Large(BTreeSet<HostId>),
+}
+
+impl HostSet {
+    const SMALL_MAX: usize = 64;
+
+    /// Adds `h` (nothing if present).
+    fn insert(&mut self, h: HostId) {
+        match self {
+            HostSet::Small(v) => {
+                if let Err(i) = v.binary_search(&h) {
+                    if v.len() < Self::SMALL_MAX {
+                        v.insert(i, h);
+                    } else {
+                        let mut set: BTreeSet<HostId> = v.drain(..).collect();
+                        set.insert(h);
+                        *self = HostSet::Large(set);
+                    }
+                }
+            }
+            HostSet::Large(s) => {
+                s.insert(h);
             }
         }
     }
 
-    /// Every entry from key `lo` on, parked or not, in `(key, host)` order.
-    fn all_from(&self, lo: u64) -> Vec<(u64, HostId)> {
-        let mut v: Vec<(u64, HostId)> = self
-            .live
-            .range((lo, 0)..)
-            .chain(self.parked.range((lo, 0)..))
-            .map(|(&k, _)| k)
-            .collect();
-        v.sort_unstable();
-        v
+    /// Removes `h`; whether it was there.
+    fn remove(&mut self, h: HostId) -> bool {
+        match self {
+            HostSet::Small(v) => match v.binary_search(&h) {
+                Ok(i) => {
+                    v.remove(i);
+                    true
+                }
+                Err(_) => false,
+            },
+            HostSet::Large(s) => {
+                let was_in = s.remove(&h);
+                if s.len() < Self::SMALL_MAX / 2 {
+                    *self = HostSet::Small(std::mem::take(s).into_iter().collect());
+                }
+                was_in
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            HostSet::Small(v) => v.is_empty(),
+            HostSet::Large(s) => s.is_empty(),
+        }
+    }
+
+    /// The lowest host for which `ok` holds.
+    #[inline]
+    fn first_with(&self, ok: impl Fn(HostId) -> bool) -> Option<HostId> {
+        match self {
+            HostSet::Small(v) => v.iter().copied().find(|&h| ok(h)),
+            HostSet::Large(s) => s.iter().copied().find(|&h| ok(h)),
+        }
     }
 }
 
@@ -996,11 +1115,12 @@ mod tests {
         }
     }
 
-    /// The parked walks ([`ClusterIndex::smallest_extent`], [`ClusterIndex::best_by_largest`])
+    /// The grouped walks ([`ClusterIndex::smallest_extent`], [`ClusterIndex::best_by_largest`])
     /// against a scan of every host's free runs, computed from its allocated extents, with
-    /// queries interleaved with creations, departures and compactions so that hosts are parked,
-    /// changed while parked and unparked.
-    mod parking_oracle {
+    /// queries interleaved with creations, departures and compactions so that hosts change free
+    /// cores and extents under every key. `base` adds cores to every host and query so that the
+    /// shared class of 63 cores and more is crossed too.
+    mod walk_oracle {
         use super::super::{ClusterIndex, HostId};
         use super::ext;
         use proptest::prelude::*;
@@ -1045,9 +1165,10 @@ mod tests {
             fn walks_match_a_scan_of_free_runs(
                 hosts in proptest::collection::vec((4u64..14, 0u32..4), 1..10),
                 ops in proptest::collection::vec(op(), 0..150),
+                base in prop_oneof![Just(0u32), Just(61u32)],
             ) {
                 const G: u64 = 16;
-                let mut ix = ClusterIndex::new(hosts.iter().map(|&(m, c)| (m * G, c)));
+                let mut ix = ClusterIndex::new(hosts.iter().map(|&(m, c)| (m * G, c + base)));
                 // Each host's VMs: (start, len, vcpus).
                 let mut vms: Vec<Vec<(u64, u64, u32)>> = vec![Vec::new(); hosts.len()];
                 for op in ops {
@@ -1082,7 +1203,7 @@ mod tests {
                             ix.on_moved(HostId::try_from(h).unwrap(), vms[h].iter().map(|&(s, l, _)| ext(s, l)));
                         }
                         Op::Query(m, d, vcpus) => {
-                            let (mem, max) = (m * G, (m + d) * G);
+                            let (mem, max, vcpus) = (m * G, (m + d) * G, vcpus + base);
                             let ids = (0..hosts.len()).map(|h| HostId::try_from(h).unwrap());
                             let ok = |h: &HostId| ix.host(*h).free_cores >= vcpus;
                             let want = ids
@@ -1108,6 +1229,42 @@ mod tests {
                     all.dedup();
                     prop_assert_eq!(ix.extents_from(0), all);
                 }
+            }
+        }
+    }
+
+    /// A group's host set, small and large (past [`HostSet::SMALL_MAX`] and back), against a
+    /// `BTreeSet`.
+    mod host_set_oracle {
+        use super::super::{HostId, HostSet};
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        proptest! {
+            #[test]
+            fn matches_a_btreeset(
+                ops in proptest::collection::vec((0u32..150, 0u32..3), 0..600),
+                queries in proptest::collection::vec(0u32..150, 1..20),
+            ) {
+                let (mut set, mut want) = (HostSet::Small(Vec::new()), BTreeSet::<HostId>::new());
+                for (h, op) in ops {
+                    // Insert twice as often as remove, so the set grows past SMALL_MAX and back.
+                    if op < 2 {
+                        set.insert(h);
+                        want.insert(h);
+                    } else {
+                        prop_assert_eq!(set.remove(h), want.remove(&h));
+                    }
+                    prop_assert_eq!(set.is_empty(), want.is_empty());
+                }
+                for q in queries {
+                    prop_assert_eq!(set.first_with(|h| h >= q), want.range(q..).next().copied());
+                }
+                let all: Vec<HostId> = match &set {
+                    HostSet::Small(v) => v.clone(),
+                    HostSet::Large(s) => s.iter().copied().collect(),
+                };
+                prop_assert_eq!(all, want.into_iter().collect::<Vec<_>>());
             }
         }
     }
