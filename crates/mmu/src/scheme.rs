@@ -386,6 +386,22 @@ impl<W: Walker> Scheme for Mmu<W> {
     fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
         // The perfect TLB reads no table.
         if self.pages.is_none() {
+            // The near hint of an access the second-level TLB holds now: its data address is
+            // the TLB's, no table walk of the simulator's own to find it, no leaf entries (it
+            // will not walk). The far hint also loads the TLB's set for that probe (a probe of a set
+            // not in the host's caches would stall). The far and mid hints are given as before:
+            // so far ahead the probe would stall, and cost as much as the walks it saves.
+            let asid = ctx.guest.current_pid();
+            match stage {
+                Prefetch::Far => self.tlbs.prefetch(gva.raw(), asid),
+                Prefetch::Near if self.mem.prefetches() => {
+                    if let Some((frame, size)) = self.tlbs.probe(gva.raw(), asid) {
+                        self.mem.prefetch(Hpa(frame + gva.page_offset(size)));
+                        return;
+                    }
+                }
+                _ => {}
+            }
             if stage == Prefetch::Near {
                 // Nothing to prefetch without an L2 or LLC (a translation-only model).
                 if !self.mem.prefetches() {
