@@ -257,25 +257,8 @@ impl SetAssoc {
         self.find(self.set_start(key), key).map(|i| self.vals[i])
     }
 
-    /// [`SetAssoc::probe`] without the early exit: every way of the set compared (no branch per
-    /// way to mispredict), for speed hints on keys that often miss.
-    #[inline]
-    pub fn probe_all_ways(&self, key: u64) -> Option<u64> {
-        if self.live == 0 {
-            return None;
-        }
-        let start = self.set_start(key);
-        let mut found = usize::MAX;
-        for (w, &k) in self.keys[start..start + self.ways].iter().enumerate() {
-            if k == key {
-                found = start + w;
-            }
-        }
-        self.vals.get(found).copied()
-    }
-
     /// Starts loading `key`'s set (its first and last way's keys) into the host's caches, for a
-    /// [`SetAssoc::probe_all_ways`] or lookup soon after (a speed hint; no state changes).
+    /// [`SetAssoc::probe`] or lookup soon after (a speed hint; no state changes).
     #[inline]
     pub fn prefetch(&self, key: u64) {
         if self.live != 0 {
@@ -516,14 +499,13 @@ mod tests {
                 }
                 let held: usize = or.sets.iter().map(Vec::len).sum();
                 prop_assert_eq!(sa.len(), held);
-                // The side-effect-free probes agree with the oracle's contents.
+                // The side-effect-free probe agrees with the oracle's contents.
                 for k in 0..64 {
                     let n = or.sets.len() as u64;
                     let want = or.sets[usize::try_from(k % n).unwrap()]
                         .iter()
                         .find(|e| e.0 == k)
                         .map(|e| e.1);
-                    prop_assert_eq!(sa.probe_all_ways(k), want);
                     prop_assert_eq!(sa.probe(k), want);
                 }
             }

@@ -148,14 +148,10 @@ impl Tlbs {
         };
         sizes
             .iter()
-            .find_map(|&size| {
-                self.stlb
-                    .probe_all_ways(tlb_key(va, size, asid))
-                    .map(|f| (f, size))
-            })
+            .find_map(|&size| self.stlb.probe(tlb_key(va, size, asid)).map(|f| (f, size)))
             .or_else(|| {
                 self.stlb_1g
-                    .probe_all_ways(tlb_key(va, PageSize::Size1G, asid))
+                    .probe(tlb_key(va, PageSize::Size1G, asid))
                     .map(|f| (f, PageSize::Size1G))
             })
     }
