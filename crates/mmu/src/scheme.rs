@@ -407,6 +407,26 @@ impl<W: Walker> Scheme for Mmu<W> {
     fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
         // The perfect TLB reads no table.
         if self.pages.is_none() {
+            // The near hint of an access the second-level TLB holds now (a side-effect-free
+            // probe): its data address is the TLB's, with no table walk of the simulator's own
+            // to find it and no leaf entries (it will not walk). The far hint loads the TLB's
+            // set for that probe (a probe of a set not in the host's caches would stall). The
+            // far and mid hints are given as before: so far ahead a probe would stall and cost
+            // as much as the walks it saves. Only while the second level hits more often than it
+            // misses: where nearly every access that leaves the L1 TLB walks (and hints are
+            // given for those), a probe would nearly always miss and only cost.
+            let asid = ctx.guest.current_pid();
+            let probe = self.stats.stlb_hits > self.stats.stlb_misses;
+            match stage {
+                Prefetch::Far if probe => self.tlbs.prefetch(gva.raw(), asid),
+                Prefetch::Near if probe && self.mem.prefetches() => {
+                    if let Some((frame, size)) = self.tlbs.probe(gva.raw(), asid) {
+                        self.mem.prefetch(Hpa(frame + gva.page_offset(size)));
+                        return;
+                    }
+                }
+                _ => {}
+            }
             if stage == Prefetch::Near {
                 // Nothing to prefetch without an L2 or LLC (a translation-only model).
                 if !self.mem.prefetches() {

@@ -134,6 +134,38 @@ impl Tlbs {
         }
     }
 
+    /// Whether the second level holds a translation of `va`, and its frame and size: a
+    /// side-effect-free [`Tlbs::lookup`] (no LRU update, no statistics) for speed hints, which
+    /// skip the walk hints of an access that will not walk. The L1 arrays are not looked at: an
+    /// entry they hold is nearly always in the second level too (a miss here only means a hint
+    /// given for nothing).
+    #[inline]
+    pub fn probe(&self, va: u64, asid: u16) -> Option<(u64, PageSize)> {
+        let sizes: &[PageSize] = if self.stlb_2m == 0 {
+            &[PageSize::Size4K]
+        } else {
+            &[PageSize::Size4K, PageSize::Size2M]
+        };
+        sizes
+            .iter()
+            .find_map(|&size| self.stlb.probe(tlb_key(va, size, asid)).map(|f| (f, size)))
+            .or_else(|| {
+                self.stlb_1g
+                    .probe(tlb_key(va, PageSize::Size1G, asid))
+                    .map(|f| (f, PageSize::Size1G))
+            })
+    }
+
+    /// Starts loading the second-level sets [`Tlbs::probe`] of `va` reads into the host's caches
+    /// (a speed hint; no state changes).
+    #[inline]
+    pub fn prefetch(&self, va: u64, asid: u16) {
+        self.stlb.prefetch(tlb_key(va, PageSize::Size4K, asid));
+        if self.stlb_2m != 0 {
+            self.stlb.prefetch(tlb_key(va, PageSize::Size2M, asid));
+        }
+    }
+
     fn fill_l1(&mut self, va: u64, asid: u16, kind: AccessKind, frame: u64, size: PageSize) {
         let i = usize::from(size.leaf_level() - 1);
         if kind == AccessKind::Fetch {
@@ -298,6 +330,62 @@ mod tests {
                 }
                 let held = t.stlb.keys().filter(|&k| is_2m_key(k)).count();
                 proptest::prop_assert_eq!(t.stlb_2m, held);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// `probe` answers what a `lookup` would with empty L1 arrays (a second-level hit's
+        /// frame and size, or a miss), and changes nothing: a TLB probed before every step behaves exactly as one never
+        /// probed (same answers, same statistics, same entries).
+        #[test]
+        fn probe_is_a_lookup_without_effects(
+            steps in proptest::collection::vec((0u8..8, 0u64..48, 0u8..3, 0u16..3), 0..300),
+        ) {
+            let mut cfg = MachineConfig::default();
+            cfg.tlb.stlb = crate::config::Geometry { entries: 8, ways: 2 };
+            cfg.tlb.l1d_4k = crate::config::Geometry { entries: 4, ways: 2 };
+            let (mut probed, mut plain) = (Tlbs::new(&cfg), Tlbs::new(&cfg));
+            let (mut s1, mut s2) = (Stats::default(), Stats::default());
+            for (op, page, sz, asid) in steps {
+                let size = PageSize::ALL[usize::from(sz)];
+                let va = 0x7f00_0000_0000 + page * (1 << 30) / 8 + (page % 4) * 4096;
+                let kind = if op == 7 { AccessKind::Fetch } else { AccessKind::Load };
+                let p = probed.probe(va, asid);
+                // The oracle: a lookup in a copy without the L1 arrays' entries.
+                let mut oracle = probed.clone();
+                oracle.l1d.iter_mut().chain(oracle.l1i.iter_mut()).for_each(SetAssoc::flush);
+                let want = oracle
+                    .lookup(va, asid, AccessKind::Load, &mut Stats::default())
+                    .map(|h| (h.frame, h.size));
+                proptest::prop_assert_eq!(p, want);
+                match op {
+                    0..=4 | 7 => {
+                        let a = probed.lookup(va, asid, kind, &mut s1);
+                        let b = plain.lookup(va, asid, kind, &mut s2);
+                        proptest::prop_assert_eq!(a, b);
+                        if a.is_none() {
+                            let frame = 0x4000_0000 + page * (1 << 30);
+                            probed.fill(va, asid, kind, frame, size);
+                            plain.fill(va, asid, kind, frame, size);
+                        }
+                    }
+                    5 => {
+                        probed.invalidate_range(va & !size.mask(), size.bytes(), asid);
+                        plain.invalidate_range(va & !size.mask(), size.bytes(), asid);
+                    }
+                    _ => {
+                        if page % 8 == 0 {
+                            probed.flush();
+                            plain.flush();
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(&s1, &s2);
+                proptest::prop_assert_eq!(
+                    probed.stlb.keys().collect::<Vec<_>>(),
+                    plain.stlb.keys().collect::<Vec<_>>()
+                );
             }
         }
     }

@@ -43,6 +43,32 @@ impl HugeWords {
     }
 }
 
+/// Makes room in `v` for `extra` more words, as `Vec::reserve` does (at least doubling), but
+/// when the new buffer spans a huge page, into a fresh allocation whose 2 MiB-aligned interior is
+/// advised for huge pages before the words are copied in (so the kernel backs it with huge pages
+/// as the copy first writes it). For arrays that grow and are read at random (radix tables'
+/// entries). Contents are unchanged.
+pub fn reserve_huge(v: &mut Vec<u64>, extra: usize) {
+    let need = v.len() + extra;
+    if need <= v.capacity() {
+        return;
+    }
+    let cap = need.max(v.capacity() * 2);
+    if cap.saturating_mul(8) < HUGE {
+        v.reserve(extra);
+        return;
+    }
+    let mut fresh: Vec<u64> = Vec::with_capacity(cap);
+    let addr = fresh.as_ptr() as usize;
+    let start = addr.next_multiple_of(HUGE);
+    let end = addr + cap * 8;
+    if end > start {
+        advise_huge(start, end - start);
+    }
+    fresh.extend_from_slice(v);
+    *v = fresh;
+}
+
 /// Asks the kernel to back `len` bytes at `addr` (2 MiB-aligned, inside an allocation of ours)
 /// with huge pages. A hint: failure (no transparent huge pages) changes nothing.
 #[allow(unsafe_code)]
@@ -90,6 +116,20 @@ impl std::fmt::Debug for HugeWords {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reserve_huge_keeps_the_words_and_makes_room() {
+        let mut v: Vec<u64> = Vec::new();
+        let mut want = Vec::new();
+        // Past several huge pages, 512 words at a time (a radix table page).
+        for t in 0..2000u64 {
+            reserve_huge(&mut v, 512);
+            assert!(v.capacity() >= v.len() + 512);
+            v.extend((0..512).map(|i| t * 512 + i));
+            want.extend((0..512).map(|i| t * 512 + i));
+        }
+        assert_eq!(v, want);
+    }
 
     #[test]
     fn holds_its_words_aligned_and_clones() {

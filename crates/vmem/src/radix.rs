@@ -155,6 +155,8 @@ impl RadixTable {
     fn push_table(&mut self, base: u64) -> usize {
         let idx = self.bases.len();
         self.bases.push(base);
+        // Large tables on huge pages: a walk of a random address then misses no host TLB.
+        crate::huge::reserve_huge(&mut self.entries, ENTRIES);
         self.entries.resize(self.entries.len() + ENTRIES, 0);
         idx
     }
