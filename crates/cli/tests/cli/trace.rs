@@ -260,7 +260,9 @@ fn record_sort_matches_lackey() {
         .arg(&saved)
         // JSON output, and every translation checked against the reference composition.
         .args(["--format", "json", "--verify"])
-        .args(["--", "sort", "-n"])
+        // `-S`: without a buffer size, sort sizes its buffer from the free memory of the moment
+        // (`sysinfo`), so two runs differ by a few hundred accesses when other tests allocate.
+        .args(["--", "sort", "-S", "1M", "-n"])
         .arg(&inp)
         .output()
         .unwrap();
@@ -286,7 +288,7 @@ fn record_sort_matches_lackey() {
         .env("LC_ALL", "C")
         .args(["--tool=lackey", "--trace-mem=yes"])
         .arg(format!("--log-file={}", log.display()))
-        .args(["sort", "-n"])
+        .args(["sort", "-S", "1M", "-n"])
         .arg(&inp)
         .output()
         .unwrap();
