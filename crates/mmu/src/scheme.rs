@@ -54,26 +54,25 @@ pub trait Walker: Send {
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa>;
     /// Speed hint for an access `stage` steps before it happens (see [`Prefetch`]): start loading
     /// the host memory the walk will read. Must not change any simulated state.
+    /// Default: at [`Prefetch::Far`], the guest table's leaf, when [`Walker::far_hints`].
     fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
-        if stage == Prefetch::Far {
-            let table = ctx.guest.table();
-            // A table of a few dozen pages stays in the host's caches: finding its leaf (a walk
-            // of the simulator's own radix tree) would cost more than the miss it avoids.
-            if table.table_pages() > SMALL_TABLE_PAGES {
-                table.prefetch_leaf(gva.raw());
-            }
+        if stage == Prefetch::Far && self.far_hints(ctx) {
+            ctx.guest.table().prefetch_leaf(gva.raw());
         }
     }
     /// Whether [`Walker::prefetch`] does anything at [`Prefetch::Far`] for the running process
-    /// now (when not, [`Mmu`] gives no such hint for the accesses it runs in one call). Default:
-    /// yes.
-    fn far_hints(&self, _ctx: Ctx<'_>) -> bool {
-        true
+    /// now (when not, [`Mmu`] gives no such hint for the accesses it runs in one call). Default
+    /// (the default `prefetch`): only for a guest table of more than [`SMALL_TABLE_PAGES`]; a
+    /// smaller one stays in the host's caches, and finding its leaf (a walk of the simulator's
+    /// own radix tree) would cost more than the miss it avoids. A walker with its own `prefetch`
+    /// says what that does.
+    fn far_hints(&self, ctx: Ctx<'_>) -> bool {
+        ctx.guest.table().table_pages() > SMALL_TABLE_PAGES
     }
     /// Whether [`Walker::prefetch`] does anything at [`Prefetch::Mid`] (when not, [`Mmu`] gives
-    /// no such hint). Default: yes (a hint given for nothing costs only time).
+    /// no such hint). Default: no (the default `prefetch` acts at the far stage only).
     fn mid_hints(&self) -> bool {
-        true
+        false
     }
     /// Speed hint at [`Prefetch::Near`]: the host addresses of the table entries a walk for `gva`
     /// reads that likely miss the simulator's own caches (the leaf entries), whose data-cache sets

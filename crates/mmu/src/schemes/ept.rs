@@ -66,6 +66,12 @@ impl Walker for Ept {
             Prefetch::Near => {}
         }
     }
+    fn far_hints(&self, _ctx: Ctx<'_>) -> bool {
+        true
+    }
+    fn mid_hints(&self) -> bool {
+        true
+    }
     fn leaf_entries(&self, ctx: Ctx<'_>, gva: Gva) -> [Option<Hpa>; 2] {
         // The guest leaf entry, and the EPT leaf entry of the data page.
         let guest = ctx.guest.table().walk(gva.raw());

@@ -53,14 +53,6 @@ impl Walker for Native {
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         guest_probe(ctx, gva, |g| Some(Hpa(g.raw())))
     }
-    fn far_hints(&self, ctx: Ctx<'_>) -> bool {
-        // What the default `prefetch` does at the far stage: nothing for a small table.
-        ctx.guest.table().table_pages() > crate::scheme::SMALL_TABLE_PAGES
-    }
-    fn mid_hints(&self) -> bool {
-        // The default `prefetch` (the guest table's leaf only, at the far stage).
-        false
-    }
     fn leaf_entries(&self, ctx: Ctx<'_>, gva: Gva) -> [Option<Hpa>; 2] {
         [
             ctx.guest.table().walk(gva.raw()).last_entry().map(Hpa),

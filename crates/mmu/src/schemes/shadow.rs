@@ -82,6 +82,10 @@ impl Walker for Shadow {
             t.prefetch_leaf(gva.raw());
         }
     }
+    fn far_hints(&self, _ctx: Ctx<'_>) -> bool {
+        // The shadow table's leaf (the guest table's size says nothing of it); nothing at Mid.
+        true
+    }
 
     fn leaf_entries(&self, ctx: Ctx<'_>, gva: Gva) -> [Option<Hpa>; 2] {
         let t = self.shadow.table(ctx.guest.current_pid());
