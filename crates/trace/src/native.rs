@@ -216,6 +216,7 @@ const PAD: usize = WINDOW + 16;
 
 /// What a tag says, looked up rather than branched on (the kind is unpredictable).
 #[derive(Clone, Copy)]
+#[repr(align(8))]
 struct TagInfo {
     /// The size, when not escaped (at most 64).
     size: u8,
@@ -226,8 +227,9 @@ struct TagInfo {
     slot: u8,
     /// The record's kind.
     kind: RecordKind,
-    /// All ones for an instruction (whose prediction moves on by its size), 0 for data.
-    step_mask: u32,
+    /// How far the prediction moves on after the address: an instruction's size when not
+    /// escaped, 0 for data.
+    step: u8,
 }
 
 /// [`TagInfo`] of every tag byte.
@@ -239,7 +241,7 @@ const TAGS: [TagInfo; 256] = {
         escape: 0,
         slot: 0,
         kind: RecordKind::Instr,
-        step_mask: 0,
+        step: 0,
     }; 256];
     let mut tag = 0;
     while tag < 256 {
@@ -257,7 +259,7 @@ const TAGS: [TagInfo; 256] = {
                 escape: if code == 31 { 32 } else { 0 },
                 slot: 0,
                 kind: RecordKind::Instr,
-                step_mask: u32::MAX,
+                step: size as u8,
             }
         } else {
             let code = (tag >> 2) & 7;
@@ -267,7 +269,7 @@ const TAGS: [TagInfo; 256] = {
                 escape: if code == 7 { 32 } else { 0 },
                 slot: 1 + ((tag >> 5) & 3) as u8,
                 kind: KINDS[tag & 3],
-                step_mask: 0,
+                step: 0,
             }
         };
         t[tag] = info;
@@ -312,7 +314,7 @@ fn decode_branchless(
     }
     // The delta's bytes (1 to tz / 8), their stop bits cleared, packed into 7-bit groups.
     let n = (tz >> 3) as usize;
-    let x = w & DELTA_BITS[n & 3];
+    let x = w & DELTA_BITS[tz as usize];
     let z = ((x >> 8) & 0x7f) | ((x >> 9) & 0x3f80) | ((x >> 10) & 0x1f_c000);
     let d = unzigzag(z);
     let q = p + 1 + n;
@@ -323,15 +325,23 @@ fn decode_branchless(
     let slot = usize::from(info.slot);
     let addr = pred[slot].wrapping_add(d);
     // An instruction predicts the next one at its end; a data access becomes its base.
-    pred[slot] = addr.wrapping_add(u64::from(size & info.step_mask));
+    pred[slot] = addr.wrapping_add(u64::from(info.step));
     out.kind = info.kind;
     out.addr = Gva(addr);
     out.size = size;
     Ok(q)
 }
 
-/// The value bits of a delta of 0 to 3 bytes after the tag byte (a word's bytes 1-3).
-const DELTA_BITS: [u64; 4] = [0, 0x7f00, 0x7f_7f00, 0x7f7f_7f00];
+/// The value bits of a delta of 0 to 3 bytes after the tag byte (a word's bytes 1-3), by the
+/// count of trailing zeros of [`decode_branchless`]'s stop bits (7, 15, 23 or 31; the table
+/// covers every count a `u64` can have, so that indexing it needs no test).
+const DELTA_BITS: [u64; 65] = {
+    let mut t = [0; 65];
+    t[15] = 0x7f00;
+    t[23] = 0x7f_7f00;
+    t[31] = 0x7f7f_7f00;
+    t
+};
 
 /// [`decode_branchy`] out of line: what [`decode_branchless`] leaves (escaped sizes, deltas of
 /// more than 3 bytes, every error).
@@ -369,12 +379,13 @@ fn decode_branchy(
     let tag = buf[at(p)];
     p += 1;
     let info = TAGS[usize::from(tag)];
-    let size = if info.escape != 0 {
+    let (size, step) = if info.escape != 0 {
         let (v, q) = get_varint(bounded, p).ok_or("Bad record size")?;
         p = q;
-        u32::try_from(v).map_err(|_| "Record size does not fit 32 bits")?
+        let size = u32::try_from(v).map_err(|_| "Record size does not fit 32 bits")?;
+        (size, if info.slot == 0 { size } else { 0 })
     } else {
-        u32::from(info.size)
+        (u32::from(info.size), u32::from(info.step))
     };
     // p <= len here, so the 8 bytes from p are in the payload or its PAD. Short deltas take
     // predictable branches, which lets the processor run ahead to the next record; longer ones
@@ -392,7 +403,7 @@ fn decode_branchy(
     let slot = usize::from(info.slot);
     let addr = pred[slot].wrapping_add(d);
     // An instruction predicts the next one at its end; a data access becomes its base.
-    pred[slot] = addr.wrapping_add(u64::from(size & info.step_mask));
+    pred[slot] = addr.wrapping_add(u64::from(step));
     // Field by field: three stores (a whole `Record` is built in a register first).
     out.kind = info.kind;
     out.addr = Gva(addr);

@@ -907,15 +907,13 @@ where
     F: Fn(&Window, usize, usize, &mut [u64; 1 + BASES], &mut Record) -> Result<usize, &'static str>,
 {
     let mut pos = 0;
-    let mut k = 0;
-    for slot in slots {
-        match decode(win, len, pos, st, slot) {
+    for k in 0..slots.len() {
+        match decode(win, len, pos, st, &mut slots[k]) {
             Ok(q) => pos = q,
             Err(reason) => return (k, pos, Some(reason)),
         }
-        k += 1;
     }
-    (k, pos, None)
+    (slots.len(), pos, None)
 }
 
 impl<R: Read> Iterator for NativeReader<R> {
