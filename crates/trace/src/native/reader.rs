@@ -907,13 +907,14 @@ where
     F: Fn(&Window, usize, usize, &mut [u64; 1 + BASES], &mut Record) -> Result<usize, &'static str>,
 {
     let mut pos = 0;
-    for k in 0..slots.len() {
-        match decode(win, len, pos, st, &mut slots[k]) {
+    let n = slots.len();
+    for (k, slot) in slots.iter_mut().enumerate() {
+        match decode(win, len, pos, st, slot) {
             Ok(q) => pos = q,
             Err(reason) => return (k, pos, Some(reason)),
         }
     }
-    (slots.len(), pos, None)
+    (n, pos, None)
 }
 
 impl<R: Read> Iterator for NativeReader<R> {
