@@ -1278,6 +1278,51 @@ mod tests {
         }
     }
 
+    /// The decoder follows how well zstd packed the blocks: branch-free on random record shapes
+    /// (the bench's synthetic stream), with branches on a loop's repeated shapes.
+    #[test]
+    fn auto_decoder_follows_the_compression_ratio() {
+        let n = 3 * BLOCK_RECORDS as usize;
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut ip = 0x40_1000u64;
+        let random: Vec<Record> = (0..n)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 2 == 0 {
+                    let size = 1 + (x % 7) as u32;
+                    ip += u64::from(size);
+                    Record::new(RecordKind::Instr, ip, size)
+                } else {
+                    Record::new(RecordKind::Load, 0x7f00_0000 + (x % 4096) * 8, 8)
+                }
+            })
+            .collect();
+        let looped: Vec<Record> = (0..n as u64)
+            .map(|i| match i % 4 {
+                0 => Record::new(RecordKind::Instr, 0x40_1000 + (i % 40), 3),
+                1 => Record::new(RecordKind::Load, 0x7f00_0000 + (i % 400) * 8, 8),
+                2 => Record::new(RecordKind::Instr, 0x40_2000, 5),
+                _ => Record::new(RecordKind::Store, 0x60_0000, 4),
+            })
+            .collect();
+        for (recs, want) in [(random, true), (looped, false)] {
+            let file = encode(&recs);
+            for threaded in [true, false] {
+                let mut r = NativeReader::open(&file[..], "t", threaded).unwrap();
+                let mut got = Vec::new();
+                while let Some(b) = r.next_batch() {
+                    assert!(b.is_ok());
+                    got.push(r.branchless);
+                }
+                // From the second block on (the first one's size includes the frame's start).
+                let from = BLOCK_RECORDS as usize / BATCH;
+                assert!(got[from..].iter().all(|&b| b == want), "{want} {threaded}");
+            }
+        }
+    }
+
     /// A reader dropped early (its block thread waiting to send) neither hangs nor panics.
     #[test]
     fn dropped_early() {
