@@ -394,6 +394,11 @@ impl<W: Walker> Scheme for Mmu<W> {
             return Some(h);
         }
         let asid = ctx.guest.current_pid();
+        if kind == AccessKind::Fetch
+            && let Some(hpa) = self.tlbs.fetch_repeat(gva.raw(), asid, &mut self.stats)
+        {
+            return Some(Hpa(hpa));
+        }
         if let Some(hit) = self.tlbs.lookup(gva.raw(), asid, kind, &mut self.stats) {
             return Some(Hpa(hit.frame + gva.page_offset(hit.size)));
         }
