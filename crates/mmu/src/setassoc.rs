@@ -206,6 +206,18 @@ impl SetAssoc {
         self.lookup_held(key)
     }
 
+    /// [`SetAssoc::lookup`] when the way used last holds `key` (its hit, the same LRU update);
+    /// `None`, with nothing changed, otherwise.
+    #[inline(always)]
+    pub fn lookup_last(&mut self, key: u64) -> Option<u64> {
+        let last = self.last;
+        if self.live == 0 || self.keys[last] != key {
+            return None;
+        }
+        self.use_way(last);
+        Some(self.vals[last])
+    }
+
     /// [`SetAssoc::lookup`] of a structure that holds entries, its way used last not holding
     /// `key`. On a miss, the same scan of the set finds the way a [`SetAssoc::fill`] of `key`
     /// would evict, and remembers it.
@@ -232,6 +244,15 @@ impl SetAssoc {
     #[inline(always)]
     fn scan(&self, key: u64) -> Result<usize, usize> {
         let start = self.set_start(key);
+        // The usual associativities with their way count known at compile time: the loops
+        // unroll into compares and conditional moves, no branch per way.
+        match self.ways {
+            4 => return self.scan_fixed::<4>(start, key),
+            8 => return self.scan_fixed::<8>(start, key),
+            12 => return self.scan_fixed::<12>(start, key),
+            16 => return self.scan_fixed::<16>(start, key),
+            _ => {}
+        }
         let keys = &self.keys[start..start + self.ways];
         let stamps = &self.stamps[start..start + self.ways];
         let mut victim = 0;
@@ -244,6 +265,34 @@ impl SetAssoc {
                 oldest = s;
                 victim = w;
             }
+        }
+        Err(start + victim)
+    }
+
+    /// [`SetAssoc::scan`] of a set of `N` ways, whole (no early exit: most scans of a TLB miss
+    /// read every way anyway), branch-free: the first way holding `key`, else the first way of
+    /// the smallest stamp, as the loop of [`SetAssoc::scan`] finds them.
+    #[inline(always)]
+    fn scan_fixed<const N: usize>(&self, start: usize, key: u64) -> Result<usize, usize> {
+        let (Some(keys), Some(stamps)) = (
+            self.keys[start..].first_chunk::<N>(),
+            self.stamps[start..].first_chunk::<N>(),
+        ) else {
+            unreachable!("a set of {N} ways")
+        };
+        let mut hit = N;
+        for w in (0..N).rev() {
+            hit = if keys[w] == key { w } else { hit };
+        }
+        if hit < N {
+            return Ok(start + hit);
+        }
+        let mut victim = 0;
+        let mut oldest = u64::MAX;
+        for (w, &s) in stamps.iter().enumerate() {
+            let older = s < oldest;
+            oldest = if older { s } else { oldest };
+            victim = if older { w } else { victim };
         }
         Err(start + victim)
     }
@@ -468,7 +517,7 @@ mod tests {
     proptest! {
         #[test]
         fn matches_lru_oracle(
-            (sets, ways) in (1usize..5, 1usize..9),
+            (sets, ways) in (1usize..5, prop_oneof![1usize..9, Just(12usize), Just(16usize)]),
             steps in prop::collection::vec(step(), 0..400),
         ) {
             let mut sa = SetAssoc::new("t", sets * ways, ways).unwrap();

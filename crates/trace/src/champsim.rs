@@ -130,11 +130,41 @@ pub struct ChampSimReader<R> {
     skip_bad: bool,
     skipped: u64,
     done: bool,
-    buf: Box<[u8]>,
+    buf: Bytes,
     /// Next unread byte of `buf`.
     pos: usize,
     /// End of the bytes read into `buf`.
     end: usize,
+}
+
+/// Where a [`ChampSimReader`]'s bytes are: a block it reads into, or the whole input mapped.
+enum Bytes {
+    Block(Box<[u8]>),
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Block(b) => b,
+            Bytes::Mapped(m) => m,
+        }
+    }
+}
+
+impl ChampSimReader<std::io::Empty> {
+    /// Reads the mapped bytes of a whole trace in place (no copy), naming it `path` in errors;
+    /// records and errors as [`ChampSimReader::new`] on the same bytes.
+    pub fn mapped(map: memmap2::Mmap, path: &str, skip_bad_records: bool) -> Self {
+        let end = map.len();
+        ChampSimReader {
+            end,
+            buf: Bytes::Mapped(map),
+            ..ChampSimReader::new(std::io::empty(), path, skip_bad_records)
+        }
+    }
 }
 
 impl<R: Read> ChampSimReader<R> {
@@ -148,7 +178,7 @@ impl<R: Read> ChampSimReader<R> {
             skip_bad: skip_bad_records,
             skipped: 0,
             done: false,
-            buf: vec![0; READ_BYTES].into_boxed_slice(),
+            buf: Bytes::Block(vec![0; READ_BYTES].into_boxed_slice()),
             pos: 0,
             end: 0,
         }
@@ -164,11 +194,15 @@ impl<R: Read> ChampSimReader<R> {
         if self.end - self.pos >= CHAMPSIM_RECORD_BYTES {
             return Ok(());
         }
-        self.buf.copy_within(self.pos..self.end, 0);
+        // Mapped: every byte of the input is there already.
+        let Bytes::Block(buf) = &mut self.buf else {
+            return Ok(());
+        };
+        buf.copy_within(self.pos..self.end, 0);
         self.end -= self.pos;
         self.pos = 0;
         while self.end < CHAMPSIM_RECORD_BYTES {
-            match self.input.read(&mut self.buf[self.end..]) {
+            match self.input.read(&mut buf[self.end..]) {
                 Ok(0) => break,
                 Ok(n) => self.end += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -672,6 +706,60 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A file read through a memory map (`ChampSimReader::mapped`, and `open_records` on a
+        /// plain file) gives the ops and the error (truncated tail, ip 0) that the streaming
+        /// reader gives on the same bytes, in any batch sizes, skipping bad records or not.
+        #[test]
+        fn mapped_file_reads_as_the_stream(
+            instrs in proptest::collection::vec(
+                (0u64..8, proptest::collection::vec(
+                    proptest::prop_oneof![proptest::strategy::Just(0u64), 1u64..1 << 47], 6)), 0..40),
+            tail in proptest::prop_oneof![proptest::strategy::Just(0usize), 1usize..64],
+            sizes in proptest::collection::vec(1usize..20, 1..4),
+            skip in proptest::bool::ANY,
+        ) {
+            use proptest::prelude::*;
+            let mut bytes = Vec::new();
+            for (ip, mem) in &instrs {
+                let ip = if *ip == 0 { 0 } else { 0x40_0000 + ip * 4 };
+                let i = ChampSimInstr {
+                    ip: Gva(ip),
+                    destination_memory: [Gva(mem[4]), Gva(mem[5])],
+                    source_memory: [Gva(mem[0]), Gva(mem[1]), Gva(mem[2]), Gva(mem[3])],
+                    ..ChampSimInstr::default()
+                };
+                bytes.extend_from_slice(&i.to_bytes());
+            }
+            bytes.extend(std::iter::repeat_n(0x91u8, tail));
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            std::io::Write::write_all(&mut file, &bytes).unwrap();
+            let name = file.path().display().to_string();
+            let streamed = || {
+                crate::OpReader::from_records(Box::new(ChampSimRecords::new(ChampSimReader::new(
+                    std::io::Cursor::new(bytes.clone()), &name, skip,
+                ))))
+            };
+            let want = ops_one_by_one(streamed());
+            if !bytes.is_empty() {
+                // SAFETY: a private temporary file, not written while mapped.
+                #[allow(unsafe_code)]
+                let map = unsafe { memmap2::Mmap::map(file.as_file()) }.unwrap();
+                let mapped = crate::OpReader::from_records(Box::new(ChampSimRecords::new(
+                    ChampSimReader::mapped(map, &name, skip),
+                )));
+                prop_assert_eq!(ops_in_batches(mapped, &sizes), want.clone());
+            }
+            // Through detection: the same as the stream of the same bytes, format detected.
+            let opts = crate::ReadOptions { skip_bad_records: skip, format: None };
+            let opened = |r: Result<Box<dyn crate::RecordSource>, crate::TraceError>| {
+                r.map(|r| ops_one_by_one(crate::OpReader::from_records(r))).map_err(|e| e.to_string())
+            };
+            prop_assert_eq!(
+                opened(crate::open_records(file.path(), &opts)),
+                opened(crate::open_stream(Box::new(std::io::Cursor::new(bytes.clone())), &name, &opts))
+            );
+        }
+
         /// Batches of ops (`OpReader::read_ops`, the ChampSim decoder's own `read_ops`, and the
         /// default one of other formats) are the ops `next` gives, in any batch sizes, up to the
         /// same error: truncated tails, I/O errors at any byte, records with ip 0, empty input.

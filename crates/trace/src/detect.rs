@@ -118,7 +118,48 @@ pub fn open_records(path: &Path, opts: &ReadOptions) -> Result<Box<dyn RecordSou
         at: Location::Byte(0),
         source,
     })?;
+    if let Some(r) = open_mapped_champsim(&file, &name, opts, name_says_native(path)) {
+        return Ok(r);
+    }
     open_reader(Box::new(file), &name, opts, name_says_native(path))
+}
+
+/// A plain (uncompressed) ChampSim file read in place through a memory map: no copy out of the
+/// kernel's page cache (a `read` copies every byte once more). `None` for anything else, and
+/// whenever the file cannot be mapped (not a regular file, empty, a mapping refused): the
+/// streaming path then reads it as before, with the same detection, records and errors.
+fn open_mapped_champsim(
+    file: &std::fs::File,
+    name: &str,
+    opts: &ReadOptions,
+    native_hint: bool,
+) -> Option<Box<dyn RecordSource>> {
+    if native_hint || opts.format.is_some_and(|f| f != MemTraceFormat::ChampSim) {
+        return None;
+    }
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() == 0 {
+        return None;
+    }
+    // SAFETY: the map is read-only and lives as long as the reader that reads it. Its bytes
+    // change if another process writes the file while it is read (a `read` would then also see
+    // a mix of old and new bytes); a file truncated under the reader would raise SIGBUS, as for
+    // any program reading a mapped file (the same hazard as the `mmap` of every such tool).
+    #[allow(unsafe_code)]
+    let map = unsafe { memmap2::Mmap::map(file) }.ok()?;
+    let _ = map.advise(memmap2::Advice::Sequential);
+    let head = &map[..map.len().min(SNIFF_BYTES)];
+    if head.starts_with(NATIVE_MAGIC) || Compression::detect(head) != Compression::None {
+        return None;
+    }
+    if opts.format.is_none() && looks_like_text(head) {
+        return None;
+    }
+    Some(Box::new(ChampSimRecords::new(ChampSimReader::mapped(
+        map,
+        name,
+        opts.skip_bad_records,
+    ))))
 }
 
 /// Opens a trace of any supported format from any byte stream, detecting its compression and

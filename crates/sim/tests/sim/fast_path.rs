@@ -25,6 +25,9 @@ fn backing() -> Arc<Backing> {
 #[derive(Clone, Debug)]
 enum Step {
     Access(u64, u8, u32),
+    /// An access near the one before (the same page or its neighbours): runs of one page, and
+    /// neighbouring pages of which one is mapped and the other not.
+    Near(i64, u8),
     Map(u64, u64),
     Unmap(u64, u64),
     Switch(u16),
@@ -35,6 +38,7 @@ enum Step {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         30 => (0u64..(8 << 20), 0u8..4, 0u32..5).prop_map(|(a, k, n)| Step::Access(a, k, n)),
+        15 => (-6000i64..6000, 0u8..4).prop_map(|(d, k)| Step::Near(d, k)),
         2 => (0u64..4, 1u64..256).prop_map(|(s, n)| Step::Map(s << 21, n << 12)),
         2 => (0u64..2048, 1u64..64).prop_map(|(s, n)| Step::Unmap(s << 12, n << 12)),
         1 => (0u16..3).prop_map(Step::Switch),
@@ -45,16 +49,25 @@ fn step() -> impl Strategy<Value = Step> {
 /// The ops of `steps`; refused ops only with `bad`.
 fn to_ops(steps: &[Step], bad: bool) -> Vec<Op> {
     let base = 0x5555_0000_0000u64;
+    let access = |a: u64, k: u8, instrs: u32| Op::Access {
+        gva: Gva(base + a),
+        kind: [AccessKind::Load, AccessKind::Store, AccessKind::Fetch][usize::from(k % 3)],
+        instrs,
+        dep: k == 3,
+    };
+    let mut last = 0u64;
     steps
         .iter()
         .filter(|s| bad || !matches!(s, Step::Bad))
         .map(|s| match *s {
-            Step::Access(a, k, instrs) => Op::Access {
-                gva: Gva(base + a),
-                kind: [AccessKind::Load, AccessKind::Store, AccessKind::Fetch][usize::from(k % 3)],
-                instrs,
-                dep: k == 3,
-            },
+            Step::Access(a, k, instrs) => {
+                last = a;
+                access(a, k, instrs)
+            }
+            Step::Near(d, k) => {
+                last = last.saturating_add_signed(d).min((8 << 20) - 1);
+                access(last, k, 1)
+            }
             Step::Map(s, l) => Op::Map {
                 start: Gva(base + s),
                 len: l,
@@ -109,9 +122,17 @@ proptest! {
         skip in any::<bool>(),
         tagged in any::<bool>(),
         bad in any::<bool>(),
+        dram_only in any::<bool>(),
+        slots in prop::sample::select(vec![1u64, 2, 10]),
     ) {
         let mut machine = MachineConfig::default();
         machine.tlb.tagged = tagged;
+        // The perfect TLB's batched path (`Mmu::run_perfect`) with and without data caches
+        // (vs-c-model's configuration has none), on the serial and the overlapped timeline.
+        if dram_only {
+            machine.cache = compromis_mmu::config::CacheConfig::dram_only(machine.cache.dram_latency);
+        }
+        machine.core.max_outstanding = slots;
         let cfg = SimConfig {
             machine,
             guest: GuestConfig {
