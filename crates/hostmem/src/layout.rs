@@ -10,12 +10,12 @@
 
 use crate::extent::{AllocError, aligned_usable};
 use crate::host::{HostMemory, VmExtents, VmMapping, VmRecord};
-use smallvec::smallvec;
 use compromis_types::{
     Address, Extent, Gpa, GuestLayout, HIGH_RAM_START, Hpa, MMIO_HOLE_START, PageSize, Segment,
     VmId,
 };
 use serde::Serialize;
+use smallvec::smallvec;
 use std::fmt;
 use std::str::FromStr;
 use thiserror::Error;

@@ -118,8 +118,14 @@ impl OrdSet {
         match self {
             OrdSet::Small(v) => match v.binary_search(&old) {
                 Ok(i) => {
-                    debug_assert!(i == 0 || v[i - 1] < new, "replace_in_place breaks the order");
-                    debug_assert!(v.get(i + 1).is_none_or(|&n| new < n), "replace_in_place breaks the order");
+                    debug_assert!(
+                        i == 0 || v[i - 1] < new,
+                        "replace_in_place breaks the order"
+                    );
+                    debug_assert!(
+                        v.get(i + 1).is_none_or(|&n| new < n),
+                        "replace_in_place breaks the order"
+                    );
                     v[i] = new;
                 }
                 Err(_) => debug_assert!(false, "replace_in_place of a missing key"),
