@@ -126,6 +126,100 @@ enum VmState {
     Rejected,
 }
 
+/// Slack past the dense table's end within which a new key still grows it (see [`VmStates`]).
+const DENSE_SLACK: u64 = 4096;
+
+/// Every VM that arrived and has not left, by key: a dense table indexed by the key for the
+/// small keys most readers assign (azure-rnn, the synthetic trace, Bitbrains number VMs from 0),
+/// a hash map for the rest (Google's and Azure's large ids). A key goes to the dense table when
+/// it lies within [`DENSE_SLACK`] of its end and the table stays below twice the keys ever placed
+/// there plus the slack, so its memory stays proportional to the VMs seen.
+#[derive(Default)]
+struct VmStates {
+    dense: Vec<Option<VmState>>,
+    /// Keys ever stored in `dense` (its growth bound).
+    dense_keys: u64,
+    sparse: HashMap<VmKey, VmState, VmHash>,
+}
+
+impl VmStates {
+    #[inline]
+    fn slot(&self, vm: VmKey) -> Option<usize> {
+        usize::try_from(vm).ok().filter(|&i| i < self.dense.len())
+    }
+
+    #[inline]
+    fn get(&self, vm: VmKey) -> Option<&VmState> {
+        match self.slot(vm) {
+            Some(i) => self.dense[i].as_ref(),
+            None => self.sparse.get(&vm),
+        }
+    }
+
+    #[inline]
+    fn contains_key(&self, vm: VmKey) -> bool {
+        self.get(vm).is_some()
+    }
+
+    #[inline]
+    fn insert(&mut self, vm: VmKey, st: VmState) -> Option<VmState> {
+        let len = self.dense.len() as u64;
+        if vm >= len
+            && vm < len + DENSE_SLACK
+            && vm < 2 * self.dense_keys + DENSE_SLACK
+            && let Ok(end) = usize::try_from(vm + 1)
+        {
+            self.grow(end.max(self.dense.len() * 5 / 4));
+        }
+        match self.slot(vm) {
+            Some(i) => {
+                let was = self.dense[i].replace(st);
+                if was.is_none() {
+                    self.dense_keys += 1;
+                }
+                was
+            }
+            None => self.sparse.insert(vm, st),
+        }
+    }
+
+    /// Grows the dense table to `len` slots; keys of the hash map that it now covers move into
+    /// it (the table grows by a quarter at least, so this happens O(log n) times).
+    #[cold]
+    fn grow(&mut self, len: usize) {
+        let old = self.dense.len() as u64;
+        self.dense.resize(len, None);
+        if !self.sparse.is_empty() {
+            let new = self.dense.len() as u64;
+            let moved: Vec<(VmKey, VmState)> = self
+                .sparse
+                .iter()
+                .filter(|&(&k, _)| (old..new).contains(&k))
+                .map(|(&k, &s)| (k, s))
+                .collect();
+            for (k, s) in moved {
+                self.sparse.remove(&k);
+                if let Some(i) = self.slot(k) {
+                    self.dense[i] = Some(s);
+                    self.dense_keys += 1;
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn remove(&mut self, vm: VmKey) -> Option<VmState> {
+        match self.slot(vm) {
+            Some(i) => self.dense[i].take(),
+            None => self.sparse.remove(&vm),
+        }
+    }
+
+    fn values(&self) -> impl Iterator<Item = &VmState> + '_ {
+        self.dense.iter().flatten().chain(self.sparse.values())
+    }
+}
+
 /// The fleet's state: each host's memory manager, the index, the live VMs.
 pub struct Cluster {
     /// Each host's memory manager, made on the host's first VM (idle hosts cost nothing).
@@ -134,11 +228,11 @@ pub struct Cluster {
     pristine: Vec<HostMemory>,
     extent_policy: ExtentPolicy,
     index: ClusterIndex,
-    /// Every VM that arrived and has not left, live or rejected.
-    vms: HashMap<VmKey, VmState, VmHash>,
+    /// Every VM that arrived and has not left, live or rejected (a host's live VMs are those its
+    /// memory manager holds).
+    vms: VmStates,
     /// The live ones among them.
     live_count: usize,
-    host_vms: Vec<Vec<VmKey>>,
     max_cap: u64,
     max_cores: u32,
     total_cap: u64,
@@ -169,9 +263,8 @@ impl Cluster {
                 specs.iter().map(|s| (s.vm_capacity(), s.cores)),
                 needs,
             ),
-            vms: HashMap::default(),
+            vms: VmStates::default(),
             live_count: 0,
-            host_vms: vec![Vec::new(); specs.len()],
             max_cap: fleet.max_vm_capacity(),
             max_cores: specs.iter().map(|s| s.cores).max().unwrap_or(0),
             total_cap: fleet.total_vm_capacity(),
@@ -189,7 +282,7 @@ impl Cluster {
     }
 
     fn live(&self, vm: VmKey) -> Option<Live> {
-        match self.vms.get(&vm) {
+        match self.vms.get(vm) {
             Some(&VmState::Live(l)) => Some(l),
             _ => None,
         }
@@ -268,7 +361,6 @@ impl Cluster {
             "VM {vm} placed twice"
         );
         self.live_count += 1;
-        self.host_vms[h as usize].push(vm);
         Some(n)
     }
 
@@ -293,11 +385,9 @@ impl Cluster {
             self.index.on_moved_sized(h, largest);
             return true;
         }
-        let all: Vec<_> = self.host_vms[h as usize]
-            .iter()
-            .filter_map(|&v| mem.extents(VmId(v)))
-            .flatten()
-            .copied()
+        let all: Vec<_> = mem
+            .vms()
+            .flat_map(|(_, r)| r.extents.iter().copied())
             .collect();
         self.index.on_moved(h, all);
         true
@@ -405,7 +495,7 @@ impl Cluster {
 
     /// Removes a live VM; returns false when it is not live (a rejected VM is forgotten).
     pub fn remove(&mut self, vm: VmKey) -> bool {
-        let Some(VmState::Live(l)) = self.vms.remove(&vm) else {
+        let Some(VmState::Live(l)) = self.vms.remove(vm) else {
             return false;
         };
         self.live_count -= 1;
@@ -417,16 +507,9 @@ impl Cluster {
                 .on_destroy(l.host, mem.extents(VmId(vm)).unwrap_or_default(), l.vcpus);
             let _ = mem.destroy(VmId(vm));
         } else {
-            let bytes = mem
-                .extents(VmId(vm))
-                .map_or(0, |e| e.iter().map(|x| x.len).sum());
-            let _ = mem.destroy(VmId(vm));
+            let bytes = mem.destroy(VmId(vm)).unwrap_or(0);
             self.index
                 .on_destroy_sized(l.host, bytes, l.vcpus, mem.largest_free());
-        }
-        let list = &mut self.host_vms[l.host as usize];
-        if let Some(p) = list.iter().position(|&v| v == vm) {
-            list.swap_remove(p);
         }
         true
     }
@@ -435,13 +518,14 @@ impl Cluster {
     /// index in agreement with each memory manager. Costs O(live VMs + hosts).
     pub fn check(&self) -> Result<(), String> {
         let mut seen = 0usize;
-        for (h, vms) in self.host_vms.iter().enumerate() {
+        for h in 0..self.mems.len() {
             let hid = HostId::try_from(h).map_err(|e| e.to_string())?;
             let s = self.index.host(hid);
             let mem = self.host_memory(hid);
             let mut exts = Vec::new();
             let mut cores = 0u32;
-            for &vm in vms {
+            let vms: Vec<VmKey> = mem.vms().map(|(v, _)| v.0).collect();
+            for &vm in &vms {
                 let l = self
                     .live(vm)
                     .ok_or_else(|| format!("VM {vm} listed on host {h} but not live"))?;
@@ -658,11 +742,11 @@ where
             None
         };
         let problem = problem.or_else(|| match ev {
-            Event::Arrival { vm, .. } if cl.vms.contains_key(&vm) => {
+            Event::Arrival { vm, .. } if cl.vms.contains_key(vm) => {
                 Some("arrival of a VM that already arrived".to_owned())
             }
             Event::Departure { vm, .. } | Event::ImplicitEnd { vm, .. } | Event::Resize { vm, .. }
-                if !cl.vms.contains_key(&vm) =>
+                if !cl.vms.contains_key(vm) =>
             {
                 Some("departure or resize of a VM that is not running (it never arrived or already left)".to_owned())
             }
@@ -766,4 +850,59 @@ where
     };
     progress(index);
     Ok(rep)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn live(host: HostId) -> VmState {
+        VmState::Live(Live {
+            host,
+            mem: 1,
+            vcpus: 1,
+            paged: false,
+        })
+    }
+
+    proptest! {
+        /// `VmStates` against a `HashMap`: keys that grow the dense table, keys just past its
+        /// reach and large keys that go to the hash map, inserted, replaced, looked up, removed.
+        #[test]
+        fn vm_states_match_a_hash_map(
+            ops in prop::collection::vec((0u8..4, 0u8..4, 0u64..20_000, any::<u64>()), 0..2000),
+        ) {
+            let (mut t, mut o) = (VmStates::default(), HashMap::<VmKey, u32>::new());
+            let mut next = 0u64;
+            for (op, kind, small, big) in ops {
+                let key = match kind {
+                    0 => { next += 1; next - 1 } // the readers' sequential keys
+                    1 => small,
+                    2 => next + DENSE_SLACK + small, // past the slack: the hash map
+                    _ => big,
+                };
+                let host = u32::try_from(small % 7).unwrap_or(0);
+                match op {
+                    0 | 1 => {
+                        let st = if op == 0 { live(host) } else { VmState::Rejected };
+                        let was = t.insert(key, st).map(|s| match s { VmState::Live(l) => l.host, VmState::Rejected => 99 });
+                        let want = if op == 0 { host } else { 99 };
+                        prop_assert_eq!(was, o.insert(key, want));
+                    }
+                    2 => {
+                        let was = t.remove(key).map(|s| match s { VmState::Live(l) => l.host, VmState::Rejected => 99 });
+                        prop_assert_eq!(was, o.remove(&key));
+                    }
+                    _ => {
+                        prop_assert_eq!(t.contains_key(key), o.contains_key(&key));
+                        let got = t.get(key).map(|s| match s { VmState::Live(l) => l.host, VmState::Rejected => 99 });
+                        prop_assert_eq!(got, o.get(&key).copied());
+                    }
+                }
+                prop_assert_eq!(t.values().count(), o.len());
+                prop_assert!(t.dense.len() as u64 <= 2 * t.dense_keys.max(1) * 5 / 4 + 2 * DENSE_SLACK);
+            }
+        }
+    }
 }

@@ -318,6 +318,28 @@ impl ExtentAllocator {
         self.free -= len;
     }
 
+    /// Replaces the free extent `old` by `new` (both `(start, len)`), where `new` keeps `old`'s
+    /// place in address order: the address index is rewritten in place and the length index
+    /// moves one entry (the same state as `remove_free(old)` then `insert_free(new)`).
+    fn change_free(&mut self, old: (u64, u64), new: (u64, u64)) {
+        self.by_addr.replace_in_place(old, new);
+        self.by_len.replace((old.1, old.0), (new.1, new.0));
+        if !self.classes.is_empty() {
+            let (co, cn) = (class_of(old.1), class_of(new.1));
+            if co == cn {
+                self.classes[co].replace_in_place(old, new);
+            } else {
+                self.classes[co].remove(old);
+                if self.classes[co].is_empty() {
+                    self.nonempty &= !(1 << co);
+                }
+                self.classes[cn].insert(new);
+                self.nonempty |= 1 << cn;
+            }
+        }
+        self.free = self.free - old.1 + new.1;
+    }
+
     /// Builds the size-class index from `by_addr` (first-fit and next-fit use it from then on).
     fn build_classes(&mut self) {
         let mut classes = vec![OrdSet::default(); 64];
@@ -549,13 +571,16 @@ impl ExtentAllocator {
     /// Takes `[a, a + len)` out of the free extent `[fs, fs + fl)`.
     fn carve(&mut self, fs: u64, fl: u64, a: u64, len: u64) {
         debug_assert_eq!(self.free_at(Hpa(fs)).map(|f| f.len), Some(fl));
-        self.remove_free(fs, fl);
-        if a > fs {
-            self.insert_free(fs, a - fs);
-        }
         let tail = fs + fl - (a + len);
-        if tail > 0 {
-            self.insert_free(a + len, tail);
+        // The head (if any) keeps the free extent's place in address order, else the tail does.
+        match (a > fs, tail > 0) {
+            (true, true) => {
+                self.change_free((fs, fl), (fs, a - fs));
+                self.insert_free(a + len, tail);
+            }
+            (true, false) => self.change_free((fs, fl), (fs, a - fs)),
+            (false, true) => self.change_free((fs, fl), (a + len, tail)),
+            (false, false) => self.remove_free(fs, fl),
         }
     }
 
@@ -593,21 +618,20 @@ impl ExtentAllocator {
     /// Returns an allocated range to the free pool, coalescing with free neighbours.
     pub fn free(&mut self, ext: Extent) -> Result<(), AllocError> {
         let (pred, succ) = self.check_allocated(ext)?;
-        let mut s = ext.start.raw();
-        let mut e = s + ext.len;
-        if let Some((ps, pl)) = pred
-            && ps + pl == s
-        {
-            self.remove_free(ps, pl);
-            s = ps;
+        let s = ext.start.raw();
+        let e = s + ext.len;
+        // The merged extent takes the place of the free neighbour it grows (nothing lies between).
+        let pred = pred.filter(|&(ps, pl)| ps + pl == s);
+        let succ = succ.filter(|&(ns, _)| ns == e);
+        match (pred, succ) {
+            (Some((ps, pl)), Some((ns, nl))) => {
+                self.remove_free(ns, nl);
+                self.change_free((ps, pl), (ps, pl + ext.len + nl));
+            }
+            (Some((ps, pl)), None) => self.change_free((ps, pl), (ps, pl + ext.len)),
+            (None, Some((ns, nl))) => self.change_free((ns, nl), (s, ext.len + nl)),
+            (None, None) => self.insert_free(s, ext.len),
         }
-        if let Some((ns, nl)) = succ
-            && ns == e
-        {
-            self.remove_free(ns, nl);
-            e += nl;
-        }
-        self.insert_free(s, e - s);
         Ok(())
     }
 

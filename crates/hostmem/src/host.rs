@@ -11,6 +11,7 @@ use crate::map::HostMap;
 use crate::vmtable::VmTable;
 use compromis_types::{Address, Extent, Hpa, PageSize, VmId};
 use serde::Serialize;
+use smallvec::{SmallVec, smallvec};
 use std::fmt;
 use thiserror::Error;
 
@@ -26,11 +27,15 @@ pub enum VmMapping {
     },
 }
 
+/// A VM's extents: up to two inline (a placement VM has one, or two across the MMIO hole), so
+/// creating and destroying such a VM allocates nothing.
+pub type VmExtents = SmallVec<[Extent; 2]>;
+
 /// A VM's host memory: its extents in guest order (the first extent backs the lowest guest RAM).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct VmRecord {
     /// Host extents, in guest-physical order.
-    pub extents: Vec<Extent>,
+    pub extents: VmExtents,
     /// Alignment of every extent start and length.
     pub align: PageSize,
     /// Segments or EPT.
@@ -399,7 +404,7 @@ impl HostMemory {
     ) -> Result<&[Extent], AllocError> {
         self.validate_request(vm, len, align, max_extents)?;
         let extents = match self.alloc.alloc(len, align, self.policy) {
-            Ok(e) => vec![e],
+            Ok(e) => smallvec![e],
             Err(AllocError::NoExtent { largest, .. }) if max_extents == 1 => {
                 return Err(AllocError::NoExtent { len, largest });
             }
@@ -412,7 +417,7 @@ impl HostMemory {
                         coverable,
                     })?;
                 self.claim_all(&pieces)?;
-                pieces
+                pieces.into()
             }
             Err(e) => return Err(e),
         };
@@ -447,11 +452,12 @@ impl HostMemory {
 
     /// Destroys the VM and returns the bytes freed.
     pub fn destroy(&mut self, vm: VmId) -> Result<u64, AllocError> {
-        let rec = self.vms.get(&vm).ok_or(AllocError::UnknownVm(vm))?;
+        let i = self.vms.index_of(vm).ok_or(AllocError::UnknownVm(vm))?;
+        let rec = self.vms.at(i);
         if let [e] = rec.extents[..] {
             // One extent: `free` checks it before changing anything.
             self.alloc.free(e)?;
-            self.vms.remove(&vm);
+            self.vms.remove_at(i);
             return Ok(e.len);
         }
         // Check everything before changing anything (the extents of one VM never overlap).
@@ -459,10 +465,8 @@ impl HostMemory {
             return Err(AllocError::NotAllocated(bad));
         }
         let bytes = rec.bytes();
-        if let Some(rec) = self.vms.remove(&vm) {
-            for e in rec.extents {
-                self.alloc.free(e)?;
-            }
+        for e in self.vms.remove_at(i).extents {
+            self.alloc.free(e)?;
         }
         Ok(bytes)
     }
@@ -520,7 +524,7 @@ impl HostMemory {
                         self.alloc.free(e)?;
                     }
                     if let Some(r) = self.vms.get_mut(&vm) {
-                        r.extents = vec![to];
+                        r.extents = smallvec![to];
                     }
                     Ok(GrowOutcome::Relocated {
                         to,
@@ -824,8 +828,8 @@ type Occupied = (u64, u64, Option<(VmId, PageSize)>);
 pub const MAX_WINDOWS: usize = 256;
 
 /// Merges extents that follow each other in both guest order and host addresses.
-fn merge_adjacent(extents: &mut Vec<Extent>) {
-    let mut out: Vec<Extent> = Vec::with_capacity(extents.len());
+fn merge_adjacent(extents: &mut VmExtents) {
+    let mut out = VmExtents::with_capacity(extents.len());
     for &e in extents.iter() {
         match out.last_mut() {
             Some(l) if l.end() == e.start => l.len += e.len,

@@ -9,12 +9,13 @@
 //! fallback path of the simulator (an EPT walk or an exit for device emulation).
 
 use crate::extent::{AllocError, aligned_usable};
-use crate::host::{HostMemory, VmMapping, VmRecord};
+use crate::host::{HostMemory, VmExtents, VmMapping, VmRecord};
 use compromis_types::{
     Address, Extent, Gpa, GuestLayout, HIGH_RAM_START, Hpa, MMIO_HOLE_START, PageSize, Segment,
     VmId,
 };
 use serde::Serialize;
+use smallvec::smallvec;
 use std::fmt;
 use std::str::FromStr;
 use thiserror::Error;
@@ -374,7 +375,7 @@ impl HostMemory {
         };
         let base = e.start.raw();
         let high = ram - LOW_RAM;
-        let extents = vec![
+        let extents: VmExtents = smallvec![
             Extent::new(base, LOW_RAM),
             Extent::new(base + HIGH_RAM_START.0, high),
         ];
@@ -474,7 +475,7 @@ impl HostMemory {
                     self.insert_vm(
                         vm,
                         VmRecord {
-                            extents: pieces,
+                            extents: pieces.into(),
                             align: host_page,
                             backing: VmMapping::Segments,
                             max_extents: k,
@@ -571,7 +572,7 @@ impl HostMemory {
         self.insert_vm(
             vm,
             VmRecord {
-                extents: pieces,
+                extents: pieces.into(),
                 align: PageSize::Size4K,
                 backing: VmMapping::Ept { host_page },
                 max_extents: usize::MAX,
@@ -595,7 +596,7 @@ impl HostMemory {
             layout,
             segments,
             pages,
-            host_extents: rec.extents.clone(),
+            host_extents: rec.extents.to_vec(),
         })
     }
 }

@@ -49,7 +49,7 @@ pub use compromis_types::{
 pub use extent::{AllocError, ExtentAllocator, GRANULE, ParsePolicyError, Policy};
 pub use host::{
     CompactionPlan, FragStats, GrowOutcome, HostMemory, InvariantError, MAX_WINDOWS, Move, Owner,
-    VmMapping, VmRecord,
+    VmExtents, VmMapping, VmRecord,
 };
 pub use layout::{
     Fallback, HOLE_BYTES, LOW_RAM, MAX_SEGMENTS, PageMapping, ParseFallbackError, Provisioned,

@@ -111,6 +111,61 @@ impl OrdSet {
         }
     }
 
+    /// Replaces `old` (which must be present) by `new`, which must take `old`'s place in the
+    /// order (no other key lies between them): one binary search and no `memmove`.
+    #[inline]
+    pub(crate) fn replace_in_place(&mut self, old: Key, new: Key) {
+        match self {
+            OrdSet::Small(v) => match v.binary_search(&old) {
+                Ok(i) => {
+                    debug_assert!(
+                        i == 0 || v[i - 1] < new,
+                        "replace_in_place breaks the order"
+                    );
+                    debug_assert!(
+                        v.get(i + 1).is_none_or(|&n| new < n),
+                        "replace_in_place breaks the order"
+                    );
+                    v[i] = new;
+                }
+                Err(_) => debug_assert!(false, "replace_in_place of a missing key"),
+            },
+            OrdSet::Large(s) => {
+                s.remove(&old);
+                s.insert(new);
+            }
+        }
+    }
+
+    /// Replaces `old` (which must be present) by `new` (which must not be), wherever `new` goes:
+    /// one `memmove` of the keys between the two places instead of a removal and an insertion.
+    #[inline]
+    pub(crate) fn replace(&mut self, old: Key, new: Key) {
+        match self {
+            OrdSet::Small(v) => {
+                let Ok(i) = v.binary_search(&old) else {
+                    debug_assert!(false, "replace of a missing key");
+                    return;
+                };
+                if new > old {
+                    // The keys in (old, new) move down one place.
+                    let j = i + 1 + v[i + 1..].partition_point(|&x| x < new);
+                    v.copy_within(i + 1..j, i);
+                    v[j - 1] = new;
+                } else {
+                    // The keys in (new, old) move up one place.
+                    let j = v[..i].partition_point(|&x| x < new);
+                    v.copy_within(j..i, j + 1);
+                    v[j] = new;
+                }
+            }
+            OrdSet::Large(s) => {
+                s.remove(&old);
+                s.insert(new);
+            }
+        }
+    }
+
     pub(crate) fn contains(&self, k: Key) -> bool {
         match self {
             OrdSet::Small(v) => v.binary_search(&k).is_ok(),
@@ -202,6 +257,23 @@ mod tests {
                             .unwrap_or(k);
                         s.remove(k);
                         o.remove(&k);
+                    }
+                    6 if b == 2 => {
+                        // Replace an existing key by an absent one (anywhere), or by one that
+                        // keeps its place.
+                        if let Some(&old) = o.iter().nth(usize::try_from(a).unwrap_or(0) % o.len().max(1)) {
+                            let next = o.range((Excluded(old), Unbounded)).next().copied();
+                            let in_place = (old.0, old.1 + 1);
+                            if a % 2 == 0 && next.is_none_or(|n| in_place < n) {
+                                s.replace_in_place(old, in_place);
+                                o.remove(&old);
+                                o.insert(in_place);
+                            } else if !o.contains(&k) {
+                                s.replace(old, k);
+                                o.remove(&old);
+                                o.insert(k);
+                            }
+                        }
                     }
                     6 => {
                         prop_assert_eq!(s.at_or_before(k), o.range(..=k).next_back().copied());

@@ -54,6 +54,20 @@ impl VmTable {
         &mut self.v[i].1
     }
 
+    /// Where `vm` is, for [`VmTable::at`] and [`VmTable::remove_at`] (one search for both).
+    pub(crate) fn index_of(&self, vm: VmId) -> Option<usize> {
+        self.pos(vm).ok()
+    }
+
+    pub(crate) fn at(&self, i: usize) -> &VmRecord {
+        &self.v[i].1
+    }
+
+    pub(crate) fn remove_at(&mut self, i: usize) -> VmRecord {
+        self.v.remove(i).1
+    }
+
+    #[cfg(test)]
     pub(crate) fn remove(&mut self, vm: &VmId) -> Option<VmRecord> {
         self.pos(*vm).ok().map(|i| self.v.remove(i).1)
     }
@@ -93,7 +107,7 @@ mod tests {
 
     fn rec(n: u64) -> VmRecord {
         VmRecord {
-            extents: vec![Extent::new(n << 21, 1 << 21)],
+            extents: smallvec::smallvec![Extent::new(n << 21, 1 << 21)],
             align: PageSize::Size2M,
             backing: VmMapping::Segments,
             max_extents: 1,

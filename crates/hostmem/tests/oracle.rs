@@ -244,7 +244,8 @@ fn host_step_check(
     prev: &BTreeMap<VmId, Vec<Extent>>,
     g: u64,
 ) -> Result<BTreeMap<VmId, Vec<Extent>>, TestCaseError> {
-    let now: BTreeMap<VmId, Vec<Extent>> = h.vms().map(|(id, r)| (id, r.extents.clone())).collect();
+    let now: BTreeMap<VmId, Vec<Extent>> =
+        h.vms().map(|(id, r)| (id, r.extents.to_vec())).collect();
     // Clear VMs that changed or left, then mark VMs that changed or arrived.
     for (id, ext) in prev {
         if now.get(id) != Some(ext) {
