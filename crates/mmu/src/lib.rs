@@ -8,6 +8,7 @@
 //!   [`scheme::Walker`] wrapped by [`scheme::Mmu`] into a [`scheme::Scheme`];
 //! - [`cache`] and [`mem`]: the data caches every walk reference and data access goes through;
 //! - [`pagecache`]: the perfect-TLB baseline's memory of whole-page translations (speed only);
+//! - [`seen`]: the pages given a prefetch hint recently (speed only);
 //! - [`stats`]: per-scheme counters (subtractable for warm-up);
 //! - [`timing`]: memory-level parallelism (accesses overlapped up to the fill buffers, walks up
 //!   to the page walkers, dependent accesses in a chain);
@@ -19,6 +20,7 @@ pub mod mem;
 pub mod pagecache;
 pub mod scheme;
 pub mod schemes;
+pub mod seen;
 pub mod setassoc;
 pub mod stats;
 pub mod timing;

@@ -9,6 +9,7 @@
 use crate::config::MachineConfig;
 use crate::mem::Mem;
 use crate::pagecache::PageCache;
+use crate::seen::{FrameMemo, SeenPages};
 use crate::stats::Stats;
 use crate::timing::{AccessTime, Timeline};
 use crate::tlb::Tlbs;
@@ -144,12 +145,16 @@ pub struct Batch {
 }
 
 /// Pages hinted recently, per [`Prefetch`] stage: a page that was just hinted (a TLB-friendly
-/// stream) needs no hint again; the check costs far less than the hint. Hints only: the state
-/// changes no simulated result.
-#[derive(Clone, Copy, Debug)]
+/// stream) needs no hint again; the check costs far less than the hint. The far and mid stages
+/// remember about a thousand pages each ([`SeenPages`]: a page reused that soon is most likely
+/// held by the TLBs, and hinting its walk again and again cost EPT a seventh of its time on a
+/// trace with a hot working set); the near stage (the data line's sets, different for every
+/// line of a page) the last four. Hints only: the state changes no simulated result.
+#[derive(Clone, Debug)]
 pub struct Hints {
     recent: [[u64; 4]; 3],
     next: [usize; 3],
+    seen: [SeenPages; 2],
 }
 
 impl Default for Hints {
@@ -157,6 +162,7 @@ impl Default for Hints {
         Hints {
             recent: [[u64::MAX; 4]; 3],
             next: [0; 3],
+            seen: Default::default(),
         }
     }
 }
@@ -188,7 +194,11 @@ impl Hints {
             }
             if let Some(Op::Access { gva, .. }) = ops.get(i + ahead) {
                 let page = gva.raw() >> 12;
-                if !self.recent[s].contains(&page) {
+                if s < 2 {
+                    if !self.seen[s].check_insert(page) {
+                        hint(*gva, stage);
+                    }
+                } else if !self.recent[s].contains(&page) {
                     self.recent[s][self.next[s]] = page;
                     self.next[s] = (self.next[s] + 1) % 4;
                     hint(*gva, stage);
@@ -272,6 +282,8 @@ pub struct Mmu<W: Walker> {
     timeline: Timeline,
     stlb_hit: u64,
     walk_start: u64,
+    /// The data frames the near hints found lately (speed only, see [`FrameMemo`]).
+    memo: FrameMemo,
 }
 
 impl<W: Walker> Mmu<W> {
@@ -287,6 +299,7 @@ impl<W: Walker> Mmu<W> {
             timeline: Timeline::new(&cfg.core),
             stlb_hit: cfg.latency.stlb_hit,
             walk_start: cfg.latency.walk_start,
+            memo: FrameMemo::default(),
         }
     }
 
@@ -495,13 +508,25 @@ impl<W: Walker> Scheme for Mmu<W> {
             // as much as the walks it saves. Only while the second level hits more often than it
             // misses: where nearly every access that leaves the L1 TLB walks (and hints are
             // given for those), a probe would nearly always miss and only cost.
+            //
+            // Before either, the near hint looks for the page in the frames its hints found
+            // lately ([`FrameMemo`]): a page of a hot working set needs no probe or walk to have
+            // its data-cache sets prefetched.
             let asid = ctx.guest.current_pid();
             let probe = self.stats.stlb_hits > self.stats.stlb_misses;
+            let page = gva.raw() >> 12;
+            let offset = gva.page_offset(PageSize::Size4K);
             match stage {
                 Prefetch::Far if probe => self.tlbs.prefetch(gva.raw(), asid),
-                Prefetch::Near if probe && self.mem.prefetches() => {
-                    if let Some((frame, size)) = self.tlbs.probe(gva.raw(), asid) {
-                        self.mem.prefetch(Hpa(frame + gva.page_offset(size)));
+                Prefetch::Near if self.mem.prefetches() => {
+                    if let Some(frame) = self.memo.get(page) {
+                        self.mem.prefetch(Hpa(frame + offset));
+                        return;
+                    }
+                    if probe && let Some((frame, size)) = self.tlbs.probe(gva.raw(), asid) {
+                        let hpa = frame + gva.page_offset(size);
+                        self.memo.put(page, hpa - offset);
+                        self.mem.prefetch(Hpa(hpa));
                         return;
                     }
                 }
@@ -518,6 +543,9 @@ impl<W: Walker> Scheme for Mmu<W> {
                 // the L1D's and L2's few sets stay in the host's caches.
                 let far = self.stats.walk_ref_levels[2] + self.stats.walk_ref_levels[3];
                 let (data, entries) = self.walker.near(ctx, gva, far * 4 > self.stats.walks);
+                if let Some(hpa) = data {
+                    self.memo.put(page, hpa.raw() - offset);
+                }
                 for hpa in std::iter::once(data).chain(entries).flatten() {
                     self.mem.prefetch(hpa);
                 }
