@@ -677,6 +677,17 @@ mod tests {
     }
 
     /// Every op of `r` and the error that ended it, op by op (the oracle).
+    /// The proptests' instruction: `ip` 0 stays 0 (a zero-filled record, an error unless
+    /// skipped), another `ip` is a code address; `mem` holds 4 sources then 2 destinations.
+    fn test_instr(ip: u64, mem: &[u64]) -> ChampSimInstr {
+        ChampSimInstr {
+            ip: Gva(if ip == 0 { 0 } else { 0x40_0000 + ip * 4 }),
+            destination_memory: [Gva(mem[4]), Gva(mem[5])],
+            source_memory: [Gva(mem[0]), Gva(mem[1]), Gva(mem[2]), Gva(mem[3])],
+            ..ChampSimInstr::default()
+        }
+    }
+
     fn ops_one_by_one(mut r: crate::OpReader) -> (Vec<Op>, Option<String>) {
         let mut ops = Vec::new();
         for x in r.by_ref() {
@@ -721,14 +732,7 @@ mod tests {
             use proptest::prelude::*;
             let mut bytes = Vec::new();
             for (ip, mem) in &instrs {
-                let ip = if *ip == 0 { 0 } else { 0x40_0000 + ip * 4 };
-                let i = ChampSimInstr {
-                    ip: Gva(ip),
-                    destination_memory: [Gva(mem[4]), Gva(mem[5])],
-                    source_memory: [Gva(mem[0]), Gva(mem[1]), Gva(mem[2]), Gva(mem[3])],
-                    ..ChampSimInstr::default()
-                };
-                bytes.extend_from_slice(&i.to_bytes());
+                bytes.extend_from_slice(&test_instr(*ip, mem).to_bytes());
             }
             bytes.extend(std::iter::repeat_n(0x91u8, tail));
             let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -778,16 +782,9 @@ mod tests {
             let mut bytes = Vec::new();
             let mut text = String::new();
             for (ip, mem) in &instrs {
-                // ip 0 (a zero-filled record) now and then.
-                let ip = if *ip == 0 { 0 } else { 0x40_0000 + ip * 4 };
-                let i = ChampSimInstr {
-                    ip: Gva(ip),
-                    destination_memory: [Gva(mem[4]), Gva(mem[5])],
-                    source_memory: [Gva(mem[0]), Gva(mem[1]), Gva(mem[2]), Gva(mem[3])],
-                    ..ChampSimInstr::default()
-                };
+                let i = test_instr(*ip, mem);
                 bytes.extend_from_slice(&i.to_bytes());
-                text.push_str(&format!("I  {ip:x},4\n"));
+                text.push_str(&format!("I  {:x},4\n", i.ip.0));
                 for (k, a) in ["L", "M", "S", "L", "S", "M"].iter().zip(mem) {
                     if *a != 0 {
                         text.push_str(&format!(" {k} {a:x},8\n"));
