@@ -760,10 +760,10 @@ fn class_bit(cores: u32) -> u64 {
 /// sorted vector's inserts are short moves.
 #[derive(Clone, Debug, Default)]
 struct KeyGroups {
+    /// The distinct keys ascending, each with its group's class mask (bit `k` set iff some host
+    /// of the group has `k` free cores, 63: 63 or more) beside it, so that a walk reads this
+    /// vector alone until a key's mask says it has a host with the cores.
     keys: Vec<KeyEntry>,
-    /// Each group's class mask, indexed by [`KeyEntry::slot`] (dense, for the walks): bit `k`
-    /// set iff some host of the group has `k` free cores (63: 63 or more).
-    masks: Vec<u64>,
     /// Indexed by [`KeyEntry::slot`].
     groups: Vec<Group>,
     /// Slots of `groups` not in use.
@@ -773,6 +773,8 @@ struct KeyGroups {
 #[derive(Clone, Copy, Debug)]
 struct KeyEntry {
     key: u64,
+    /// The group's class mask.
+    mask: u64,
     slot: u32,
 }
 
@@ -782,6 +784,11 @@ struct Group {
     hosts: HostSet,
     /// Hosts per free-core class.
     classes: [u32; CLASS_CAP as usize + 1],
+    /// The group's key.
+    key: u64,
+    /// Where the key's entry was last seen in [`KeyGroups::keys`]: a hint, since inserting or
+    /// removing a smaller key shifts it (checked, then searched for when wrong).
+    pos: u32,
 }
 
 impl Default for Group {
@@ -789,16 +796,47 @@ impl Default for Group {
         Group {
             hosts: HostSet::Small(Vec::new()),
             classes: [0; CLASS_CAP as usize + 1],
+            key: 0,
+            pos: 0,
         }
     }
 }
 
 impl KeyGroups {
+    /// The position in `keys` of the group at `slot` (its hint when right, else searched for
+    /// and the hint updated).
+    #[inline]
+    fn key_pos(&mut self, slot: u32) -> usize {
+        let hint = self.groups[slot as usize].pos as usize;
+        if self.keys.get(hint).is_some_and(|e| e.slot == slot) {
+            hint
+        } else {
+            self.key_pos_search(slot)
+        }
+    }
+
+    /// [`KeyGroups::key_pos`] when the hint is wrong (a smaller key came or went).
+    #[inline(never)]
+    fn key_pos_search(&mut self, slot: u32) -> usize {
+        let g = &mut self.groups[slot as usize];
+        let key = g.key;
+        let i = self
+            .keys
+            .binary_search_by_key(&key, |e| e.key)
+            .expect("a live group's key is in the key vector");
+        g.pos = u32::try_from(i).expect("fewer than 2^32 keys");
+        i
+    }
+
     /// Counts one more host of `cores` free cores in the group at `slot`.
     #[inline]
     fn class_in(&mut self, slot: u32, cores: u32) {
-        self.groups[slot as usize].classes[cores.min(CLASS_CAP) as usize] += 1;
-        self.masks[slot as usize] |= class_bit(cores);
+        let n = &mut self.groups[slot as usize].classes[cores.min(CLASS_CAP) as usize];
+        *n += 1;
+        if *n == 1 {
+            let i = self.key_pos(slot);
+            self.keys[i].mask |= class_bit(cores);
+        }
     }
 
     /// Counts one host of `cores` free cores less in the group at `slot`.
@@ -807,7 +845,8 @@ impl KeyGroups {
         let n = &mut self.groups[slot as usize].classes[cores.min(CLASS_CAP) as usize];
         *n -= 1;
         if *n == 0 {
-            self.masks[slot as usize] &= !class_bit(cores);
+            let i = self.key_pos(slot);
+            self.keys[i].mask &= !class_bit(cores);
         }
     }
 
@@ -820,10 +859,12 @@ impl KeyGroups {
             Err(i) => {
                 let slot = self.spare.pop().unwrap_or_else(|| {
                     self.groups.push(Group::default());
-                    self.masks.push(0);
                     u32::try_from(self.groups.len() - 1).expect("fewer than 2^32 keys")
                 });
-                self.keys.insert(i, KeyEntry { key, slot });
+                let g = &mut self.groups[slot as usize];
+                g.key = key;
+                g.pos = u32::try_from(i).expect("fewer than 2^32 keys");
+                self.keys.insert(i, KeyEntry { key, mask: 0, slot });
                 slot
             }
         };
@@ -841,21 +882,39 @@ impl KeyGroups {
             return;
         }
         let empty = g.hosts.is_empty();
-        self.class_out(slot, cores);
         if empty {
-            if let Ok(i) = self.keys.binary_search_by_key(&key, |e| e.key) {
-                self.keys.remove(i);
-            }
+            // The group goes with its key: no mask to keep.
+            g.classes[cores.min(CLASS_CAP) as usize] -= 1;
+            debug_assert!(g.classes.iter().all(|&n| n == 0));
+            let i = self.key_pos(slot);
+            self.keys.remove(i);
             self.spare.push(slot);
+        } else {
+            self.class_out(slot, cores);
         }
     }
 
-    /// A host of the group at `slot` now has `to` free cores instead of `from`.
+    /// A host of the group at `slot` now has `to` free cores instead of `from`: both class
+    /// counts change, and the mask (one look-up of the key's entry) only if a count crossed 0.
     #[inline]
     fn refile(&mut self, slot: u32, from: u32, to: u32) {
-        if from.min(CLASS_CAP) != to.min(CLASS_CAP) {
-            self.class_out(slot, from);
-            self.class_in(slot, to);
+        let (f, t) = (from.min(CLASS_CAP) as usize, to.min(CLASS_CAP) as usize);
+        if f == t {
+            return;
+        }
+        let classes = &mut self.groups[slot as usize].classes;
+        classes[f] -= 1;
+        classes[t] += 1;
+        let (gone, came) = (classes[f] == 0, classes[t] == 1);
+        if gone || came {
+            let i = self.key_pos(slot);
+            let mask = &mut self.keys[i].mask;
+            if gone {
+                *mask &= !class_bit(from);
+            }
+            if came {
+                *mask |= class_bit(to);
+            }
         }
     }
 
@@ -864,14 +923,16 @@ impl KeyGroups {
     #[inline]
     fn first(&self, lo: u64, max: u64, vcpus: u32, cores: &[u32]) -> Option<(u64, HostId)> {
         let from = self.keys.partition_point(|e| e.key < lo);
+        let to = if max == u64::MAX {
+            self.keys.len()
+        } else {
+            self.keys.partition_point(|e| e.key <= max)
+        };
         // Classes that may hold a host with `vcpus` cores: `vcpus` and above (63 holds every
         // count from 63 on, so above 63 a key with that bit is scanned).
         let want = !0u64 << vcpus.min(CLASS_CAP);
-        for e in &self.keys[from..] {
-            if e.key > max {
-                return None;
-            }
-            if self.masks[e.slot as usize] & want == 0 {
+        for e in self.keys.get(from..to)? {
+            if e.mask & want == 0 {
                 continue;
             }
             let hosts = &self.groups[e.slot as usize].hosts;
@@ -889,7 +950,7 @@ impl KeyGroups {
         for e in &self.keys[from..] {
             match &self.groups[e.slot as usize].hosts {
                 HostSet::Small(v) => out.extend(v.iter().map(|&h| (e.key, h))),
-                HostSet::Large(s) => out.extend(s.iter().map(|&h| (e.key, h))),
+                HostSet::Large(s) => out.extend(s.iter().map(|h| (e.key, h))),
             }
         }
         out
@@ -897,13 +958,13 @@ impl KeyGroups {
 }
 
 /// A group's hosts in id order: a sorted vector while the group is small (most are: a few hosts
-/// share a free length), a B-tree once it grows past [`HostSet::SMALL_MAX`] (the group of the
-/// hosts' full capacity holds every idle host, and shifting tens of KiB on each change costs
-/// more than the tree), back to a vector below half that.
+/// share a free length), a bitmap over host ids once it grows past [`HostSet::SMALL_MAX`] (the
+/// group of the hosts' full capacity holds every idle host, and shifting tens of KiB on each
+/// change costs more than setting a bit), back to a vector below half that.
 #[derive(Clone, Debug)]
 enum HostSet {
     Small(Vec<HostId>),
-    Large(BTreeSet<HostId>),
+    Large(HostBits),
 }
 
 impl HostSet {
@@ -917,15 +978,16 @@ impl HostSet {
                     if v.len() < Self::SMALL_MAX {
                         v.insert(i, h);
                     } else {
-                        let mut set: BTreeSet<HostId> = v.drain(..).collect();
+                        let mut set = HostBits::default();
+                        for &x in v.iter() {
+                            set.insert(x);
+                        }
                         set.insert(h);
                         *self = HostSet::Large(set);
                     }
                 }
             }
-            HostSet::Large(s) => {
-                s.insert(h);
-            }
+            HostSet::Large(s) => s.insert(h),
         }
     }
 
@@ -940,9 +1002,9 @@ impl HostSet {
                 Err(_) => false,
             },
             HostSet::Large(s) => {
-                let was_in = s.remove(&h);
-                if s.len() < Self::SMALL_MAX / 2 {
-                    *self = HostSet::Small(std::mem::take(s).into_iter().collect());
+                let was_in = s.remove(h);
+                if s.len < Self::SMALL_MAX / 2 {
+                    *self = HostSet::Small(s.iter().collect());
                 }
                 was_in
             }
@@ -952,7 +1014,7 @@ impl HostSet {
     fn is_empty(&self) -> bool {
         match self {
             HostSet::Small(v) => v.is_empty(),
-            HostSet::Large(s) => s.is_empty(),
+            HostSet::Large(s) => s.len == 0,
         }
     }
 
@@ -961,8 +1023,72 @@ impl HostSet {
     fn first_with(&self, ok: impl Fn(HostId) -> bool) -> Option<HostId> {
         match self {
             HostSet::Small(v) => v.iter().copied().find(|&h| ok(h)),
-            HostSet::Large(s) => s.iter().copied().find(|&h| ok(h)),
+            HostSet::Large(s) => s.iter().find(|&h| ok(h)),
         }
+    }
+}
+
+/// A set of host ids as a bitmap (one bit per host id up to the largest seen), with its size
+/// and the first word that may be non-zero, so a scan skips the empty words below it.
+#[derive(Clone, Debug, Default)]
+struct HostBits {
+    words: Vec<u64>,
+    len: usize,
+    /// No bit is set in `words[..lo]`.
+    lo: usize,
+}
+
+impl HostBits {
+    /// Adds `h` (nothing if present).
+    fn insert(&mut self, h: HostId) {
+        let (w, b) = (h as usize / 64, h % 64);
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        let word = &mut self.words[w];
+        if *word & (1 << b) == 0 {
+            *word |= 1 << b;
+            self.len += 1;
+            if w < self.lo || self.len == 1 {
+                self.lo = w;
+            }
+        }
+    }
+
+    /// Removes `h`; whether it was there.
+    fn remove(&mut self, h: HostId) -> bool {
+        let (w, b) = (h as usize / 64, h % 64);
+        let Some(word) = self.words.get_mut(w) else {
+            return false;
+        };
+        if *word & (1 << b) == 0 {
+            return false;
+        }
+        *word &= !(1 << b);
+        self.len -= 1;
+        if w == self.lo && *word == 0 {
+            while self.lo + 1 < self.words.len() && self.words[self.lo] == 0 {
+                self.lo += 1;
+            }
+        }
+        true
+    }
+
+    /// The hosts ascending.
+    fn iter(&self) -> impl Iterator<Item = HostId> + '_ {
+        self.words
+            .get(self.lo..)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, &word)| {
+                let base = host_id((self.lo + i) * 64);
+                std::iter::successors((word != 0).then_some(word), |&w| {
+                    let w = w & (w - 1);
+                    (w != 0).then_some(w)
+                })
+                .map(move |w| base + w.trailing_zeros())
+            })
     }
 }
 
@@ -1262,7 +1388,7 @@ mod tests {
                 }
                 let all: Vec<HostId> = match &set {
                     HostSet::Small(v) => v.clone(),
-                    HostSet::Large(s) => s.iter().copied().collect(),
+                    HostSet::Large(s) => s.iter().collect(),
                 };
                 prop_assert_eq!(all, want.into_iter().collect::<Vec<_>>());
             }
