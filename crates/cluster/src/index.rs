@@ -4,9 +4,10 @@
 //! (max-trees for first-fit searches, ordered sets for best/worst-fit, a global extent index for
 //! segment best-fit). Every update is O(log hosts + log extents).
 
+use crate::engine::VmHash;
 use crate::hm::Extent;
 use compromis_types::Address;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// Host number within the fleet.
 pub type HostId = u32;
@@ -764,6 +765,9 @@ struct KeyGroups {
     /// of the group has `k` free cores, 63: 63 or more) beside it, so that a walk reads this
     /// vector alone until a key's mask says it has a host with the cores.
     keys: Vec<KeyEntry>,
+    /// Each key's slot, so that adding a host to a key that has a group costs a hash look-up,
+    /// not a binary search of `keys` (its order never reaches the output).
+    slot_of: HashMap<u64, u32, VmHash>,
     /// Indexed by [`KeyEntry::slot`].
     groups: Vec<Group>,
     /// Slots of `groups` not in use.
@@ -854,9 +858,10 @@ impl KeyGroups {
     /// returns the group's slot (stable until the group empties: the caller keeps it for
     /// [`KeyGroups::del`] and [`KeyGroups::refile`]).
     fn add(&mut self, key: u64, h: HostId, cores: u32) -> u32 {
-        let slot = match self.keys.binary_search_by_key(&key, |e| e.key) {
-            Ok(i) => self.keys[i].slot,
-            Err(i) => {
+        let slot = match self.slot_of.get(&key) {
+            Some(&slot) => slot,
+            None => {
+                let i = self.keys.partition_point(|e| e.key < key);
                 let slot = self.spare.pop().unwrap_or_else(|| {
                     self.groups.push(Group::default());
                     u32::try_from(self.groups.len() - 1).expect("fewer than 2^32 keys")
@@ -865,6 +870,7 @@ impl KeyGroups {
                 g.key = key;
                 g.pos = u32::try_from(i).expect("fewer than 2^32 keys");
                 self.keys.insert(i, KeyEntry { key, mask: 0, slot });
+                self.slot_of.insert(key, slot);
                 slot
             }
         };
@@ -888,6 +894,7 @@ impl KeyGroups {
             debug_assert!(g.classes.iter().all(|&n| n == 0));
             let i = self.key_pos(slot);
             self.keys.remove(i);
+            self.slot_of.remove(&key);
             self.spare.push(slot);
         } else {
             self.class_out(slot, cores);
