@@ -772,6 +772,8 @@ struct KeyGroups {
     groups: Vec<Group>,
     /// Slots of `groups` not in use.
     spare: Vec<u32>,
+    /// Keys in `keys` whose groups are empty (see [`KeyGroups::del`]).
+    dead: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -859,7 +861,12 @@ impl KeyGroups {
     /// [`KeyGroups::del`] and [`KeyGroups::refile`]).
     fn add(&mut self, key: u64, h: HostId, cores: u32) -> u32 {
         let slot = match self.slot_of.get(&key) {
-            Some(&slot) => slot,
+            Some(&slot) => {
+                if self.groups[slot as usize].hosts.is_empty() {
+                    self.dead -= 1;
+                }
+                slot
+            }
             None => {
                 let i = self.keys.partition_point(|e| e.key < key);
                 let slot = self.spare.pop().unwrap_or_else(|| {
@@ -888,17 +895,34 @@ impl KeyGroups {
             return;
         }
         let empty = g.hosts.is_empty();
+        self.class_out(slot, cores);
         if empty {
-            // The group goes with its key: no mask to keep.
-            g.classes[cores.min(CLASS_CAP) as usize] -= 1;
-            debug_assert!(g.classes.iter().all(|&n| n == 0));
-            let i = self.key_pos(slot);
-            self.keys.remove(i);
-            self.slot_of.remove(&key);
-            self.spare.push(slot);
-        } else {
-            self.class_out(slot, cores);
+            // The key stays, with an empty group and mask 0 (walks pass it in O(1)), so that
+            // a key that comes back costs no insert; the dead keys go once they outnumber the
+            // live ones.
+            debug_assert!(self.groups[slot as usize].classes.iter().all(|&n| n == 0));
+            self.dead += 1;
+            if self.dead >= 16 && 8 * self.dead > self.keys.len() {
+                self.compact();
+            }
         }
+    }
+
+    /// Drops the keys whose groups are empty and frees their slots.
+    fn compact(&mut self) {
+        let (groups, slot_of, spare) = (&mut self.groups, &mut self.slot_of, &mut self.spare);
+        self.keys.retain(|e| {
+            let live = !groups[e.slot as usize].hosts.is_empty();
+            if !live {
+                slot_of.remove(&e.key);
+                spare.push(e.slot);
+            }
+            live
+        });
+        for (i, e) in self.keys.iter().enumerate() {
+            groups[e.slot as usize].pos = u32::try_from(i).expect("fewer than 2^32 keys");
+        }
+        self.dead = 0;
     }
 
     /// A host of the group at `slot` now has `to` free cores instead of `from`: both class
