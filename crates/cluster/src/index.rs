@@ -1390,6 +1390,89 @@ mod tests {
         }
     }
 
+    /// `KeyGroups` alone against an ordered set of `(key, host)` entries: adds, removals (keys
+    /// that empty and come back, enough dead keys to compact), changes of free cores across the
+    /// shared class of 63 and more, then walks and listings.
+    mod key_groups_oracle {
+        use super::super::{HostId, KeyGroups};
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        const HOSTS: u32 = 90;
+
+        proptest! {
+            #[test]
+            fn walks_match_an_ordered_set(
+                ops in proptest::collection::vec((0u8..4, 0u64..120, 0u32..HOSTS, 0u32..70), 0..1500),
+                queries in proptest::collection::vec((0u64..125, 0u64..125, 0u32..70), 1..30),
+            ) {
+                let mut kg = KeyGroups::default();
+                let mut cores = vec![0u32; HOSTS as usize];
+                let mut model: BTreeMap<(u64, HostId), u32> = BTreeMap::new();
+                for (op, key, h, c) in ops {
+                    match op {
+                        // Adds twice as often as removals, so groups grow past 64 hosts.
+                        0 | 1 => {
+                            if !model.contains_key(&(key, h)) {
+                                let slot = kg.add(key, h, cores[h as usize]);
+                                model.insert((key, h), slot);
+                            }
+                        }
+                        2 => {
+                            if let Some(slot) = model.remove(&(key, h)) {
+                                kg.del(slot, key, h, cores[h as usize]);
+                            }
+                        }
+                        _ => {
+                            let old = cores[h as usize];
+                            for (_, &slot) in model.iter().filter(|((_, x), _)| *x == h) {
+                                kg.refile(slot, old, c);
+                            }
+                            cores[h as usize] = c;
+                        }
+                    }
+                }
+                for (lo, span, vcpus) in queries {
+                    let max = if span > 120 { u64::MAX } else { lo + span };
+                    let want = model
+                        .keys()
+                        .find(|&&(k, h)| k >= lo && k <= max && cores[h as usize] >= vcpus)
+                        .copied();
+                    prop_assert_eq!(kg.first(lo, max, vcpus, &cores), want);
+                    let all: Vec<(u64, HostId)> =
+                        model.keys().filter(|&&(k, _)| k >= lo).copied().collect();
+                    prop_assert_eq!(kg.all_from(lo), all);
+                }
+                let entries: Vec<(u64, HostId, u32)> =
+                    model.iter().map(|(&(k, h), &slot)| (k, h, slot)).collect();
+                for (k, h, slot) in entries {
+                    kg.del(slot, k, h, cores[h as usize]);
+                    model.remove(&(k, h));
+                    if k % 7 == 0 {
+                        let lo = k;
+                        let want = model
+                            .keys()
+                            .find(|&&(x, y)| x >= lo && cores[y as usize] >= 1)
+                            .copied();
+                        prop_assert_eq!(kg.first(lo, u64::MAX, 1, &cores), want);
+                    }
+                }
+                prop_assert_eq!(kg.all_from(0), Vec::new());
+                // Re-adding after a full removal (keys compacted or kept dead) works.
+                let slot = kg.add(5, 3, 9);
+                prop_assert_eq!(kg.first(0, u64::MAX, 9, &cores_with(&cores, 3, 9)), Some((5, 3)));
+                kg.del(slot, 5, 3, 9);
+                prop_assert_eq!(kg.first(0, u64::MAX, 0, &cores), None);
+            }
+        }
+
+        fn cores_with(cores: &[u32], h: HostId, c: u32) -> Vec<u32> {
+            let mut v = cores.to_vec();
+            v[h as usize] = c;
+            v
+        }
+    }
+
     /// A group's host set, small and large (past [`HostSet::SMALL_MAX`] and back), against a
     /// `BTreeSet`.
     mod host_set_oracle {
