@@ -1413,10 +1413,9 @@ mod tests {
                     match op {
                         // Adds twice as often as removals, so groups grow past 64 hosts.
                         0 | 1 => {
-                            if !model.contains_key(&(key, h)) {
-                                let slot = kg.add(key, h, cores[h as usize]);
-                                model.insert((key, h), slot);
-                            }
+                            model
+                                .entry((key, h))
+                                .or_insert_with(|| kg.add(key, h, cores[h as usize]));
                         }
                         2 => {
                             if let Some(slot) = model.remove(&(key, h)) {
