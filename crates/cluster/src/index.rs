@@ -749,16 +749,17 @@ fn class_bit(cores: u32) -> u64 {
 }
 
 /// Ordered `(key, host)` entries (a host's largest extent, or its distinct free-extent
-/// lengths), grouped by key: a sorted vector of the distinct keys, each pointing to a group (by
-/// a slot that stays put while the group lives) that holds the key's hosts in id order, the
-/// number of them in each free-core class and the bit mask of the classes present (bit `k`: a
-/// host with `k` free cores, 63 for 63 or more). A walk from a key up to the first host with at
+/// lengths), grouped by key: a sorted vector of the distinct keys, each with the bit mask of the
+/// free-core classes present in its group (bit `k`: a host with `k` free cores, 63 for 63 or
+/// more) and a slot (stable while the group lives) to the group, which holds the key's hosts in
+/// id order and the number of them in each class. A walk from a key up to the first host with at
 /// least `c` free cores tests one mask per distinct key, so a key none of whose hosts has `c`
 /// cores costs O(1), and scans hosts only in a key that has one (or, for `c` above 63, may
 /// have one). A host's change of free cores moves it between classes in the groups of its keys
 /// (the caller keeps each slot: O(1) per key), never between ordered sets. There are few
 /// distinct keys (VM sizes are few; 70-400 lengths live at a time on the Azure trace), so the
-/// sorted vector's inserts are short moves.
+/// sorted vector's inserts are short moves; a key whose group empties stays (mask 0) until such
+/// keys are an eighth of the vector, so a length that comes back is not inserted again.
 #[derive(Clone, Debug, Default)]
 struct KeyGroups {
     /// The distinct keys ascending, each with its group's class mask (bit `k` set iff some host
