@@ -954,15 +954,34 @@ impl KeyGroups {
     /// free cores (`cores[host]`), in `(key, host)` order.
     #[inline]
     fn first(&self, lo: u64, max: u64, vcpus: u32, cores: &[u32]) -> Option<(u64, HostId)> {
+        // Classes that may hold a host with `vcpus` cores: `vcpus` and above (63 holds every
+        // count from 63 on, so above 63 a key with that bit is scanned).
+        let want = !0u64 << vcpus.min(CLASS_CAP);
+        if lo == max {
+            // One key (frag-aware's exact fit): its group by hash, no search of the keys.
+            let &slot = self.slot_of.get(&lo)?;
+            let g = &self.groups[slot as usize];
+            // The mask through the position hint when right, else from the class counts.
+            let has = match self.keys.get(g.pos as usize) {
+                Some(e) if e.slot == slot => e.mask & want != 0,
+                _ => g.classes[vcpus.min(CLASS_CAP) as usize..]
+                    .iter()
+                    .any(|&n| n > 0),
+            };
+            if !has {
+                return None;
+            }
+            return g
+                .hosts
+                .first_with(|h| cores[h as usize] >= vcpus)
+                .map(|h| (lo, h));
+        }
         let from = self.keys.partition_point(|e| e.key < lo);
         let to = if max == u64::MAX {
             self.keys.len()
         } else {
             self.keys.partition_point(|e| e.key <= max)
         };
-        // Classes that may hold a host with `vcpus` cores: `vcpus` and above (63 holds every
-        // count from 63 on, so above 63 a key with that bit is scanned).
-        let want = !0u64 << vcpus.min(CLASS_CAP);
         for e in self.keys.get(from..to)? {
             if e.mask & want == 0 {
                 continue;
