@@ -79,9 +79,9 @@ pub enum ReplayError {
 }
 
 /// Multiplicative hash of a VM key (keys are trace-assigned integers; iteration order never
-/// reaches the output).
+/// reaches the output), also of the index's extent lengths.
 #[derive(Default)]
-struct VmHasher(u64);
+pub(crate) struct VmHasher(u64);
 
 impl Hasher for VmHasher {
     fn finish(&self) -> u64 {
@@ -97,7 +97,7 @@ impl Hasher for VmHasher {
     }
 }
 
-type VmHash = BuildHasherDefault<VmHasher>;
+pub(crate) type VmHash = BuildHasherDefault<VmHasher>;
 
 /// How a VM was placed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

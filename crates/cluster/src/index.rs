@@ -4,9 +4,10 @@
 //! (max-trees for first-fit searches, ordered sets for best/worst-fit, a global extent index for
 //! segment best-fit). Every update is O(log hosts + log extents).
 
+use crate::engine::VmHash;
 use crate::hm::Extent;
 use compromis_types::Address;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 /// Host number within the fleet.
 pub type HostId = u32;
@@ -748,31 +749,39 @@ fn class_bit(cores: u32) -> u64 {
 }
 
 /// Ordered `(key, host)` entries (a host's largest extent, or its distinct free-extent
-/// lengths), grouped by key: a sorted vector of the distinct keys, each pointing to a group (by
-/// a slot that stays put while the group lives) that holds the key's hosts in id order, the
-/// number of them in each free-core class and the bit mask of the classes present (bit `k`: a
-/// host with `k` free cores, 63 for 63 or more). A walk from a key up to the first host with at
+/// lengths), grouped by key: a sorted vector of the distinct keys, each with the bit mask of the
+/// free-core classes present in its group (bit `k`: a host with `k` free cores, 63 for 63 or
+/// more) and a slot (stable while the group lives) to the group, which holds the key's hosts in
+/// id order and the number of them in each class. A walk from a key up to the first host with at
 /// least `c` free cores tests one mask per distinct key, so a key none of whose hosts has `c`
 /// cores costs O(1), and scans hosts only in a key that has one (or, for `c` above 63, may
 /// have one). A host's change of free cores moves it between classes in the groups of its keys
 /// (the caller keeps each slot: O(1) per key), never between ordered sets. There are few
 /// distinct keys (VM sizes are few; 70-400 lengths live at a time on the Azure trace), so the
-/// sorted vector's inserts are short moves.
+/// sorted vector's inserts are short moves; a key whose group empties stays (mask 0) until such
+/// keys are an eighth of the vector, so a length that comes back is not inserted again.
 #[derive(Clone, Debug, Default)]
 struct KeyGroups {
+    /// The distinct keys ascending, each with its group's class mask (bit `k` set iff some host
+    /// of the group has `k` free cores, 63: 63 or more) beside it, so that a walk reads this
+    /// vector alone until a key's mask says it has a host with the cores.
     keys: Vec<KeyEntry>,
-    /// Each group's class mask, indexed by [`KeyEntry::slot`] (dense, for the walks): bit `k`
-    /// set iff some host of the group has `k` free cores (63: 63 or more).
-    masks: Vec<u64>,
+    /// Each key's slot, so that adding a host to a key that has a group costs a hash look-up,
+    /// not a binary search of `keys` (its order never reaches the output).
+    slot_of: HashMap<u64, u32, VmHash>,
     /// Indexed by [`KeyEntry::slot`].
     groups: Vec<Group>,
     /// Slots of `groups` not in use.
     spare: Vec<u32>,
+    /// Keys in `keys` whose groups are empty (see [`KeyGroups::del`]).
+    dead: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct KeyEntry {
     key: u64,
+    /// The group's class mask.
+    mask: u64,
     slot: u32,
 }
 
@@ -782,6 +791,11 @@ struct Group {
     hosts: HostSet,
     /// Hosts per free-core class.
     classes: [u32; CLASS_CAP as usize + 1],
+    /// The group's key.
+    key: u64,
+    /// Where the key's entry was last seen in [`KeyGroups::keys`]: a hint, since inserting or
+    /// removing a smaller key shifts it (checked, then searched for when wrong).
+    pos: u32,
 }
 
 impl Default for Group {
@@ -789,16 +803,47 @@ impl Default for Group {
         Group {
             hosts: HostSet::Small(Vec::new()),
             classes: [0; CLASS_CAP as usize + 1],
+            key: 0,
+            pos: 0,
         }
     }
 }
 
 impl KeyGroups {
+    /// The position in `keys` of the group at `slot` (its hint when right, else searched for
+    /// and the hint updated).
+    #[inline]
+    fn key_pos(&mut self, slot: u32) -> usize {
+        let hint = self.groups[slot as usize].pos as usize;
+        if self.keys.get(hint).is_some_and(|e| e.slot == slot) {
+            hint
+        } else {
+            self.key_pos_search(slot)
+        }
+    }
+
+    /// [`KeyGroups::key_pos`] when the hint is wrong (a smaller key came or went).
+    #[inline(never)]
+    fn key_pos_search(&mut self, slot: u32) -> usize {
+        let g = &mut self.groups[slot as usize];
+        let key = g.key;
+        let i = self
+            .keys
+            .binary_search_by_key(&key, |e| e.key)
+            .expect("a live group's key is in the key vector");
+        g.pos = u32::try_from(i).expect("fewer than 2^32 keys");
+        i
+    }
+
     /// Counts one more host of `cores` free cores in the group at `slot`.
     #[inline]
     fn class_in(&mut self, slot: u32, cores: u32) {
-        self.groups[slot as usize].classes[cores.min(CLASS_CAP) as usize] += 1;
-        self.masks[slot as usize] |= class_bit(cores);
+        let n = &mut self.groups[slot as usize].classes[cores.min(CLASS_CAP) as usize];
+        *n += 1;
+        if *n == 1 {
+            let i = self.key_pos(slot);
+            self.keys[i].mask |= class_bit(cores);
+        }
     }
 
     /// Counts one host of `cores` free cores less in the group at `slot`.
@@ -807,7 +852,8 @@ impl KeyGroups {
         let n = &mut self.groups[slot as usize].classes[cores.min(CLASS_CAP) as usize];
         *n -= 1;
         if *n == 0 {
-            self.masks[slot as usize] &= !class_bit(cores);
+            let i = self.key_pos(slot);
+            self.keys[i].mask &= !class_bit(cores);
         }
     }
 
@@ -815,15 +861,24 @@ impl KeyGroups {
     /// returns the group's slot (stable until the group empties: the caller keeps it for
     /// [`KeyGroups::del`] and [`KeyGroups::refile`]).
     fn add(&mut self, key: u64, h: HostId, cores: u32) -> u32 {
-        let slot = match self.keys.binary_search_by_key(&key, |e| e.key) {
-            Ok(i) => self.keys[i].slot,
-            Err(i) => {
+        let slot = match self.slot_of.get(&key) {
+            Some(&slot) => {
+                if self.groups[slot as usize].hosts.is_empty() {
+                    self.dead -= 1;
+                }
+                slot
+            }
+            None => {
+                let i = self.keys.partition_point(|e| e.key < key);
                 let slot = self.spare.pop().unwrap_or_else(|| {
                     self.groups.push(Group::default());
-                    self.masks.push(0);
                     u32::try_from(self.groups.len() - 1).expect("fewer than 2^32 keys")
                 });
-                self.keys.insert(i, KeyEntry { key, slot });
+                let g = &mut self.groups[slot as usize];
+                g.key = key;
+                g.pos = u32::try_from(i).expect("fewer than 2^32 keys");
+                self.keys.insert(i, KeyEntry { key, mask: 0, slot });
+                self.slot_of.insert(key, slot);
                 slot
             }
         };
@@ -843,19 +898,55 @@ impl KeyGroups {
         let empty = g.hosts.is_empty();
         self.class_out(slot, cores);
         if empty {
-            if let Ok(i) = self.keys.binary_search_by_key(&key, |e| e.key) {
-                self.keys.remove(i);
+            // The key stays, with an empty group and mask 0 (walks pass it in O(1)), so that
+            // a key that comes back costs no insert; the dead keys go once they outnumber the
+            // live ones.
+            debug_assert!(self.groups[slot as usize].classes.iter().all(|&n| n == 0));
+            self.dead += 1;
+            if self.dead >= 16 && 8 * self.dead > self.keys.len() {
+                self.compact();
             }
-            self.spare.push(slot);
         }
     }
 
-    /// A host of the group at `slot` now has `to` free cores instead of `from`.
+    /// Drops the keys whose groups are empty and frees their slots.
+    fn compact(&mut self) {
+        let (groups, slot_of, spare) = (&mut self.groups, &mut self.slot_of, &mut self.spare);
+        self.keys.retain(|e| {
+            let live = !groups[e.slot as usize].hosts.is_empty();
+            if !live {
+                slot_of.remove(&e.key);
+                spare.push(e.slot);
+            }
+            live
+        });
+        for (i, e) in self.keys.iter().enumerate() {
+            groups[e.slot as usize].pos = u32::try_from(i).expect("fewer than 2^32 keys");
+        }
+        self.dead = 0;
+    }
+
+    /// A host of the group at `slot` now has `to` free cores instead of `from`: both class
+    /// counts change, and the mask (one look-up of the key's entry) only if a count crossed 0.
     #[inline]
     fn refile(&mut self, slot: u32, from: u32, to: u32) {
-        if from.min(CLASS_CAP) != to.min(CLASS_CAP) {
-            self.class_out(slot, from);
-            self.class_in(slot, to);
+        let (f, t) = (from.min(CLASS_CAP) as usize, to.min(CLASS_CAP) as usize);
+        if f == t {
+            return;
+        }
+        let classes = &mut self.groups[slot as usize].classes;
+        classes[f] -= 1;
+        classes[t] += 1;
+        let (gone, came) = (classes[f] == 0, classes[t] == 1);
+        if gone || came {
+            let i = self.key_pos(slot);
+            let mask = &mut self.keys[i].mask;
+            if gone {
+                *mask &= !class_bit(from);
+            }
+            if came {
+                *mask |= class_bit(to);
+            }
         }
     }
 
@@ -863,15 +954,36 @@ impl KeyGroups {
     /// free cores (`cores[host]`), in `(key, host)` order.
     #[inline]
     fn first(&self, lo: u64, max: u64, vcpus: u32, cores: &[u32]) -> Option<(u64, HostId)> {
-        let from = self.keys.partition_point(|e| e.key < lo);
         // Classes that may hold a host with `vcpus` cores: `vcpus` and above (63 holds every
         // count from 63 on, so above 63 a key with that bit is scanned).
         let want = !0u64 << vcpus.min(CLASS_CAP);
-        for e in &self.keys[from..] {
-            if e.key > max {
+        if lo == max {
+            // One key (frag-aware's exact fit): its group by hash, no search of the keys.
+            let &slot = self.slot_of.get(&lo)?;
+            let g = &self.groups[slot as usize];
+            // The mask through the position hint when right, else from the class counts.
+            let has = match self.keys.get(g.pos as usize) {
+                Some(e) if e.slot == slot => e.mask & want != 0,
+                _ => g.classes[vcpus.min(CLASS_CAP) as usize..]
+                    .iter()
+                    .any(|&n| n > 0),
+            };
+            if !has {
                 return None;
             }
-            if self.masks[e.slot as usize] & want == 0 {
+            return g
+                .hosts
+                .first_with(|h| cores[h as usize] >= vcpus)
+                .map(|h| (lo, h));
+        }
+        let from = self.keys.partition_point(|e| e.key < lo);
+        let to = if max == u64::MAX {
+            self.keys.len()
+        } else {
+            self.keys.partition_point(|e| e.key <= max)
+        };
+        for e in self.keys.get(from..to)? {
+            if e.mask & want == 0 {
                 continue;
             }
             let hosts = &self.groups[e.slot as usize].hosts;
@@ -889,7 +1001,7 @@ impl KeyGroups {
         for e in &self.keys[from..] {
             match &self.groups[e.slot as usize].hosts {
                 HostSet::Small(v) => out.extend(v.iter().map(|&h| (e.key, h))),
-                HostSet::Large(s) => out.extend(s.iter().map(|&h| (e.key, h))),
+                HostSet::Large(s) => out.extend(s.iter().map(|h| (e.key, h))),
             }
         }
         out
@@ -897,13 +1009,13 @@ impl KeyGroups {
 }
 
 /// A group's hosts in id order: a sorted vector while the group is small (most are: a few hosts
-/// share a free length), a B-tree once it grows past [`HostSet::SMALL_MAX`] (the group of the
-/// hosts' full capacity holds every idle host, and shifting tens of KiB on each change costs
-/// more than the tree), back to a vector below half that.
+/// share a free length), a bitmap over host ids once it grows past [`HostSet::SMALL_MAX`] (the
+/// group of the hosts' full capacity holds every idle host, and shifting tens of KiB on each
+/// change costs more than setting a bit), back to a vector below half that.
 #[derive(Clone, Debug)]
 enum HostSet {
     Small(Vec<HostId>),
-    Large(BTreeSet<HostId>),
+    Large(HostBits),
 }
 
 impl HostSet {
@@ -917,15 +1029,16 @@ impl HostSet {
                     if v.len() < Self::SMALL_MAX {
                         v.insert(i, h);
                     } else {
-                        let mut set: BTreeSet<HostId> = v.drain(..).collect();
+                        let mut set = HostBits::default();
+                        for &x in v.iter() {
+                            set.insert(x);
+                        }
                         set.insert(h);
                         *self = HostSet::Large(set);
                     }
                 }
             }
-            HostSet::Large(s) => {
-                s.insert(h);
-            }
+            HostSet::Large(s) => s.insert(h),
         }
     }
 
@@ -940,9 +1053,9 @@ impl HostSet {
                 Err(_) => false,
             },
             HostSet::Large(s) => {
-                let was_in = s.remove(&h);
-                if s.len() < Self::SMALL_MAX / 2 {
-                    *self = HostSet::Small(std::mem::take(s).into_iter().collect());
+                let was_in = s.remove(h);
+                if s.len < Self::SMALL_MAX / 2 {
+                    *self = HostSet::Small(s.iter().collect());
                 }
                 was_in
             }
@@ -952,7 +1065,7 @@ impl HostSet {
     fn is_empty(&self) -> bool {
         match self {
             HostSet::Small(v) => v.is_empty(),
-            HostSet::Large(s) => s.is_empty(),
+            HostSet::Large(s) => s.len == 0,
         }
     }
 
@@ -961,8 +1074,72 @@ impl HostSet {
     fn first_with(&self, ok: impl Fn(HostId) -> bool) -> Option<HostId> {
         match self {
             HostSet::Small(v) => v.iter().copied().find(|&h| ok(h)),
-            HostSet::Large(s) => s.iter().copied().find(|&h| ok(h)),
+            HostSet::Large(s) => s.iter().find(|&h| ok(h)),
         }
+    }
+}
+
+/// A set of host ids as a bitmap (one bit per host id up to the largest seen), with its size
+/// and the first word that may be non-zero, so a scan skips the empty words below it.
+#[derive(Clone, Debug, Default)]
+struct HostBits {
+    words: Vec<u64>,
+    len: usize,
+    /// No bit is set in `words[..lo]`.
+    lo: usize,
+}
+
+impl HostBits {
+    /// Adds `h` (nothing if present).
+    fn insert(&mut self, h: HostId) {
+        let (w, b) = (h as usize / 64, h % 64);
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        let word = &mut self.words[w];
+        if *word & (1 << b) == 0 {
+            *word |= 1 << b;
+            self.len += 1;
+            if w < self.lo || self.len == 1 {
+                self.lo = w;
+            }
+        }
+    }
+
+    /// Removes `h`; whether it was there.
+    fn remove(&mut self, h: HostId) -> bool {
+        let (w, b) = (h as usize / 64, h % 64);
+        let Some(word) = self.words.get_mut(w) else {
+            return false;
+        };
+        if *word & (1 << b) == 0 {
+            return false;
+        }
+        *word &= !(1 << b);
+        self.len -= 1;
+        if w == self.lo && *word == 0 {
+            while self.lo + 1 < self.words.len() && self.words[self.lo] == 0 {
+                self.lo += 1;
+            }
+        }
+        true
+    }
+
+    /// The hosts ascending.
+    fn iter(&self) -> impl Iterator<Item = HostId> + '_ {
+        self.words
+            .get(self.lo..)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .flat_map(move |(i, &word)| {
+                let base = host_id((self.lo + i) * 64);
+                std::iter::successors((word != 0).then_some(word), |&w| {
+                    let w = w & (w - 1);
+                    (w != 0).then_some(w)
+                })
+                .map(move |w| base + w.trailing_zeros())
+            })
     }
 }
 
@@ -1233,6 +1410,88 @@ mod tests {
         }
     }
 
+    /// `KeyGroups` alone against an ordered set of `(key, host)` entries: adds, removals (keys
+    /// that empty and come back, enough dead keys to compact), changes of free cores across the
+    /// shared class of 63 and more, then walks and listings.
+    mod key_groups_oracle {
+        use super::super::{HostId, KeyGroups};
+        use proptest::prelude::*;
+        use std::collections::BTreeMap;
+
+        const HOSTS: u32 = 90;
+
+        proptest! {
+            #[test]
+            fn walks_match_an_ordered_set(
+                ops in proptest::collection::vec((0u8..4, 0u64..120, 0u32..HOSTS, 0u32..70), 0..1500),
+                queries in proptest::collection::vec((0u64..125, 0u64..125, 0u32..70), 1..30),
+            ) {
+                let mut kg = KeyGroups::default();
+                let mut cores = vec![0u32; HOSTS as usize];
+                let mut model: BTreeMap<(u64, HostId), u32> = BTreeMap::new();
+                for (op, key, h, c) in ops {
+                    match op {
+                        // Adds twice as often as removals, so groups grow past 64 hosts.
+                        0 | 1 => {
+                            model
+                                .entry((key, h))
+                                .or_insert_with(|| kg.add(key, h, cores[h as usize]));
+                        }
+                        2 => {
+                            if let Some(slot) = model.remove(&(key, h)) {
+                                kg.del(slot, key, h, cores[h as usize]);
+                            }
+                        }
+                        _ => {
+                            let old = cores[h as usize];
+                            for (_, &slot) in model.iter().filter(|((_, x), _)| *x == h) {
+                                kg.refile(slot, old, c);
+                            }
+                            cores[h as usize] = c;
+                        }
+                    }
+                }
+                for (lo, span, vcpus) in queries {
+                    let max = if span > 120 { u64::MAX } else { lo + span };
+                    let want = model
+                        .keys()
+                        .find(|&&(k, h)| k >= lo && k <= max && cores[h as usize] >= vcpus)
+                        .copied();
+                    prop_assert_eq!(kg.first(lo, max, vcpus, &cores), want);
+                    let all: Vec<(u64, HostId)> =
+                        model.keys().filter(|&&(k, _)| k >= lo).copied().collect();
+                    prop_assert_eq!(kg.all_from(lo), all);
+                }
+                let entries: Vec<(u64, HostId, u32)> =
+                    model.iter().map(|(&(k, h), &slot)| (k, h, slot)).collect();
+                for (k, h, slot) in entries {
+                    kg.del(slot, k, h, cores[h as usize]);
+                    model.remove(&(k, h));
+                    if k % 7 == 0 {
+                        let lo = k;
+                        let want = model
+                            .keys()
+                            .find(|&&(x, y)| x >= lo && cores[y as usize] >= 1)
+                            .copied();
+                        prop_assert_eq!(kg.first(lo, u64::MAX, 1, &cores), want);
+                    }
+                }
+                prop_assert_eq!(kg.all_from(0), Vec::new());
+                // Re-adding after a full removal (keys compacted or kept dead) works.
+                let slot = kg.add(5, 3, 9);
+                prop_assert_eq!(kg.first(0, u64::MAX, 9, &cores_with(&cores, 3, 9)), Some((5, 3)));
+                kg.del(slot, 5, 3, 9);
+                prop_assert_eq!(kg.first(0, u64::MAX, 0, &cores), None);
+            }
+        }
+
+        fn cores_with(cores: &[u32], h: HostId, c: u32) -> Vec<u32> {
+            let mut v = cores.to_vec();
+            v[h as usize] = c;
+            v
+        }
+    }
+
     /// A group's host set, small and large (past [`HostSet::SMALL_MAX`] and back), against a
     /// `BTreeSet`.
     mod host_set_oracle {
@@ -1262,7 +1521,7 @@ mod tests {
                 }
                 let all: Vec<HostId> = match &set {
                     HostSet::Small(v) => v.clone(),
-                    HostSet::Large(s) => s.iter().copied().collect(),
+                    HostSet::Large(s) => s.iter().collect(),
                 };
                 prop_assert_eq!(all, want.into_iter().collect::<Vec<_>>());
             }
