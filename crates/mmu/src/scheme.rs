@@ -152,17 +152,19 @@ pub struct Batch {
 /// line of a page) the last four. Hints only: the state changes no simulated result.
 #[derive(Clone, Debug)]
 pub struct Hints {
-    recent: [[u64; 4]; 3],
-    next: [usize; 3],
+    /// The far and mid stages' pages.
     seen: [SeenPages; 2],
+    /// The near stage's last four pages, and the slot the next one takes.
+    near: [u64; 4],
+    next: usize,
 }
 
 impl Default for Hints {
     fn default() -> Hints {
         Hints {
-            recent: [[u64::MAX; 4]; 3],
-            next: [0; 3],
             seen: Default::default(),
+            near: [u64::MAX; 4],
+            next: 0,
         }
     }
 }
@@ -198,14 +200,32 @@ impl Hints {
                     if !self.seen[s].check_insert(page) {
                         hint(*gva, stage);
                     }
-                } else if !self.recent[s].contains(&page) {
-                    self.recent[s][self.next[s]] = page;
-                    self.next[s] = (self.next[s] + 1) % 4;
+                } else if !self.near.contains(&page) {
+                    self.near[self.next] = page;
+                    self.next = (self.next + 1) % 4;
                     hint(*gva, stage);
                 }
             }
         }
     }
+}
+
+/// The perfect TLB's translation: its page cache, else the walker's functional probe (then
+/// cached); `None` when the guest must take a page fault first.
+#[inline(always)]
+fn perfect_translate<W: Walker>(
+    pages: &mut PageCache,
+    walker: &W,
+    ctx: Ctx<'_>,
+    gva: Gva,
+) -> Option<Hpa> {
+    let pid = ctx.guest.current_pid();
+    if let Some(h) = pages.get(gva, pid) {
+        return Some(h);
+    }
+    let h = walker.probe(ctx, gva)?;
+    pages.put(gva, pid, h);
+    Some(h)
 }
 
 /// How many ops ahead the perfect TLB's page-cache slot is prefetched.
@@ -350,20 +370,11 @@ impl<W: Walker> Mmu<W> {
             count_access(&mut self.stats, kind, instrs);
             let vpn = gva.raw() >> 12;
             if vpn != last_vpn {
-                let hpa = match pages.get(gva, pid) {
-                    Some(h) => h,
-                    None => match self.walker.probe(ctx, gva) {
-                        Some(h) => {
-                            pages.put(gva, pid, h);
-                            h
-                        }
-                        None => {
-                            return Batch {
-                                done: i,
-                                fault: true,
-                            };
-                        }
-                    },
+                let Some(hpa) = perfect_translate(pages, &self.walker, ctx, gva) else {
+                    return Batch {
+                        done: i,
+                        fault: true,
+                    };
                 };
                 last_vpn = vpn;
                 last_frame = hpa.raw() & !0xfff;
@@ -398,13 +409,7 @@ impl<W: Walker> Scheme for Mmu<W> {
     #[inline]
     fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
         if let Some(pages) = &mut self.pages {
-            let pid = ctx.guest.current_pid();
-            if let Some(h) = pages.get(gva, pid) {
-                return Some(h);
-            }
-            let h = self.walker.probe(ctx, gva)?;
-            pages.put(gva, pid, h);
-            return Some(h);
+            return perfect_translate(pages, &self.walker, ctx, gva);
         }
         let asid = ctx.guest.current_pid();
         if kind == AccessKind::Fetch
