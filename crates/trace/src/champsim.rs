@@ -135,7 +135,13 @@ pub struct ChampSimReader<R> {
     pos: usize,
     /// End of the bytes read into `buf`.
     end: usize,
+    /// Mapped input: the bytes before this offset were given back ([`RELEASE_BYTES`]).
+    released: usize,
 }
+
+/// Mapped input is given back to the kernel behind the reader in steps of this many bytes
+/// (a multiple of every page size).
+const RELEASE_BYTES: usize = 4 << 20;
 
 /// Where a [`ChampSimReader`]'s bytes are: a block it reads into, or the whole input mapped.
 enum Bytes {
@@ -181,12 +187,42 @@ impl<R: Read> ChampSimReader<R> {
             buf: Bytes::Block(vec![0; READ_BYTES].into_boxed_slice()),
             pos: 0,
             end: 0,
+            released: 0,
         }
     }
 
     /// Records that could not be read (a truncated last record).
     pub fn skipped(&self) -> u64 {
         self.skipped
+    }
+
+    /// Mapped input: drops this process's page-table entries for the bytes already read, a
+    /// [`RELEASE_BYTES`] window at a time (`madvise(MADV_DONTNEED)`). A mapped page costs its
+    /// entry's removal once, here or when the map is dropped: here it is paid as the reader goes
+    /// (on the reader's thread, while the simulation runs) instead of all at once after the last
+    /// record, when the whole run waits for it. The file and its page
+    /// cache are untouched, and a released byte would read the same again (the map is a shared,
+    /// read-only map of the file). Failure changes nothing.
+    fn release_read(&mut self) {
+        let Bytes::Mapped(map) = &self.buf else {
+            return;
+        };
+        let upto = self.pos / RELEASE_BYTES * RELEASE_BYTES;
+        if upto > self.released {
+            // SAFETY: `MADV_DONTNEED` on a shared read-only file map only drops page-table
+            // entries: the bytes stay those of the file (a later read faults them in again from
+            // the page cache), so no borrow of the map can see them change; and nothing borrows
+            // the released range (`&mut self`, and the reader never goes back).
+            #[allow(unsafe_code)]
+            let _ = unsafe {
+                map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    self.released,
+                    upto - self.released,
+                )
+            };
+            self.released = upto;
+        }
     }
 
     /// Reads until the block holds a whole record or the input ends; `Err` on an I/O error.
@@ -354,6 +390,7 @@ impl<R: Read + Send> RecordSource for ChampSimRecords<R> {
     /// As the default (the ops of the records [`Iterator::next`] gives), decoding the addresses
     /// of each instruction straight from the read buffer into ops.
     fn read_ops(&mut self, out: &mut Vec<Op>, max: usize) -> (usize, Option<TraceError>) {
+        self.inner.release_read();
         let op = |kind, addr| {
             Record {
                 kind,
@@ -697,6 +734,52 @@ mod tests {
             }
         }
         (ops, None)
+    }
+
+    #[test]
+    fn a_mapped_file_read_past_release_windows_reads_as_the_stream() {
+        // 170,000 instructions (10.9 MB: two release windows behind the reader before the end)
+        // and a truncated tail, read through the map in batches of 8,191 ops.
+        let mut bytes = Vec::new();
+        for i in 0..170_000u64 {
+            let x = (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mem: Vec<u64> = (0..6)
+                .map(|k| match (x >> (2 * k)) & 3 {
+                    0 => 0,
+                    _ => (x >> (3 * k)) & ((1 << 47) - 1) | 0x1000,
+                })
+                .collect();
+            bytes.extend_from_slice(&test_instr(1 + i % 5000, &mem).to_bytes());
+        }
+        bytes.extend([0x91u8; 10]);
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, &bytes).unwrap();
+        let name = file.path().display().to_string();
+        let want = ops_one_by_one(crate::OpReader::from_records(Box::new(
+            ChampSimRecords::new(ChampSimReader::new(
+                std::io::Cursor::new(bytes.clone()),
+                &name,
+                false,
+            )),
+        )));
+        assert!(want.1.is_some() && want.0.len() > 170_000);
+        // SAFETY: a private temporary file, not written while mapped.
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(file.as_file()) }.unwrap();
+        let mut mapped = ChampSimRecords::new(ChampSimReader::mapped(map, &name, false));
+        let (mut ops, mut error) = (Vec::new(), None);
+        loop {
+            let (n, e) = RecordSource::read_ops(&mut mapped, &mut ops, 8191);
+            if let Some(e) = e {
+                error = Some(e.to_string());
+                break;
+            }
+            if n < 8191 {
+                break;
+            }
+        }
+        assert_eq!((ops, error), want);
+        assert_eq!(mapped.inner.released, 2 * RELEASE_BYTES);
     }
 
     /// Every op of `r` and the error that ended it, read with `read_ops` in batches of the

@@ -46,7 +46,7 @@ pub struct Run {
 }
 
 /// A bump allocator of hypervisor-private host frames (EPT and shadow table pages).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HvFrames {
     next: u64,
 }
@@ -62,6 +62,32 @@ impl HvFrames {
         self.next += 4096;
         Hpa(f)
     }
+}
+
+/// An upper bound on the EPT table pages that mapping `runs` with leaves of at most
+/// `host_page` creates below the root (a capacity hint: it changes no result). A run maps with
+/// 4 KiB leaves only where its guest and host addresses are not both 2 MiB aligned (all of it
+/// when they differ modulo 2 MiB, else at most 2 MiB at each end), and likewise with 2 MiB
+/// leaves; each 4 KiB leaf table spans 2 MiB, each 2 MiB leaf table 1 GiB, each upper table
+/// 512 GiB, and a run's ends may fall in two more of each.
+fn tables_needed(runs: &[Run], host_page: PageSize) -> usize {
+    let below = |r: &Run, p: PageSize| {
+        if host_page < p || (r.gpa.raw() ^ r.hpa.raw()) & p.mask() != 0 {
+            r.len
+        } else {
+            r.len.min(2 * p.bytes())
+        }
+    };
+    let tables: u64 = runs
+        .iter()
+        .map(|r| {
+            (below(r, PageSize::Size2M) >> 21)
+                + (below(r, PageSize::Size1G) >> 30)
+                + (r.len >> 39)
+                + 6
+        })
+        .sum();
+    usize::try_from(tables).unwrap_or(usize::MAX)
 }
 
 /// Where hypervisor-private frames start in the simulated host (far above any VM's memory).
@@ -140,25 +166,22 @@ impl Backing {
             }
         }
         let mut ept = RadixTable::new(4, hv.alloc().raw());
+        // Room for every table page at once: the entries are not copied as the table grows.
+        ept.reserve_tables(tables_needed(&runs, host_page));
         let mut ept_leaves = [0u64; 3];
         let mut alloc = || hv.alloc().raw();
         for r in &runs {
-            let mut off = 0;
-            while off < r.len {
-                let (g, h) = (r.gpa.raw() + off, r.hpa.raw() + off);
-                let size = PageSize::ALL
-                    .iter()
-                    .rev()
-                    .copied()
-                    .find(|&p| {
-                        p <= host_page && (g | h) & p.mask() == 0 && r.len - off >= p.bytes()
-                    })
-                    .unwrap_or(PageSize::Size4K);
-                ept.map(g, h, size.leaf_level(), &mut alloc)
-                    .map_err(|_| BackingError::Coverage(format!("gPA {g:#x} mapped twice")))?;
-                ept_leaves[usize::from(size.leaf_level() - 1)] += 1;
-                off += size.bytes();
-            }
+            // Leaves of at most `host_page`, the largest the alignment of both addresses allows
+            // at each point; tables allocated from `hv` as leaf-by-leaf `map` calls would.
+            ept.map_run(
+                r.gpa.raw(),
+                r.hpa.raw(),
+                r.len,
+                host_page.leaf_level(),
+                &mut ept_leaves,
+                &mut alloc,
+            )
+            .map_err(|(g, _)| BackingError::Coverage(format!("gPA {g:#x} mapped twice")))?;
         }
         Ok(Backing {
             layout,
@@ -262,6 +285,7 @@ impl Backing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prop_assume;
 
     #[test]
     fn contiguous_backing_with_hole() {
@@ -300,6 +324,147 @@ mod tests {
         assert_eq!(b.ept_leaves(), [2048, 0, 0]);
         let b = Backing::contiguous(layout, Hpa(0x20_0000), PageSize::Size2M, &mut hv);
         assert_eq!(b.ept_leaves(), [0, 4, 0]);
+    }
+
+    /// The EPT as `Backing::new` built it before `RadixTable::map_run`: one `map` per leaf, the
+    /// largest leaf of at most `host_page` that the alignment of both addresses and the rest
+    /// of the run allow; with the root from `hv` first.
+    fn ept_per_leaf(
+        runs: &[Run],
+        host_page: PageSize,
+        hv: &mut HvFrames,
+    ) -> (RadixTable, [u64; 3]) {
+        let mut ept = RadixTable::new(4, hv.alloc().raw());
+        let mut leaves = [0u64; 3];
+        let mut alloc = || hv.alloc().raw();
+        for r in runs {
+            let mut off = 0;
+            while off < r.len {
+                let (g, h) = (r.gpa.raw() + off, r.hpa.raw() + off);
+                let size = PageSize::ALL
+                    .iter()
+                    .rev()
+                    .copied()
+                    .find(|&p| {
+                        p <= host_page && (g | h) & p.mask() == 0 && r.len - off >= p.bytes()
+                    })
+                    .unwrap_or(PageSize::Size4K);
+                ept.map(g, h, size.leaf_level(), &mut alloc).unwrap();
+                leaves[usize::from(size.leaf_level() - 1)] += 1;
+                off += size.bytes();
+            }
+        }
+        (ept, leaves)
+    }
+
+    /// `Backing::new`'s EPT is the per-leaf build's, table for table and entry for entry, with
+    /// the same leaf counts and the hypervisor's frame cursor in the same place.
+    fn assert_ept_is_per_leaf(layout: GuestLayout, runs: Vec<Run>, host_page: PageSize) {
+        let mut hv = HvFrames::new(HV_PRIVATE_BASE);
+        let b = Backing::new(layout, runs.clone(), vec![], host_page, &mut hv).unwrap();
+        let mut runs = runs;
+        runs.sort_by_key(|r| r.gpa);
+        let mut hv_oracle = HvFrames::new(HV_PRIVATE_BASE);
+        let (ept, leaves) = ept_per_leaf(&runs, host_page, &mut hv_oracle);
+        assert!(
+            b.ept() == &ept,
+            "EPT tables differ ({host_page}, runs {runs:x?})"
+        );
+        assert_eq!(b.ept_leaves(), leaves);
+        assert_eq!(hv, hv_oracle);
+    }
+
+    #[test]
+    fn trace_vm_ept_is_the_per_leaf_build() {
+        // What `sim --trace` builds by default: 4 GiB of RAM (3.75 GiB below the MMIO hole,
+        // 256 MiB above it) in one host extent from 4 GiB, 4 KiB host pages: 1,048,576 leaves.
+        let layout = GuestLayout::for_ram(4 << 30);
+        let mut h = 4u64 << 30;
+        let runs = layout
+            .ram
+            .iter()
+            .map(|r| {
+                let run = Run {
+                    gpa: r.start,
+                    hpa: Hpa(h),
+                    len: r.len,
+                };
+                h += r.len;
+                run
+            })
+            .collect();
+        assert_ept_is_per_leaf(layout, runs, PageSize::Size4K);
+    }
+
+    /// Runs covering `layout` (cut at `cuts`, fractions of each RAM range in 1/1024, snapped to
+    /// `snap` bytes) with host addresses from `hosts` (GiB, 2 MiB and 4 KiB steps; the 4 KiB
+    /// steps only on runs of at most 16 MiB, so that a test maps a few thousand leaves).
+    fn runs_for(
+        layout: &GuestLayout,
+        cuts: &[u64],
+        snap: u64,
+        hosts: &[(u64, u64, u64)],
+    ) -> Vec<Run> {
+        let mut runs = Vec::new();
+        for ram in &layout.ram {
+            let mut points: Vec<u64> = cuts
+                .iter()
+                .map(|c| (ram.len * c / 1024) / snap * snap)
+                .filter(|&p| p > 0 && p < ram.len)
+                .collect();
+            points.push(0);
+            points.push(ram.len);
+            points.sort_unstable();
+            points.dedup();
+            for w in points.windows(2) {
+                let (gib, mib2, k4) = hosts[runs.len() % hosts.len()];
+                let len = w[1] - w[0];
+                let k4 = if len <= 16 << 20 { k4 } else { 0 };
+                runs.push(Run {
+                    gpa: Gpa(ram.start.raw() + w[0]),
+                    hpa: Hpa((gib << 30) + (mib2 << 21) + (k4 << 12)),
+                    len,
+                });
+            }
+        }
+        // In any order: `Backing::new` sorts them.
+        runs.reverse();
+        runs
+    }
+
+    proptest::proptest! {
+        /// Small VMs at every host page size: runs of any 4 KiB multiple at any host alignment.
+        #[test]
+        fn ept_is_the_per_leaf_build(
+            pages in 1u64..12_000,
+            host in 0usize..3,
+            cuts in proptest::collection::vec(0u64..1024, 0..5),
+            hosts in proptest::collection::vec((0u64..8, 0u64..512, 0u64..4), 1..6),
+        ) {
+            let layout = GuestLayout::for_ram(pages << 12);
+            let runs = runs_for(&layout, &cuts, 4096, &hosts);
+            assert_ept_is_per_leaf(layout, runs, PageSize::ALL[host]);
+        }
+
+        /// VMs across the MMIO hole (RAM below 3.75 GiB and from 4 GiB on) with 2 MiB or 1 GiB
+        /// host pages, runs cut at 2 MiB or 4 KiB boundaries.
+        #[test]
+        fn ept_across_the_mmio_hole_is_the_per_leaf_build(
+            above in 1u64..1500,
+            one_gib in proptest::prelude::any::<bool>(),
+            snap_4k in proptest::prelude::any::<bool>(),
+            cuts in proptest::collection::vec(0u64..1024, 0..5),
+            hosts in proptest::collection::vec((0u64..8, 0u64..512, 0u64..4), 1..6),
+        ) {
+            let layout = GuestLayout::for_ram(0xF000_0000 + (above << 21));
+            prop_assume!(layout.ram.len() == 2);
+            let snap = if snap_4k { 4096 } else { 2 << 20 };
+            let runs = runs_for(&layout, &cuts, snap, &hosts);
+            // A run cut off 2 MiB and longer than 16 MiB would be all 4 KiB leaves.
+            prop_assume!(runs.iter().all(|r| r.len <= 16 << 20 || r.len % (2 << 20) == 0));
+            let page = if one_gib { PageSize::Size1G } else { PageSize::Size2M };
+            assert_ept_is_per_leaf(layout, runs, page);
+        }
     }
 
     #[test]

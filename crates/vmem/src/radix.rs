@@ -42,6 +42,28 @@ fn index(va: u64, level: u8) -> usize {
     ((va >> (12 + 9 * (u32::from(level) - 1))) & 0x1ff) as usize
 }
 
+/// Bytes of a leaf at `level` (1 = 4 KiB, 2 = 2 MiB, 3 = 1 GiB).
+#[inline]
+fn leaf_bytes(level: u8) -> u64 {
+    1u64 << (12 + 9 * (u32::from(level) - 1))
+}
+
+/// What [`RadixTable::map`] reports when the entry `e` (present) at `level` is in the way:
+/// either a leaf or a table of smaller pages already covers part of the range.
+fn existing(e: u64, level: u8) -> Leaf {
+    if e & LEAF != 0 {
+        Leaf {
+            target: e & !0xfff,
+            level,
+        }
+    } else {
+        Leaf {
+            target: 0,
+            level: level - 1,
+        }
+    }
+}
+
 /// A leaf found by a walk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Leaf {
@@ -100,8 +122,9 @@ impl std::ops::AddAssign for Writes {
     }
 }
 
-/// A radix page table.
-#[derive(Clone, Debug)]
+/// A radix page table. Two tables are equal when they have the same levels, table pages (in
+/// arena order, at the same bases) and entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RadixTable {
     levels: u8,
     /// Physical base address of each table page, by arena index.
@@ -271,7 +294,90 @@ impl RadixTable {
         alloc_table: &mut dyn FnMut() -> u64,
     ) -> Result<Writes, Leaf> {
         debug_assert!((1..=3).contains(&level));
-        let mut w = Writes::default();
+        let before = self.bases.len();
+        let node = self.descend(va, level, alloc_table)?;
+        // Each new table page was linked by one entry.
+        let new_tables = u32::try_from(self.bases.len() - before).unwrap_or(u32::MAX);
+        let i = index(va, level);
+        let e = self.entry(node, i);
+        if e & PRESENT != 0 {
+            return Err(existing(e, level));
+        }
+        self.set_entry(node, i, (target & !0xfff) | PRESENT | LEAF);
+        Ok(Writes {
+            entries: new_tables + 1,
+            new_tables,
+        })
+    }
+
+    /// Maps the contiguous run `[va, va + len)` -> `[target, target + len)` (both 4 KiB aligned,
+    /// `len` a multiple of 4 KiB) with the largest leaves that fit: at each position the highest
+    /// level up to `max_level` (1 to 3) whose page size divides both addresses and does not
+    /// overrun the run, else a 4 KiB leaf. Adds the leaves made per level to `leaves` (4 KiB,
+    /// 2 MiB, 1 GiB).
+    ///
+    /// The result is exactly that of calling [`RadixTable::map`] once per leaf in address order
+    /// (the same entries, the same table pages allocated in the same order from `alloc_table`,
+    /// so each table page gets the same base address), but a leaf whose table page is the one
+    /// the leaf before it went to is written without walking down from the root: mapping 4 GiB
+    /// with 4 KiB leaves walks once per 512 leaves instead of once per leaf. On a conflict it
+    /// stops at the first leaf that `map` would refuse, with that leaf's address and `map`'s
+    /// error (the leaves before it are mapped and counted, as with the per-leaf calls).
+    pub fn map_run(
+        &mut self,
+        va: u64,
+        target: u64,
+        len: u64,
+        max_level: u8,
+        leaves: &mut [u64; 3],
+        alloc_table: &mut dyn FnMut() -> u64,
+    ) -> Result<(), (u64, Leaf)> {
+        debug_assert!((1..=3).contains(&max_level));
+        debug_assert!((va | target | len) & 0xfff == 0);
+        // The table page the last leaf went to: its level and the address bits above it.
+        let mut cached: Option<(u8, u64, usize)> = None;
+        let mut off = 0u64;
+        while off < len {
+            let (g, h) = (va + off, target + off);
+            let left = len - off;
+            let level = (2..=max_level)
+                .rev()
+                .find(|&l| {
+                    let bytes = leaf_bytes(l);
+                    (g | h) & (bytes - 1) == 0 && left >= bytes
+                })
+                .unwrap_or(1);
+            // Address bits that select the table page holding this leaf.
+            let above = g >> (12 + 9 * u32::from(level));
+            let node = match cached {
+                Some((l, a, node)) if l == level && a == above => node,
+                _ => {
+                    let node = self.descend(g, level, alloc_table).map_err(|e| (g, e))?;
+                    cached = Some((level, above, node));
+                    node
+                }
+            };
+            let slot = node * ENTRIES + index(g, level);
+            let e = self.entries[slot];
+            if e & PRESENT != 0 {
+                return Err((g, existing(e, level)));
+            }
+            self.entries[slot] = (h & !0xfff) | PRESENT | LEAF;
+            leaves[usize::from(level - 1)] += 1;
+            off += leaf_bytes(level);
+        }
+        Ok(())
+    }
+
+    /// The table page at `level` on the path of `va`, creating the missing tables above it as
+    /// [`RadixTable::map`] does (same order, same allocations); `map`'s error if a leaf above
+    /// `level` covers `va`.
+    fn descend(
+        &mut self,
+        va: u64,
+        level: u8,
+        alloc_table: &mut dyn FnMut() -> u64,
+    ) -> Result<usize, Leaf> {
         let mut node = 0usize;
         let mut l = self.levels;
         while l > level {
@@ -281,8 +387,6 @@ impl RadixTable {
                 let base = alloc_table();
                 let idx = self.push_table(base);
                 self.set_entry(node, i, ((idx as u64) << 12) | PRESENT);
-                w.entries += 1;
-                w.new_tables += 1;
                 node = idx;
             } else if e & LEAF != 0 {
                 return Err(Leaf {
@@ -294,26 +398,14 @@ impl RadixTable {
             }
             l -= 1;
         }
-        let i = index(va, level);
-        let e = self.entry(node, i);
-        if e & PRESENT != 0 {
-            // Either a leaf or a table of smaller pages already covers part of the range.
-            let existing = if e & LEAF != 0 {
-                Leaf {
-                    target: e & !0xfff,
-                    level,
-                }
-            } else {
-                Leaf {
-                    target: 0,
-                    level: level - 1,
-                }
-            };
-            return Err(existing);
-        }
-        self.set_entry(node, i, (target & !0xfff) | PRESENT | LEAF);
-        w.entries += 1;
-        Ok(w)
+        Ok(node)
+    }
+
+    /// Room for `tables` more table pages without moving the entries again (capacity only:
+    /// nothing is allocated in the table's address space and no result changes).
+    pub fn reserve_tables(&mut self, tables: usize) {
+        self.bases.reserve(tables);
+        crate::huge::reserve_huge(&mut self.entries, tables.saturating_mul(ENTRIES));
     }
 
     /// Clears the leaf mapping `va`; returns it. Table pages are kept (as Linux mostly does).
@@ -374,7 +466,7 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
-    fn bump() -> impl FnMut() -> u64 {
+    fn bump() -> impl FnMut() -> u64 + Clone {
         let mut next = 0x1000_0000u64;
         move || {
             next += 0x1000;
@@ -417,7 +509,103 @@ mod tests {
         assert_eq!(t.lookup(0x4000_0000), None);
     }
 
+    /// What [`RadixTable::map_run`] replaces: one [`RadixTable::map`] per leaf, in address
+    /// order (the loop `Backing::new` ran before it).
+    fn map_run_per_leaf(
+        t: &mut RadixTable,
+        (va, target, len, max_level): (u64, u64, u64, u8),
+        leaves: &mut [u64; 3],
+        alloc: &mut dyn FnMut() -> u64,
+    ) -> Result<(), (u64, Leaf)> {
+        let mut off = 0;
+        while off < len {
+            let (g, h) = (va + off, target + off);
+            let level = (1..=max_level)
+                .rev()
+                .find(|&l| (g | h) & (leaf_bytes(l) - 1) == 0 && len - off >= leaf_bytes(l))
+                .unwrap_or(1);
+            t.map(g, h, level, alloc).map_err(|e| (g, e))?;
+            leaves[usize::from(level - 1)] += 1;
+            off += leaf_bytes(level);
+        }
+        Ok(())
+    }
+
+    /// A run of up to a few thousand leaves: addresses aligned to 4 KiB, 2 MiB or 1 GiB plus a
+    /// few 4 KiB or 2 MiB steps (so runs start on and off every boundary, and neighbour or
+    /// overlap each other), a length of 1 GiB pages, 2 MiB pages and 4 KiB pages.
+    fn run_strategy() -> impl Strategy<Value = (u64, u64, u64, u8)> {
+        let addr = (0u64..6, 0u64..4, 0u64..3, 0u64..600).prop_map(|(gib, mib2, k4, mid)| {
+            (gib << 30) + (mid << 21) * u64::from(mib2 == 3) + (mib2 << 21) + (k4 << 12)
+        });
+        (addr.clone(), addr, 0u64..3, 0u64..700, 1u64..1100, 1u8..=3).prop_map(
+            |(va, target, gib, mib2, k4, max_level)| {
+                // With unaligned addresses every leaf is 4 KiB: keep such runs short.
+                let len = if (va | target) & 0x1f_ffff != 0 {
+                    k4 << 12
+                } else {
+                    (gib << 30) + (mib2 << 21) + (k4 << 12)
+                };
+                (va, target, len, max_level)
+            },
+        )
+    }
+
+    #[test]
+    fn map_run_maps_a_run_with_the_largest_leaves() {
+        let mut t = RadixTable::new(4, 0x1000);
+        let mut a = bump();
+        let mut leaves = [0; 3];
+        // 2 MiB-aligned on both sides from 1 GiB - 4 KiB on: 4 KiB, then 2 MiB leaves, 1 GiB,
+        // then 2 MiB and 4 KiB at the tail.
+        let (va, len) = ((1 << 30) - 4096, 4096 + (1 << 30) + (4 << 20) + 8192);
+        t.map_run(va, va, len, 3, &mut leaves, &mut a).unwrap();
+        assert_eq!(leaves, [3, 2, 1]);
+        assert_eq!(t.lookup(1 << 30).map(|l| l.level), Some(3));
+        assert_eq!(t.lookup(va).map(|l| l.translate(va + 5)), Some(va + 5));
+        // At most 2 MiB: 512 + 2 leaves instead.
+        let mut u = RadixTable::new(4, 0x1000);
+        let mut leaves = [0; 3];
+        u.map_run(va, va, len, 2, &mut leaves, &mut bump()).unwrap();
+        assert_eq!(leaves, [3, 514, 0]);
+        // Overlapping a mapped leaf stops at it, after mapping what comes before.
+        let mut leaves = [0; 3];
+        let e = u.map_run(va - 8192, 0, 16384, 1, &mut leaves, &mut bump());
+        assert_eq!(e.map_err(|(g, l)| (g, l.level)), Err((va, 1)));
+        assert_eq!(leaves, [2, 0, 0]);
+    }
+
     proptest! {
+        /// `map_run` is `map` leaf by leaf: same result (or the same first refused leaf), same
+        /// tables at the same bases in the same arena order, same entries, same allocations,
+        /// same leaf counts; on 4- and 5-level tables, over tables that already hold mappings
+        /// (runs that overlap them, or each other, fail as `map` does).
+        #[test]
+        fn map_run_is_map_per_leaf(
+            five in any::<bool>(),
+            before in prop::collection::vec((0u64..4096, 1u8..=3), 0..20),
+            runs in prop::collection::vec(run_strategy(), 1..6),
+        ) {
+            let levels = if five { 5 } else { 4 };
+            let mut fast = RadixTable::new(levels, 0x1000);
+            let mut fa = bump();
+            for &(page, level) in &before {
+                let va = (page * 0x9_1357_3000) & !(leaf_bytes(level) - 1) & 0xffff_ffff_ffff;
+                let _ = fast.map(va, page << 30, level, &mut fa);
+            }
+            // The same table and allocator on both sides from here.
+            let (mut slow, mut sa) = (fast.clone(), fa.clone());
+            for run in runs {
+                let (mut fl, mut sl) = ([0; 3], [0; 3]);
+                let f = fast.map_run(run.0, run.1, run.2, run.3, &mut fl, &mut fa);
+                let s = map_run_per_leaf(&mut slow, run, &mut sl, &mut sa);
+                prop_assert_eq!(f, s);
+                prop_assert_eq!(fl, sl);
+                prop_assert_eq!(fa(), sa());
+                prop_assert!(fast == slow, "tables differ after run {:x?}", run);
+            }
+        }
+
         /// The table agrees with a map from page number to frame.
         #[test]
         fn matches_btreemap(ops in prop::collection::vec((0u64..4096, any::<bool>()), 0..300)) {
