@@ -50,6 +50,38 @@ fn u64_at(b: &[u8; CHAMPSIM_RECORD_BYTES], off: usize) -> Gva {
     Gva(u64::from_le_bytes(a))
 }
 
+/// Appends the ops of the record `b` (instruction pointer not 0), as
+/// `ChampSimInstr::records` gives them: the fetch, the loads, the stores; returns how many.
+#[inline(always)]
+fn push_ops(b: &[u8; CHAMPSIM_RECORD_BYTES], out: &mut Vec<Op>) -> usize {
+    let op = |kind, addr| {
+        Record {
+            kind,
+            addr,
+            size: 0,
+        }
+        .ops()
+        .0
+    };
+    out.push(op(RecordKind::Instr, u64_at(b, 0)));
+    let mut n = 1;
+    for (kind, off) in [
+        (RecordKind::Load, 32),
+        (RecordKind::Load, 40),
+        (RecordKind::Load, 48),
+        (RecordKind::Load, 56),
+        (RecordKind::Store, 16),
+        (RecordKind::Store, 24),
+    ] {
+        let addr = u64_at(b, off);
+        if addr.0 != 0 {
+            out.push(op(kind, addr));
+            n += 1;
+        }
+    }
+    n
+}
+
 impl ChampSimInstr {
     /// Decodes a 64-byte record.
     #[inline]
@@ -300,6 +332,34 @@ impl<R: Read> ChampSimReader<R> {
     }
 }
 
+impl<R: Read> ChampSimReader<R> {
+    /// Appends the ops of up to `max` whole records that are in the buffer now (nothing is
+    /// read), as `next_bytes` record by record and `ChampSimRecords::read_ops` would give them,
+    /// stopping before a record with instruction pointer 0 (left for `next_bytes`, which
+    /// reports it). Returns the ops appended and the records consumed.
+    #[inline]
+    fn decode_buffered(&mut self, max: usize, out: &mut Vec<Op>) -> (usize, usize) {
+        if self.done {
+            return (0, 0);
+        }
+        let whole = ((self.end - self.pos) / CHAMPSIM_RECORD_BYTES).min(max);
+        let bytes = &self.buf[self.pos..self.pos + whole * CHAMPSIM_RECORD_BYTES];
+        out.reserve(whole * 7);
+        let before = out.len();
+        let mut records = 0;
+        for b in bytes.chunks_exact(CHAMPSIM_RECORD_BYTES) {
+            match b.first_chunk::<CHAMPSIM_RECORD_BYTES>() {
+                Some(b) if u64_at(b, 0).0 != 0 => push_ops(b, out),
+                _ => break,
+            };
+            records += 1;
+        }
+        self.pos += records * CHAMPSIM_RECORD_BYTES;
+        self.offset += (records * CHAMPSIM_RECORD_BYTES) as u64;
+        (out.len() - before, records)
+    }
+}
+
 impl<R: Read> Iterator for ChampSimReader<R> {
     type Item = Result<ChampSimInstr, TraceError>;
 
@@ -391,17 +451,18 @@ impl<R: Read + Send> RecordSource for ChampSimRecords<R> {
     /// of each instruction straight from the read buffer into ops.
     fn read_ops(&mut self, out: &mut Vec<Op>, max: usize) -> (usize, Option<TraceError>) {
         self.inner.release_read();
-        let op = |kind, addr| {
-            Record {
-                kind,
-                addr,
-                size: 0,
-            }
-            .ops()
-            .0
-        };
         let mut n = 0;
         while n < max {
+            // Whole records already in the buffer (mapped: the rest of the file), decoded in one
+            // loop; the first record with instruction pointer 0 stops it, for `next_bytes` to
+            // report.
+            if self.pos >= self.len && max - n >= 7 {
+                let (done, records) = self.inner.decode_buffered((max - n) / 7, out);
+                n += done;
+                if records > 0 {
+                    continue;
+                }
+            }
             // The rest of an instruction already decoded, and what does not fit whole.
             if self.pos < self.len || max - n < 7 {
                 match self.next() {
@@ -412,27 +473,11 @@ impl<R: Read + Send> RecordSource for ChampSimRecords<R> {
                 n += 1;
                 continue;
             }
-            let b = match self.inner.next_bytes() {
-                Some(Ok(b)) => b,
+            // No whole record in the buffer: read on (or end, or the record's error).
+            match self.inner.next_bytes() {
+                Some(Ok(b)) => n += push_ops(b, out),
                 Some(Err(e)) => return (n, Some(e)),
                 None => return (n, None),
-            };
-            // As `ChampSimInstr::records`: the fetch, the loads, the stores.
-            out.push(op(RecordKind::Instr, u64_at(b, 0)));
-            n += 1;
-            for (kind, off) in [
-                (RecordKind::Load, 32),
-                (RecordKind::Load, 40),
-                (RecordKind::Load, 48),
-                (RecordKind::Load, 56),
-                (RecordKind::Store, 16),
-                (RecordKind::Store, 24),
-            ] {
-                let addr = u64_at(b, off);
-                if addr.0 != 0 {
-                    out.push(op(kind, addr));
-                    n += 1;
-                }
             }
         }
         (n, None)

@@ -318,9 +318,9 @@ impl RadixTable {
     ///
     /// The result is exactly that of calling [`RadixTable::map`] once per leaf in address order
     /// (the same entries, the same table pages allocated in the same order from `alloc_table`,
-    /// so each table page gets the same base address), but a leaf whose table page is the one
-    /// the leaf before it went to is written without walking down from the root: mapping 4 GiB
-    /// with 4 KiB leaves walks once per 512 leaves instead of once per leaf. On a conflict it
+    /// so each table page gets the same base address), but it walks down from the root once
+    /// per table page it fills, not once per leaf: mapping 4 GiB with 4 KiB leaves walks 2,048
+    /// times instead of 1,048,576, and fills each leaf table in one loop. On a conflict it
     /// stops at the first leaf that `map` would refuse, with that leaf's address and `map`'s
     /// error (the leaves before it are mapped and counted, as with the per-leaf calls).
     pub fn map_run(
@@ -334,8 +334,6 @@ impl RadixTable {
     ) -> Result<(), (u64, Leaf)> {
         debug_assert!((1..=3).contains(&max_level));
         debug_assert!((va | target | len) & 0xfff == 0);
-        // The table page the last leaf went to: its level and the address bits above it.
-        let mut cached: Option<(u8, u64, usize)> = None;
         let mut off = 0u64;
         while off < len {
             let (g, h) = (va + off, target + off);
@@ -347,24 +345,27 @@ impl RadixTable {
                     (g | h) & (bytes - 1) == 0 && left >= bytes
                 })
                 .unwrap_or(1);
-            // Address bits that select the table page holding this leaf.
-            let above = g >> (12 + 9 * u32::from(level));
-            let node = match cached {
-                Some((l, a, node)) if l == level && a == above => node,
-                _ => {
-                    let node = self.descend(g, level, alloc_table).map_err(|e| (g, e))?;
-                    cached = Some((level, above, node));
-                    node
+            // The leaves after this one in its table page are of the same level while the run
+            // lasts: a larger leaf needs an address aligned to the whole table page's span,
+            // which only the table's first entry has; and both addresses stay aligned to this
+            // level's size. So `map` would walk down to this table page for each of them and
+            // find the path there already made: the first walk does for all of them.
+            let node = self.descend(g, level, alloc_table).map_err(|e| (g, e))?;
+            let size = leaf_bytes(level);
+            let first = index(g, level);
+            let n = (ENTRIES - first).min(usize::try_from(left / size).unwrap_or(usize::MAX));
+            let slots = &mut self.entries[node * ENTRIES + first..node * ENTRIES + first + n];
+            let mut frame = h & !0xfff;
+            for (k, slot) in slots.iter_mut().enumerate() {
+                if *slot & PRESENT != 0 {
+                    leaves[usize::from(level - 1)] += k as u64;
+                    return Err((g + k as u64 * size, existing(*slot, level)));
                 }
-            };
-            let slot = node * ENTRIES + index(g, level);
-            let e = self.entries[slot];
-            if e & PRESENT != 0 {
-                return Err((g, existing(e, level)));
+                *slot = frame | PRESENT | LEAF;
+                frame += size;
             }
-            self.entries[slot] = (h & !0xfff) | PRESENT | LEAF;
-            leaves[usize::from(level - 1)] += 1;
-            off += leaf_bytes(level);
+            leaves[usize::from(level - 1)] += n as u64;
+            off += n as u64 * size;
         }
         Ok(())
     }
