@@ -96,8 +96,8 @@ mod tests {
     use compromis_vmem::{GuestLayout, HV_PRIVATE_BASE, HvFrames, Run, Segment};
     use proptest::prelude::*;
 
-    /// A backing of `ram` bytes whose RAM ranges are cut into runs at the 2 MiB cuts `cuts`
-    /// (fractions of each range), placed in the host in reverse order with a gap after each, and a
+    /// A backing of `ram` bytes whose RAM ranges are cut into runs at the 2 MiB boundaries that
+    /// `cuts` picks (each taken modulo the range's 2 MiB units), placed in the host in reverse order with a gap after each, and a
     /// segment register set inside every run whose bit in `segs` is set (starting `skip` pages in).
     fn backing(ram: u64, cuts: &[u16], segs: u32, skip: u64, host_page: PageSize) -> Backing {
         let layout = GuestLayout::for_ram(ram);
@@ -137,9 +137,8 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
-        /// `host_of` (segment first) answers what the EPT answers for every RAM gPA, on backings
-        /// cut into runs with segment register sets over some of them (and outside RAM, `None`
-        /// where the EPT has nothing and no segment covers the address).
+        /// `host_of` (segment first) answers what the EPT answers for every RAM gPA, on backings of
+        /// one or two RAM ranges cut into runs, with segment register sets over some of them.
         #[test]
         fn host_of_is_the_ept_on_ram(
             ram in (1u64..40).prop_map(|u| u << 27),
