@@ -433,9 +433,14 @@ mod tests {
 
         /// `LineSets` against a naive LRU: per set a `Vec` of lines, least recently used first;
         /// a hit moves the line to the end, a miss appends it and drops the first when the set is
-        /// full. Sets 1..7 (powers of two or not) x ways 1..9, and absent levels.
+        /// full. Sets 1..7 (powers of two or not) x ways 1..20 (the default machines' 8, 11 and 16
+        /// among them), and absent levels.
         #[test]
-        fn line_sets_match_vec_lru(sets in 0u64..7, ways in 0usize..9, ops in set_ops()) {
+        fn line_sets_match_vec_lru(
+            sets in 0u64..7,
+            ways in prop_oneof![0usize..9, Just(11usize), Just(16usize), 9usize..20],
+            ops in set_ops(),
+        ) {
             let lines = usize::try_from(sets).unwrap() * ways;
             let mut c = LineSets::new(lines, ways);
             let present = lines > 0;

@@ -59,8 +59,14 @@ impl Walker for Ept {
         match stage {
             Prefetch::Far => ctx.guest.table().prefetch_leaf(gva.raw()),
             Prefetch::Mid => {
-                if let Some(gpa) = ctx.guest.translate(gva) {
-                    ctx.backing.ept().prefetch_leaf(gpa.raw());
+                // The EPT leaf entries of the data page and of the guest leaf entry's table page:
+                // the walk's two nested translations (the upper guest levels are the page-walk
+                // caches' and the nested TLB's). One guest walk gives both gPAs.
+                let (entry, leaf) = ctx.guest.table().last_entry(gva.raw());
+                let ept = ctx.backing.ept();
+                ept.prefetch_leaf(entry);
+                if let Some(leaf) = leaf {
+                    ept.prefetch_leaf(leaf.translate(gva.raw()));
                 }
             }
             Prefetch::Near => {}
