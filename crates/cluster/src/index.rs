@@ -6,6 +6,7 @@
 
 use crate::engine::VmHash;
 use crate::hm::Extent;
+use compromis_hostmem::warm::{prefetch, prefetch_slice};
 use compromis_types::Address;
 use std::collections::{BTreeSet, HashMap};
 
@@ -218,6 +219,9 @@ impl MaxTree {
     /// different leaves, so a qualifying node can hold no qualifying leaf).
     #[inline]
     fn first<const LARGEST: bool>(&self, from: usize, v: u64, c: u32) -> Option<usize> {
+        if from > 0 {
+            return self.first_after::<LARGEST>(from, v, c);
+        }
         let leaf_from = from.checked_add(self.size)?;
         // Node `n` at depth `d` covers leaves [n << (depth - d), (n + 1) << (depth - d)); from
         // leaf 0 on (the usual search) every node is in range.
@@ -249,6 +253,51 @@ impl MaxTree {
                 continue;
             }
             // Dead end: up to the nearest left child whose right sibling qualifies.
+            loop {
+                if n == 1 {
+                    return None;
+                }
+                if n % 2 == 0 && ok(n + 1) {
+                    n += 1;
+                    break;
+                }
+                n /= 2;
+            }
+        }
+    }
+
+    /// [`MaxTree::first`] from leaf `from` > 0 (random-fit's start), bottom-up: the leaf itself
+    /// first (it usually qualifies while the fleet has room), else up to the nearest ancestor
+    /// whose right sibling qualifies and down from there, as the dead-end climb of
+    /// [`MaxTree::first`] does. Every node reached this way lies right of `from`, so no range
+    /// test, and the cold lines touched are the leaf and its near ancestors, not a path from the
+    /// root.
+    fn first_after<const LARGEST: bool>(&self, from: usize, v: u64, c: u32) -> Option<usize> {
+        if from >= self.size {
+            return None;
+        }
+        let ok = |n: usize| {
+            let x = self.node[n];
+            (if LARGEST { x.largest } else { x.free }) >= v && x.cores >= c
+        };
+        let mut n = from + self.size;
+        loop {
+            if n >= self.size && ok(n) {
+                return Some(n - self.size);
+            }
+            if n < self.size {
+                let l = 2 * n;
+                if ok(l) {
+                    n = l;
+                    continue;
+                }
+                if ok(l + 1) {
+                    n = l + 1;
+                    continue;
+                }
+            }
+            // Dead end (or the starting leaf fails): up to the nearest left child whose right
+            // sibling qualifies.
             loop {
                 if n == 1 {
                     return None;
@@ -411,6 +460,37 @@ impl ClusterIndex {
     /// [`ClusterIndex::on_destroy`] must be used, else the `_sized` forms suffice.
     pub fn keeps_host_extents(&self) -> bool {
         self.needs.host_extents || self.needs.extents
+    }
+
+    /// Starts loading host `h`'s summary and its max-tree leaf (a cache hint, see
+    /// [`compromis_hostmem::warm`]).
+    #[inline]
+    pub fn prefetch_host(&self, h: HostId) {
+        let i = h as usize;
+        if let Some(s) = self.hosts.get(i) {
+            prefetch(s);
+        }
+        if let Some(n) = self.tree.node.get(i + self.tree.size) {
+            prefetch(n);
+        }
+        if let Some(c) = self.free_cores.get(i) {
+            prefetch(c);
+        }
+        if let Some(s) = self.largest_slot.get(i) {
+            prefetch(s);
+        }
+    }
+
+    /// Starts loading host `h`'s free-extent lengths and allocated extents, when kept (reads
+    /// its summary, which [`ClusterIndex::prefetch_host`] started loading earlier).
+    #[inline]
+    pub fn prefetch_host_extents(&self, h: HostId) {
+        if self.keeps_host_extents()
+            && let Some(s) = self.hosts.get(h as usize)
+        {
+            prefetch_slice(&s.lens.v, 2);
+            prefetch_slice(&s.alloc.v, 4);
+        }
     }
 
     /// One host's summary.
