@@ -8,7 +8,7 @@ use crate::engine::VmHash;
 use crate::hm::Extent;
 use compromis_hostmem::warm::{prefetch, prefetch_slice};
 use compromis_types::Address;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 /// Host number within the fleet.
 pub type HostId = u32;
@@ -319,8 +319,11 @@ pub struct IndexNeeds {
     /// Hosts ordered by free bytes ([`ClusterIndex::by_free_from`]).
     pub by_free: bool,
     /// Hosts ordered by free bytes within each count of free cores
-    /// ([`ClusterIndex::best_by_free`], [`ClusterIndex::worst_by_free`]).
+    /// ([`ClusterIndex::best_by_free`]).
     pub by_free_cores: bool,
+    /// The host with the most free bytes within each count of free cores
+    /// ([`ClusterIndex::worst_by_free`]).
+    pub most_free: bool,
     /// Hosts ordered by largest extent ([`ClusterIndex::by_largest_from`]).
     pub by_largest: bool,
     /// Every free extent of the cluster ([`ClusterIndex::extents_from`]).
@@ -337,6 +340,7 @@ impl IndexNeeds {
     pub const ALL: IndexNeeds = IndexNeeds {
         by_free: true,
         by_free_cores: true,
+        most_free: true,
         by_largest: true,
         extents: true,
         host_extents: true,
@@ -345,6 +349,7 @@ impl IndexNeeds {
     pub const TREES: IndexNeeds = IndexNeeds {
         by_free: false,
         by_free_cores: false,
+        most_free: false,
         by_largest: false,
         extents: false,
         host_extents: false,
@@ -354,6 +359,7 @@ impl IndexNeeds {
         IndexNeeds {
             by_free: self.by_free || o.by_free,
             by_free_cores: self.by_free_cores || o.by_free_cores,
+            most_free: self.most_free || o.most_free,
             by_largest: self.by_largest || o.by_largest,
             extents: self.extents || o.extents,
             host_extents: self.host_extents || o.host_extents,
@@ -370,6 +376,15 @@ pub struct ClusterIndex {
     by_free: BTreeSet<(u64, HostId)>,
     /// `by_free_cores[c]`: the hosts with `c` free cores, as `(free, host)`.
     by_free_cores: Vec<BTreeSet<(u64, HostId)>>,
+    /// `most_free[c]`: a max-heap of `(free, host)` of hosts pushed when they had `c` free
+    /// cores. An entry is stale once its host's free bytes or cores differ; each heap's top is
+    /// kept current (an update pops the stale tops of the heap its host leaves), so
+    /// [`ClusterIndex::worst_by_free`] reads one top per count. An update costs one push
+    /// instead of a B-tree removal and insertion; the heaps are rebuilt from the hosts once
+    /// stale entries outnumber the hosts.
+    most_free: Vec<BinaryHeap<(u64, HostId)>>,
+    /// Entries in `most_free`, stale or not.
+    most_free_len: usize,
     /// Each host's free cores as `by_largest` and `extents` last filed them, side by side for
     /// their walks (kept with `by_largest` or `extents`, else empty).
     free_cores: Vec<u32>,
@@ -406,6 +421,8 @@ impl ClusterIndex {
             tree: MaxTree::new(n),
             by_free: BTreeSet::new(),
             by_free_cores: Vec::new(),
+            most_free: Vec::new(),
+            most_free_len: 0,
             free_cores: if needs.by_largest || needs.extents {
                 hosts.iter().map(|h| h.free_cores).collect()
             } else {
@@ -431,6 +448,10 @@ impl ClusterIndex {
             }
             if needs.by_free_cores {
                 ix.cores_bucket(h.free_cores).insert((h.free, id));
+            }
+            if needs.most_free {
+                heap(&mut ix.most_free, h.free_cores).push((h.free, id));
+                ix.most_free_len += 1;
             }
             if needs.by_largest {
                 ix.largest_slot[i] = ix.by_largest.add(h.largest, id, h.free_cores);
@@ -533,10 +554,46 @@ impl ClusterIndex {
     /// The host with the most free memory (ties: highest id) if it has `mem` bytes, among those
     /// with `vcpus` free cores: the last of [`ClusterIndex::by_free_from`] with enough cores.
     pub fn worst_by_free(&self, mem: u64, vcpus: u32) -> Option<HostId> {
-        self.with_cores(vcpus)
-            .filter_map(|b| b.last().filter(|&&(free, _)| free >= mem))
+        debug_assert!(self.needs.most_free, "most_free is not kept by this index");
+        self.most_free
+            .iter()
+            .skip(vcpus as usize)
+            .filter_map(|b| b.peek().filter(|&&(free, _)| free >= mem))
             .max()
             .map(|&(_, h)| h)
+    }
+
+    /// Whether `most_free`'s entry `(free, h)` in the heap of `cores` is current.
+    #[inline]
+    fn most_free_current(&self, (free, h): (u64, HostId), cores: u32) -> bool {
+        let s = &self.hosts[h as usize];
+        s.free == free && s.free_cores == cores
+    }
+
+    /// Files host `h` (now `free` bytes, `cores` free cores, before `old_cores`) in
+    /// `most_free`: one push, then the stale tops of the heap it left are popped.
+    fn most_free_update(&mut self, h: HostId, free: u64, cores: u32, old_cores: u32) {
+        heap(&mut self.most_free, cores).push((free, h));
+        self.most_free_len += 1;
+        if self.most_free_len > 2 * self.hosts.len() + 1024 {
+            let mut heaps = std::mem::take(&mut self.most_free);
+            for b in &mut heaps {
+                b.clear();
+            }
+            for (i, s) in self.hosts.iter().enumerate() {
+                heap(&mut heaps, s.free_cores).push((s.free, host_id(i)));
+            }
+            self.most_free = heaps;
+            self.most_free_len = self.hosts.len();
+            return;
+        }
+        while let Some(&top) = self.most_free[old_cores as usize].peek() {
+            if self.most_free_current(top, old_cores) {
+                break;
+            }
+            self.most_free[old_cores as usize].pop();
+            self.most_free_len -= 1;
+        }
     }
 
     /// The `(free, host)` sets of the hosts with at least `vcpus` free cores, one per count.
@@ -701,6 +758,9 @@ impl ClusterIndex {
         if self.needs.by_free_cores && (free != old_free || cores != old_cores) {
             self.cores_bucket(old_cores).remove(&(old_free, h));
             self.cores_bucket(cores).insert((free, h));
+        }
+        if self.needs.most_free && (free != old_free || cores != old_cores) {
+            self.most_free_update(h, free, cores, old_cores);
         }
         match (old_vms > 0, vms > 0) {
             (false, true) => self.in_use += 1,
@@ -1230,6 +1290,15 @@ fn bucket(sets: &mut Vec<BTreeSet<(u64, HostId)>>, cores: u32) -> &mut BTreeSet<
         sets.resize_with(c + 1, BTreeSet::new);
     }
     &mut sets[c]
+}
+
+/// `heaps[c]`, created on first use.
+fn heap(heaps: &mut Vec<BinaryHeap<(u64, HostId)>>, cores: u32) -> &mut BinaryHeap<(u64, HostId)> {
+    let c = cores as usize;
+    if heaps.len() <= c {
+        heaps.resize_with(c + 1, BinaryHeap::new);
+    }
+    &mut heaps[c]
 }
 
 /// Host index to id (fleets are limited to 100 million hosts when parsed).
