@@ -570,6 +570,22 @@ impl ClusterIndex {
         s.free == free && s.free_cores == cores
     }
 
+    /// `most_free`'s invariant: every host's current entry is in the heap of its free cores,
+    /// and every heap's top is current.
+    #[cfg(test)]
+    fn most_free_ok(&self) -> bool {
+        let tops = self.most_free.iter().enumerate().all(|(c, b)| {
+            b.peek()
+                .is_none_or(|&top| self.most_free_current(top, u32::try_from(c).unwrap()))
+        });
+        let all = self.hosts.iter().enumerate().all(|(i, s)| {
+            self.most_free
+                .get(s.free_cores as usize)
+                .is_some_and(|b| b.iter().any(|&e| e == (s.free, host_id(i))))
+        });
+        tops && all
+    }
+
     /// Files host `h` (now `free` bytes, `cores` free cores, before `old_cores`) in
     /// `most_free`: one push, then the stale tops of the heap it left are popped.
     fn most_free_update(&mut self, h: HostId, free: u64, cores: u32, old_cores: u32) {
@@ -1393,6 +1409,62 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Worst-fit's heaps through many rebuilds (stale entries past twice the hosts plus 1,024):
+    /// an idle host stays on top of the heap of 4 free cores while two others come and go
+    /// under it (their stale entries stay buried), each change followed by the heaps'
+    /// invariant and queries checked against a scan of the hosts.
+    #[test]
+    fn worst_by_free_survives_rebuilds() {
+        let mut ix = ClusterIndex::with_needs(
+            [(1000, 4), (64, 8), (32, 8)],
+            IndexNeeds {
+                most_free: true,
+                ..IndexNeeds::TREES
+            },
+        );
+        let mut live: [Option<(u64, u32)>; 3] = [None; 3];
+        let (mut rebuilds, mut last_len) = (0, 0);
+        let mut x = 7u64;
+        for _ in 0..5000 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let h = 1 + (x >> 33) as usize % 2;
+            let id = HostId::try_from(h).unwrap();
+            match live[h] {
+                Some((len, c)) => {
+                    ix.on_destroy_sized(id, len, c, 64);
+                    live[h] = None;
+                }
+                None => {
+                    let (len, c) = (((x >> 40) % 4 + 1) * 8, 4);
+                    ix.on_create_sized(id, len, c, 0);
+                    live[h] = Some((len, c));
+                }
+            }
+            if ix.most_free_len < last_len {
+                rebuilds += 1;
+            }
+            last_len = ix.most_free_len;
+            assert!(ix.most_free_ok());
+            for (mem, vcpus) in [(0, 0), (8, 1), (40, 3), (64, 8), (2000, 4)] {
+                let want = (0..3u32)
+                    .filter(|&h| ix.host(h).free_cores >= vcpus)
+                    .map(|h| (ix.host(h).free, h))
+                    .max()
+                    .filter(|&(f, _)| f >= mem)
+                    .map(|(_, h)| h);
+                assert_eq!(
+                    ix.worst_by_free(mem, vcpus),
+                    want,
+                    "mem {mem} vcpus {vcpus}"
+                );
+            }
+        }
+        assert!(ix.most_free_len <= 2 * 3 + 1024 + 1);
+        assert!(rebuilds >= 2, "{rebuilds} rebuilds");
     }
 
     /// Best- and worst-fit lookups by free cores against a scan of `by_free_from`.
