@@ -302,7 +302,7 @@ impl MaxTree {
                 if n == 1 {
                     return None;
                 }
-                if n % 2 == 0 && ok(n + 1) {
+                if n.is_multiple_of(2) && ok(n + 1) {
                     n += 1;
                     break;
                 }
