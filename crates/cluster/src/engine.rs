@@ -749,7 +749,8 @@ where
     let mut peak_used = 0u64;
     // Events are read a few ahead so that a departure's state is in cache when it is handled:
     // its VM's entry as it enters the window, its host's summary and memory manager's struct
-    // at `WARM`, that manager's indexes and VM records at `WARM_DEEP` (cache hints only; the
+    // when it is at `WARM` in the window (`WARM + 1` events before it is handled), that
+    // manager's indexes and VM records at `WARM_DEEP` (cache hints only; the
     // events are still handled one by one, in order). A policy that knows its next host
     // (random-fit) gets the same two steps before its next arrival.
     const AHEAD: usize = 8;
