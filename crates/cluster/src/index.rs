@@ -6,8 +6,9 @@
 
 use crate::engine::VmHash;
 use crate::hm::Extent;
+use compromis_hostmem::warm::{prefetch, prefetch_slice};
 use compromis_types::Address;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 
 /// Host number within the fleet.
 pub type HostId = u32;
@@ -218,6 +219,9 @@ impl MaxTree {
     /// different leaves, so a qualifying node can hold no qualifying leaf).
     #[inline]
     fn first<const LARGEST: bool>(&self, from: usize, v: u64, c: u32) -> Option<usize> {
+        if from > 0 {
+            return self.first_after::<LARGEST>(from, v, c);
+        }
         let leaf_from = from.checked_add(self.size)?;
         // Node `n` at depth `d` covers leaves [n << (depth - d), (n + 1) << (depth - d)); from
         // leaf 0 on (the usual search) every node is in range.
@@ -261,6 +265,51 @@ impl MaxTree {
             }
         }
     }
+
+    /// [`MaxTree::first`] from leaf `from` > 0 (random-fit's start), bottom-up: the leaf itself
+    /// first (it usually qualifies while the fleet has room), else up to the nearest ancestor
+    /// whose right sibling qualifies and down from there, as the dead-end climb of
+    /// [`MaxTree::first`] does. Every node reached this way lies right of `from`, so no range
+    /// test, and the cold lines touched are the leaf and its near ancestors, not a path from the
+    /// root.
+    fn first_after<const LARGEST: bool>(&self, from: usize, v: u64, c: u32) -> Option<usize> {
+        if from >= self.size {
+            return None;
+        }
+        let ok = |n: usize| {
+            let x = self.node[n];
+            (if LARGEST { x.largest } else { x.free }) >= v && x.cores >= c
+        };
+        let mut n = from + self.size;
+        loop {
+            if n >= self.size && ok(n) {
+                return Some(n - self.size);
+            }
+            if n < self.size {
+                let l = 2 * n;
+                if ok(l) {
+                    n = l;
+                    continue;
+                }
+                if ok(l + 1) {
+                    n = l + 1;
+                    continue;
+                }
+            }
+            // Dead end (or the starting leaf fails): up to the nearest left child whose right
+            // sibling qualifies.
+            loop {
+                if n == 1 {
+                    return None;
+                }
+                if n.is_multiple_of(2) && ok(n + 1) {
+                    n += 1;
+                    break;
+                }
+                n /= 2;
+            }
+        }
+    }
 }
 
 /// Which ordered indexes a replay keeps up to date (the max-trees, sums and per-host summaries
@@ -270,8 +319,11 @@ pub struct IndexNeeds {
     /// Hosts ordered by free bytes ([`ClusterIndex::by_free_from`]).
     pub by_free: bool,
     /// Hosts ordered by free bytes within each count of free cores
-    /// ([`ClusterIndex::best_by_free`], [`ClusterIndex::worst_by_free`]).
+    /// ([`ClusterIndex::best_by_free`]).
     pub by_free_cores: bool,
+    /// The host with the most free bytes within each count of free cores
+    /// ([`ClusterIndex::worst_by_free`]).
+    pub most_free: bool,
     /// Hosts ordered by largest extent ([`ClusterIndex::by_largest_from`]).
     pub by_largest: bool,
     /// Every free extent of the cluster ([`ClusterIndex::extents_from`]).
@@ -288,6 +340,7 @@ impl IndexNeeds {
     pub const ALL: IndexNeeds = IndexNeeds {
         by_free: true,
         by_free_cores: true,
+        most_free: true,
         by_largest: true,
         extents: true,
         host_extents: true,
@@ -296,6 +349,7 @@ impl IndexNeeds {
     pub const TREES: IndexNeeds = IndexNeeds {
         by_free: false,
         by_free_cores: false,
+        most_free: false,
         by_largest: false,
         extents: false,
         host_extents: false,
@@ -305,6 +359,7 @@ impl IndexNeeds {
         IndexNeeds {
             by_free: self.by_free || o.by_free,
             by_free_cores: self.by_free_cores || o.by_free_cores,
+            most_free: self.most_free || o.most_free,
             by_largest: self.by_largest || o.by_largest,
             extents: self.extents || o.extents,
             host_extents: self.host_extents || o.host_extents,
@@ -321,6 +376,15 @@ pub struct ClusterIndex {
     by_free: BTreeSet<(u64, HostId)>,
     /// `by_free_cores[c]`: the hosts with `c` free cores, as `(free, host)`.
     by_free_cores: Vec<BTreeSet<(u64, HostId)>>,
+    /// `most_free[c]`: a max-heap of `(free, host)` of hosts pushed when they had `c` free
+    /// cores. An entry is stale once its host's free bytes or cores differ; each heap's top is
+    /// kept current (an update pops the stale tops of the heap its host leaves), so
+    /// [`ClusterIndex::worst_by_free`] reads one top per count. An update costs one push
+    /// instead of a B-tree removal and insertion; the heaps are rebuilt from the hosts once
+    /// stale entries outnumber the hosts.
+    most_free: Vec<BinaryHeap<(u64, HostId)>>,
+    /// Entries in `most_free`, stale or not.
+    most_free_len: usize,
     /// Each host's free cores as `by_largest` and `extents` last filed them, side by side for
     /// their walks (kept with `by_largest` or `extents`, else empty).
     free_cores: Vec<u32>,
@@ -357,6 +421,8 @@ impl ClusterIndex {
             tree: MaxTree::new(n),
             by_free: BTreeSet::new(),
             by_free_cores: Vec::new(),
+            most_free: Vec::new(),
+            most_free_len: 0,
             free_cores: if needs.by_largest || needs.extents {
                 hosts.iter().map(|h| h.free_cores).collect()
             } else {
@@ -382,6 +448,10 @@ impl ClusterIndex {
             }
             if needs.by_free_cores {
                 ix.cores_bucket(h.free_cores).insert((h.free, id));
+            }
+            if needs.most_free {
+                heap(&mut ix.most_free, h.free_cores).push((h.free, id));
+                ix.most_free_len += 1;
             }
             if needs.by_largest {
                 ix.largest_slot[i] = ix.by_largest.add(h.largest, id, h.free_cores);
@@ -411,6 +481,37 @@ impl ClusterIndex {
     /// [`ClusterIndex::on_destroy`] must be used, else the `_sized` forms suffice.
     pub fn keeps_host_extents(&self) -> bool {
         self.needs.host_extents || self.needs.extents
+    }
+
+    /// Starts loading host `h`'s summary and its max-tree leaf (a cache hint, see
+    /// [`compromis_hostmem::warm`]).
+    #[inline]
+    pub fn prefetch_host(&self, h: HostId) {
+        let i = h as usize;
+        if let Some(s) = self.hosts.get(i) {
+            prefetch(s);
+        }
+        if let Some(n) = self.tree.node.get(i + self.tree.size) {
+            prefetch(n);
+        }
+        if let Some(c) = self.free_cores.get(i) {
+            prefetch(c);
+        }
+        if let Some(s) = self.largest_slot.get(i) {
+            prefetch(s);
+        }
+    }
+
+    /// Starts loading host `h`'s free-extent lengths and allocated extents, when kept (reads
+    /// its summary, which [`ClusterIndex::prefetch_host`] started loading earlier).
+    #[inline]
+    pub fn prefetch_host_extents(&self, h: HostId) {
+        if self.keeps_host_extents()
+            && let Some(s) = self.hosts.get(h as usize)
+        {
+            prefetch_slice(&s.lens.v, 2);
+            prefetch_slice(&s.alloc.v, 4);
+        }
     }
 
     /// One host's summary.
@@ -453,10 +554,62 @@ impl ClusterIndex {
     /// The host with the most free memory (ties: highest id) if it has `mem` bytes, among those
     /// with `vcpus` free cores: the last of [`ClusterIndex::by_free_from`] with enough cores.
     pub fn worst_by_free(&self, mem: u64, vcpus: u32) -> Option<HostId> {
-        self.with_cores(vcpus)
-            .filter_map(|b| b.last().filter(|&&(free, _)| free >= mem))
+        debug_assert!(self.needs.most_free, "most_free is not kept by this index");
+        self.most_free
+            .iter()
+            .skip(vcpus as usize)
+            .filter_map(|b| b.peek().filter(|&&(free, _)| free >= mem))
             .max()
             .map(|&(_, h)| h)
+    }
+
+    /// Whether `most_free`'s entry `(free, h)` in the heap of `cores` is current.
+    #[inline]
+    fn most_free_current(&self, (free, h): (u64, HostId), cores: u32) -> bool {
+        let s = &self.hosts[h as usize];
+        s.free == free && s.free_cores == cores
+    }
+
+    /// `most_free`'s invariant: every host's current entry is in the heap of its free cores,
+    /// and every heap's top is current.
+    #[cfg(test)]
+    fn most_free_ok(&self) -> bool {
+        let tops = self.most_free.iter().enumerate().all(|(c, b)| {
+            b.peek()
+                .is_none_or(|&top| self.most_free_current(top, u32::try_from(c).unwrap()))
+        });
+        let all = self.hosts.iter().enumerate().all(|(i, s)| {
+            self.most_free
+                .get(s.free_cores as usize)
+                .is_some_and(|b| b.iter().any(|&e| e == (s.free, host_id(i))))
+        });
+        tops && all
+    }
+
+    /// Files host `h` (now `free` bytes, `cores` free cores, before `old_cores`) in
+    /// `most_free`: one push, then the stale tops of the heap it left are popped.
+    fn most_free_update(&mut self, h: HostId, free: u64, cores: u32, old_cores: u32) {
+        heap(&mut self.most_free, cores).push((free, h));
+        self.most_free_len += 1;
+        if self.most_free_len > 2 * self.hosts.len() + 1024 {
+            let mut heaps = std::mem::take(&mut self.most_free);
+            for b in &mut heaps {
+                b.clear();
+            }
+            for (i, s) in self.hosts.iter().enumerate() {
+                heap(&mut heaps, s.free_cores).push((s.free, host_id(i)));
+            }
+            self.most_free = heaps;
+            self.most_free_len = self.hosts.len();
+            return;
+        }
+        while let Some(&top) = self.most_free[old_cores as usize].peek() {
+            if self.most_free_current(top, old_cores) {
+                break;
+            }
+            self.most_free[old_cores as usize].pop();
+            self.most_free_len -= 1;
+        }
     }
 
     /// The `(free, host)` sets of the hosts with at least `vcpus` free cores, one per count.
@@ -621,6 +774,9 @@ impl ClusterIndex {
         if self.needs.by_free_cores && (free != old_free || cores != old_cores) {
             self.cores_bucket(old_cores).remove(&(old_free, h));
             self.cores_bucket(cores).insert((free, h));
+        }
+        if self.needs.most_free && (free != old_free || cores != old_cores) {
+            self.most_free_update(h, free, cores, old_cores);
         }
         match (old_vms > 0, vms > 0) {
             (false, true) => self.in_use += 1,
@@ -1152,6 +1308,15 @@ fn bucket(sets: &mut Vec<BTreeSet<(u64, HostId)>>, cores: u32) -> &mut BTreeSet<
     &mut sets[c]
 }
 
+/// `heaps[c]`, created on first use.
+fn heap(heaps: &mut Vec<BinaryHeap<(u64, HostId)>>, cores: u32) -> &mut BinaryHeap<(u64, HostId)> {
+    let c = cores as usize;
+    if heaps.len() <= c {
+        heaps.resize_with(c + 1, BinaryHeap::new);
+    }
+    &mut heaps[c]
+}
+
 /// Host index to id (fleets are limited to 100 million hosts when parsed).
 fn host_id(i: usize) -> HostId {
     HostId::try_from(i).expect("fleets have fewer than 2^32 hosts")
@@ -1244,6 +1409,62 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Worst-fit's heaps through many rebuilds (stale entries past twice the hosts plus 1,024):
+    /// an idle host stays on top of the heap of 4 free cores while two others come and go
+    /// under it (their stale entries stay buried), each change followed by the heaps'
+    /// invariant and queries checked against a scan of the hosts.
+    #[test]
+    fn worst_by_free_survives_rebuilds() {
+        let mut ix = ClusterIndex::with_needs(
+            [(1000, 4), (64, 8), (32, 8)],
+            IndexNeeds {
+                most_free: true,
+                ..IndexNeeds::TREES
+            },
+        );
+        let mut live: [Option<(u64, u32)>; 3] = [None; 3];
+        let (mut rebuilds, mut last_len) = (0, 0);
+        let mut x = 7u64;
+        for _ in 0..5000 {
+            x = x
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let h = 1 + (x >> 33) as usize % 2;
+            let id = HostId::try_from(h).unwrap();
+            match live[h] {
+                Some((len, c)) => {
+                    ix.on_destroy_sized(id, len, c, 64);
+                    live[h] = None;
+                }
+                None => {
+                    let (len, c) = (((x >> 40) % 4 + 1) * 8, 4);
+                    ix.on_create_sized(id, len, c, 0);
+                    live[h] = Some((len, c));
+                }
+            }
+            if ix.most_free_len < last_len {
+                rebuilds += 1;
+            }
+            last_len = ix.most_free_len;
+            assert!(ix.most_free_ok());
+            for (mem, vcpus) in [(0, 0), (8, 1), (40, 3), (64, 8), (2000, 4)] {
+                let want = (0..3u32)
+                    .filter(|&h| ix.host(h).free_cores >= vcpus)
+                    .map(|h| (ix.host(h).free, h))
+                    .max()
+                    .filter(|&(f, _)| f >= mem)
+                    .map(|(_, h)| h);
+                assert_eq!(
+                    ix.worst_by_free(mem, vcpus),
+                    want,
+                    "mem {mem} vcpus {vcpus}"
+                );
+            }
+        }
+        assert!(ix.most_free_len <= 2 * 3 + 1024 + 1);
+        assert!(rebuilds >= 2, "{rebuilds} rebuilds");
     }
 
     /// Best- and worst-fit lookups by free cores against a scan of `by_free_from`.

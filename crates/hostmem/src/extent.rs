@@ -378,6 +378,13 @@ impl ExtentAllocator {
     pub fn used_bytes(&self) -> u64 {
         self.capacity - self.free
     }
+    /// Starts loading the free-extent indexes' first cache lines (see [`crate::warm`]).
+    #[inline]
+    pub fn prefetch(&self) {
+        crate::warm::prefetch_slice(&self.ranges, 1);
+        self.by_addr.prefetch(2);
+        self.by_len.prefetch(2);
+    }
     /// Length of the largest free extent (0 when none).
     pub fn largest_free(&self) -> u64 {
         self.by_len.last().map_or(0, |(l, _)| l)

@@ -41,6 +41,7 @@ mod ordset;
 pub mod scenario;
 mod snapshot;
 mod vmtable;
+pub mod warm;
 
 pub use age::{AgeConfig, AgeReport};
 pub use compromis_types::{

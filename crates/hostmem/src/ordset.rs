@@ -64,6 +64,15 @@ impl DoubleEndedIterator for Iter<'_> {
 }
 
 impl OrdSet {
+    /// Starts loading the first `max_lines` cache lines of a small set's keys (see
+    /// [`crate::warm`]; a large set is left alone).
+    #[inline]
+    pub(crate) fn prefetch(&self, max_lines: usize) {
+        if let OrdSet::Small(v) = self {
+            crate::warm::prefetch_slice(v, max_lines);
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         match self {
             OrdSet::Small(v) => v.len(),

@@ -17,6 +17,12 @@ impl VmTable {
         VmTable { v: Vec::new() }
     }
 
+    /// Starts loading the first `max_lines` cache lines of the records (see [`crate::warm`]).
+    #[inline]
+    pub(crate) fn prefetch(&self, max_lines: usize) {
+        crate::warm::prefetch_slice(&self.v, max_lines);
+    }
+
     fn pos(&self, vm: VmId) -> Result<usize, usize> {
         // Fast path: the newest VM (the usual insert and a frequent lookup).
         match self.v.last() {

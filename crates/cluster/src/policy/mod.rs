@@ -40,6 +40,12 @@ pub trait PlacementPolicy: Send {
     /// Picks a host for a VM of `mem` bytes (already rounded to the granule) and `vcpus` cores,
     /// or `None` when no host qualifies.
     fn choose(&mut self, ix: &ClusterIndex, mem: u64, vcpus: u32) -> Option<HostId>;
+    /// A host the next [`PlacementPolicy::choose`] will look at first, when the policy knows it
+    /// ahead (random-fit's next start): the engine starts loading that host's state early. A
+    /// hint only: it never changes a result.
+    fn next_hint(&self) -> Option<HostId> {
+        None
+    }
 }
 
 /// The policies, by name.

@@ -17,7 +17,7 @@ impl PlacementPolicy for WorstFit {
     }
     fn needs(&self) -> IndexNeeds {
         IndexNeeds {
-            by_free_cores: true,
+            most_free: true,
             ..IndexNeeds::TREES
         }
     }
