@@ -529,16 +529,14 @@ impl SetAssoc {
                     // The used ways in their order, then the empty ones by decreasing number.
                     let o = self.order[set];
                     let mut order = 0;
-                    let mut p = 0;
                     let used = (0..self.ways)
                         .map(|q| ((o >> (4 * q)) & 0xf) as usize)
                         .filter(|&w| self.keys[start + w] != EMPTY);
                     let empty = (0..self.ways)
                         .rev()
                         .filter(|&w| self.keys[start + w] == EMPTY);
-                    for w in used.chain(empty) {
+                    for (p, w) in used.chain(empty).enumerate() {
                         order |= (w as u64) << (4 * p);
-                        p += 1;
                     }
                     self.order[set] = order;
                 } else {
