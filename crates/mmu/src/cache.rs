@@ -258,10 +258,11 @@ impl DataCaches {
 
     /// Serves one access (a load, a store, or a page-walk read of an entry): returns the level that
     /// had the line and the load-to-use latency in cycles; fills the line into every level above it.
-    #[inline]
+    #[inline(always)]
     pub fn access(&mut self, hpa: Hpa) -> (Level, u64) {
         if self.dram_only {
-            // What the loop below gives when no level holds anything, without the loop.
+            // What the loop of `access_levels` gives when no level holds anything, inlined at
+            // the caller: a translation-only model's access is a few adds, not a call.
             let lat = self.latency[3];
             let s = &mut self.stats;
             s.accesses += 1;
@@ -269,6 +270,12 @@ impl DataCaches {
             s.misses += 1;
             return (Level::Dram, lat);
         }
+        self.access_levels(hpa)
+    }
+
+    /// [`DataCaches::access`] with at least one level present (out of line, as `access` was).
+    #[inline(never)]
+    fn access_levels(&mut self, hpa: Hpa) -> (Level, u64) {
         let a = hpa.raw();
         // Each level is looked up and, on a miss, filled in the same scan; the first hit stops
         // the search, so the line ends up in every level above the one that had it.

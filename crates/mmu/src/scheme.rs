@@ -399,15 +399,10 @@ impl<W: Walker> Mmu<W> {
             fault: false,
         }
     }
-}
 
-impl<W: Walker> Scheme for Mmu<W> {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    #[inline]
-    fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
+    /// [`Scheme::translate`], inlined into the loop of [`Scheme::run_accesses`].
+    #[inline(always)]
+    fn translate_one(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
         if let Some(pages) = &mut self.pages {
             return perfect_translate(pages, &self.walker, ctx, gva);
         }
@@ -428,14 +423,15 @@ impl<W: Walker> Scheme for Mmu<W> {
         Some(Hpa(r.frame.raw() + gva.page_offset(r.size)))
     }
 
-    #[inline]
-    fn access(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind, dep: bool) -> Option<Hpa> {
+    /// [`Scheme::access`], inlined into the loop of [`Scheme::run_accesses`].
+    #[inline(always)]
+    fn access_one(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind, dep: bool) -> Option<Hpa> {
         let (stlb0, walks0, walk0) = (
             self.stats.stlb_hits,
             self.stats.walks,
             self.stats.walk_cycles,
         );
-        let hpa = self.translate(ctx, gva, kind)?;
+        let hpa = self.translate_one(ctx, gva, kind)?;
         let data0 = self.stats.data_cycles;
         self.mem.data(hpa, &mut self.stats);
         let s = &mut self.stats;
@@ -450,6 +446,22 @@ impl<W: Walker> Scheme for Mmu<W> {
         });
         s.mem_cycles = self.timeline.end();
         Some(hpa)
+    }
+}
+
+impl<W: Walker> Scheme for Mmu<W> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    #[inline]
+    fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
+        self.translate_one(ctx, gva, kind)
+    }
+
+    #[inline]
+    fn access(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind, dep: bool) -> Option<Hpa> {
+        self.access_one(ctx, gva, kind, dep)
     }
 
     fn run_accesses(&mut self, ctx: Ctx<'_>, ops: &[Op], limit: u64, hints: &mut Hints) -> Batch {
@@ -484,7 +496,7 @@ impl<W: Walker> Scheme for Mmu<W> {
                 hints.give_stages(ops, i, stages, |g, stage| me.prefetch(ctx, g, stage));
             }
             count_access(&mut self.stats, kind, instrs);
-            if self.access(ctx, gva, kind, dep).is_none() {
+            if self.access_one(ctx, gva, kind, dep).is_none() {
                 return Batch {
                     done: i,
                     fault: true,

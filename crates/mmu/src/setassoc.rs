@@ -6,11 +6,16 @@
 //! index is `key % sets`. Each entry carries a `u64` value. A structure with 0 entries is disabled:
 //! every lookup misses and inserts are dropped. The hot path (`lookup`, `insert`) does not allocate.
 //!
-//! Layout and speed: keys, values and last-use stamps are three flat arrays (structure of arrays,
-//! one set is `ways` consecutive keys), so a lookup scans one short run of keys. Two shortcuts
-//! change no result: a structure that holds nothing answers a miss without looking (a TLB array
-//! of huge pages that the run never uses costs one compare), and the way used last is checked
-//! before the set is scanned (a key lives in one way only, so a match there is the hit).
+//! Layout and speed: keys and values are two flat arrays (structure of arrays, one set is `ways`
+//! consecutive keys), so a lookup scans one short run of keys. The recency order of a set of at
+//! most 16 ways (every TLB and walk cache of the presets) is one word per set, the way numbers in
+//! nibbles from the most to the least recently used: the victim of a miss is read from the word,
+//! with no scan, and a whole 1,536-entry STLB's order is 1 KiB. Larger sets keep a last-use stamp
+//! per way instead. Two shortcuts change no result: a structure that holds nothing answers a miss
+//! without looking (a TLB array of huge pages that the run never uses costs one compare), and the
+//! way used last is checked before the set is scanned (a key lives in one way only, so a match
+//! there is the hit; that way is the most recently used of its set, so a hit there changes no
+//! order).
 
 use thiserror::Error;
 
@@ -46,10 +51,48 @@ impl GeometryError {
 
 const EMPTY: u64 = u64::MAX;
 
+/// Sets of at most this many ways keep their recency order in one word (see [`SetAssoc`]).
+const ORDER_WAYS: usize = 16;
+
+/// A one in the low bit of every nibble.
+const NIBBLE_ONES: u64 = 0x1111_1111_1111_1111;
+
+/// The recency order of an empty set of `ways` ways: ways `ways - 1` down to 0 from the most
+/// recent (nibble 0) to the least (nibble `ways - 1`). Orders keep the used ways first, by
+/// recency, then the empty ways by decreasing number, so the victim of a miss is the lowest empty
+/// way while there is one (what the stamps, 0 for an empty way, give), else the least recently
+/// used way.
+fn empty_order(ways: usize) -> u64 {
+    (0..ways).fold(0, |o, p| o | (((ways - 1 - p) as u64) << (4 * p)))
+}
+
+/// The position (0 = most recent) of way `w` in `order`, whose nibbles `valid` marks (one bit
+/// each): the nibble equal to `w`, found without a loop.
+#[inline(always)]
+fn position(order: u64, valid: u64, w: usize) -> u32 {
+    let x = order ^ (w as u64).wrapping_mul(NIBBLE_ONES);
+    // Bit 4p is set when nibble p differs from `w`.
+    let differs = (x | x >> 1 | x >> 2 | x >> 3) & NIBBLE_ONES;
+    (!differs & valid).trailing_zeros() / 4
+}
+
+/// `order` with the way at position `p` moved to the front (most recent), the ways before it one
+/// place back.
+#[inline(always)]
+fn to_front(order: u64, p: u32) -> u64 {
+    let shift = 4 * p;
+    let w = (order >> shift) & 0xf;
+    let before = order & ((1u64 << shift) - 1);
+    let after = ((order >> shift) >> 4) << 4 << shift;
+    after | (before << 4) | w
+}
+
 /// A set-associative LRU array of `(key, value)` pairs.
 ///
-/// True LRU by last-use stamps: each way records the tick of its last use, an empty way has stamp
-/// 0 (older than any use), so the victim is always the way with the smallest stamp.
+/// True LRU, by a recency order per set for sets of at most [`ORDER_WAYS`] ways, else by
+/// last-use stamps: each way records the tick of its last use, an empty way has stamp 0 (older
+/// than any use), so the victim is the first way with the smallest stamp. Both give the same
+/// victims.
 #[derive(Clone, Debug)]
 pub struct SetAssoc {
     sets: usize,
@@ -59,16 +102,26 @@ pub struct SetAssoc {
     /// `sets * ways` keys; `EMPTY` marks an unused way.
     keys: Box<[u64]>,
     vals: Box<[u64]>,
-    /// Last-use tick of each way (0 = empty).
+    /// Sets of at most [`ORDER_WAYS`] ways: each set's recency order (see [`empty_order`]),
+    /// else empty.
+    order: Box<[u64]>,
+    /// The low bit of each of the first `ways` nibbles (an order's valid nibbles).
+    valid: u64,
+    /// Every bit of the first `ways` nibbles.
+    full: u64,
+    /// The shift of the last valid nibble, `4 * (ways - 1)` (ordered sets).
+    top: u32,
+    /// Larger sets: last-use tick of each way (0 = empty), else empty.
     stamps: Box<[u64]>,
     clock: u64,
     /// Ways in use (not `EMPTY`).
     live: usize,
-    /// Index of the way used last (a hint: checked before the set is scanned).
+    /// Index of the way used last (a hint: checked before the set is scanned). When it holds a
+    /// key, that way is the most recently used of its set.
     last: usize,
-    /// The victim the last missed lookup found while scanning its set, for the fill that
-    /// usually follows (a TLB miss, then a walk, then the fill): valid for `victim.key` while
-    /// the clock is `victim.clock` (no stamp changed since) and no entry was removed.
+    /// With stamps: the victim the last missed lookup found while scanning its set, for the
+    /// fill that usually follows (a TLB miss, then a walk, then the fill): valid for `victim.key`
+    /// while the clock is `victim.clock` (no stamp changed since) and no entry was removed.
     victim: Victim,
 }
 
@@ -108,13 +161,24 @@ impl SetAssoc {
             });
         }
         let sets = entries / ways;
+        let ordered = ways <= ORDER_WAYS;
         Ok(SetAssoc {
             sets,
             mask: sets.is_power_of_two().then(|| sets as u64 - 1),
             ways,
             keys: vec![EMPTY; entries].into_boxed_slice(),
             vals: vec![0; entries].into_boxed_slice(),
-            stamps: vec![0; entries].into_boxed_slice(),
+            order: if ordered {
+                vec![empty_order(ways); sets].into_boxed_slice()
+            } else {
+                Box::new([])
+            },
+            valid: (0..ways.min(ORDER_WAYS)).fold(0, |v, p| v | (1 << (4 * p))),
+            full: (0..ways.min(ORDER_WAYS)).fold(0, |v, p| v | (0xf << (4 * p))),
+            // Below 64.
+            #[allow(clippy::cast_possible_truncation)]
+            top: 4 * (ways.min(ORDER_WAYS) - 1) as u32,
+            stamps: vec![0; if ordered { 0 } else { entries }].into_boxed_slice(),
             clock: 0,
             live: 0,
             last: 0,
@@ -130,6 +194,10 @@ impl SetAssoc {
             ways: 0,
             keys: Box::new([]),
             vals: Box::new([]),
+            order: Box::new([]),
+            valid: 0,
+            full: 0,
+            top: 0,
             stamps: Box::new([]),
             clock: 0,
             live: 0,
@@ -156,15 +224,26 @@ impl SetAssoc {
         self.live == 0
     }
 
+    /// Whether sets keep a recency order (else stamps).
+    #[inline(always)]
+    fn ordered(&self) -> bool {
+        self.ways <= ORDER_WAYS
+    }
+
+    /// The set `key` falls in.
     #[inline]
-    fn set_start(&self, key: u64) -> usize {
+    fn set_of(&self, key: u64) -> usize {
         // The set index is below `sets`, a usize.
         #[allow(clippy::cast_possible_truncation)]
-        let set = match self.mask {
+        match self.mask {
             Some(m) => (key & m) as usize,
             None => (key % self.sets as u64) as usize,
-        };
-        set * self.ways
+        }
+    }
+
+    #[inline]
+    fn set_start(&self, key: u64) -> usize {
+        self.set_of(key) * self.ways
     }
 
     /// The way holding `key` in the set starting at `start`: the way used last first, then the set.
@@ -179,13 +258,18 @@ impl SetAssoc {
             .map(|w| start + w)
     }
 
-    /// Makes way `i` the most recently used. A way that already is (its stamp is the clock) keeps
-    /// its stamp: the order of every set stays the same, and the set scan is skipped next time.
+    /// Makes way `i` of set `set` the most recently used. The way used last already is: the
+    /// order of every set stays the same.
     #[inline]
-    fn use_way(&mut self, i: usize) {
-        if self.stamps[i] != self.clock {
-            self.clock += 1;
-            self.stamps[i] = self.clock;
+    fn use_way(&mut self, set: usize, i: usize) {
+        if i != self.last {
+            if self.ordered() {
+                let o = self.order[set];
+                self.order[set] = to_front(o, position(o, self.valid, i - set * self.ways));
+            } else {
+                self.clock += 1;
+                self.stamps[i] = self.clock;
+            }
         }
         self.last = i;
     }
@@ -200,67 +284,81 @@ impl SetAssoc {
         // no call); the set is scanned out of line.
         let last = self.last;
         if self.keys[last] == key {
-            self.use_way(last);
             return Some(self.vals[last]);
         }
         self.lookup_held(key)
     }
 
-    /// [`SetAssoc::lookup`] when the way used last holds `key` (its hit, the same LRU update);
-    /// `None`, with nothing changed, otherwise.
+    /// [`SetAssoc::lookup`] when the way used last holds `key` (its hit, the same LRU update:
+    /// none, that way being the most recent of its set); `None`, with nothing changed, otherwise.
     #[inline(always)]
     pub fn lookup_last(&mut self, key: u64) -> Option<u64> {
         let last = self.last;
         if self.live == 0 || self.keys[last] != key {
             return None;
         }
-        self.use_way(last);
         Some(self.vals[last])
     }
 
     /// [`SetAssoc::lookup`] of a structure that holds entries, its way used last not holding
-    /// `key`. On a miss, the same scan of the set finds the way a [`SetAssoc::fill`] of `key`
-    /// would evict, and remembers it.
+    /// `key`. On a miss with stamps, the same scan of the set finds the way a
+    /// [`SetAssoc::fill`] of `key` would evict, and remembers it.
     #[inline(never)]
     fn lookup_held(&mut self, key: u64) -> Option<u64> {
-        match self.scan(key) {
+        let set = self.set_of(key);
+        match self.scan(set, key) {
             Ok(i) => {
-                self.use_way(i);
+                self.use_way(set, i);
                 Some(self.vals[i])
             }
             Err(way) => {
-                self.victim = Victim {
-                    key,
-                    clock: self.clock,
-                    way,
-                };
+                if !self.ordered() {
+                    self.victim = Victim {
+                        key,
+                        clock: self.clock,
+                        way,
+                    };
+                }
                 None
             }
         }
     }
 
-    /// One scan of `key`'s set: `Ok` with the way that holds it, or `Err` with the least recently
-    /// used way (the one a fill of `key` evicts; an empty way, stamp 0, first).
+    /// The least recently used way of `set` (an empty way first, the lowest): the one a fill
+    /// evicts. Sets with an order only.
     #[inline(always)]
-    fn scan(&self, key: u64) -> Result<usize, usize> {
-        let start = self.set_start(key);
+    fn order_victim(&self, set: usize) -> usize {
+        // The last valid nibble; below 16.
+        #[allow(clippy::cast_possible_truncation)]
+        let w = (self.order[set] >> self.top) as usize;
+        set * self.ways + w
+    }
+
+    /// One scan of `key`'s set `set`: `Ok` with the way that holds it, or `Err` with the least
+    /// recently used way (the one a fill of `key` evicts; an empty way, the lowest, first).
+    #[inline(always)]
+    fn scan(&self, set: usize, key: u64) -> Result<usize, usize> {
+        let start = set * self.ways;
         // The usual associativities with their way count known at compile time: the loops
         // unroll into compares and conditional moves, no branch per way.
         match self.ways {
-            4 => return self.scan_fixed::<4>(start, key),
-            8 => return self.scan_fixed::<8>(start, key),
-            12 => return self.scan_fixed::<12>(start, key),
-            16 => return self.scan_fixed::<16>(start, key),
+            4 => return self.scan_fixed::<4>(set, key),
+            8 => return self.scan_fixed::<8>(set, key),
+            12 => return self.scan_fixed::<12>(set, key),
+            16 => return self.scan_fixed::<16>(set, key),
             _ => {}
         }
         let keys = &self.keys[start..start + self.ways];
+        if let Some(w) = keys.iter().position(|&k| k == key) {
+            return Ok(start + w);
+        }
+        if self.ordered() {
+            return Err(self.order_victim(set));
+        }
         let stamps = &self.stamps[start..start + self.ways];
         let mut victim = 0;
         let mut oldest = u64::MAX;
-        for (w, (&k, &s)) in keys.iter().zip(stamps).enumerate() {
-            if k == key {
-                return Ok(start + w);
-            }
+        for (w, &s) in stamps.iter().enumerate() {
             if s < oldest {
                 oldest = s;
                 victim = w;
@@ -269,15 +367,13 @@ impl SetAssoc {
         Err(start + victim)
     }
 
-    /// [`SetAssoc::scan`] of a set of `N` ways, whole (no early exit: most scans of a TLB miss
-    /// read every way anyway), branch-free: the first way holding `key`, else the first way of
-    /// the smallest stamp, as the loop of [`SetAssoc::scan`] finds them.
+    /// [`SetAssoc::scan`] of a set of `N` ways (at most [`ORDER_WAYS`]: an ordered set), whole
+    /// (no early exit: most scans of a TLB miss read every way anyway), branch-free: the first way
+    /// holding `key`, else the victim its order gives.
     #[inline(always)]
-    fn scan_fixed<const N: usize>(&self, start: usize, key: u64) -> Result<usize, usize> {
-        let (Some(keys), Some(stamps)) = (
-            self.keys[start..].first_chunk::<N>(),
-            self.stamps[start..].first_chunk::<N>(),
-        ) else {
+    fn scan_fixed<const N: usize>(&self, set: usize, key: u64) -> Result<usize, usize> {
+        let start = set * N;
+        let Some(keys) = self.keys[start..].first_chunk::<N>() else {
             unreachable!("a set of {N} ways")
         };
         let mut hit = N;
@@ -287,14 +383,7 @@ impl SetAssoc {
         if hit < N {
             return Ok(start + hit);
         }
-        let mut victim = 0;
-        let mut oldest = u64::MAX;
-        for (w, &s) in stamps.iter().enumerate() {
-            let older = s < oldest;
-            oldest = if older { s } else { oldest };
-            victim = if older { w } else { victim };
-        }
-        Err(start + victim)
+        Err(self.order_victim(set))
     }
 
     /// Looks `key` up without changing the LRU order.
@@ -323,13 +412,13 @@ impl SetAssoc {
         if self.sets == 0 {
             return None;
         }
-        let start = self.set_start(key);
-        if let Some(i) = self.find(start, key) {
-            self.use_way(i);
+        let set = self.set_of(key);
+        if let Some(i) = self.find(set * self.ways, key) {
+            self.use_way(set, i);
             self.vals[i] = val;
             return None;
         }
-        self.fill_at(start, key, val)
+        self.fill_at(set, key, val)
     }
 
     /// Inserts `key`, known to be absent (it just missed), as most recently used; returns the
@@ -343,7 +432,7 @@ impl SetAssoc {
         if self.sets == 0 {
             return None;
         }
-        self.fill_at(self.set_start(key), key, val)
+        self.fill_at(self.set_of(key), key, val)
     }
 
     /// Looks `key` up and, on a miss, inserts it (value 0): one scan of the set instead of a
@@ -362,34 +451,31 @@ impl SetAssoc {
     #[inline]
     fn touch_enabled(&mut self, key: u64) -> bool {
         if self.keys[self.last] == key {
-            self.use_way(self.last);
             return true;
         }
-        let i = match self.scan(key) {
+        let set = self.set_of(key);
+        match self.scan(set, key) {
             Ok(i) => {
-                self.use_way(i);
-                return true;
+                self.use_way(set, i);
+                true
             }
-            Err(i) => i,
-        };
-        if self.keys[i] == EMPTY {
-            self.live += 1;
+            Err(i) => {
+                self.place(set, i, key, 0);
+                false
+            }
         }
-        self.clock += 1;
-        self.keys[i] = key;
-        self.vals[i] = 0;
-        self.stamps[i] = self.clock;
-        self.last = i;
-        false
     }
 
     #[inline]
-    fn fill_at(&mut self, start: usize, key: u64, val: u64) -> Option<(u64, u64)> {
+    fn fill_at(&mut self, set: usize, key: u64, val: u64) -> Option<(u64, u64)> {
         debug_assert_ne!(key, EMPTY, "u64::MAX is reserved");
-        let i = if self.victim.key == key && self.victim.clock == self.clock {
+        let i = if self.ordered() {
+            self.order_victim(set)
+        } else if self.victim.key == key && self.victim.clock == self.clock {
             // The lookup that just missed `key` found the victim, and no stamp changed since.
             self.victim.way
         } else {
+            let start = set * self.ways;
             let stamps = &self.stamps[start..start + self.ways];
             let mut victim = 0;
             let mut oldest = stamps[0];
@@ -401,14 +487,29 @@ impl SetAssoc {
             }
             start + victim
         };
+        self.place(set, i, key, val)
+    }
+
+    /// Puts `key` in way `i` of set `set` (its victim) as the most recently used; returns the
+    /// evicted `(key, value)`, if any.
+    #[inline(always)]
+    fn place(&mut self, set: usize, i: usize, key: u64, val: u64) -> Option<(u64, u64)> {
         let evicted = (self.keys[i] != EMPTY).then(|| (self.keys[i], self.vals[i]));
         if evicted.is_none() {
             self.live += 1;
         }
-        self.clock += 1;
         self.keys[i] = key;
         self.vals[i] = val;
-        self.stamps[i] = self.clock;
+        if self.ordered() {
+            // The victim is the last of the order: the others move one place back.
+            let o = self.order[set];
+            let w = (i - set * self.ways) as u64;
+            debug_assert_eq!(o >> self.top, w);
+            self.order[set] = ((o << 4) & self.full) | w;
+        } else {
+            self.clock += 1;
+            self.stamps[i] = self.clock;
+        }
         self.last = i;
         evicted
     }
@@ -418,12 +519,30 @@ impl SetAssoc {
         if self.live == 0 {
             return false;
         }
-        match self.find(self.set_start(key), key) {
+        let set = self.set_of(key);
+        let start = set * self.ways;
+        match self.find(start, key) {
             Some(i) => {
                 self.keys[i] = EMPTY;
-                self.stamps[i] = 0;
                 self.live -= 1;
-                self.victim = Victim::NONE;
+                if self.ordered() {
+                    // The used ways in their order, then the empty ones by decreasing number.
+                    let o = self.order[set];
+                    let mut order = 0;
+                    let used = (0..self.ways)
+                        .map(|q| ((o >> (4 * q)) & 0xf) as usize)
+                        .filter(|&w| self.keys[start + w] != EMPTY);
+                    let empty = (0..self.ways)
+                        .rev()
+                        .filter(|&w| self.keys[start + w] == EMPTY);
+                    for (p, w) in used.chain(empty).enumerate() {
+                        order |= (w as u64) << (4 * p);
+                    }
+                    self.order[set] = order;
+                } else {
+                    self.stamps[i] = 0;
+                    self.victim = Victim::NONE;
+                }
                 true
             }
             None => false,
@@ -440,6 +559,9 @@ impl SetAssoc {
         if self.live > 0 {
             self.keys.fill(EMPTY);
             self.stamps.fill(0);
+            if self.ordered() {
+                self.order.fill(empty_order(self.ways));
+            }
             self.live = 0;
         }
         self.victim = Victim::NONE;
@@ -517,7 +639,7 @@ mod tests {
     proptest! {
         #[test]
         fn matches_lru_oracle(
-            (sets, ways) in (1usize..5, prop_oneof![1usize..9, Just(12usize), Just(16usize)]),
+            (sets, ways) in (1usize..5, prop_oneof![1usize..9, Just(12usize), Just(16usize), Just(17usize), Just(20usize)]),
             steps in prop::collection::vec(step(), 0..400),
         ) {
             let mut sa = SetAssoc::new("t", sets * ways, ways).unwrap();

@@ -136,14 +136,14 @@ pub struct Timeline {
     oldest: usize,
     /// How many accesses `in_window` holds.
     held: usize,
-    /// Latest completion of the accesses that left the window.
-    retired: u64,
-    /// Start of the previous access.
+    /// The earliest start of the next access from in-order issue, the window and serialising
+    /// events: the start of the previous access, raised to the completion of each access that
+    /// leaves the window and to [`Timeline::end`] at a [`Timeline::drain`]. One maximum instead
+    /// of three: those constraints enter every later start the same way, and each start is at
+    /// least the previous one.
     last_start: u64,
     /// Completion of the previous load.
     last_load: u64,
-    /// Last serialising event.
-    floor: u64,
     /// Latest completion so far.
     end: u64,
 }
@@ -162,10 +162,8 @@ impl Timeline {
             mask: (window as usize).next_power_of_two() - 1,
             oldest: 0,
             held: 0,
-            retired: 0,
             last_start: 0,
             last_load: 0,
-            floor: 0,
             end: 0,
         }
     }
@@ -184,18 +182,14 @@ impl Timeline {
         while self.held > 0 {
             let (pos, done) = self.in_window[self.oldest % MAX_K];
             if pos + self.window <= a.instr || self.held as u64 >= self.window {
-                self.retired = self.retired.max(done);
+                self.last_start = self.last_start.max(done);
                 self.oldest = (self.oldest + 1) & mask;
                 self.held -= 1;
             } else {
                 break;
             }
         }
-        let mut start = self
-            .last_start
-            .max(self.floor)
-            .max(self.retired)
-            .max(self.slots.free_at());
+        let mut start = self.last_start.max(self.slots.free_at());
         if a.dep {
             start = start.max(self.last_load);
         }
@@ -219,7 +213,8 @@ impl Timeline {
     /// A serialising event: later accesses start after every access so far has completed.
     #[inline]
     pub fn drain(&mut self) {
-        self.floor = self.end;
+        // `end` is at least every start so far.
+        self.last_start = self.end;
     }
 
     /// The latest completion so far (non-decreasing).
@@ -366,7 +361,7 @@ mod tests {
             let window = self.c.window.clamp(1, 4096);
             while let Some(&(pos, done)) = self.queue.front() {
                 if pos + window <= a.instr || self.queue.len() as u64 >= window {
-                    self.retired = self.retired.max(done);
+                    self.last_start = self.last_start.max(done);
                     self.queue.pop_front();
                 } else {
                     break;
