@@ -175,8 +175,6 @@ struct Node {
 #[derive(Clone, Debug)]
 struct MaxTree {
     size: usize,
-    /// log2(size).
-    depth: u32,
     node: Vec<Node>,
 }
 
@@ -185,7 +183,6 @@ impl MaxTree {
         let size = n.next_power_of_two().max(1);
         MaxTree {
             size,
-            depth: size.trailing_zeros(),
             node: vec![Node::default(); 2 * size],
         }
     }
@@ -214,78 +211,38 @@ impl MaxTree {
     }
 
     /// First leaf index >= `from` whose value (largest extent when `LARGEST`, else free bytes)
-    /// is >= `v` with cores >= `c`: a depth-first descent, left child first, that backs up to the
-    /// nearest untried right sibling at a dead end (the two maxima of a node may come from
-    /// different leaves, so a qualifying node can hold no qualifying leaf).
+    /// is >= `v` with cores >= `c`. From leaf 0 (the usual search) a descent from the root;
+    /// from a later leaf (random-fit's start) a climb from that leaf: the leaf itself first (it
+    /// usually qualifies while the fleet has room), else up to the nearest ancestor whose right
+    /// sibling qualifies and down from there. Every node reached that way lies right of `from`,
+    /// so no range test, and the cold lines touched are the leaf and its near ancestors, not a
+    /// path from the root.
     #[inline]
     fn first<const LARGEST: bool>(&self, from: usize, v: u64, c: u32) -> Option<usize> {
-        if from > 0 {
-            return self.first_after::<LARGEST>(from, v, c);
-        }
-        let leaf_from = from.checked_add(self.size)?;
-        // Node `n` at depth `d` covers leaves [n << (depth - d), (n + 1) << (depth - d)); from
-        // leaf 0 on (the usual search) every node is in range.
-        let ok = |n: usize| {
-            let x = self.node[n];
-            let value = if LARGEST { x.largest } else { x.free };
-            value >= v
-                && x.cores >= c
-                && (from == 0 || {
-                    let d = usize::BITS - 1 - n.leading_zeros();
-                    ((n + 1) << (self.depth - d)) > leaf_from
-                })
-        };
-        if !ok(1) {
-            return None;
-        }
-        let mut n = 1;
-        loop {
-            if n >= self.size {
-                return Some(n - self.size);
-            }
-            let l = 2 * n;
-            if ok(l) {
-                n = l;
-                continue;
-            }
-            if ok(l + 1) {
-                n = l + 1;
-                continue;
-            }
-            // Dead end: up to the nearest left child whose right sibling qualifies.
-            loop {
-                if n == 1 {
-                    return None;
-                }
-                if n % 2 == 0 && ok(n + 1) {
-                    n += 1;
-                    break;
-                }
-                n /= 2;
-            }
+        if from == 0 {
+            self.search::<LARGEST>(1, v, c)
+        } else if from < self.size {
+            self.search::<LARGEST>(from + self.size, v, c)
+        } else {
+            None
         }
     }
 
-    /// [`MaxTree::first`] from leaf `from` > 0 (random-fit's start), bottom-up: the leaf itself
-    /// first (it usually qualifies while the fleet has room), else up to the nearest ancestor
-    /// whose right sibling qualifies and down from there, as the dead-end climb of
-    /// [`MaxTree::first`] does. Every node reached this way lies right of `from`, so no range
-    /// test, and the cold lines touched are the leaf and its near ancestors, not a path from the
-    /// root.
-    fn first_after<const LARGEST: bool>(&self, from: usize, v: u64, c: u32) -> Option<usize> {
-        if from >= self.size {
-            return None;
-        }
+    /// The search of [`MaxTree::first`] from node `n`: a depth-first descent, left child first,
+    /// that backs up to the nearest untried right sibling at a dead end (the two maxima of a
+    /// node may come from different leaves, so a qualifying node can hold no qualifying leaf).
+    /// The first qualifying leaf of `n`'s subtree or right of it.
+    fn search<const LARGEST: bool>(&self, mut n: usize, v: u64, c: u32) -> Option<usize> {
         let ok = |n: usize| {
             let x = self.node[n];
             (if LARGEST { x.largest } else { x.free }) >= v && x.cores >= c
         };
-        let mut n = from + self.size;
         loop {
-            if n >= self.size && ok(n) {
-                return Some(n - self.size);
-            }
-            if n < self.size {
+            if n >= self.size {
+                if ok(n) {
+                    return Some(n - self.size);
+                }
+            } else {
                 let l = 2 * n;
                 if ok(l) {
                     n = l;
@@ -296,8 +253,8 @@ impl MaxTree {
                     continue;
                 }
             }
-            // Dead end (or the starting leaf fails): up to the nearest left child whose right
-            // sibling qualifies.
+            // Dead end (or a failing start): up to the nearest left child whose right sibling
+            // qualifies.
             loop {
                 if n == 1 {
                     return None;

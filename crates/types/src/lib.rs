@@ -9,6 +9,8 @@
 //!   hole), [`GpaRange`], host-physical [`Extent`]s and the segment register set [`Segment`];
 //! - the access stream record [`Op`] that workloads and trace readers produce and the simulator
 //!   consumes;
+//! - [`hint`]: the host cache hint (a prefetch) the simulator's and the placement engine's speed
+//!   aids share;
 //! - [`cleanup`]: the temporary files and folders a signal handler removes before exiting;
 //! - `fuzz` (feature `fuzz`): the mutation fuzzing the input readers' tests share.
 
@@ -16,6 +18,7 @@ mod addr;
 pub mod cleanup;
 #[cfg(feature = "fuzz")]
 pub mod fuzz;
+pub mod hint;
 mod op;
 mod size;
 mod vm;

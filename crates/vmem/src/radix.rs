@@ -20,19 +20,8 @@ pub const ENTRIES: usize = 512;
 /// Starts loading the host cache line of `r` (a hint, no architectural effect). Used to hide the
 /// simulator's own cache misses on the simulated machine's tables.
 #[inline]
-#[allow(unsafe_code)]
 pub fn prefetch(r: &u64) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `_mm_prefetch` only hints the cache hierarchy; it never faults and reads nothing
-    // architecturally, and the pointer comes from a live reference anyway. SSE is part of the
-    // x86_64 baseline, so the target feature is always present.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-            std::ptr::from_ref(r).cast(),
-        );
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = r;
+    compromis_types::hint::prefetch_line(std::ptr::from_ref(r).cast());
 }
 
 /// Number of the level (1 = PT ... 5 = PML5) at which an index is taken.
