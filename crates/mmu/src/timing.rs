@@ -361,7 +361,7 @@ mod tests {
             let window = self.c.window.clamp(1, 4096);
             while let Some(&(pos, done)) = self.queue.front() {
                 if pos + window <= a.instr || self.queue.len() as u64 >= window {
-                    self.last_start = self.last_start.max(done);
+                    self.retired = self.retired.max(done);
                     self.queue.pop_front();
                 } else {
                     break;
