@@ -90,6 +90,10 @@ impl Tlbs {
     }
 
     /// Looks `va` up; counts L1/second-level hits and misses in `stats`.
+    ///
+    /// The 4 KiB key is the same in the L1 array and the second level, and is looked up first in
+    /// both; the huge-page arrays only when they hold entries (a run on 4 KiB pages looks at two
+    /// arrays, as the order below would: an empty array cannot hit).
     #[inline]
     pub fn lookup(
         &mut self,
@@ -98,13 +102,28 @@ impl Tlbs {
         kind: AccessKind,
         stats: &mut Stats,
     ) -> Option<TlbHit> {
+        let k4 = tlb_key(va, PageSize::Size4K, asid);
         let l1: &mut [SetAssoc] = if kind == AccessKind::Fetch {
             &mut self.l1i
         } else {
             &mut self.l1d
         };
-        for (i, t) in l1.iter_mut().enumerate() {
-            let size = PageSize::ALL[i];
+        let [first, huge @ ..] = l1 else {
+            unreachable!("L1 arrays for 4 KiB pages")
+        };
+        if let Some(frame) = first.lookup(k4) {
+            stats.l1_hits += 1;
+            return Some(TlbHit {
+                frame,
+                size: PageSize::Size4K,
+                l1: true,
+            });
+        }
+        for (i, t) in huge.iter_mut().enumerate() {
+            if t.is_empty() {
+                continue;
+            }
+            let size = PageSize::ALL[i + 1];
             if let Some(frame) = t.lookup(tlb_key(va, size, asid)) {
                 stats.l1_hits += 1;
                 return Some(TlbHit {
@@ -115,23 +134,15 @@ impl Tlbs {
             }
         }
         stats.l1_misses += 1;
-        let sizes: &[PageSize] = if self.stlb_2m == 0 {
-            &[PageSize::Size4K]
+        let hit = if let Some(f) = self.stlb.lookup(k4) {
+            Some((f, PageSize::Size4K))
         } else {
-            &[PageSize::Size4K, PageSize::Size2M]
+            self.lookup_stlb_huge(va, asid)
         };
-        let hit = sizes
-            .iter()
-            .find_map(|&size| self.stlb.lookup(tlb_key(va, size, asid)).map(|f| (f, size)))
-            .or_else(|| {
-                self.stlb_1g
-                    .lookup(tlb_key(va, PageSize::Size1G, asid))
-                    .map(|f| (f, PageSize::Size1G))
-            });
         match hit {
             Some((frame, size)) => {
                 stats.stlb_hits += 1;
-                self.fill_l1(va, asid, kind, frame, size);
+                self.fill_l1(tlb_key(va, size, asid), kind, frame, size);
                 Some(TlbHit {
                     frame,
                     size,
@@ -143,6 +154,20 @@ impl Tlbs {
                 None
             }
         }
+    }
+
+    /// The second level's lookup of `va` in 2 MiB entries (when it holds any), then in the
+    /// 1 GiB array, after its 4 KiB key missed.
+    #[inline]
+    fn lookup_stlb_huge(&mut self, va: u64, asid: u16) -> Option<(u64, PageSize)> {
+        if self.stlb_2m != 0
+            && let Some(f) = self.stlb.lookup(tlb_key(va, PageSize::Size2M, asid))
+        {
+            return Some((f, PageSize::Size2M));
+        }
+        self.stlb_1g
+            .lookup(tlb_key(va, PageSize::Size1G, asid))
+            .map(|f| (f, PageSize::Size1G))
     }
 
     /// Whether the second level holds a translation of `va`, and its frame and size: a
@@ -177,15 +202,17 @@ impl Tlbs {
         }
     }
 
-    fn fill_l1(&mut self, va: u64, asid: u16, kind: AccessKind, frame: u64, size: PageSize) {
+    /// Fills the L1 array of `size` (for `kind`) with `key`, the TLB key of that size.
+    #[inline(always)]
+    fn fill_l1(&mut self, key: u64, kind: AccessKind, frame: u64, size: PageSize) {
         let i = usize::from(size.leaf_level() - 1);
         if kind == AccessKind::Fetch {
             // No 1 GiB ITLB array: such fetches are served by the second level.
             if let Some(t) = self.l1i.get_mut(i) {
-                t.fill(tlb_key(va, size, asid), frame);
+                t.fill(key, frame);
             }
         } else {
-            self.l1d[i].fill(tlb_key(va, size, asid), frame);
+            self.l1d[i].fill(key, frame);
         }
     }
 
@@ -205,7 +232,7 @@ impl Tlbs {
                 self.stlb_2m -= 1;
             }
         }
-        self.fill_l1(va, asid, kind, frame, size);
+        self.fill_l1(key, kind, frame, size);
     }
 
     /// Removes every translation inside `[start, start + len)` (an INVLPG of a page of `len`
