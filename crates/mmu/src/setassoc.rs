@@ -301,27 +301,23 @@ impl SetAssoc {
     }
 
     /// [`SetAssoc::lookup`] of a structure that holds entries, its way used last not holding
-    /// `key`. On a miss with stamps, the same scan of the set finds the way a
-    /// [`SetAssoc::fill`] of `key` would evict, and remembers it.
+    /// `key`. On a miss with stamps, the way a [`SetAssoc::fill`] of `key` would evict is found
+    /// and remembered (a set with an order reads its victim from the order word at the fill).
     #[inline(never)]
     fn lookup_held(&mut self, key: u64) -> Option<u64> {
         let set = self.set_of(key);
-        match self.scan(set, key) {
-            Ok(i) => {
-                self.use_way(set, i);
-                Some(self.vals[i])
-            }
-            Err(way) => {
-                if !self.ordered() {
-                    self.victim = Victim {
-                        key,
-                        clock: self.clock,
-                        way,
-                    };
-                }
-                None
-            }
+        if let Some(i) = self.scan(set, key) {
+            self.use_way(set, i);
+            return Some(self.vals[i]);
         }
+        if !self.ordered() {
+            self.victim = Victim {
+                key,
+                clock: self.clock,
+                way: self.victim_way(set),
+            };
+        }
+        None
     }
 
     /// The least recently used way of `set` (an empty way first, the lowest): the one a fill
@@ -334,10 +330,31 @@ impl SetAssoc {
         set * self.ways + w
     }
 
-    /// One scan of `key`'s set `set`: `Ok` with the way that holds it, or `Err` with the least
-    /// recently used way (the one a fill of `key` evicts; an empty way, the lowest, first).
+    /// The least recently used way of `set` (an empty way, the lowest, first): the one a fill
+    /// evicts. From the order word, or the first way with the oldest stamp.
     #[inline(always)]
-    fn scan(&self, set: usize, key: u64) -> Result<usize, usize> {
+    fn victim_way(&self, set: usize) -> usize {
+        if self.ordered() {
+            return self.order_victim(set);
+        }
+        let start = set * self.ways;
+        let stamps = &self.stamps[start..start + self.ways];
+        let mut victim = 0;
+        let mut oldest = u64::MAX;
+        for (w, &s) in stamps.iter().enumerate() {
+            if s < oldest {
+                oldest = s;
+                victim = w;
+            }
+        }
+        start + victim
+    }
+
+    /// One scan of `key`'s set `set`: the way that holds it, if any. A miss leaves the victim to
+    /// the caller that needs one ([`SetAssoc::victim_way`]): a TLB lookup that misses does not
+    /// (its fill reads the order word then).
+    #[inline(always)]
+    fn scan(&self, set: usize, key: u64) -> Option<usize> {
         let start = set * self.ways;
         // The usual associativities with their way count known at compile time: the loops
         // unroll into compares and conditional moves, no branch per way.
@@ -349,29 +366,13 @@ impl SetAssoc {
             _ => {}
         }
         let keys = &self.keys[start..start + self.ways];
-        if let Some(w) = keys.iter().position(|&k| k == key) {
-            return Ok(start + w);
-        }
-        if self.ordered() {
-            return Err(self.order_victim(set));
-        }
-        let stamps = &self.stamps[start..start + self.ways];
-        let mut victim = 0;
-        let mut oldest = u64::MAX;
-        for (w, &s) in stamps.iter().enumerate() {
-            if s < oldest {
-                oldest = s;
-                victim = w;
-            }
-        }
-        Err(start + victim)
+        keys.iter().position(|&k| k == key).map(|w| start + w)
     }
 
-    /// [`SetAssoc::scan`] of a set of `N` ways (at most [`ORDER_WAYS`]: an ordered set), whole
-    /// (no early exit: most scans of a TLB miss read every way anyway), branch-free: the first way
-    /// holding `key`, else the victim its order gives.
+    /// [`SetAssoc::scan`] of a set of `N` ways, whole (no early exit: most scans of a TLB miss
+    /// read every way anyway), branch-free: the first way holding `key`.
     #[inline(always)]
-    fn scan_fixed<const N: usize>(&self, set: usize, key: u64) -> Result<usize, usize> {
+    fn scan_fixed<const N: usize>(&self, set: usize, key: u64) -> Option<usize> {
         let start = set * N;
         let Some(keys) = self.keys[start..].first_chunk::<N>() else {
             unreachable!("a set of {N} ways")
@@ -380,10 +381,7 @@ impl SetAssoc {
         for w in (0..N).rev() {
             hit = if keys[w] == key { w } else { hit };
         }
-        if hit < N {
-            return Ok(start + hit);
-        }
-        Err(self.order_victim(set))
+        (hit < N).then_some(start + hit)
     }
 
     /// Looks `key` up without changing the LRU order.
@@ -476,16 +474,12 @@ impl SetAssoc {
             return true;
         }
         let set = self.set_of(key);
-        match self.scan(set, key) {
-            Ok(i) => {
-                self.use_way(set, i);
-                true
-            }
-            Err(i) => {
-                self.place(set, i, key, 0);
-                false
-            }
+        if let Some(i) = self.scan(set, key) {
+            self.use_way(set, i);
+            return true;
         }
+        self.place(set, self.victim_way(set), key, 0);
+        false
     }
 
     #[inline(never)]

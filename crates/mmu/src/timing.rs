@@ -47,24 +47,28 @@ pub struct AccessTime {
 
 /// The `k` latest times seen: the `k`-th latest is when one of `k` resources is free.
 ///
-/// The `k` times in ascending order in a ring: [`Latest::free_at`] reads the first,
-/// [`Latest::push`] overwrites it with the new time, which becomes the last, and moves it down
-/// to its place. Completion times come nearly in order, so the place is almost always the last:
-/// a push is one compare (a binary heap's sift-down branched on every level and was half the
-/// timeline's time). Only the multiset of times matters, never which resource holds which.
+/// The `k` times in ascending order in `k` consecutive slots (cyclically) of a ring of
+/// [`MAX_K`] slots: [`Latest::free_at`] reads the first; [`Latest::push`] drops it (the window
+/// moves up by one slot) and moves the new time down from the window's new last slot to its
+/// place. Completion times come nearly in order, so the place is almost always the last: a push
+/// is one compare (a binary heap's sift-down branched on every level and was half the
+/// timeline's time). The ring's size is a power of two whatever `k`, so every index wraps with
+/// one mask (a ring of exactly `k` slots compared and moved at every step). Only the multiset
+/// of times matters, never which resource holds which.
 #[derive(Clone, Debug)]
 struct Latest {
-    /// The first `k` are ascending from `head` (cyclically). Start as `k` zeros: the `k`-th
-    /// latest of the times pushed (0 while fewer than `k`) is the `k`-th largest of them and `k`
-    /// zeros, all times being at least 0. [`MAX_K`] long, so that an index taken modulo
-    /// [`MAX_K`] needs no bounds check.
+    /// The `k` slots from `head` (cyclically) are ascending; the others are unused. Start as
+    /// zeros: the `k`-th latest of the times pushed (0 while fewer than `k`) is the `k`-th
+    /// largest of them and `k` zeros, all times being at least 0. [`MAX_K`] long, so that an
+    /// index taken modulo [`MAX_K`] needs no bounds check.
     times: Box<[u64; MAX_K]>,
-    /// Where the smallest time is.
+    /// Where the smallest time is (below [`MAX_K`]).
     head: usize,
     k: usize,
 }
 
-/// The most resources (slots, walkers) and window entries a [`Timeline`] models.
+/// The most resources (slots, walkers) and window entries a [`Timeline`] models (a power of
+/// two: [`Latest`]'s ring).
 const MAX_K: usize = 4096;
 
 impl Latest {
@@ -87,31 +91,30 @@ impl Latest {
     #[inline(always)]
     fn push(&mut self, t: u64) {
         let k = self.k;
-        let head = self.head;
-        if t <= self.times[head % MAX_K] {
+        if t <= self.times[self.head % MAX_K] {
             return;
         }
-        // The smallest time's slot becomes the last of the ring.
-        self.head = if head + 1 == k { 0 } else { head + 1 };
-        let below = if head == 0 { k - 1 } else { head - 1 };
-        if k == 1 || self.times[below % MAX_K] <= t {
+        // The smallest time goes: the window moves up by one slot, its new last slot free.
+        let head = (self.head + 1) % MAX_K;
+        self.head = head;
+        let last = (head + k - 1) % MAX_K;
+        if k == 1 || self.times[last.wrapping_sub(1) % MAX_K] <= t {
             // The latest time so far (the usual case): it stays the last.
-            self.times[head % MAX_K] = t;
+            self.times[last] = t;
             return;
         }
-        self.sink(head, t);
+        self.sink(last, t);
     }
 
-    /// `t` moves down from slot `p` (the last of the ring) past the times above it.
+    /// `t` moves down from slot `p` (the window's last) past the times above it.
     fn sink(&mut self, mut p: usize, t: u64) {
-        let k = self.k;
         let times = &mut self.times;
-        for _ in 1..k {
-            let q = if p == 0 { k - 1 } else { p - 1 };
-            if times[q % MAX_K] <= t {
+        for _ in 1..self.k {
+            let q = p.wrapping_sub(1) % MAX_K;
+            if times[q] <= t {
                 break;
             }
-            times[p % MAX_K] = times[q % MAX_K];
+            times[p % MAX_K] = times[q];
             p = q;
         }
         times[p % MAX_K] = t;
@@ -414,8 +417,11 @@ mod tests {
 
         #[test]
         fn latest_is_the_kth_latest_time(v in prop::collection::vec(0u64..50, 0..120),
-                                         k in 1u64..24) {
+                                         k in 1u64..24,
+                                         start in prop_oneof![Just(0usize), (MAX_K - 40)..MAX_K]) {
             let mut l = Latest::new(k);
+            // The window of zeros placed anywhere in the ring, across its end too.
+            l.head = start;
             let mut all = Vec::new();
             for &t in &v {
                 l.push(t);
