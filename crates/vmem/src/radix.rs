@@ -113,14 +113,58 @@ impl std::ops::AddAssign for Writes {
 
 /// A radix page table. Two tables are equal when they have the same levels, table pages (in
 /// arena order, at the same bases) and entries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct RadixTable {
+    /// Changes whenever an entry is written, to a value no table held before (a clone keeps
+    /// its original's until either is changed: the same entries): what a [`LeafTables`] memo
+    /// checks. Not part of a table's value (equality ignores it).
+    version: u64,
     levels: u8,
     /// Physical base address of each table page, by arena index.
     bases: Vec<u64>,
     /// The entries of every table page, table `t` at `t * ENTRIES..(t + 1) * ENTRIES` (one flat
     /// array: a walk step is a single load).
     entries: Vec<u64>,
+}
+
+impl PartialEq for RadixTable {
+    fn eq(&self, o: &RadixTable) -> bool {
+        self.levels == o.levels && self.bases == o.bases && self.entries == o.entries
+    }
+}
+
+impl Eq for RadixTable {}
+
+/// A source of table versions: each write to any table takes a value never taken before.
+static VERSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+#[inline]
+fn fresh_version() -> u64 {
+    VERSIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Slots of a [`LeafTables`] memo.
+const LEAF_SLOTS: usize = 64;
+
+/// A walker's memo of the level-1 table pages of the 2 MiB regions it walked lately (by region,
+/// direct-mapped), for [`RadixTable::last_entry_memo`]: a walk of a remembered region reads its
+/// leaf entry only, not the three or four entries above it (a chain of dependent loads). Valid
+/// for one table version (see [`RadixTable`]'s `version`); a write to the table, or a walk of
+/// another table, forgets it all. Speed only: the answers are [`RadixTable::last_entry`]'s.
+#[derive(Clone, Debug)]
+pub struct LeafTables {
+    version: u64,
+    /// `(va >> 21, arena index of its level-1 table)`; `u64::MAX`: empty.
+    slots: [(u64, usize); LEAF_SLOTS],
+}
+
+impl Default for LeafTables {
+    fn default() -> LeafTables {
+        LeafTables {
+            version: 0,
+            slots: [(u64::MAX, 0); LEAF_SLOTS],
+        }
+    }
 }
 
 impl RadixTable {
@@ -131,6 +175,7 @@ impl RadixTable {
             "radix tables have 4 or 5 levels"
         );
         RadixTable {
+            version: fresh_version(),
             levels,
             bases: vec![root_base],
             entries: vec![0; ENTRIES],
@@ -161,6 +206,7 @@ impl RadixTable {
 
     #[inline]
     fn set_entry(&mut self, node: usize, i: usize, v: u64) {
+        self.version = fresh_version();
         self.entries[node * ENTRIES + i] = v;
     }
 
@@ -210,6 +256,54 @@ impl RadixTable {
             let i = index(va, level);
             let e = self.entry(node, i);
             if e & PRESENT == 0 || e & LEAF != 0 {
+                let addr = self.bases[node] + 8 * i as u64;
+                let leaf = (e & PRESENT != 0).then_some(Leaf {
+                    target: e & !0xfff,
+                    level,
+                });
+                return (addr, leaf);
+            }
+            node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
+            level -= 1;
+        }
+    }
+
+    /// [`RadixTable::last_entry`], remembering in `memo` the level-1 table of `va`'s 2 MiB
+    /// region: when it is remembered (and the table did not change since), only the leaf entry
+    /// is read. Same answers as `last_entry`.
+    #[inline]
+    pub fn last_entry_memo(&self, va: u64, memo: &mut LeafTables) -> (u64, Option<Leaf>) {
+        if memo.version != self.version {
+            *memo = LeafTables {
+                version: self.version,
+                ..LeafTables::default()
+            };
+        }
+        let region = va >> 21;
+        // Below LEAF_SLOTS.
+        #[allow(clippy::cast_possible_truncation)]
+        let slot = (region % LEAF_SLOTS as u64) as usize;
+        let (tag, node) = memo.slots[slot];
+        if tag == region {
+            let i = index(va, 1);
+            let e = self.entry(node, i);
+            // A level-1 entry is a leaf or absent (as `last_entry` finds it).
+            let addr = self.bases[node] + 8 * i as u64;
+            let leaf = (e & PRESENT != 0).then_some(Leaf {
+                target: e & !0xfff,
+                level: 1,
+            });
+            return (addr, leaf);
+        }
+        let mut node = 0usize;
+        let mut level = self.levels;
+        loop {
+            let i = index(va, level);
+            let e = self.entry(node, i);
+            if e & PRESENT == 0 || e & LEAF != 0 {
+                if level == 1 {
+                    memo.slots[slot] = (region, node);
+                }
                 let addr = self.bases[node] + 8 * i as u64;
                 let leaf = (e & PRESENT != 0).then_some(Leaf {
                     target: e & !0xfff,
@@ -323,6 +417,7 @@ impl RadixTable {
     ) -> Result<(), (u64, Leaf)> {
         debug_assert!((1..=3).contains(&max_level));
         debug_assert!((va | target | len) & 0xfff == 0);
+        self.version = fresh_version();
         let mut off = 0u64;
         while off < len {
             let (g, h) = (va + off, target + off);
@@ -563,6 +658,43 @@ mod tests {
         let e = u.map_run(va - 8192, 0, 16384, 1, &mut leaves, &mut bump());
         assert_eq!(e.map_err(|(g, l)| (g, l.level)), Err((va, 1)));
         assert_eq!(leaves, [2, 0, 0]);
+    }
+
+    proptest! {
+        /// `last_entry_memo` answers what `last_entry` answers, through maps and unmaps of 4 KiB,
+        /// 2 MiB and 1 GiB pages (which change the tables the memo remembers), on 4- and
+        /// 5-level tables, with one memo throughout, also across two tables (a clone changed
+        /// apart from its original).
+        #[test]
+        fn last_entry_memo_is_last_entry(
+            five in any::<bool>(),
+            steps in prop::collection::vec((0u8..6, 0u64..96, 1u8..=3), 0..300),
+        ) {
+            let levels = if five { 5 } else { 4 };
+            let mut t = RadixTable::new(levels, 0x1000);
+            let mut a = bump();
+            let mut other = t.clone();
+            let mut memo = LeafTables::default();
+            for (op, page, level) in steps {
+                // Pages in a few 2 MiB regions of a few 1 GiB regions, and one far away.
+                let va = ((page % 8) << 21) + ((page / 8 % 4) << 30) + ((page / 32) << 39)
+                    + (page % 3) * 4096;
+                match op {
+                    0 | 1 => {
+                        let aligned = va & !(leaf_bytes(level) - 1);
+                        let _ = t.map(aligned, page << 30, level, &mut a);
+                    }
+                    2 => {
+                        t.unmap(va);
+                    }
+                    3 => std::mem::swap(&mut t, &mut other),
+                    _ => {}
+                }
+                for probe in [va, va ^ (1 << 21), va + 4096] {
+                    prop_assert_eq!(t.last_entry_memo(probe, &mut memo), t.last_entry(probe));
+                }
+            }
+        }
     }
 
     proptest! {
