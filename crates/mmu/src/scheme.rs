@@ -336,17 +336,20 @@ impl<W: Walker> Mmu<W> {
     /// [`Scheme::run_accesses`] of the perfect TLB (`self.pages` is `Some`), at most `ops.len()`
     /// accesses: what [`Scheme::access`] does for it, without what it cannot need. No TLB and no
     /// walk, so the STLB and walk parts of every access's time are 0 (the timeline is given
-    /// them as constants); and the page of the access before, when it is the same page, needs no
-    /// look-up: within one call the process does not change (a context switch is not an access)
-    /// and no translation goes away (an unmap is not an access, and a fault ends the call), so
-    /// the page translated just before still translates the same. Same counters, same timeline,
+    /// them as constants); and the page of the last fetch (for a fetch) or of the last data
+    /// access (for a load or store), when it is the same page, needs no look-up: within one call
+    /// the process does not change (a context switch is not an access) and no translation goes
+    /// away (an unmap is not an access, and a fault ends the call), so a page translated earlier
+    /// in the call still translates the same (whatever the access's kind). Same counters, same timeline,
     /// same faults as [`Scheme::access`] (proptested against the op-by-op path in
     /// `crates/sim/tests/sim/fast_path.rs`).
     fn run_perfect(&mut self, ctx: Ctx<'_>, ops: &[Op]) -> Batch {
         let pid = ctx.guest.current_pid();
-        // The page of the access before (`u64::MAX`: none yet) and its host page.
-        let mut last_vpn = u64::MAX;
-        let mut last_frame = 0u64;
+        // The page of the last fetch and of the last data access (`u64::MAX`: none yet) and
+        // their host pages: code and data are mostly on different pages, and a program's
+        // fetches come again and again from one code page while its data moves.
+        let mut last_vpn = [u64::MAX; 2];
+        let mut last_frame = [0u64; 2];
         for (i, op) in ops.iter().enumerate() {
             let Op::Access {
                 gva,
@@ -369,17 +372,18 @@ impl<W: Walker> Mmu<W> {
             }
             count_access(&mut self.stats, kind, instrs);
             let vpn = gva.raw() >> 12;
-            if vpn != last_vpn {
+            let m = usize::from(kind != AccessKind::Fetch);
+            if vpn != last_vpn[m] {
                 let Some(hpa) = perfect_translate(pages, &self.walker, ctx, gva) else {
                     return Batch {
                         done: i,
                         fault: true,
                     };
                 };
-                last_vpn = vpn;
-                last_frame = hpa.raw() & !0xfff;
+                last_vpn[m] = vpn;
+                last_frame[m] = hpa.raw() & !0xfff;
             }
-            let hpa = Hpa(last_frame | (gva.raw() & 0xfff));
+            let hpa = Hpa(last_frame[m] | (gva.raw() & 0xfff));
             let data0 = self.stats.data_cycles;
             self.mem.data(hpa, &mut self.stats);
             let s = &mut self.stats;
