@@ -353,6 +353,17 @@ impl<W: Walker> Mmu<W> {
         // fetches come again and again from one code page while its data moves.
         let mut last_vpn = [u64::MAX; 2];
         let mut last_frame = [0u64; 2];
+        // What `count_access` counts, kept here and added to the statistics once at the end
+        // (nothing in the loop reads them but the instruction position, kept here too): loads,
+        // stores, fetches.
+        let mut kinds = [0u64; 3];
+        let mut instructions = self.stats.instructions;
+        // Accesses placed on the timeline (the statistics' clock follows it).
+        let mut timed = false;
+        let mut batch = Batch {
+            done: ops.len(),
+            fault: false,
+        };
         for (i, op) in ops.iter().enumerate() {
             let Op::Access {
                 gva,
@@ -361,10 +372,11 @@ impl<W: Walker> Mmu<W> {
                 dep,
             } = *op
             else {
-                return Batch {
+                batch = Batch {
                     done: i,
                     fault: false,
                 };
+                break;
             };
             let Some(pages) = self.pages.as_mut() else {
                 unreachable!("run_perfect is the perfect TLB's")
@@ -373,15 +385,22 @@ impl<W: Walker> Mmu<W> {
                 // The perfect TLB's one memory access: its page-cache slot.
                 pages.prefetch(*gva, pid);
             }
-            count_access(&mut self.stats, kind, instrs);
+            // `count_access` (the access that faults is counted too, as before its retry).
+            kinds[match kind {
+                AccessKind::Load => 0,
+                AccessKind::Store => 1,
+                AccessKind::Fetch => 2,
+            }] += 1;
+            instructions += u64::from(instrs);
             let vpn = gva.raw() >> 12;
             let m = usize::from(kind != AccessKind::Fetch);
             if vpn != last_vpn[m] {
                 let Some(hpa) = perfect_translate(pages, &self.walker, ctx, gva) else {
-                    return Batch {
+                    batch = Batch {
                         done: i,
                         fault: true,
                     };
+                    break;
                 };
                 last_vpn[m] = vpn;
                 last_frame[m] = hpa.raw() & !0xfff;
@@ -389,22 +408,27 @@ impl<W: Walker> Mmu<W> {
             let hpa = Hpa(last_frame[m] | (gva.raw() & 0xfff));
             let data0 = self.stats.data_cycles;
             self.mem.data(hpa, &mut self.stats);
-            let s = &mut self.stats;
             self.timeline.access(AccessTime {
                 stlb: 0,
                 walk: 0,
                 walked: false,
-                data: s.data_cycles - data0,
-                instr: s.instructions,
+                data: self.stats.data_cycles - data0,
+                instr: instructions,
                 dep,
                 load: kind != AccessKind::Store,
             });
+            timed = true;
+        }
+        let s = &mut self.stats;
+        s.accesses += kinds[0] + kinds[1] + kinds[2];
+        s.instructions = instructions;
+        s.loads += kinds[0];
+        s.stores += kinds[1];
+        s.fetches += kinds[2];
+        if timed {
             s.mem_cycles = self.timeline.end();
         }
-        Batch {
-            done: ops.len(),
-            fault: false,
-        }
+        batch
     }
 
     /// [`Scheme::translate`], inlined into the loop of [`Scheme::run_accesses`].
