@@ -228,8 +228,11 @@ fn perfect_translate<W: Walker>(
     Some(h)
 }
 
-/// How many ops ahead the perfect TLB's page-cache slot is prefetched.
-const PAGES_AHEAD: usize = 8;
+/// How many ops ahead the perfect TLB's page-cache slot is prefetched: far enough that the slot
+/// arrives from beyond the host's L2 (the streamed trace evicts it there) before its access
+/// (8 ops, about four data accesses of a trace, left most of the stall; 24 and 48 about halved
+/// it).
+const PAGES_AHEAD: usize = 48;
 
 /// Counts an access in `stats` (what the engine counts before translating it).
 #[inline(always)]
@@ -336,17 +339,31 @@ impl<W: Walker> Mmu<W> {
     /// [`Scheme::run_accesses`] of the perfect TLB (`self.pages` is `Some`), at most `ops.len()`
     /// accesses: what [`Scheme::access`] does for it, without what it cannot need. No TLB and no
     /// walk, so the STLB and walk parts of every access's time are 0 (the timeline is given
-    /// them as constants); and the page of the access before, when it is the same page, needs no
-    /// look-up: within one call the process does not change (a context switch is not an access)
-    /// and no translation goes away (an unmap is not an access, and a fault ends the call), so
-    /// the page translated just before still translates the same. Same counters, same timeline,
+    /// them as constants); and the page of the last fetch (for a fetch) or of the last data
+    /// access (for a load or store), when it is the same page, needs no look-up: within one call
+    /// the process does not change (a context switch is not an access) and no translation goes
+    /// away (an unmap is not an access, and a fault ends the call), so a page translated earlier
+    /// in the call still translates the same (whatever the access's kind). Same counters, same timeline,
     /// same faults as [`Scheme::access`] (proptested against the op-by-op path in
     /// `crates/sim/tests/sim/fast_path.rs`).
     fn run_perfect(&mut self, ctx: Ctx<'_>, ops: &[Op]) -> Batch {
         let pid = ctx.guest.current_pid();
-        // The page of the access before (`u64::MAX`: none yet) and its host page.
-        let mut last_vpn = u64::MAX;
-        let mut last_frame = 0u64;
+        // The page of the last fetch and of the last data access (`u64::MAX`: none yet) and
+        // their host pages: code and data are mostly on different pages, and a program's
+        // fetches come again and again from one code page while its data moves.
+        let mut last_vpn = [u64::MAX; 2];
+        let mut last_frame = [0u64; 2];
+        // What `count_access` counts, kept here and added to the statistics once at the end
+        // (nothing in the loop reads them but the instruction position, kept here too): loads,
+        // stores, fetches.
+        let mut kinds = [0u64; 3];
+        let mut instructions = self.stats.instructions;
+        // Accesses placed on the timeline (the statistics' clock follows it).
+        let mut timed = false;
+        let mut batch = Batch {
+            done: ops.len(),
+            fault: false,
+        };
         for (i, op) in ops.iter().enumerate() {
             let Op::Access {
                 gva,
@@ -355,10 +372,11 @@ impl<W: Walker> Mmu<W> {
                 dep,
             } = *op
             else {
-                return Batch {
+                batch = Batch {
                     done: i,
                     fault: false,
                 };
+                break;
             };
             let Some(pages) = self.pages.as_mut() else {
                 unreachable!("run_perfect is the perfect TLB's")
@@ -367,37 +385,50 @@ impl<W: Walker> Mmu<W> {
                 // The perfect TLB's one memory access: its page-cache slot.
                 pages.prefetch(*gva, pid);
             }
-            count_access(&mut self.stats, kind, instrs);
+            // `count_access` (the access that faults is counted too, as before its retry).
+            kinds[match kind {
+                AccessKind::Load => 0,
+                AccessKind::Store => 1,
+                AccessKind::Fetch => 2,
+            }] += 1;
+            instructions += u64::from(instrs);
             let vpn = gva.raw() >> 12;
-            if vpn != last_vpn {
+            let m = usize::from(kind != AccessKind::Fetch);
+            if vpn != last_vpn[m] {
                 let Some(hpa) = perfect_translate(pages, &self.walker, ctx, gva) else {
-                    return Batch {
+                    batch = Batch {
                         done: i,
                         fault: true,
                     };
+                    break;
                 };
-                last_vpn = vpn;
-                last_frame = hpa.raw() & !0xfff;
+                last_vpn[m] = vpn;
+                last_frame[m] = hpa.raw() & !0xfff;
             }
-            let hpa = Hpa(last_frame | (gva.raw() & 0xfff));
+            let hpa = Hpa(last_frame[m] | (gva.raw() & 0xfff));
             let data0 = self.stats.data_cycles;
             self.mem.data(hpa, &mut self.stats);
-            let s = &mut self.stats;
             self.timeline.access(AccessTime {
                 stlb: 0,
                 walk: 0,
                 walked: false,
-                data: s.data_cycles - data0,
-                instr: s.instructions,
+                data: self.stats.data_cycles - data0,
+                instr: instructions,
                 dep,
                 load: kind != AccessKind::Store,
             });
+            timed = true;
+        }
+        let s = &mut self.stats;
+        s.accesses += kinds[0] + kinds[1] + kinds[2];
+        s.instructions = instructions;
+        s.loads += kinds[0];
+        s.stores += kinds[1];
+        s.fetches += kinds[2];
+        if timed {
             s.mem_cycles = self.timeline.end();
         }
-        Batch {
-            done: ops.len(),
-            fault: false,
-        }
+        batch
     }
 
     /// [`Scheme::translate`], inlined into the loop of [`Scheme::run_accesses`].

@@ -561,22 +561,131 @@ const PIPE_CHUNK: usize = CHUNK / 8;
 /// Chunks read ahead of the slowest run.
 const AHEAD: usize = 8;
 
-/// Runs `source` through `runs` as a pipeline: each run simulates on its own thread, taking the
-/// chunks this thread reads (shared, read-only) as they come, up to [`AHEAD`] chunks behind the
-/// reader; no run waits for another. The result is the same as [`simulate_in_pool`]'s: each run
-/// sees the same ops in the same order, and errors are the same: the pipeline's chunks are an
-/// eighth of [`CHUNK`], and errors are placed in the [`CHUNK`] they fall in (runs stop at the end
-/// of the first such chunk in which any of them failed, every run runs up to there, and the
-/// reported error is the one chunk-by-chunk simulation reports; a read error counts only if no
-/// run failed in an earlier such chunk). `progress` is called as the slowest run completes
-/// chunks.
+/// A reader blocked on a full [`Lane`] is woken only once its run has this many chunks left:
+/// it then reads several chunks in one go instead of one per chunk its run takes (a wake-up,
+/// two context switches, per chunk on a machine with fewer cores than threads).
+const RESUME_AT: usize = AHEAD / 2;
+
+/// A chunk of the pipeline: its index in the stream and its ops (shared, read-only).
+type Piece = (u64, Arc<Vec<Op>>);
+
+/// The chunks on their way from the reader to one run's thread: at most [`AHEAD`] of them.
+#[derive(Default)]
+struct Lane {
+    state: std::sync::Mutex<LaneState>,
+    /// Signalled when a chunk comes in or the reader is done.
+    filled: std::sync::Condvar,
+    /// Signalled when the run has taken the lane down to [`RESUME_AT`] chunks, or left.
+    drained: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct LaneState {
+    queue: std::collections::VecDeque<Piece>,
+    /// The reader sends no more.
+    closed: bool,
+    /// The run takes no more (it stopped or failed): sending drops the chunk.
+    left: bool,
+    reader_waits: bool,
+    run_waits: bool,
+}
+
+impl Lane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LaneState> {
+        // A panic while the lock is held leaves the state consistent (every update is one
+        // field at a time), and is re-raised when the thread is joined.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Queues `piece`, waiting while the lane is full; dropped if the run has left.
+    fn send(&self, piece: Piece) {
+        let mut st = self.lock();
+        while st.queue.len() >= AHEAD && !st.left {
+            st.reader_waits = true;
+            st = self
+                .drained
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if st.left {
+            return;
+        }
+        st.queue.push_back(piece);
+        if st.run_waits {
+            st.run_waits = false;
+            self.filled.notify_one();
+        }
+    }
+
+    /// The next chunk, waiting for it; `None` once the reader is done and the lane is empty.
+    fn recv(&self) -> Option<Piece> {
+        let mut st = self.lock();
+        loop {
+            if let Some(p) = st.queue.pop_front() {
+                if st.reader_waits && st.queue.len() <= RESUME_AT {
+                    st.reader_waits = false;
+                    self.drained.notify_one();
+                }
+                return Some(p);
+            }
+            if st.closed {
+                return None;
+            }
+            st.run_waits = true;
+            st = self
+                .filled
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// The reader is done.
+    fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        if st.run_waits {
+            st.run_waits = false;
+            self.filled.notify_one();
+        }
+    }
+}
+
+/// Marks its lane left when the run's thread ends, however it ends (a reader waiting on the
+/// lane must not wait for a run that is gone).
+struct Leaving<'a>(&'a Lane);
+
+impl Drop for Leaving<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.left = true;
+        st.queue.clear();
+        if st.reader_waits {
+            st.reader_waits = false;
+            self.0.drained.notify_one();
+        }
+    }
+}
+
+/// Runs `source` through `runs` as a pipeline: each scheme's run simulates on its own thread,
+/// taking the chunks this thread reads (shared, read-only) as they come, up to [`AHEAD`] chunks
+/// behind the reader; no run waits for another. The perfect-TLB baseline, when there is one
+/// beside the schemes, runs on this thread right after each chunk is read and handed out: it is
+/// the cheapest run, and there it takes the chunk while the chunk is in this core's caches, with
+/// no thread of its own to wake and to share a core with the reader. The result is the same as
+/// [`simulate_in_pool`]'s: each run sees the same ops in the same order, and errors are the same:
+/// the pipeline's chunks are an eighth of [`CHUNK`], and errors are placed in the [`CHUNK`] they
+/// fall in (runs stop at the end of the first such chunk in which any of them failed, every run
+/// runs up to there, and the reported error is the one chunk-by-chunk simulation reports; a read
+/// error counts only if no run failed in an earlier such chunk). `progress` is called as the
+/// slowest run completes chunks.
 fn simulate_pipelined(
     runs: &mut [SchemeRun],
     source: &mut dyn OpChunks,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), EngineError> {
     use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::mpsc::sync_channel;
     // The first chunk of `CHUNK` ops (0-based) in which a run failed; u64::MAX while none did.
     let big = |index: u64| index / (CHUNK / PIPE_CHUNK) as u64;
     let failed = AtomicU64::new(u64::MAX);
@@ -590,19 +699,29 @@ fn simulate_pipelined(
             progress(done);
         }
     };
+    // The run on this thread: the baseline, if there is a scheme's run beside it.
+    let local = runs
+        .iter()
+        .position(|r| r.kind() == RunKind::Baseline)
+        .filter(|_| runs.len() > 1);
+    let lanes: Vec<Lane> = runs.iter().map(|_| Lane::default()).collect();
     std::thread::scope(|s| {
-        let mut senders = Vec::with_capacity(runs.len());
         let mut workers = Vec::with_capacity(runs.len());
-        for (run, done) in runs.iter_mut().zip(&completed) {
-            let (tx, rx) = sync_channel::<(u64, Arc<Vec<Op>>)>(AHEAD);
-            senders.push(tx);
+        let mut here = None;
+        for (i, ((run, done), lane)) in runs.iter_mut().zip(&completed).zip(&lanes).enumerate() {
+            if Some(i) == local {
+                lane.lock().left = true;
+                here = Some((run, done));
+                continue;
+            }
             let failed = &failed;
             // Named after the run (profiles tell the runs apart).
             let thread = std::thread::Builder::new().name(format!("sim-{}", run.kind().name()));
             workers.push(
                 thread
                     .spawn_scoped(s, move || -> Option<(u64, EngineError)> {
-                        for (index, chunk) in rx {
+                        let _leaving = Leaving(lane);
+                        while let Some((index, chunk)) = lane.recv() {
                             if big(index) > failed.load(Ordering::Acquire) {
                                 break;
                             }
@@ -621,6 +740,7 @@ fn simulate_pipelined(
         let mut in_flight: std::collections::VecDeque<Arc<Vec<Op>>> =
             std::collections::VecDeque::new();
         let mut read_error = None;
+        let mut local_error = None;
         let mut index = 0u64;
         while big(index) <= failed.load(Ordering::Acquire) {
             let spare = match in_flight.front_mut().map(Arc::get_mut) {
@@ -641,9 +761,21 @@ fn simulate_pipelined(
                 break;
             }
             let chunk = Arc::new(chunk);
-            for tx in &senders {
-                // A run that stopped (it failed) has dropped its receiver: nothing to send.
-                let _ = tx.send((index, Arc::clone(&chunk)));
+            for lane in &lanes {
+                // A run that stopped (it failed) has left its lane: nothing to send.
+                lane.send((index, Arc::clone(&chunk)));
+            }
+            // This thread's run, as a run's thread would take the chunk.
+            if local_error.is_none()
+                && big(index) <= failed.load(Ordering::Acquire)
+                && let Some((run, done)) = &mut here
+            {
+                if let Err(e) = run.run(&chunk) {
+                    failed.fetch_min(big(index), Ordering::AcqRel);
+                    local_error = Some((big(index), e));
+                } else {
+                    done.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+                }
             }
             in_flight.push_back(chunk);
             index += 1;
@@ -651,8 +783,10 @@ fn simulate_pipelined(
                 report(d);
             }
         }
-        drop(senders);
-        let mut run_errors = Vec::new();
+        for lane in &lanes {
+            lane.close();
+        }
+        let mut run_errors: Vec<(u64, EngineError)> = local_error.into_iter().collect();
         for w in workers {
             match w.join() {
                 Ok(Some(e)) => run_errors.push(e),

@@ -148,6 +148,12 @@ impl ChampSimInstr {
 /// without copying them through its own buffer).
 const READ_BYTES: usize = 4096 * CHAMPSIM_RECORD_BYTES;
 
+/// How far ahead of the record it decodes [`ChampSimReader::decode_buffered`] asks for the
+/// input's bytes (a page: the host's prefetcher stops at page boundaries, and a mapped trace's
+/// next page is another fault-around's worth of cold page cache). A hint only: beyond the input
+/// or on a page not mapped yet it does nothing.
+const PREFETCH_BYTES: usize = 4096;
+
 /// Streams [`ChampSimInstr`]s out of a (decompressed) ChampSim trace.
 ///
 /// Reads its input in blocks of [`READ_BYTES`] (one `read` call gives many records, not one call
@@ -348,6 +354,7 @@ impl<R: Read> ChampSimReader<R> {
         let before = out.len();
         let mut records = 0;
         for b in bytes.chunks_exact(CHAMPSIM_RECORD_BYTES) {
+            compromis_types::hint::prefetch_line(b.as_ptr().wrapping_add(PREFETCH_BYTES));
             match b.first_chunk::<CHAMPSIM_RECORD_BYTES>() {
                 Some(b) if u64_at(b, 0).0 != 0 => push_ops(b, out),
                 _ => break,

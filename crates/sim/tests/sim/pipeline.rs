@@ -1,5 +1,6 @@
-//! The engine's two drivers give the same results and the same errors: the pipeline (each run on
-//! its own thread, chunks read ahead; taken outside a rayon pool, as `compromis sim` runs) and the
+//! The engine's two drivers give the same results and the same errors: the pipeline (each scheme's
+//! run on its own thread, the baseline on the reader's, chunks read ahead; taken outside a rayon
+//! pool, as `compromis sim` runs) and the
 //! chunk-by-chunk driver (taken inside a rayon pool, as `reproduce` runs), on streams of several
 //! chunks with refused ops (a non-canonical address) and read errors at random places, with and
 //! without skipping refused ops.
