@@ -109,6 +109,24 @@ impl CacheStats {
 /// do), so no line has this number.
 const EMPTY: u64 = u64::MAX;
 
+/// Makes `line` the first (most recently used) line of `set`, the lines before it one way back;
+/// if `set` did not hold it, its last line falls out. Returns whether it was held.
+#[inline(always)]
+fn move_to_front(set: &mut [u64], line: u64) -> bool {
+    if set.first() == Some(&line) {
+        return true;
+    }
+    let mut carry = line;
+    for way in set.iter_mut() {
+        let held = std::mem::replace(way, carry);
+        if held == line {
+            return true;
+        }
+        carry = held;
+    }
+    false
+}
+
 /// One cache level's tags: `sets` sets of `ways` line numbers, each set in recency order (most
 /// recently used first, [`EMPTY`] ways last). A level with no sets is absent: it never hits and
 /// holds nothing.
@@ -164,23 +182,33 @@ impl LineSets {
     /// the way that held `line` (a hit) or past the last way (a miss: the last line falls out).
     #[inline(always)]
     pub fn touch(&mut self, line: u64) -> bool {
-        if self.ways == 0 {
-            return false;
+        // The presets' associativities with their way count known at compile time: the pass
+        // unrolls into one load, store, compare and branch per way, no loop counter.
+        match self.ways {
+            0 => false,
+            8 => self.touch_fixed::<8>(line),
+            11 => self.touch_fixed::<11>(line),
+            12 => self.touch_fixed::<12>(line),
+            16 => self.touch_fixed::<16>(line),
+            _ => self.touch_any(line),
         }
+    }
+
+    /// [`LineSets::touch`] of a set of `N` ways.
+    #[inline(always)]
+    fn touch_fixed<const N: usize>(&mut self, line: u64) -> bool {
         let r = self.set_range(line);
-        let set = &mut self.tags[r];
-        if set[0] == line {
-            return true;
-        }
-        let mut carry = line;
-        for way in set.iter_mut() {
-            let held = std::mem::replace(way, carry);
-            if held == line {
-                return true;
-            }
-            carry = held;
-        }
-        false
+        let Some(set) = self.tags[r.start..].first_chunk_mut::<N>() else {
+            unreachable!("a set of {N} ways")
+        };
+        move_to_front(set, line)
+    }
+
+    /// [`LineSets::touch`] of a set of any number of ways.
+    #[inline(never)]
+    fn touch_any(&mut self, line: u64) -> bool {
+        let r = self.set_range(line);
+        move_to_front(&mut self.tags[r], line)
     }
 
     /// Whether `line` is held, without changing the order.
@@ -223,7 +251,9 @@ pub struct DataCaches {
     latency: [u64; 4],
     /// No level is enabled (a translation-only model): every access goes to DRAM.
     dram_only: bool,
-    stats: CacheStats,
+    /// Accesses served per [`Level`] (index = level); the latency of each is fixed, so these
+    /// give every counter of [`CacheStats`].
+    served: [u64; 4],
 }
 
 fn build(c: &CacheLevel) -> LineSets {
@@ -252,7 +282,7 @@ impl DataCaches {
                 cfg.llc.latency,
                 cfg.dram_latency,
             ],
-            stats: CacheStats::default(),
+            served: [0; 4],
         }
     }
 
@@ -263,12 +293,8 @@ impl DataCaches {
         if self.dram_only {
             // What the loop of `access_levels` gives when no level holds anything, inlined at
             // the caller: a translation-only model's access is a few adds, not a call.
-            let lat = self.latency[3];
-            let s = &mut self.stats;
-            s.accesses += 1;
-            s.cycles += lat;
-            s.misses += 1;
-            return (Level::Dram, lat);
+            self.served[3] += 1;
+            return (Level::Dram, self.latency[3]);
         }
         self.access_levels(hpa)
     }
@@ -277,27 +303,24 @@ impl DataCaches {
     #[inline(never)]
     fn access_levels(&mut self, hpa: Hpa) -> (Level, u64) {
         let a = hpa.raw();
-        // Each level is looked up and, on a miss, filled in the same scan; the first hit stops
-        // the search, so the line ends up in every level above the one that had it.
-        let mut hit = 3;
-        for i in 0..3 {
-            if self.levels[i].touch(a >> self.shifts[i]) {
-                hit = i;
-                break;
-            }
-        }
-        let level = Level::ALL[hit];
-        let lat = self.latency[hit];
-        let s = &mut self.stats;
-        s.accesses += 1;
-        s.cycles += lat;
-        match level {
-            Level::L1 => s.l1_hits += 1,
-            Level::L2 => s.l2_hits += 1,
-            Level::Llc => s.llc_hits += 1,
-            Level::Dram => s.misses += 1,
-        }
-        (level, lat)
+        // Each level is looked up and, on a miss, filled in the same pass; the first hit stops
+        // the search, so the line ends up in every level above the one that had it. Written out
+        // level by level (not a loop): each level's choice of pass (by its ways) is then a branch
+        // of its own, taken the same way on every access.
+        let [l1, l2, llc] = &mut self.levels;
+        let hit = if l1.touch(a >> self.shifts[0]) {
+            0
+        } else if l2.touch(a >> self.shifts[1]) {
+            1
+        } else if llc.touch(a >> self.shifts[2]) {
+            2
+        } else {
+            3
+        };
+        // Counted by index, not by a `match` on the level (a jump through a table whose target
+        // is the level that served the access: no host predicts it).
+        self.served[hit] += 1;
+        (Level::ALL[hit], self.latency[hit])
     }
 
     /// The level that holds `hpa`'s line now, without changing any state.
@@ -314,8 +337,21 @@ impl DataCaches {
     }
 
     /// Counters since construction.
-    pub fn stats(&self) -> &CacheStats {
-        &self.stats
+    pub fn stats(&self) -> CacheStats {
+        let [l1_hits, l2_hits, llc_hits, misses] = self.served;
+        CacheStats {
+            accesses: self.served.iter().sum(),
+            l1_hits,
+            l2_hits,
+            llc_hits,
+            misses,
+            cycles: self
+                .served
+                .iter()
+                .zip(self.latency)
+                .map(|(n, l)| n * l)
+                .sum(),
+        }
     }
 
     /// Empties every level (counters are kept).
@@ -440,12 +476,12 @@ mod tests {
 
         /// `LineSets` against a naive LRU: per set a `Vec` of lines, least recently used first;
         /// a hit moves the line to the end, a miss appends it and drops the first when the set is
-        /// full. Sets 1..7 (powers of two or not) x ways 1..20 (the default machines' 8, 11 and 16
-        /// among them), and absent levels.
+        /// full. Sets 1..7 (powers of two or not) x ways 1..20 (the presets' 8, 11, 12 and 16, which
+        /// take the unrolled passes, among them), and absent levels.
         #[test]
         fn line_sets_match_vec_lru(
             sets in 0u64..7,
-            ways in prop_oneof![0usize..9, Just(11usize), Just(16usize), 9usize..20],
+            ways in prop_oneof![0usize..9, Just(11usize), Just(12usize), Just(16usize), 9usize..20],
             ops in set_ops(),
         ) {
             let lines = usize::try_from(sets).unwrap() * ways;
