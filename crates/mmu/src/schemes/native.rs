@@ -111,6 +111,13 @@ impl Walker for Native {
             None,
         ]
     }
+    fn near(&self, ctx: Ctx<'_>, gva: Gva, leaves: bool) -> (Option<Hpa>, [Option<Hpa>; 2]) {
+        // `probe` and `leaf_entries` from one walk of the guest table that records no path (the
+        // two calls walked it twice, once recording every entry).
+        let (entry, leaf) = ctx.guest.table().last_entry(gva.raw());
+        let data = leaf.map(|l| Hpa(l.translate(gva.raw())));
+        (data, [leaves.then_some(Hpa(entry)), None])
+    }
     fn flush(&mut self) {
         self.pwc.flush();
     }
