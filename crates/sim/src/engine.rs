@@ -668,6 +668,19 @@ impl Drop for Leaving<'_> {
     }
 }
 
+/// Closes every lane when the reader is done, however it ends: a panic on the reader's thread
+/// (in the reader or the baseline run there) must not leave the runs' threads waiting for
+/// chunks while the thread scope waits for them (a hang instead of the panic).
+struct Closing<'a>(&'a [Lane]);
+
+impl Drop for Closing<'_> {
+    fn drop(&mut self) {
+        for lane in self.0 {
+            lane.close();
+        }
+    }
+}
+
 /// Runs `source` through `runs` as a pipeline: each scheme's run simulates on its own thread,
 /// taking the chunks this thread reads (shared, read-only) as they come, up to [`AHEAD`] chunks
 /// behind the reader; no run waits for another. The perfect-TLB baseline, when there is one
@@ -706,6 +719,9 @@ fn simulate_pipelined(
         .filter(|_| runs.len() > 1);
     let lanes: Vec<Lane> = runs.iter().map(|_| Lane::default()).collect();
     std::thread::scope(|s| {
+        // Before any run's thread starts: a failed spawn returns early, and the threads started
+        // must then see their lanes closed.
+        let closing = Closing(&lanes);
         let mut workers = Vec::with_capacity(runs.len());
         let mut here = None;
         for (i, ((run, done), lane)) in runs.iter_mut().zip(&completed).zip(&lanes).enumerate() {
@@ -783,9 +799,7 @@ fn simulate_pipelined(
                 report(d);
             }
         }
-        for lane in &lanes {
-            lane.close();
-        }
+        drop(closing);
         let mut run_errors: Vec<(u64, EngineError)> = local_error.into_iter().collect();
         for w in workers {
             match w.join() {
