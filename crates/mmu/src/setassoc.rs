@@ -437,22 +437,7 @@ impl SetAssoc {
         if !self.ordered() {
             return self.fill_at(set, key, val);
         }
-        debug_assert_ne!(key, EMPTY, "u64::MAX is reserved");
-        let o = self.order[set];
-        // The last valid nibble: the least recently used way (an empty way, the lowest, first).
-        let w = o >> self.top;
-        // `w` is below 16 and `set * ways + w` below the number of entries.
-        #[allow(clippy::cast_possible_truncation)]
-        let i = set * self.ways + w as usize;
-        let old = self.keys[i];
-        let evicted = (old != EMPTY).then(|| (old, self.vals[i]));
-        self.live += usize::from(old == EMPTY);
-        self.keys[i] = key;
-        self.vals[i] = val;
-        // The victim becomes the most recent: the others move one place back.
-        self.order[set] = ((o << 4) & self.full) | w;
-        self.last = i;
-        evicted
+        self.place(set, self.order_victim(set), key, val)
     }
 
     /// Looks `key` up and, on a miss, inserts it (value 0): one scan of the set instead of a
@@ -485,23 +470,11 @@ impl SetAssoc {
     #[inline(never)]
     fn fill_at(&mut self, set: usize, key: u64, val: u64) -> Option<(u64, u64)> {
         debug_assert_ne!(key, EMPTY, "u64::MAX is reserved");
-        let i = if self.ordered() {
-            self.order_victim(set)
-        } else if self.victim.key == key && self.victim.clock == self.clock {
+        let i = if !self.ordered() && self.victim.key == key && self.victim.clock == self.clock {
             // The lookup that just missed `key` found the victim, and no stamp changed since.
             self.victim.way
         } else {
-            let start = set * self.ways;
-            let stamps = &self.stamps[start..start + self.ways];
-            let mut victim = 0;
-            let mut oldest = stamps[0];
-            for (w, &s) in stamps.iter().enumerate() {
-                if s < oldest {
-                    oldest = s;
-                    victim = w;
-                }
-            }
-            start + victim
+            self.victim_way(set)
         };
         self.place(set, i, key, val)
     }
@@ -510,6 +483,7 @@ impl SetAssoc {
     /// evicted `(key, value)`, if any.
     #[inline(always)]
     fn place(&mut self, set: usize, i: usize, key: u64, val: u64) -> Option<(u64, u64)> {
+        debug_assert_ne!(key, EMPTY, "u64::MAX is reserved");
         let evicted = (self.keys[i] != EMPTY).then(|| (self.keys[i], self.vals[i]));
         if evicted.is_none() {
             self.live += 1;

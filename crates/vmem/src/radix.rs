@@ -250,22 +250,36 @@ impl RadixTable {
     /// as [`RadixTable::walk`]'s `last_entry()` and `leaf`, without recording the path.
     #[inline]
     pub fn last_entry(&self, va: u64) -> (u64, Option<Leaf>) {
+        let (node, level, e) = self.last_node(va);
+        self.entry_at(node, level, va, e)
+    }
+
+    /// Where a walk for `va` stops: the table page (arena index), its level and the entry read
+    /// there (absent, or a leaf).
+    #[inline(always)]
+    fn last_node(&self, va: u64) -> (usize, u8, u64) {
         let mut node = 0usize;
         let mut level = self.levels;
         loop {
-            let i = index(va, level);
-            let e = self.entry(node, i);
+            let e = self.entry(node, index(va, level));
             if e & PRESENT == 0 || e & LEAF != 0 {
-                let addr = self.bases[node] + 8 * i as u64;
-                let leaf = (e & PRESENT != 0).then_some(Leaf {
-                    target: e & !0xfff,
-                    level,
-                });
-                return (addr, leaf);
+                return (node, level, e);
             }
             node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
             level -= 1;
         }
+    }
+
+    /// The host address of `va`'s entry `e` in table page `node` at `level`, and the leaf it
+    /// holds, if it is present (an entry where a walk stops: absent or a leaf).
+    #[inline(always)]
+    fn entry_at(&self, node: usize, level: u8, va: u64, e: u64) -> (u64, Option<Leaf>) {
+        let addr = self.bases[node] + 8 * index(va, level) as u64;
+        let leaf = (e & PRESENT != 0).then_some(Leaf {
+            target: e & !0xfff,
+            level,
+        });
+        (addr, leaf)
     }
 
     /// [`RadixTable::last_entry`], remembering in `memo` the level-1 table of `va`'s 2 MiB
@@ -285,35 +299,14 @@ impl RadixTable {
         let slot = (region % LEAF_SLOTS as u64) as usize;
         let (tag, node) = memo.slots[slot];
         if tag == region {
-            let i = index(va, 1);
-            let e = self.entry(node, i);
             // A level-1 entry is a leaf or absent (as `last_entry` finds it).
-            let addr = self.bases[node] + 8 * i as u64;
-            let leaf = (e & PRESENT != 0).then_some(Leaf {
-                target: e & !0xfff,
-                level: 1,
-            });
-            return (addr, leaf);
+            return self.entry_at(node, 1, va, self.entry(node, index(va, 1)));
         }
-        let mut node = 0usize;
-        let mut level = self.levels;
-        loop {
-            let i = index(va, level);
-            let e = self.entry(node, i);
-            if e & PRESENT == 0 || e & LEAF != 0 {
-                if level == 1 {
-                    memo.slots[slot] = (region, node);
-                }
-                let addr = self.bases[node] + 8 * i as u64;
-                let leaf = (e & PRESENT != 0).then_some(Leaf {
-                    target: e & !0xfff,
-                    level,
-                });
-                return (addr, leaf);
-            }
-            node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
-            level -= 1;
+        let (node, level, e) = self.last_node(va);
+        if level == 1 {
+            memo.slots[slot] = (region, node);
         }
+        self.entry_at(node, level, va, e)
     }
 
     /// The leaf mapping `va`, if any (no path recorded).
