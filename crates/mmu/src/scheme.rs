@@ -431,9 +431,15 @@ impl<W: Walker> Mmu<W> {
         batch
     }
 
-    /// [`Scheme::translate`], inlined into the loop of [`Scheme::run_accesses`].
+    /// [`Scheme::translate`], inlined into the loop of [`Scheme::run_accesses`]. `D`, `I`, `S`:
+    /// the TLBs' way counts when known at compile time, else 0 ([`Tlbs::lookup_s`]).
     #[inline(always)]
-    fn translate_one(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
+    fn translate_one<const D: usize, const I: usize, const S: usize>(
+        &mut self,
+        ctx: Ctx<'_>,
+        gva: Gva,
+        kind: AccessKind,
+    ) -> Option<Hpa> {
         if let Some(pages) = &mut self.pages {
             return perfect_translate(pages, &self.walker, ctx, gva);
         }
@@ -443,26 +449,37 @@ impl<W: Walker> Mmu<W> {
         {
             return Some(Hpa(hpa));
         }
-        if let Some(hit) = self.tlbs.lookup(gva.raw(), asid, kind, &mut self.stats) {
+        if let Some(hit) = self
+            .tlbs
+            .lookup_s::<D, I, S>(gva.raw(), asid, kind, &mut self.stats)
+        {
             return Some(Hpa(hit.frame + gva.page_offset(hit.size)));
         }
         let r = self
             .walker
             .walk(ctx, gva, asid, &mut self.mem, &mut self.stats)?;
         self.stats.walk_cycles += self.walk_start;
-        self.tlbs.fill(gva.raw(), asid, kind, r.frame.raw(), r.size);
+        self.tlbs
+            .fill_s::<D, I, S>(gva.raw(), asid, kind, r.frame.raw(), r.size);
         Some(Hpa(r.frame.raw() + gva.page_offset(r.size)))
     }
 
-    /// [`Scheme::access`], inlined into the loop of [`Scheme::run_accesses`].
+    /// [`Scheme::access`], inlined into the loop of [`Scheme::run_accesses`] (`D`, `I`, `S`: as
+    /// [`Mmu::translate_one`]'s).
     #[inline(always)]
-    fn access_one(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind, dep: bool) -> Option<Hpa> {
+    fn access_one<const D: usize, const I: usize, const S: usize>(
+        &mut self,
+        ctx: Ctx<'_>,
+        gva: Gva,
+        kind: AccessKind,
+        dep: bool,
+    ) -> Option<Hpa> {
         let (stlb0, walks0, walk0) = (
             self.stats.stlb_hits,
             self.stats.walks,
             self.stats.walk_cycles,
         );
-        let hpa = self.translate_one(ctx, gva, kind)?;
+        let hpa = self.translate_one::<D, I, S>(ctx, gva, kind)?;
         let data0 = self.stats.data_cycles;
         self.mem.data(hpa, &mut self.stats);
         let s = &mut self.stats;
@@ -478,28 +495,16 @@ impl<W: Walker> Mmu<W> {
         s.mem_cycles = self.timeline.end();
         Some(hpa)
     }
-}
 
-impl<W: Walker> Scheme for Mmu<W> {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-
-    #[inline]
-    fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
-        self.translate_one(ctx, gva, kind)
-    }
-
-    #[inline]
-    fn access(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind, dep: bool) -> Option<Hpa> {
-        self.access_one(ctx, gva, kind, dep)
-    }
-
-    fn run_accesses(&mut self, ctx: Ctx<'_>, ops: &[Op], limit: u64, hints: &mut Hints) -> Batch {
-        let n = usize::try_from(limit).map_or(ops.len(), |l| l.min(ops.len()));
-        if self.pages.is_some() {
-            return self.run_perfect(ctx, &ops[..n]);
-        }
+    /// The loop of [`Scheme::run_accesses`] (not a perfect TLB's) over the first `n` ops, the
+    /// TLBs' way counts `D`, `I`, `S` as [`Mmu::translate_one`]'s.
+    fn run_loop<const D: usize, const I: usize, const S: usize>(
+        &mut self,
+        ctx: Ctx<'_>,
+        ops: &[Op],
+        n: usize,
+        hints: &mut Hints,
+    ) -> Batch {
         // The perfect TLB reads no table: no hints. Nor stages that do nothing: the near hint
         // without data caches to prefetch, the mid hint of a walker that ignores it, the far
         // hint of a walker that has nothing to prefetch now (a small guest table).
@@ -527,7 +532,7 @@ impl<W: Walker> Scheme for Mmu<W> {
                 hints.give_stages(ops, i, stages, |g, stage| me.prefetch(ctx, g, stage));
             }
             count_access(&mut self.stats, kind, instrs);
-            if self.access_one(ctx, gva, kind, dep).is_none() {
+            if self.access_one::<D, I, S>(ctx, gva, kind, dep).is_none() {
                 return Batch {
                     done: i,
                     fault: true,
@@ -537,6 +542,36 @@ impl<W: Walker> Scheme for Mmu<W> {
         Batch {
             done: n,
             fault: false,
+        }
+    }
+}
+
+impl<W: Walker> Scheme for Mmu<W> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    #[inline]
+    fn translate(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind) -> Option<Hpa> {
+        self.translate_one::<0, 0, 0>(ctx, gva, kind)
+    }
+
+    #[inline]
+    fn access(&mut self, ctx: Ctx<'_>, gva: Gva, kind: AccessKind, dep: bool) -> Option<Hpa> {
+        self.access_one::<0, 0, 0>(ctx, gva, kind, dep)
+    }
+
+    fn run_accesses(&mut self, ctx: Ctx<'_>, ops: &[Op], limit: u64, hints: &mut Hints) -> Batch {
+        let n = usize::try_from(limit).map_or(ops.len(), |l| l.min(ops.len()));
+        if self.pages.is_some() {
+            return self.run_perfect(ctx, &ops[..n]);
+        }
+        // The TLBs' shape, once per run of accesses: the presets' (Skylake-SP's, Ice Lake-SP's)
+        // get a loop with their way counts known at compile time; any other the generic one.
+        match self.tlbs.shape() {
+            [4, 8, 12] => self.run_loop::<4, 8, 12>(ctx, ops, n, hints),
+            [4, 8, 16] => self.run_loop::<4, 8, 16>(ctx, ops, n, hints),
+            _ => self.run_loop::<0, 0, 0>(ctx, ops, n, hints),
         }
     }
 

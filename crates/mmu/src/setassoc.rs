@@ -98,6 +98,8 @@ pub struct SetAssoc {
     sets: usize,
     /// `sets - 1` when `sets` is a power of two (the set index is then a mask, not a division).
     mask: Option<u64>,
+    /// `mask`'s value, 0 without one (read by the `_w` methods, which need one).
+    set_mask: u64,
     ways: usize,
     /// `sets * ways` keys; `EMPTY` marks an unused way.
     keys: Box<[u64]>,
@@ -165,6 +167,11 @@ impl SetAssoc {
         Ok(SetAssoc {
             sets,
             mask: sets.is_power_of_two().then(|| sets as u64 - 1),
+            set_mask: if sets.is_power_of_two() {
+                sets as u64 - 1
+            } else {
+                0
+            },
             ways,
             keys: vec![EMPTY; entries].into_boxed_slice(),
             vals: vec![0; entries].into_boxed_slice(),
@@ -191,6 +198,7 @@ impl SetAssoc {
         SetAssoc {
             sets: 0,
             mask: None,
+            set_mask: 0,
             ways: 0,
             keys: Box::new([]),
             vals: Box::new([]),
@@ -216,6 +224,12 @@ impl SetAssoc {
     #[inline]
     pub fn len(&self) -> usize {
         self.live
+    }
+
+    /// Its associativity (0 when disabled).
+    #[inline]
+    pub fn ways(&self) -> usize {
+        self.ways
     }
 
     /// Whether the structure holds no entry (every lookup misses).
@@ -504,6 +518,117 @@ impl SetAssoc {
         evicted
     }
 
+    /// Whether the methods with the way count known at compile time ([`SetAssoc::lookup_w`],
+    /// [`SetAssoc::fill_w`], [`SetAssoc::touch_w`]) serve this structure with `W == w`: an
+    /// enabled structure of `w` ways (at most [`ORDER_WAYS`]: a recency word per set) and a
+    /// power-of-two number of sets. Asked once per run (or per structure), not per access.
+    pub fn has_shape(&self, w: usize) -> bool {
+        self.sets != 0 && self.ways == w && w <= ORDER_WAYS && self.mask.is_some()
+    }
+
+    /// The ways of `key`'s set, `W` of them (a structure of that shape, [`SetAssoc::has_shape`]):
+    /// the set index and the start of its keys, the keys.
+    #[inline(always)]
+    fn row_w<const W: usize>(&self, key: u64) -> (usize, usize, &[u64; W]) {
+        debug_assert!(self.has_shape(W), "a structure of {W} ways");
+        // Below `sets`, a usize.
+        #[allow(clippy::cast_possible_truncation)]
+        let set = (key & self.set_mask) as usize;
+        let start = set * W;
+        let Some(keys) = self.keys[start..].first_chunk::<W>() else {
+            unreachable!("a set of {W} ways")
+        };
+        (set, start, keys)
+    }
+
+    /// The first of `W` keys equal to `key` (`W` when none), branch-free.
+    #[inline(always)]
+    fn scan_row<const W: usize>(keys: &[u64; W], key: u64) -> usize {
+        let mut hit = W;
+        for w in (0..W).rev() {
+            hit = if keys[w] == key { w } else { hit };
+        }
+        hit
+    }
+
+    /// Way `w` of set `set` (starting at `start`) becomes the most recently used, its set
+    /// having a recency word (`W` ways at most [`ORDER_WAYS`]).
+    #[inline(always)]
+    fn use_way_w<const W: usize>(&mut self, set: usize, start: usize, w: usize) {
+        let i = start + w;
+        if i != self.last {
+            let o = self.order[set];
+            self.order[set] = to_front(o, position(o, self.valid, w));
+            self.last = i;
+        }
+    }
+
+    /// [`SetAssoc::lookup`] of a structure of `W` ways ([`SetAssoc::has_shape`]), inlined: the
+    /// set index a mask, the scan unrolled, no call. Same result, same state after.
+    #[inline(always)]
+    pub fn lookup_w<const W: usize>(&mut self, key: u64) -> Option<u64> {
+        // An empty structure's keys are all `EMPTY`, which no key is: the scan misses.
+        let (set, start, keys) = self.row_w::<W>(key);
+        let w = Self::scan_row(keys, key);
+        if w == W {
+            return None;
+        }
+        self.use_way_w::<W>(set, start, w);
+        Some(self.vals[start + w])
+    }
+
+    /// [`SetAssoc::fill`] of a structure of `W` ways ([`SetAssoc::has_shape`]): `key`, known to
+    /// be absent, goes to its set's least recently used way. Same result, same state after.
+    #[inline(always)]
+    pub fn fill_w<const W: usize>(&mut self, key: u64, val: u64) -> Option<(u64, u64)> {
+        debug_assert!(self.has_shape(W), "a structure of {W} ways");
+        debug_assert!(self.probe(key).is_none(), "fill of a present key");
+        // Below `sets`, a usize.
+        #[allow(clippy::cast_possible_truncation)]
+        let set = (key & self.set_mask) as usize;
+        self.place_w::<W>(set, key, val)
+    }
+
+    /// Puts `key` in the least recently used way of `set` (the last nibble of its order) as
+    /// the most recently used; returns the evicted entry, if any.
+    #[inline(always)]
+    fn place_w<const W: usize>(&mut self, set: usize, key: u64, val: u64) -> Option<(u64, u64)> {
+        debug_assert_ne!(key, EMPTY, "u64::MAX is reserved");
+        let o = self.order[set];
+        // The last valid nibble (the others are 0); below 16.
+        #[allow(clippy::cast_possible_truncation)]
+        let w = (o >> (4 * (W - 1))) as usize;
+        let i = set * W + w;
+        let old = self.keys[i];
+        let evicted = (old != EMPTY).then(|| (old, self.vals[i]));
+        self.live += usize::from(old == EMPTY);
+        self.keys[i] = key;
+        self.vals[i] = val;
+        // The victim is the last of the order: the others move one place back.
+        let full = if W == 16 {
+            u64::MAX
+        } else {
+            (1u64 << (4 * W)) - 1
+        };
+        self.order[set] = ((o << 4) & full) | w as u64;
+        self.last = i;
+        evicted
+    }
+
+    /// [`SetAssoc::touch`] of a structure of `W` ways ([`SetAssoc::has_shape`]), inlined. Same
+    /// result, same state after.
+    #[inline(always)]
+    pub fn touch_w<const W: usize>(&mut self, key: u64) -> bool {
+        let (set, start, keys) = self.row_w::<W>(key);
+        let w = Self::scan_row(keys, key);
+        if w == W {
+            self.place_w::<W>(set, key, 0);
+            return false;
+        }
+        self.use_way_w::<W>(set, start, w);
+        true
+    }
+
     /// Removes `key`; returns whether it was present.
     pub fn invalidate(&mut self, key: u64) -> bool {
         if self.live == 0 {
@@ -669,6 +794,74 @@ mod tests {
                         .map(|e| e.1);
                     prop_assert_eq!(sa.probe(k), want);
                 }
+            }
+        }
+
+        /// The methods with the way count known at compile time (`lookup_w`, `fill_w`,
+        /// `touch_w`) are the generic ones: same answers and the same state (keys, values,
+        /// orders, counts, the way used last) after every step, for every shape they serve,
+        /// between generic inserts, invalidations and flushes.
+        #[test]
+        fn fixed_shape_is_generic(
+            (sets, ways) in (prop_oneof![Just(1usize), Just(2), Just(4), Just(8)],
+                             prop_oneof![Just(1usize), Just(2), Just(4), Just(8), Just(12), Just(16)]),
+            steps in prop::collection::vec((step(), 0u8..40), 0..400),
+        ) {
+            fn lookup_w(sa: &mut SetAssoc, k: u64) -> Option<u64> {
+                match sa.ways {
+                    1 => sa.lookup_w::<1>(k),
+                    2 => sa.lookup_w::<2>(k),
+                    4 => sa.lookup_w::<4>(k),
+                    8 => sa.lookup_w::<8>(k),
+                    12 => sa.lookup_w::<12>(k),
+                    _ => sa.lookup_w::<16>(k),
+                }
+            }
+            fn fill_w(sa: &mut SetAssoc, k: u64, v: u64) -> Option<(u64, u64)> {
+                match sa.ways {
+                    1 => sa.fill_w::<1>(k, v),
+                    2 => sa.fill_w::<2>(k, v),
+                    4 => sa.fill_w::<4>(k, v),
+                    8 => sa.fill_w::<8>(k, v),
+                    12 => sa.fill_w::<12>(k, v),
+                    _ => sa.fill_w::<16>(k, v),
+                }
+            }
+            fn touch_w(sa: &mut SetAssoc, k: u64) -> bool {
+                match sa.ways {
+                    1 => sa.touch_w::<1>(k),
+                    2 => sa.touch_w::<2>(k),
+                    4 => sa.touch_w::<4>(k),
+                    8 => sa.touch_w::<8>(k),
+                    12 => sa.touch_w::<12>(k),
+                    _ => sa.touch_w::<16>(k),
+                }
+            }
+            let mut fixed = SetAssoc::new("f", sets * ways, ways).unwrap();
+            prop_assert!(fixed.has_shape(ways));
+            let mut generic = fixed.clone();
+            for (s, flush) in steps {
+                match s {
+                    Step::Lookup(k) => prop_assert_eq!(lookup_w(&mut fixed, k), generic.lookup(k)),
+                    Step::Touch(k) => prop_assert_eq!(touch_w(&mut fixed, k), generic.touch(k)),
+                    Step::Insert(k, v) => {
+                        let got = if fixed.probe(k).is_none() { fill_w(&mut fixed, k, v) } else { fixed.insert(k, v) };
+                        prop_assert_eq!(got, generic.insert(k, v));
+                    }
+                    Step::Invalidate(k) => prop_assert_eq!(fixed.invalidate(k), generic.invalidate(k)),
+                    Step::LookupFill(k, v) => {
+                        let got = lookup_w(&mut fixed, k);
+                        prop_assert_eq!(got, generic.lookup(k));
+                        if got.is_none() {
+                            prop_assert_eq!(fill_w(&mut fixed, k, v), generic.fill(k, v));
+                        }
+                    }
+                }
+                if flush == 0 {
+                    fixed.flush();
+                    generic.flush();
+                }
+                prop_assert_eq!(format!("{fixed:?}"), format!("{generic:?}"));
             }
         }
 

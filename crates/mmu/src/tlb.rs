@@ -32,6 +32,28 @@ fn pwc_key(va: u64, level: u8, asid: u16) -> u64 {
         | (u64::from(asid & 0x7fff) << 47)
 }
 
+/// [`SetAssoc::lookup`] of `t`, or, for `W` other than 0, [`SetAssoc::lookup_w`] (`t` of that
+/// shape): the same result and state.
+#[inline(always)]
+fn lookup_as<const W: usize>(t: &mut SetAssoc, key: u64) -> Option<u64> {
+    if W == 0 {
+        t.lookup(key)
+    } else {
+        t.lookup_w::<W>(key)
+    }
+}
+
+/// [`SetAssoc::fill`] of `t`, or, for `W` other than 0, [`SetAssoc::fill_w`] (`t` of that
+/// shape): the same result and state.
+#[inline(always)]
+fn fill_as<const W: usize>(t: &mut SetAssoc, key: u64, val: u64) -> Option<(u64, u64)> {
+    if W == 0 {
+        t.fill(key, val)
+    } else {
+        t.fill_w::<W>(key, val)
+    }
+}
+
 /// Where a TLB lookup hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TlbHit {
@@ -55,6 +77,8 @@ pub struct Tlbs {
     stlb_1g: SetAssoc,
     /// Whether entries are tagged (PCID/VPID); untagged TLBs are flushed on a CR3 load.
     pub tagged: bool,
+    /// See [`Tlbs::shape`].
+    shape: [usize; 3],
 }
 
 impl Tlbs {
@@ -64,18 +88,30 @@ impl Tlbs {
         let b = |g: crate::config::Geometry, n: &str| {
             g.build(n).unwrap_or_else(|_| SetAssoc::disabled())
         };
+        let l1d4 = b(t.l1d_4k, "l1d_4k");
+        let l1i4 = b(t.l1i_4k, "l1i_4k");
+        let stlb = b(t.stlb, "stlb");
+        let shape = [&l1d4, &l1i4, &stlb].map(|t| {
+            let w = t.ways();
+            if t.has_shape(w) { w } else { 0 }
+        });
         Tlbs {
-            l1d: [
-                b(t.l1d_4k, "l1d_4k"),
-                b(t.l1d_2m, "l1d_2m"),
-                b(t.l1d_1g, "l1d_1g"),
-            ],
-            l1i: [b(t.l1i_4k, "l1i_4k"), b(t.l1i_2m, "l1i_2m")],
-            stlb: b(t.stlb, "stlb"),
+            l1d: [l1d4, b(t.l1d_2m, "l1d_2m"), b(t.l1d_1g, "l1d_1g")],
+            l1i: [l1i4, b(t.l1i_2m, "l1i_2m")],
+            stlb,
             stlb_2m: 0,
             stlb_1g: b(t.stlb_1g, "stlb_1g"),
             tagged: t.tagged,
+            shape,
         }
+    }
+
+    /// The way counts of the L1 DTLB's and ITLB's 4 KiB arrays and of the second level, each
+    /// when [`SetAssoc::has_shape`] of it (else 0): the `D`, `I` and `S` a caller may give
+    /// [`Tlbs::lookup_s`] and [`Tlbs::fill_s`] (chosen once per run of accesses).
+    #[inline]
+    pub fn shape(&self) -> [usize; 3] {
+        self.shape
     }
 
     /// [`Tlbs::lookup`] of a fetch whose 4 KiB translation is in the L1 ITLB's way used last
@@ -102,16 +138,37 @@ impl Tlbs {
         kind: AccessKind,
         stats: &mut Stats,
     ) -> Option<TlbHit> {
+        self.lookup_s::<0, 0, 0>(va, asid, kind, stats)
+    }
+
+    /// [`Tlbs::lookup`] with the way counts of the L1 DTLB's and ITLB's 4 KiB arrays and of the
+    /// second level known at compile time (`D`, `I`, `S`: [`Tlbs::shape`]'s, or 0 for the
+    /// generic path): the same result, counts and state.
+    #[inline]
+    pub fn lookup_s<const D: usize, const I: usize, const S: usize>(
+        &mut self,
+        va: u64,
+        asid: u16,
+        kind: AccessKind,
+        stats: &mut Stats,
+    ) -> Option<TlbHit> {
+        debug_assert!(
+            (D == 0 || D == self.shape[0])
+                && (I == 0 || I == self.shape[1])
+                && (S == 0 || S == self.shape[2])
+        );
         let k4 = tlb_key(va, PageSize::Size4K, asid);
-        let l1: &mut [SetAssoc] = if kind == AccessKind::Fetch {
-            &mut self.l1i
-        } else {
-            &mut self.l1d
-        };
+        let fetch = kind == AccessKind::Fetch;
+        let l1: &mut [SetAssoc] = if fetch { &mut self.l1i } else { &mut self.l1d };
         let [first, huge @ ..] = l1 else {
             unreachable!("L1 arrays for 4 KiB pages")
         };
-        if let Some(frame) = first.lookup(k4) {
+        let l1_hit = if fetch {
+            lookup_as::<I>(first, k4)
+        } else {
+            lookup_as::<D>(first, k4)
+        };
+        if let Some(frame) = l1_hit {
             stats.l1_hits += 1;
             return Some(TlbHit {
                 frame,
@@ -134,7 +191,7 @@ impl Tlbs {
             }
         }
         stats.l1_misses += 1;
-        let hit = if let Some(f) = self.stlb.lookup(k4) {
+        let hit = if let Some(f) = lookup_as::<S>(&mut self.stlb, k4) {
             Some((f, PageSize::Size4K))
         } else {
             self.lookup_stlb_huge(va, asid)
@@ -142,7 +199,7 @@ impl Tlbs {
         match hit {
             Some((frame, size)) => {
                 stats.stlb_hits += 1;
-                self.fill_l1(tlb_key(va, size, asid), kind, frame, size);
+                self.fill_l1::<D, I>(tlb_key(va, size, asid), kind, frame, size);
                 Some(TlbHit {
                     frame,
                     size,
@@ -203,14 +260,25 @@ impl Tlbs {
     }
 
     /// Fills the L1 array of `size` (for `kind`) with `key`, the TLB key of that size.
+    /// `D` and `I`: as [`Tlbs::lookup_s`]'s.
     #[inline(always)]
-    fn fill_l1(&mut self, key: u64, kind: AccessKind, frame: u64, size: PageSize) {
+    fn fill_l1<const D: usize, const I: usize>(
+        &mut self,
+        key: u64,
+        kind: AccessKind,
+        frame: u64,
+        size: PageSize,
+    ) {
         let i = usize::from(size.leaf_level() - 1);
         if kind == AccessKind::Fetch {
-            // No 1 GiB ITLB array: such fetches are served by the second level.
-            if let Some(t) = self.l1i.get_mut(i) {
+            if size == PageSize::Size4K {
+                fill_as::<I>(&mut self.l1i[0], key, frame);
+            } else if let Some(t) = self.l1i.get_mut(i) {
+                // No 1 GiB ITLB array: such fetches are served by the second level.
                 t.fill(key, frame);
             }
+        } else if size == PageSize::Size4K {
+            fill_as::<D>(&mut self.l1d[0], key, frame);
         } else {
             self.l1d[i].fill(key, frame);
         }
@@ -219,6 +287,20 @@ impl Tlbs {
     /// Installs a translation after a walk.
     #[inline]
     pub fn fill(&mut self, va: u64, asid: u16, kind: AccessKind, frame: u64, size: PageSize) {
+        self.fill_s::<0, 0, 0>(va, asid, kind, frame, size);
+    }
+
+    /// [`Tlbs::fill`] with way counts known at compile time (as [`Tlbs::lookup_s`]'s): the same
+    /// state after.
+    #[inline]
+    pub fn fill_s<const D: usize, const I: usize, const S: usize>(
+        &mut self,
+        va: u64,
+        asid: u16,
+        kind: AccessKind,
+        frame: u64,
+        size: PageSize,
+    ) {
         let key = tlb_key(va, size, asid);
         if size == PageSize::Size1G {
             self.stlb_1g.fill(key, frame);
@@ -226,13 +308,13 @@ impl Tlbs {
             if size == PageSize::Size2M {
                 self.stlb_2m += 1;
             }
-            if let Some((old, _)) = self.stlb.fill(key, frame)
+            if let Some((old, _)) = fill_as::<S>(&mut self.stlb, key, frame)
                 && is_2m_key(old)
             {
                 self.stlb_2m -= 1;
             }
         }
-        self.fill_l1(key, kind, frame, size);
+        self.fill_l1::<D, I>(key, kind, frame, size);
     }
 
     /// Removes every translation inside `[start, start + len)` (an INVLPG of a page of `len`
@@ -275,6 +357,9 @@ impl Tlbs {
 pub struct WalkCaches {
     /// Index 0: PDE cache (level 2), 1: PDPTE (level 3), 2: PML4E/PML5E (levels 4 and 5).
     caches: [SetAssoc; 3],
+    /// Whether the PDE cache has 4 ways and a power-of-two number of sets (every preset's):
+    /// its probe then takes [`SetAssoc::touch_w`].
+    pd4: bool,
 }
 
 impl WalkCaches {
@@ -282,6 +367,7 @@ impl WalkCaches {
     pub fn new(pml4: &SetAssoc, pdpt: &SetAssoc, pd: &SetAssoc) -> WalkCaches {
         WalkCaches {
             caches: [pd.clone(), pdpt.clone(), pml4.clone()],
+            pd4: pd.has_shape(4),
         }
     }
 
@@ -304,7 +390,13 @@ impl WalkCaches {
         if first > levels {
             return 0;
         }
-        if self.cache(first).touch(pwc_key(va, first, asid)) {
+        let key = pwc_key(va, first, asid);
+        let hit = if first == 2 && self.pd4 {
+            self.caches[0].touch_w::<4>(key)
+        } else {
+            self.cache(first).touch(key)
+        };
+        if hit {
             return levels - first + 1;
         }
         self.skip_from(va, asid, levels, first + 1)
@@ -364,10 +456,14 @@ mod tests {
         /// 5-level walks to 4 KiB, 2 MiB and 1 GiB leaves, with caches small enough to evict.
         #[test]
         fn skip_is_the_plain_loop(
+            pd4 in proptest::bool::ANY,
             steps in proptest::collection::vec((0u64..64, 0u8..3, proptest::bool::ANY, 0u16..2), 0..300),
         ) {
             let g = |e, w| SetAssoc::new("x", e, w).unwrap();
-            let mut fast = WalkCaches::new(&g(2, 2), &g(2, 1), &g(4, 2));
+            // A PDE cache of 4 ways takes `touch_w`, of 2 ways the generic `touch`.
+            let pd = if pd4 { g(8, 4) } else { g(4, 2) };
+            let mut fast = WalkCaches::new(&g(2, 2), &g(2, 1), &pd);
+            proptest::prop_assert_eq!(fast.pd4, pd4);
             let mut plain = fast.clone();
             for (page, leaf, five, asid) in steps {
                 // Addresses in a few 2 MiB, 1 GiB and 512 GiB regions.
@@ -476,6 +572,64 @@ mod tests {
                     }
                     _ => {
                         if page % 4 == 0 {
+                            fast.flush();
+                            plain.flush();
+                        }
+                    }
+                }
+                proptest::prop_assert_eq!(&s1, &s2);
+                proptest::prop_assert_eq!(format!("{fast:?}"), format!("{plain:?}"));
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// `lookup_s` and `fill_s` with the way counts of the TLBs' shape (Skylake-SP's 4, 8 and
+        /// 12 ways, Ice Lake-SP's 16-way second level) are `lookup` and `fill`: same answers, same
+        /// counts, same state after every step, through fetches and loads of pages of every
+        /// size, fills that evict, invalidations and flushes.
+        #[test]
+        fn shaped_lookups_are_the_generic(
+            sixteen in proptest::bool::ANY,
+            steps in proptest::collection::vec((0u8..8, 0u64..96, 0u8..3, 0u16..2), 0..300),
+        ) {
+            let mut cfg = MachineConfig::default();
+            let g = |entries, ways| crate::config::Geometry { entries, ways };
+            // Small arrays of the presets' associativities: fills evict.
+            cfg.tlb.l1d_4k = g(8, 4);
+            cfg.tlb.l1i_4k = g(16, 8);
+            cfg.tlb.stlb = if sixteen { g(32, 16) } else { g(24, 12) };
+            let (mut fast, mut plain) = (Tlbs::new(&cfg), Tlbs::new(&cfg));
+            proptest::prop_assert_eq!(fast.shape(), [4, 8, if sixteen { 16 } else { 12 }]);
+            let (mut s1, mut s2) = (Stats::default(), Stats::default());
+            for (op, page, sz, asid) in steps {
+                let size = PageSize::ALL[usize::from(sz)];
+                let va = 0x7f00_0000_0000 + (page % 4) * (1 << 30) + (page / 4) * 4096;
+                let kind = [AccessKind::Load, AccessKind::Store, AccessKind::Fetch][usize::from(op % 3)];
+                match op {
+                    0..=5 => {
+                        let a = if sixteen {
+                            fast.lookup_s::<4, 8, 16>(va, asid, kind, &mut s1)
+                        } else {
+                            fast.lookup_s::<4, 8, 12>(va, asid, kind, &mut s1)
+                        };
+                        proptest::prop_assert_eq!(a, plain.lookup(va, asid, kind, &mut s2));
+                        if a.is_none() {
+                            let frame = 0x4000_0000 + page * (1 << 30);
+                            if sixteen {
+                                fast.fill_s::<4, 8, 16>(va, asid, kind, frame, size);
+                            } else {
+                                fast.fill_s::<4, 8, 12>(va, asid, kind, frame, size);
+                            }
+                            plain.fill(va, asid, kind, frame, size);
+                        }
+                    }
+                    6 => {
+                        fast.invalidate_range(va & !size.mask(), size.bytes(), asid);
+                        plain.invalidate_range(va & !size.mask(), size.bytes(), asid);
+                    }
+                    _ => {
+                        if page % 8 == 0 {
                             fast.flush();
                             plain.flush();
                         }
