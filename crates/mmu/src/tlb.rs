@@ -144,7 +144,7 @@ impl Tlbs {
     /// [`Tlbs::lookup`] with the way counts of the L1 DTLB's and ITLB's 4 KiB arrays and of the
     /// second level known at compile time (`D`, `I`, `S`: [`Tlbs::shape`]'s, or 0 for the
     /// generic path): the same result, counts and state.
-    #[inline]
+    #[inline(always)]
     pub fn lookup_s<const D: usize, const I: usize, const S: usize>(
         &mut self,
         va: u64,
@@ -193,6 +193,10 @@ impl Tlbs {
         stats.l1_misses += 1;
         let hit = if let Some(f) = lookup_as::<S>(&mut self.stlb, k4) {
             Some((f, PageSize::Size4K))
+        } else if self.stlb_2m == 0 && self.stlb_1g.is_empty() {
+            // No huge-page entry anywhere in the second level (a run on 4 KiB pages): the
+            // searches below cannot hit.
+            None
         } else {
             self.lookup_stlb_huge(va, asid)
         };
@@ -215,7 +219,7 @@ impl Tlbs {
 
     /// The second level's lookup of `va` in 2 MiB entries (when it holds any), then in the
     /// 1 GiB array, after its 4 KiB key missed.
-    #[inline]
+    #[inline(never)]
     fn lookup_stlb_huge(&mut self, va: u64, asid: u16) -> Option<(u64, PageSize)> {
         if self.stlb_2m != 0
             && let Some(f) = self.stlb.lookup(tlb_key(va, PageSize::Size2M, asid))
@@ -292,7 +296,7 @@ impl Tlbs {
 
     /// [`Tlbs::fill`] with way counts known at compile time (as [`Tlbs::lookup_s`]'s): the same
     /// state after.
-    #[inline]
+    #[inline(always)]
     pub fn fill_s<const D: usize, const I: usize, const S: usize>(
         &mut self,
         va: u64,
