@@ -474,6 +474,47 @@ impl<W: Walker> Mmu<W> {
         kind: AccessKind,
         dep: bool,
     ) -> Option<Hpa> {
+        let hpa = self.access_timed::<D, I, S>(ctx, gva, kind, dep)?;
+        self.stats.mem_cycles = self.timeline.end();
+        Some(hpa)
+    }
+
+    /// [`Mmu::access_one`] but for the statistics' clock (`mem_cycles`), left to the caller:
+    /// the loop of [`Scheme::run_accesses`] sets it once per run (it is the timeline's end after
+    /// every access, and nothing in between reads it). A fetch from the ITLB's way used last
+    /// (nearly every fetch of a trace) is placed on the timeline with its STLB and walk parts as
+    /// the constants they are (no statistics read before and compared after).
+    #[inline(always)]
+    fn access_timed<const D: usize, const I: usize, const S: usize>(
+        &mut self,
+        ctx: Ctx<'_>,
+        gva: Gva,
+        kind: AccessKind,
+        dep: bool,
+    ) -> Option<Hpa> {
+        if kind == AccessKind::Fetch
+            && self.pages.is_none()
+            && let Some(pa) =
+                self.tlbs
+                    .fetch_repeat(gva.raw(), ctx.guest.current_pid(), &mut self.stats)
+        {
+            // What `translate_one` gives (its first check), then the data access and the
+            // timeline as below: no STLB hit, no walk.
+            let hpa = Hpa(pa);
+            let data0 = self.stats.data_cycles;
+            self.mem.data(hpa, &mut self.stats);
+            let s = &self.stats;
+            self.timeline.access(AccessTime {
+                stlb: 0,
+                walk: 0,
+                walked: false,
+                data: s.data_cycles - data0,
+                instr: s.instructions,
+                dep,
+                load: true,
+            });
+            return Some(hpa);
+        }
         let (stlb0, walks0, walk0) = (
             self.stats.stlb_hits,
             self.stats.walks,
@@ -492,7 +533,6 @@ impl<W: Walker> Mmu<W> {
             dep,
             load: kind != AccessKind::Store,
         });
-        s.mem_cycles = self.timeline.end();
         Some(hpa)
     }
 
@@ -522,6 +562,9 @@ impl<W: Walker> Mmu<W> {
                 dep,
             } = ops[i]
             else {
+                if i > 0 {
+                    self.stats.mem_cycles = self.timeline.end();
+                }
                 return Batch {
                     done: i,
                     fault: false,
@@ -532,12 +575,19 @@ impl<W: Walker> Mmu<W> {
                 hints.give_stages(ops, i, stages, |g, stage| me.prefetch(ctx, g, stage));
             }
             count_access(&mut self.stats, kind, instrs);
-            if self.access_one::<D, I, S>(ctx, gva, kind, dep).is_none() {
+            if self.access_timed::<D, I, S>(ctx, gva, kind, dep).is_none() {
+                // The accesses before this one were placed on the timeline.
+                if i > 0 {
+                    self.stats.mem_cycles = self.timeline.end();
+                }
                 return Batch {
                     done: i,
                     fault: true,
                 };
             }
+        }
+        if n > 0 {
+            self.stats.mem_cycles = self.timeline.end();
         }
         Batch {
             done: n,
