@@ -474,7 +474,8 @@ impl<W: Walker> Mmu<W> {
         kind: AccessKind,
         dep: bool,
     ) -> Option<Hpa> {
-        let hpa = self.access_timed::<D, I, S>(ctx, gva, kind, dep)?;
+        let instr = self.stats.instructions;
+        let hpa = self.access_timed::<D, I, S>(ctx, gva, kind, dep, instr)?;
         self.stats.mem_cycles = self.timeline.end();
         Some(hpa)
     }
@@ -491,6 +492,7 @@ impl<W: Walker> Mmu<W> {
         gva: Gva,
         kind: AccessKind,
         dep: bool,
+        instr: u64,
     ) -> Option<Hpa> {
         if kind == AccessKind::Fetch
             && self.pages.is_none()
@@ -509,7 +511,7 @@ impl<W: Walker> Mmu<W> {
                 walk: 0,
                 walked: false,
                 data: s.data_cycles - data0,
-                instr: s.instructions,
+                instr,
                 dep,
                 load: true,
             });
@@ -529,7 +531,7 @@ impl<W: Walker> Mmu<W> {
             walk: s.walk_cycles - walk0,
             walked: s.walks > walks0,
             data: s.data_cycles - data0,
-            instr: s.instructions,
+            instr,
             dep,
             load: kind != AccessKind::Store,
         });
@@ -554,45 +556,62 @@ impl<W: Walker> Mmu<W> {
             self.mem.prefetches(),
         ];
         let hinted = self.pages.is_none() && stages.contains(&true);
-        for i in 0..n {
+        // What `count_access` counts, kept here and added to the statistics at the end (nothing
+        // in the loop reads them but the instruction position, kept here too): loads, stores,
+        // fetches.
+        let mut kinds = [0u64; 3];
+        let mut instructions = self.stats.instructions;
+        let mut batch = Batch {
+            done: n,
+            fault: false,
+        };
+        for (i, op) in ops[..n].iter().enumerate() {
             let Op::Access {
                 gva,
                 kind,
                 instrs,
                 dep,
-            } = ops[i]
+            } = *op
             else {
-                if i > 0 {
-                    self.stats.mem_cycles = self.timeline.end();
-                }
-                return Batch {
+                batch = Batch {
                     done: i,
                     fault: false,
                 };
+                break;
             };
             if hinted {
                 let me = &*self;
                 hints.give_stages(ops, i, stages, |g, stage| me.prefetch(ctx, g, stage));
             }
-            count_access(&mut self.stats, kind, instrs);
-            if self.access_timed::<D, I, S>(ctx, gva, kind, dep).is_none() {
-                // The accesses before this one were placed on the timeline.
-                if i > 0 {
-                    self.stats.mem_cycles = self.timeline.end();
-                }
-                return Batch {
+            // `count_access` (the access that faults is counted too, as before its retry).
+            kinds[match kind {
+                AccessKind::Load => 0,
+                AccessKind::Store => 1,
+                AccessKind::Fetch => 2,
+            }] += 1;
+            instructions += u64::from(instrs);
+            if self
+                .access_timed::<D, I, S>(ctx, gva, kind, dep, instructions)
+                .is_none()
+            {
+                batch = Batch {
                     done: i,
                     fault: true,
                 };
+                break;
             }
         }
-        if n > 0 {
-            self.stats.mem_cycles = self.timeline.end();
+        let s = &mut self.stats;
+        s.accesses += kinds[0] + kinds[1] + kinds[2];
+        s.instructions = instructions;
+        s.loads += kinds[0];
+        s.stores += kinds[1];
+        s.fetches += kinds[2];
+        // The accesses before `batch.done` were placed on the timeline.
+        if batch.done > 0 {
+            s.mem_cycles = self.timeline.end();
         }
-        Batch {
-            done: n,
-            fault: false,
-        }
+        batch
     }
 }
 
