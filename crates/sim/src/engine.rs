@@ -558,13 +558,21 @@ fn simulate_in_pool(
 /// caches between the reader writing them and the runs reading them.
 const PIPE_CHUNK: usize = CHUNK / 8;
 
-/// Chunks read ahead of the slowest run.
-const AHEAD: usize = 8;
+/// Chunks read ahead of the slowest run (16 x 8 Ki ops of 24 bytes: 3 MiB in flight, in the
+/// host's L3). A reader blocked on a full lane is woken once per `AHEAD - RESUME_AT` chunks its
+/// run takes: at 8 chunks (4 per wake-up) `sim-native` made ~240 wake-up calls per 8 M ops.
+const AHEAD: usize = 16;
 
 /// A reader blocked on a full [`Lane`] is woken only once its run has this many chunks left:
 /// it then reads several chunks in one go instead of one per chunk its run takes (a wake-up,
 /// two context switches, per chunk on a machine with fewer cores than threads).
 const RESUME_AT: usize = AHEAD / 2;
+
+/// The reader runs the baseline on a chunk it has read only while every run's lane holds at
+/// least this many chunks (or the baseline is [`AHEAD`] chunks behind): a run whose lane runs
+/// low (at the start, when the first chunks' page faults make the baseline slow, or after the
+/// reader's thread lost its core for a while) is given chunks first.
+const LOW_WATER: usize = AHEAD / 2;
 
 /// A chunk of the pipeline: its index in the stream and its ops (shared, read-only).
 type Piece = (u64, Arc<Vec<Op>>);
@@ -613,8 +621,11 @@ impl Lane {
             return;
         }
         st.queue.push_back(piece);
-        if st.run_waits {
-            st.run_waits = false;
+        let wake = std::mem::take(&mut st.run_waits);
+        // Woken after the lock is released: a run woken while it is held would at once sleep
+        // again on the lock (two more system calls and a switch per wake-up).
+        drop(st);
+        if wake {
             self.filled.notify_one();
         }
     }
@@ -624,8 +635,13 @@ impl Lane {
         let mut st = self.lock();
         loop {
             if let Some(p) = st.queue.pop_front() {
-                if st.reader_waits && st.queue.len() <= RESUME_AT {
+                let wake = st.reader_waits && st.queue.len() <= RESUME_AT;
+                if wake {
                     st.reader_waits = false;
+                }
+                // As in `send`: the reader is woken once the lock is free.
+                drop(st);
+                if wake {
                     self.drained.notify_one();
                 }
                 return Some(p);
@@ -639,6 +655,12 @@ impl Lane {
                 .wait(st)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+    }
+
+    /// Whether the run has at least `n` chunks queued, or takes no more.
+    fn holds(&self, n: usize) -> bool {
+        let st = self.lock();
+        st.left || st.queue.len() >= n
     }
 
     /// The reader is done.
@@ -686,7 +708,9 @@ impl Drop for Closing<'_> {
 /// behind the reader; no run waits for another. The perfect-TLB baseline, when there is one
 /// beside the schemes, runs on this thread right after each chunk is read and handed out: it is
 /// the cheapest run, and there it takes the chunk while the chunk is in this core's caches, with
-/// no thread of its own to wake and to share a core with the reader. The result is the same as
+/// no thread of its own to wake and to share a core with the reader; except while a run's lane
+/// holds fewer than [`LOW_WATER`] chunks, when the reader reads on first (the baseline then
+/// catches up, at most [`AHEAD`] chunks behind). The result is the same as
 /// [`simulate_in_pool`]'s: each run sees the same ops in the same order, and errors are the same:
 /// the pipeline's chunks are an eighth of [`CHUNK`], and errors are placed in the [`CHUNK`] they
 /// fall in (runs stop at the end of the first such chunk in which any of them failed, every run
@@ -757,6 +781,26 @@ fn simulate_pipelined(
             std::collections::VecDeque::new();
         let mut read_error = None;
         let mut local_error = None;
+        let has_local = here.is_some();
+        // Chunks read and handed out that this thread's run has not taken yet, in order.
+        let mut pending: std::collections::VecDeque<Piece> = std::collections::VecDeque::new();
+        // This thread's run takes the next pending chunk, as a run's thread would take it.
+        let mut run_here = |pending: &mut std::collections::VecDeque<Piece>| {
+            let Some((index, chunk)) = pending.pop_front() else {
+                return;
+            };
+            if local_error.is_none()
+                && big(index) <= failed.load(Ordering::Acquire)
+                && let Some((run, done)) = &mut here
+            {
+                if let Err(e) = run.run(&chunk) {
+                    failed.fetch_min(big(index), Ordering::AcqRel);
+                    local_error = Some((big(index), e));
+                } else {
+                    done.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+                }
+            }
+        };
         let mut index = 0u64;
         while big(index) <= failed.load(Ordering::Acquire) {
             let spare = match in_flight.front_mut().map(Arc::get_mut) {
@@ -781,23 +825,27 @@ fn simulate_pipelined(
                 // A run that stopped (it failed) has left its lane: nothing to send.
                 lane.send((index, Arc::clone(&chunk)));
             }
-            // This thread's run, as a run's thread would take the chunk.
-            if local_error.is_none()
-                && big(index) <= failed.load(Ordering::Acquire)
-                && let Some((run, done)) = &mut here
-            {
-                if let Err(e) = run.run(&chunk) {
-                    failed.fetch_min(big(index), Ordering::AcqRel);
-                    local_error = Some((big(index), e));
-                } else {
-                    done.fetch_add(chunk.len() as u64, Ordering::AcqRel);
-                }
+            if has_local {
+                pending.push_back((index, Arc::clone(&chunk)));
             }
             in_flight.push_back(chunk);
             index += 1;
+            // This thread's run takes its chunks right after they are read (they are still in
+            // this core's caches), unless a run's lane is running low: then the next chunk is
+            // read first.
+            while !pending.is_empty()
+                && (pending.len() >= AHEAD || lanes.iter().all(|l| l.holds(LOW_WATER)))
+            {
+                run_here(&mut pending);
+            }
             if let Some(d) = slowest() {
                 report(d);
             }
+        }
+        // The chunks read that this thread's run has not taken yet (the reader stopped: end of
+        // the stream, a read error, or a run failed).
+        while !pending.is_empty() {
+            run_here(&mut pending);
         }
         drop(closing);
         let mut run_errors: Vec<(u64, EngineError)> = local_error.into_iter().collect();

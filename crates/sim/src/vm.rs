@@ -170,13 +170,14 @@ pub fn backing_of(m: &VmMemory, host_page: PageSize) -> Result<Backing, Experime
         }
     }
     let layout = GuestLayout::for_ram(m.layout.ram_bytes());
-    let mut hv = HvFrames::new(HV_PRIVATE_BASE);
-    Ok(Backing::new(
+    // The EPT is built only if a scheme walks it (native and the baseline on a fresh host never
+    // do): `Backing::lazy`.
+    Ok(Backing::lazy(
         layout,
         runs,
         m.segments.clone(),
         host_page,
-        &mut hv,
+        HvFrames::new(HV_PRIVATE_BASE),
     )?)
 }
 

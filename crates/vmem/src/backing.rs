@@ -13,6 +13,7 @@
 use crate::radix::RadixTable;
 use compromis_types::{Address, Gpa, Hpa, PageSize};
 use compromis_types::{GuestLayout, Segment};
+use std::sync::OnceLock;
 use thiserror::Error;
 
 /// Backing errors.
@@ -93,14 +94,97 @@ fn tables_needed(runs: &[Run], host_page: PageSize) -> usize {
 /// Where hypervisor-private frames start in the simulated host (far above any VM's memory).
 pub const HV_PRIVATE_BASE: Hpa = Hpa(0x7f00_0000_0000);
 
+/// Up to this many runs, [`Backing::translate`] scans the runs instead of looking the EPT up
+/// (a VM on a fresh host has one run per RAM range, so one or two).
+const SCAN_RUNS: usize = 4;
+
 /// The gPA -> hPA backing of one VM.
+///
+/// The EPT of a backing made by [`Backing::lazy`] is built the first time it is asked for
+/// ([`Backing::ept`], [`Backing::ept_page`], or [`Backing::translate`] of a backing of more
+/// than [`SCAN_RUNS`] runs), from the runs and the hypervisor frames the backing was given: the
+/// same table, entry for entry and frame for frame, that [`Backing::new`] builds at once. A run
+/// whose schemes never walk the EPT (native and the perfect-TLB baseline on a fresh host) never
+/// builds it: for the default trace VM that is 2,048 table pages (8 MiB of fresh memory the
+/// kernel zeroes) and ~20 M instructions before the first access.
 #[derive(Clone, Debug)]
 pub struct Backing {
     layout: GuestLayout,
     runs: Vec<Run>,
     segments: Vec<Segment>,
-    ept: RadixTable,
+    ept: OnceLock<RadixTable>,
+    /// What the EPT is built with: leaves of at most this size ...
+    host_page: PageSize,
+    /// ... and table pages from these frames on.
+    frames: HvFrames,
     ept_leaves: [u64; 3],
+}
+
+/// The EPT of `runs` (sorted, not overlapping): leaves of at most `host_page`, the largest
+/// the alignment of both addresses allows at each point; tables allocated from `hv` as
+/// leaf-by-leaf `map` calls would. Also the leaves made per size.
+fn build_ept(
+    runs: &[Run],
+    host_page: PageSize,
+    hv: &mut HvFrames,
+) -> Result<(RadixTable, [u64; 3]), BackingError> {
+    let mut ept = RadixTable::new(4, hv.alloc().raw());
+    // Room for every table page at once: the entries are not copied as the table grows.
+    ept.reserve_tables(tables_needed(runs, host_page));
+    let mut ept_leaves = [0u64; 3];
+    let mut alloc = || hv.alloc().raw();
+    for r in runs {
+        ept.map_run(
+            r.gpa.raw(),
+            r.hpa.raw(),
+            r.len,
+            host_page.leaf_level(),
+            &mut ept_leaves,
+            &mut alloc,
+        )
+        .map_err(|(g, _)| BackingError::Coverage(format!("gPA {g:#x} mapped twice")))?;
+    }
+    Ok((ept, ept_leaves))
+}
+
+/// The EPT leaves of 4 KiB, 2 MiB and 1 GiB that [`build_ept`] makes for `runs`, counted
+/// without building anything: at each point the leaf is the largest of at most `host_page`
+/// that both addresses are aligned to and the rest of the run holds, and leaves of one size
+/// follow each other up to the next boundary of the size above it (where a larger leaf may
+/// start) or to the end of the run; so the count goes a batch of equal leaves at a time.
+fn leaf_counts(runs: &[Run], host_page: PageSize) -> [u64; 3] {
+    let mut leaves = [0u64; 3];
+    for r in runs {
+        let (mut g, mut h, mut left) = (r.gpa.raw(), r.hpa.raw(), r.len);
+        while left > 0 {
+            let i = PageSize::ALL
+                .iter()
+                .rposition(|&p| p <= host_page && (g | h) & p.mask() == 0 && left >= p.bytes())
+                .unwrap_or(0);
+            let size = PageSize::ALL[i].bytes();
+            let mut n = left / size;
+            // The size above, if it may fit somewhere further in this run (both addresses
+            // are aligned to it at the same points, or never).
+            let up = PageSize::ALL
+                .get(i + 1)
+                .filter(|&&p| p <= host_page && (g ^ h) & p.mask() == 0);
+            if let Some(&up) = up {
+                // Bytes to its next boundary (0 when `g` is on one: then a leaf of that size
+                // does not fit in the rest of the run, nor does one later).
+                let to_boundary = up.bytes().wrapping_sub(g & up.mask()) & up.mask();
+                if to_boundary > 0 {
+                    n = n.min(to_boundary / size);
+                }
+            }
+            // At least one leaf: `size` fits here, and a boundary is a multiple of it.
+            let n = n.max(1);
+            leaves[i] += n;
+            g += n * size;
+            h += n * size;
+            left -= n * size;
+        }
+    }
+    leaves
 }
 
 impl Backing {
@@ -109,10 +193,27 @@ impl Backing {
     /// `host_page`; EPT table pages come from `hv`.
     pub fn new(
         layout: GuestLayout,
-        mut runs: Vec<Run>,
+        runs: Vec<Run>,
         segments: Vec<Segment>,
         host_page: PageSize,
         hv: &mut HvFrames,
+    ) -> Result<Backing, BackingError> {
+        let mut b = Backing::lazy(layout, runs, segments, host_page, hv.clone())?;
+        let (ept, leaves) = build_ept(&b.runs, host_page, hv)?;
+        debug_assert_eq!(leaves, b.ept_leaves);
+        b.ept_leaves = leaves;
+        b.ept = OnceLock::from(ept);
+        Ok(b)
+    }
+
+    /// [`Backing::new`], with the EPT built only when first asked for (see [`Backing`]), its
+    /// table pages from `hv` on. The runs are checked here as [`Backing::new`] checks them.
+    pub fn lazy(
+        layout: GuestLayout,
+        mut runs: Vec<Run>,
+        segments: Vec<Segment>,
+        host_page: PageSize,
+        hv: HvFrames,
     ) -> Result<Backing, BackingError> {
         runs.sort_by_key(|r| r.gpa);
         let mut covered = 0u64;
@@ -165,31 +266,28 @@ impl Backing {
                 });
             }
         }
-        let mut ept = RadixTable::new(4, hv.alloc().raw());
-        // Room for every table page at once: the entries are not copied as the table grows.
-        ept.reserve_tables(tables_needed(&runs, host_page));
-        let mut ept_leaves = [0u64; 3];
-        let mut alloc = || hv.alloc().raw();
-        for r in &runs {
-            // Leaves of at most `host_page`, the largest the alignment of both addresses allows
-            // at each point; tables allocated from `hv` as leaf-by-leaf `map` calls would.
-            ept.map_run(
-                r.gpa.raw(),
-                r.hpa.raw(),
-                r.len,
-                host_page.leaf_level(),
-                &mut ept_leaves,
-                &mut alloc,
-            )
-            .map_err(|(g, _)| BackingError::Coverage(format!("gPA {g:#x} mapped twice")))?;
-        }
+        // The runs are sorted and do not overlap: the EPT's build cannot fail later.
+        let ept_leaves = leaf_counts(&runs, host_page);
         Ok(Backing {
             layout,
             runs,
             segments,
-            ept,
+            ept: OnceLock::new(),
+            host_page,
+            frames: hv,
             ept_leaves,
         })
+    }
+
+    /// Builds the EPT of a [`Backing::lazy`] backing (once, on the first thread that needs it).
+    #[cold]
+    #[inline(never)]
+    fn build(&self) -> RadixTable {
+        match build_ept(&self.runs, self.host_page, &mut self.frames.clone()) {
+            Ok((ept, _)) => ept,
+            // `lazy` checked that the runs do not overlap, the only way a run maps twice.
+            Err(e) => unreachable!("{e}"),
+        }
     }
 
     /// A VM whose RAM is one contiguous host extent starting at `host_base` (the RAM ranges of
@@ -234,10 +332,10 @@ impl Backing {
     pub fn segments(&self) -> &[Segment] {
         &self.segments
     }
-    /// The EPT.
+    /// The EPT (built now if it was not yet, see [`Backing`]).
     #[inline]
     pub fn ept(&self) -> &RadixTable {
-        &self.ept
+        self.ept.get_or_init(|| self.build())
     }
     /// EPT leaves of 4 KiB, 2 MiB and 1 GiB.
     pub fn ept_leaves(&self) -> [u64; 3] {
@@ -248,16 +346,24 @@ impl Backing {
     pub fn segment(&self, gpa: Gpa) -> Option<Hpa> {
         self.segments.iter().find_map(|s| s.translate(gpa))
     }
-    /// Reference translation of `gpa` (through the EPT), if it is RAM.
+    /// Reference translation of `gpa` (what the EPT gives), if it is RAM. With at most
+    /// [`SCAN_RUNS`] runs, from the runs themselves (the EPT maps each run onto its host range,
+    /// and nothing else); else through the EPT.
     #[inline]
     pub fn translate(&self, gpa: Gpa) -> Option<Hpa> {
-        self.ept
-            .lookup(gpa.raw())
-            .map(|l| Hpa(l.translate(gpa.raw())))
+        let g = gpa.raw();
+        if self.runs.len() <= SCAN_RUNS {
+            return self
+                .runs
+                .iter()
+                .find(|r| g.wrapping_sub(r.gpa.raw()) < r.len)
+                .map(|r| Hpa(r.hpa.raw() + (g - r.gpa.raw())));
+        }
+        self.ept().lookup(g).map(|l| Hpa(l.translate(g)))
     }
     /// The EPT leaf size backing `gpa`.
     pub fn ept_page(&self, gpa: Gpa) -> Option<PageSize> {
-        self.ept
+        self.ept()
             .lookup(gpa.raw())
             .and_then(|l| PageSize::from_leaf_level(l.level))
     }
@@ -372,6 +478,34 @@ mod tests {
         );
         assert_eq!(b.ept_leaves(), leaves);
         assert_eq!(hv, hv_oracle);
+        // The lazy backing: its leaves counted without a build, then the same EPT when asked.
+        let lazy = Backing::lazy(
+            b.layout().clone(),
+            runs.clone(),
+            vec![],
+            host_page,
+            HvFrames::new(HV_PRIVATE_BASE),
+        )
+        .unwrap();
+        assert_eq!(lazy.ept_leaves(), leaves, "{host_page}, runs {runs:x?}");
+        assert!(lazy.ept.get().is_none(), "built before it was asked for");
+        // Translations: from the runs (a few) or the EPT (many), as the EPT gives them; at
+        // each run's ends, inside it, and just outside RAM.
+        let mut probes = vec![0, u64::MAX, 0xF000_0000, 1 << 32];
+        for r in &runs {
+            let (g, e) = (r.gpa.raw(), r.gpa.raw() + r.len);
+            probes.extend([g, g + 0x123, e - 1, e, e + 4096, g.wrapping_sub(1)]);
+            probes.push(g + ((r.len / 3) & !7));
+        }
+        for g in probes {
+            let want = ept.lookup(g).map(|l| Hpa(l.translate(g)));
+            assert_eq!(lazy.translate(Gpa(g)), want, "gPA {g:#x}");
+            assert_eq!(b.translate(Gpa(g)), want, "gPA {g:#x}");
+        }
+        assert!(
+            lazy.ept() == &ept,
+            "lazy EPT differs ({host_page}, runs {runs:x?})"
+        );
     }
 
     #[test]
@@ -464,6 +598,56 @@ mod tests {
             prop_assume!(runs.iter().all(|r| r.len <= 16 << 20 || r.len % (2 << 20) == 0));
             let page = if one_gib { PageSize::Size1G } else { PageSize::Size2M };
             assert_ept_is_per_leaf(layout, runs, page);
+        }
+    }
+
+    /// The leaves the per-leaf build makes for one run, counted one leaf at a time.
+    fn leaves_one_by_one(r: &Run, host_page: PageSize) -> [u64; 3] {
+        let mut leaves = [0u64; 3];
+        let mut off = 0;
+        while off < r.len {
+            let (g, h) = (r.gpa.raw() + off, r.hpa.raw() + off);
+            let i = PageSize::ALL
+                .iter()
+                .rposition(|&p| {
+                    p <= host_page && (g | h) & p.mask() == 0 && r.len - off >= p.bytes()
+                })
+                .unwrap_or(0);
+            leaves[i] += 1;
+            off += PageSize::ALL[i].bytes();
+        }
+        leaves
+    }
+
+    proptest::proptest! {
+        /// `leaf_counts` (a batch of equal leaves at a time) counts what placing one leaf at a
+        /// time counts: runs starting on and off every boundary, host addresses at the same
+        /// offset as the guest's within 2 MiB or 1 GiB (where larger leaves fit) or not.
+        #[test]
+        fn leaf_counts_are_the_per_leaf_counts(
+            host in 0usize..3,
+            g in (0u64..4, 0u64..512, 0u64..512),
+            h in (0u64..4, 0u64..512, 0u64..512),
+            same in 0usize..3,
+            len in (0u64..3, 0u64..1100, 0u64..1100),
+        ) {
+            let host_page = PageSize::ALL[host];
+            let gpa = (g.0 << 30) + (g.1 << 21) + (g.2 << 12);
+            let mut hpa = (h.0 << 30) + (h.1 << 21) + (h.2 << 12);
+            // 0: unrelated; 1: the same offset within 2 MiB; 2: within 1 GiB.
+            if same > 0 {
+                let m = PageSize::ALL[same].mask();
+                hpa = (hpa & !m) | (gpa & m);
+            }
+            // Lengths of 4 KiB leaves only stay small (the oracle places each leaf).
+            let gigs = if host_page == PageSize::Size4K { 0 } else { len.0 };
+            let len = (gigs << 30) + (len.1 << 21) + ((len.2 + 1) << 12);
+            let run = Run { gpa: Gpa(gpa), hpa: Hpa(hpa), len };
+            proptest::prop_assert_eq!(
+                leaf_counts(&[run], host_page),
+                leaves_one_by_one(&run, host_page),
+                "{:x?} at most {}", run, host_page
+            );
         }
     }
 
