@@ -216,6 +216,11 @@ impl LineSets {
         self.ways != 0 && self.tags[self.set_range(line)].contains(&line)
     }
 
+    /// The bytes of tags: what the level costs the host's caches.
+    fn tag_bytes(&self) -> usize {
+        self.tags.len() * std::mem::size_of::<u64>()
+    }
+
     /// Starts loading `line`'s set into the host's caches (a speed hint; no state changes).
     #[inline(always)]
     pub fn prefetch(&self, line: u64) {
@@ -254,7 +259,20 @@ pub struct DataCaches {
     /// Accesses served per [`Level`] (index = level); the latency of each is fixed, so these
     /// give every counter of [`CacheStats`].
     served: [u64; 4],
+    /// Per level below the L1D (index 0: L2, 1: LLC): whether [`DataCaches::prefetch`] loads its
+    /// set (its tags are too large to stay in a host core's caches; see [`PREFETCH_MIN_TAG_BYTES`]).
+    prefetched: [bool; 2],
 }
+
+/// A level below the L1D is prefetched by [`DataCaches::prefetch`] only when its tags take more
+/// than this: a host core's L2 (1 MiB on this project's machines, 1-2 MiB on current servers).
+/// Smaller tag arrays stay in the host's caches between accesses, and the near hint that
+/// prefetches them costs more than the misses it saves (measured in docs/performance.md 2j: the
+/// default model's 1 MiB L2 and 2 MiB LLC, 128 KiB and 256 KiB of tags, ran EPT on the bench's
+/// trace 16% faster without it; an 8 MiB LLC, 1 MiB of tags, 10% faster; a 16 MiB LLC the same;
+/// Skylake-SP's 38.5 MiB LLC, 4.8 MB of tags, 16% slower). Speed only: no simulated state
+/// depends on it.
+pub const PREFETCH_MIN_TAG_BYTES: usize = 1 << 20;
 
 fn build(c: &CacheLevel) -> LineSets {
     if !c.is_enabled() {
@@ -268,7 +286,9 @@ impl DataCaches {
     /// whose geometry is impossible anyway is left out rather than panicking.
     pub fn new(cfg: &CacheConfig) -> DataCaches {
         let levels = [build(&cfg.l1d), build(&cfg.l2), build(&cfg.llc)];
+        let big = |l: &LineSets| l.ways != 0 && l.tag_bytes() > PREFETCH_MIN_TAG_BYTES;
         DataCaches {
+            prefetched: [big(&levels[1]), big(&levels[2])],
             dram_only: levels.iter().all(|l| l.ways == 0),
             levels,
             shifts: [
@@ -359,20 +379,27 @@ impl DataCaches {
         self.levels.iter_mut().for_each(LineSets::flush);
     }
 
-    /// Whether [`DataCaches::prefetch`] has anything to load (an L2 or an LLC is present).
+    /// Whether [`DataCaches::prefetch`] has anything to load: an L2 or an LLC whose tags are
+    /// larger than [`PREFETCH_MIN_TAG_BYTES`]. When it has not, the near hint, whose work is
+    /// finding the addresses to prefetch, is not given at all.
     #[inline]
     pub fn prefetches(&self) -> bool {
-        self.levels[1].ways != 0 || self.levels[2].ways != 0
+        self.prefetched[0] || self.prefetched[1]
     }
 
-    /// Starts loading, into the host's caches, the sets an access of `hpa` will look at below the
-    /// L1D (the L1D's few kilobytes of tags stay in the host's caches anyway). A speed hint for an
-    /// access some steps ahead: no simulated state changes.
+    /// Starts loading, into the host's caches, the sets an access of `hpa` will look at in the
+    /// levels below the L1D whose tags miss the host's caches ([`DataCaches::prefetches`]; the
+    /// L1D's few kilobytes of tags stay there anyway). A speed hint for an access some steps
+    /// ahead: no simulated state changes.
     #[inline]
     pub fn prefetch(&self, hpa: Hpa) {
         let a = hpa.raw();
-        self.levels[1].prefetch(a >> self.shifts[1]);
-        self.levels[2].prefetch(a >> self.shifts[2]);
+        if self.prefetched[0] {
+            self.levels[1].prefetch(a >> self.shifts[1]);
+        }
+        if self.prefetched[1] {
+            self.levels[2].prefetch(a >> self.shifts[2]);
+        }
     }
 }
 
@@ -752,7 +779,8 @@ mod tests {
         let d = CacheConfig::default();
         assert_eq!((d.l1d.sets(), d.l2.sets(), d.llc.sets()), (64, 1024, 2048));
         let mut c = DataCaches::new(&d);
-        assert!(c.prefetches());
+        // 128 KiB and 256 KiB of L2 and LLC tags: they stay in a host core's caches.
+        assert!(!c.prefetches());
         assert!(!DataCaches::new(&CacheConfig::dram_only(200)).prefetches());
         assert_eq!(c.latency(Level::Llc), 44);
         // 64 sets x 8 ways: nine lines 4 KiB apart share an L1 set; the first is evicted to the L2.
@@ -761,5 +789,29 @@ mod tests {
         }
         assert_eq!(c.access(Hpa(0)).0, Level::L2);
         assert_eq!(c.access(Hpa(8 << 12)).0, Level::L1);
+    }
+
+    /// Only levels whose tags outgrow a host core's caches are prefetched (speed only): the
+    /// LLC of Skylake-SP (38.5 MiB, 11 ways: 4.8 MB of tags) but not its 1 MiB L2.
+    #[test]
+    fn prefetched_levels() {
+        let mut cfg = CacheConfig::default();
+        cfg.llc = CacheLevel::new(ByteSize(38 * (1 << 20) + (1 << 19)), 11, 64, 54);
+        cfg.validate().unwrap();
+        let c = DataCaches::new(&cfg);
+        assert!(c.prefetches());
+        assert_eq!(c.prefetched, [false, true]);
+        // Exactly the threshold (an 8 MiB LLC of 64 B lines: 1 MiB of tags) is not enough.
+        cfg.llc = CacheLevel::new(ByteSize::mib(8), 16, 64, 54);
+        assert!(!DataCaches::new(&cfg).prefetches());
+        cfg.l2 = CacheLevel::new(ByteSize::mib(16), 16, 64, 14);
+        cfg.llc = CacheLevel::OFF;
+        let c = DataCaches::new(&cfg);
+        assert_eq!(c.prefetched, [true, false]);
+        // A prefetch changes nothing the simulation sees.
+        let before = c.clone();
+        c.prefetch(Hpa(0x1234_5678));
+        assert_eq!(c.stats(), before.stats());
+        assert_eq!(c.probe(Hpa(0x1234_5678)), Level::Dram);
     }
 }
