@@ -795,8 +795,10 @@ mod tests {
     /// LLC of Skylake-SP (38.5 MiB, 11 ways: 4.8 MB of tags) but not its 1 MiB L2.
     #[test]
     fn prefetched_levels() {
-        let mut cfg = CacheConfig::default();
-        cfg.llc = CacheLevel::new(ByteSize(38 * (1 << 20) + (1 << 19)), 11, 64, 54);
+        let mut cfg = CacheConfig {
+            llc: CacheLevel::new(ByteSize(38 * (1 << 20) + (1 << 19)), 11, 64, 54),
+            ..CacheConfig::default()
+        };
         cfg.validate().unwrap();
         let c = DataCaches::new(&cfg);
         assert!(c.prefetches());
