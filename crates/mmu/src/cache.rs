@@ -259,19 +259,19 @@ pub struct DataCaches {
     /// Accesses served per [`Level`] (index = level); the latency of each is fixed, so these
     /// give every counter of [`CacheStats`].
     served: [u64; 4],
-    /// Per level below the L1D (index 0: L2, 1: LLC): whether [`DataCaches::prefetch`] loads its
-    /// set (its tags are too large to stay in a host core's caches; see [`PREFETCH_MIN_TAG_BYTES`]).
-    prefetched: [bool; 2],
+    /// Whether [`DataCaches::prefetch`] is worth its cost: a level below the L1D has more than
+    /// [`PREFETCH_MIN_TAG_BYTES`] of tags.
+    prefetched: bool,
 }
 
-/// A level below the L1D is prefetched by [`DataCaches::prefetch`] only when its tags take more
-/// than this: a host core's L2 (1 MiB on this project's machines, 1-2 MiB on current servers).
-/// Smaller tag arrays stay in the host's caches between accesses, and the near hint that
-/// prefetches them costs more than the misses it saves (measured in docs/performance.md 2j: the
-/// default model's 1 MiB L2 and 2 MiB LLC, 128 KiB and 256 KiB of tags, ran EPT on the bench's
-/// trace 16% faster without it; an 8 MiB LLC, 1 MiB of tags, 10% faster; a 16 MiB LLC the same;
-/// Skylake-SP's 38.5 MiB LLC, 4.8 MB of tags, 16% slower). Speed only: no simulated state
-/// depends on it.
+/// The near hint prefetches the data caches' sets only when the tags of the L2 or the LLC take
+/// more than this: a host core's L2 (1 MiB on this project's machines, 1-2 MiB on current
+/// servers). Smaller tag arrays stay in the host's caches between accesses, and the near hint
+/// that prefetches their sets costs more than the misses it saves (measured in
+/// docs/performance.md 2j: with the model's default 1 MiB L2 and 2 MiB LLC, 128 KiB and 256 KiB
+/// of tags, EPT ran the bench's trace 16% faster without it; with an 8 MiB LLC, 1 MiB of tags,
+/// 10% faster; with a 16 MiB LLC the same; with Skylake-SP's 38.5 MiB LLC, 4.8 MB of tags, 16%
+/// slower). Speed only: no simulated state depends on it.
 pub const PREFETCH_MIN_TAG_BYTES: usize = 1 << 20;
 
 fn build(c: &CacheLevel) -> LineSets {
@@ -288,7 +288,7 @@ impl DataCaches {
         let levels = [build(&cfg.l1d), build(&cfg.l2), build(&cfg.llc)];
         let big = |l: &LineSets| l.ways != 0 && l.tag_bytes() > PREFETCH_MIN_TAG_BYTES;
         DataCaches {
-            prefetched: [big(&levels[1]), big(&levels[2])],
+            prefetched: big(&levels[1]) || big(&levels[2]),
             dram_only: levels.iter().all(|l| l.ways == 0),
             levels,
             shifts: [
@@ -379,27 +379,22 @@ impl DataCaches {
         self.levels.iter_mut().for_each(LineSets::flush);
     }
 
-    /// Whether [`DataCaches::prefetch`] has anything to load: an L2 or an LLC whose tags are
-    /// larger than [`PREFETCH_MIN_TAG_BYTES`]. When it has not, the near hint, whose work is
-    /// finding the addresses to prefetch, is not given at all.
+    /// Whether [`DataCaches::prefetch`] is worth calling: an L2 or an LLC has more than
+    /// [`PREFETCH_MIN_TAG_BYTES`] of tags, whose sets miss the host's caches. When not, the near
+    /// hint, whose work is finding the addresses to prefetch, is not given at all.
     #[inline]
     pub fn prefetches(&self) -> bool {
-        self.prefetched[0] || self.prefetched[1]
+        self.prefetched
     }
 
-    /// Starts loading, into the host's caches, the sets an access of `hpa` will look at in the
-    /// levels below the L1D whose tags miss the host's caches ([`DataCaches::prefetches`]; the
-    /// L1D's few kilobytes of tags stay there anyway). A speed hint for an access some steps
-    /// ahead: no simulated state changes.
+    /// Starts loading, into the host's caches, the sets an access of `hpa` will look at below the
+    /// L1D (the L1D's few kilobytes of tags stay in the host's caches anyway). A speed hint for an
+    /// access some steps ahead: no simulated state changes.
     #[inline]
     pub fn prefetch(&self, hpa: Hpa) {
         let a = hpa.raw();
-        if self.prefetched[0] {
-            self.levels[1].prefetch(a >> self.shifts[1]);
-        }
-        if self.prefetched[1] {
-            self.levels[2].prefetch(a >> self.shifts[2]);
-        }
+        self.levels[1].prefetch(a >> self.shifts[1]);
+        self.levels[2].prefetch(a >> self.shifts[2]);
     }
 }
 
@@ -791,8 +786,8 @@ mod tests {
         assert_eq!(c.access(Hpa(8 << 12)).0, Level::L1);
     }
 
-    /// Only levels whose tags outgrow a host core's caches are prefetched (speed only): the
-    /// LLC of Skylake-SP (38.5 MiB, 11 ways: 4.8 MB of tags) but not its 1 MiB L2.
+    /// The sets are prefetched only when a level's tags outgrow a host core's caches (speed
+    /// only): Skylake-SP's LLC (38.5 MiB, 11 ways: 4.8 MB of tags) or a 16 MiB L2.
     #[test]
     fn prefetched_levels() {
         let mut cfg = CacheConfig {
@@ -802,14 +797,13 @@ mod tests {
         cfg.validate().unwrap();
         let c = DataCaches::new(&cfg);
         assert!(c.prefetches());
-        assert_eq!(c.prefetched, [false, true]);
         // Exactly the threshold (an 8 MiB LLC of 64 B lines: 1 MiB of tags) is not enough.
         cfg.llc = CacheLevel::new(ByteSize::mib(8), 16, 64, 54);
         assert!(!DataCaches::new(&cfg).prefetches());
         cfg.l2 = CacheLevel::new(ByteSize::mib(16), 16, 64, 14);
         cfg.llc = CacheLevel::OFF;
         let c = DataCaches::new(&cfg);
-        assert_eq!(c.prefetched, [true, false]);
+        assert!(c.prefetches());
         // A prefetch changes nothing the simulation sees.
         let before = c.clone();
         c.prefetch(Hpa(0x1234_5678));
