@@ -216,6 +216,11 @@ impl LineSets {
         self.ways != 0 && self.tags[self.set_range(line)].contains(&line)
     }
 
+    /// The bytes of tags: what the level costs the host's caches.
+    fn tag_bytes(&self) -> usize {
+        self.tags.len() * std::mem::size_of::<u64>()
+    }
+
     /// Starts loading `line`'s set into the host's caches (a speed hint; no state changes).
     #[inline(always)]
     pub fn prefetch(&self, line: u64) {
@@ -254,7 +259,20 @@ pub struct DataCaches {
     /// Accesses served per [`Level`] (index = level); the latency of each is fixed, so these
     /// give every counter of [`CacheStats`].
     served: [u64; 4],
+    /// Whether [`DataCaches::prefetch`] is worth its cost: a level below the L1D has more than
+    /// [`PREFETCH_MIN_TAG_BYTES`] of tags.
+    prefetched: bool,
 }
+
+/// The near hint prefetches the data caches' sets only when the tags of the L2 or the LLC take
+/// more than this: a host core's L2 (1 MiB on this project's machines, 1-2 MiB on current
+/// servers). Smaller tag arrays stay in the host's caches between accesses, and the near hint
+/// that prefetches their sets costs more than the misses it saves (measured in
+/// docs/performance.md 2j: with the model's default 1 MiB L2 and 2 MiB LLC, 128 KiB and 256 KiB
+/// of tags, EPT ran the bench's trace 16% faster without it; with an 8 MiB LLC, 1 MiB of tags,
+/// 10% faster; with a 16 MiB LLC the same; with Skylake-SP's 38.5 MiB LLC, 4.8 MB of tags, 16%
+/// slower). Speed only: no simulated state depends on it.
+pub const PREFETCH_MIN_TAG_BYTES: usize = 1 << 20;
 
 fn build(c: &CacheLevel) -> LineSets {
     if !c.is_enabled() {
@@ -268,7 +286,9 @@ impl DataCaches {
     /// whose geometry is impossible anyway is left out rather than panicking.
     pub fn new(cfg: &CacheConfig) -> DataCaches {
         let levels = [build(&cfg.l1d), build(&cfg.l2), build(&cfg.llc)];
+        let big = |l: &LineSets| l.ways != 0 && l.tag_bytes() > PREFETCH_MIN_TAG_BYTES;
         DataCaches {
+            prefetched: big(&levels[1]) || big(&levels[2]),
             dram_only: levels.iter().all(|l| l.ways == 0),
             levels,
             shifts: [
@@ -359,10 +379,12 @@ impl DataCaches {
         self.levels.iter_mut().for_each(LineSets::flush);
     }
 
-    /// Whether [`DataCaches::prefetch`] has anything to load (an L2 or an LLC is present).
+    /// Whether [`DataCaches::prefetch`] is worth calling: an L2 or an LLC has more than
+    /// [`PREFETCH_MIN_TAG_BYTES`] of tags, whose sets miss the host's caches. When not, the near
+    /// hint, whose work is finding the addresses to prefetch, is not given at all.
     #[inline]
     pub fn prefetches(&self) -> bool {
-        self.levels[1].ways != 0 || self.levels[2].ways != 0
+        self.prefetched
     }
 
     /// Starts loading, into the host's caches, the sets an access of `hpa` will look at below the
@@ -752,7 +774,8 @@ mod tests {
         let d = CacheConfig::default();
         assert_eq!((d.l1d.sets(), d.l2.sets(), d.llc.sets()), (64, 1024, 2048));
         let mut c = DataCaches::new(&d);
-        assert!(c.prefetches());
+        // 128 KiB and 256 KiB of L2 and LLC tags: they stay in a host core's caches.
+        assert!(!c.prefetches());
         assert!(!DataCaches::new(&CacheConfig::dram_only(200)).prefetches());
         assert_eq!(c.latency(Level::Llc), 44);
         // 64 sets x 8 ways: nine lines 4 KiB apart share an L1 set; the first is evicted to the L2.
@@ -761,5 +784,30 @@ mod tests {
         }
         assert_eq!(c.access(Hpa(0)).0, Level::L2);
         assert_eq!(c.access(Hpa(8 << 12)).0, Level::L1);
+    }
+
+    /// The sets are prefetched only when a level's tags outgrow a host core's caches (speed
+    /// only): Skylake-SP's LLC (38.5 MiB, 11 ways: 4.8 MB of tags) or a 16 MiB L2.
+    #[test]
+    fn prefetched_levels() {
+        let mut cfg = CacheConfig {
+            llc: CacheLevel::new(ByteSize(38 * (1 << 20) + (1 << 19)), 11, 64, 54),
+            ..CacheConfig::default()
+        };
+        cfg.validate().unwrap();
+        let c = DataCaches::new(&cfg);
+        assert!(c.prefetches());
+        // Exactly the threshold (an 8 MiB LLC of 64 B lines: 1 MiB of tags) is not enough.
+        cfg.llc = CacheLevel::new(ByteSize::mib(8), 16, 64, 54);
+        assert!(!DataCaches::new(&cfg).prefetches());
+        cfg.l2 = CacheLevel::new(ByteSize::mib(16), 16, 64, 14);
+        cfg.llc = CacheLevel::OFF;
+        let c = DataCaches::new(&cfg);
+        assert!(c.prefetches());
+        // A prefetch changes nothing the simulation sees.
+        let before = c.clone();
+        c.prefetch(Hpa(0x1234_5678));
+        assert_eq!(c.stats(), before.stats());
+        assert_eq!(c.probe(Hpa(0x1234_5678)), Level::Dram);
     }
 }

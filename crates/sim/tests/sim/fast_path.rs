@@ -122,15 +122,20 @@ proptest! {
         skip in any::<bool>(),
         tagged in any::<bool>(),
         bad in any::<bool>(),
-        dram_only in any::<bool>(),
+        caches in 0u8..3,
         slots in prop::sample::select(vec![1u64, 2, 10]),
     ) {
         let mut machine = MachineConfig::default();
         machine.tlb.tagged = tagged;
         // The perfect TLB's batched path (`Mmu::run_perfect`) with and without data caches
-        // (vs-c-model's configuration has none), on the serial and the overlapped timeline.
-        if dram_only {
-            machine.cache = compromis_mmu::config::CacheConfig::dram_only(machine.cache.dram_latency);
+        // (vs-c-model's configuration has none), on the serial and the overlapped timeline; and
+        // an LLC whose tags are large enough for the near hint to be given (the default's are
+        // not: `DataCaches::prefetches`).
+        let dram = machine.cache.dram_latency;
+        match caches {
+            0 => machine.cache = compromis_mmu::config::CacheConfig::dram_only(dram),
+            1 => {}
+            _ => machine.cache.llc.size = compromis_types::ByteSize::mib(32),
         }
         machine.core.max_outstanding = slots;
         let cfg = SimConfig {
