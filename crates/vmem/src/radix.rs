@@ -95,6 +95,33 @@ impl WalkPath {
     }
 }
 
+/// A walk of one page planned ahead ([`RadixTable::plan_walk`]): where the walk stops (the last
+/// entry it reads), found while its entry was prefetched, and read by
+/// [`RadixTable::finish_last`] while the table has the version the plan was made at. The
+/// default plan is of no page (never finished).
+#[derive(Clone, Copy, Debug)]
+pub struct PlannedWalk {
+    /// The 4 KiB page number planned (`va >> 12`).
+    page: u64,
+    /// The table's version when planned.
+    version: u64,
+    /// Arena position of the last entry the walk reads (`node * ENTRIES + index`).
+    last: usize,
+    /// Its level.
+    level: u8,
+}
+
+impl Default for PlannedWalk {
+    fn default() -> PlannedWalk {
+        PlannedWalk {
+            page: u64::MAX,
+            version: 0,
+            last: 0,
+            level: 0,
+        }
+    }
+}
+
 /// What a mapping change wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Writes {
@@ -506,6 +533,57 @@ impl RadixTable {
             node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
             l -= 1;
         }
+    }
+
+    /// The table's version now: it changes at every write to the table (see the field), so a
+    /// [`PlannedWalk`] or anything else derived from the entries stays right while it is equal.
+    #[inline(always)]
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// The first part of [`RadixTable::last_entry`] for `va`, for a walk planned ahead (a speed
+    /// hint's work, reused later): the walk descends to the table page of its last entry and
+    /// prefetches that entry (at the leaf level, the one a random address misses in the host's
+    /// caches) without reading it, as [`RadixTable::prefetch_leaf`] does.
+    /// [`RadixTable::finish_last`] reads it later. No state changes.
+    #[inline]
+    pub fn plan_walk(&self, va: u64) -> PlannedWalk {
+        let mut node = 0usize;
+        let mut level = self.levels;
+        loop {
+            let i = node * ENTRIES + index(va, level);
+            let e = if level == 1 {
+                prefetch(&self.entries[i]);
+                0
+            } else {
+                self.entries[i]
+            };
+            if level == 1 || e & PRESENT == 0 || e & LEAF != 0 {
+                return PlannedWalk {
+                    page: va >> 12,
+                    version: self.version,
+                    last: i,
+                    level,
+                };
+            }
+            node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
+            level -= 1;
+        }
+    }
+
+    /// [`RadixTable::last_entry`]`(va)` from `plan`, made by [`RadixTable::plan_walk`] for `va`'s
+    /// page at this table's present version: the last entry is the only one read. `None` when
+    /// the plan is for another page or the table was written since (then nothing is known:
+    /// walk again).
+    #[inline(always)]
+    pub fn finish_last(&self, plan: &PlannedWalk, va: u64) -> Option<(u64, Option<Leaf>)> {
+        if plan.page != va >> 12 || plan.version != self.version {
+            return None;
+        }
+        let node = plan.last / ENTRIES;
+        let e = self.entries[plan.last];
+        Some(self.entry_at(node, plan.level, va, e))
     }
 
     /// Calls `f(va_base, leaf)` for every leaf, in address order.

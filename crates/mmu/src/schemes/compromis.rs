@@ -70,7 +70,18 @@ impl Walker for Compromis {
             }
         };
         let locate = |g| host_of(ctx.backing, g).unwrap_or(Hpa(0));
-        guest_walk(&mut self.pwc, ctx, gva, asid, mem, stats, xlat, locate)
+        let unplanned = compromis_vmem::PlannedWalk::default();
+        guest_walk(
+            &mut self.pwc,
+            ctx,
+            gva,
+            asid,
+            mem,
+            stats,
+            xlat,
+            locate,
+            &unplanned,
+        )
     }
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         guest_probe(ctx, gva, |g| host_of(ctx.backing, g))

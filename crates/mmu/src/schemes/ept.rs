@@ -6,18 +6,20 @@
 //! host page-walk caches skip upper EPT levels. Guest page-table updates and CR3 loads cause no
 //! VM exit.
 
-use super::{NestedWalker, guest_probe, guest_pwc, guest_walk};
+use super::{NestedWalker, Plans, guest_probe, guest_pwc, guest_walk};
 use crate::config::MachineConfig;
 use crate::mem::Mem;
 use crate::scheme::{Ctx, Prefetch, WalkResult, Walker};
 use crate::stats::Stats;
 use crate::tlb::WalkCaches;
-use compromis_types::{Address, Gva, Hpa};
+use compromis_types::{Address, Gpa, Gva, Hpa};
 
 /// EPT walker.
 pub struct Ept {
     pwc: WalkCaches,
     nested: NestedWalker,
+    /// The walks the hints planned (speed only, see [`Plans`]).
+    plans: Plans,
 }
 
 impl Ept {
@@ -26,6 +28,7 @@ impl Ept {
         Ept {
             pwc: guest_pwc(cfg),
             nested: NestedWalker::new(cfg),
+            plans: Plans::default(),
         }
     }
 }
@@ -39,8 +42,17 @@ impl Walker for Ept {
         mem: &mut Mem,
         stats: &mut Stats,
     ) -> Option<WalkResult> {
+        let planned = self.plans.guest(gva);
+        let plans = &self.plans;
         let nested = &mut self.nested;
-        let locate = |g| ctx.backing.translate(g).unwrap_or(Hpa(0));
+        // The table page a page-walk cache gave: the guest leaf entry's, whose EPT walk the mid
+        // hint planned.
+        let locate = |g: Gpa| {
+            plans
+                .host_last(gva, 0, ctx.backing.ept(), g.raw())
+                .1
+                .map_or(Hpa(0), |l| Hpa(l.translate(g.raw())))
+        };
         guest_walk(
             &mut self.pwc,
             ctx,
@@ -50,6 +62,7 @@ impl Walker for Ept {
             stats,
             |g, m, s| nested.translate(ctx.backing, g, m, s),
             locate,
+            &planned,
         )
     }
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
@@ -57,17 +70,22 @@ impl Walker for Ept {
     }
     fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
         match stage {
-            Prefetch::Far => ctx.guest.table().prefetch_leaf(gva.raw()),
+            // The guest walk, planned: its leaf entry prefetched.
+            Prefetch::Far => self
+                .plans
+                .put_guest(gva, ctx.guest.table().plan_walk(gva.raw())),
             Prefetch::Mid => {
                 // The EPT leaf entries of the data page and of the guest leaf entry's table page:
                 // the walk's two nested translations (the upper guest levels are the page-walk
-                // caches' and the nested TLB's). One guest walk gives both gPAs.
-                let (entry, leaf) = ctx.guest.table().last_entry(gva.raw());
+                // caches' and the nested TLB's), planned. One guest walk gives both gPAs.
                 let ept = ctx.backing.ept();
-                ept.prefetch_leaf(entry);
-                if let Some(leaf) = leaf {
-                    ept.prefetch_leaf(leaf.translate(gva.raw()));
-                }
+                let (entry, leaf) = self.plans.guest_last(gva, ctx.guest.table());
+                let host = [
+                    ept.plan_walk(entry),
+                    leaf.map(|l| ept.plan_walk(l.translate(gva.raw())))
+                        .unwrap_or_default(),
+                ];
+                self.plans.put_host(gva, host);
             }
             Prefetch::Near => {}
         }
@@ -89,18 +107,28 @@ impl Walker for Ept {
         ]
     }
     fn near(&self, ctx: Ctx<'_>, gva: Gva, leaves: bool) -> (Option<Hpa>, [Option<Hpa>; 2]) {
-        // `probe` and `leaf_entries` from one guest walk and one EPT walk of the data page
-        // (three table walks instead of five).
+        // `probe` and `leaf_entries` from the guest walk and the EPT walks the far and mid
+        // hints planned (else made here).
+        let ept = ctx.backing.ept();
+        let (entry, leaf) = self.plans.guest_last(gva, ctx.guest.table());
         if !leaves {
-            return (self.probe(ctx, gva), [None; 2]);
+            let data = leaf.map(|l| l.translate(gva.raw()));
+            let hpa = data.and_then(|d| {
+                let l = self.plans.host_last(gva, 1, ept, d).1;
+                l.map(|l| Hpa(l.translate(d)))
+            });
+            return (hpa, [None; 2]);
         }
-        let (entry, leaf) = ctx.guest.table().last_entry(gva.raw());
-        let pte = ctx.backing.translate(compromis_types::Gpa(entry));
+        let pte = self
+            .plans
+            .host_last(gva, 0, ept, entry)
+            .1
+            .map(|l| Hpa(l.translate(entry)));
         let Some(leaf) = leaf else {
             return (None, [pte, None]);
         };
         let data = leaf.translate(gva.raw());
-        let (ept_entry, ept_leaf) = ctx.backing.ept().last_entry(data);
+        let (ept_entry, ept_leaf) = self.plans.host_last(gva, 1, ept, data);
         (
             ept_leaf.map(|l| Hpa(l.translate(data))),
             [pte, Some(Hpa(ept_entry))],

@@ -14,7 +14,9 @@ use crate::setassoc::SetAssoc;
 use crate::stats::Stats;
 use crate::tlb::WalkCaches;
 use compromis_types::{Address, Gpa, Gva, Hpa, PageSize};
-use compromis_vmem::Backing;
+use compromis_vmem::radix::WalkPath;
+use compromis_vmem::{Backing, PlannedWalk, RadixTable};
+use std::cell::Cell;
 
 /// A gPA translated for a walk: the hPA, the host references it cost, and the largest page over
 /// which the host mapping is contiguous (limits the TLB entry size).
@@ -45,11 +47,15 @@ pub(crate) fn guest_walk(
     stats: &mut Stats,
     mut xlat: impl FnMut(Gpa, &mut Mem, &mut Stats) -> HostXlat,
     locate: impl Fn(Gpa) -> Hpa,
+    planned: &PlannedWalk,
 ) -> Option<WalkResult> {
     let table = ctx.guest.table();
     // The leaf and its entry first, without recording the path: when the page-walk caches leave
-    // only the leaf entry to read (the usual case), that is all the walk needs.
-    let (leaf_entry, leaf) = table.last_entry(gva.raw());
+    // only the leaf entry to read (the usual case), that is all the walk needs. From the walk
+    // the hints planned ([`Plans`]) when it is this page's at this version.
+    let (leaf_entry, leaf) = table
+        .finish_last(planned, gva.raw())
+        .unwrap_or_else(|| table.last_entry(gva.raw()));
     let leaf = leaf?;
     let skipped = pwc.skip(gva.raw(), asid, table.levels(), leaf.level);
     if skipped > 0 {
@@ -57,7 +63,7 @@ pub(crate) fn guest_walk(
         mem.shortcut(Shortcut::Pwc, stats);
     }
     let len = table.levels() - leaf.level + 1;
-    let mut path = compromis_vmem::radix::WalkPath {
+    let mut path = WalkPath {
         len,
         ..Default::default()
     };
@@ -195,6 +201,97 @@ impl NestedWalker {
             refs: u64::from(path.len - skipped),
             size,
         }
+    }
+}
+
+/// One guest page's walks as the hints planned them ([`Plans`]).
+#[derive(Clone, Debug, Default)]
+struct PlanSlot {
+    /// The guest table's walk (made at the far hint).
+    guest: Cell<PlannedWalk>,
+    /// EPT walks (made at the mid hint, for walkers that give one): of the guest leaf entry's
+    /// table page and of the data page.
+    host: [Cell<PlannedWalk>; 2],
+}
+
+/// The walks the prefetch hints planned for the pages they were given, so that the later hints
+/// and the walk itself read only the last entries instead of descending the simulator's radix
+/// tables again: the far hint descends the guest table to the leaf entry's table page and
+/// prefetches the entry ([`RadixTable::plan_walk`]), the mid hint reads it and plans the EPT
+/// descents for the entry's table page and the data page, the near hint and the walk (its leaf
+/// entry and the `locate` of its table page) finish them ([`RadixTable::finish_last`]). A plan is
+/// used only for the page it was made for and while its table keeps the version it was made at
+/// (any write to a table, as at a fault or an unmap, changes it): its answers are then exactly
+/// those of a new descent, so no simulated result depends on it. Direct-mapped by guest page
+/// (the last page planned in a slot wins; a lost plan only costs a descent). Interior
+/// mutability, as hints are given through `&self`.
+#[derive(Clone, Debug)]
+pub(crate) struct Plans {
+    slots: Box<[PlanSlot]>,
+}
+
+impl Default for Plans {
+    fn default() -> Plans {
+        Plans {
+            slots: (0..Plans::SLOTS).map(|_| PlanSlot::default()).collect(),
+        }
+    }
+}
+
+impl Plans {
+    /// Slots: the hints run 8 ops ahead, so a plan is used after at most a few others were made.
+    const SLOTS: usize = 32;
+
+    #[inline(always)]
+    fn slot(&self, gva: Gva) -> &PlanSlot {
+        // The top 5 bits of a u64 fit any usize.
+        #[allow(clippy::cast_possible_truncation)]
+        let s = ((gva.raw() >> 12).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 59) as usize;
+        &self.slots[s]
+    }
+
+    /// The guest walk planned in `gva`'s slot (perhaps another page's: every use checks it).
+    #[inline(always)]
+    pub fn guest(&self, gva: Gva) -> PlannedWalk {
+        self.slot(gva).guest.get()
+    }
+
+    /// [`RadixTable::last_entry`]`(va)` of the EPT from the `k`-th EPT walk planned in `gva`'s
+    /// slot, else from a new descent.
+    #[inline(always)]
+    pub fn host_last(
+        &self,
+        gva: Gva,
+        k: usize,
+        ept: &RadixTable,
+        va: u64,
+    ) -> (u64, Option<compromis_vmem::Leaf>) {
+        ept.finish_last(&self.slot(gva).host[k].get(), va)
+            .unwrap_or_else(|| ept.last_entry(va))
+    }
+
+    /// [`RadixTable::last_entry`]`(gva)` of the guest `table` from the guest walk planned in
+    /// `gva`'s slot, else from a new descent.
+    #[inline(always)]
+    pub fn guest_last(&self, gva: Gva, table: &RadixTable) -> (u64, Option<compromis_vmem::Leaf>) {
+        table
+            .finish_last(&self.slot(gva).guest.get(), gva.raw())
+            .unwrap_or_else(|| table.last_entry(gva.raw()))
+    }
+
+    /// A new plan for `gva`'s page: its guest walk (the slot's EPT walks are left: each is
+    /// checked against the gPA it is used for).
+    #[inline(always)]
+    pub fn put_guest(&self, gva: Gva, guest: PlannedWalk) {
+        self.slot(gva).guest.set(guest);
+    }
+
+    /// The EPT walks of `gva`'s plan.
+    #[inline(always)]
+    pub fn put_host(&self, gva: Gva, host: [PlannedWalk; 2]) {
+        let s = self.slot(gva);
+        s.host[0].set(host[0]);
+        s.host[1].set(host[1]);
     }
 }
 

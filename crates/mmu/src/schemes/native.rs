@@ -55,6 +55,7 @@ impl Native {
             stats,
             |g, _, _| identity(g),
             |g| Hpa(g.raw()),
+            &Default::default(),
         )
     }
 }
