@@ -48,13 +48,15 @@ pub struct AccessTime {
 /// The `k` latest times seen: the `k`-th latest is when one of `k` resources is free.
 ///
 /// The `k` times in ascending order in `k` consecutive slots (cyclically) of a ring of
-/// [`MAX_K`] slots: [`Latest::free_at`] reads the first; [`Latest::push`] drops it (the window
-/// moves up by one slot) and moves the new time down from the window's new last slot to its
-/// place. Completion times come nearly in order, so the place is almost always the last: a push
-/// is one compare (a binary heap's sift-down branched on every level and was half the
-/// timeline's time). The ring's size is a power of two whatever `k`, so every index wraps with
-/// one mask (a ring of exactly `k` slots compared and moved at every step). Only the multiset
-/// of times matters, never which resource holds which.
+/// [`MAX_K`] slots: [`Latest::free_at`] reads the first. A push of a time later than every
+/// other (a long access: a walk, a miss) drops the first, the window moves up by one slot and
+/// the time is its new last: one compare with the last. Any other push (a short access ending
+/// before the long ones in flight: a hit) takes the first's slot and rises past the few times
+/// below it. Moving it down from the last slot instead moved every hit past every miss in
+/// flight (section 2k of `docs/performance.md`); a binary heap's sift-down branched on every
+/// level and was half the timeline's time. The ring's size is a power of two whatever `k`, so
+/// every index wraps with one mask (a ring of exactly `k` slots compared and moved at every
+/// step). Only the multiset of times matters, never which resource holds which.
 #[derive(Clone, Debug)]
 struct Latest {
     /// The `k` slots from `head` (cyclically) are ascending; the others are unused. Start as
@@ -90,34 +92,38 @@ impl Latest {
     /// Records a use ending at `t`: it replaces the smallest time if it is later.
     #[inline(always)]
     fn push(&mut self, t: u64) {
-        let k = self.k;
-        if t <= self.times[self.head % MAX_K] {
+        let head = self.head % MAX_K;
+        if t <= self.times[head] {
             return;
         }
-        // The smallest time goes: the window moves up by one slot, its new last slot free.
-        let head = (self.head + 1) % MAX_K;
-        self.head = head;
-        let last = (head + k - 1) % MAX_K;
-        if k == 1 || self.times[last.wrapping_sub(1) % MAX_K] <= t {
-            // The latest time so far (the usual case): it stays the last.
-            self.times[last] = t;
+        let last = (head + self.k - 1) % MAX_K;
+        if self.times[last] <= t {
+            // The latest time so far (a long access): the smallest time goes, the window moves
+            // up by one slot and `t` is its new last.
+            let head = (head + 1) % MAX_K;
+            self.head = head;
+            self.times[(head + self.k - 1) % MAX_K] = t;
             return;
         }
-        self.sink(last, t);
+        // Below the latest (a short access ending before the long ones in flight): `t` takes
+        // the smallest time's slot and rises past the few times below it.
+        self.rise(head, t);
     }
 
-    /// `t` moves down from slot `p` (the window's last) past the times above it.
-    fn sink(&mut self, mut p: usize, t: u64) {
+    /// `t` replaces the smallest time (slot `p`, the window's first) and moves up past the times
+    /// below it; the window's last time is above `t`, so it stops before the last slot.
+    #[inline(always)]
+    fn rise(&mut self, mut p: usize, t: u64) {
         let times = &mut self.times;
         for _ in 1..self.k {
-            let q = p.wrapping_sub(1) % MAX_K;
-            if times[q] <= t {
+            let q = (p + 1) % MAX_K;
+            if times[q] >= t {
                 break;
             }
-            times[p % MAX_K] = times[q];
+            times[p] = times[q];
             p = q;
         }
-        times[p % MAX_K] = t;
+        times[p] = t;
     }
 }
 
