@@ -361,20 +361,38 @@ impl Tlbs {
 pub struct WalkCaches {
     /// Index 0: PDE cache (level 2), 1: PDPTE (level 3), 2: PML4E/PML5E (levels 4 and 5).
     caches: [SetAssoc; 3],
-    /// Whether the PDE cache has 4 ways and a power-of-two number of sets (every preset's):
-    /// its probe then takes [`SetAssoc::touch_w`].
-    pd4: bool,
+    /// Per cache (same index): its way count when [`SetAssoc::touch_w`] serves it (2 or 4 ways
+    /// and a power-of-two number of sets, [`SetAssoc::has_shape`]: every preset's PML4E cache of
+    /// 2 ways, PDPTE and PDE caches of 4), else 0 (the generic [`SetAssoc::touch`]).
+    shapes: [u8; 3],
 }
 
 impl WalkCaches {
     /// From three geometries: PML4E, PDPTE, PDE caches.
     pub fn new(pml4: &SetAssoc, pdpt: &SetAssoc, pd: &SetAssoc) -> WalkCaches {
+        let shape = |c: &SetAssoc| match () {
+            () if c.has_shape(4) => 4,
+            () if c.has_shape(2) => 2,
+            () => 0,
+        };
         WalkCaches {
             caches: [pd.clone(), pdpt.clone(), pml4.clone()],
-            pd4: pd.has_shape(4),
+            shapes: [shape(pd), shape(pdpt), shape(pml4)],
         }
     }
 
+    /// [`SetAssoc::touch`] of cache `i` (0 = PDE, 1 = PDPTE, 2 = PML4E), by its fixed-shape
+    /// path when it has one (same answer, same state after).
+    #[inline(always)]
+    fn touch_at(&mut self, i: usize, key: u64) -> bool {
+        match self.shapes[i] {
+            4 => self.caches[i].touch_w::<4>(key),
+            2 => self.caches[i].touch_w::<2>(key),
+            _ => self.caches[i].touch(key),
+        }
+    }
+
+    #[cfg(test)]
     fn cache(&mut self, level: u8) -> &mut SetAssoc {
         &mut self.caches[usize::from(level.clamp(2, 4) - 2)]
     }
@@ -395,12 +413,7 @@ impl WalkCaches {
             return 0;
         }
         let key = pwc_key(va, first, asid);
-        let hit = if first == 2 && self.pd4 {
-            self.caches[0].touch_w::<4>(key)
-        } else {
-            self.cache(first).touch(key)
-        };
-        if hit {
+        if self.touch_at(usize::from(first.clamp(2, 4) - 2), key) {
             return levels - first + 1;
         }
         self.skip_from(va, asid, levels, first + 1)
@@ -410,7 +423,7 @@ impl WalkCaches {
     #[inline(never)]
     fn skip_from(&mut self, va: u64, asid: u16, levels: u8, level: u8) -> u8 {
         for level in level..=levels {
-            if self.cache(level).touch(pwc_key(va, level, asid)) {
+            if self.touch_at(usize::from(level.clamp(2, 4) - 2), pwc_key(va, level, asid)) {
                 return levels - level + 1;
             }
         }
@@ -460,14 +473,17 @@ mod tests {
         /// 5-level walks to 4 KiB, 2 MiB and 1 GiB leaves, with caches small enough to evict.
         #[test]
         fn skip_is_the_plain_loop(
-            pd4 in proptest::bool::ANY,
+            geometries in proptest::array::uniform3(0usize..6),
             steps in proptest::collection::vec((0u64..64, 0u8..3, proptest::bool::ANY, 0u16..2), 0..300),
         ) {
-            let g = |e, w| SetAssoc::new("x", e, w).unwrap();
-            // A PDE cache of 4 ways takes `touch_w`, of 2 ways the generic `touch`.
-            let pd = if pd4 { g(8, 4) } else { g(4, 2) };
-            let mut fast = WalkCaches::new(&g(2, 2), &g(2, 1), &pd);
-            proptest::prop_assert_eq!(fast.pd4, pd4);
+            // (entries, ways, the shape `touch_at` takes): 4 and 2 ways over a power-of-two
+            // number of sets take `touch_w`, the others (3 sets, 1 way) the generic `touch`.
+            const G: [(usize, usize, u8); 6] =
+                [(8, 4, 4), (4, 4, 4), (2, 2, 2), (4, 2, 2), (6, 2, 0), (2, 1, 0)];
+            let g = |i: usize| SetAssoc::new("x", G[i].0, G[i].1).unwrap();
+            let [pd, pdpt, pml4] = geometries;
+            let mut fast = WalkCaches::new(&g(pml4), &g(pdpt), &g(pd));
+            proptest::prop_assert_eq!(fast.shapes, [G[pd].2, G[pdpt].2, G[pml4].2]);
             let mut plain = fast.clone();
             for (page, leaf, five, asid) in steps {
                 // Addresses in a few 2 MiB, 1 GiB and 512 GiB regions.
