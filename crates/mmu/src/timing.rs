@@ -50,10 +50,13 @@ pub struct AccessTime {
 /// The `k` times in ascending order in `k` consecutive slots (cyclically) of a ring of
 /// [`MAX_K`] slots: [`Latest::free_at`] reads the first. A push of a time later than every
 /// other (a long access: a walk, a miss) drops the first, the window moves up by one slot and
-/// the time is its new last: one compare with the last. Any other push (a short access ending
-/// before the long ones in flight: a hit) takes the first's slot and rises past the few times
-/// below it. Moving it down from the last slot instead moved every hit past every miss in
-/// flight (section 2k of `docs/performance.md`); a binary heap's sift-down branched on every
+/// the time is its new last: one compare with the last. Any other push goes in from the nearer
+/// end: above the window's middle time it moves down from the last slot (the window moving up
+/// by one), else (a short access ending before the long ones in flight: a hit) it takes the
+/// first's slot and rises past the few times below it. Moving every push down from the last
+/// slot moved every hit past every miss in flight; rising every push moved nearly-in-order
+/// completions past all the others (section 2k of `docs/performance.md` and the lead's note
+/// after it); a binary heap's sift-down branched on every
 /// level and was half the timeline's time. The ring's size is a power of two whatever `k`, so
 /// every index wraps with one mask (a ring of exactly `k` slots compared and moved at every
 /// step). Only the multiset of times matters, never which resource holds which.
@@ -105,9 +108,34 @@ impl Latest {
             self.times[(head + self.k - 1) % MAX_K] = t;
             return;
         }
-        // Below the latest (a short access ending before the long ones in flight): `t` takes
-        // the smallest time's slot and rises past the few times below it.
-        self.rise(head, t);
+        // Below the latest: `t` goes in from the nearer end of the window. Above its middle
+        // time (nearly the latest: without data caches completions come nearly in order) the
+        // smallest time goes, the window moves up by one slot and `t` moves down from the new
+        // last slot; else (a short access ending before the long ones in flight: a hit) `t`
+        // takes the smallest time's slot and rises past the few times below it.
+        if t > self.times[(head + self.k / 2) % MAX_K] {
+            let head = (head + 1) % MAX_K;
+            self.head = head;
+            self.sink((head + self.k - 1) % MAX_K, t);
+        } else {
+            self.rise(head, t);
+        }
+    }
+
+    /// `t` moves down from slot `p` (the window's last, unused) past the times above it; the
+    /// window's first time is below `t`, so it stops after the first slot.
+    #[inline(always)]
+    fn sink(&mut self, mut p: usize, t: u64) {
+        let times = &mut self.times;
+        for _ in 1..self.k {
+            let q = p.wrapping_sub(1) % MAX_K;
+            if times[q] <= t {
+                break;
+            }
+            times[p] = times[q];
+            p = q;
+        }
+        times[p] = t;
     }
 
     /// `t` replaces the smallest time (slot `p`, the window's first) and moves up past the times
