@@ -246,6 +246,50 @@ pub fn count_access(stats: &mut Stats, kind: AccessKind, instrs: u32) {
     }
 }
 
+/// What [`count_access`] counts, kept in locals through a loop of accesses and added to the
+/// statistics once at its end (nothing in such a loop reads them but the instruction position,
+/// which [`Counts::add`] returns).
+struct Counts {
+    /// Loads, stores, fetches.
+    kinds: [u64; 3],
+    /// The statistics' `instructions` as of the last access counted.
+    instructions: u64,
+}
+
+impl Counts {
+    /// Nothing counted yet, from `stats`' instruction position on.
+    #[inline(always)]
+    fn of(stats: &Stats) -> Counts {
+        Counts {
+            kinds: [0; 3],
+            instructions: stats.instructions,
+        }
+    }
+
+    /// Counts an access of `kind` after `instrs` instructions; returns the instruction position.
+    #[inline(always)]
+    fn add(&mut self, kind: AccessKind, instrs: u32) -> u64 {
+        self.kinds[match kind {
+            AccessKind::Load => 0,
+            AccessKind::Store => 1,
+            AccessKind::Fetch => 2,
+        }] += 1;
+        self.instructions += u64::from(instrs);
+        self.instructions
+    }
+
+    /// Adds what was counted to `stats` (as [`count_access`] of each access would have).
+    #[inline(always)]
+    fn store(&self, stats: &mut Stats) {
+        let k = self.kinds;
+        stats.accesses += k[0] + k[1] + k[2];
+        stats.instructions = self.instructions;
+        stats.loads += k[0];
+        stats.stores += k[1];
+        stats.fetches += k[2];
+    }
+}
+
 /// A translation scheme: timed translation, side-effect-free probe, invalidation, statistics.
 pub trait Scheme: Send {
     /// The scheme's name.
@@ -353,11 +397,7 @@ impl<W: Walker> Mmu<W> {
         // fetches come again and again from one code page while its data moves.
         let mut last_vpn = [u64::MAX; 2];
         let mut last_frame = [0u64; 2];
-        // What `count_access` counts, kept here and added to the statistics once at the end
-        // (nothing in the loop reads them but the instruction position, kept here too): loads,
-        // stores, fetches.
-        let mut kinds = [0u64; 3];
-        let mut instructions = self.stats.instructions;
+        let mut counts = Counts::of(&self.stats);
         // Accesses placed on the timeline (the statistics' clock follows it).
         let mut timed = false;
         let mut batch = Batch {
@@ -385,13 +425,8 @@ impl<W: Walker> Mmu<W> {
                 // The perfect TLB's one memory access: its page-cache slot.
                 pages.prefetch(*gva, pid);
             }
-            // `count_access` (the access that faults is counted too, as before its retry).
-            kinds[match kind {
-                AccessKind::Load => 0,
-                AccessKind::Store => 1,
-                AccessKind::Fetch => 2,
-            }] += 1;
-            instructions += u64::from(instrs);
+            // The access that faults is counted too, as before its retry.
+            let instructions = counts.add(kind, instrs);
             let vpn = gva.raw() >> 12;
             let m = usize::from(kind != AccessKind::Fetch);
             if vpn != last_vpn[m] {
@@ -419,12 +454,8 @@ impl<W: Walker> Mmu<W> {
             });
             timed = true;
         }
+        counts.store(&mut self.stats);
         let s = &mut self.stats;
-        s.accesses += kinds[0] + kinds[1] + kinds[2];
-        s.instructions = instructions;
-        s.loads += kinds[0];
-        s.stores += kinds[1];
-        s.fetches += kinds[2];
         if timed {
             s.mem_cycles = self.timeline.end();
         }
@@ -556,11 +587,7 @@ impl<W: Walker> Mmu<W> {
             self.mem.prefetches(),
         ];
         let hinted = self.pages.is_none() && stages.contains(&true);
-        // What `count_access` counts, kept here and added to the statistics at the end (nothing
-        // in the loop reads them but the instruction position, kept here too): loads, stores,
-        // fetches.
-        let mut kinds = [0u64; 3];
-        let mut instructions = self.stats.instructions;
+        let mut counts = Counts::of(&self.stats);
         let mut batch = Batch {
             done: n,
             fault: false,
@@ -583,13 +610,8 @@ impl<W: Walker> Mmu<W> {
                 let me = &*self;
                 hints.give_stages(ops, i, stages, |g, stage| me.prefetch(ctx, g, stage));
             }
-            // `count_access` (the access that faults is counted too, as before its retry).
-            kinds[match kind {
-                AccessKind::Load => 0,
-                AccessKind::Store => 1,
-                AccessKind::Fetch => 2,
-            }] += 1;
-            instructions += u64::from(instrs);
+            // The access that faults is counted too, as before its retry.
+            let instructions = counts.add(kind, instrs);
             if self
                 .access_timed::<D, I, S>(ctx, gva, kind, dep, instructions)
                 .is_none()
@@ -601,12 +623,8 @@ impl<W: Walker> Mmu<W> {
                 break;
             }
         }
+        counts.store(&mut self.stats);
         let s = &mut self.stats;
-        s.accesses += kinds[0] + kinds[1] + kinds[2];
-        s.instructions = instructions;
-        s.loads += kinds[0];
-        s.stores += kinds[1];
-        s.fetches += kinds[2];
         // The accesses before `batch.done` were placed on the timeline.
         if batch.done > 0 {
             s.mem_cycles = self.timeline.end();
