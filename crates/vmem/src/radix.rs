@@ -109,7 +109,13 @@ pub struct PlannedWalk {
     last: usize,
     /// Its level.
     level: u8,
+    /// Address of the entry the walk reads just before the last one (the one that points to the
+    /// last entry's table page), [`NO_ENTRY`] when the last entry is the root's.
+    above: u64,
 }
+
+/// [`PlannedWalk`]'s `above` when the walk reads one entry only.
+const NO_ENTRY: u64 = u64::MAX;
 
 impl Default for PlannedWalk {
     fn default() -> PlannedWalk {
@@ -118,6 +124,7 @@ impl Default for PlannedWalk {
             version: 0,
             last: 0,
             level: 0,
+            above: NO_ENTRY,
         }
     }
 }
@@ -181,15 +188,16 @@ const LEAF_SLOTS: usize = 64;
 #[derive(Clone, Debug)]
 pub struct LeafTables {
     version: u64,
-    /// `(va >> 21, arena index of its level-1 table)`; `u64::MAX`: empty.
-    slots: [(u64, usize); LEAF_SLOTS],
+    /// `(va >> 21, arena index of its level-1 table, address of the level-2 entry pointing to
+    /// it)`; `u64::MAX`: empty.
+    slots: [(u64, usize, u64); LEAF_SLOTS],
 }
 
 impl Default for LeafTables {
     fn default() -> LeafTables {
         LeafTables {
             version: 0,
-            slots: [(u64::MAX, 0); LEAF_SLOTS],
+            slots: [(u64::MAX, 0, NO_ENTRY); LEAF_SLOTS],
         }
     }
 }
@@ -309,11 +317,53 @@ impl RadixTable {
         (addr, leaf)
     }
 
+    /// [`RadixTable::last_entry`] with, first, the address of the entry read just before the
+    /// last one (`None` when the walk reads one entry only): the last two entries of
+    /// [`RadixTable::walk`]'s path, from one descent that records nothing else.
+    #[inline]
+    pub fn last_two(&self, va: u64) -> (Option<u64>, u64, Option<Leaf>) {
+        let (node, level, e, above) = self.last_node_above(va);
+        let (last, leaf) = self.entry_at(node, level, va, e);
+        let above = (above != usize::MAX).then(|| self.entry_addr(above));
+        (above, last, leaf)
+    }
+
+    /// [`RadixTable::last_node`] and the arena position of the entry read before the last one
+    /// (`usize::MAX` when none).
+    #[inline(always)]
+    fn last_node_above(&self, va: u64) -> (usize, u8, u64, usize) {
+        let mut node = 0usize;
+        let mut level = self.levels;
+        let mut above = usize::MAX;
+        loop {
+            let i = node * ENTRIES + index(va, level);
+            let e = self.entries[i];
+            if e & PRESENT == 0 || e & LEAF != 0 {
+                return (node, level, e, above);
+            }
+            above = i;
+            node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
+            level -= 1;
+        }
+    }
+
     /// [`RadixTable::last_entry`], remembering in `memo` the level-1 table of `va`'s 2 MiB
     /// region: when it is remembered (and the table did not change since), only the leaf entry
     /// is read. Same answers as `last_entry`.
     #[inline]
     pub fn last_entry_memo(&self, va: u64, memo: &mut LeafTables) -> (u64, Option<Leaf>) {
+        let (_, last, leaf) = self.last_two_memo(va, memo);
+        (last, leaf)
+    }
+
+    /// [`RadixTable::last_two`] with `memo` as [`RadixTable::last_entry_memo`] uses it (a
+    /// remembered region's walk reads its leaf entry only). Same answers as `last_two`.
+    #[inline]
+    pub fn last_two_memo(
+        &self,
+        va: u64,
+        memo: &mut LeafTables,
+    ) -> (Option<u64>, u64, Option<Leaf>) {
         if memo.version != self.version {
             *memo = LeafTables {
                 version: self.version,
@@ -324,16 +374,22 @@ impl RadixTable {
         // Below LEAF_SLOTS.
         #[allow(clippy::cast_possible_truncation)]
         let slot = (region % LEAF_SLOTS as u64) as usize;
-        let (tag, node) = memo.slots[slot];
+        let (tag, node, above) = memo.slots[slot];
         if tag == region {
-            // A level-1 entry is a leaf or absent (as `last_entry` finds it).
-            return self.entry_at(node, 1, va, self.entry(node, index(va, 1)));
+            // A level-1 entry is a leaf or absent (as `last_entry` finds it); a level-1 table
+            // is never the root, so the level-2 entry above it was read.
+            let (last, leaf) = self.entry_at(node, 1, va, self.entry(node, index(va, 1)));
+            return (Some(above), last, leaf);
         }
-        let (node, level, e) = self.last_node(va);
-        if level == 1 {
-            memo.slots[slot] = (region, node);
+        let (node, level, e, above) = self.last_node_above(va);
+        let above = (above != usize::MAX).then(|| self.entry_addr(above));
+        if level == 1
+            && let Some(a) = above
+        {
+            memo.slots[slot] = (region, node, a);
         }
-        self.entry_at(node, level, va, e)
+        let (last, leaf) = self.entry_at(node, level, va, e);
+        (above, last, leaf)
     }
 
     /// The leaf mapping `va`, if any (no path recorded).
@@ -551,6 +607,8 @@ impl RadixTable {
     pub fn plan_walk(&self, va: u64) -> PlannedWalk {
         let mut node = 0usize;
         let mut level = self.levels;
+        // Arena position of the entry read before (none yet).
+        let mut above = usize::MAX;
         loop {
             let i = node * ENTRIES + index(va, level);
             let e = if level == 1 {
@@ -565,11 +623,37 @@ impl RadixTable {
                     version: self.version,
                     last: i,
                     level,
+                    above: if above == usize::MAX {
+                        NO_ENTRY
+                    } else {
+                        self.entry_addr(above)
+                    },
                 };
             }
+            above = i;
             node = usize::try_from(e >> 12).unwrap_or(usize::MAX);
             level -= 1;
         }
+    }
+
+    /// The address of the entry at arena position `i` (`node * ENTRIES + index`).
+    #[inline(always)]
+    fn entry_addr(&self, i: usize) -> u64 {
+        self.bases[i / ENTRIES] + 8 * (i % ENTRIES) as u64
+    }
+
+    /// [`RadixTable::finish_last`] with, first, the address of the entry read just before the
+    /// last one (`None` when the walk reads one entry only): the last two entries of
+    /// [`RadixTable::walk`]'s path, read from `plan` without a descent. `None` as
+    /// `finish_last`'s when the plan is not for `va`'s page at this version.
+    #[inline(always)]
+    pub fn finish_two(
+        &self,
+        plan: &PlannedWalk,
+        va: u64,
+    ) -> Option<(Option<u64>, u64, Option<Leaf>)> {
+        let (last, leaf) = self.finish_last(plan, va)?;
+        Some(((plan.above != NO_ENTRY).then_some(plan.above), last, leaf))
     }
 
     /// [`RadixTable::last_entry`]`(va)` from `plan`, made by [`RadixTable::plan_walk`] for `va`'s
@@ -732,7 +816,8 @@ mod tests {
     }
 
     proptest! {
-        /// `last_entry_memo` answers what `last_entry` answers, through maps and unmaps of 4 KiB,
+        /// `last_entry_memo` answers what `last_entry` answers, and `last_two` and
+        /// `last_two_memo` the last two entries of `walk`'s path, through maps and unmaps of 4 KiB,
         /// 2 MiB and 1 GiB pages (which change the tables the memo remembers), on 4- and
         /// 5-level tables, with one memo throughout, also across two tables (a clone changed
         /// apart from its original).
@@ -763,6 +848,17 @@ mod tests {
                 }
                 for probe in [va, va ^ (1 << 21), va + 4096] {
                     prop_assert_eq!(t.last_entry_memo(probe, &mut memo), t.last_entry(probe));
+                    // `last_two` (and its memo form, remembered or not): the walk's last two
+                    // entries and its leaf.
+                    let walk = t.walk(probe);
+                    let n = usize::from(walk.len);
+                    let want = (
+                        n.checked_sub(2).map(|k| walk.entry_addrs[k]),
+                        walk.entry_addrs[n - 1],
+                        walk.leaf,
+                    );
+                    prop_assert_eq!(t.last_two(probe), want);
+                    prop_assert_eq!(t.last_two_memo(probe, &mut memo), want);
                 }
             }
         }

@@ -1,5 +1,6 @@
-//! A walk planned ahead ([`RadixTable::plan_walk`]) and finished later gives what a new descent
-//! gives, while the table is unchanged; once the table is written, it gives nothing.
+//! A walk planned ahead ([`RadixTable::plan_walk`]) and finished later ([`RadixTable::finish_last`],
+//! [`RadixTable::finish_two`]) gives what a new descent gives, while the table is unchanged; once
+//! the table is written, it gives nothing.
 
 use compromis_vmem::RadixTable;
 use proptest::prelude::*;
@@ -35,9 +36,15 @@ proptest! {
             prop_assert_eq!(got, t.last_entry(va));
             prop_assert_eq!(Some(got.0), walk.last_entry());
             prop_assert_eq!(got.1, walk.leaf);
+            // `finish_two`: the path's last two entries (one when the walk reads one).
+            let (above, last, leaf) = t.finish_two(plan, va).expect("planned at this version");
+            let n = usize::from(walk.len);
+            prop_assert_eq!((last, leaf), got);
+            prop_assert_eq!(above, n.checked_sub(2).map(|k| walk.entry_addrs[k]));
             // Another page of the same 2 MiB region: not this plan's.
             let other = va ^ 0x1000;
             prop_assert!(t.finish_last(plan, other).is_none());
+            prop_assert!(t.finish_two(plan, other).is_none());
         }
         // Any write ends every plan made before it.
         let va = asks[usize::try_from(unmap % asks.len() as u64).unwrap()];
@@ -46,6 +53,7 @@ proptest! {
         }
         for (&va, plan) in asks.iter().zip(&plans) {
             prop_assert!(t.finish_last(plan, va).is_none());
+            prop_assert!(t.finish_two(plan, va).is_none());
         }
         prop_assert!(t.finish_last(&Default::default(), asks[0]).is_none());
     }

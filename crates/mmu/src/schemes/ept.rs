@@ -43,6 +43,7 @@ impl Walker for Ept {
         stats: &mut Stats,
     ) -> Option<WalkResult> {
         let planned = self.plans.guest(gva);
+        let host = self.plans.host(gva);
         let plans = &self.plans;
         let nested = &mut self.nested;
         // The table page a page-walk cache gave: the guest leaf entry's, whose EPT walk the mid
@@ -60,7 +61,7 @@ impl Walker for Ept {
             asid,
             mem,
             stats,
-            |g, m, s| nested.translate(ctx.backing, g, m, s),
+            |g, m, s| nested.translate_planned(ctx.backing, g, &host, m, s),
             locate,
             &planned,
         )

@@ -50,12 +50,12 @@ pub(crate) fn guest_walk(
     planned: &PlannedWalk,
 ) -> Option<WalkResult> {
     let table = ctx.guest.table();
-    // The leaf and its entry first, without recording the path: when the page-walk caches leave
-    // only the leaf entry to read (the usual case), that is all the walk needs. From the walk
-    // the hints planned ([`Plans`]) when it is this page's at this version.
-    let (leaf_entry, leaf) = table
-        .finish_last(planned, gva.raw())
-        .unwrap_or_else(|| table.last_entry(gva.raw()));
+    // The leaf and the last two entries first, without recording the path: when the page-walk
+    // caches leave only those to read (the usual case), that is all the walk needs. From the
+    // walk the hints planned ([`Plans`]) when it is this page's at this version.
+    let (above, leaf_entry, leaf) = table
+        .finish_two(planned, gva.raw())
+        .unwrap_or_else(|| table.last_two(gva.raw()));
     let leaf = leaf?;
     let skipped = pwc.skip(gva.raw(), asid, table.levels(), leaf.level);
     if skipped > 0 {
@@ -67,17 +67,22 @@ pub(crate) fn guest_walk(
         len,
         ..Default::default()
     };
-    if skipped > 0 && skipped + 1 == len {
-        path.entry_addrs[usize::from(skipped)] = leaf_entry;
-        // What the full walk records there (checked in every test run).
-        debug_assert!({
-            let full = table.walk(gva.raw());
-            full.len == len
-                && full.entry_addrs[usize::from(skipped)] == path.entry_addrs[usize::from(skipped)]
-        });
-    } else {
-        path = table.walk(gva.raw());
+    // Only the entries from `skipped` on are read below.
+    let s = usize::from(skipped);
+    match (len - skipped, above) {
+        (1, _) => path.entry_addrs[s] = leaf_entry,
+        (2, Some(above)) => {
+            path.entry_addrs[s] = above;
+            path.entry_addrs[s + 1] = leaf_entry;
+        }
+        _ => path = table.walk(gva.raw()),
     }
+    // What the full walk records there (checked in every test run).
+    debug_assert!({
+        let full = table.walk(gva.raw());
+        full.len == len
+            && full.entry_addrs[s..usize::from(len)] == path.entry_addrs[s..usize::from(len)]
+    });
     let mut host_refs = 0;
     for i in skipped..path.len {
         let entry = Gpa(path.entry_addrs[usize::from(i)]);
@@ -163,6 +168,23 @@ impl NestedWalker {
         mem: &mut Mem,
         stats: &mut Stats,
     ) -> HostXlat {
+        self.translate_planned(backing, gpa, &[], mem, stats)
+    }
+
+    /// [`NestedWalker::translate`], the EPT walk read from one of `plans` when one was made for
+    /// `gpa`'s page at the EPT's present version ([`RadixTable::finish_two`]): when the host
+    /// page-walk caches leave the last one or two entries to read (nearly always), those are
+    /// the only entries the simulator reads, instead of a descent that records the whole path.
+    /// Same answers, same state after.
+    #[inline]
+    pub fn translate_planned(
+        &mut self,
+        backing: &Backing,
+        gpa: Gpa,
+        plans: &[PlannedWalk],
+        mem: &mut Mem,
+        stats: &mut Stats,
+    ) -> HostXlat {
         if !self.ntlb.is_disabled() {
             for size in PageSize::ALL {
                 if self.filled & size_bit(size) == 0 {
@@ -187,8 +209,18 @@ impl NestedWalker {
             stats.ntlb_misses += 1;
         }
         let ept = backing.ept();
-        let path = ept.walk(gpa.raw());
-        let Some(leaf) = path.leaf else {
+        let planned = plans.iter().find_map(|p| ept.finish_two(p, gpa.raw()));
+        // The last two entries of the walk (`above` none when it reads one), and the leaf.
+        let (above, last, leaf, path) = match planned {
+            Some((above, last, leaf)) => (above, last, leaf, None),
+            None => {
+                let path = ept.walk(gpa.raw());
+                let n = usize::from(path.len);
+                let above = n.checked_sub(2).map(|k| path.entry_addrs[k]);
+                (above, path.last_entry().unwrap_or(0), path.leaf, Some(path))
+            }
+        };
+        let Some(leaf) = leaf else {
             // Not RAM: the guest's own tables and data are always RAM, so this is a bug upstream;
             // answer with an identity mapping and no reference rather than aborting the run.
             return HostXlat {
@@ -197,13 +229,25 @@ impl NestedWalker {
                 size: PageSize::Size4K,
             };
         };
+        // A walk to a leaf at `leaf.level` reads one entry per level from the root down.
+        let len = ept.levels() - leaf.level + 1;
         let skipped = self.host_pwc.skip(gpa.raw(), 0, ept.levels(), leaf.level);
         if skipped > 0 {
             stats.host_pwc_hits += 1;
             mem.host_shortcut(Shortcut::Pwc, stats);
         }
-        for &entry in &path.entry_addrs[usize::from(skipped)..usize::from(path.len)] {
-            mem.host_walk_ref(Hpa(entry), stats);
+        match (len - skipped, above) {
+            (1, _) => mem.host_walk_ref(Hpa(last), stats),
+            (2, Some(above)) => {
+                mem.host_walk_ref(Hpa(above), stats);
+                mem.host_walk_ref(Hpa(last), stats);
+            }
+            _ => {
+                let path = path.unwrap_or_else(|| ept.walk(gpa.raw()));
+                for &entry in &path.entry_addrs[usize::from(skipped)..usize::from(path.len)] {
+                    mem.host_walk_ref(Hpa(entry), stats);
+                }
+            }
         }
         let size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
         if self.ntlb4 {
@@ -214,7 +258,7 @@ impl NestedWalker {
         self.filled |= size_bit(size);
         HostXlat {
             hpa: Hpa(leaf.translate(gpa.raw())),
-            refs: u64::from(path.len - skipped),
+            refs: u64::from(len - skipped),
             size,
         }
     }
@@ -284,6 +328,13 @@ impl Plans {
     ) -> (u64, Option<compromis_vmem::Leaf>) {
         ept.finish_last(&self.slot(gva).host[k].get(), va)
             .unwrap_or_else(|| ept.last_entry(va))
+    }
+
+    /// The EPT walks planned in `gva`'s slot (perhaps for other gPAs: every use checks them).
+    #[inline(always)]
+    pub fn host(&self, gva: Gva) -> [PlannedWalk; 2] {
+        let s = self.slot(gva);
+        [s.host[0].get(), s.host[1].get()]
     }
 
     /// [`RadixTable::last_entry`]`(gva)` of the guest `table` from the guest walk planned in

@@ -64,8 +64,8 @@ impl Walker for Native {
     /// [`super::guest_walk`] with an identity translation, written for it: every entry's
     /// guest-physical address is its host address and no reference is a host one, so a walk is
     /// the leaf's search, the page-walk caches, one reference per entry left to read and the
-    /// counts, without a recorded path when only the leaf entry is read (the usual case) and
-    /// without the translator calls. Same references in the same order, same counts, same
+    /// counts, without a recorded path when only the last one or two entries are read (the
+    /// usual case: one descent gives both) and without the translator calls. Same references in the same order, same counts, same
     /// result (proptested against the shared walk below).
     #[inline]
     fn walk(
@@ -78,7 +78,7 @@ impl Walker for Native {
     ) -> Option<WalkResult> {
         let table = ctx.guest.table();
         let va = gva.raw();
-        let (leaf_entry, leaf) = table.last_entry_memo(va, &mut self.leaf_tables);
+        let (above, leaf_entry, leaf) = table.last_two_memo(va, &mut self.leaf_tables);
         let leaf = leaf?;
         let levels = table.levels();
         let skipped = self.pwc.skip(va, asid, levels, leaf.level);
@@ -87,13 +87,19 @@ impl Walker for Native {
             mem.shortcut(Shortcut::Pwc, stats);
         }
         let len = levels - leaf.level + 1;
-        if skipped + 1 == len {
+        match (len - skipped, above) {
             // Only the leaf entry is left to read (with `skipped == 0`: a one-level walk).
-            mem.walk_ref(Hpa(leaf_entry), stats);
-        } else {
-            let path = table.walk(va);
-            for &entry in &path.entry_addrs[usize::from(skipped)..usize::from(path.len)] {
-                mem.walk_ref(Hpa(entry), stats);
+            (1, _) => mem.walk_ref(Hpa(leaf_entry), stats),
+            // The entry above it and the leaf entry (a PDE-cache miss, a PDPTE-cache hit).
+            (2, Some(above)) => {
+                mem.walk_ref(Hpa(above), stats);
+                mem.walk_ref(Hpa(leaf_entry), stats);
+            }
+            _ => {
+                let path = table.walk(va);
+                for &entry in &path.entry_addrs[usize::from(skipped)..usize::from(path.len)] {
+                    mem.walk_ref(Hpa(entry), stats);
+                }
             }
         }
         stats.record_walk(u64::from(len - skipped), 0);
