@@ -198,20 +198,49 @@ impl ShadowTables {
     /// retried. A miss on a page the guest does not map is a plain guest page fault (no trap
     /// here; see [`ShadowTables::guest_fault`]).
     pub fn walk(&mut self, guest: &GuestOs, backing: &Backing, gva: Gva) -> (WalkPath, ShadowSync) {
+        self.walk_with(guest, backing, gva, |t, va| {
+            let path = t.walk(va);
+            (path.leaf.is_some(), path)
+        })
+    }
+
+    /// [`ShadowTables::walk`] giving, instead of the whole path, its last two entries and its
+    /// leaf as [`RadixTable::last_two`] does (one descent that records nothing else).
+    #[allow(clippy::type_complexity)]
+    pub fn walk_two(
+        &mut self,
+        guest: &GuestOs,
+        backing: &Backing,
+        gva: Gva,
+    ) -> ((Option<u64>, u64, Option<Leaf>), ShadowSync) {
+        self.walk_with(guest, backing, gva, |t, va| {
+            let two = t.last_two(va);
+            (two.2.is_some(), two)
+        })
+    }
+
+    /// The walk of [`ShadowTables::walk`], each descent of the shadow table made by `descend`,
+    /// which also says whether it found a leaf.
+    #[inline(always)]
+    fn walk_with<R>(
+        &mut self,
+        guest: &GuestOs,
+        backing: &Backing,
+        gva: Gva,
+        descend: impl Fn(&RadixTable, u64) -> (bool, R),
+    ) -> (R, ShadowSync) {
         let mut sync = ShadowSync::default();
-        let mut path = self.current(guest).walk(gva.raw());
-        if path.leaf.is_none()
-            && let Some(g) = guest.table().lookup(gva.raw())
-        {
+        let (found, mut r) = descend(self.current(guest), gva.raw());
+        if !found && let Some(g) = guest.table().lookup(gva.raw()) {
             sync.traps.hidden_fault = 1;
             sync.synced = self.sync(guest, backing, Gva(gva.raw() & !(g.bytes() - 1)), g);
             // Out of sync: the entry the guest wrote without a trap is reconciled here.
             if g.level == 1 {
                 self.reconciled(guest.current_pid(), gva.raw() & !0xfff);
             }
-            path = self.current(guest).walk(gva.raw());
+            r = descend(self.current(guest), gva.raw()).1;
         }
-        (path, sync)
+        (r, sync)
     }
 
     /// The translation the shadow table gives, without side effects.
