@@ -121,7 +121,9 @@ struct Unsync {
 /// The hypervisor's shadow tables of one VM, one per guest process.
 #[derive(Clone, Debug)]
 pub struct ShadowTables {
-    tables: BTreeMap<Pid, RadixTable>,
+    /// Each process's shadow table, in the order first used (a few processes: a search of this
+    /// list is a compare or two, where a map's search was a call and a node scan per walk).
+    tables: Vec<(Pid, RadixTable)>,
     frames: HvFrames,
     mode: SyncMode,
     /// Out-of-sync mode: the unsync last-level tables of each process and the entries written
@@ -151,7 +153,7 @@ impl ShadowTables {
     /// No shadow table yet, syncing in `mode`.
     pub fn with_mode(mode: SyncMode) -> ShadowTables {
         ShadowTables {
-            tables: BTreeMap::new(),
+            tables: Vec::new(),
             frames: HvFrames::new(Hpa(HV_PRIVATE_BASE.raw() + (1 << 40))),
             mode,
             unsync: BTreeMap::new(),
@@ -181,16 +183,23 @@ impl ShadowTables {
 
     /// The shadow table of the running process, created (empty) on first use.
     fn current(&mut self, guest: &GuestOs) -> &mut RadixTable {
-        let levels = guest.table().levels();
-        let frames = &mut self.frames;
-        self.tables
-            .entry(guest.current_pid())
-            .or_insert_with(|| RadixTable::new(levels, frames.alloc().raw()))
+        let pid = guest.current_pid();
+        let i = match self.tables.iter().position(|(p, _)| *p == pid) {
+            Some(i) => i,
+            None => {
+                let levels = guest.table().levels();
+                let root = self.frames.alloc().raw();
+                self.tables.push((pid, RadixTable::new(levels, root)));
+                self.tables.len() - 1
+            }
+        };
+        &mut self.tables[i].1
     }
 
     /// The shadow table of `pid`, if it has one.
+    #[inline]
     pub fn table(&self, pid: Pid) -> Option<&RadixTable> {
-        self.tables.get(&pid)
+        self.tables.iter().find(|(p, _)| *p == pid).map(|(_, t)| t)
     }
 
     /// The hardware walk of the running process's shadow table for `gva`. A miss on a page the
@@ -245,7 +254,7 @@ impl ShadowTables {
 
     /// The translation the shadow table gives, without side effects.
     pub fn lookup(&self, pid: Pid, gva: Gva) -> Option<Hpa> {
-        let t = self.tables.get(&pid)?;
+        let t = self.table(pid)?;
         t.lookup(gva.raw()).map(|l| Hpa(l.translate(gva.raw())))
     }
 
@@ -380,7 +389,8 @@ impl ShadowTables {
     fn sync(&mut self, guest: &GuestOs, backing: &Backing, page: Gva, leaf: Leaf) -> u64 {
         let guest_size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
         self.current(guest);
-        let Some(table) = self.tables.get_mut(&guest.current_pid()) else {
+        let pid = guest.current_pid();
+        let Some((_, table)) = self.tables.iter_mut().find(|(p, _)| *p == pid) else {
             return 0;
         };
         let frames = &mut self.frames;
