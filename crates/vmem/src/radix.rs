@@ -188,16 +188,15 @@ const LEAF_SLOTS: usize = 64;
 #[derive(Clone, Debug)]
 pub struct LeafTables {
     version: u64,
-    /// `(va >> 21, arena index of its level-1 table, address of the level-2 entry pointing to
-    /// it)`; `u64::MAX`: empty.
-    slots: [(u64, usize, u64); LEAF_SLOTS],
+    /// `(va >> 21, arena index of its level-1 table)`; `u64::MAX`: empty.
+    slots: [(u64, usize); LEAF_SLOTS],
 }
 
 impl Default for LeafTables {
     fn default() -> LeafTables {
         LeafTables {
             version: 0,
-            slots: [(u64::MAX, 0, NO_ENTRY); LEAF_SLOTS],
+            slots: [(u64::MAX, 0); LEAF_SLOTS],
         }
     }
 }
@@ -357,7 +356,10 @@ impl RadixTable {
     }
 
     /// [`RadixTable::last_two`] with `memo` as [`RadixTable::last_entry_memo`] uses it (a
-    /// remembered region's walk reads its leaf entry only). Same answers as `last_two`.
+    /// remembered region's walk reads its leaf entry only). Same answers as `last_two`, but for
+    /// the entry above the last, given only when this call descended (`None` for a remembered
+    /// region: a caller that needs it walks again; the memo stays two words a slot, and a walk
+    /// of a remembered region costs no more than `last_entry_memo`'s).
     #[inline]
     pub fn last_two_memo(
         &self,
@@ -374,22 +376,22 @@ impl RadixTable {
         // Below LEAF_SLOTS.
         #[allow(clippy::cast_possible_truncation)]
         let slot = (region % LEAF_SLOTS as u64) as usize;
-        let (tag, node, above) = memo.slots[slot];
+        let (tag, node) = memo.slots[slot];
         if tag == region {
-            // A level-1 entry is a leaf or absent (as `last_entry` finds it); a level-1 table
-            // is never the root, so the level-2 entry above it was read.
+            // A level-1 entry is a leaf or absent (as `last_entry` finds it).
             let (last, leaf) = self.entry_at(node, 1, va, self.entry(node, index(va, 1)));
-            return (Some(above), last, leaf);
+            return (None, last, leaf);
         }
         let (node, level, e, above) = self.last_node_above(va);
-        let above = (above != usize::MAX).then(|| self.entry_addr(above));
-        if level == 1
-            && let Some(a) = above
-        {
-            memo.slots[slot] = (region, node, a);
+        if level == 1 {
+            memo.slots[slot] = (region, node);
         }
         let (last, leaf) = self.entry_at(node, level, va, e);
-        (above, last, leaf)
+        (
+            (above != usize::MAX).then(|| self.entry_addr(above)),
+            last,
+            leaf,
+        )
     }
 
     /// The leaf mapping `va`, if any (no path recorded).
@@ -816,8 +818,9 @@ mod tests {
     }
 
     proptest! {
-        /// `last_entry_memo` answers what `last_entry` answers, and `last_two` and
-        /// `last_two_memo` the last two entries of `walk`'s path, through maps and unmaps of 4 KiB,
+        /// `last_entry_memo` answers what `last_entry` answers, and `last_two` (and
+        /// `last_two_memo` when it descends) the last two entries of `walk`'s path, through maps
+        /// and unmaps of 4 KiB,
         /// 2 MiB and 1 GiB pages (which change the tables the memo remembers), on 4- and
         /// 5-level tables, with one memo throughout, also across two tables (a clone changed
         /// apart from its original).
@@ -858,7 +861,10 @@ mod tests {
                         walk.leaf,
                     );
                     prop_assert_eq!(t.last_two(probe), want);
-                    prop_assert_eq!(t.last_two_memo(probe, &mut memo), want);
+                    // The memo's: the entry above only when it descended (not remembered).
+                    let (above, last, leaf) = t.last_two_memo(probe, &mut memo);
+                    prop_assert_eq!((last, leaf), (want.1, want.2));
+                    prop_assert!(above.is_none() || above == want.0);
                 }
             }
         }

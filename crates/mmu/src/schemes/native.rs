@@ -3,12 +3,12 @@
 //! of every overhead: 4 references per TLB miss with 4 KiB pages and 4-level paging (Intel SDM
 //! Vol. 3A, 4.5 "4-Level Paging and 5-Level Paging").
 
-use super::guest_pwc;
 #[cfg(test)]
 use super::{HostXlat, guest_walk};
+use super::{Plans, guest_pwc};
 use crate::config::MachineConfig;
 use crate::mem::{Mem, Shortcut};
-use crate::scheme::{Ctx, WalkResult, Walker};
+use crate::scheme::{Ctx, Prefetch, WalkResult, Walker};
 use crate::stats::Stats;
 use crate::tlb::WalkCaches;
 use compromis_types::{Address, Gva, Hpa, PageSize};
@@ -19,6 +19,9 @@ pub struct Native {
     pwc: WalkCaches,
     /// The guest table's leaf tables by 2 MiB region (speed only, see [`LeafTables`]).
     leaf_tables: LeafTables,
+    /// The guest walks the far hints planned (speed only, see [`Plans`]): the near hint and the
+    /// walk read their last entries from them instead of descending the table again.
+    plans: Plans,
 }
 
 impl Native {
@@ -27,6 +30,7 @@ impl Native {
         Native {
             pwc: guest_pwc(cfg),
             leaf_tables: LeafTables::default(),
+            plans: Plans::default(),
         }
     }
 
@@ -78,7 +82,9 @@ impl Walker for Native {
     ) -> Option<WalkResult> {
         let table = ctx.guest.table();
         let va = gva.raw();
-        let (above, leaf_entry, leaf) = table.last_two_memo(va, &mut self.leaf_tables);
+        let (above, leaf_entry, leaf) = table
+            .finish_two(&self.plans.guest(gva), va)
+            .unwrap_or_else(|| table.last_two_memo(va, &mut self.leaf_tables));
         let leaf = leaf?;
         let levels = table.levels();
         let skipped = self.pwc.skip(va, asid, levels, leaf.level);
@@ -112,6 +118,13 @@ impl Walker for Native {
     fn probe(&self, ctx: Ctx<'_>, gva: Gva) -> Option<Hpa> {
         super::guest_probe(ctx, gva, |g| Some(Hpa(g.raw())))
     }
+    fn prefetch(&self, ctx: Ctx<'_>, gva: Gva, stage: Prefetch) {
+        // The default's far hint (the guest leaf entry prefetched), the walk kept as a plan.
+        if stage == Prefetch::Far && self.far_hints(ctx) {
+            self.plans
+                .put_guest(gva, ctx.guest.table().plan_walk(gva.raw()));
+        }
+    }
     fn leaf_entries(&self, ctx: Ctx<'_>, gva: Gva) -> [Option<Hpa>; 2] {
         [
             ctx.guest.table().walk(gva.raw()).last_entry().map(Hpa),
@@ -120,8 +133,9 @@ impl Walker for Native {
     }
     fn near(&self, ctx: Ctx<'_>, gva: Gva, leaves: bool) -> (Option<Hpa>, [Option<Hpa>; 2]) {
         // `probe` and `leaf_entries` from one walk of the guest table that records no path (the
-        // two calls walked it twice, once recording every entry).
-        let (entry, leaf) = ctx.guest.table().last_entry(gva.raw());
+        // two calls walked it twice, once recording every entry), the far hint's plan when it
+        // has one for this page.
+        let (entry, leaf) = self.plans.guest_last(gva, ctx.guest.table());
         let data = leaf.map(|l| Hpa(l.translate(gva.raw())));
         (data, [leaves.then_some(Hpa(entry)), None])
     }
@@ -141,7 +155,8 @@ mod tests {
         /// same counters (references by level, cycles, page-walk-cache hits, the walk
         /// histogram) and the same page-walk-cache state after every walk, for 4- and 5-level
         /// tables of 4 KiB and 2 MiB pages, mapped and unmapped addresses, small caches that
-        /// evict and the default ones, with and without data caches.
+        /// evict and the default ones, with and without data caches, with and without a plan
+        /// of the walk (the far hint's) or of another page.
         #[test]
         fn native_walk_is_the_shared_walk(
             levels in prop_oneof![Just(4u8), Just(5u8)],
@@ -149,7 +164,10 @@ mod tests {
             small in any::<bool>(),
             caches in any::<bool>(),
             faults in prop::collection::vec(0u64..(1u64 << 40), 0..60),
-            walks in prop::collection::vec((0u64..(1u64 << 40), 0u16..3, any::<bool>()), 1..120),
+            walks in prop::collection::vec(
+                (0u64..(1u64 << 40), 0u16..3, any::<bool>(), 0u8..3),
+                1..120,
+            ),
         ) {
             let layout = GuestLayout::for_ram(1 << 30);
             let mut hv = HvFrames::new(HV_PRIVATE_BASE);
@@ -178,15 +196,30 @@ mod tests {
             // Pages in a few places: near one another (shared upper tables) and far apart.
             let spread = |a: u64| 0x10_0000_0000u64 + (a % 4) * (1 << 39) + (a >> 22) * 4096 + (a & 0xfff);
             guest.map(Gva(0x10_0000_0000), 1 << 41).unwrap();
-            for f in faults {
+            for &f in &faults {
                 let gva = Gva(spread(f));
                 if guest.translate(gva).is_none() {
                     guest.fault(gva).unwrap();
                 }
             }
             let ctx = Ctx { guest: &guest, backing: &backing };
-            for (a, asid, flush) in walks {
+            for (a, asid, flush, plan) in walks {
+                // Mostly pages the guest mapped (a walk of an unmapped page stops early).
+                let a = match faults.len() {
+                    0 => a,
+                    n if a % 4 != 0 => faults[usize::try_from(a / 4).unwrap_or(0) % n],
+                    _ => a,
+                };
                 let gva = Gva(spread(a));
+                // A plan of this page (as the far hint makes), or of another page.
+                let planned = match plan {
+                    1 => Some(gva),
+                    2 => Some(Gva(gva.raw() ^ 0x3000)),
+                    _ => None,
+                };
+                if let Some(p) = planned {
+                    fast.plans.put_guest(p, guest.table().plan_walk(p.raw()));
+                }
                 let r1 = fast.walk(ctx, gva, asid, &mut mem1, &mut s1);
                 let r2 = shared.shared_walk(ctx, gva, asid, &mut mem2, &mut s2);
                 prop_assert_eq!(r1, r2);
