@@ -112,6 +112,35 @@ pub(crate) fn guest_walk(
     })
 }
 
+/// The entries a walk of `len` entries reads from entry `skipped` on (the page-walk caches gave
+/// the ones before), each given to `read`: when only the last one or two are left, `last` and
+/// `above` (the entry before it, if known) without a descent of the table; else those of the
+/// recorded path `walk` makes.
+#[inline(always)]
+pub(crate) fn read_entries(
+    len: u8,
+    skipped: u8,
+    above: Option<u64>,
+    last: u64,
+    walk: impl FnOnce() -> WalkPath,
+    mut read: impl FnMut(u64),
+) {
+    match (len - skipped, above) {
+        (1, _) => read(last),
+        (2, Some(above)) => {
+            read(above);
+            read(last);
+        }
+        _ => {
+            let path = walk();
+            debug_assert_eq!(path.len, len, "the walk that found the leaf");
+            for &entry in &path.entry_addrs[usize::from(skipped)..usize::from(path.len)] {
+                read(entry);
+            }
+        }
+    }
+}
+
 /// Side-effect-free version of [`guest_walk`] for `probe`.
 pub(crate) fn guest_probe(
     ctx: Ctx<'_>,
@@ -236,19 +265,14 @@ impl NestedWalker {
             stats.host_pwc_hits += 1;
             mem.host_shortcut(Shortcut::Pwc, stats);
         }
-        match (len - skipped, above) {
-            (1, _) => mem.host_walk_ref(Hpa(last), stats),
-            (2, Some(above)) => {
-                mem.host_walk_ref(Hpa(above), stats);
-                mem.host_walk_ref(Hpa(last), stats);
-            }
-            _ => {
-                let path = path.unwrap_or_else(|| ept.walk(gpa.raw()));
-                for &entry in &path.entry_addrs[usize::from(skipped)..usize::from(path.len)] {
-                    mem.host_walk_ref(Hpa(entry), stats);
-                }
-            }
-        }
+        read_entries(
+            len,
+            skipped,
+            above,
+            last,
+            || path.unwrap_or_else(|| ept.walk(gpa.raw())),
+            |e| mem.host_walk_ref(Hpa(e), stats),
+        );
         let size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
         if self.ntlb4 {
             self.ntlb.fill_w::<4>(ntlb_key(gpa, size), leaf.target);

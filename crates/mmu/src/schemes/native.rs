@@ -5,7 +5,7 @@
 
 #[cfg(test)]
 use super::{HostXlat, guest_walk};
-use super::{Plans, guest_pwc};
+use super::{Plans, guest_pwc, read_entries};
 use crate::config::MachineConfig;
 use crate::mem::{Mem, Shortcut};
 use crate::scheme::{Ctx, Prefetch, WalkResult, Walker};
@@ -93,21 +93,16 @@ impl Walker for Native {
             mem.shortcut(Shortcut::Pwc, stats);
         }
         let len = levels - leaf.level + 1;
-        match (len - skipped, above) {
-            // Only the leaf entry is left to read (with `skipped == 0`: a one-level walk).
-            (1, _) => mem.walk_ref(Hpa(leaf_entry), stats),
-            // The entry above it and the leaf entry (a PDE-cache miss, a PDPTE-cache hit).
-            (2, Some(above)) => {
-                mem.walk_ref(Hpa(above), stats);
-                mem.walk_ref(Hpa(leaf_entry), stats);
-            }
-            _ => {
-                let path = table.walk(va);
-                for &entry in &path.entry_addrs[usize::from(skipped)..usize::from(path.len)] {
-                    mem.walk_ref(Hpa(entry), stats);
-                }
-            }
-        }
+        // Usually only the leaf entry is left to read, or the entry above it and the leaf entry
+        // (a PDE-cache miss, a PDPTE-cache hit).
+        read_entries(
+            len,
+            skipped,
+            above,
+            leaf_entry,
+            || table.walk(va),
+            |e| mem.walk_ref(Hpa(e), stats),
+        );
         stats.record_walk(u64::from(len - skipped), 0);
         let size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
         Some(WalkResult {

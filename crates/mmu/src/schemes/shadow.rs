@@ -8,7 +8,7 @@
 //! walker only charges for what they report. The sync mode (`exits.shadow_sync`: out of sync, the
 //! default, as KVM and Xen do; or eager) is the machine model's.
 
-use super::guest_pwc;
+use super::{guest_pwc, read_entries};
 use crate::config::MachineConfig;
 use crate::mem::{Mem, Shortcut};
 use crate::scheme::{Ctx, Prefetch, WalkResult, Walker};
@@ -78,21 +78,18 @@ impl Walker for Shadow {
                 && full.entry_addrs[n - 1] == last
                 && n.checked_sub(2).map(|k| full.entry_addrs[k]) == above
         });
-        match (len - skipped, above) {
-            (1, _) => mem.walk_ref(Hpa(last), stats),
-            (2, Some(above)) => {
-                mem.walk_ref(Hpa(above), stats);
-                mem.walk_ref(Hpa(last), stats);
-            }
-            _ => {
-                let table = self.shadow.table(ctx.guest.current_pid());
-                let path = table.map(|t| t.walk(gva.raw())).unwrap_or_default();
-                debug_assert_eq!(path.len, len, "the walk that found the leaf");
-                for &entry in &path.entry_addrs[usize::from(skipped)..usize::from(path.len)] {
-                    mem.walk_ref(Hpa(entry), stats);
-                }
-            }
-        }
+        let shadow = &self.shadow;
+        read_entries(
+            len,
+            skipped,
+            above,
+            last,
+            || {
+                let table = shadow.table(ctx.guest.current_pid());
+                table.map(|t| t.walk(gva.raw())).unwrap_or_default()
+            },
+            |e| mem.walk_ref(Hpa(e), stats),
+        );
         stats.record_walk(u64::from(len - skipped), 0);
         let size = PageSize::from_leaf_level(leaf.level).unwrap_or(PageSize::Size4K);
         Some(WalkResult {
