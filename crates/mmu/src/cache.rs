@@ -16,26 +16,13 @@
 //! the last levels (LLC, or L2 and LLC, or all) never lowers it, and adding ways to a level never
 //! gives that level more misses; both are property-tested.
 //!
-//! Layout (speed only, no result depends on it): a level is one flat array of `u64` words
-//! ([`LineSets`]), its sets one after the other, in one of two layouts chosen by the size of the
-//! level. A line needs no value and no last-use stamp, so a line costs 8 bytes and an access reads
-//! and rewrites one short run of memory.
-//!
-//! - *Ordered* sets (the small levels, whose sets stay in the host's caches, and sets of more than
-//!   16 ways): a set's ways are its line numbers kept in recency order, most recently used first.
-//!   Lookup, LRU update and fill are one move-to-front pass over the set that stops at the hit
-//!   ([`LineSets::touch`]). Move-to-front order is true LRU: the last way is the least recently
-//!   used one, and empty ways (never used) sit after every used one.
-//! - *Signed* sets (levels of at most 16 ways whose line numbers take more than
-//!   [`SIGNED_MIN_TAG_BYTES`], such as Skylake-SP's 38.5 MiB, 11-way LLC: its 57,344 sets are read
-//!   at random and miss the host's caches): a set is one block, its signature words (a byte per
-//!   way, a hash of the way's line, 8 a word), its recency word (way numbers in nibbles, most
-//!   recently used first, empty ways last), then its line numbers, which stay in their ways. A
-//!   lookup compares 8 signatures at once (SWAR on a `u64`) and checks the candidates' line
-//!   numbers; a hit moves a nibble in the recency word, a miss writes the least recently used way
-//!   (the recency word's last nibble: an empty way while there is one), its signature and the
-//!   recency word. A miss reads the block's first 16-24 bytes and writes one line number, where a
-//!   move-to-front pass reads and rewrites the whole set (88 bytes for 11 ways). The same true LRU.
+//! Layout (speed only, no result depends on it): a level is one flat array of `u64` line numbers,
+//! one set's ways contiguous and kept in recency order, most recently used first ([`LineSets`]).
+//! A line needs no value and the order replaces last-use stamps, so a line costs 8 bytes (the
+//! 38.5 MiB LLC of the default machine is 4.8 MB of simulator memory, not 14.4 MB of keys, values
+//! and stamps), and an access reads and rewrites one short run of memory: lookup, LRU update and
+//! fill are one pass over the set (see [`LineSets::touch`]). Move-to-front order is true LRU: the
+//! last way is the least recently used one, and empty ways (never used) sit after every used one.
 
 use crate::config::{CacheConfig, CacheLevel};
 use compromis_types::{Address, Hpa};
@@ -122,86 +109,6 @@ impl CacheStats {
 /// do), so no line has this number.
 const EMPTY: u64 = u64::MAX;
 
-/// Sets of at most this many ways keep a signature byte per way and a recency word (see
-/// [`LineSets`]); larger sets keep their line numbers in recency order.
-const SIGNED_WAYS: usize = 16;
-
-/// A one in every byte.
-const BYTE_ONES: u64 = 0x0101_0101_0101_0101;
-/// The low seven bits of every byte.
-const BYTE_LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-/// The high bit of every byte.
-const BYTE_HIGH: u64 = 0x8080_8080_8080_8080;
-/// A one in the low bit of every nibble.
-const NIBBLE_ONES: u64 = 0x1111_1111_1111_1111;
-
-/// The signature of `line` (below 256): the top byte of a multiplicative hash, so lines of one
-/// set (which share their low bits when the set count is a power of two) differ in it.
-#[inline(always)]
-fn signature(line: u64) -> u64 {
-    line.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56
-}
-
-/// The high bit of every zero byte of `x`, and no other bit (exact: no carry crosses a byte).
-#[inline(always)]
-fn zero_bytes(x: u64) -> u64 {
-    !(((x & BYTE_LOW7) + BYTE_LOW7) | x) & BYTE_HIGH
-}
-
-/// Signature words of a signed set of `ways` ways (8 signatures a word).
-#[inline(always)]
-const fn signature_words(ways: usize) -> usize {
-    ways.div_ceil(8)
-}
-
-/// The high bit of each byte of signature word `j` that belongs to a way of a set of `ways`.
-#[inline(always)]
-const fn signature_mask(ways: usize, j: usize) -> u64 {
-    let n = ways - 8 * j;
-    if n >= 8 {
-        BYTE_HIGH
-    } else {
-        BYTE_HIGH & ((1u64 << (8 * n)) - 1)
-    }
-}
-
-/// The first `ways` nibbles of a word (`ways` at most 16).
-#[inline(always)]
-const fn nibbles(ways: usize) -> u64 {
-    if ways >= 16 {
-        u64::MAX
-    } else {
-        (1u64 << (4 * ways)) - 1
-    }
-}
-
-/// The recency order of an empty set of `ways` ways: ways `ways - 1` down to 0 from the most
-/// recent (nibble 0) to the least (nibble `ways - 1`). A fill takes the last nibble's way and puts
-/// it first, so the used ways stay first, by recency, and the empty ways after them.
-fn empty_order(ways: usize) -> u64 {
-    (0..ways).fold(0, |o, p| o | (((ways - 1 - p) as u64) << (4 * p)))
-}
-
-/// The position (0 = most recent) of way `w` in `order`, whose nibbles `valid` marks (one bit
-/// each): the nibble equal to `w`, found without a loop (as `setassoc.rs` does for TLB sets).
-#[inline(always)]
-fn position(order: u64, valid: u64, w: usize) -> u32 {
-    let x = order ^ (w as u64).wrapping_mul(NIBBLE_ONES);
-    // Bit 4p is set when nibble p differs from `w`.
-    let differs = (x | x >> 1 | x >> 2 | x >> 3) & NIBBLE_ONES;
-    (!differs & valid).trailing_zeros() / 4
-}
-
-/// `order` with the way `w` at position `p` moved to the front (most recent), the ways before it
-/// one place back.
-#[inline(always)]
-fn to_front(order: u64, p: u32, w: usize) -> u64 {
-    let shift = 4 * p;
-    let before = order & ((1u64 << shift) - 1);
-    let after = ((order >> shift) >> 4) << 4 << shift;
-    after | (before << 4) | w as u64
-}
-
 /// Makes `line` the first (most recently used) line of `set`, the lines before it one way back;
 /// if `set` did not hold it, its last line falls out. Returns whether it was held.
 #[inline(always)]
@@ -220,85 +127,15 @@ fn move_to_front(set: &mut [u64], line: u64) -> bool {
     false
 }
 
-/// [`LineSets::touch`] of a signed set of `ways` ways (a constant where inlined with one): its
-/// `head` (signature words, then the recency word) and its line numbers `tags`. The ways whose
-/// signature byte is `line`'s are found by a SWAR compare of 8 bytes at once and checked by their
-/// line number (about one false candidate in 256 per way); a hit moves its way's nibble to the
-/// front of the order (no change when it is first already). A miss writes the line and its
-/// signature into the order's last way (the least recently used, or an empty one) and puts that
-/// way first. A miss reads only the head and writes one line number.
-#[inline(always)]
-fn touch_signed(head: &mut [u64], tags: &mut [u64], line: u64, ways: usize) -> bool {
-    let Some((order_word, sigs)) = head.split_last_mut() else {
-        unreachable!("a head has a recency word")
-    };
-    let order = *order_word;
-    let sig = signature(line);
-    let pattern = sig.wrapping_mul(BYTE_ONES);
-    for (j, &s) in sigs.iter().enumerate() {
-        let mut candidates = zero_bytes(s ^ pattern) & signature_mask(ways, j);
-        while candidates != 0 {
-            let w = 8 * j + (candidates.trailing_zeros() / 8) as usize;
-            if tags[w] == line {
-                let p = position(order, NIBBLE_ONES & nibbles(ways), w);
-                *order_word = to_front(order, p, w);
-                return true;
-            }
-            candidates &= candidates - 1;
-        }
-    }
-    // The last valid nibble (those after it are 0); below 16.
-    #[allow(clippy::cast_possible_truncation)]
-    let victim = (order >> (4 * (ways - 1))) as usize;
-    tags[victim] = line;
-    let shift = 8 * (victim % 8);
-    let s = &mut sigs[victim / 8];
-    *s = (*s & !(0xff << shift)) | (sig << shift);
-    *order_word = ((order << 4) & nibbles(ways)) | victim as u64;
-    false
-}
-
-/// How a level's sets are laid out and looked up (chosen at construction: one jump per access
-/// and level, taken the same way every time).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pass {
-    /// No sets: never hits.
-    Absent,
-    /// Line numbers in recency order, move to front, `N` ways known at compile time.
-    Ordered8,
-    Ordered11,
-    Ordered12,
-    Ordered16,
-    /// Signed blocks ([`touch_signed`]), `N` ways known at compile time.
-    Signed8,
-    Signed11,
-    Signed12,
-    Signed16,
-    /// Either layout, any number of ways (out of line).
-    Any,
-}
-
-/// One cache level's tags: `sets` sets of `ways` line numbers with true LRU. A level with no sets
-/// is absent: it never hits and holds nothing. Two layouts, chosen at construction:
-///
-/// - *ordered*: a set is its `ways` line numbers in recency order (most recently used first,
-///   `EMPTY` ways last); an access is one move-to-front pass that stops at the hit.
-/// - *signed* (at most `SIGNED_WAYS` ways): a set is one block of words, its signature words
-///   (one byte per way, `signature` of the way's line, 8 a word), its recency word (way
-///   numbers in nibbles, most recently used first, empty ways last, see `empty_order`), then
-///   its `ways` line numbers, which stay in their ways (`touch_signed`).
+/// One cache level's tags: `sets` sets of `ways` line numbers, each set in recency order (most
+/// recently used first, [`EMPTY`] ways last). A level with no sets is absent: it never hits and
+/// holds nothing.
 #[derive(Clone, Debug)]
 pub struct LineSets {
-    /// `sets` blocks of `stride` words, set by set (huge pages where the kernel gives them: the
-    /// LLC's blocks are megabytes read at random).
-    words: HugeWords,
+    /// `sets * ways` line numbers, set by set (huge pages where the kernel gives them: the LLC's
+    /// tags are megabytes read at random).
+    tags: HugeWords,
     ways: usize,
-    /// Words per set: `head + ways`.
-    stride: usize,
-    /// Words before a set's line numbers: its signature words and its recency word (signed), or
-    /// none (ordered).
-    head: usize,
-    pass: Pass,
     /// Line number -> set: `line % sets` by multiplications instead of a 64-bit `div`
     /// (14-90 cycles depending on the host; the LLC's 57,344 sets are not a power of two), a
     /// mask when `sets` is a power of two (the L1D's and L2's).
@@ -306,198 +143,106 @@ pub struct LineSets {
 }
 
 impl LineSets {
-    /// `lines` lines in sets of `ways`, signed if `signed` and `ways` is at most 16, else
-    /// ordered; absent when `lines` or `ways` is 0 or `ways` does not
+    /// `lines` lines in sets of `ways`; absent when `lines` or `ways` is 0 or `ways` does not
     /// divide `lines` (a validated configuration has none of these but size 0).
-    pub fn new(lines: usize, ways: usize, signed: bool) -> LineSets {
+    pub fn new(lines: usize, ways: usize) -> LineSets {
         if lines == 0 || ways == 0 || !lines.is_multiple_of(ways) {
             return LineSets::absent();
         }
-        let sets = lines / ways;
-        let signed = signed && ways <= SIGNED_WAYS;
-        let head = if signed { signature_words(ways) + 1 } else { 0 };
-        let pass = match (signed, ways) {
-            (false, 8) => Pass::Ordered8,
-            (false, 11) => Pass::Ordered11,
-            (false, 12) => Pass::Ordered12,
-            (false, 16) => Pass::Ordered16,
-            (true, 8) => Pass::Signed8,
-            (true, 11) => Pass::Signed11,
-            (true, 12) => Pass::Signed12,
-            (true, 16) => Pass::Signed16,
-            _ => Pass::Any,
-        };
-        let stride = head + ways;
-        let mut l = LineSets {
-            words: HugeWords::new(sets * stride, EMPTY),
+        let sets = (lines / ways) as u64;
+        LineSets {
+            tags: HugeWords::new(lines, EMPTY),
             ways,
-            stride,
-            head,
-            pass,
-            index: StrengthReducedU64::new(sets as u64),
-        };
-        l.empty_heads();
-        l
+            index: StrengthReducedU64::new(sets),
+        }
     }
 
     /// A level that never hits.
     pub fn absent() -> LineSets {
         LineSets {
-            words: HugeWords::new(0, EMPTY),
+            tags: HugeWords::new(0, EMPTY),
             ways: 0,
-            stride: 0,
-            head: 0,
-            pass: Pass::Absent,
             index: StrengthReducedU64::new(1),
         }
     }
 
-    /// Whether the sets are signed blocks.
-    pub fn is_signed(&self) -> bool {
-        self.head != 0
-    }
-
-    /// The first word of `line`'s set, whose block is `stride` words.
+    /// The ways of `line`'s set.
     #[inline(always)]
-    fn set_start(&self, line: u64, stride: usize) -> usize {
+    fn set_range(&self, line: u64) -> std::ops::Range<usize> {
         // The set index is below `sets`, which came from a usize.
         #[allow(clippy::cast_possible_truncation)]
         let set = (line % self.index) as usize;
-        set * stride
+        let start = set * self.ways;
+        start..start + self.ways
     }
 
     /// Looks `line` up and makes it the most recently used line of its set; on a miss, fills it
     /// there and drops the set's least recently used line (or an empty way). Returns whether it
-    /// hit.
+    /// hit. One pass: each way, from the most recent, takes the line of the way before it, until
+    /// the way that held `line` (a hit) or past the last way (a miss: the last line falls out).
     #[inline(always)]
     pub fn touch(&mut self, line: u64) -> bool {
-        // The presets' associativities with their way count known at compile time: the passes
-        // unroll, and a signed block's shape, masks and shifts are constants.
-        match self.pass {
-            Pass::Absent => false,
-            Pass::Ordered8 => self.touch_ordered::<8>(line),
-            Pass::Ordered11 => self.touch_ordered::<11>(line),
-            Pass::Ordered12 => self.touch_ordered::<12>(line),
-            Pass::Ordered16 => self.touch_ordered::<16>(line),
-            Pass::Signed8 => self.touch_signed_fixed::<8, 2>(line),
-            Pass::Signed11 => self.touch_signed_fixed::<11, 3>(line),
-            Pass::Signed12 => self.touch_signed_fixed::<12, 3>(line),
-            Pass::Signed16 => self.touch_signed_fixed::<16, 3>(line),
-            Pass::Any => self.touch_any(line),
+        // The presets' associativities with their way count known at compile time: the pass
+        // unrolls into one load, store, compare and branch per way, no loop counter.
+        match self.ways {
+            0 => false,
+            8 => self.touch_fixed::<8>(line),
+            11 => self.touch_fixed::<11>(line),
+            12 => self.touch_fixed::<12>(line),
+            16 => self.touch_fixed::<16>(line),
+            _ => self.touch_any(line),
         }
     }
 
-    /// [`LineSets::touch`] of an ordered set of `N` ways: one pass, each way, from the most
-    /// recent, takes the line of the way before it, until the way that held `line` (a hit) or
-    /// past the last way (a miss: the last line falls out).
+    /// [`LineSets::touch`] of a set of `N` ways.
     #[inline(always)]
-    fn touch_ordered<const N: usize>(&mut self, line: u64) -> bool {
-        let start = self.set_start(line, N);
-        let Some(set) = self.words[start..].first_chunk_mut::<N>() else {
+    fn touch_fixed<const N: usize>(&mut self, line: u64) -> bool {
+        let r = self.set_range(line);
+        let Some(set) = self.tags[r.start..].first_chunk_mut::<N>() else {
             unreachable!("a set of {N} ways")
         };
         move_to_front(set, line)
     }
 
-    /// [`LineSets::touch`] of a signed set of `N` ways and a head of `H` words.
-    #[inline(always)]
-    fn touch_signed_fixed<const N: usize, const H: usize>(&mut self, line: u64) -> bool {
-        debug_assert_eq!(H, signature_words(N) + 1);
-        let start = self.set_start(line, H + N);
-        let Some((head, rest)) = self.words[start..].split_first_chunk_mut::<H>() else {
-            unreachable!("a head of {H} words")
-        };
-        let Some(tags) = rest.first_chunk_mut::<N>() else {
-            unreachable!("a set of {N} ways")
-        };
-        // The block's other host lines (64 bytes: 8 words), asked for before the head is read: a
-        // hit reads a line number, a miss writes one, and neither is known before the head is.
-        let mut i = 7;
-        while i < H + N - 1 {
-            compromis_vmem::radix::prefetch(&tags[i - H]);
-            i += 8;
-        }
-        compromis_vmem::radix::prefetch(&tags[N - 1]);
-        touch_signed(head, tags, line, N)
-    }
-
-    /// [`LineSets::touch`] of a set of any number of ways, either layout.
+    /// [`LineSets::touch`] of a set of any number of ways.
     #[inline(never)]
     fn touch_any(&mut self, line: u64) -> bool {
-        let start = self.set_start(line, self.stride);
-        let block = &mut self.words[start..start + self.stride];
-        if self.head == 0 {
-            return move_to_front(block, line);
-        }
-        let (head, tags) = block.split_at_mut(self.head);
-        touch_signed(head, tags, line, self.ways)
-    }
-
-    /// The line numbers of `line`'s set (in recency order if ordered).
-    fn tags_of(&self, line: u64) -> &[u64] {
-        if self.ways == 0 {
-            return &[];
-        }
-        let start = self.set_start(line, self.stride) + self.head;
-        &self.words[start..start + self.ways]
+        let r = self.set_range(line);
+        move_to_front(&mut self.tags[r], line)
     }
 
     /// Whether `line` is held, without changing the order.
     pub fn contains(&self, line: u64) -> bool {
-        self.tags_of(line).contains(&line)
+        self.ways != 0 && self.tags[self.set_range(line)].contains(&line)
     }
 
-    /// The bytes of line numbers (8 a line; a signed set's head adds 2-3 words to its 8-16).
+    /// The bytes of tags: what the level costs the host's caches.
     fn tag_bytes(&self) -> usize {
-        self.words.len() / self.stride.max(1) * self.ways * std::mem::size_of::<u64>()
+        self.tags.len() * std::mem::size_of::<u64>()
     }
 
-    /// Starts loading `line`'s set into the host's caches (a speed hint; no state changes): the
-    /// first word of its block, and for a signed set the last word of its head (the words every
-    /// access of the set reads; a hit reads one line number more, a miss writes one).
+    /// Starts loading `line`'s set into the host's caches (a speed hint; no state changes).
     #[inline(always)]
     pub fn prefetch(&self, line: u64) {
         if self.ways != 0 {
-            let start = self.set_start(line, self.stride);
-            compromis_vmem::radix::prefetch(&self.words[start]);
-            if self.head != 0 {
-                compromis_vmem::radix::prefetch(&self.words[start + self.head - 1]);
-            }
+            let r = self.set_range(line);
+            compromis_vmem::radix::prefetch(&self.tags[r.start]);
         }
     }
 
     /// Empties every set.
     pub fn flush(&mut self) {
-        self.words.fill(EMPTY);
-        self.empty_heads();
-    }
-
-    /// Writes the head of every signed set as that of an empty set (signatures 0, the order of
-    /// [`empty_order`]); the line numbers are left as they are.
-    fn empty_heads(&mut self) {
-        if self.head == 0 {
-            return;
-        }
-        let (head, order) = (self.head, empty_order(self.ways));
-        for set in self.words.chunks_exact_mut(self.stride) {
-            set[..head - 1].fill(0);
-            set[head - 1] = order;
-        }
+        self.tags.fill(EMPTY);
     }
 
     /// The lines held in `line`'s set, most recently used first (for tests and checks).
     pub fn set_of(&self, line: u64) -> impl Iterator<Item = u64> + '_ {
-        let tags = self.tags_of(line);
-        let order =
-            (self.head != 0).then(|| self.words[self.set_start(line, self.stride) + self.head - 1]);
-        (0..tags.len())
-            .map(move |p| match order {
-                // A nibble: below 16.
-                #[allow(clippy::cast_possible_truncation)]
-                Some(o) => tags[((o >> (4 * p)) & 0xf) as usize],
-                None => tags[p],
-            })
-            .take_while(|&t| t != EMPTY)
+        let r = if self.ways == 0 {
+            0..0
+        } else {
+            self.set_range(line)
+        };
+        self.tags[r].iter().copied().take_while(|&t| t != EMPTY)
     }
 }
 
@@ -529,37 +274,18 @@ pub struct DataCaches {
 /// slower). Speed only: no simulated state depends on it.
 pub const PREFETCH_MIN_TAG_BYTES: usize = 1 << 20;
 
-/// A level of at most 16 ways is laid out in signed sets (see [`LineSets`]) when its
-/// line numbers take more than this, as for [`PREFETCH_MIN_TAG_BYTES`]: its sets miss the host's
-/// caches, and a signed set's miss reads one short head and writes one word where a
-/// move-to-front pass reads and rewrites every way. Smaller levels stay in the host's caches,
-/// where the move-to-front pass, which stops at the hit, takes fewer instructions (measured in
-/// docs/performance.md 2m: signed L1D and L2 sets cost the EPT bench 7% more instructions in the
-/// data caches and were slower). Speed only: no result depends on the layout.
-pub const SIGNED_MIN_TAG_BYTES: usize = PREFETCH_MIN_TAG_BYTES;
-
-fn build(c: &CacheLevel, signed_min_tag_bytes: usize) -> LineSets {
+fn build(c: &CacheLevel) -> LineSets {
     if !c.is_enabled() {
         return LineSets::absent();
     }
-    usize::try_from(c.lines()).map_or_else(
-        |_| LineSets::absent(),
-        |l| LineSets::new(l, c.ways, l.saturating_mul(8) > signed_min_tag_bytes),
-    )
+    usize::try_from(c.lines()).map_or_else(|_| LineSets::absent(), |l| LineSets::new(l, c.ways))
 }
 
 impl DataCaches {
     /// Caches shaped by `cfg`, which was validated beforehand ([`CacheConfig::validate`]); a level
     /// whose geometry is impossible anyway is left out rather than panicking.
     pub fn new(cfg: &CacheConfig) -> DataCaches {
-        DataCaches::with_signed_min(cfg, SIGNED_MIN_TAG_BYTES)
-    }
-
-    /// [`DataCaches::new`] with signed sets for the levels (of at most [`SIGNED_WAYS`] ways) whose
-    /// line numbers take more than `signed_min_tag_bytes` (0: every such level; tests).
-    fn with_signed_min(cfg: &CacheConfig, signed_min_tag_bytes: usize) -> DataCaches {
-        let b = |c| build(c, signed_min_tag_bytes);
-        let levels = [b(&cfg.l1d), b(&cfg.l2), b(&cfg.llc)];
+        let levels = [build(&cfg.l1d), build(&cfg.l2), build(&cfg.llc)];
         let big = |l: &LineSets| l.ways != 0 && l.tag_bytes() > PREFETCH_MIN_TAG_BYTES;
         DataCaches {
             prefetched: big(&levels[1]) || big(&levels[2]),
@@ -746,23 +472,11 @@ mod tests {
         Flush,
     }
 
-    /// 48 lines whose signatures take two values only: in a set, most of them share their
-    /// signature byte with other lines held, so a hit or a miss checks false candidates.
-    fn colliding() -> &'static [u64] {
-        static LINES: std::sync::OnceLock<Vec<u64>> = std::sync::OnceLock::new();
-        LINES.get_or_init(|| (0u64..).filter(|&l| signature(l) < 2).take(48).collect())
-    }
-
-    /// Touches, probes and flushes over 48 lines (any signatures) and 48 lines of colliding
-    /// signatures.
     fn set_ops() -> impl Strategy<Value = Vec<SetOp>> {
-        let colliding = |i: usize| colliding()[i];
         prop::collection::vec(
             prop_oneof![
                 20 => (0u64..48).prop_map(SetOp::Touch),
-                10 => (0usize..48).prop_map(move |i| SetOp::Touch(colliding(i))),
                 4 => (0u64..48).prop_map(SetOp::Contains),
-                2 => (0usize..48).prop_map(move |i| SetOp::Contains(colliding(i))),
                 1 => Just(SetOp::Flush),
             ],
             0..400,
@@ -784,20 +498,16 @@ mod tests {
 
         /// `LineSets` against a naive LRU: per set a `Vec` of lines, least recently used first;
         /// a hit moves the line to the end, a miss appends it and drops the first when the set is
-        /// full. Sets 1..7 (powers of two or not) x ways 1..20 (the presets' 8, 11, 12 and 16 take
-        /// the passes specialised by way count, the others the generic one), both layouts (signed
-        /// sets of at most 16 ways, ordered sets; a signed set of 17..19 ways is ordered), and
-        /// absent levels.
+        /// full. Sets 1..7 (powers of two or not) x ways 1..20 (the presets' 8, 11, 12 and 16, which
+        /// take the unrolled passes, among them), and absent levels.
         #[test]
         fn line_sets_match_vec_lru(
             sets in 0u64..7,
             ways in prop_oneof![0usize..9, Just(11usize), Just(12usize), Just(16usize), 9usize..20],
-            signed in any::<bool>(),
             ops in set_ops(),
         ) {
             let lines = usize::try_from(sets).unwrap() * ways;
-            let mut c = LineSets::new(lines, ways, signed);
-            prop_assert_eq!(c.is_signed(), signed && lines > 0 && ways <= SIGNED_WAYS);
+            let mut c = LineSets::new(lines, ways);
             let present = lines > 0;
             let mut o: Vec<Vec<u64>> = vec![Vec::new(); usize::try_from(sets).unwrap()];
             for op in ops {
@@ -879,11 +589,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn matches_naive_oracle(cfg in arb_config(), signed in any::<bool>(), s in stream()) {
+        fn matches_naive_oracle(cfg in arb_config(), s in stream()) {
             prop_assert!(cfg.validate().is_ok());
-            // Every level signed, or (the tiny levels here being small) every level ordered.
-            let mut c = DataCaches::with_signed_min(&cfg, if signed { 0 } else { SIGNED_MIN_TAG_BYTES });
-            prop_assert!(c.levels.iter().all(|l| l.is_signed() == (signed && l.ways != 0)));
+            let mut c = DataCaches::new(&cfg);
             let mut o = Oracle::new(&cfg);
             let mut cycles = 0;
             for &a in &s {
@@ -1068,7 +776,6 @@ mod tests {
         let mut c = DataCaches::new(&d);
         // 128 KiB and 256 KiB of L2 and LLC tags: they stay in a host core's caches.
         assert!(!c.prefetches());
-        assert!(c.levels.iter().all(|l| !l.is_signed()));
         assert!(!DataCaches::new(&CacheConfig::dram_only(200)).prefetches());
         assert_eq!(c.latency(Level::Llc), 44);
         // 64 sets x 8 ways: nine lines 4 KiB apart share an L1 set; the first is evicted to the L2.
@@ -1090,20 +797,13 @@ mod tests {
         cfg.validate().unwrap();
         let c = DataCaches::new(&cfg);
         assert!(c.prefetches());
-        // Its sets are signed; the default L1D's and L2's (32 KiB, 1 MiB: 4 and 128 KiB of tags) are not.
-        let signed: Vec<bool> = c.levels.iter().map(LineSets::is_signed).collect();
-        assert_eq!(signed, [false, false, true]);
         // Exactly the threshold (an 8 MiB LLC of 64 B lines: 1 MiB of tags) is not enough.
         cfg.llc = CacheLevel::new(ByteSize::mib(8), 16, 64, 54);
-        let c = DataCaches::new(&cfg);
-        assert!(!c.prefetches() && !c.levels[2].is_signed());
+        assert!(!DataCaches::new(&cfg).prefetches());
         cfg.l2 = CacheLevel::new(ByteSize::mib(16), 16, 64, 14);
         cfg.llc = CacheLevel::OFF;
         let c = DataCaches::new(&cfg);
-        assert!(c.prefetches() && c.levels[1].is_signed());
-        // More than 16 ways: ordered whatever the size.
-        cfg.l2 = CacheLevel::new(ByteSize::mib(20), 20, 64, 14);
-        assert!(!DataCaches::new(&cfg).levels[1].is_signed());
+        assert!(c.prefetches());
         // A prefetch changes nothing the simulation sees.
         let before = c.clone();
         c.prefetch(Hpa(0x1234_5678));
