@@ -194,11 +194,24 @@ impl LineSets {
         }
     }
 
+    /// [`LineSets::touch`] of a level known to have `N` ways (its pass chosen at compile time),
+    /// or of any level when `N` is 0 (the pass chosen by its ways).
+    #[inline(always)]
+    fn touch_shaped<const N: usize>(&mut self, line: u64) -> bool {
+        if N == 0 {
+            return self.touch(line);
+        }
+        debug_assert_eq!(self.ways, N, "a level of {N} ways");
+        self.touch_fixed::<N>(line)
+    }
+
     /// [`LineSets::touch`] of a set of `N` ways.
     #[inline(always)]
     fn touch_fixed<const N: usize>(&mut self, line: u64) -> bool {
-        let r = self.set_range(line);
-        let Some(set) = self.tags[r.start..].first_chunk_mut::<N>() else {
+        // The set index is below `sets`, which came from a usize; `ways` is `N`.
+        #[allow(clippy::cast_possible_truncation)]
+        let start = (line % self.index) as usize * N;
+        let Some(set) = self.tags[start..].first_chunk_mut::<N>() else {
             unreachable!("a set of {N} ways")
         };
         move_to_front(set, line)
@@ -246,6 +259,18 @@ impl LineSets {
     }
 }
 
+/// The ways of the L1D, L2 and LLC, when they are those of a preset (Skylake-SP: 8, 16, 11;
+/// Zen 3: 8, 8, 16; the model default: 8, 16, 16): [`DataCaches::access_levels`] then takes
+/// each level's pass known at compile time. Speed only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    W8x16x11,
+    W8x8x16,
+    W8x16x16,
+    /// Any other (each level's pass chosen by its ways).
+    Any,
+}
+
 /// The L1D / L2 / LLC / DRAM hierarchy of one core.
 #[derive(Clone, Debug)]
 pub struct DataCaches {
@@ -256,6 +281,8 @@ pub struct DataCaches {
     latency: [u64; 4],
     /// No level is enabled (a translation-only model): every access goes to DRAM.
     dram_only: bool,
+    /// The three levels' ways when they are one of the presets' shapes (see [`Shape`]).
+    shape: Shape,
     /// Accesses served per [`Level`] (index = level); the latency of each is fixed, so these
     /// give every counter of [`CacheStats`].
     served: [u64; 4],
@@ -290,6 +317,12 @@ impl DataCaches {
         DataCaches {
             prefetched: big(&levels[1]) || big(&levels[2]),
             dram_only: levels.iter().all(|l| l.ways == 0),
+            shape: match (levels[0].ways, levels[1].ways, levels[2].ways) {
+                (8, 16, 11) => Shape::W8x16x11,
+                (8, 8, 16) => Shape::W8x8x16,
+                (8, 16, 16) => Shape::W8x16x16,
+                _ => Shape::Any,
+            },
             levels,
             shifts: [
                 cfg.l1d.line.trailing_zeros(),
@@ -322,17 +355,34 @@ impl DataCaches {
     /// [`DataCaches::access`] with at least one level present (out of line, as `access` was).
     #[inline(never)]
     fn access_levels(&mut self, hpa: Hpa) -> (Level, u64) {
+        // One choice per access of the three levels' passes when their ways are a preset's
+        // (Skylake-SP's, Zen 3's, the model default's), instead of one per level and access (a
+        // jump through a table each).
+        match self.shape {
+            Shape::W8x16x11 => self.access_shaped::<8, 16, 11>(hpa),
+            Shape::W8x8x16 => self.access_shaped::<8, 8, 16>(hpa),
+            Shape::W8x16x16 => self.access_shaped::<8, 16, 16>(hpa),
+            Shape::Any => self.access_shaped::<0, 0, 0>(hpa),
+        }
+    }
+
+    /// [`DataCaches::access_levels`] of levels of `A`, `B` and `C` ways (0: any).
+    #[inline(always)]
+    fn access_shaped<const A: usize, const B: usize, const C: usize>(
+        &mut self,
+        hpa: Hpa,
+    ) -> (Level, u64) {
         let a = hpa.raw();
         // Each level is looked up and, on a miss, filled in the same pass; the first hit stops
         // the search, so the line ends up in every level above the one that had it. Written out
         // level by level (not a loop): each level's choice of pass (by its ways) is then a branch
         // of its own, taken the same way on every access.
         let [l1, l2, llc] = &mut self.levels;
-        let hit = if l1.touch(a >> self.shifts[0]) {
+        let hit = if l1.touch_shaped::<A>(a >> self.shifts[0]) {
             0
-        } else if l2.touch(a >> self.shifts[1]) {
+        } else if l2.touch_shaped::<B>(a >> self.shifts[1]) {
             1
-        } else if llc.touch(a >> self.shifts[2]) {
+        } else if llc.touch_shaped::<C>(a >> self.shifts[2]) {
             2
         } else {
             3
@@ -603,6 +653,28 @@ mod tests {
             prop_assert_eq!(st.cycles, cycles);
             prop_assert_eq!(st.accesses, s.len() as u64);
             prop_assert_eq!(st.l1_hits + st.l2_hits + st.llc_hits + st.misses, st.accesses);
+        }
+
+        /// The presets' shapes (ways 8/16/11, 8/8/16, 8/16/16), whose passes are chosen once per
+        /// access, against the naive model: 1-3 sets per level (powers of two or not), lines of
+        /// 64 or 128 bytes, accesses over 160 lines so that every level evicts.
+        #[test]
+        fn shaped_hierarchies_match_naive_oracle(
+            shape in 0usize..3,
+            sets in [1u64..4, 1u64..4, 1u64..4],
+            sh in [6u32..8, 6u32..8, 6u32..8],
+            s in prop::collection::vec((0u64..160, 0u64..128).prop_map(|(l, o)| l * 64 + o), 0..800),
+        ) {
+            let ways = [[8, 16, 11], [8, 8, 16], [8, 16, 16]][shape];
+            let lv = |i: usize| level(sets[i] * ways[i] as u64, ways[i], 1 << sh[i], [4, 14, 44][i]);
+            let cfg = CacheConfig { l1d: lv(0), l2: lv(1), llc: lv(2), dram_latency: 200 };
+            prop_assert!(cfg.validate().is_ok());
+            let mut c = DataCaches::new(&cfg);
+            prop_assert_eq!(c.shape, [Shape::W8x16x11, Shape::W8x8x16, Shape::W8x16x16][shape]);
+            let mut o = Oracle::new(&cfg);
+            for &a in &s {
+                prop_assert_eq!(c.access(Hpa(a)), o.access(a), "address {:#x}", a);
+            }
         }
 
         /// LRU is a stack algorithm and a level's input stream depends only on the levels above it:
