@@ -483,6 +483,55 @@ mod tests {
     }
 
     proptest! {
+        /// The nested walker reading the EPT's last two entries from plans
+        /// (`translate_planned`) translates as without them (`translate`, a recorded descent):
+        /// same answers, counters, nested TLB and host walk caches after every translation;
+        /// plans of the gPA's page, of another page, or none; host pages of 4 KiB, 2 MiB and
+        /// 1 GiB; small host walk caches that evict, so one, two and more entries are read.
+        #[test]
+        fn nested_planned_is_unplanned(
+            host in 0usize..3,
+            small in any::<bool>(),
+            gpas in prop::collection::vec((0u64..(1 << 30), 0u8..3), 1..200),
+        ) {
+            let layout = GuestLayout::for_ram(1 << 30);
+            let host_page = [PageSize::Size4K, PageSize::Size2M, PageSize::Size1G][host];
+            let mut hv = HvFrames::new(HV_PRIVATE_BASE);
+            let backing = Backing::contiguous(layout, Hpa(1 << 40), host_page, &mut hv);
+            let mut cfg = MachineConfig::default();
+            if small {
+                let g = |entries, ways| crate::config::Geometry { entries, ways };
+                cfg.walk_caches.nested_tlb = g(4, 4);
+                cfg.walk_caches.host_pd = g(2, 2);
+                cfg.walk_caches.host_pdpt = g(1, 1);
+            }
+            let mut planned = NestedWalker::new(&cfg);
+            let mut plain = planned.clone();
+            let (mut mem_a, mut stats_a) = (Mem::new(&cfg), Stats::default());
+            let (mut mem_b, mut stats_b) = (Mem::new(&cfg), Stats::default());
+            let ept = backing.ept();
+            for (g, plan) in gpas {
+                let gpa = Gpa(g);
+                let plans = match plan {
+                    0 => vec![],
+                    1 => vec![ept.plan_walk(g ^ (1 << 21)), ept.plan_walk(g)],
+                    _ => vec![ept.plan_walk(g ^ 0x5000)],
+                };
+                let a = planned.translate_planned(&backing, gpa, &plans, &mut mem_a, &mut stats_a);
+                let b = plain.translate(&backing, gpa, &mut mem_b, &mut stats_b);
+                prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
+                prop_assert_eq!(&stats_a, &stats_b);
+                prop_assert_eq!(format!("{:?}", planned.ntlb), format!("{:?}", plain.ntlb));
+                prop_assert_eq!(
+                    format!("{:?}", planned.host_pwc),
+                    format!("{:?}", plain.host_pwc)
+                );
+                prop_assert_eq!(format!("{:?}", mem_a), format!("{:?}", mem_b));
+            }
+        }
+    }
+
+    proptest! {
         /// The nested walker with its 4-way nested TLB's fixed-shape lookups and fills
         /// (`lookup_w` / `fill_w`) translates as with the generic ones: same answers, same
         /// counters, the same nested TLB and host walk caches after every translation; host pages
