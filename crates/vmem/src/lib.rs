@@ -23,5 +23,5 @@ pub use backing::{Backing, BackingError, HV_PRIVATE_BASE, HvFrames, Run};
 pub use compromis_types::{GpaRange, GuestLayout, HIGH_RAM_START, MMIO_HOLE_START, Segment};
 pub use frames::FramePolicy;
 pub use guest::{Fault, GuestConfig, GuestCounters, GuestError, GuestOs, Unmapped};
-pub use radix::{Leaf, LeafTables, PlannedWalk, RadixTable, WalkPath, Writes};
+pub use radix::{LastTwo, Leaf, LeafTables, PlannedWalk, RadixTable, WalkPath, Writes};
 pub use shadow::{ShadowSync, ShadowTables, SyncMode, Traps};

@@ -95,6 +95,11 @@ impl WalkPath {
     }
 }
 
+/// The end of a walk without its path ([`RadixTable::last_two`]): the address of the entry read
+/// just before the last one (`None` when the walk reads one entry only, or when not known), the
+/// address of the last entry, and the leaf, if the walk found one.
+pub type LastTwo = (Option<u64>, u64, Option<Leaf>);
+
 /// A walk of one page planned ahead ([`RadixTable::plan_walk`]): where the walk stops (the last
 /// entry it reads), found while its entry was prefetched, and read by
 /// [`RadixTable::finish_last`] while the table has the version the plan was made at. The
@@ -181,7 +186,7 @@ fn fresh_version() -> u64 {
 const LEAF_SLOTS: usize = 64;
 
 /// A walker's memo of the level-1 table pages of the 2 MiB regions it walked lately (by region,
-/// direct-mapped), for [`RadixTable::last_entry_memo`]: a walk of a remembered region reads its
+/// direct-mapped), for [`RadixTable::last_two_memo`]: a walk of a remembered region reads its
 /// leaf entry only, not the three or four entries above it (a chain of dependent loads). Valid
 /// for one table version (see [`RadixTable`]'s `version`); a write to the table, or a walk of
 /// another table, forgets it all. Speed only: the answers are [`RadixTable::last_entry`]'s.
@@ -320,7 +325,7 @@ impl RadixTable {
     /// last one (`None` when the walk reads one entry only): the last two entries of
     /// [`RadixTable::walk`]'s path, from one descent that records nothing else.
     #[inline]
-    pub fn last_two(&self, va: u64) -> (Option<u64>, u64, Option<Leaf>) {
+    pub fn last_two(&self, va: u64) -> LastTwo {
         let (node, level, e, above) = self.last_node_above(va);
         let (last, leaf) = self.entry_at(node, level, va, e);
         let above = (above != usize::MAX).then(|| self.entry_addr(above));
@@ -346,26 +351,13 @@ impl RadixTable {
         }
     }
 
-    /// [`RadixTable::last_entry`], remembering in `memo` the level-1 table of `va`'s 2 MiB
-    /// region: when it is remembered (and the table did not change since), only the leaf entry
-    /// is read. Same answers as `last_entry`.
+    /// [`RadixTable::last_two`], remembering in `memo` the level-1 table of `va`'s 2 MiB region:
+    /// when it is remembered (and the table did not change since), only the leaf entry is read.
+    /// Same answers as `last_two`, but for the entry above the last, given only when this call
+    /// descended (`None` for a remembered region: a caller that needs it walks again; the memo
+    /// stays two words a slot, and a walk of a remembered region reads one entry).
     #[inline]
-    pub fn last_entry_memo(&self, va: u64, memo: &mut LeafTables) -> (u64, Option<Leaf>) {
-        let (_, last, leaf) = self.last_two_memo(va, memo);
-        (last, leaf)
-    }
-
-    /// [`RadixTable::last_two`] with `memo` as [`RadixTable::last_entry_memo`] uses it (a
-    /// remembered region's walk reads its leaf entry only). Same answers as `last_two`, but for
-    /// the entry above the last, given only when this call descended (`None` for a remembered
-    /// region: a caller that needs it walks again; the memo stays two words a slot, and a walk
-    /// of a remembered region costs no more than `last_entry_memo`'s).
-    #[inline]
-    pub fn last_two_memo(
-        &self,
-        va: u64,
-        memo: &mut LeafTables,
-    ) -> (Option<u64>, u64, Option<Leaf>) {
+    pub fn last_two_memo(&self, va: u64, memo: &mut LeafTables) -> LastTwo {
         if memo.version != self.version {
             *memo = LeafTables {
                 version: self.version,
@@ -649,11 +641,7 @@ impl RadixTable {
     /// [`RadixTable::walk`]'s path, read from `plan` without a descent. `None` as
     /// `finish_last`'s when the plan is not for `va`'s page at this version.
     #[inline(always)]
-    pub fn finish_two(
-        &self,
-        plan: &PlannedWalk,
-        va: u64,
-    ) -> Option<(Option<u64>, u64, Option<Leaf>)> {
+    pub fn finish_two(&self, plan: &PlannedWalk, va: u64) -> Option<LastTwo> {
         let (last, leaf) = self.finish_last(plan, va)?;
         Some(((plan.above != NO_ENTRY).then_some(plan.above), last, leaf))
     }
@@ -818,14 +806,14 @@ mod tests {
     }
 
     proptest! {
-        /// `last_entry_memo` answers what `last_entry` answers, and `last_two` (and
-        /// `last_two_memo` when it descends) the last two entries of `walk`'s path, through maps
-        /// and unmaps of 4 KiB,
+        /// `last_two` answers the last two entries of `walk`'s path and its leaf, and
+        /// `last_two_memo` the same (the entry above only when it descends), through maps and
+        /// unmaps of 4 KiB,
         /// 2 MiB and 1 GiB pages (which change the tables the memo remembers), on 4- and
         /// 5-level tables, with one memo throughout, also across two tables (a clone changed
         /// apart from its original).
         #[test]
-        fn last_entry_memo_is_last_entry(
+        fn last_two_memo_is_last_two(
             five in any::<bool>(),
             steps in prop::collection::vec((0u8..6, 0u64..96, 1u8..=3), 0..300),
         ) {
@@ -850,7 +838,6 @@ mod tests {
                     _ => {}
                 }
                 for probe in [va, va ^ (1 << 21), va + 4096] {
-                    prop_assert_eq!(t.last_entry_memo(probe, &mut memo), t.last_entry(probe));
                     // `last_two` (and its memo form, remembered or not): the walk's last two
                     // entries and its leaf.
                     let walk = t.walk(probe);

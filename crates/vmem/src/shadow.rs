@@ -30,7 +30,7 @@
 
 use crate::backing::{Backing, HV_PRIVATE_BASE, HvFrames};
 use crate::guest::{Fault, GuestOs, Unmapped};
-use crate::radix::{Leaf, RadixTable, WalkPath, Writes};
+use crate::radix::{LastTwo, Leaf, RadixTable, Writes};
 use compromis_types::{Address, Gpa, Gva, Hpa, PageSize, Pid};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -205,51 +205,23 @@ impl ShadowTables {
     /// The hardware walk of the running process's shadow table for `gva`. A miss on a page the
     /// guest maps is a hidden fault: the hypervisor fills the shadow entry and the walk is
     /// retried. A miss on a page the guest does not map is a plain guest page fault (no trap
-    /// here; see [`ShadowTables::guest_fault`]).
-    pub fn walk(&mut self, guest: &GuestOs, backing: &Backing, gva: Gva) -> (WalkPath, ShadowSync) {
-        self.walk_with(guest, backing, gva, |t, va| {
-            let path = t.walk(va);
-            (path.leaf.is_some(), path)
-        })
-    }
-
-    /// [`ShadowTables::walk`] giving, instead of the whole path, its last two entries and its
-    /// leaf as [`RadixTable::last_two`] does (one descent that records nothing else).
-    #[allow(clippy::type_complexity)]
-    pub fn walk_two(
-        &mut self,
-        guest: &GuestOs,
-        backing: &Backing,
-        gva: Gva,
-    ) -> ((Option<u64>, u64, Option<Leaf>), ShadowSync) {
-        self.walk_with(guest, backing, gva, |t, va| {
-            let two = t.last_two(va);
-            (two.2.is_some(), two)
-        })
-    }
-
-    /// The walk of [`ShadowTables::walk`], each descent of the shadow table made by `descend`,
-    /// which also says whether it found a leaf.
-    #[inline(always)]
-    fn walk_with<R>(
-        &mut self,
-        guest: &GuestOs,
-        backing: &Backing,
-        gva: Gva,
-        descend: impl Fn(&RadixTable, u64) -> (bool, R),
-    ) -> (R, ShadowSync) {
+    /// here; see [`ShadowTables::guest_fault`]). Gives the walk's last two entries and its leaf
+    /// as [`RadixTable::last_two`] does (one descent that records nothing else).
+    pub fn walk(&mut self, guest: &GuestOs, backing: &Backing, gva: Gva) -> (LastTwo, ShadowSync) {
         let mut sync = ShadowSync::default();
-        let (found, mut r) = descend(self.current(guest), gva.raw());
-        if !found && let Some(g) = guest.table().lookup(gva.raw()) {
+        let mut two = self.current(guest).last_two(gva.raw());
+        if two.2.is_none()
+            && let Some(g) = guest.table().lookup(gva.raw())
+        {
             sync.traps.hidden_fault = 1;
             sync.synced = self.sync(guest, backing, Gva(gva.raw() & !(g.bytes() - 1)), g);
             // Out of sync: the entry the guest wrote without a trap is reconciled here.
             if g.level == 1 {
                 self.reconciled(guest.current_pid(), gva.raw() & !0xfff);
             }
-            r = descend(self.current(guest), gva.raw()).1;
+            two = self.current(guest).last_two(gva.raw());
         }
-        (r, sync)
+        (two, sync)
     }
 
     /// The translation the shadow table gives, without side effects.
@@ -455,8 +427,8 @@ mod tests {
         let want = b.translate(g.translate(Gva(BASE + 8)).unwrap());
         assert_eq!(s.lookup(g.current_pid(), Gva(BASE + 8)), want);
         // The walk now hits: no trap.
-        let (path, sync) = s.walk(&g, &b, Gva(BASE + 8));
-        assert!(path.leaf.is_some());
+        let ((_, _, leaf), sync) = s.walk(&g, &b, Gva(BASE + 8));
+        assert!(leaf.is_some());
         assert_eq!(sync, ShadowSync::default());
     }
 
@@ -477,13 +449,13 @@ mod tests {
         }];
         let sync = s.unmap(&g, &pieces, Writes::default(), false);
         assert_eq!((sync.traps.invlpg, sync.removed), (1, 512));
-        let (path, sync) = s.walk(&g, &b, Gva(BASE + 4096));
-        assert!(path.leaf.is_some());
+        let ((_, _, leaf), sync) = s.walk(&g, &b, Gva(BASE + 4096));
+        assert!(leaf.is_some());
         assert_eq!(sync.traps.hidden_fault, 1);
         assert_eq!(sync.synced, 512);
         // A page the guest does not map: no trap (the guest faults).
-        let (path, sync) = s.walk(&g, &b, Gva(BASE + (8 << 20)));
-        assert!(path.leaf.is_none());
+        let ((_, _, leaf), sync) = s.walk(&g, &b, Gva(BASE + (8 << 20)));
+        assert!(leaf.is_none());
         assert_eq!(sync, ShadowSync::default());
     }
 
@@ -529,8 +501,8 @@ mod tests {
         assert_eq!(sync.synced, 0);
         assert_eq!(s.lookup(pid, Gva(BASE)), None);
         // The retried access takes a hidden fault that fills the entry: two exits in all.
-        let (path, sync) = s.walk(&g, &b, Gva(BASE));
-        assert!(path.leaf.is_some());
+        let ((_, _, leaf), sync) = s.walk(&g, &b, Gva(BASE));
+        assert!(leaf.is_some());
         assert_eq!((sync.traps.hidden_fault, sync.synced), (1, 1));
         // The shadowed leaf table is write-protected: the next write unsyncs it (one trap), the
         // ones after are free.

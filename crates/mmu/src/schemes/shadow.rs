@@ -57,7 +57,7 @@ impl Walker for Shadow {
     ) -> Option<WalkResult> {
         // The last two entries of the walk and its leaf, from one descent of the shadow table:
         // the page-walk caches nearly always leave no more to read.
-        let ((above, last, leaf), sync) = self.shadow.walk_two(ctx.guest, ctx.backing, gva);
+        let ((above, last, leaf), sync) = self.shadow.walk(ctx.guest, ctx.backing, gva);
         charge(&sync, stats);
         let leaf = leaf?;
         // The shadow table has the guest table's levels; a walk reads one entry per level from
