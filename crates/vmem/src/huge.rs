@@ -88,14 +88,15 @@ impl std::ops::Deref for HugeWords {
     type Target = [u64];
     #[inline(always)]
     fn deref(&self) -> &[u64] {
-        &self.buf[self.start..self.start + self.len]
+        // `buf` ends where the words do (`new` and `Clone` size it so): one bound to check.
+        &self.buf[self.start..]
     }
 }
 
 impl std::ops::DerefMut for HugeWords {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut [u64] {
-        &mut self.buf[self.start..self.start + self.len]
+        &mut self.buf[self.start..]
     }
 }
 
