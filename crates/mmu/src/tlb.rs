@@ -365,6 +365,10 @@ pub struct WalkCaches {
     /// and a power-of-two number of sets, [`SetAssoc::has_shape`]: every preset's PML4E cache of
     /// 2 ways, PDPTE and PDE caches of 4), else 0 (the generic [`SetAssoc::touch`]).
     shapes: [u8; 3],
+    /// `shapes` is every preset's, `[4, 4, 2]` (PDE and PDPTE caches of 4 ways, PML4E cache of
+    /// 2): a 4-level walk to a 4 KiB leaf then probes them with each level's key and pass known
+    /// at compile time ([`WalkCaches::skip`]).
+    preset: bool,
 }
 
 impl WalkCaches {
@@ -375,9 +379,11 @@ impl WalkCaches {
             () if c.has_shape(2) => 2,
             () => 0,
         };
+        let shapes = [shape(pd), shape(pdpt), shape(pml4)];
         WalkCaches {
             caches: [pd.clone(), pdpt.clone(), pml4.clone()],
-            shapes: [shape(pd), shape(pdpt), shape(pml4)],
+            preset: shapes == [4, 4, 2],
+            shapes,
         }
     }
 
@@ -412,11 +418,28 @@ impl WalkCaches {
         if first > levels {
             return 0;
         }
+        if self.preset && levels == 4 && first == 2 {
+            // Nearly every walk: the presets' caches, a 4-level walk to a 4 KiB leaf.
+            if self.caches[0].touch_w::<4>(pwc_key(va, 2, asid)) {
+                return 3;
+            }
+            return self.skip_preset_above(va, asid);
+        }
         let key = pwc_key(va, first, asid);
         if self.touch_at(usize::from(first.clamp(2, 4) - 2), key) {
             return levels - first + 1;
         }
         self.skip_from(va, asid, levels, first + 1)
+    }
+
+    /// [`WalkCaches::skip`] of the presets' caches on a 4-level walk to a 4 KiB leaf, after a
+    /// PDE-cache miss: the PDPTE cache, then the PML4E cache.
+    #[inline(never)]
+    fn skip_preset_above(&mut self, va: u64, asid: u16) -> u8 {
+        if self.caches[1].touch_w::<4>(pwc_key(va, 3, asid)) {
+            return 2;
+        }
+        u8::from(self.caches[2].touch_w::<2>(pwc_key(va, 4, asid)))
     }
 
     /// [`WalkCaches::skip`] from `level` up, after a miss below it.
@@ -473,7 +496,11 @@ mod tests {
         /// 5-level walks to 4 KiB, 2 MiB and 1 GiB leaves, with caches small enough to evict.
         #[test]
         fn skip_is_the_plain_loop(
-            geometries in proptest::array::uniform3(0usize..6),
+            // The presets' shapes ([4, 4, 2]: their own path) one time in four.
+            geometries in proptest::prop_oneof![
+                3 => proptest::array::uniform3(0usize..6),
+                1 => proptest::strategy::Just([0usize, 1, 2]),
+            ],
             steps in proptest::collection::vec((0u64..64, 0u8..3, proptest::bool::ANY, 0u16..2), 0..300),
         ) {
             // (entries, ways, the shape `touch_at` takes): 4 and 2 ways over a power-of-two
