@@ -599,8 +599,20 @@ impl RadixTable {
     /// [`RadixTable::finish_last`] reads it later. No state changes.
     #[inline]
     pub fn plan_walk(&self, va: u64) -> PlannedWalk {
+        // The level count known at compile time: the descent unrolls, each level's index a
+        // constant shift (speed only: the same descent).
+        match self.levels {
+            4 => self.plan_walk_at::<4>(va),
+            _ => self.plan_walk_at::<0>(va),
+        }
+    }
+
+    /// [`RadixTable::plan_walk`] of a table of `L` levels (0: of its own level count).
+    #[inline(always)]
+    fn plan_walk_at<const L: u8>(&self, va: u64) -> PlannedWalk {
+        debug_assert!(L == 0 || L == self.levels, "a table of {L} levels");
         let mut node = 0usize;
-        let mut level = self.levels;
+        let mut level = if L == 0 { self.levels } else { L };
         // Arena position of the entry read before (none yet).
         let mut above = usize::MAX;
         loop {
