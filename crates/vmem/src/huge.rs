@@ -89,6 +89,7 @@ impl std::ops::Deref for HugeWords {
     #[inline(always)]
     fn deref(&self) -> &[u64] {
         // `buf` ends where the words do (`new` and `Clone` size it so): one bound to check.
+        debug_assert_eq!(self.buf.len(), self.start + self.len);
         &self.buf[self.start..]
     }
 }
@@ -96,6 +97,7 @@ impl std::ops::Deref for HugeWords {
 impl std::ops::DerefMut for HugeWords {
     #[inline(always)]
     fn deref_mut(&mut self) -> &mut [u64] {
+        debug_assert_eq!(self.buf.len(), self.start + self.len);
         &mut self.buf[self.start..]
     }
 }
